@@ -1,0 +1,282 @@
+//! One tenant's TSDB: opening (WAL replay and repair), appending, closing, and reading back.
+//!
+//! Commit protocol (the durability contract): an [`Appender`] validates samples against the
+//! series' current state in parallel with other appenders; [`Appender::commit`] then takes the
+//! WAL lock, writes the batch's series and samples records with one `write(2)` batch, and only
+//! after that write returned applies the samples to the in-memory chunks, still under the WAL
+//! lock. So memory never holds a sample the WAL lacks, memory applies samples in WAL order (a
+//! restart rebuilds exactly the same head), and a caller that sees `commit` succeed may
+//! acknowledge: the samples are in the page cache and survive a process kill.
+
+mod appender;
+mod replay;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+pub use appender::{AppendBuffers, Appender, CommitOutcome, SeriesOutcome};
+pub use stats::{Cardinality, HeadStats, SeriesData, Stat};
+
+use crate::fsutil::LockFile;
+use crate::head::Head;
+use crate::metrics::TsdbMetrics;
+use crate::wal::{self, Corruption, WalError, WalOptions, WalWriter};
+
+/// Settings of one TSDB.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Chunk range in milliseconds (the minimum block duration, 2h by default).
+    pub chunk_range: i64,
+    /// WAL writer settings.
+    pub wal: WalOptions,
+    /// Hold an exclusive `lock` file in the directory while open.
+    pub lockfile: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            chunk_range: 2 * 3600 * 1000,
+            wal: WalOptions::default(),
+            lockfile: true,
+        }
+    }
+}
+
+/// Errors of opening and writing a TSDB.
+#[derive(Debug, thiserror::Error)]
+pub enum TsdbError {
+    /// A WAL error.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// An I/O error on a path.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The WAL is corrupt in a way repair cannot handle (e.g. in a checkpoint).
+    #[error("WAL replay failed: {0}")]
+    Replay(String),
+    /// The TSDB is closed (shutting down).
+    #[error("TSDB is closed")]
+    Closed,
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TsdbError + 'a {
+    move |source| TsdbError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What opening found on disk.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    /// Series records read.
+    pub series: u64,
+    /// Samples applied to the head.
+    pub samples: u64,
+    /// Samples skipped because they were not newer than their series' latest sample.
+    pub skipped_samples: u64,
+    /// Samples whose series reference was never defined.
+    pub unknown_ref_samples: u64,
+    /// Records of types this TSDB does not store (histograms, exemplars, ...).
+    pub skipped_records: u64,
+    /// Segments replayed.
+    pub segments: u32,
+    /// The corruption that was repaired, if any.
+    pub repaired: Option<Corruption>,
+    /// Replay time in seconds.
+    pub duration_seconds: f64,
+}
+
+/// A tenant TSDB.
+pub struct Tsdb {
+    dir: PathBuf,
+    pub(crate) head: Head,
+    pub(crate) wal: Mutex<Option<WalWriter>>,
+    metrics: Arc<TsdbMetrics>,
+    _lock: Option<LockFile>,
+}
+
+impl std::fmt::Debug for Tsdb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tsdb")
+            .field("dir", &self.dir)
+            .field("series", &self.head.num_series())
+            .finish()
+    }
+}
+
+/// Restores a segment left half-repaired by a crash during repair (`N.repair` holds the original).
+fn recover_interrupted_repair(wal_dir: &Path) -> Result<(), TsdbError> {
+    let Ok(rd) = std::fs::read_dir(wal_dir) else {
+        return Ok(());
+    };
+    for entry in rd.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(num) = name.strip_suffix(".repair") else {
+            continue;
+        };
+        if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let seg = wal_dir.join(num);
+        tracing::warn!(
+            segment = num,
+            "found an interrupted WAL repair, restoring the original segment"
+        );
+        if seg.exists() {
+            std::fs::remove_file(&seg).map_err(io("remove", &seg))?;
+        }
+        std::fs::rename(entry.path(), &seg).map_err(io("rename", &seg))?;
+    }
+    Ok(())
+}
+
+/// Rewrites the corrupted segment with the records before the corruption and deletes every
+/// later segment (Prometheus' `WL.Repair`).
+fn repair(
+    wal_dir: &Path,
+    c: &Corruption,
+    opts: WalOptions,
+    metrics: &Arc<TsdbMetrics>,
+) -> Result<(), TsdbError> {
+    for i in wal::list_segments(wal_dir)? {
+        if i > c.segment {
+            let p = wal::segment_path(wal_dir, i);
+            std::fs::remove_file(&p).map_err(io("remove", &p))?;
+        }
+    }
+    tracing::warn!(segment = c.segment, "Rewrite corrupted segment");
+    let seg = wal::segment_path(wal_dir, c.segment);
+    let tmp = seg.with_extension("repair");
+    std::fs::rename(&seg, &tmp).map_err(io("rename", &seg))?;
+    let data = std::fs::read(&tmp).map_err(io("read", &tmp))?;
+    let mut w = WalWriter::create(wal_dir, c.segment, opts, metrics.wal.clone())?;
+    let mut r = wal::SegmentReader::new(c.segment, &data);
+    while let Some(Ok(rec)) = r.next() {
+        if rec.end > c.offset {
+            break;
+        }
+        w.log(&[rec.data])?;
+    }
+    w.close()?;
+    std::fs::remove_file(&tmp).map_err(io("remove", &tmp))?;
+    let _ = crate::fsutil::fsync_dir(wal_dir);
+    Ok(())
+}
+
+impl Tsdb {
+    /// Opens (creating if needed) the TSDB in `dir`, replays its WAL (repairing a corrupt tail
+    /// the way Prometheus does) and starts a new WAL segment.
+    pub fn open(dir: &Path, opts: Options) -> Result<(Tsdb, OpenReport), TsdbError> {
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        let lock = if opts.lockfile {
+            Some(LockFile::acquire(dir).map_err(io("lock", dir))?)
+        } else {
+            None
+        };
+        let wal_dir = dir.join("wal");
+        std::fs::create_dir_all(&wal_dir).map_err(io("create", &wal_dir))?;
+        recover_interrupted_repair(&wal_dir)?;
+        let metrics = Arc::new(TsdbMetrics::default());
+        let head = Head::new(opts.chunk_range, metrics.clone());
+        let start = Instant::now();
+        tracing::info!("Replaying WAL, this may take a while");
+        let mut report = replay::replay(&head, &wal_dir)?;
+        if let Some(c) = &report.repaired {
+            tracing::warn!(err = %c, "Encountered WAL read error, attempting repair");
+            metrics.wal.corruptions.inc();
+            repair(&wal_dir, c, opts.wal, &metrics)?;
+        }
+        let next = match wal::list_segments(&wal_dir)?.last() {
+            Some(&last) => last + 1,
+            None => wal::last_checkpoint(&wal_dir)?
+                .map(|(n, _)| n + 1)
+                .unwrap_or(0),
+        };
+        let writer = WalWriter::create(&wal_dir, next, opts.wal, metrics.wal.clone())?;
+        report.duration_seconds = start.elapsed().as_secs_f64();
+        metrics.replay_duration_seconds.set(report.duration_seconds);
+        tracing::info!(
+            total_replay_duration = ?start.elapsed(),
+            series = report.series,
+            samples = report.samples,
+            "WAL replay completed"
+        );
+        Ok((
+            Tsdb {
+                dir: dir.to_owned(),
+                head,
+                wal: Mutex::new(Some(writer)),
+                metrics,
+                _lock: lock,
+            },
+            report,
+        ))
+    }
+
+    /// Replays the WAL of `dir` into memory without writing anything (no repair, no new segment,
+    /// no lock). Reading stops at the first corruption, which is reported.
+    pub fn open_read_only(dir: &Path, opts: Options) -> Result<(Tsdb, OpenReport), TsdbError> {
+        let metrics = Arc::new(TsdbMetrics::default());
+        let head = Head::new(opts.chunk_range, metrics.clone());
+        let report = replay::replay(&head, &dir.join("wal"))?;
+        Ok((
+            Tsdb {
+                dir: dir.to_owned(),
+                head,
+                wal: Mutex::new(None),
+                metrics,
+                _lock: None,
+            },
+            report,
+        ))
+    }
+
+    /// The TSDB directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Metrics of this TSDB.
+    pub fn metrics(&self) -> &Arc<TsdbMetrics> {
+        &self.metrics
+    }
+
+    /// Starts an append transaction using `bufs` for scratch space.
+    pub fn appender<'a>(&'a self, bufs: &'a mut AppendBuffers) -> Appender<'a> {
+        Appender::new(self, bufs)
+    }
+
+    /// Number of series in the head.
+    pub fn num_series(&self) -> u64 {
+        self.head.num_series()
+    }
+
+    /// Size of the WAL directory in bytes.
+    pub fn wal_size_bytes(&self) -> u64 {
+        crate::fsutil::dir_size(&self.dir.join("wal"))
+    }
+
+    /// Flushes and fsyncs the WAL and refuses further appends.
+    pub fn close(&self) -> Result<(), TsdbError> {
+        let mut wal = self.wal.lock();
+        if let Some(mut w) = wal.take() {
+            w.close()?;
+        }
+        Ok(())
+    }
+}

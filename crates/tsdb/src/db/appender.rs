@@ -1,0 +1,265 @@
+//! The append transaction: validate per series, then write the WAL and apply in one step.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{Tsdb, TsdbError};
+use crate::head::MemSeries;
+use crate::head::series::{Verdict, verdict};
+use crate::labels::{LabelError, LabelRef, SeriesHasher, validate_sorted};
+use crate::wal::record;
+
+/// Reusable scratch space for appenders (keep one per worker thread).
+#[derive(Default)]
+pub struct AppendBuffers {
+    hasher: SeriesHasher,
+    series_rec: Vec<u8>,
+    samples_rec: Vec<u8>,
+    pending: Vec<Pending>,
+    samples: Vec<(i64, f64)>,
+    to_mark: Vec<Arc<MemSeries>>,
+    label_scratch: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for AppendBuffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendBuffers").finish_non_exhaustive()
+    }
+}
+
+struct Pending {
+    series: Arc<MemSeries>,
+    start: u32,
+    end: u32,
+}
+
+/// Per-series result of [`Appender::append`]: how many samples were accepted and why the others
+/// were refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeriesOutcome {
+    /// Samples accepted (to be written by `commit`), exact duplicates included.
+    pub accepted: u32,
+    /// Older than the series' latest sample.
+    pub out_of_order: u32,
+    /// Same timestamp as the latest sample, other value.
+    pub duplicate: u32,
+    /// Older than the oldest appendable time of the head.
+    pub out_of_bounds: u32,
+    /// Newer than the caller's future limit.
+    pub too_far_in_future: u32,
+    /// Timestamp of the first refused sample.
+    pub first_refused: Option<i64>,
+}
+
+impl SeriesOutcome {
+    fn refuse(&mut self, t: i64) {
+        self.first_refused.get_or_insert(t);
+    }
+}
+
+/// Result of a successful commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// Samples applied to the head.
+    pub appended: u64,
+    /// Samples that passed validation but lost a race with a concurrent commit to the same
+    /// series (applied in WAL order, so a restart sees the same result); report them as
+    /// out-of-order.
+    pub lost_races: u64,
+}
+
+/// One append transaction. Nothing is visible or durable before [`Appender::commit`].
+pub struct Appender<'a> {
+    db: &'a Tsdb,
+    bufs: &'a mut AppendBuffers,
+    min_valid: Option<i64>,
+}
+
+impl<'a> Appender<'a> {
+    pub(super) fn new(db: &'a Tsdb, bufs: &'a mut AppendBuffers) -> Self {
+        bufs.series_rec.clear();
+        bufs.pending.clear();
+        bufs.samples.clear();
+        bufs.to_mark.clear();
+        Appender {
+            db,
+            bufs,
+            min_valid: None,
+        }
+    }
+
+    fn min_valid(&mut self, first_t: i64) -> i64 {
+        *self.min_valid.get_or_insert_with(|| {
+            // An empty head starts at the first sample it is offered (Prometheus' initAppender).
+            self.db.head.init_time(first_t);
+            self.db.head.appendable_min_valid_time()
+        })
+    }
+
+    /// Validates the samples of one series and queues the acceptable ones. `labels` are the raw
+    /// request labels in any order; samples newer than `max_t` are refused as too far in the
+    /// future. A label set that cannot be stored is refused as a whole.
+    pub fn append(
+        &mut self,
+        labels: &[LabelRef<'_>],
+        samples: &[(i64, f64)],
+        max_t: i64,
+    ) -> Result<SeriesOutcome, LabelError> {
+        let mut sorted = Vec::new();
+        let key = self.bufs.hasher.key(labels, &mut sorted);
+        let canonical: &[LabelRef<'_>] = if key.sorted { labels } else { &sorted };
+        let series = match self.db.head.get(key.hash) {
+            Some(s) => {
+                if !s.logged.load(Ordering::Acquire) {
+                    self.queue_series_record(&s, None);
+                }
+                s
+            }
+            None => {
+                validate_sorted(canonical)?;
+                let (s, created) = self.db.head.get_or_create(key.hash, canonical, None);
+                if created || !s.logged.load(Ordering::Acquire) {
+                    self.queue_series_record(&s, Some(canonical));
+                }
+                s
+            }
+        };
+        let mut out = SeriesOutcome::default();
+        if samples.is_empty() {
+            return Ok(out);
+        }
+        let min_valid = self.min_valid(samples[0].0);
+        let start = self.bufs.samples.len() as u32;
+        let mut last = series.state.lock().last();
+        for &(t, v) in samples {
+            if t > max_t {
+                out.too_far_in_future += 1;
+                out.refuse(t);
+                continue;
+            }
+            match verdict(last, t, v.to_bits(), min_valid) {
+                Verdict::Append => {
+                    self.bufs.samples.push((t, v));
+                    last = Some((t, v.to_bits()));
+                    out.accepted += 1;
+                }
+                Verdict::Duplicate => {
+                    out.accepted += 1;
+                    self.db.metrics().head.duplicate_samples_ignored.inc();
+                }
+                Verdict::DuplicateOtherValue => {
+                    out.duplicate += 1;
+                    out.refuse(t);
+                }
+                Verdict::OutOfOrder => {
+                    out.out_of_order += 1;
+                    out.refuse(t);
+                }
+                Verdict::OutOfBounds => {
+                    out.out_of_bounds += 1;
+                    out.refuse(t);
+                }
+            }
+        }
+        let end = self.bufs.samples.len() as u32;
+        if end > start {
+            self.bufs.pending.push(Pending { series, start, end });
+        }
+        Ok(out)
+    }
+
+    fn queue_series_record(&mut self, s: &Arc<MemSeries>, labels: Option<&[LabelRef<'_>]>) {
+        if self.bufs.series_rec.is_empty() {
+            record::begin_series(&mut self.bufs.series_rec);
+        }
+        match labels {
+            Some(labels) => record::push_series(
+                &mut self.bufs.series_rec,
+                s.series_ref,
+                labels.iter().copied(),
+            ),
+            None => {
+                let scratch = &mut self.bufs.label_scratch;
+                scratch.clear();
+                let symbols = &self.db.head.symbols;
+                scratch.extend(
+                    s.labels
+                        .chunks_exact(2)
+                        .map(|p| (symbols.get(p[0]), symbols.get(p[1]))),
+                );
+                let refs = scratch.iter().map(|(n, v)| LabelRef {
+                    name: n.as_bytes(),
+                    value: v.as_bytes(),
+                });
+                record::push_series(&mut self.bufs.series_rec, s.series_ref, refs);
+            }
+        }
+        self.bufs.to_mark.push(s.clone());
+    }
+
+    /// Writes the queued series and samples to the WAL, then applies the samples to the head.
+    /// On error nothing was applied and the caller must not acknowledge.
+    pub fn commit(self) -> Result<CommitOutcome, TsdbError> {
+        let bufs = self.bufs;
+        let head = &self.db.head;
+        if bufs.pending.is_empty() && bufs.series_rec.is_empty() {
+            return Ok(CommitOutcome::default());
+        }
+        {
+            let samples = &bufs.samples;
+            let iter = bufs.pending.iter().flat_map(|p| {
+                samples[p.start as usize..p.end as usize]
+                    .iter()
+                    .map(move |&(t, v)| (p.series.series_ref, t, v))
+            });
+            record::encode_samples(&mut bufs.samples_rec, iter);
+        }
+        let mut wal = self.db.wal.lock();
+        let writer = wal.as_mut().ok_or(TsdbError::Closed)?;
+        let mut recs: [&[u8]; 2] = [&[], &[]];
+        let mut n = 0;
+        if !bufs.series_rec.is_empty() {
+            recs[n] = &bufs.series_rec;
+            n += 1;
+        }
+        if !bufs.pending.is_empty() {
+            recs[n] = &bufs.samples_rec;
+            n += 1;
+        }
+        writer.log(&recs[..n])?;
+        for s in bufs.to_mark.drain(..) {
+            s.logged.store(true, Ordering::Release);
+        }
+        // Apply in WAL order while still holding the WAL lock.
+        let mut out = CommitOutcome::default();
+        let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
+        let mut chunks_created = 0u64;
+        let metrics = &head.metrics.head;
+        for p in bufs.pending.drain(..) {
+            let mut st = p.series.state.lock();
+            for &(t, v) in &bufs.samples[p.start as usize..p.end as usize] {
+                match verdict(st.last(), t, v.to_bits(), i64::MIN) {
+                    Verdict::Append => {
+                        if st.append(t, v, head.chunk_range) {
+                            chunks_created += 1;
+                        }
+                        out.appended += 1;
+                        mint = mint.min(t);
+                        maxt = maxt.max(t);
+                    }
+                    Verdict::Duplicate => {}
+                    _ => {
+                        out.lost_races += 1;
+                        metrics.out_of_order_samples.inc();
+                    }
+                }
+            }
+        }
+        head.update_min_max(mint, maxt);
+        drop(wal);
+        metrics.samples_appended.add(out.appended);
+        metrics.chunks_created.add(chunks_created);
+        metrics.chunks.add(chunks_created as i64);
+        Ok(out)
+    }
+}

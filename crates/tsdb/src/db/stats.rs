@@ -1,0 +1,137 @@
+//! Read access to the head: statistics for `/api/v1/status/tsdb` and full series dumps.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::Tsdb;
+use crate::labels::Labels;
+
+/// Head statistics as Prometheus reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadStats {
+    /// Number of series.
+    pub num_series: u64,
+    /// Number of chunks.
+    pub chunk_count: i64,
+    /// Lowest sample timestamp (`i64::MAX` when empty, as Prometheus).
+    pub min_time: i64,
+    /// Highest sample timestamp (`i64::MIN` when empty).
+    pub max_time: i64,
+}
+
+/// A name and a count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// Name.
+    pub name: String,
+    /// Count.
+    pub value: u64,
+}
+
+/// Cardinality statistics of the head (Prometheus' `MemPostings.Stats`).
+#[derive(Debug, Clone, Default)]
+pub struct Cardinality {
+    /// Number of distinct label name/value pairs.
+    pub num_label_pairs: u64,
+    /// Series per metric name, largest first.
+    pub series_count_by_metric_name: Vec<Stat>,
+    /// Distinct values per label name, largest first.
+    pub label_value_count_by_label_name: Vec<Stat>,
+    /// Bytes of label strings per label name, largest first.
+    pub memory_in_bytes_by_label_name: Vec<Stat>,
+    /// Series per `name=value` pair, largest first.
+    pub series_count_by_label_value_pair: Vec<Stat>,
+}
+
+/// One series with its samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesData {
+    /// The labels.
+    pub labels: Labels,
+    /// Samples in time order.
+    pub samples: Vec<(i64, f64)>,
+}
+
+fn top(map: HashMap<String, u64>, limit: usize) -> Vec<Stat> {
+    let mut v: Vec<Stat> = map
+        .into_iter()
+        .map(|(name, value)| Stat { name, value })
+        .collect();
+    v.sort_by(|a, b| b.value.cmp(&a.value).then_with(|| a.name.cmp(&b.name)));
+    v.truncate(limit);
+    v
+}
+
+impl Tsdb {
+    /// Series count, chunk count and time bounds of the head.
+    pub fn head_stats(&self) -> HeadStats {
+        HeadStats {
+            num_series: self.head.num_series(),
+            chunk_count: self.metrics().head.chunks.get(),
+            min_time: self.head.min_time(),
+            max_time: self.head.max_time(),
+        }
+    }
+
+    /// Cardinality statistics with the top `limit` entries of each list. Walks every series.
+    pub fn cardinality(&self, limit: usize) -> Cardinality {
+        let mut by_metric: HashMap<u32, u64> = HashMap::new();
+        let mut pairs: HashMap<(u32, u32), u64> = HashMap::new();
+        let symbols = &self.head.symbols;
+        let name_sym = symbols.intern("__name__");
+        self.head.for_each_series(|s| {
+            for p in s.labels.chunks_exact(2) {
+                *pairs.entry((p[0], p[1])).or_default() += 1;
+                if p[0] == name_sym {
+                    *by_metric.entry(p[1]).or_default() += 1;
+                }
+            }
+        });
+        let mut values_per_name: HashMap<String, u64> = HashMap::new();
+        let mut memory_per_name: HashMap<String, u64> = HashMap::new();
+        let mut per_pair: HashMap<String, u64> = HashMap::new();
+        for (&(n, v), &count) in &pairs {
+            let name = symbols.get(n);
+            let value = symbols.get(v);
+            *values_per_name.entry(name.clone()).or_default() += 1;
+            let varint = |len: usize| if len < 255 { 1 } else { 4 };
+            let size = (name.len() + varint(name.len()) + value.len() + varint(value.len())) as u64;
+            *memory_per_name.entry(name.clone()).or_default() += size * count;
+            per_pair.insert(format!("{name}={value}"), count);
+        }
+        Cardinality {
+            num_label_pairs: pairs.len() as u64,
+            series_count_by_metric_name: top(
+                by_metric
+                    .into_iter()
+                    .map(|(k, v)| (symbols.get(k), v))
+                    .collect(),
+                limit,
+            ),
+            label_value_count_by_label_name: top(values_per_name, limit),
+            memory_in_bytes_by_label_name: top(memory_per_name, limit),
+            series_count_by_label_value_pair: top(per_pair, limit),
+        }
+    }
+
+    /// Every series with all its samples, sorted by labels. Meant for tools and tests.
+    pub fn dump(&self) -> Vec<SeriesData> {
+        let mut out = BTreeMap::new();
+        self.head.for_each_series(|s| {
+            let samples = s.state.lock().samples();
+            out.insert(self.head.labels_of(s), samples);
+        });
+        out.into_iter()
+            .map(|(labels, samples)| SeriesData { labels, samples })
+            .collect()
+    }
+
+    /// Every series with its raw chunks `(min_t, max_t, bytes)`, sorted by labels.
+    pub fn dump_chunks(&self) -> Vec<(Labels, Vec<(i64, i64, Vec<u8>)>)> {
+        let mut out = BTreeMap::new();
+        self.head.for_each_series(|s| {
+            let chunks = s.state.lock().chunks();
+            out.insert(self.head.labels_of(s), chunks);
+        });
+        out.into_iter().collect()
+    }
+}

@@ -1,0 +1,179 @@
+//! The in-memory head: series found by the hash of their labels, each with an open XOR chunk.
+//!
+//! Series live in a striped hash table (16384 stripes, short critical sections). A series is
+//! created (labels validated, sorted and interned) only the first time its label hash is seen;
+//! every later sample of that series costs one hash and one stripe lookup. Appending follows
+//! Prometheus' in-order rules and chunk cutting exactly (see [`series`]).
+
+pub(crate) mod series;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use hashbrown::HashTable;
+use parking_lot::Mutex;
+
+use crate::labels::{Label, LabelRef, Labels};
+use crate::metrics::TsdbMetrics;
+use crate::symbols::Symbols;
+pub(crate) use series::MemSeries;
+
+const STRIPES: usize = 1 << 14;
+
+/// The head block of one TSDB.
+pub(crate) struct Head {
+    stripes: Box<[Mutex<HashTable<Arc<MemSeries>>>]>,
+    pub(crate) symbols: Symbols,
+    /// Next series reference to hand out (refs start at 1; 0 means unknown).
+    next_ref: AtomicU64,
+    min_time: AtomicI64,
+    max_time: AtomicI64,
+    /// Lower bound for appends set by persisted blocks (none yet: `i64::MIN`).
+    min_valid_floor: AtomicI64,
+    num_series: AtomicU64,
+    pub(crate) chunk_range: i64,
+    pub(crate) metrics: Arc<TsdbMetrics>,
+}
+
+#[inline]
+fn stripe_of(hash: u128) -> usize {
+    (hash as u64 as usize) & (STRIPES - 1)
+}
+
+#[inline]
+fn table_hash(hash: u128) -> u64 {
+    (hash >> 64) as u64
+}
+
+impl Head {
+    pub(crate) fn new(chunk_range: i64, metrics: Arc<TsdbMetrics>) -> Self {
+        Head {
+            stripes: (0..STRIPES).map(|_| Mutex::new(HashTable::new())).collect(),
+            symbols: Symbols::new(),
+            next_ref: AtomicU64::new(1),
+            min_time: AtomicI64::new(i64::MAX),
+            max_time: AtomicI64::new(i64::MIN),
+            min_valid_floor: AtomicI64::new(i64::MIN),
+            num_series: AtomicU64::new(0),
+            chunk_range,
+            metrics,
+        }
+    }
+
+    /// Finds a series by its label hash.
+    #[inline]
+    pub(crate) fn get(&self, hash: u128) -> Option<Arc<MemSeries>> {
+        let stripe = self.stripes[stripe_of(hash)].lock();
+        stripe.find(table_hash(hash), |s| s.hash == hash).cloned()
+    }
+
+    /// Finds or creates the series with canonical (sorted, validated) `labels`. With `with_ref`
+    /// (WAL replay) a new series gets that reference. Returns the series and whether it was new.
+    pub(crate) fn get_or_create(
+        &self,
+        hash: u128,
+        labels: &[LabelRef<'_>],
+        with_ref: Option<u64>,
+    ) -> (Arc<MemSeries>, bool) {
+        let mut stripe = self.stripes[stripe_of(hash)].lock();
+        if let Some(s) = stripe.find(table_hash(hash), |s| s.hash == hash) {
+            return (s.clone(), false);
+        }
+        let mut ids = Vec::with_capacity(labels.len() * 2);
+        for l in labels {
+            // Callers validated UTF-8.
+            ids.push(
+                self.symbols
+                    .intern(std::str::from_utf8(l.name).unwrap_or_default()),
+            );
+            ids.push(
+                self.symbols
+                    .intern(std::str::from_utf8(l.value).unwrap_or_default()),
+            );
+        }
+        let series_ref = match with_ref {
+            Some(r) => {
+                self.next_ref.fetch_max(r + 1, Relaxed);
+                r
+            }
+            None => self.next_ref.fetch_add(1, Relaxed),
+        };
+        let s = Arc::new(MemSeries::new(hash, series_ref, ids.into_boxed_slice()));
+        stripe.insert_unique(table_hash(hash), s.clone(), |s| table_hash(s.hash));
+        drop(stripe);
+        self.num_series.fetch_add(1, Relaxed);
+        self.metrics.head.series_created.inc();
+        (s, true)
+    }
+
+    /// Number of series.
+    pub(crate) fn num_series(&self) -> u64 {
+        self.num_series.load(Relaxed)
+    }
+
+    /// Lowest sample timestamp (`i64::MAX` when empty).
+    pub(crate) fn min_time(&self) -> i64 {
+        self.min_time.load(Relaxed)
+    }
+
+    /// Highest sample timestamp (`i64::MIN` when empty).
+    pub(crate) fn max_time(&self) -> i64 {
+        self.max_time.load(Relaxed)
+    }
+
+    /// Sets both bounds to `t` if the head has never held a sample (Prometheus' `initTime`).
+    pub(crate) fn init_time(&self, t: i64) {
+        if self
+            .min_time
+            .compare_exchange(i64::MAX, t, Relaxed, Relaxed)
+            .is_ok()
+        {
+            let _ = self
+                .max_time
+                .compare_exchange(i64::MIN, t, Relaxed, Relaxed);
+        }
+    }
+
+    /// Widens the head's time bounds.
+    pub(crate) fn update_min_max(&self, mint: i64, maxt: i64) {
+        if mint <= maxt {
+            self.min_time.fetch_min(mint, Relaxed);
+            self.max_time.fetch_max(maxt, Relaxed);
+        }
+    }
+
+    /// The oldest timestamp an in-order append may have: half a chunk range behind the newest
+    /// sample, and never inside a persisted block.
+    pub(crate) fn appendable_min_valid_time(&self) -> i64 {
+        let max = self.max_time();
+        let window = if max == i64::MIN {
+            i64::MIN
+        } else {
+            max.saturating_sub(self.chunk_range / 2)
+        };
+        window.max(self.min_valid_floor.load(Relaxed))
+    }
+
+    /// Calls `f` for every series (stripe by stripe; no global lock).
+    pub(crate) fn for_each_series(&self, mut f: impl FnMut(&Arc<MemSeries>)) {
+        for stripe in self.stripes.iter() {
+            let series: Vec<Arc<MemSeries>> = stripe.lock().iter().cloned().collect();
+            for s in &series {
+                f(s);
+            }
+        }
+    }
+
+    /// The labels of a series as an owned set.
+    pub(crate) fn labels_of(&self, s: &MemSeries) -> Labels {
+        Labels(
+            s.labels
+                .chunks_exact(2)
+                .map(|p| Label {
+                    name: self.symbols.get(p[0]),
+                    value: self.symbols.get(p[1]),
+                })
+                .collect(),
+        )
+    }
+}

@@ -1,0 +1,249 @@
+//! Label sets: borrowed request labels, owned label sets, validation and the series identity.
+//!
+//! A series is identified by the XXH3-128 hash of its canonical (name-sorted) label bytes,
+//! `name ‖ 0xff ‖ value ‖ 0xff` per label (0xff never occurs in UTF-8, so the encoding is
+//! unambiguous). The hot path hashes the raw request labels once; labels are validated, sorted
+//! and interned only when a series is created. Two different label sets would have to collide on
+//! all 128 bits to be confused, which is not a practical concern (birthday bound ≈ 2^64 series).
+
+use std::fmt;
+
+/// A label borrowed from a request or a WAL record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabelRef<'a> {
+    /// Label name bytes (UTF-8 once validated).
+    pub name: &'a [u8],
+    /// Label value bytes (UTF-8 once validated).
+    pub value: &'a [u8],
+}
+
+/// An owned label.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label {
+    /// Label name.
+    pub name: String,
+    /// Label value.
+    pub value: String,
+}
+
+/// An owned label set, sorted by name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Labels(pub Vec<Label>);
+
+impl Labels {
+    /// Builds a label set from pairs, sorting by name.
+    pub fn from_pairs<N: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
+        let mut v: Vec<Label> = pairs
+            .into_iter()
+            .map(|(n, v)| Label {
+                name: n.into(),
+                value: v.into(),
+            })
+            .collect();
+        v.sort();
+        Labels(v)
+    }
+
+    /// Value of the label `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.value.as_str())
+    }
+
+    /// Iterates over the labels.
+    pub fn iter(&self) -> impl Iterator<Item = &Label> {
+        self.0.iter()
+    }
+}
+
+/// Writes `s` quoted the way Go's `strconv.Quote` does for the characters that matter here.
+pub fn write_go_quoted(f: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    f.write_char('"')?;
+    for c in s.chars() {
+        match c {
+            '"' => f.write_str("\\\"")?,
+            '\\' => f.write_str("\\\\")?,
+            '\n' => f.write_str("\\n")?,
+            '\t' => f.write_str("\\t")?,
+            '\r' => f.write_str("\\r")?,
+            '\u{07}' => f.write_str("\\a")?,
+            '\u{08}' => f.write_str("\\b")?,
+            '\u{0c}' => f.write_str("\\f")?,
+            '\u{0b}' => f.write_str("\\v")?,
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => write!(f, "\\x{:02x}", c as u32)?,
+            c => f.write_char(c)?,
+        }
+    }
+    f.write_char('"')
+}
+
+/// Prometheus' `labels.String()` form: `{a="1", b="2"}`.
+impl fmt::Display for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, l) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(&l.name)?;
+            f.write_str("=")?;
+            write_go_quoted(f, &l.value)?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// Why a label set cannot be stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    /// A label has an empty name.
+    #[error("label set contains a label with empty name")]
+    EmptyName,
+    /// A label has an empty value.
+    #[error("label set contains a label with empty value (label {0:?})")]
+    EmptyValue(String),
+    /// Two labels share a name.
+    #[error("label set contains duplicate label names ({0:?})")]
+    DuplicateName(String),
+    /// A name or value is not valid UTF-8.
+    #[error("label set contains a label name or value that is not valid UTF-8")]
+    InvalidUtf8,
+    /// The series has no labels at all.
+    #[error("label set is empty")]
+    Empty,
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Validates a name-sorted label set: non-empty, non-empty names and values, UTF-8, no
+/// duplicate names (callers sort first, so duplicates are adjacent).
+pub fn validate_sorted(labels: &[LabelRef<'_>]) -> Result<(), LabelError> {
+    if labels.is_empty() {
+        return Err(LabelError::Empty);
+    }
+    for (i, l) in labels.iter().enumerate() {
+        if l.name.is_empty() {
+            return Err(LabelError::EmptyName);
+        }
+        if std::str::from_utf8(l.name).is_err() || std::str::from_utf8(l.value).is_err() {
+            return Err(LabelError::InvalidUtf8);
+        }
+        if l.value.is_empty() {
+            return Err(LabelError::EmptyValue(lossy(l.name)));
+        }
+        if i > 0 && labels[i - 1].name == l.name {
+            return Err(LabelError::DuplicateName(lossy(l.name)));
+        }
+    }
+    Ok(())
+}
+
+/// Computes series identities, reusing its buffers across calls.
+#[derive(Debug, Default)]
+pub struct SeriesHasher {
+    key: Vec<u8>,
+}
+
+/// The result of hashing a request's labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesKey {
+    /// XXH3-128 of the canonical label bytes.
+    pub hash: u128,
+    /// Whether the request labels were already strictly sorted by name.
+    pub sorted: bool,
+}
+
+impl SeriesHasher {
+    /// Hashes `labels` in canonical order. When they are not strictly sorted by name, a sorted
+    /// copy is left in `sorted` (which callers then use to create the series).
+    pub fn key<'a>(
+        &mut self,
+        labels: &[LabelRef<'a>],
+        sorted: &mut Vec<LabelRef<'a>>,
+    ) -> SeriesKey {
+        let in_order = labels.windows(2).all(|w| w[0].name < w[1].name);
+        let canonical: &[LabelRef<'a>] = if in_order {
+            labels
+        } else {
+            sorted.clear();
+            sorted.extend_from_slice(labels);
+            sorted.sort_by(|a, b| a.name.cmp(b.name));
+            sorted
+        };
+        self.key.clear();
+        for l in canonical {
+            self.key.extend_from_slice(l.name);
+            self.key.push(0xff);
+            self.key.extend_from_slice(l.value);
+            self.key.push(0xff);
+        }
+        SeriesKey {
+            hash: xxhash_rust::xxh3::xxh3_128(&self.key),
+            sorted: in_order,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lr<'a>(n: &'a str, v: &'a str) -> LabelRef<'a> {
+        LabelRef {
+            name: n.as_bytes(),
+            value: v.as_bytes(),
+        }
+    }
+
+    #[test]
+    fn order_does_not_change_identity() {
+        let mut h = SeriesHasher::default();
+        let mut s = Vec::new();
+        let a = h.key(&[lr("__name__", "up"), lr("job", "x")], &mut s);
+        assert!(a.sorted);
+        let b = h.key(&[lr("job", "x"), lr("__name__", "up")], &mut s);
+        assert!(!b.sorted);
+        assert_eq!(a.hash, b.hash);
+        assert_eq!(s, vec![lr("__name__", "up"), lr("job", "x")]);
+        let c = h.key(&[lr("__name__", "up"), lr("job", "y")], &mut s);
+        assert_ne!(a.hash, c.hash);
+        // Boundaries between names and values matter.
+        let d = h.key(&[lr("a", "bc")], &mut s);
+        let e = h.key(&[lr("ab", "c")], &mut s);
+        assert_ne!(d.hash, e.hash);
+    }
+
+    #[test]
+    fn validation() {
+        assert_eq!(validate_sorted(&[]), Err(LabelError::Empty));
+        assert_eq!(validate_sorted(&[lr("", "x")]), Err(LabelError::EmptyName));
+        assert_eq!(
+            validate_sorted(&[lr("a", "")]),
+            Err(LabelError::EmptyValue("a".into()))
+        );
+        assert_eq!(
+            validate_sorted(&[lr("a", "1"), lr("a", "2")]),
+            Err(LabelError::DuplicateName("a".into()))
+        );
+        let bad = [LabelRef {
+            name: b"a",
+            value: b"\xff\xfe",
+        }];
+        assert_eq!(validate_sorted(&bad), Err(LabelError::InvalidUtf8));
+        assert!(validate_sorted(&[lr("__name__", "up"), lr("job", "x")]).is_ok());
+        // Prometheus 3 accepts any UTF-8 in names.
+        assert!(validate_sorted(&[lr("resource cpu.usage", "é")]).is_ok());
+    }
+
+    #[test]
+    fn display_like_prometheus() {
+        let l = Labels::from_pairs([("job", "a\"b"), ("__name__", "up")]);
+        assert_eq!(l.to_string(), r#"{__name__="up", job="a\"b"}"#);
+    }
+}

@@ -1,0 +1,148 @@
+//! Plain atomic counters and gauges that the TSDB updates; the server renders them with
+//! Prometheus' metric names. Keeping them here keeps the TSDB free of any metrics library.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    /// Adds `n`.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        if n > 0 {
+            self.0.fetch_add(n, Relaxed);
+        }
+    }
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// An integer gauge.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// Sets the value.
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Relaxed);
+    }
+    /// Adds `d` (may be negative).
+    pub fn add(&self, d: i64) {
+        self.0.fetch_add(d, Relaxed);
+    }
+    /// Current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// A float gauge.
+#[derive(Debug, Default)]
+pub struct FloatGauge(AtomicU64);
+
+impl FloatGauge {
+    /// Sets the value.
+    pub fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Relaxed);
+    }
+    /// Current value.
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Relaxed))
+    }
+}
+
+/// Count and sum of observations (rendered as a summary without quantiles).
+#[derive(Debug, Default)]
+pub struct Summary {
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Summary {
+    /// Records one observation in seconds.
+    pub fn observe(&self, secs: f64) {
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add((secs * 1e6) as u64, Relaxed);
+    }
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+    /// Sum of observations in seconds.
+    pub fn sum(&self) -> f64 {
+        self.sum_micros.load(Relaxed) as f64 / 1e6
+    }
+}
+
+/// WAL writer metrics (`prometheus_tsdb_wal_*`).
+#[derive(Debug, Default)]
+pub struct WalMetrics {
+    /// `fsync_duration_seconds`
+    pub fsync_duration: Summary,
+    /// `page_flushes_total`
+    pub page_flushes: Counter,
+    /// `completed_pages_total`
+    pub completed_pages: Counter,
+    /// `writes_failed_total`
+    pub writes_failed: Counter,
+    /// `corruptions_total`
+    pub corruptions: Counter,
+    /// `segment_current`
+    pub segment_current: Gauge,
+    /// `record_part_writes_total`
+    pub record_part_writes: Counter,
+    /// `record_parts_bytes_written_total`
+    pub record_parts_bytes_written: Counter,
+    /// `record_bytes_saved_total{compression="snappy"}`
+    pub record_bytes_saved: Counter,
+    /// `truncations_total`
+    pub truncations: Counter,
+    /// `truncations_failed_total`
+    pub truncations_failed: Counter,
+}
+
+/// Head metrics (`prometheus_tsdb_*`).
+#[derive(Debug, Default)]
+pub struct HeadMetrics {
+    /// `head_series_created_total`
+    pub series_created: Counter,
+    /// `head_series_removed_total`
+    pub series_removed: Counter,
+    /// `head_samples_appended_total{type="float"}`
+    pub samples_appended: Counter,
+    /// `head_chunks` (gauge)
+    pub chunks: Gauge,
+    /// `head_chunks_created_total`
+    pub chunks_created: Counter,
+    /// `out_of_order_samples_total{type="float"}`
+    pub out_of_order_samples: Counter,
+    /// `out_of_bound_samples_total{type="float"}`
+    pub out_of_bound_samples: Counter,
+    /// Exact duplicates accepted as no-ops (not exported by Prometheus; kept for tests).
+    pub duplicate_samples_ignored: Counter,
+    /// Samples with another value at the latest timestamp (counted by Prometheus as
+    /// out-of-order failures too).
+    pub duplicate_samples_rejected: Counter,
+    /// `wal_replay_unknown_refs_total{type="series"}`
+    pub replay_unknown_refs: Counter,
+}
+
+/// All metrics of one TSDB.
+#[derive(Debug, Default)]
+pub struct TsdbMetrics {
+    /// Head metrics.
+    pub head: HeadMetrics,
+    /// WAL metrics, shared with the writer.
+    pub wal: std::sync::Arc<WalMetrics>,
+    /// `data_replay_duration_seconds`
+    pub replay_duration_seconds: FloatGauge,
+}

@@ -1,0 +1,140 @@
+//! The write-ahead log in Prometheus' `wlog` format.
+//!
+//! `<tenant>/wal/%08d` segments of 32 KiB pages; each record is optionally snappy-compressed and
+//! split into fragments with a 7-byte header (type/flags, length, CRC32C). A writer never appends
+//! to an existing segment: every open starts a new one. Readers detect torn and corrupt records
+//! and report the offset of the first bad record, which repair truncates at (as Prometheus does).
+
+mod reader;
+pub mod record;
+mod writer;
+
+use std::path::{Path, PathBuf};
+
+pub use reader::{Corruption, SegmentReader, read_segment_file};
+pub use writer::{WalOptions, WalWriter};
+
+/// Page size of a segment.
+pub const PAGE_SIZE: usize = 32 * 1024;
+/// Fragment header size: type byte, 2-byte length, 4-byte CRC32C.
+pub const HEADER_SIZE: usize = 7;
+/// Default segment size (128 MiB), as Prometheus.
+pub const DEFAULT_SEGMENT_SIZE: usize = 128 * 1024 * 1024;
+
+/// Fragment types (low 3 bits of the header byte).
+pub(crate) mod frag {
+    pub const PAGE_TERM: u8 = 0;
+    pub const FULL: u8 = 1;
+    pub const FIRST: u8 = 2;
+    pub const MIDDLE: u8 = 3;
+    pub const LAST: u8 = 4;
+    pub const SNAPPY: u8 = 0x08;
+    pub const ZSTD: u8 = 0x10;
+    pub const TYPE_MASK: u8 = 0x07;
+}
+
+/// Errors of WAL I/O.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// An I/O error on a named file.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Segment numbers have a gap; Prometheus refuses to start in this case too.
+    #[error(
+        "WAL segments are not sequential: segment {missing:08} is missing between {before:08} and {after:08} in {dir}"
+    )]
+    NotSequential {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// Segment before the gap.
+        before: u32,
+        /// First missing number.
+        missing: u32,
+        /// Segment after the gap.
+        after: u32,
+    },
+    /// The writer failed earlier and could not restore a clean segment tail.
+    #[error("WAL writer is unusable after an earlier write failure: {0}")]
+    Broken(String),
+    /// The writer was closed.
+    #[error("WAL is closed")]
+    Closed,
+}
+
+pub(crate) fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> WalError {
+    WalError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Name of segment `i` in `dir`.
+pub fn segment_path(dir: &Path, i: u32) -> PathBuf {
+    dir.join(format!("{i:08}"))
+}
+
+/// Lists the numbered segment files of `dir` in order and checks they are contiguous.
+pub fn list_segments(dir: &Path) -> Result<Vec<u32>, WalError> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err("list", dir, e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(|e| io_err("list", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(i) = name.parse::<u32>() {
+                out.push(i);
+            }
+        }
+    }
+    out.sort_unstable();
+    for w in out.windows(2) {
+        if w[1] != w[0] + 1 {
+            return Err(WalError::NotSequential {
+                dir: dir.to_owned(),
+                before: w[0],
+                missing: w[0] + 1,
+                after: w[1],
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The newest complete checkpoint directory (`checkpoint.%08d`) in `dir`, with its number.
+pub fn last_checkpoint(dir: &Path) -> Result<Option<(u32, PathBuf)>, WalError> {
+    let mut best: Option<(u32, PathBuf)> = None;
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("list", dir, e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(|e| io_err("list", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(num) = name.strip_prefix("checkpoint.") else {
+            continue;
+        };
+        if num.len() != 8 || !num.bytes().all(|b| b.is_ascii_digit()) {
+            continue; // also skips `checkpoint.N.tmp`
+        }
+        let n: u32 = num.parse().unwrap_or(0);
+        if best.as_ref().is_none_or(|(b, _)| n > *b) {
+            best = Some((n, entry.path()));
+        }
+    }
+    Ok(best)
+}

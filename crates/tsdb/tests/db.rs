@@ -1,0 +1,471 @@
+//! Tests of the TSDB through its public API: what is acknowledged survives a reopen exactly,
+//! conflicts are refused without touching stored values, and damaged WAL tails are repaired.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ringest_tsdb::wal::{PAGE_SIZE, list_segments, segment_path};
+use ringest_tsdb::{AppendBuffers, LabelRef, Labels, Options, Tsdb};
+
+type Model = BTreeMap<Labels, Vec<(i64, u64)>>;
+
+fn lr<'a>(n: &'a str, v: &'a str) -> LabelRef<'a> {
+    LabelRef {
+        name: n.as_bytes(),
+        value: v.as_bytes(),
+    }
+}
+
+fn opts() -> Options {
+    Options::default()
+}
+
+fn dump(db: &Tsdb) -> Model {
+    db.dump()
+        .into_iter()
+        .filter(|s| !s.samples.is_empty())
+        .map(|s| {
+            (
+                s.labels,
+                s.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect(),
+            )
+        })
+        .collect()
+}
+
+fn write(db: &Tsdb, bufs: &mut AppendBuffers, series: &[(Vec<LabelRef<'_>>, Vec<(i64, f64)>)]) {
+    let mut app = db.appender(bufs);
+    for (labels, samples) in series {
+        let out = app.append(labels, samples, i64::MAX).unwrap();
+        assert_eq!(out.accepted as usize, samples.len(), "{labels:?}");
+    }
+    app.commit().unwrap();
+}
+
+fn reopen(dir: &Path) -> (Tsdb, ringest_tsdb::OpenReport) {
+    Tsdb::open(dir, opts()).unwrap()
+}
+
+const T0: i64 = 1_700_000_000_000;
+
+#[test]
+fn acknowledged_samples_survive_reopen_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+    let values = [
+        1.0,
+        f64::NAN,
+        stale,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -0.0,
+        5e-324,
+        0.1,
+        1e300,
+    ];
+    for compress in [true, false] {
+        let d = dir.path().join(format!("c{compress}"));
+        let o = Options {
+            wal: ringest_tsdb::wal::WalOptions {
+                compress,
+                ..Default::default()
+            },
+            ..opts()
+        };
+        let (db, _) = Tsdb::open(&d, o).unwrap();
+        let mut bufs = AppendBuffers::default();
+        for round in 0..50i64 {
+            let batch: Vec<_> = (0..40)
+                .map(|s| {
+                    let labels = vec![
+                        lr("__name__", "m"),
+                        lr("series", ["a", "b", "c", "d", "e"][s % 5]),
+                        lr("i", "x"),
+                    ];
+                    let labels = if s % 2 == 0 {
+                        labels
+                    } else {
+                        labels.into_iter().rev().collect()
+                    };
+                    let v = values[(round as usize + s) % values.len()];
+                    (labels, vec![(T0 + round * 15_000 + s as i64, v)])
+                })
+                .collect();
+            // Several entries of one request hit the same series with increasing timestamps.
+            write(&db, &mut bufs, &batch);
+        }
+        let before = dump(&db);
+        assert_eq!(before.len(), 5, "unsorted labels map to the same series");
+        assert_eq!(before.values().map(Vec::len).sum::<usize>(), 2000);
+        db.close().unwrap();
+        drop(db);
+        let (db, report) = Tsdb::open(&d, o).unwrap();
+        assert_eq!(report.repaired, None);
+        assert_eq!(report.samples, 2000);
+        assert_eq!(dump(&db), before);
+        // A second reopen (now with two extra empty segments) is identical too.
+        drop(db);
+        let (db, _) = Tsdb::open(&d, o).unwrap();
+        assert_eq!(dump(&db), before);
+    }
+}
+
+#[test]
+fn conflicts_are_refused_and_keep_original_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = reopen(dir.path());
+    let mut bufs = AppendBuffers::default();
+    let l = vec![lr("__name__", "up"), lr("job", "a")];
+    write(
+        &db,
+        &mut bufs,
+        &[(
+            l.clone(),
+            vec![(T0, 1.0), (T0 + 1000, 2.0), (T0 + 2000, 3.0)],
+        )],
+    );
+    let mut app = db.appender(&mut bufs);
+    // Exact duplicate of the latest sample: accepted, no-op.
+    let o = app.append(&l, &[(T0 + 2000, 3.0)], i64::MAX).unwrap();
+    assert_eq!((o.accepted, o.duplicate), (1, 0));
+    // Other value at the latest timestamp, and an older timestamp: refused.
+    let o = app
+        .append(
+            &l,
+            &[(T0 + 2000, 9.0), (T0 + 1000, 9.0), (T0 + 3000, 4.0)],
+            i64::MAX,
+        )
+        .unwrap();
+    assert_eq!((o.accepted, o.duplicate, o.out_of_order), (1, 1, 1));
+    assert_eq!(o.first_refused, Some(T0 + 2000));
+    // Far too old: out of bounds (more than an hour behind the head's newest sample).
+    let o = app
+        .append(
+            &[lr("__name__", "new")],
+            &[(T0 - 2 * 3600 * 1000, 1.0)],
+            i64::MAX,
+        )
+        .unwrap();
+    assert_eq!(o.out_of_bounds, 1);
+    // Too far in the future for the caller's limit.
+    let o = app.append(&l, &[(T0 + 10_000, 1.0)], T0 + 5000).unwrap();
+    assert_eq!(o.too_far_in_future, 1);
+    app.commit().unwrap();
+    let want: Vec<(i64, u64)> = [
+        (T0, 1.0),
+        (T0 + 1000, 2.0),
+        (T0 + 2000, 3.0),
+        (T0 + 3000, 4.0),
+    ]
+    .iter()
+    .map(|&(t, v)| (t, f64::to_bits(v)))
+    .collect();
+    let got = dump(&db);
+    assert_eq!(
+        got.get(&Labels::from_pairs([("__name__", "up"), ("job", "a")])),
+        Some(&want)
+    );
+    db.close().unwrap();
+    drop(db);
+    let (db, _) = reopen(dir.path());
+    assert_eq!(dump(&db), got);
+}
+
+#[test]
+fn invalid_labels_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = reopen(dir.path());
+    let mut bufs = AppendBuffers::default();
+    let mut app = db.appender(&mut bufs);
+    assert!(
+        app.append(&[lr("a", "1"), lr("a", "2")], &[(T0, 1.0)], i64::MAX)
+            .is_err()
+    );
+    assert!(app.append(&[lr("", "1")], &[(T0, 1.0)], i64::MAX).is_err());
+    assert!(app.append(&[lr("a", "")], &[(T0, 1.0)], i64::MAX).is_err());
+    assert!(
+        app.append(
+            &[LabelRef {
+                name: b"a",
+                value: b"\xc3\x28"
+            }],
+            &[(T0, 1.0)],
+            i64::MAX
+        )
+        .is_err()
+    );
+    assert!(
+        app.append(&[lr("b", "1"), lr("a", "2")], &[(T0, 1.0)], i64::MAX)
+            .is_ok()
+    );
+    app.commit().unwrap();
+    assert_eq!(db.num_series(), 1);
+}
+
+fn fill(dir: &Path, requests: i64) -> Model {
+    let (db, _) = reopen(dir);
+    let mut bufs = AppendBuffers::default();
+    let mut model = Model::new();
+    for r in 0..requests {
+        let batch: Vec<_> = (0..20)
+            .map(|s| {
+                (
+                    vec![
+                        lr("__name__", "m"),
+                        lr(
+                            "s",
+                            ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"][s % 10],
+                        ),
+                    ],
+                    s,
+                )
+            })
+            .collect();
+        let mut app = db.appender(&mut bufs);
+        for (labels, s) in &batch {
+            let t = T0 + r * 1000 + *s as i64;
+            app.append(labels, &[(t, (r * 100 + *s as i64) as f64)], i64::MAX)
+                .unwrap();
+        }
+        app.commit().unwrap();
+    }
+    for s in db.dump() {
+        model.insert(
+            s.labels,
+            s.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect(),
+        );
+    }
+    // No close: like a kill -9, the last page stays partial.
+    model
+}
+
+fn is_prefix(got: &Model, full: &Model) -> bool {
+    got.iter()
+        .all(|(k, v)| full.get(k).is_some_and(|f| f.starts_with(v)))
+}
+
+#[test]
+fn torn_tail_is_repaired_and_writes_continue() {
+    let src = tempfile::tempdir().unwrap();
+    let full = fill(src.path(), 300);
+    let seg = *list_segments(&src.path().join("wal"))
+        .unwrap()
+        .last()
+        .unwrap();
+    let seg_path = segment_path(&src.path().join("wal"), seg);
+    let len = std::fs::metadata(&seg_path).unwrap().len();
+    assert!(len > 3 * PAGE_SIZE as u64 / 2);
+    for cut in [len - 1, len - 500, len / 2 + 3, 9, PAGE_SIZE as u64 + 1] {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(src.path(), dir.path());
+        let p = segment_path(&dir.path().join("wal"), seg);
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(cut).unwrap();
+        drop(f);
+        let (db, report) = reopen(dir.path());
+        let c = report.repaired.clone().expect("torn record detected");
+        assert_eq!(db.metrics().wal.corruptions.get(), 1);
+        let got = dump(&db);
+        assert!(
+            is_prefix(&got, &full),
+            "cut {cut}: replay is a prefix of what was written"
+        );
+        assert!(report.samples > 0 || cut < 100);
+        assert!(c.offset as u64 <= cut);
+        // New writes are accepted and the next reopen is clean.
+        let mut bufs = AppendBuffers::default();
+        write(
+            &db,
+            &mut bufs,
+            &[(vec![lr("__name__", "after")], vec![(T0 + 10_000_000, 1.0)])],
+        );
+        db.close().unwrap();
+        drop(db);
+        let (db, report) = reopen(dir.path());
+        assert_eq!(report.repaired, None, "cut {cut}");
+        let again = dump(&db);
+        assert_eq!(again.len(), got.len() + 1);
+        assert!(is_prefix(&got, &again));
+    }
+}
+
+#[test]
+fn flipped_bit_truncates_at_the_damaged_record() {
+    let src = tempfile::tempdir().unwrap();
+    let full = fill(src.path(), 300);
+    let wal = src.path().join("wal");
+    let seg = *list_segments(&wal).unwrap().last().unwrap();
+    let len = std::fs::metadata(segment_path(&wal, seg)).unwrap().len() as usize;
+    for pos in [len / 3, len / 2, len - 20] {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(src.path(), dir.path());
+        let p = segment_path(&dir.path().join("wal"), seg);
+        let mut data = std::fs::read(&p).unwrap();
+        data[pos] ^= 0x10;
+        std::fs::write(&p, &data).unwrap();
+        let (db, report) = reopen(dir.path());
+        assert!(report.repaired.is_some(), "flip at {pos} detected");
+        let got = dump(&db);
+        assert!(is_prefix(&got, &full));
+        let kept: usize = got.values().map(Vec::len).sum();
+        let all: usize = full.values().map(Vec::len).sum();
+        assert!(kept < all && kept > 0, "kept {kept} of {all}");
+    }
+}
+
+#[test]
+fn missing_middle_segment_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..3 {
+        let (db, _) = reopen(dir.path());
+        let mut bufs = AppendBuffers::default();
+        write(
+            &db,
+            &mut bufs,
+            &[(
+                vec![lr("__name__", "m")],
+                vec![(T0 + db.num_series() as i64, 1.0)],
+            )],
+        );
+        db.close().unwrap();
+    }
+    std::fs::remove_file(segment_path(&dir.path().join("wal"), 1)).unwrap();
+    let err = Tsdb::open(dir.path(), opts()).unwrap_err().to_string();
+    assert!(
+        err.contains("not sequential") && err.contains("00000001"),
+        "{err}"
+    );
+}
+
+#[test]
+fn lock_file_excludes_a_second_opener() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = reopen(dir.path());
+    let err = Tsdb::open(dir.path(), opts()).unwrap_err().to_string();
+    assert!(err.contains("lock"), "{err}");
+    drop(db);
+    assert!(Tsdb::open(dir.path(), opts()).is_ok());
+}
+
+#[test]
+fn concurrent_appenders_replay_to_the_same_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = reopen(dir.path());
+    std::thread::scope(|scope| {
+        for w in 0..4i64 {
+            let db = &db;
+            scope.spawn(move || {
+                let mut bufs = AppendBuffers::default();
+                for r in 0..200i64 {
+                    let names: Vec<String> =
+                        (0..10).map(|s| format!("s{}", (s + w) % 12)).collect();
+                    let mut app = db.appender(&mut bufs);
+                    for n in &names {
+                        // Overlapping series and timestamps between writers: some conflict.
+                        let _ = app.append(
+                            &[lr("__name__", "m"), lr("s", n)],
+                            &[(T0 + r * 100 + w, w as f64)],
+                            i64::MAX,
+                        );
+                    }
+                    app.commit().unwrap();
+                }
+            });
+        }
+    });
+    let before = dump(&db);
+    for samples in before.values() {
+        assert!(
+            samples.windows(2).all(|w| w[0].0 < w[1].0),
+            "strictly increasing timestamps"
+        );
+    }
+    drop(db);
+    let (db, _) = reopen(dir.path());
+    assert_eq!(
+        dump(&db),
+        before,
+        "replay rebuilds exactly the in-memory head"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &p);
+        } else if e.file_name() != "lock" {
+            std::fs::copy(e.path(), &p).unwrap();
+        }
+    }
+}
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append { series: u8, dt: i64, value: u64 },
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            10 => (0u8..4, (-3i64..6).prop_map(|x| x * 1000),
+                   prop_oneof![Just(1.0f64.to_bits()), Just(2.0f64.to_bits()), Just(f64::NAN.to_bits()), any::<u64>()])
+                .prop_map(|(series, dt, value)| Op::Append { series, dt, value }),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        /// The head behaves like a map of series to strictly increasing samples, with
+        /// Prometheus' acceptance rules, across reopens.
+        #[test]
+        fn head_matches_model(ops in proptest::collection::vec(op(), 1..120)) {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut db, _) = reopen(dir.path());
+            let mut bufs = AppendBuffers::default();
+            let mut model: Model = Model::new();
+            let mut head_max = i64::MIN;
+            let mut clock = T0;
+            for op in ops {
+                match op {
+                    Op::Reopen => {
+                        db.close().unwrap();
+                        drop(db);
+                        db = reopen(dir.path()).0;
+                    }
+                    Op::Append { series, dt, value } => {
+                        clock += 1000;
+                        let t = clock + dt;
+                        let name = format!("s{series}");
+                        let labels = Labels::from_pairs([("__name__", name.as_str())]);
+                        let min_valid = if head_max == i64::MIN { t - 3_600_000 } else { head_max - 3_600_000 };
+                        let entry = model.get(&labels);
+                        let last = entry.and_then(|v| v.last().copied());
+                        let expect_ok = t >= min_valid && match last {
+                            None => true,
+                            Some((lt, lv)) => t > lt || (t == lt && lv == value),
+                        };
+                        let mut app = db.appender(&mut bufs);
+                        let out = app.append(&[lr("__name__", &name)], &[(t, f64::from_bits(value))], i64::MAX).unwrap();
+                        app.commit().unwrap();
+                        prop_assert_eq!(out.accepted == 1, expect_ok, "t={} last={:?}", t, last);
+                        if expect_ok && last.is_none_or(|(lt, _)| t > lt) {
+                            model.entry(labels).or_default().push((t, value));
+                            head_max = head_max.max(t);
+                        }
+                        if head_max == i64::MIN {
+                            head_max = t; // the head starts at its first offered sample
+                        }
+                    }
+                }
+                prop_assert_eq!(dump(&db), model.clone());
+            }
+        }
+    }
+}
