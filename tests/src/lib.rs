@@ -1,1 +1,13 @@
+//! End-to-end test harness: starts real `ringest` processes (and Prometheus 2.42, promtool)
+//! on loopback ports and talks to them from outside, as a user's tools would.
+//!
+//! The binary under test is `$RINGEST_BIN` if set (the test command builds a release binary
+//! and sets it), else it is built with `cargo build -p ringest` on first use.
 
+pub mod client;
+pub mod oracle;
+pub mod process;
+pub mod workload;
+
+pub use client::{HttpResponse, RemoteWriter, http_get, http_request};
+pub use process::{Ringest, free_port, ringest_bin};

@@ -1,1 +1,55 @@
-fn main() {}
+//! The `ringest` binary: `ringest receive [thanos receive flags]`, `ringest tsdb dump <dir>`.
+
+use std::process::ExitCode;
+
+use ringest::config::{self, ReceiveConfig};
+
+fn main() -> ExitCode {
+    let matches = match config::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => e.exit(),
+    };
+    match matches.subcommand() {
+        Some(("receive", m)) => {
+            let cfg = match ReceiveConfig::from_matches(m) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("level=error msg=\"preparing receive command failed\" err={e:?}");
+                    return ExitCode::from(1);
+                }
+            };
+            ringest::logging::init(&cfg.log);
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ringest").build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(err = %e, "failed to start the runtime");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(ringest::server::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(err = %format!("{e:#}"), "receive command failed");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Some(("tsdb", m)) => match m.subcommand() {
+            Some(("dump", d)) => {
+                let dir = d.get_one::<String>("dir").cloned().unwrap_or_default();
+                let bits = d.get_one::<String>("format").is_some_and(|f| f == "bits");
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                match ringest::tools::dump(std::path::Path::new(&dir), bits, &mut out) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        ExitCode::from(1)
+                    }
+                }
+            }
+            _ => ExitCode::from(2),
+        },
+        _ => ExitCode::from(2),
+    }
+}

@@ -39,11 +39,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            chunk_range: 2 * 3600 * 1000,
-            wal: WalOptions::default(),
-            lockfile: true,
-        }
+        Options { chunk_range: 2 * 3600 * 1000, wal: WalOptions::default(), lockfile: true }
     }
 }
 
@@ -72,11 +68,7 @@ pub enum TsdbError {
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TsdbError + 'a {
-    move |source| TsdbError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
+    move |source| TsdbError::Io { op, path: path.to_owned(), source }
 }
 
 /// What opening found on disk.
@@ -111,10 +103,7 @@ pub struct Tsdb {
 
 impl std::fmt::Debug for Tsdb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tsdb")
-            .field("dir", &self.dir)
-            .field("series", &self.head.num_series())
-            .finish()
+        f.debug_struct("Tsdb").field("dir", &self.dir).field("series", &self.head.num_series()).finish()
     }
 }
 
@@ -133,10 +122,7 @@ fn recover_interrupted_repair(wal_dir: &Path) -> Result<(), TsdbError> {
             continue;
         }
         let seg = wal_dir.join(num);
-        tracing::warn!(
-            segment = num,
-            "found an interrupted WAL repair, restoring the original segment"
-        );
+        tracing::warn!(segment = num, "found an interrupted WAL repair, restoring the original segment");
         if seg.exists() {
             std::fs::remove_file(&seg).map_err(io("remove", &seg))?;
         }
@@ -147,12 +133,7 @@ fn recover_interrupted_repair(wal_dir: &Path) -> Result<(), TsdbError> {
 
 /// Rewrites the corrupted segment with the records before the corruption and deletes every
 /// later segment (Prometheus' `WL.Repair`).
-fn repair(
-    wal_dir: &Path,
-    c: &Corruption,
-    opts: WalOptions,
-    metrics: &Arc<TsdbMetrics>,
-) -> Result<(), TsdbError> {
+fn repair(wal_dir: &Path, c: &Corruption, opts: WalOptions, metrics: &Arc<TsdbMetrics>) -> Result<(), TsdbError> {
     for i in wal::list_segments(wal_dir)? {
         if i > c.segment {
             let p = wal::segment_path(wal_dir, i);
@@ -183,11 +164,7 @@ impl Tsdb {
     /// the way Prometheus does) and starts a new WAL segment.
     pub fn open(dir: &Path, opts: Options) -> Result<(Tsdb, OpenReport), TsdbError> {
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-        let lock = if opts.lockfile {
-            Some(LockFile::acquire(dir).map_err(io("lock", dir))?)
-        } else {
-            None
-        };
+        let lock = if opts.lockfile { Some(LockFile::acquire(dir).map_err(io("lock", dir))?) } else { None };
         let wal_dir = dir.join("wal");
         std::fs::create_dir_all(&wal_dir).map_err(io("create", &wal_dir))?;
         recover_interrupted_repair(&wal_dir)?;
@@ -203,9 +180,7 @@ impl Tsdb {
         }
         let next = match wal::list_segments(&wal_dir)?.last() {
             Some(&last) => last + 1,
-            None => wal::last_checkpoint(&wal_dir)?
-                .map(|(n, _)| n + 1)
-                .unwrap_or(0),
+            None => wal::last_checkpoint(&wal_dir)?.map(|(n, _)| n + 1).unwrap_or(0),
         };
         let writer = WalWriter::create(&wal_dir, next, opts.wal, metrics.wal.clone())?;
         report.duration_seconds = start.elapsed().as_secs_f64();
@@ -216,16 +191,7 @@ impl Tsdb {
             samples = report.samples,
             "WAL replay completed"
         );
-        Ok((
-            Tsdb {
-                dir: dir.to_owned(),
-                head,
-                wal: Mutex::new(Some(writer)),
-                metrics,
-                _lock: lock,
-            },
-            report,
-        ))
+        Ok((Tsdb { dir: dir.to_owned(), head, wal: Mutex::new(Some(writer)), metrics, _lock: lock }, report))
     }
 
     /// Replays the WAL of `dir` into memory without writing anything (no repair, no new segment,
@@ -234,16 +200,7 @@ impl Tsdb {
         let metrics = Arc::new(TsdbMetrics::default());
         let head = Head::new(opts.chunk_range, metrics.clone());
         let report = replay::replay(&head, &dir.join("wal"))?;
-        Ok((
-            Tsdb {
-                dir: dir.to_owned(),
-                head,
-                wal: Mutex::new(None),
-                metrics,
-                _lock: None,
-            },
-            report,
-        ))
+        Ok((Tsdb { dir: dir.to_owned(), head, wal: Mutex::new(None), metrics, _lock: None }, report))
     }
 
     /// The TSDB directory.

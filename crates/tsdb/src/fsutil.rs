@@ -21,21 +21,14 @@ impl LockFile {
     /// Takes the lock or fails if another process holds it.
     pub fn acquire(dir: &Path) -> io::Result<LockFile> {
         let path = dir.join("lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
         // SAFETY: flock on a file descriptor we own; no memory is passed.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
             let err = io::Error::last_os_error();
             return Err(io::Error::new(
                 err.kind(),
-                format!(
-                    "lock {} (is another process using this directory?): {err}",
-                    path.display()
-                ),
+                format!("lock {} (is another process using this directory?): {err}", path.display()),
             ));
         }
         Ok(LockFile { _file: file, path })

@@ -82,14 +82,8 @@ impl Head {
         let mut ids = Vec::with_capacity(labels.len() * 2);
         for l in labels {
             // Callers validated UTF-8.
-            ids.push(
-                self.symbols
-                    .intern(std::str::from_utf8(l.name).unwrap_or_default()),
-            );
-            ids.push(
-                self.symbols
-                    .intern(std::str::from_utf8(l.value).unwrap_or_default()),
-            );
+            ids.push(self.symbols.intern(std::str::from_utf8(l.name).unwrap_or_default()));
+            ids.push(self.symbols.intern(std::str::from_utf8(l.value).unwrap_or_default()));
         }
         let series_ref = match with_ref {
             Some(r) => {
@@ -123,14 +117,8 @@ impl Head {
 
     /// Sets both bounds to `t` if the head has never held a sample (Prometheus' `initTime`).
     pub(crate) fn init_time(&self, t: i64) {
-        if self
-            .min_time
-            .compare_exchange(i64::MAX, t, Relaxed, Relaxed)
-            .is_ok()
-        {
-            let _ = self
-                .max_time
-                .compare_exchange(i64::MIN, t, Relaxed, Relaxed);
+        if self.min_time.compare_exchange(i64::MAX, t, Relaxed, Relaxed).is_ok() {
+            let _ = self.max_time.compare_exchange(i64::MIN, t, Relaxed, Relaxed);
         }
     }
 
@@ -146,11 +134,7 @@ impl Head {
     /// sample, and never inside a persisted block.
     pub(crate) fn appendable_min_valid_time(&self) -> i64 {
         let max = self.max_time();
-        let window = if max == i64::MIN {
-            i64::MIN
-        } else {
-            max.saturating_sub(self.chunk_range / 2)
-        };
+        let window = if max == i64::MIN { i64::MIN } else { max.saturating_sub(self.chunk_range / 2) };
         window.max(self.min_valid_floor.load(Relaxed))
     }
 
@@ -169,10 +153,7 @@ impl Head {
         Labels(
             s.labels
                 .chunks_exact(2)
-                .map(|p| Label {
-                    name: self.symbols.get(p[0]),
-                    value: self.symbols.get(p[1]),
-                })
+                .map(|p| Label { name: self.symbols.get(p[0]), value: self.symbols.get(p[1]) })
                 .collect(),
         )
     }

@@ -32,26 +32,15 @@ pub struct Labels(pub Vec<Label>);
 
 impl Labels {
     /// Builds a label set from pairs, sorting by name.
-    pub fn from_pairs<N: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (N, V)>,
-    ) -> Self {
-        let mut v: Vec<Label> = pairs
-            .into_iter()
-            .map(|(n, v)| Label {
-                name: n.into(),
-                value: v.into(),
-            })
-            .collect();
+    pub fn from_pairs<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
+        let mut v: Vec<Label> = pairs.into_iter().map(|(n, v)| Label { name: n.into(), value: v.into() }).collect();
         v.sort();
         Labels(v)
     }
 
     /// Value of the label `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|l| l.name == name)
-            .map(|l| l.value.as_str())
+        self.0.iter().find(|l| l.name == name).map(|l| l.value.as_str())
     }
 
     /// Iterates over the labels.
@@ -162,11 +151,7 @@ pub struct SeriesKey {
 impl SeriesHasher {
     /// Hashes `labels` in canonical order. When they are not strictly sorted by name, a sorted
     /// copy is left in `sorted` (which callers then use to create the series).
-    pub fn key<'a>(
-        &mut self,
-        labels: &[LabelRef<'a>],
-        sorted: &mut Vec<LabelRef<'a>>,
-    ) -> SeriesKey {
+    pub fn key<'a>(&mut self, labels: &[LabelRef<'a>], sorted: &mut Vec<LabelRef<'a>>) -> SeriesKey {
         let in_order = labels.windows(2).all(|w| w[0].name < w[1].name);
         let canonical: &[LabelRef<'a>] = if in_order {
             labels
@@ -183,10 +168,7 @@ impl SeriesHasher {
             self.key.extend_from_slice(l.value);
             self.key.push(0xff);
         }
-        SeriesKey {
-            hash: xxhash_rust::xxh3::xxh3_128(&self.key),
-            sorted: in_order,
-        }
+        SeriesKey { hash: xxhash_rust::xxh3::xxh3_128(&self.key), sorted: in_order }
     }
 }
 
@@ -195,10 +177,7 @@ mod tests {
     use super::*;
 
     fn lr<'a>(n: &'a str, v: &'a str) -> LabelRef<'a> {
-        LabelRef {
-            name: n.as_bytes(),
-            value: v.as_bytes(),
-        }
+        LabelRef { name: n.as_bytes(), value: v.as_bytes() }
     }
 
     #[test]
@@ -223,18 +202,9 @@ mod tests {
     fn validation() {
         assert_eq!(validate_sorted(&[]), Err(LabelError::Empty));
         assert_eq!(validate_sorted(&[lr("", "x")]), Err(LabelError::EmptyName));
-        assert_eq!(
-            validate_sorted(&[lr("a", "")]),
-            Err(LabelError::EmptyValue("a".into()))
-        );
-        assert_eq!(
-            validate_sorted(&[lr("a", "1"), lr("a", "2")]),
-            Err(LabelError::DuplicateName("a".into()))
-        );
-        let bad = [LabelRef {
-            name: b"a",
-            value: b"\xff\xfe",
-        }];
+        assert_eq!(validate_sorted(&[lr("a", "")]), Err(LabelError::EmptyValue("a".into())));
+        assert_eq!(validate_sorted(&[lr("a", "1"), lr("a", "2")]), Err(LabelError::DuplicateName("a".into())));
+        let bad = [LabelRef { name: b"a", value: b"\xff\xfe" }];
         assert_eq!(validate_sorted(&bad), Err(LabelError::InvalidUtf8));
         assert!(validate_sorted(&[lr("__name__", "up"), lr("job", "x")]).is_ok());
         // Prometheus 3 accepts any UTF-8 in names.

@@ -24,8 +24,6 @@ pub mod metrics;
 pub mod symbols;
 pub mod wal;
 
-pub use db::{
-    AppendBuffers, Appender, CommitOutcome, OpenReport, Options, SeriesOutcome, Tsdb, TsdbError,
-};
+pub use db::{AppendBuffers, Appender, CommitOutcome, OpenReport, Options, SeriesOutcome, Tsdb, TsdbError};
 pub use head::series::Verdict;
 pub use labels::{Label, LabelError, LabelRef, Labels};

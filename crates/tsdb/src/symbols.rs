@@ -43,9 +43,7 @@ fn hash(s: &[u8]) -> u64 {
 impl Symbols {
     /// An empty interner.
     pub fn new() -> Self {
-        Symbols {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-        }
+        Symbols { shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect() }
     }
 
     /// Interns `s` (which must be valid UTF-8) and returns its id.

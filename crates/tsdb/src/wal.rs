@@ -69,11 +69,7 @@ pub enum WalError {
 }
 
 pub(crate) fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> WalError {
-    WalError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
+    WalError::Io { op, path: path.to_owned(), source }
 }
 
 /// Name of segment `i` in `dir`.
@@ -102,12 +98,7 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u32>, WalError> {
     out.sort_unstable();
     for w in out.windows(2) {
         if w[1] != w[0] + 1 {
-            return Err(WalError::NotSequential {
-                dir: dir.to_owned(),
-                before: w[0],
-                missing: w[0] + 1,
-                after: w[1],
-            });
+            return Err(WalError::NotSequential { dir: dir.to_owned(), before: w[0], missing: w[0] + 1, after: w[1] });
         }
     }
     Ok(out)

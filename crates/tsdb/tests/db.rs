@@ -10,10 +10,7 @@ use ringest_tsdb::{AppendBuffers, LabelRef, Labels, Options, Tsdb};
 type Model = BTreeMap<Labels, Vec<(i64, u64)>>;
 
 fn lr<'a>(n: &'a str, v: &'a str) -> LabelRef<'a> {
-    LabelRef {
-        name: n.as_bytes(),
-        value: v.as_bytes(),
-    }
+    LabelRef { name: n.as_bytes(), value: v.as_bytes() }
 }
 
 fn opts() -> Options {
@@ -24,12 +21,7 @@ fn dump(db: &Tsdb) -> Model {
     db.dump()
         .into_iter()
         .filter(|s| !s.samples.is_empty())
-        .map(|s| {
-            (
-                s.labels,
-                s.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect(),
-            )
-        })
+        .map(|s| (s.labels, s.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect()))
         .collect()
 }
 
@@ -52,41 +44,18 @@ const T0: i64 = 1_700_000_000_000;
 fn acknowledged_samples_survive_reopen_bit_exact() {
     let dir = tempfile::tempdir().unwrap();
     let stale = f64::from_bits(0x7ff0_0000_0000_0002);
-    let values = [
-        1.0,
-        f64::NAN,
-        stale,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        -0.0,
-        5e-324,
-        0.1,
-        1e300,
-    ];
+    let values = [1.0, f64::NAN, stale, f64::INFINITY, f64::NEG_INFINITY, -0.0, 5e-324, 0.1, 1e300];
     for compress in [true, false] {
         let d = dir.path().join(format!("c{compress}"));
-        let o = Options {
-            wal: ringest_tsdb::wal::WalOptions {
-                compress,
-                ..Default::default()
-            },
-            ..opts()
-        };
+        let o = Options { wal: ringest_tsdb::wal::WalOptions { compress, ..Default::default() }, ..opts() };
         let (db, _) = Tsdb::open(&d, o).unwrap();
         let mut bufs = AppendBuffers::default();
         for round in 0..50i64 {
             let batch: Vec<_> = (0..40)
                 .map(|s| {
-                    let labels = vec![
-                        lr("__name__", "m"),
-                        lr("series", ["a", "b", "c", "d", "e"][s % 5]),
-                        lr("i", "x"),
-                    ];
-                    let labels = if s % 2 == 0 {
-                        labels
-                    } else {
-                        labels.into_iter().rev().collect()
-                    };
+                    let labels =
+                        vec![lr("__name__", "m"), lr("series", ["a", "b", "c", "d", "e"][s % 5]), lr("i", "x")];
+                    let labels = if s % 2 == 0 { labels } else { labels.into_iter().rev().collect() };
                     let v = values[(round as usize + s) % values.len()];
                     (labels, vec![(T0 + round * 15_000 + s as i64, v)])
                 })
@@ -116,55 +85,28 @@ fn conflicts_are_refused_and_keep_original_values() {
     let (db, _) = reopen(dir.path());
     let mut bufs = AppendBuffers::default();
     let l = vec![lr("__name__", "up"), lr("job", "a")];
-    write(
-        &db,
-        &mut bufs,
-        &[(
-            l.clone(),
-            vec![(T0, 1.0), (T0 + 1000, 2.0), (T0 + 2000, 3.0)],
-        )],
-    );
+    write(&db, &mut bufs, &[(l.clone(), vec![(T0, 1.0), (T0 + 1000, 2.0), (T0 + 2000, 3.0)])]);
     let mut app = db.appender(&mut bufs);
     // Exact duplicate of the latest sample: accepted, no-op.
     let o = app.append(&l, &[(T0 + 2000, 3.0)], i64::MAX).unwrap();
     assert_eq!((o.accepted, o.duplicate), (1, 0));
     // Other value at the latest timestamp, and an older timestamp: refused.
-    let o = app
-        .append(
-            &l,
-            &[(T0 + 2000, 9.0), (T0 + 1000, 9.0), (T0 + 3000, 4.0)],
-            i64::MAX,
-        )
-        .unwrap();
+    let o = app.append(&l, &[(T0 + 2000, 9.0), (T0 + 1000, 9.0), (T0 + 3000, 4.0)], i64::MAX).unwrap();
     assert_eq!((o.accepted, o.duplicate, o.out_of_order), (1, 1, 1));
     assert_eq!(o.first_refused, Some(T0 + 2000));
     // Far too old: out of bounds (more than an hour behind the head's newest sample).
-    let o = app
-        .append(
-            &[lr("__name__", "new")],
-            &[(T0 - 2 * 3600 * 1000, 1.0)],
-            i64::MAX,
-        )
-        .unwrap();
+    let o = app.append(&[lr("__name__", "new")], &[(T0 - 2 * 3600 * 1000, 1.0)], i64::MAX).unwrap();
     assert_eq!(o.out_of_bounds, 1);
     // Too far in the future for the caller's limit.
     let o = app.append(&l, &[(T0 + 10_000, 1.0)], T0 + 5000).unwrap();
     assert_eq!(o.too_far_in_future, 1);
     app.commit().unwrap();
-    let want: Vec<(i64, u64)> = [
-        (T0, 1.0),
-        (T0 + 1000, 2.0),
-        (T0 + 2000, 3.0),
-        (T0 + 3000, 4.0),
-    ]
-    .iter()
-    .map(|&(t, v)| (t, f64::to_bits(v)))
-    .collect();
+    let want: Vec<(i64, u64)> = [(T0, 1.0), (T0 + 1000, 2.0), (T0 + 2000, 3.0), (T0 + 3000, 4.0)]
+        .iter()
+        .map(|&(t, v)| (t, f64::to_bits(v)))
+        .collect();
     let got = dump(&db);
-    assert_eq!(
-        got.get(&Labels::from_pairs([("__name__", "up"), ("job", "a")])),
-        Some(&want)
-    );
+    assert_eq!(got.get(&Labels::from_pairs([("__name__", "up"), ("job", "a")])), Some(&want));
     db.close().unwrap();
     drop(db);
     let (db, _) = reopen(dir.path());
@@ -177,27 +119,11 @@ fn invalid_labels_are_refused() {
     let (db, _) = reopen(dir.path());
     let mut bufs = AppendBuffers::default();
     let mut app = db.appender(&mut bufs);
-    assert!(
-        app.append(&[lr("a", "1"), lr("a", "2")], &[(T0, 1.0)], i64::MAX)
-            .is_err()
-    );
+    assert!(app.append(&[lr("a", "1"), lr("a", "2")], &[(T0, 1.0)], i64::MAX).is_err());
     assert!(app.append(&[lr("", "1")], &[(T0, 1.0)], i64::MAX).is_err());
     assert!(app.append(&[lr("a", "")], &[(T0, 1.0)], i64::MAX).is_err());
-    assert!(
-        app.append(
-            &[LabelRef {
-                name: b"a",
-                value: b"\xc3\x28"
-            }],
-            &[(T0, 1.0)],
-            i64::MAX
-        )
-        .is_err()
-    );
-    assert!(
-        app.append(&[lr("b", "1"), lr("a", "2")], &[(T0, 1.0)], i64::MAX)
-            .is_ok()
-    );
+    assert!(app.append(&[LabelRef { name: b"a", value: b"\xc3\x28" }], &[(T0, 1.0)], i64::MAX).is_err());
+    assert!(app.append(&[lr("b", "1"), lr("a", "2")], &[(T0, 1.0)], i64::MAX).is_ok());
     app.commit().unwrap();
     assert_eq!(db.num_series(), 1);
 }
@@ -209,49 +135,32 @@ fn fill(dir: &Path, requests: i64) -> Model {
     for r in 0..requests {
         let batch: Vec<_> = (0..20)
             .map(|s| {
-                (
-                    vec![
-                        lr("__name__", "m"),
-                        lr(
-                            "s",
-                            ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"][s % 10],
-                        ),
-                    ],
-                    s,
-                )
+                (vec![lr("__name__", "m"), lr("s", ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"][s % 10])], s)
             })
             .collect();
         let mut app = db.appender(&mut bufs);
         for (labels, s) in &batch {
             let t = T0 + r * 1000 + *s as i64;
-            app.append(labels, &[(t, (r * 100 + *s as i64) as f64)], i64::MAX)
-                .unwrap();
+            app.append(labels, &[(t, (r * 100 + *s as i64) as f64)], i64::MAX).unwrap();
         }
         app.commit().unwrap();
     }
     for s in db.dump() {
-        model.insert(
-            s.labels,
-            s.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect(),
-        );
+        model.insert(s.labels, s.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect());
     }
     // No close: like a kill -9, the last page stays partial.
     model
 }
 
 fn is_prefix(got: &Model, full: &Model) -> bool {
-    got.iter()
-        .all(|(k, v)| full.get(k).is_some_and(|f| f.starts_with(v)))
+    got.iter().all(|(k, v)| full.get(k).is_some_and(|f| f.starts_with(v)))
 }
 
 #[test]
 fn torn_tail_is_repaired_and_writes_continue() {
     let src = tempfile::tempdir().unwrap();
     let full = fill(src.path(), 300);
-    let seg = *list_segments(&src.path().join("wal"))
-        .unwrap()
-        .last()
-        .unwrap();
+    let seg = *list_segments(&src.path().join("wal")).unwrap().last().unwrap();
     let seg_path = segment_path(&src.path().join("wal"), seg);
     let len = std::fs::metadata(&seg_path).unwrap().len();
     assert!(len > 3 * PAGE_SIZE as u64 / 2);
@@ -266,19 +175,12 @@ fn torn_tail_is_repaired_and_writes_continue() {
         let c = report.repaired.clone().expect("torn record detected");
         assert_eq!(db.metrics().wal.corruptions.get(), 1);
         let got = dump(&db);
-        assert!(
-            is_prefix(&got, &full),
-            "cut {cut}: replay is a prefix of what was written"
-        );
+        assert!(is_prefix(&got, &full), "cut {cut}: replay is a prefix of what was written");
         assert!(report.samples > 0 || cut < 100);
         assert!(c.offset as u64 <= cut);
         // New writes are accepted and the next reopen is clean.
         let mut bufs = AppendBuffers::default();
-        write(
-            &db,
-            &mut bufs,
-            &[(vec![lr("__name__", "after")], vec![(T0 + 10_000_000, 1.0)])],
-        );
+        write(&db, &mut bufs, &[(vec![lr("__name__", "after")], vec![(T0 + 10_000_000, 1.0)])]);
         db.close().unwrap();
         drop(db);
         let (db, report) = reopen(dir.path());
@@ -319,22 +221,12 @@ fn missing_middle_segment_refuses_to_open() {
     for _ in 0..3 {
         let (db, _) = reopen(dir.path());
         let mut bufs = AppendBuffers::default();
-        write(
-            &db,
-            &mut bufs,
-            &[(
-                vec![lr("__name__", "m")],
-                vec![(T0 + db.num_series() as i64, 1.0)],
-            )],
-        );
+        write(&db, &mut bufs, &[(vec![lr("__name__", "m")], vec![(T0 + db.num_series() as i64, 1.0)])]);
         db.close().unwrap();
     }
     std::fs::remove_file(segment_path(&dir.path().join("wal"), 1)).unwrap();
     let err = Tsdb::open(dir.path(), opts()).unwrap_err().to_string();
-    assert!(
-        err.contains("not sequential") && err.contains("00000001"),
-        "{err}"
-    );
+    assert!(err.contains("not sequential") && err.contains("00000001"), "{err}");
 }
 
 #[test]
@@ -357,16 +249,12 @@ fn concurrent_appenders_replay_to_the_same_head() {
             scope.spawn(move || {
                 let mut bufs = AppendBuffers::default();
                 for r in 0..200i64 {
-                    let names: Vec<String> =
-                        (0..10).map(|s| format!("s{}", (s + w) % 12)).collect();
+                    let names: Vec<String> = (0..10).map(|s| format!("s{}", (s + w) % 12)).collect();
                     let mut app = db.appender(&mut bufs);
                     for n in &names {
                         // Overlapping series and timestamps between writers: some conflict.
-                        let _ = app.append(
-                            &[lr("__name__", "m"), lr("s", n)],
-                            &[(T0 + r * 100 + w, w as f64)],
-                            i64::MAX,
-                        );
+                        let _ =
+                            app.append(&[lr("__name__", "m"), lr("s", n)], &[(T0 + r * 100 + w, w as f64)], i64::MAX);
                     }
                     app.commit().unwrap();
                 }
@@ -375,18 +263,11 @@ fn concurrent_appenders_replay_to_the_same_head() {
     });
     let before = dump(&db);
     for samples in before.values() {
-        assert!(
-            samples.windows(2).all(|w| w[0].0 < w[1].0),
-            "strictly increasing timestamps"
-        );
+        assert!(samples.windows(2).all(|w| w[0].0 < w[1].0), "strictly increasing timestamps");
     }
     drop(db);
     let (db, _) = reopen(dir.path());
-    assert_eq!(
-        dump(&db),
-        before,
-        "replay rebuilds exactly the in-memory head"
-    );
+    assert_eq!(dump(&db), before, "replay rebuilds exactly the in-memory head");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

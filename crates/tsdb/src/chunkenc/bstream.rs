@@ -83,10 +83,7 @@ pub struct BitReader<'a> {
 impl<'a> BitReader<'a> {
     /// A reader over `buf` starting at byte offset `start`.
     pub fn new(buf: &'a [u8], start: usize) -> Self {
-        BitReader {
-            buf,
-            pos: start * 8,
-        }
+        BitReader { buf, pos: start * 8 }
     }
 
     /// Reads one bit; `None` at the end of the stream.
@@ -160,15 +157,8 @@ mod tests {
     fn bits_round_trip() {
         let mut buf = Vec::new();
         let mut w = BitWriter::default();
-        let items: Vec<(u64, u32)> = vec![
-            (1, 1),
-            (0b101, 3),
-            (0xdead_beef, 32),
-            (u64::MAX, 64),
-            (0, 7),
-            (0x3fff, 14),
-            (0xab, 8),
-        ];
+        let items: Vec<(u64, u32)> =
+            vec![(1, 1), (0b101, 3), (0xdead_beef, 32), (u64::MAX, 64), (0, 7), (0x3fff, 14), (0xab, 8)];
         for &(v, n) in &items {
             w.write_bits(&mut buf, v, n);
         }

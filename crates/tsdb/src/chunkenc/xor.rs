@@ -101,14 +101,7 @@ fn bit_range(x: i64, nbits: u32) -> bool {
 impl XorAppender {
     /// State for a new, empty chunk.
     pub fn new() -> Self {
-        XorAppender {
-            t: 0,
-            v: 0,
-            t_delta: 0,
-            leading: 0xff,
-            trailing: 0,
-            w: BitWriter::new(0),
-        }
+        XorAppender { t: 0, v: 0, t_delta: 0, leading: 0xff, trailing: 0, w: BitWriter::new(0) }
     }
 
     /// Timestamp of the last appended sample.
@@ -280,11 +273,7 @@ impl<'a> XorIter<'a> {
             return Some(());
         }
         let (leading, trailing, sig) = if !self.r.read_bit()? {
-            (
-                self.leading,
-                self.trailing,
-                64 - self.leading as u32 - self.trailing as u32,
-            )
+            (self.leading, self.trailing, 64 - self.leading as u32 - self.trailing as u32)
         } else {
             let leading = self.r.read_bits(5)? as u8;
             let mut sig = self.r.read_bits(6)? as u32;
@@ -333,26 +322,15 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     /// Golden vector from Prometheus 2.42 (spec prometheus-formats §3.2).
     #[test]
     fn golden_four_samples() {
         let t0 = 1_700_000_000_000;
-        let bytes = encode(&[
-            (t0, 1.0),
-            (t0 + 15000, 2.0),
-            (t0 + 30000, 2.0),
-            (t0 + 45000, 3.5),
-        ]);
-        assert_eq!(
-            bytes,
-            hex("0004 80a0abfef962 3ff0000000000000 9875 c25fff1b02c0")
-        );
+        let bytes = encode(&[(t0, 1.0), (t0 + 15000, 2.0), (t0 + 30000, 2.0), (t0 + 45000, 3.5)]);
+        assert_eq!(bytes, hex("0004 80a0abfef962 3ff0000000000000 9875 c25fff1b02c0"));
     }
 
     /// Golden vector: one sample (spec §2, without the 2.x spare byte).
@@ -380,20 +358,7 @@ mod tests {
             f64::from_bits(1),
         ];
         // Delta-of-delta bucket edges.
-        let dods = [
-            0i64,
-            8192,
-            -8191,
-            8193,
-            -8192,
-            65536,
-            -65535,
-            65537,
-            524288,
-            -524287,
-            524289,
-            1_000_000_000,
-        ];
+        let dods = [0i64, 8192, -8191, 8193, -8192, 65536, -65535, 65537, 524288, -524287, 524289, 1_000_000_000];
         let mut samples = vec![(1000i64, 1.0), (2000, 2.0)];
         let mut delta = 1000i64;
         let mut t = 2000i64;
@@ -407,21 +372,14 @@ mod tests {
             samples.push((t, *v));
         }
         let bytes = encode(&samples);
-        let decoded: Vec<(i64, u64)> = XorIter::new(&bytes)
-            .map(|(t, v)| (t, v.to_bits()))
-            .collect();
+        let decoded: Vec<(i64, u64)> = XorIter::new(&bytes).map(|(t, v)| (t, v.to_bits())).collect();
         let want: Vec<(i64, u64)> = samples.iter().map(|&(t, v)| (t, v.to_bits())).collect();
         assert_eq!(decoded, want);
     }
 
     #[test]
     fn negative_and_extreme_timestamps() {
-        let samples = [
-            (-5_000i64, 1.0),
-            (i64::MIN / 4, 2.0),
-            (i64::MAX / 4, 3.0),
-            (i64::MAX / 4 + 1, 4.0),
-        ];
+        let samples = [(-5_000i64, 1.0), (i64::MIN / 4, 2.0), (i64::MAX / 4, 3.0), (i64::MAX / 4 + 1, 4.0)];
         let bytes = encode(&samples);
         let decoded: Vec<_> = XorIter::new(&bytes).collect();
         assert_eq!(decoded, samples.to_vec());

@@ -81,11 +81,7 @@ impl<'a> Appender<'a> {
         bufs.pending.clear();
         bufs.samples.clear();
         bufs.to_mark.clear();
-        Appender {
-            db,
-            bufs,
-            min_valid: None,
-        }
+        Appender { db, bufs, min_valid: None }
     }
 
     fn min_valid(&mut self, first_t: i64) -> i64 {
@@ -173,24 +169,13 @@ impl<'a> Appender<'a> {
             record::begin_series(&mut self.bufs.series_rec);
         }
         match labels {
-            Some(labels) => record::push_series(
-                &mut self.bufs.series_rec,
-                s.series_ref,
-                labels.iter().copied(),
-            ),
+            Some(labels) => record::push_series(&mut self.bufs.series_rec, s.series_ref, labels.iter().copied()),
             None => {
                 let scratch = &mut self.bufs.label_scratch;
                 scratch.clear();
                 let symbols = &self.db.head.symbols;
-                scratch.extend(
-                    s.labels
-                        .chunks_exact(2)
-                        .map(|p| (symbols.get(p[0]), symbols.get(p[1]))),
-                );
-                let refs = scratch.iter().map(|(n, v)| LabelRef {
-                    name: n.as_bytes(),
-                    value: v.as_bytes(),
-                });
+                scratch.extend(s.labels.chunks_exact(2).map(|p| (symbols.get(p[0]), symbols.get(p[1]))));
+                let refs = scratch.iter().map(|(n, v)| LabelRef { name: n.as_bytes(), value: v.as_bytes() });
                 record::push_series(&mut self.bufs.series_rec, s.series_ref, refs);
             }
         }
@@ -208,9 +193,7 @@ impl<'a> Appender<'a> {
         {
             let samples = &bufs.samples;
             let iter = bufs.pending.iter().flat_map(|p| {
-                samples[p.start as usize..p.end as usize]
-                    .iter()
-                    .map(move |&(t, v)| (p.series.series_ref, t, v))
+                samples[p.start as usize..p.end as usize].iter().map(move |&(t, v)| (p.series.series_ref, t, v))
             });
             record::encode_samples(&mut bufs.samples_rec, iter);
         }

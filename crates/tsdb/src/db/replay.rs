@@ -38,10 +38,7 @@ impl Replayer<'_> {
                     let key = hasher.key(labels, &mut sorted);
                     let canonical = if key.sorted { labels } else { &sorted[..] };
                     if validate_sorted(canonical).is_err() {
-                        tracing::warn!(
-                            series_ref = r,
-                            "skipping WAL series record with invalid labels"
-                        );
+                        tracing::warn!(series_ref = r, "skipping WAL series record with invalid labels");
                         return;
                     }
                     // A second record for the same labels (possibly another ref) maps to the
@@ -91,11 +88,7 @@ impl Replayer<'_> {
                 Some(Ok(rec)) => (rec.offset, self.apply(rec.data)),
             };
             if let Err(e) = res {
-                return Some(Corruption {
-                    segment: index,
-                    offset,
-                    reason: e.to_string(),
-                });
+                return Some(Corruption { segment: index, offset, reason: e.to_string() });
             }
         }
     }
@@ -118,33 +111,19 @@ pub(super) fn replay(head: &Head, wal_dir: &Path) -> Result<OpenReport, TsdbErro
     if let Some((n, cp_dir)) = wal::last_checkpoint(wal_dir)? {
         for i in wal::list_segments(&cp_dir)? {
             let p = wal::segment_path(&cp_dir, i);
-            let data = std::fs::read(&p).map_err(|e| TsdbError::Io {
-                op: "read",
-                path: p.clone(),
-                source: e,
-            })?;
+            let data = std::fs::read(&p).map_err(|e| TsdbError::Io { op: "read", path: p.clone(), source: e })?;
             if let Some(c) = rp.segment(i, &data) {
-                return Err(TsdbError::Replay(format!(
-                    "checkpoint {}: {c}",
-                    cp_dir.display()
-                )));
+                return Err(TsdbError::Replay(format!("checkpoint {}: {c}", cp_dir.display())));
             }
         }
         first_segment = n + 1;
     }
-    let segments: Vec<u32> = wal::list_segments(wal_dir)?
-        .into_iter()
-        .filter(|&i| i >= first_segment)
-        .collect();
+    let segments: Vec<u32> = wal::list_segments(wal_dir)?.into_iter().filter(|&i| i >= first_segment).collect();
     let max_segment = segments.last().copied().unwrap_or(0);
     for i in segments {
         let p = wal::segment_path(wal_dir, i);
         let start = std::time::Instant::now();
-        let data = std::fs::read(&p).map_err(|e| TsdbError::Io {
-            op: "read",
-            path: p.clone(),
-            source: e,
-        })?;
+        let data = std::fs::read(&p).map_err(|e| TsdbError::Io { op: "read", path: p.clone(), source: e })?;
         rp.report.segments += 1;
         let corruption = rp.segment(i, &data);
         tracing::info!(segment = i, maxSegment = max_segment, duration = ?start.elapsed(), "WAL segment loaded");

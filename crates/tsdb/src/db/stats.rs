@@ -52,10 +52,7 @@ pub struct SeriesData {
 }
 
 fn top(map: HashMap<String, u64>, limit: usize) -> Vec<Stat> {
-    let mut v: Vec<Stat> = map
-        .into_iter()
-        .map(|(name, value)| Stat { name, value })
-        .collect();
+    let mut v: Vec<Stat> = map.into_iter().map(|(name, value)| Stat { name, value }).collect();
     v.sort_by(|a, b| b.value.cmp(&a.value).then_with(|| a.name.cmp(&b.name)));
     v.truncate(limit);
     v
@@ -100,13 +97,7 @@ impl Tsdb {
         }
         Cardinality {
             num_label_pairs: pairs.len() as u64,
-            series_count_by_metric_name: top(
-                by_metric
-                    .into_iter()
-                    .map(|(k, v)| (symbols.get(k), v))
-                    .collect(),
-                limit,
-            ),
+            series_count_by_metric_name: top(by_metric.into_iter().map(|(k, v)| (symbols.get(k), v)).collect(), limit),
             label_value_count_by_label_name: top(values_per_name, limit),
             memory_in_bytes_by_label_name: top(memory_per_name, limit),
             series_count_by_label_value_pair: top(per_pair, limit),
@@ -120,9 +111,7 @@ impl Tsdb {
             let samples = s.state.lock().samples();
             out.insert(self.head.labels_of(s), samples);
         });
-        out.into_iter()
-            .map(|(labels, samples)| SeriesData { labels, samples })
-            .collect()
+        out.into_iter().map(|(labels, samples)| SeriesData { labels, samples }).collect()
     }
 
     /// Every series with its raw chunks `(min_t, max_t, bytes)`, sorted by labels.

@@ -119,27 +119,16 @@ impl SeriesState {
     /// The latest sample's timestamp and value bits.
     #[inline]
     pub(crate) fn last(&self) -> Option<(i64, u64)> {
-        self.head
-            .as_ref()
-            .map(|c| (c.app.last_t(), c.app.last_v_bits()))
+        self.head.as_ref().map(|c| (c.app.last_t(), c.app.last_v_bits()))
     }
 
     fn cut(&mut self, t: i64, chunk_range: i64) {
         if let Some(old) = self.head.take() {
-            self.closed.push(ClosedChunk {
-                min_t: old.min_t,
-                max_t: old.max_t,
-                bytes: old.bytes.into_boxed_slice(),
-            });
+            self.closed.push(ClosedChunk { min_t: old.min_t, max_t: old.max_t, bytes: old.bytes.into_boxed_slice() });
         }
         let mut bytes = Vec::with_capacity(32);
         bytes.extend_from_slice(&[0, 0]);
-        self.head = Some(HeadChunk {
-            bytes,
-            app: XorAppender::new(),
-            min_t: t,
-            max_t: i64::MIN,
-        });
+        self.head = Some(HeadChunk { bytes, app: XorAppender::new(), min_t: t, max_t: i64::MIN });
         self.next_at = range_for_timestamp(t, chunk_range);
     }
 
@@ -189,11 +178,7 @@ impl SeriesState {
 
     /// Chunks as `(min_t, max_t, bytes)` in time order.
     pub(crate) fn chunks(&self) -> Vec<(i64, i64, Vec<u8>)> {
-        let mut out: Vec<_> = self
-            .closed
-            .iter()
-            .map(|c| (c.min_t, c.max_t, c.bytes.to_vec()))
-            .collect();
+        let mut out: Vec<_> = self.closed.iter().map(|c| (c.min_t, c.max_t, c.bytes.to_vec())).collect();
         if let Some(c) = &self.head {
             out.push((c.min_t, c.max_t, c.bytes.clone()));
         }
@@ -234,19 +219,13 @@ mod tests {
 
     #[test]
     fn chunks_never_cross_the_range_boundary() {
-        let samples: Vec<(i64, f64)> = (0..2000)
-            .map(|i| (i * 17_000 + 5, (i % 7) as f64))
-            .collect();
+        let samples: Vec<(i64, f64)> = (0..2000).map(|i| (i * 17_000 + 5, (i % 7) as f64)).collect();
         let mut s = SeriesState::default();
         for &(t, v) in &samples {
             s.append(t, v, RANGE);
         }
         for (min_t, max_t, _) in s.chunks() {
-            assert_eq!(
-                min_t / RANGE,
-                max_t / RANGE,
-                "chunk {min_t}..{max_t} crosses a boundary"
-            );
+            assert_eq!(min_t / RANGE, max_t / RANGE, "chunk {min_t}..{max_t} crosses a boundary");
         }
         let got: Vec<(i64, f64)> = s.samples();
         assert_eq!(got, samples);
@@ -283,10 +262,7 @@ mod tests {
         assert_eq!(verdict(None, 5, 0, 0), Verdict::Append);
         assert_eq!(verdict(None, 5, 0, 6), Verdict::OutOfBounds);
         assert_eq!(verdict(Some((5, nan)), 5, nan, 0), Verdict::Duplicate);
-        assert_eq!(
-            verdict(Some((5, nan)), 5, stale, 0),
-            Verdict::DuplicateOtherValue
-        );
+        assert_eq!(verdict(Some((5, nan)), 5, stale, 0), Verdict::DuplicateOtherValue);
         assert_eq!(verdict(Some((5, 0)), 4, 0, 0), Verdict::OutOfOrder);
         assert_eq!(verdict(Some((5, 0)), 4, 0, 5), Verdict::OutOfBounds);
         assert_eq!(verdict(Some((5, 0)), 6, 0, 0), Verdict::Append);

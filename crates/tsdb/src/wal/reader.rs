@@ -20,11 +20,7 @@ pub struct Corruption {
 
 impl std::fmt::Display for Corruption {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "corruption in segment {:08} at offset {}: {}",
-            self.segment, self.offset, self.reason
-        )
+        write!(f, "corruption in segment {:08} at offset {}: {}", self.segment, self.offset, self.reason)
     }
 }
 
@@ -52,10 +48,7 @@ pub struct SegmentReader<'a> {
 
 impl std::fmt::Debug for SegmentReader<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SegmentReader")
-            .field("segment", &self.segment)
-            .field("pos", &self.pos)
-            .finish()
+        f.debug_struct("SegmentReader").field("segment", &self.segment).field("pos", &self.pos).finish()
     }
 }
 
@@ -78,17 +71,9 @@ impl<'a> SegmentReader<'a> {
         }
     }
 
-    fn corrupt(
-        &mut self,
-        offset: usize,
-        reason: impl Into<String>,
-    ) -> Option<Result<Record<'_>, Corruption>> {
+    fn corrupt(&mut self, offset: usize, reason: impl Into<String>) -> Option<Result<Record<'_>, Corruption>> {
         self.done = true;
-        Some(Err(Corruption {
-            segment: self.segment,
-            offset,
-            reason: reason.into(),
-        }))
+        Some(Err(Corruption { segment: self.segment, offset, reason: reason.into() }))
     }
 
     /// The next record, `None` at the clean end of the segment, or the corruption that stops it.
@@ -116,10 +101,7 @@ impl<'a> SegmentReader<'a> {
             if page_left < HEADER_SIZE || data[pos] & frag::TYPE_MASK == frag::PAGE_TERM {
                 // The rest of the page is padding and must be zero.
                 if data[pos..page_end].iter().any(|&b| b != 0) {
-                    return self.corrupt(
-                        start.unwrap_or(pos),
-                        "unexpected non-zero byte in padded page",
-                    );
+                    return self.corrupt(start.unwrap_or(pos), "unexpected non-zero byte in padded page");
                 }
                 self.pos = page_end;
                 continue;
@@ -127,23 +109,16 @@ impl<'a> SegmentReader<'a> {
             let hdr = data[pos];
             let typ = hdr & frag::TYPE_MASK;
             if hdr & !(frag::TYPE_MASK | frag::SNAPPY | frag::ZSTD) != 0 || typ > frag::LAST {
-                return self.corrupt(
-                    start.unwrap_or(pos),
-                    format!("invalid record type byte {hdr:#04x}"),
-                );
+                return self.corrupt(start.unwrap_or(pos), format!("invalid record type byte {hdr:#04x}"));
             }
             if hdr & frag::ZSTD != 0 {
-                return self.corrupt(
-                    start.unwrap_or(pos),
-                    "zstd-compressed record (not supported)",
-                );
+                return self.corrupt(start.unwrap_or(pos), "zstd-compressed record (not supported)");
             }
             if pos + HEADER_SIZE > data.len() {
                 return self.corrupt(start.unwrap_or(pos), "last record is torn");
             }
             let len = u16::from_be_bytes([data[pos + 1], data[pos + 2]]) as usize;
-            let crc =
-                u32::from_be_bytes([data[pos + 3], data[pos + 4], data[pos + 5], data[pos + 6]]);
+            let crc = u32::from_be_bytes([data[pos + 3], data[pos + 4], data[pos + 5], data[pos + 6]]);
             if pos % PAGE_SIZE + HEADER_SIZE + len > PAGE_SIZE {
                 return self.corrupt(start.unwrap_or(pos), format!("invalid record size {len}"));
             }
@@ -162,10 +137,7 @@ impl<'a> SegmentReader<'a> {
                 }
                 (true, frag::MIDDLE) | (true, frag::LAST) => {}
                 _ => {
-                    return self.corrupt(
-                        start.unwrap_or(pos),
-                        format!("unexpected fragment type {typ} in sequence"),
-                    );
+                    return self.corrupt(start.unwrap_or(pos), format!("unexpected fragment type {typ} in sequence"));
                 }
             }
             self.pos = body_end;
@@ -185,11 +157,7 @@ impl<'a> SegmentReader<'a> {
                         Some((a, b)) => &self.data[a..b],
                         None => &self.assembled,
                     };
-                    return Some(Ok(Record {
-                        offset: rec_start,
-                        end: body_end,
-                        data: payload,
-                    }));
+                    return Some(Ok(Record { offset: rec_start, end: body_end, data: payload }));
                 }
                 let n = match snap::raw::decompress_len(raw) {
                     Ok(n) => n,
@@ -204,11 +172,7 @@ impl<'a> SegmentReader<'a> {
                     Ok(m) => self.decompressed.truncate(m),
                     Err(e) => return self.corrupt(rec_start, format!("snappy: {e}")),
                 }
-                return Some(Ok(Record {
-                    offset: rec_start,
-                    end: body_end,
-                    data: &self.decompressed,
-                }));
+                return Some(Ok(Record { offset: rec_start, end: body_end, data: &self.decompressed }));
             }
         }
     }
@@ -221,22 +185,12 @@ mod tests {
 
     /// Three segments of three records each, like Prometheus' `TestWALRepair_ReadingError`.
     fn write_wal(dir: &std::path::Path, compress: bool) -> Vec<Vec<u8>> {
-        let mut w = WalWriter::create(
-            dir,
-            0,
-            WalOptions {
-                compress,
-                segment_size: 3 * PAGE_SIZE,
-            },
-            Default::default(),
-        )
-        .unwrap();
+        let mut w = WalWriter::create(dir, 0, WalOptions { compress, segment_size: 3 * PAGE_SIZE }, Default::default())
+            .unwrap();
         let mut recs = Vec::new();
         for i in 0..9u8 {
             // Each record a little less than a page so every segment holds three.
-            let rec: Vec<u8> = (0..(PAGE_SIZE / 2))
-                .map(|j| (j as u8).wrapping_mul(i + 1))
-                .collect();
+            let rec: Vec<u8> = (0..(PAGE_SIZE / 2)).map(|j| (j as u8).wrapping_mul(i + 1)).collect();
             w.log(&[&rec]).unwrap();
             recs.push(rec);
         }
@@ -287,48 +241,22 @@ mod tests {
         }
         let (s1, e1) = starts[1];
         let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
-            (
-                "torn last record",
-                Box::new(move |d: &mut Vec<u8>| d.truncate(s1 + HEADER_SIZE + 10)),
-            ),
+            ("torn last record", Box::new(move |d: &mut Vec<u8>| d.truncate(s1 + HEADER_SIZE + 10))),
             ("bad header", Box::new(move |d: &mut Vec<u8>| d[s1] = 0xe7)),
-            (
-                "bad fragment sequence",
-                Box::new(move |d: &mut Vec<u8>| d[s1] = frag::LAST),
-            ),
-            (
-                "bad checksum",
-                Box::new(move |d: &mut Vec<u8>| d[s1 + 3] ^= 0x01),
-            ),
-            (
-                "bad length",
-                Box::new(move |d: &mut Vec<u8>| d[s1 + 1] = 0xff),
-            ),
-            (
-                "bad content",
-                Box::new(move |d: &mut Vec<u8>| d[s1 + 100] ^= 0x40),
-            ),
-            (
-                "non-zero padding",
-                Box::new(move |d: &mut Vec<u8>| d[e1 + 1] = 1),
-            ),
+            ("bad fragment sequence", Box::new(move |d: &mut Vec<u8>| d[s1] = frag::LAST)),
+            ("bad checksum", Box::new(move |d: &mut Vec<u8>| d[s1 + 3] ^= 0x01)),
+            ("bad length", Box::new(move |d: &mut Vec<u8>| d[s1 + 1] = 0xff)),
+            ("bad content", Box::new(move |d: &mut Vec<u8>| d[s1 + 100] ^= 0x40)),
+            ("non-zero padding", Box::new(move |d: &mut Vec<u8>| d[e1 + 1] = 1)),
         ];
         for (name, damage) in cases {
             let mut d = clean.clone();
             damage(&mut d);
             let (recs, c) = read_segment(1, &d);
             let c = c.unwrap_or_else(|| panic!("{name}: not detected"));
-            assert_eq!(
-                c.offset,
-                if name == "non-zero padding" { e1 } else { s1 },
-                "{name}: {c}"
-            );
+            assert_eq!(c.offset, if name == "non-zero padding" { e1 } else { s1 }, "{name}: {c}");
             assert_eq!(recs, good[..recs.len()].to_vec(), "{name}");
-            assert!(
-                recs.len() <= 1 || name == "non-zero padding",
-                "{name}: read {} records",
-                recs.len()
-            );
+            assert!(recs.len() <= 1 || name == "non-zero padding", "{name}: read {} records", recs.len());
         }
     }
 
@@ -338,10 +266,7 @@ mod tests {
         let mut w = WalWriter::create(
             dir.path(),
             0,
-            WalOptions {
-                compress: false,
-                segment_size: 4 * PAGE_SIZE,
-            },
+            WalOptions { compress: false, segment_size: 4 * PAGE_SIZE },
             Default::default(),
         )
         .unwrap();

@@ -49,11 +49,7 @@ pub fn begin_series(buf: &mut Vec<u8>) {
 }
 
 /// Appends one series entry to a series record.
-pub fn push_series<'a>(
-    buf: &mut Vec<u8>,
-    series_ref: u64,
-    labels: impl ExactSizeIterator<Item = LabelRef<'a>>,
-) {
+pub fn push_series<'a>(buf: &mut Vec<u8>, series_ref: u64, labels: impl ExactSizeIterator<Item = LabelRef<'a>>) {
     put_be64(buf, series_ref);
     put_uvarint(buf, labels.len() as u64);
     for l in labels {
@@ -117,11 +113,7 @@ pub fn decode_samples(rec: &[u8], out: &mut Vec<(u64, i64, f64)>) -> Result<(), 
         let dr = d.varint().ok_or(RecordError::Malformed("samples"))?;
         let dt = d.varint().ok_or(RecordError::Malformed("samples"))?;
         let v = d.be64().ok_or(RecordError::Malformed("samples"))?;
-        out.push((
-            base_ref.wrapping_add(dr as u64),
-            base_t.wrapping_add(dt),
-            f64::from_bits(v),
-        ));
+        out.push((base_ref.wrapping_add(dr as u64), base_t.wrapping_add(dt), f64::from_bits(v)));
     }
     Ok(())
 }
@@ -131,18 +123,12 @@ mod tests {
     use super::*;
 
     fn lr<'a>(n: &'a str, v: &'a str) -> LabelRef<'a> {
-        LabelRef {
-            name: n.as_bytes(),
-            value: v.as_bytes(),
-        }
+        LabelRef { name: n.as_bytes(), value: v.as_bytes() }
     }
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     /// Golden records written by Prometheus 2.42 (spec prometheus-formats §6.3).
@@ -150,32 +136,15 @@ mod tests {
     fn golden_records() {
         let mut buf = Vec::new();
         begin_series(&mut buf);
-        push_series(
-            &mut buf,
-            1,
-            [lr("__name__", "up"), lr("job", "a")].into_iter(),
-        );
-        push_series(
-            &mut buf,
-            2,
-            [lr("__name__", "up"), lr("job", "b")].into_iter(),
-        );
-        let want = hex(
-            "01 0000000000000001 02 08 5f5f6e616d655f5f 02 7570 03 6a6f62 01 61
-                0000000000000002 02 08 5f5f6e616d655f5f 02 7570 03 6a6f62 01 62",
-        );
+        push_series(&mut buf, 1, [lr("__name__", "up"), lr("job", "a")].into_iter());
+        push_series(&mut buf, 2, [lr("__name__", "up"), lr("job", "b")].into_iter());
+        let want = hex("01 0000000000000001 02 08 5f5f6e616d655f5f 02 7570 03 6a6f62 01 61
+                0000000000000002 02 08 5f5f6e616d655f5f 02 7570 03 6a6f62 01 62");
         assert_eq!(buf, want);
         assert_eq!(buf.len(), 55);
 
         let mut s = Vec::new();
-        encode_samples(
-            &mut s,
-            [
-                (1, 1795236000000, 1.0),
-                (1, 1795236015000, 0.0),
-                (2, 1795236000000, 1.0),
-            ],
-        );
+        encode_samples(&mut s, [(1, 1795236000000, 1.0), (1, 1795236015000, 0.0), (2, 1795236000000, 1.0)]);
         let want = hex("02 0000000000000001 000001a1fc677100
                 00 00 3ff0000000000000
                 00 b0ea01 0000000000000000
@@ -185,20 +154,10 @@ mod tests {
 
         let mut got = Vec::new();
         decode_samples(&s, &mut got).unwrap();
-        assert_eq!(
-            got,
-            vec![
-                (1, 1795236000000, 1.0),
-                (1, 1795236015000, 0.0),
-                (2, 1795236000000, 1.0)
-            ]
-        );
+        assert_eq!(got, vec![(1, 1795236000000, 1.0), (1, 1795236015000, 0.0), (2, 1795236000000, 1.0)]);
         let mut seen = Vec::new();
         let mut scratch = Vec::new();
-        decode_series(&buf, &mut scratch, |r, l| {
-            seen.push((r, l.len(), l[1].value.to_vec()))
-        })
-        .unwrap();
+        decode_series(&buf, &mut scratch, |r, l| seen.push((r, l.len(), l[1].value.to_vec()))).unwrap();
         assert_eq!(seen, vec![(1, 2, b"a".to_vec()), (2, 2, b"b".to_vec())]);
     }
 
@@ -218,10 +177,7 @@ mod tests {
         push_series(&mut buf, 7, [lr("a", "b")].into_iter());
         let mut scratch = Vec::new();
         for cut in 2..buf.len() {
-            assert!(
-                decode_series(&buf[..cut], &mut scratch, |_, _| {}).is_err(),
-                "cut at {cut}"
-            );
+            assert!(decode_series(&buf[..cut], &mut scratch, |_, _| {}).is_err(), "cut at {cut}");
         }
         // An empty samples record (type byte only) is valid.
         assert!(decode_samples(&[kind::SAMPLES], &mut out).is_ok());

@@ -29,10 +29,7 @@ pub struct WalOptions {
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions {
-            compress: true,
-            segment_size: super::DEFAULT_SEGMENT_SIZE,
-        }
+        WalOptions { compress: true, segment_size: super::DEFAULT_SEGMENT_SIZE }
     }
 }
 
@@ -58,10 +55,7 @@ pub struct WalWriter {
 
 impl std::fmt::Debug for WalWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WalWriter")
-            .field("dir", &self.dir)
-            .field("segment", &self.index)
-            .finish()
+        f.debug_struct("WalWriter").field("dir", &self.dir).field("segment", &self.index).finish()
     }
 }
 
@@ -77,12 +71,7 @@ fn create_segment(dir: &Path, index: u32) -> Result<File, WalError> {
 
 impl WalWriter {
     /// Creates segment `index` in `dir` (which must not exist yet) and writes to it.
-    pub fn create(
-        dir: &Path,
-        index: u32,
-        opts: WalOptions,
-        metrics: Arc<WalMetrics>,
-    ) -> Result<Self, WalError> {
+    pub fn create(dir: &Path, index: u32, opts: WalOptions, metrics: Arc<WalMetrics>) -> Result<Self, WalError> {
         assert!(opts.segment_size >= PAGE_SIZE && opts.segment_size % PAGE_SIZE == 0);
         std::fs::create_dir_all(dir).map_err(|e| io_err("create dir", dir, e))?;
         let file = create_segment(dir, index)?;
@@ -165,8 +154,7 @@ impl WalWriter {
             let partial = (len % PAGE_SIZE as u64) as usize;
             self.page.fill(0);
             if partial > 0 {
-                self.file
-                    .read_exact_at(&mut self.page[..partial], len - partial as u64)?;
+                self.file.read_exact_at(&mut self.page[..partial], len - partial as u64)?;
             }
             self.done_pages = (len / PAGE_SIZE as u64) as usize;
             self.alloc = partial;
@@ -209,12 +197,7 @@ impl WalWriter {
         res
     }
 
-    fn write_fragments(
-        &mut self,
-        mut data: &[u8],
-        compressed: bool,
-        last: bool,
-    ) -> Result<(), WalError> {
+    fn write_fragments(&mut self, mut data: &[u8], compressed: bool, last: bool) -> Result<(), WalError> {
         // Records never cross segments: start a new one if this record does not fit.
         let left = (PAGE_SIZE - self.alloc).saturating_sub(HEADER_SIZE)
             + (PAGE_SIZE - HEADER_SIZE) * (self.pages_per_segment() - self.done_pages - 1);
@@ -242,9 +225,7 @@ impl WalWriter {
             self.page[a + 7..a + 7 + l].copy_from_slice(part);
             self.alloc += HEADER_SIZE + l;
             self.metrics.record_part_writes.inc();
-            self.metrics
-                .record_parts_bytes_written
-                .add((HEADER_SIZE + l) as u64);
+            self.metrics.record_parts_bytes_written.add((HEADER_SIZE + l) as u64);
             if self.page_full() {
                 self.flush_page(true)?;
             }
@@ -299,9 +280,7 @@ impl WalWriter {
                 if let Err(e) = prev.sync_all() {
                     tracing::error!(err = %e, "fsync of finished WAL segment failed");
                 }
-                metrics
-                    .fsync_duration
-                    .observe(start.elapsed().as_secs_f64());
+                metrics.fsync_duration.observe(start.elapsed().as_secs_f64());
             })
             .map_err(|e| io_err("spawn fsync thread", &self.dir, e))?;
         Ok(())
@@ -310,12 +289,8 @@ impl WalWriter {
     /// fsyncs the current segment.
     pub fn sync(&mut self) -> Result<(), WalError> {
         let start = Instant::now();
-        self.file
-            .sync_data()
-            .map_err(|e| io_err("fsync", &self.current_path(), e))?;
-        self.metrics
-            .fsync_duration
-            .observe(start.elapsed().as_secs_f64());
+        self.file.sync_data().map_err(|e| io_err("fsync", &self.current_path(), e))?;
+        self.metrics.fsync_duration.observe(start.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -357,9 +332,7 @@ mod tests {
         let mut x = seed;
         (0..n)
             .map(|i| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 let len = match i % 5 {
                     0 => 0,
                     1 => (x % 100) as usize,
@@ -370,14 +343,8 @@ mod tests {
                 let mut y = x;
                 (0..len)
                     .map(|j| {
-                        y = y
-                            .wrapping_mul(6364136223846793005)
-                            .wrapping_add(1442695040888963407);
-                        if i % 2 == 0 {
-                            (j % 7) as u8
-                        } else {
-                            (y >> 56) as u8
-                        }
+                        y = y.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        if i % 2 == 0 { (j % 7) as u8 } else { (y >> 56) as u8 }
                     })
                     .collect()
             })
@@ -388,10 +355,7 @@ mod tests {
     fn round_trip_across_pages_and_segments() {
         for compress in [false, true] {
             let dir = tempfile::tempdir().unwrap();
-            let opts = WalOptions {
-                compress,
-                segment_size: 4 * PAGE_SIZE,
-            };
+            let opts = WalOptions { compress, segment_size: 4 * PAGE_SIZE };
             let mut w = WalWriter::create(dir.path(), 0, opts, Default::default()).unwrap();
             let recs = records(60, 7);
             for chunk in recs.chunks(3) {
@@ -402,14 +366,8 @@ mod tests {
             assert!(list_segments(dir.path()).unwrap().len() >= 2);
             assert_eq!(read_all(dir.path()), recs);
             for i in list_segments(dir.path()).unwrap() {
-                let len = std::fs::metadata(segment_path(dir.path(), i))
-                    .unwrap()
-                    .len();
-                assert_eq!(
-                    len % PAGE_SIZE as u64,
-                    0,
-                    "closed segments are page aligned"
-                );
+                let len = std::fs::metadata(segment_path(dir.path(), i)).unwrap().len();
+                assert_eq!(len % PAGE_SIZE as u64, 0, "closed segments are page aligned");
             }
         }
     }
@@ -417,18 +375,11 @@ mod tests {
     #[test]
     fn golden_fragment_header() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = WalOptions {
-            compress: false,
-            segment_size: PAGE_SIZE * 4,
-        };
+        let opts = WalOptions { compress: false, segment_size: PAGE_SIZE * 4 };
         let mut w = WalWriter::create(dir.path(), 0, opts, Default::default()).unwrap();
         w.log(&[b"hello"]).unwrap();
         let data = std::fs::read(segment_path(dir.path(), 0)).unwrap();
-        assert_eq!(
-            data.len(),
-            HEADER_SIZE + 5,
-            "partial page written while running"
-        );
+        assert_eq!(data.len(), HEADER_SIZE + 5, "partial page written while running");
         assert_eq!(data[0], frag::FULL);
         assert_eq!(&data[1..3], &[0, 5]);
         assert_eq!(&data[3..7], &crc32c::crc32c(b"hello").to_be_bytes());
@@ -437,10 +388,7 @@ mod tests {
     #[test]
     fn failed_batch_is_rolled_back() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = WalOptions {
-            compress: false,
-            segment_size: 64 * PAGE_SIZE,
-        };
+        let opts = WalOptions { compress: false, segment_size: 64 * PAGE_SIZE };
         let mut w = WalWriter::create(dir.path(), 0, opts, Default::default()).unwrap();
         w.log(&[b"first"]).unwrap();
         // Simulate a failure in the middle of a multi-page batch: write, then roll back.
@@ -450,9 +398,6 @@ mod tests {
         w.restore().unwrap();
         w.log(&[b"second"]).unwrap();
         w.close().unwrap();
-        assert_eq!(
-            read_all(dir.path()),
-            vec![b"first".to_vec(), b"second".to_vec()]
-        );
+        assert_eq!(read_all(dir.path()), vec![b"first".to_vec(), b"second".to_vec()]);
     }
 }

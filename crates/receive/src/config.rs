@@ -1,0 +1,392 @@
+//! The `ringest` command line: `ringest receive [flags]` with Thanos' flags, and the typed
+//! configuration the server runs with.
+
+pub mod flags;
+pub mod units;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgMatches, Command};
+
+use flags::{get_all, get_bool, get_str};
+use units::{go_unquote, parse_duration_ms};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `key=value` pairs (go-kit logfmt).
+    Logfmt,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `--log.level`.
+    pub level: tracing::Level,
+    /// `--log.format`.
+    pub format: LogFormat,
+    /// `--debug.name`.
+    pub name: Option<String>,
+}
+
+/// Everything `ringest receive` runs with.
+#[derive(Debug, Clone)]
+pub struct ReceiveConfig {
+    /// Logging.
+    pub log: LogConfig,
+    /// `--http-address`.
+    pub http_address: SocketAddr,
+    /// `--http-grace-period`.
+    pub http_grace_period: Duration,
+    /// `--grpc-address` (validated; the listener comes with replication).
+    pub grpc_address: SocketAddr,
+    /// `--remote-write.address`.
+    pub remote_write_address: SocketAddr,
+    /// `--tsdb.path`.
+    pub tsdb_path: PathBuf,
+    /// `--label`, sorted by name.
+    pub external_labels: Vec<(String, String)>,
+    /// `--receive.tenant-header`.
+    pub tenant_header: String,
+    /// `--receive.default-tenant-id`.
+    pub default_tenant: String,
+    /// `--receive.tenant-label-name`.
+    pub tenant_label_name: String,
+    /// `--receive.replica-header`.
+    pub replica_header: String,
+    /// `--tsdb.min-block-duration` in ms (the head's chunk range).
+    pub min_block_duration_ms: i64,
+    /// `--tsdb.max-block-duration` in ms.
+    pub max_block_duration_ms: i64,
+    /// `--tsdb.too-far-in-future.time-window` in ms (0: off).
+    pub too_far_in_future_ms: i64,
+    /// `--tsdb.wal-compression`.
+    pub wal_compression: bool,
+    /// `--tsdb.no-lockfile`.
+    pub no_lockfile: bool,
+    /// Flags accepted but ignored, with the reason (logged at debug level at start-up).
+    pub ignored_flags: Vec<(&'static str, &'static str)>,
+}
+
+/// The version string of the binary.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The `ringest` command line.
+pub fn command() -> Command {
+    let receive = flags::add_args(
+        Command::new("receive")
+            .about("Accept Prometheus remote write requests and write them to a local TSDB (Thanos Receive)."),
+        false,
+    );
+    let dump = Command::new("dump")
+        .about("Print every sample of a tenant directory's WAL (promtool tsdb dump format)")
+        .arg(clap::Arg::new("dir").required(true).help("Tenant directory (holding wal/)"))
+        .arg(
+            clap::Arg::new("format")
+                .long("format")
+                .value_parser(["promtool", "bits"])
+                .default_value("promtool")
+                .help("promtool: `{labels} value timestamp`; bits: the value as 16 hex digits of its IEEE-754 bits"),
+        );
+    let tsdb = Command::new("tsdb")
+        .about("Offline tools for a tenant TSDB directory")
+        .subcommand_required(true)
+        .subcommand(dump);
+    let root = Command::new("ringest")
+        .about("A native drop-in replacement for Thanos Receive.")
+        .version(VERSION)
+        .subcommand_required(true)
+        .subcommand(receive)
+        .subcommand(tsdb);
+    flags::add_args(root, true)
+}
+
+fn parse_addr(flag: &str, s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("--{flag}={s:?}: expected host:port"))?;
+    let port: u16 = port.parse().map_err(|_| format!("--{flag}={s:?}: invalid port {port:?}"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("--{flag}={s:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--{flag}={s:?}: address does not resolve"))
+}
+
+/// Parses `--label` values (`name="value"`), as Thanos' `parseFlagLabels`.
+pub fn parse_labels(raw: &[String]) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for l in raw {
+        let (name, value) = l.split_once('=').ok_or_else(|| format!("unrecognized label {l:?}"))?;
+        if name.is_empty() {
+            return Err(format!("unsupported format for label {l}"));
+        }
+        let value = go_unquote(value)?;
+        if let Some(existing) = out.iter_mut().find(|(n, _)| n == name) {
+            existing.1 = value;
+        } else {
+            out.push((name.to_string(), value));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn duration(m: &ArgMatches, name: &str) -> Result<u64, String> {
+    let s = get_str(m, name).unwrap_or_default();
+    parse_duration_ms(&s).map_err(|e| format!("--{name}: {e}"))
+}
+
+impl ReceiveConfig {
+    /// Builds the configuration from parsed arguments of `ringest receive` (global flags
+    /// included), rejecting flags ringest does not implement and invalid combinations.
+    pub fn from_matches(m: &ArgMatches) -> Result<ReceiveConfig, String> {
+        let ignored_flags = flags::check_support(m)?;
+        let level = match get_str(m, "log.level").as_deref() {
+            Some("error") => tracing::Level::ERROR,
+            Some("warn") => tracing::Level::WARN,
+            Some("debug") => tracing::Level::DEBUG,
+            _ => tracing::Level::INFO,
+        };
+        let format = match get_str(m, "log.format").as_deref() {
+            Some("json") => LogFormat::Json,
+            Some("journald") => {
+                return Err("--log.format=journald is not supported by ringest; use logfmt or json".into());
+            }
+            _ => LogFormat::Logfmt,
+        };
+        let name = get_str(m, "debug.name").filter(|s| !s.is_empty());
+        let external_labels = parse_labels(&get_all(m, "label")).map_err(|e| format!("parse labels: {e}"))?;
+        if external_labels.is_empty() {
+            return Err("no external labels configured for receive, uniquely identifying external labels must be \
+                        configured (ideally with `receive_` prefix); see \
+                        https://thanos.io/tip/thanos/storage.md#external-labels for details."
+                .into());
+        }
+        let tenant_label_name = get_str(m, "receive.tenant-label-name").unwrap_or_default();
+        if tenant_label_name.is_empty() {
+            return Err(format!("unsupported format for tenant label name, got {tenant_label_name}"));
+        }
+        let default_tenant = get_str(m, "receive.default-tenant-id").unwrap_or_default();
+        crate::tenancy::validate_tenant(&default_tenant)
+            .map_err(|e| format!("--receive.default-tenant-id={default_tenant:?}: {e}"))?;
+        let tenant_header = get_str(m, "receive.tenant-header").unwrap_or_default();
+        if http::HeaderName::from_bytes(tenant_header.as_bytes()).is_err() {
+            return Err(format!("--receive.tenant-header={tenant_header:?} is not a valid HTTP header name"));
+        }
+        let replica_header = get_str(m, "receive.replica-header").unwrap_or_default();
+        if http::HeaderName::from_bytes(replica_header.as_bytes()).is_err() {
+            return Err(format!("--receive.replica-header={replica_header:?} is not a valid HTTP header name"));
+        }
+        let min_block = duration(m, "tsdb.min-block-duration")? as i64;
+        let max_block = duration(m, "tsdb.max-block-duration")? as i64;
+        if min_block == 0 {
+            return Err("--tsdb.min-block-duration must be greater than 0".into());
+        }
+        if max_block < min_block {
+            return Err(format!(
+                "--tsdb.max-block-duration ({}) must be at least --tsdb.min-block-duration ({})",
+                units::format_duration_ms(max_block as u64),
+                units::format_duration_ms(min_block as u64)
+            ));
+        }
+        let tsdb_path = PathBuf::from(get_str(m, "tsdb.path").unwrap_or_default());
+        if tsdb_path.as_os_str().is_empty() {
+            return Err("--tsdb.path must not be empty".into());
+        }
+        Ok(ReceiveConfig {
+            log: LogConfig { level, format, name },
+            http_address: parse_addr("http-address", &get_str(m, "http-address").unwrap_or_default())?,
+            http_grace_period: Duration::from_millis(duration(m, "http-grace-period")?),
+            grpc_address: parse_addr("grpc-address", &get_str(m, "grpc-address").unwrap_or_default())?,
+            remote_write_address: parse_addr(
+                "remote-write.address",
+                &get_str(m, "remote-write.address").unwrap_or_default(),
+            )?,
+            tsdb_path,
+            external_labels,
+            tenant_header,
+            default_tenant,
+            tenant_label_name,
+            replica_header,
+            min_block_duration_ms: min_block,
+            max_block_duration_ms: max_block,
+            too_far_in_future_ms: duration(m, "tsdb.too-far-in-future.time-window")? as i64,
+            wal_compression: get_bool(m, "tsdb.wal-compression"),
+            no_lockfile: get_bool(m, "tsdb.no-lockfile"),
+            ignored_flags,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ReceiveConfig, String> {
+        let mut argv = vec!["ringest", "receive"];
+        argv.extend_from_slice(args);
+        let m = command().try_get_matches_from(argv).map_err(|e| e.to_string())?;
+        let (_, sub) = m.subcommand().expect("subcommand");
+        ReceiveConfig::from_matches(sub)
+    }
+
+    const L: &str = "--label=replica=\"r0\"";
+
+    #[test]
+    fn defaults_match_thanos() {
+        let c = parse(&[L]).unwrap();
+        assert_eq!(c.http_address.to_string(), "0.0.0.0:10902");
+        assert_eq!(c.remote_write_address.to_string(), "0.0.0.0:19291");
+        assert_eq!(c.grpc_address.to_string(), "0.0.0.0:10901");
+        assert_eq!(c.tsdb_path, PathBuf::from("./data"));
+        assert_eq!(c.tenant_header, "THANOS-TENANT");
+        assert_eq!(c.default_tenant, "default-tenant");
+        assert_eq!(c.tenant_label_name, "tenant_id");
+        assert_eq!(c.replica_header, "THANOS-REPLICA");
+        assert_eq!(c.http_grace_period, Duration::from_secs(120));
+        assert_eq!(c.min_block_duration_ms, 7_200_000);
+        assert!(c.wal_compression);
+        assert!(!c.no_lockfile);
+        assert_eq!(c.too_far_in_future_ms, 0);
+        assert_eq!(c.log.level, tracing::Level::INFO);
+        assert_eq!(c.log.format, LogFormat::Logfmt);
+    }
+
+    #[test]
+    fn both_value_syntaxes_and_repeatable_flags() {
+        let c = parse(&[
+            "--label",
+            "replica=\"r0\"",
+            "--label=receive=\"true\"",
+            "--tsdb.path",
+            "/tmp/x",
+            "--remote-write.address=127.0.0.1:1234",
+            "--tsdb.too-far-in-future.time-window",
+            "5m",
+        ])
+        .unwrap();
+        assert_eq!(c.external_labels, vec![("receive".into(), "true".into()), ("replica".into(), "r0".into())]);
+        assert_eq!(c.tsdb_path, PathBuf::from("/tmp/x"));
+        assert_eq!(c.remote_write_address.to_string(), "127.0.0.1:1234");
+        assert_eq!(c.too_far_in_future_ms, 300_000);
+    }
+
+    #[test]
+    fn no_prefixed_booleans() {
+        assert!(!parse(&[L, "--no-tsdb.wal-compression"]).unwrap().wal_compression);
+        assert!(parse(&[L, "--no-tsdb.wal-compression", "--tsdb.wal-compression"]).unwrap().wal_compression);
+        assert!(parse(&[L, "--tsdb.no-lockfile"]).unwrap().no_lockfile);
+        // kingpin rejects `--bool=value`; so do we.
+        assert!(parse(&[L, "--tsdb.wal-compression=false"]).is_err());
+    }
+
+    #[test]
+    fn labels_are_required_and_parsed_like_thanos() {
+        assert!(parse(&[]).unwrap_err().contains("no external labels configured"));
+        assert!(parse(&["--label=replica=r0"]).unwrap_err().contains("invalid syntax"));
+        assert!(parse(&["--label=replica"]).unwrap_err().contains("unrecognized label"));
+        let c = parse(&["--label=a=\"x\"", "--label=a=\"y\""]).unwrap();
+        assert_eq!(c.external_labels, vec![("a".into(), "y".into())]);
+    }
+
+    #[test]
+    fn unimplemented_flags_are_rejected_by_name() {
+        for (flag, needle) in [
+            ("--objstore.config-file=/etc/objstore.yml", "--objstore.config-file"),
+            ("--receive.hashrings-file=/etc/h.json", "--receive.hashrings-file"),
+            ("--receive.replication-factor=3", "--receive.replication-factor"),
+            ("--tsdb.retention=1d", "--tsdb.retention"),
+            ("--remote-write.server-tls-cert=/c.pem", "--remote-write.server-tls-cert"),
+            ("--tsdb.max-exemplars=100", "--tsdb.max-exemplars"),
+            ("--enable-feature=metric-names-filter", "--enable-feature"),
+            ("--no-receive.otlp-enable-target-info", "--receive.otlp-enable-target-info"),
+        ] {
+            let err = parse(&[L, flag]).unwrap_err();
+            assert!(err.contains(needle) && err.contains("not implemented"), "{flag}: {err}");
+        }
+        // Values that keep the feature off are accepted.
+        for ok in [
+            "--receive.replication-factor=1",
+            "--tsdb.retention=0d",
+            "--tsdb.max-exemplars=0",
+            "--tsdb.out-of-order.time-window=0s",
+            "--receive.hashrings-algorithm=hashmod",
+            "--hash-func=",
+        ] {
+            assert!(parse(&[L, ok]).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn go_runtime_and_noop_flags_are_accepted() {
+        let c =
+            parse(&[L, "--enable-auto-gomemlimit", "--auto-gomemlimit.ratio=0.8", "--tsdb.allow-overlapping-blocks"])
+                .unwrap();
+        let names: Vec<&str> = c.ignored_flags.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, vec!["enable-auto-gomemlimit", "auto-gomemlimit.ratio", "tsdb.allow-overlapping-blocks"]);
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        assert!(parse(&[L, "--http-grace-period=2"]).is_err());
+        assert!(parse(&[L, "--log.level=verbose"]).unwrap_err().contains("enum value must be one of"));
+        assert!(parse(&[L, "--tsdb.max-retention-bytes=512"]).is_err());
+        assert!(parse(&[L, "--http-address=nonsense"]).is_err());
+        assert!(parse(&[L, "--receive.default-tenant-id=../x"]).is_err());
+        assert!(parse(&[L, "--log.format=journald"]).unwrap_err().contains("journald"));
+        assert!(parse(&[L, "--no-such-flag=1"]).is_err());
+        assert!(parse(&[L, "--tsdb.path=/a", "--tsdb.path=/b"]).is_err(), "non-repeatable flag given twice");
+        assert!(parse(&[L, "--tsdb.min-block-duration=2h", "--tsdb.max-block-duration=1h"]).is_err());
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_command() {
+        let m = command().try_get_matches_from(["ringest", "--log.level=debug", "receive", L]).unwrap();
+        let c = ReceiveConfig::from_matches(m.subcommand().unwrap().1).unwrap();
+        assert_eq!(c.log.level, tracing::Level::DEBUG);
+        let c = parse(&[L, "--log.format=json"]).unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn every_flag_of_thanos_receive_is_known() {
+        // The flag list of `thanos receive --help` (Thanos 0.43-dev) plus hidden flags.
+        let thanos = "log.level log.format debug.name tracing.config-file tracing.config enable-auto-gomemlimit \
+            auto-gomemlimit.ratio http-address http-grace-period http.config grpc-address grpc-server-tls-cert \
+            grpc-server-tls-key grpc-server-tls-client-ca grpc-server-tls-min-version grpc-server-tls-ciphers \
+            grpc-server-tls-curves grpc-server-max-connection-age grpc-grace-period store.limits.request-series \
+            store.limits.request-samples remote-write.address remote-write.server-tls-cert \
+            remote-write.server-tls-key remote-write.server-tls-client-ca remote-write.server-tls-min-version \
+            remote-write.server-tls-ciphers remote-write.server-tls-curves remote-write.client-tls-cert \
+            remote-write.client-tls-key remote-write.client-tls-secure remote-write.client-tls-skip-verify \
+            remote-write.client-tls-ca remote-write.client-server-name remote-write.client-tls-min-version \
+            tsdb.path label objstore.config-file objstore.config tsdb.retention receive.hashrings-file \
+            receive.hashrings receive.hashrings-algorithm receive.hashrings-file-refresh-interval \
+            receive.local-endpoint receive.tenant-header receive.artificial-max-delay \
+            receive.tenant-certificate-field receive.default-tenant-id receive.split-tenant-label-name \
+            receive.tenant-label-name receive.replica-header receive.forward.async-workers \
+            receive.grpc-compression receive.replication-factor receive.replication-protocol \
+            receive.capnproto-address receive.grpc-service-config receive-forward-timeout \
+            receive-forward-max-backoff receive.relabel-config-file receive.relabel-config \
+            tsdb.min-block-duration tsdb.max-block-duration tsdb.too-far-in-future.time-window \
+            tsdb.out-of-order.time-window tsdb.out-of-order.cap-max tsdb.allow-overlapping-blocks \
+            tsdb.max-retention-bytes tsdb.wal-compression tsdb.no-lockfile tsdb.head.expanded-postings-cache-size \
+            tsdb.block.expanded-postings-cache-size tsdb.max-exemplars tsdb.write-queue-size \
+            tsdb.memory-snapshot-on-shutdown tsdb.enable-native-histograms hash-func \
+            shipper.allow-out-of-order-uploads shipper.skip-corrupted-blocks shipper.upload-concurrency \
+            matcher-cache-size request.logging-config-file request.logging-config receive.limits-config-file \
+            receive.limits-config receive.limits-config-reload-timer receive.otlp-enable-target-info \
+            receive.otlp-promote-resource-attributes enable-feature receive.lazy-retrieval-max-buffered-responses";
+        let ours: Vec<&str> = flags::FLAGS.iter().map(|f| f.name).collect();
+        for name in thanos.split_whitespace() {
+            assert!(ours.contains(&name), "missing flag --{name}");
+        }
+        assert_eq!(ours.len(), thanos.split_whitespace().count());
+    }
+}

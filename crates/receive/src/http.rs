@@ -1,0 +1,97 @@
+//! The two HTTP servers: the remote-write port (`POST /api/v1/receive`, `GET
+//! /api/v1/status/tsdb`, as Thanos serves them) and the ops port (`/-/healthy`, `/-/ready`,
+//! `/metrics`, and `/api/v1/status/tsdb` in Prometheus' shape, as the operations guide calls it).
+
+pub mod instrument;
+pub mod ops;
+pub mod receive;
+pub mod status;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use http::{HeaderName, HeaderValue, StatusCode, header};
+
+use crate::metrics::Metrics;
+use crate::probe::Probe;
+use crate::tenancy::Tenants;
+
+/// Default cap on a request body, compressed and decompressed (Prometheus' 32 MiB).
+pub const DEFAULT_SIZE_LIMIT: usize = 32 << 20;
+
+/// State shared by the handlers.
+#[derive(Debug)]
+pub struct AppState {
+    /// Tenant TSDBs.
+    pub tenants: Arc<Tenants>,
+    /// Health and readiness.
+    pub probe: Arc<Probe>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// `--receive.tenant-header`.
+    pub tenant_header: HeaderName,
+    /// `--receive.default-tenant-id`.
+    pub default_tenant: String,
+    /// `--receive.replica-header`.
+    pub replica_header: HeaderName,
+    /// `--tsdb.too-far-in-future.time-window` in ms (0: off).
+    pub too_far_in_future_ms: i64,
+    /// Maximum body size, compressed and decompressed.
+    pub size_limit: usize,
+}
+
+/// A plain-text error response the way Go's `http.Error` writes it (message + newline).
+pub fn text_error(status: StatusCode, msg: &str) -> Response {
+    let mut r = (status, format!("{msg}\n")).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    r
+}
+
+async fn not_found() -> Response {
+    text_error(StatusCode::NOT_FOUND, "404 page not found")
+}
+
+async fn method_not_allowed_post() -> Response {
+    let mut r = text_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use POST");
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    r
+}
+
+async fn method_not_allowed_get() -> Response {
+    let mut r = text_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use GET");
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+    r
+}
+
+/// Routes of the remote-write port.
+pub fn remote_write_router(st: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/receive",
+            post(receive::receive)
+                .fallback(method_not_allowed_post)
+                .layer(axum::middleware::from_fn_with_state((st.clone(), "receive"), instrument::instrument)),
+        )
+        .route(
+            "/api/v1/status/tsdb",
+            get(status::thanos_status)
+                .fallback(method_not_allowed_get)
+                .layer(axum::middleware::from_fn_with_state((st.clone(), "tsdb_status"), instrument::instrument)),
+        )
+        .fallback(not_found)
+        .with_state(st)
+}
+
+/// Routes of the ops port.
+pub fn ops_router(st: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/-/healthy", any(ops::healthy))
+        .route("/-/ready", any(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/v1/status/tsdb", get(status::prometheus_status).fallback(method_not_allowed_get))
+        .fallback(not_found)
+        .with_state(st)
+}

@@ -1,0 +1,37 @@
+//! Probes and metrics on the ops port.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use super::{AppState, text_error};
+
+fn probe_response(ok: bool) -> Response {
+    if ok {
+        let mut r = (StatusCode::OK, "OK").into_response();
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        r
+    } else {
+        text_error(StatusCode::SERVICE_UNAVAILABLE, "NOT OK")
+    }
+}
+
+/// `/-/healthy`: 200 `OK` once the servers run.
+pub async fn healthy(State(st): State<Arc<AppState>>) -> Response {
+    probe_response(st.probe.is_healthy())
+}
+
+/// `/-/ready`: 200 `OK` once every tenant's WAL is replayed; 503 during start-up and shutdown.
+pub async fn ready(State(st): State<Arc<AppState>>) -> Response {
+    probe_response(st.probe.is_ready())
+}
+
+/// `/metrics` in the Prometheus text format.
+pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let body = tokio::task::spawn_blocking(move || st.metrics.render()).await.unwrap_or_default();
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    r
+}

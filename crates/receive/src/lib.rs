@@ -1,0 +1,19 @@
+//! ringest: a native drop-in replacement for Thanos Receive.
+//!
+//! This crate is the server: the command line with Thanos' flags ([`config`]), logging in
+//! Thanos' formats ([`logging`]), the remote-write front end ([`http`], [`remote_write`]),
+//! tenancy with one TSDB per tenant ([`tenancy`]), the write policy ([`writer`]), metrics
+//! with Thanos' and Prometheus' names ([`metrics`]), probes and the server lifecycle
+//! ([`server`]). Storage is the `ringest-tsdb` crate; blocking work (decode, append, WAL)
+//! runs on blocking threads, never on the async reactor.
+
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod probe;
+pub mod remote_write;
+pub mod server;
+pub mod tenancy;
+pub mod tools;
+pub mod writer;

@@ -1,0 +1,389 @@
+//! The metrics registry: Thanos' and Prometheus' names and labels (shared spec thanos-receive
+//! §9), plus the names the operations guide uses. Everything lives in a [`Metrics`] value
+//! passed down, so several nodes can run in one process (tests).
+
+use std::sync::Arc;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType, Summary};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use crate::tenancy::Tenants;
+
+/// Buckets of `http_request_duration_seconds` for the receive handler (Thanos, 5s forward timeout).
+pub const RECEIVE_DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 3.0, 4.0, 5.0,
+];
+/// Buckets of `http_request_duration_seconds` for other handlers.
+pub const DEFAULT_DURATION_BUCKETS: &[f64] =
+    &[0.001, 0.01, 0.1, 0.3, 0.6, 1.0, 3.0, 6.0, 9.0, 20.0, 30.0, 60.0, 90.0, 120.0, 240.0, 360.0, 720.0];
+/// Buckets of `thanos_receive_write_timeseries` / `_samples`.
+pub const WRITE_SIZE_BUCKETS: &[f64] = &[10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0];
+
+/// HTTP instrumentation of the remote-write port.
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    /// `http_requests_total{code,handler,method,tenant}`
+    pub requests: IntCounterVec,
+    /// `http_request_duration_seconds{code,handler,method,tenant}` for `receive`.
+    pub duration_receive: HistogramVec,
+    /// `http_request_size_bytes{code,handler,method,tenant}`
+    pub request_size: HistogramVec,
+    /// `http_response_size_bytes{code,handler,method,tenant}`
+    pub response_size: HistogramVec,
+    /// `http_inflight_requests{handler,method,tenant}`
+    pub inflight: IntGaugeVec,
+}
+
+/// All metrics of one node.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// HTTP metrics.
+    pub http: HttpMetrics,
+    /// `thanos_receive_write_timeseries{code,tenant}`
+    pub write_timeseries: HistogramVec,
+    /// `thanos_receive_write_samples{code,tenant}`
+    pub write_samples: HistogramVec,
+    /// Operations guide: `thanos_receive_write_requests_total{code,tenant}`
+    pub write_requests_total: IntCounterVec,
+    /// Operations guide: `thanos_receive_write_timeseries_total{code,tenant}`
+    pub write_timeseries_total: IntCounterVec,
+    /// `thanos_receive_write_samples_total{code,tenant}`
+    pub write_samples_total: IntCounterVec,
+    /// `thanos_status{check,component}`
+    pub status: IntGaugeVec,
+}
+
+fn reg<C: Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+    r.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+impl Metrics {
+    /// A registry with every metric of the node (TSDB metrics come from [`TsdbCollector`]).
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let labels = ["code", "handler", "method", "tenant"];
+        let size_buckets = prometheus::exponential_buckets(64.0, 2.0, 10).expect("valid buckets");
+        let http = HttpMetrics {
+            requests: reg(
+                &r,
+                IntCounterVec::new(Opts::new("http_requests_total", "Tracks the number of HTTP requests."), &labels)
+                    .expect("metric"),
+            ),
+            duration_receive: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new("http_request_duration_seconds", "Tracks the latencies for HTTP requests.")
+                        .buckets(RECEIVE_DURATION_BUCKETS.to_vec()),
+                    &labels,
+                )
+                .expect("metric"),
+            ),
+            request_size: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new("http_request_size_bytes", "Tracks the size of HTTP requests.")
+                        .buckets(size_buckets.clone()),
+                    &labels,
+                )
+                .expect("metric"),
+            ),
+            response_size: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new("http_response_size_bytes", "Tracks the size of HTTP responses.")
+                        .buckets(size_buckets),
+                    &labels,
+                )
+                .expect("metric"),
+            ),
+            inflight: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "http_inflight_requests",
+                        "Current number of HTTP requests the handler is responding to.",
+                    ),
+                    &["handler", "method", "tenant"],
+                )
+                .expect("metric"),
+            ),
+        };
+        let hist = |name: &str, help: &str| {
+            reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(WRITE_SIZE_BUCKETS.to_vec()),
+                    &["code", "tenant"],
+                )
+                .expect("metric"),
+            )
+        };
+        let counter = |name: &str, help: &str| {
+            reg(&r, IntCounterVec::new(Opts::new(name, help), &["code", "tenant"]).expect("metric"))
+        };
+        let m = Metrics {
+            http,
+            write_timeseries: hist(
+                "thanos_receive_write_timeseries",
+                "The number of timeseries received in the incoming write requests.",
+            ),
+            write_samples: hist(
+                "thanos_receive_write_samples",
+                "The number of sampled received in the incoming write requests.",
+            ),
+            write_requests_total: counter(
+                "thanos_receive_write_requests_total",
+                "The number of remote-write requests handled, by response code.",
+            ),
+            write_timeseries_total: counter(
+                "thanos_receive_write_timeseries_total",
+                "The number of timeseries received in remote-write requests, by response code.",
+            ),
+            write_samples_total: counter(
+                "thanos_receive_write_samples_total",
+                "The number of samples received in remote-write requests, by response code.",
+            ),
+            status: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "thanos_status",
+                        "Represents status (0 indicates failure, 1 indicates success) of the component.",
+                    )
+                    .const_label("component", "receive"),
+                    &["check"],
+                )
+                .expect("metric"),
+            ),
+            registry: r,
+        };
+        let build = IntGaugeVec::new(
+            Opts::new("thanos_build_info", "A metric with a constant '1' value labeled by version and implementation."),
+            &["version", "revision", "branch", "goversion"],
+        )
+        .expect("metric");
+        build.with_label_values(&[crate::config::VERSION, "", "", "ringest (rust)"]).set(1);
+        m.registry.register(Box::new(build)).expect("metric registered once");
+        #[cfg(target_os = "linux")]
+        m.registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("process collector registered once");
+        m
+    }
+
+    /// Renders every metric in the Prometheus text format (0.0.4).
+    pub fn render(&self) -> String {
+        let mut buf = String::new();
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new().encode_utf8(&families, &mut buf).unwrap_or_default();
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Renders each tenant TSDB's counters as `prometheus_tsdb_*{tenant}` (and the operations
+/// guide's `thanos_receive_head_series{tenant}`).
+pub struct TsdbCollector {
+    tenants: Arc<Tenants>,
+    descs: Vec<Desc>,
+}
+
+impl TsdbCollector {
+    /// A collector over `tenants`.
+    pub fn new(tenants: Arc<Tenants>) -> Self {
+        let descs = FAMILIES
+            .iter()
+            .map(|(name, help, _, _)| {
+                Desc::new((*name).into(), (*help).into(), vec!["tenant".into()], Default::default())
+                    .expect("valid desc")
+            })
+            .collect();
+        TsdbCollector { tenants, descs }
+    }
+}
+
+enum Kind {
+    Counter,
+    Gauge,
+    Summary,
+}
+
+type Read = fn(&ringest_tsdb::Tsdb) -> f64;
+
+/// name, help, kind, read.
+const FAMILIES: &[(&str, &str, Kind, Read)] = &[
+    ("prometheus_tsdb_head_series", "Total number of series in the head block.", Kind::Gauge, |d| {
+        d.num_series() as f64
+    }),
+    (
+        "thanos_receive_head_series",
+        "Number of series in the head of each tenant (operations guide name).",
+        Kind::Gauge,
+        |d| d.num_series() as f64,
+    ),
+    ("prometheus_tsdb_head_series_created_total", "Total number of series created in the head", Kind::Counter, |d| {
+        d.metrics().head.series_created.get() as f64
+    }),
+    ("prometheus_tsdb_head_series_removed_total", "Total number of series removed in the head", Kind::Counter, |d| {
+        d.metrics().head.series_removed.get() as f64
+    }),
+    ("prometheus_tsdb_head_samples_appended_total", "Total number of appended samples.", Kind::Counter, |d| {
+        d.metrics().head.samples_appended.get() as f64
+    }),
+    ("prometheus_tsdb_head_chunks", "Total number of chunks in the head block.", Kind::Gauge, |d| {
+        d.metrics().head.chunks.get() as f64
+    }),
+    ("prometheus_tsdb_head_chunks_created_total", "Total number of chunks created in the head", Kind::Counter, |d| {
+        d.metrics().head.chunks_created.get() as f64
+    }),
+    (
+        "prometheus_tsdb_out_of_order_samples_total",
+        "Total number of out of order samples ingestion failed attempts due to out of order being disabled.",
+        Kind::Counter,
+        |d| d.metrics().head.out_of_order_samples.get() as f64,
+    ),
+    (
+        "prometheus_tsdb_out_of_bound_samples_total",
+        "Total number of out of bound samples ingestion failed attempts with out of order support disabled.",
+        Kind::Counter,
+        |d| d.metrics().head.out_of_bound_samples.get() as f64,
+    ),
+    (
+        "prometheus_tsdb_head_min_time",
+        "Minimum time bound of the head block. The unit is decided by the library consumer.",
+        Kind::Gauge,
+        |d| d.head_stats().min_time as f64,
+    ),
+    (
+        "prometheus_tsdb_head_max_time",
+        "Maximum timestamp of the head block. The unit is decided by the library consumer.",
+        Kind::Gauge,
+        |d| d.head_stats().max_time as f64,
+    ),
+    ("prometheus_tsdb_data_replay_duration_seconds", "Time taken to replay the data on disk.", Kind::Gauge, |d| {
+        d.metrics().replay_duration_seconds.get()
+    }),
+    ("prometheus_tsdb_wal_fsync_duration_seconds", "Duration of write log fsync.", Kind::Summary, |_| 0.0),
+    ("prometheus_tsdb_wal_page_flushes_total", "Total number of page flushes.", Kind::Counter, |d| {
+        d.metrics().wal.page_flushes.get() as f64
+    }),
+    ("prometheus_tsdb_wal_completed_pages_total", "Total number of completed pages.", Kind::Counter, |d| {
+        d.metrics().wal.completed_pages.get() as f64
+    }),
+    (
+        "prometheus_tsdb_wal_truncations_failed_total",
+        "Total number of write log truncations that failed.",
+        Kind::Counter,
+        |d| d.metrics().wal.truncations_failed.get() as f64,
+    ),
+    ("prometheus_tsdb_wal_truncations_total", "Total number of write log truncations attempted.", Kind::Counter, |d| {
+        d.metrics().wal.truncations.get() as f64
+    }),
+    ("prometheus_tsdb_wal_corruptions_total", "Total number of WAL corruptions.", Kind::Counter, |d| {
+        d.metrics().wal.corruptions.get() as f64
+    }),
+    ("prometheus_tsdb_wal_writes_failed_total", "Total number of write log writes that failed.", Kind::Counter, |d| {
+        d.metrics().wal.writes_failed.get() as f64
+    }),
+    (
+        "prometheus_tsdb_wal_segment_current",
+        "Write log segment index that TSDB is currently writing to.",
+        Kind::Gauge,
+        |d| d.metrics().wal.segment_current.get() as f64,
+    ),
+    ("prometheus_tsdb_wal_storage_size_bytes", "Size of the write log directory.", Kind::Gauge, |d| {
+        d.wal_size_bytes() as f64
+    }),
+    (
+        "prometheus_tsdb_wal_record_part_writes_total",
+        "Total number of record parts written before flushing.",
+        Kind::Counter,
+        |d| d.metrics().wal.record_part_writes.get() as f64,
+    ),
+    (
+        "prometheus_tsdb_wal_record_parts_bytes_written_total",
+        "Total number of record part bytes written before flushing, including CRC and compression headers.",
+        Kind::Counter,
+        |d| d.metrics().wal.record_parts_bytes_written.get() as f64,
+    ),
+    (
+        "prometheus_tsdb_wal_record_bytes_saved_total",
+        "Total number of bytes saved by the optional record compression. Use this metric to learn about the effectiveness compression.",
+        Kind::Counter,
+        |d| d.metrics().wal.record_bytes_saved.get() as f64,
+    ),
+];
+
+fn label(name: &str, value: &str) -> LabelPair {
+    let mut l = LabelPair::default();
+    l.set_name(name.into());
+    l.set_value(value.into());
+    l
+}
+
+impl Collector for TsdbCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let tenants = self.tenants.all();
+        FAMILIES
+            .iter()
+            .map(|(name, help, kind, read)| {
+                let mut mf = MetricFamily::default();
+                mf.set_name((*name).into());
+                mf.set_help((*help).into());
+                mf.set_field_type(match kind {
+                    Kind::Counter => MetricType::COUNTER,
+                    Kind::Gauge => MetricType::GAUGE,
+                    Kind::Summary => MetricType::SUMMARY,
+                });
+                for (tenant, db) in &tenants {
+                    let mut m = Metric::default();
+                    let mut labels = vec![label("tenant", tenant)];
+                    match kind {
+                        Kind::Counter => {
+                            let mut c = Counter::default();
+                            c.set_value(read(db));
+                            m.set_counter(c);
+                        }
+                        Kind::Gauge => {
+                            let mut g = Gauge::default();
+                            g.set_value(read(db));
+                            m.set_gauge(g);
+                        }
+                        Kind::Summary => {
+                            let f = &db.metrics().wal.fsync_duration;
+                            let mut s = Summary::default();
+                            s.set_sample_count(f.count());
+                            s.set_sample_sum(f.sum());
+                            m.set_summary(s);
+                        }
+                    }
+                    if name.starts_with("prometheus_tsdb_head_samples_appended")
+                        || name.starts_with("prometheus_tsdb_out_of")
+                    {
+                        labels.push(label("type", "float"));
+                    }
+                    if name.starts_with("prometheus_tsdb_wal_record_bytes_saved") {
+                        labels.push(label("compression", "snappy"));
+                    }
+                    m.set_label(labels);
+                    mf.mut_metric().push(m);
+                }
+                mf
+            })
+            .filter(|mf| !mf.get_metric().is_empty())
+            .collect()
+    }
+}

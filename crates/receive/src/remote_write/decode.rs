@@ -1,0 +1,376 @@
+//! Hand-written protobuf decoder for `prometheus.WriteRequest` (remote write 1.0).
+//!
+//! Field numbers: WriteRequest{timeseries=1, metadata=3}; TimeSeries{labels=1, samples=2,
+//! exemplars=3, histograms=4}; Label{name=1, value=2}; Sample{value=1 (double),
+//! timestamp=2 (int64)}. Unknown fields are skipped by wire type, as any protobuf decoder does.
+//! Label strings are not checked for UTF-8 here: the TSDB validates them when it creates a
+//! series (an existing series matched by hash has identical, already validated bytes).
+
+/// A label as byte ranges of the decompressed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabelSpan {
+    /// Offset of the name.
+    pub name_off: u32,
+    /// Length of the name.
+    pub name_len: u32,
+    /// Offset of the value.
+    pub value_off: u32,
+    /// Length of the value.
+    pub value_len: u32,
+}
+
+impl LabelSpan {
+    /// The name bytes in `buf`.
+    #[inline]
+    pub fn name<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.name_off as usize..(self.name_off + self.name_len) as usize]
+    }
+    /// The value bytes in `buf`.
+    #[inline]
+    pub fn value<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.value_off as usize..(self.value_off + self.value_len) as usize]
+    }
+}
+
+/// One decoded time series: ranges into [`Decoded::labels`] and [`Decoded::samples`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SeriesSpan {
+    /// First label index.
+    pub labels_start: u32,
+    /// One past the last label index.
+    pub labels_end: u32,
+    /// First sample index.
+    pub samples_start: u32,
+    /// One past the last sample index.
+    pub samples_end: u32,
+    /// Number of exemplars (not stored).
+    pub exemplars: u32,
+    /// Number of native histogram samples (not supported yet).
+    pub histograms: u32,
+}
+
+/// A decoded request; reuse it across requests to avoid allocations.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Series in request order.
+    pub series: Vec<SeriesSpan>,
+    /// All labels, series after series.
+    pub labels: Vec<LabelSpan>,
+    /// All samples `(timestamp, value)`, series after series.
+    pub samples: Vec<(i64, f64)>,
+    /// Number of metadata entries (ignored, as Thanos does).
+    pub metadata: u32,
+}
+
+impl Decoded {
+    fn clear(&mut self) {
+        self.series.clear();
+        self.labels.clear();
+        self.samples.clear();
+        self.metadata = 0;
+    }
+}
+
+/// A malformed protobuf body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("proto: {message}: {problem}")]
+pub struct DecodeError {
+    /// The message being decoded.
+    pub message: &'static str,
+    /// What was wrong.
+    pub problem: String,
+}
+
+fn err(message: &'static str, problem: impl Into<String>) -> DecodeError {
+    DecodeError { message, problem: problem.into() }
+}
+
+const VARINT: u64 = 0;
+const FIXED64: u64 = 1;
+const LEN: u64 = 2;
+const FIXED32: u64 = 5;
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    end: usize,
+    message: &'static str,
+}
+
+impl<'a> Cursor<'a> {
+    #[inline]
+    fn more(&self) -> bool {
+        self.pos < self.end
+    }
+
+    #[inline]
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let b = *self.buf[..self.end].get(self.pos).ok_or_else(|| err(self.message, "unexpected EOF"))?;
+        if b < 0x80 {
+            self.pos += 1;
+            return Ok(b as u64);
+        }
+        let mut x: u64 = 0;
+        let mut shift = 0;
+        loop {
+            let b = *self.buf[..self.end].get(self.pos).ok_or_else(|| err(self.message, "unexpected EOF"))?;
+            self.pos += 1;
+            if shift == 63 && b > 1 {
+                return Err(err(self.message, "integer overflow"));
+            }
+            x |= ((b & 0x7f) as u64) << shift;
+            if b < 0x80 {
+                return Ok(x);
+            }
+            shift += 7;
+        }
+    }
+
+    #[inline]
+    fn key(&mut self) -> Result<(u64, u64), DecodeError> {
+        let k = self.varint()?;
+        let field = k >> 3;
+        let wt = k & 7;
+        if field == 0 {
+            return Err(err(self.message, format!("illegal tag 0 (wire type {wt})")));
+        }
+        Ok((field, wt))
+    }
+
+    /// Returns `(start, end)` of a length-delimited field.
+    #[inline]
+    fn len_field(&mut self) -> Result<(usize, usize), DecodeError> {
+        let n = self.varint()?;
+        let start = self.pos;
+        if n > (self.end - start) as u64 {
+            return Err(err(self.message, "unexpected EOF"));
+        }
+        self.pos = start + n as usize;
+        Ok((start, self.pos))
+    }
+
+    #[inline]
+    fn fixed64(&mut self) -> Result<u64, DecodeError> {
+        if self.end - self.pos < 8 {
+            return Err(err(self.message, "unexpected EOF"));
+        }
+        let v = u64::from_le_bytes(self.buf[self.pos..self.pos + 8].try_into().unwrap_or([0; 8]));
+        self.pos += 8;
+        Ok(v)
+    }
+
+    fn skip(&mut self, wt: u64) -> Result<(), DecodeError> {
+        match wt {
+            VARINT => {
+                self.varint()?;
+            }
+            FIXED64 => {
+                self.fixed64()?;
+            }
+            LEN => {
+                self.len_field()?;
+            }
+            FIXED32 => {
+                if self.end - self.pos < 4 {
+                    return Err(err(self.message, "unexpected EOF"));
+                }
+                self.pos += 4;
+            }
+            _ => return Err(err(self.message, format!("unsupported wire type {wt}"))),
+        }
+        Ok(())
+    }
+
+    fn sub(&self, (start, end): (usize, usize), message: &'static str) -> Cursor<'a> {
+        Cursor { buf: self.buf, pos: start, end, message }
+    }
+}
+
+fn wrong_type(c: &Cursor<'_>, field: u64, wt: u64) -> DecodeError {
+    err(c.message, format!("wrong wire type {wt} for field {field}"))
+}
+
+fn decode_label(mut c: Cursor<'_>) -> Result<LabelSpan, DecodeError> {
+    let mut l = LabelSpan { name_off: 0, name_len: 0, value_off: 0, value_len: 0 };
+    while c.more() {
+        let (field, wt) = c.key()?;
+        match field {
+            1 | 2 => {
+                if wt != LEN {
+                    return Err(wrong_type(&c, field, wt));
+                }
+                let (s, e) = c.len_field()?;
+                if field == 1 {
+                    (l.name_off, l.name_len) = (s as u32, (e - s) as u32);
+                } else {
+                    (l.value_off, l.value_len) = (s as u32, (e - s) as u32);
+                }
+            }
+            _ => c.skip(wt)?,
+        }
+    }
+    Ok(l)
+}
+
+fn decode_sample(mut c: Cursor<'_>) -> Result<(i64, f64), DecodeError> {
+    let (mut t, mut v) = (0i64, 0f64);
+    while c.more() {
+        let (field, wt) = c.key()?;
+        match (field, wt) {
+            (1, FIXED64) => v = f64::from_bits(c.fixed64()?),
+            (2, VARINT) => t = c.varint()? as i64,
+            (1, _) | (2, _) => return Err(wrong_type(&c, field, wt)),
+            _ => c.skip(wt)?,
+        }
+    }
+    Ok((t, v))
+}
+
+fn decode_series(mut c: Cursor<'_>, out: &mut Decoded) -> Result<(), DecodeError> {
+    let mut s = SeriesSpan {
+        labels_start: out.labels.len() as u32,
+        samples_start: out.samples.len() as u32,
+        ..Default::default()
+    };
+    while c.more() {
+        let (field, wt) = c.key()?;
+        if (1..=4).contains(&field) && wt != LEN {
+            return Err(wrong_type(&c, field, wt));
+        }
+        match field {
+            1 => {
+                let r = c.len_field()?;
+                out.labels.push(decode_label(c.sub(r, "Label"))?);
+            }
+            2 => {
+                let r = c.len_field()?;
+                out.samples.push(decode_sample(c.sub(r, "Sample"))?);
+            }
+            3 => {
+                c.len_field()?;
+                s.exemplars += 1;
+            }
+            4 => {
+                c.len_field()?;
+                s.histograms += 1;
+            }
+            _ => c.skip(wt)?,
+        }
+    }
+    s.labels_end = out.labels.len() as u32;
+    s.samples_end = out.samples.len() as u32;
+    out.series.push(s);
+    Ok(())
+}
+
+/// Decodes a `prometheus.WriteRequest` from `buf` into `out` (cleared first).
+pub fn decode_write_request(buf: &[u8], out: &mut Decoded) -> Result<(), DecodeError> {
+    out.clear();
+    if buf.len() > u32::MAX as usize {
+        return Err(err("WriteRequest", "message too large"));
+    }
+    let mut c = Cursor { buf, pos: 0, end: buf.len(), message: "WriteRequest" };
+    while c.more() {
+        let (field, wt) = c.key()?;
+        match field {
+            1 | 3 if wt != LEN => return Err(wrong_type(&c, field, wt)),
+            1 => {
+                let r = c.len_field()?;
+                decode_series(c.sub(r, "TimeSeries"), out)?;
+            }
+            3 => {
+                c.len_field()?;
+                out.metadata += 1;
+            }
+            _ => c.skip(wt)?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use ringest_proto::prometheus as pb;
+
+    fn label(n: &str, v: &str) -> pb::Label {
+        pb::Label { name: n.into(), value: v.into() }
+    }
+
+    fn request() -> pb::WriteRequest {
+        pb::WriteRequest {
+            timeseries: vec![
+                pb::TimeSeries {
+                    labels: vec![label("__name__", "up"), label("job", "a")],
+                    samples: vec![
+                        pb::Sample { value: 1.0, timestamp: 1_700_000_000_000 },
+                        pb::Sample { value: f64::from_bits(0x7ff0_0000_0000_0002), timestamp: -5 },
+                    ],
+                    exemplars: vec![pb::Exemplar { labels: vec![label("trace", "x")], value: 1.0, timestamp: 3 }],
+                    histograms: vec![],
+                },
+                pb::TimeSeries {
+                    labels: vec![label("__name__", "b")],
+                    samples: vec![pb::Sample { value: 0.0, timestamp: 0 }],
+                    exemplars: vec![],
+                    histograms: vec![pb::Histogram::default()],
+                },
+            ],
+            metadata: vec![pb::MetricMetadata {
+                r#type: 1,
+                metric_family_name: "up".into(),
+                help: "h".into(),
+                unit: "".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn decodes_what_prost_encodes() {
+        let buf = request().encode_to_vec();
+        let mut d = Decoded::default();
+        decode_write_request(&buf, &mut d).unwrap();
+        assert_eq!(d.series.len(), 2);
+        assert_eq!(d.metadata, 1);
+        let s0 = d.series[0];
+        assert_eq!((s0.exemplars, s0.histograms), (1, 0));
+        let names: Vec<&[u8]> =
+            d.labels[s0.labels_start as usize..s0.labels_end as usize].iter().map(|l| l.name(&buf)).collect();
+        assert_eq!(names, vec![b"__name__".as_slice(), b"job"]);
+        assert_eq!(d.labels[1].value(&buf), b"a");
+        assert_eq!(d.samples[0], (1_700_000_000_000, 1.0));
+        assert_eq!(d.samples[1].0, -5);
+        assert_eq!(d.samples[1].1.to_bits(), 0x7ff0_0000_0000_0002);
+        assert_eq!(d.series[1].histograms, 1);
+        assert_eq!(d.samples[2], (0, 0.0));
+    }
+
+    #[test]
+    fn truncations_and_garbage_are_errors_not_panics() {
+        let buf = request().encode_to_vec();
+        let mut d = Decoded::default();
+        let mut errors = 0;
+        for cut in 0..buf.len() {
+            if decode_write_request(&buf[..cut], &mut d).is_err() {
+                errors += 1;
+            }
+        }
+        assert!(errors > buf.len() / 2);
+        assert!(decode_write_request(b"\x00\x01", &mut d).unwrap_err().to_string().contains("illegal tag 0"));
+        assert!(decode_write_request(b"\x08\x01", &mut d).unwrap_err().to_string().contains("wrong wire type"));
+        assert!(decode_write_request(b"\x0a\x05ab", &mut d).unwrap_err().to_string().contains("unexpected EOF"));
+        // Empty request and unknown fields are fine.
+        decode_write_request(b"", &mut d).unwrap();
+        decode_write_request(b"\x28\x05", &mut d).unwrap();
+        assert!(d.series.is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let mut d = Decoded::default();
+            let _ = decode_write_request(&bytes, &mut d);
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The `receive` command: start-up, serving, and shutdown.
+//!
+//! Start-up binds both listeners first (so `/-/healthy` answers and `/-/ready` says 503 while
+//! WALs replay), opens every tenant TSDB, then turns ready. Shutdown on SIGTERM/SIGINT: not
+//! ready, stop accepting, drain in-flight requests (bounded by `--http-grace-period`), close
+//! every WAL cleanly, exit 0. A second signal exits at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::config::ReceiveConfig;
+use crate::http::{AppState, DEFAULT_SIZE_LIMIT, ops_router, remote_write_router};
+use crate::metrics::{Metrics, TsdbCollector};
+use crate::probe::Probe;
+use crate::tenancy::Tenants;
+
+/// Waits for SIGTERM or SIGINT and returns its name.
+async fn wait_signal() -> &'static str {
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    let mut int = match signal(SignalKind::interrupt()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => "terminated",
+        _ = int.recv() => "interrupt",
+    }
+}
+
+fn spawn_server(
+    listener: TcpListener,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+            tracing::error!(err = %e, "HTTP server failed");
+        }
+    })
+}
+
+async fn bind(flag: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("listen on --{flag}={addr}"))
+}
+
+/// Runs the receiver until a shutdown signal.
+pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
+    tracing::info!(mode = "IngestorOnly", "running receive");
+    for (flag, reason) in &cfg.ignored_flags {
+        tracing::debug!(flag = %format!("--{flag}"), reason, "flag accepted and ignored");
+    }
+    tracing::info!("no supported bucket was configured, uploads will be disabled");
+
+    let metrics = Metrics::new();
+    let probe = Arc::new(Probe::new(metrics.status.clone()));
+    let opts = ringest_tsdb::Options {
+        chunk_range: cfg.min_block_duration_ms,
+        wal: ringest_tsdb::wal::WalOptions { compress: cfg.wal_compression, ..Default::default() },
+        lockfile: !cfg.no_lockfile,
+    };
+    let tenants = Arc::new(Tenants::new(&cfg.tsdb_path, opts));
+    metrics.registry.register(Box::new(TsdbCollector::new(tenants.clone()))).context("register TSDB metrics")?;
+    let st = Arc::new(AppState {
+        tenants: tenants.clone(),
+        probe: probe.clone(),
+        metrics,
+        tenant_header: http::HeaderName::from_bytes(cfg.tenant_header.as_bytes()).context("tenant header")?,
+        default_tenant: cfg.default_tenant.clone(),
+        replica_header: http::HeaderName::from_bytes(cfg.replica_header.as_bytes()).context("replica header")?,
+        too_far_in_future_ms: cfg.too_far_in_future_ms,
+        size_limit: DEFAULT_SIZE_LIMIT,
+    });
+
+    let ops_listener = bind("http-address", cfg.http_address).await?;
+    let rw_listener = bind("remote-write.address", cfg.remote_write_address).await?;
+    let (ops_stop, ops_stop_rx) = watch::channel(false);
+    let (rw_stop, rw_stop_rx) = watch::channel(false);
+    let ops = spawn_server(ops_listener, ops_router(st.clone()), ops_stop_rx);
+    tracing::info!(address = %cfg.http_address, "listening for requests and metrics");
+    probe.set_healthy();
+    let rw = spawn_server(rw_listener, remote_write_router(st.clone()), rw_stop_rx);
+    tracing::info!(address = %cfg.remote_write_address, "Start listening for connections");
+    tracing::info!(address = %cfg.remote_write_address, "Serving plain HTTP");
+
+    let default_dir = cfg.tsdb_path.join(&cfg.default_tenant);
+    if default_dir.is_dir() {
+        tracing::info!("default tenant data dir already present, will not create");
+    } else {
+        tracing::info!(defaultTenantID = %cfg.default_tenant, "default tenant data dir not found, creating");
+        std::fs::create_dir_all(&default_dir)
+            .with_context(|| format!("create default tenant directory {}", default_dir.display()))?;
+    }
+
+    let sig = tokio::spawn(wait_signal());
+    let opener = {
+        let tenants = tenants.clone();
+        tokio::task::spawn_blocking(move || tenants.open_existing())
+    };
+    tokio::pin!(opener);
+    let mut sig = sig;
+    tokio::select! {
+        r = &mut opener => {
+            let names = r.context("open tenants")??;
+            tracing::debug!(tenants = names.len(), "opened tenant TSDBs");
+        }
+        s = &mut sig => {
+            tracing::info!(signal = s.unwrap_or("unknown"), "caught signal. Exiting.");
+            // Nothing was acknowledged yet: stop without waiting for the replay.
+            return Ok(());
+        }
+    }
+    probe.set_ready();
+    tracing::info!("storage started, and server is ready to receive requests");
+
+    let s = sig.await.unwrap_or("unknown");
+    tracing::info!(signal = s, "caught signal. Exiting.");
+    probe.set_not_ready("shutting down");
+    tokio::spawn(async {
+        let s = wait_signal().await;
+        tracing::warn!(signal = s, "caught second signal, exiting immediately");
+        std::process::exit(1);
+    });
+
+    let _ = rw_stop.send(true);
+    if tokio::time::timeout(cfg.http_grace_period, rw).await.is_err() {
+        tracing::warn!(grace_period = ?cfg.http_grace_period, "in-flight requests did not finish within the grace period");
+    }
+    tracing::info!("shutting down storage");
+    let t = tenants.clone();
+    tokio::task::spawn_blocking(move || t.close_all()).await.context("close storage")?;
+    tracing::info!("storage is closed");
+    let _ = ops_stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), ops).await;
+    tracing::info!("exiting");
+    Ok(())
+}

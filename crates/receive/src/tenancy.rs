@@ -1,0 +1,203 @@
+//! Tenants: name validation and one TSDB per tenant under `<tsdb.path>/<tenant>/` (Thanos'
+//! MultiTSDB). Existing tenant directories are opened (WAL replayed) at start-up before the
+//! node is ready; a new tenant's TSDB is created on its first write.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use ringest_tsdb::{Options, Tsdb, TsdbError};
+
+/// Longest accepted tenant name in bytes (a file name must fit in `NAME_MAX`).
+pub const MAX_TENANT_LEN: usize = 255;
+
+/// Why a tenant name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tenant name not valid: {0}")]
+pub struct InvalidTenant(pub String);
+
+/// Checks that `tenant` is a single safe path component: not empty, not `.` or `..`, no `/`,
+/// `\`, NUL or control characters, at most 255 bytes. (Thanos' `path.Base` check lets `.` and
+/// `..` through; ringest does not.)
+pub fn validate_tenant(tenant: &str) -> Result<(), InvalidTenant> {
+    let bad = |why: &str| Err(InvalidTenant(format!("{tenant:?} {why}")));
+    if tenant.is_empty() {
+        return bad("is empty");
+    }
+    if tenant == "." || tenant == ".." {
+        return bad("is not a directory name");
+    }
+    if tenant.len() > MAX_TENANT_LEN {
+        return Err(InvalidTenant(format!("longer than {MAX_TENANT_LEN} bytes")));
+    }
+    if let Some(c) = tenant.chars().find(|&c| c == '/' || c == '\\' || c.is_control()) {
+        return bad(&format!("contains the character {c:?}"));
+    }
+    Ok(())
+}
+
+/// Errors of getting a tenant's TSDB.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    /// The server is shutting down.
+    #[error("TSDB not ready: shutting down")]
+    Closed,
+    /// Opening the TSDB failed.
+    #[error("open TSDB of tenant {tenant}: {source}")]
+    Open {
+        /// The tenant.
+        tenant: String,
+        /// The cause.
+        source: TsdbError,
+    },
+}
+
+/// All tenant TSDBs of this node.
+pub struct Tenants {
+    root: PathBuf,
+    opts: Options,
+    dbs: RwLock<BTreeMap<String, Arc<Tsdb>>>,
+    opening: Mutex<()>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Tenants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenants").field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+impl Tenants {
+    /// Tenants under `root`, each opened with `opts`.
+    pub fn new(root: &Path, opts: Options) -> Self {
+        Tenants {
+            root: root.to_owned(),
+            opts,
+            dbs: RwLock::new(BTreeMap::new()),
+            opening: Mutex::new(()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn open(&self, tenant: &str) -> Result<Arc<Tsdb>, TenantError> {
+        let span = tracing::info_span!("tsdb", tenant = %tenant);
+        let _g = span.enter();
+        tracing::info!("opening TSDB");
+        let (db, report) = Tsdb::open(&self.root.join(tenant), self.opts)
+            .map_err(|source| TenantError::Open { tenant: tenant.to_string(), source })?;
+        if let Some(c) = &report.repaired {
+            tracing::warn!(err = %c, "WAL was repaired: records after the corruption were dropped");
+        }
+        tracing::info!("TSDB is now ready");
+        Ok(Arc::new(db))
+    }
+
+    /// Opens every tenant directory under the data directory (in parallel, one thread per
+    /// core), replaying their WALs. Returns the tenants opened.
+    pub fn open_existing(&self) -> Result<Vec<String>, TenantError> {
+        let mut names = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&self.root) {
+            for e in rd.flatten() {
+                if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    continue;
+                }
+                let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
+                if name == "lost+found" {
+                    continue;
+                }
+                if let Err(e) = validate_tenant(&name) {
+                    tracing::warn!(dir = %name, err = %e, "skipping directory that is not a valid tenant name");
+                    continue;
+                }
+                names.push(name);
+            }
+        }
+        names.sort();
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(names.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Mutex<Vec<(String, Result<Arc<Tsdb>, TenantError>)>> = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(name) = names.get(i) else { break };
+                        let r = self.open(name);
+                        results.lock().push((name.clone(), r));
+                    }
+                });
+            }
+        });
+        let mut dbs = self.dbs.write();
+        for (name, r) in results.into_inner() {
+            dbs.insert(name, r?);
+        }
+        Ok(names)
+    }
+
+    /// The TSDB of `tenant` if it is open.
+    pub fn get(&self, tenant: &str) -> Option<Arc<Tsdb>> {
+        self.dbs.read().get(tenant).cloned()
+    }
+
+    /// The TSDB of `tenant`, created if it does not exist yet. `tenant` must be valid. Blocks
+    /// while the TSDB is created.
+    pub fn get_or_open(&self, tenant: &str) -> Result<Arc<Tsdb>, TenantError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(TenantError::Closed);
+        }
+        if let Some(db) = self.get(tenant) {
+            return Ok(db);
+        }
+        let _g = self.opening.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(TenantError::Closed);
+        }
+        if let Some(db) = self.get(tenant) {
+            return Ok(db);
+        }
+        let db = self.open(tenant)?;
+        self.dbs.write().insert(tenant.to_string(), db.clone());
+        Ok(db)
+    }
+
+    /// Every open tenant, sorted by name.
+    pub fn all(&self) -> Vec<(String, Arc<Tsdb>)> {
+        self.dbs.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Refuses new tenants and closes every TSDB (flushing and fsyncing its WAL).
+    pub fn close_all(&self) {
+        self.closed.store(true, Ordering::Release);
+        let _g = self.opening.lock();
+        for (name, db) in self.all() {
+            if let Err(e) = db.close() {
+                tracing::error!(tenant = %name, err = %e, "closing TSDB failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_names() {
+        for ok in ["default-tenant", "team-a", "a.b", "...", "x y", "é", "tenant_1:eu"] {
+            assert!(validate_tenant(ok).is_ok(), "{ok}");
+        }
+        let long = "x".repeat(256);
+        for bad in ["", ".", "..", "a/b", "/etc", "../x", "a\\b", "a\0b", "a\nb", long.as_str()] {
+            let e = validate_tenant(bad).unwrap_err();
+            assert!(e.to_string().starts_with("tenant name not valid"), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Independent readers of what ringest stored: promtool (Prometheus 2.42's own TSDB code) and
+//! `ringest tsdb dump` (ringest's reader, with exact value bits), plus Prometheus itself.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::client::http_get;
+use crate::process::{free_port, ringest_bin};
+
+/// Samples per series: label string (`{a="1", b="2"}`) → timestamp → value text or bits.
+pub type Dump<V> = BTreeMap<String, BTreeMap<i64, V>>;
+
+/// Copies a directory tree (skipping the `lock` file).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        let p = to.join(e.file_name());
+        if e.file_type().expect("file type").is_dir() {
+            copy_dir(&e.path(), &p);
+        } else if e.file_name() != "lock" {
+            std::fs::copy(e.path(), &p).expect("copy");
+        }
+    }
+}
+
+/// Splits a dump line `{labels} value timestamp` (labels may contain spaces).
+fn split_line(line: &str) -> Option<(&str, &str, i64)> {
+    let (rest, ts) = line.rsplit_once(' ')?;
+    let (labels, value) = rest.rsplit_once(' ')?;
+    Some((labels, value, ts.parse().ok()?))
+}
+
+fn promtool() -> &'static str {
+    "promtool"
+}
+
+/// `promtool tsdb dump` of a copy of `dir` (promtool 2.42 writes into the directory it reads).
+/// Values are kept as promtool prints them (Go `%g`).
+pub fn promtool_dump(dir: &Path) -> Dump<String> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let copy = tmp.path().join("db");
+    copy_dir(dir, &copy);
+    let out = Command::new(promtool())
+        .args(["tsdb", "dump"])
+        .arg(&copy)
+        .output()
+        .unwrap_or_else(|e| panic!("run promtool (install it with `apt-get install -y prometheus`): {e}"));
+    assert!(out.status.success(), "promtool tsdb dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut dump = Dump::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let (labels, value, ts) = split_line(line).unwrap_or_else(|| panic!("unparsable promtool line {line:?}"));
+        dump.entry(labels.to_string()).or_default().insert(ts, value.to_string());
+    }
+    dump
+}
+
+/// `ringest tsdb dump --format=bits` of `dir`: values as exact IEEE-754 bits.
+pub fn ringest_dump(dir: &Path) -> Dump<u64> {
+    let out =
+        Command::new(ringest_bin()).args(["tsdb", "dump", "--format=bits"]).arg(dir).output().expect("run ringest");
+    assert!(out.status.success(), "ringest tsdb dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut dump = Dump::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let (labels, value, ts) = split_line(line).unwrap_or_else(|| panic!("unparsable dump line {line:?}"));
+        let bits = u64::from_str_radix(value, 16).unwrap_or_else(|_| panic!("bad bits in {line:?}"));
+        dump.entry(labels.to_string()).or_default().insert(ts, bits);
+    }
+    dump
+}
+
+/// Parses a value as promtool prints it.
+pub fn parse_go_float(s: &str) -> f64 {
+    match s {
+        "NaN" => f64::NAN,
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        s => s.parse().unwrap_or_else(|_| panic!("unparsable value {s:?}")),
+    }
+}
+
+/// True if promtool's text for a value denotes exactly `bits` (NaN payloads, such as stale
+/// markers, all print as `NaN`).
+pub fn promtool_value_matches(text: &str, bits: u64) -> bool {
+    let v = f64::from_bits(bits);
+    let p = parse_go_float(text);
+    if v.is_nan() { p.is_nan() } else { p.to_bits() == bits }
+}
+
+/// Renders a label set as Prometheus' `labels.String()`.
+pub fn labels_string(labels: &[(String, String)]) -> String {
+    let mut sorted = labels.to_vec();
+    sorted.sort();
+    let parts: Vec<String> = sorted
+        .iter()
+        .map(|(n, v)| format!("{n}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+/// A Prometheus 2.42 server (Debian package) on a loopback port.
+pub struct Prometheus {
+    child: Option<Child>,
+    /// Its data directory.
+    pub data: PathBuf,
+    /// Its address.
+    pub addr: String,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl Prometheus {
+    /// Starts Prometheus with `config` (YAML) and waits until it is ready. `{{self}}` in the
+    /// config is replaced by its own address.
+    pub fn start(dir: &Path, config: &str, extra: &[&str]) -> Prometheus {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let data = dir.join("prometheus-data");
+        let cfg_path = dir.join("prometheus.yml");
+        std::fs::write(&cfg_path, config.replace("{{self}}", &addr)).expect("write config");
+        let log = dir.join("prometheus.log");
+        let logf = std::fs::File::create(&log).expect("log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg_path.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(logf))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start prometheus (install it with `apt-get install -y prometheus`): {e}"));
+        let p = Prometheus { child: Some(child), data, addr, log };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if http_get(&p.addr, "/-/ready").map(|r| r.status == 200).unwrap_or(false) {
+                return p;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("prometheus not ready: {}", std::fs::read_to_string(&p.log).unwrap_or_default());
+    }
+
+    /// SIGTERM and wait (Prometheus flushes its remote-write queues on shutdown).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

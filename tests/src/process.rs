@@ -1,0 +1,160 @@
+//! Starting and stopping `ringest` processes.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::client::http_get;
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Path of the `ringest` binary under test.
+pub fn ringest_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("RINGEST_BIN") {
+            return PathBuf::from(p);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-q", "-p", "ringest", "--bin", "ringest"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p ringest failed");
+        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+        target.join("debug").join("ringest")
+    })
+    .clone()
+}
+
+/// A running `ringest receive`.
+pub struct Ringest {
+    child: Option<Child>,
+    /// Data directory (`--tsdb.path`).
+    pub data: PathBuf,
+    /// Remote-write address.
+    pub rw_addr: String,
+    /// Ops address.
+    pub http_addr: String,
+    /// Extra flags it was started with.
+    pub extra: Vec<String>,
+    /// File receiving the process' stderr (logs).
+    pub log: PathBuf,
+}
+
+impl Ringest {
+    /// Starts a receiver on `data` with fresh ports and waits until it is ready.
+    pub fn start(data: &Path, extra: &[&str]) -> Ringest {
+        let mut r = Ringest {
+            child: None,
+            data: data.to_path_buf(),
+            rw_addr: format!("127.0.0.1:{}", free_port()),
+            http_addr: format!("127.0.0.1:{}", free_port()),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: data.with_extension("log"),
+        };
+        r.spawn();
+        r.wait_ready(Duration::from_secs(60));
+        r
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.data).expect("data dir");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let child = Command::new(ringest_bin())
+            .arg("receive")
+            .arg(format!("--tsdb.path={}", self.data.display()))
+            .arg(format!("--remote-write.address={}", self.rw_addr))
+            .arg(format!("--http-address={}", self.http_addr))
+            .arg(format!("--grpc-address=127.0.0.1:{}", free_port()))
+            .arg("--label=receive_replica=\"e2e\"")
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start ringest");
+        self.child = Some(child);
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Polls `/-/ready` until it answers 200 (panics with the log after `timeout`).
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("ringest exited with {st} before ready:\n{}", self.logs());
+                }
+            }
+            if http_get(&self.http_addr, "/-/ready").map(|r| r.status == 200).unwrap_or(false) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("ringest not ready after {timeout:?}:\n{}", self.logs());
+    }
+
+    /// The process' log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().expect("wait")
+    }
+
+    /// Starts again on the same data directory with new ports and waits until ready.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        self.rw_addr = format!("127.0.0.1:{}", free_port());
+        self.http_addr = format!("127.0.0.1:{}", free_port());
+        self.spawn();
+        self.wait_ready(Duration::from_secs(120));
+    }
+
+    /// `/metrics` text.
+    pub fn metrics(&self) -> String {
+        http_get(&self.http_addr, "/metrics").expect("metrics").text()
+    }
+
+    /// Value of the metric line starting with `prefix` (name plus labels), if present.
+    pub fn metric(&self, prefix: &str) -> Option<f64> {
+        self.metrics()
+            .lines()
+            .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// Directory of a tenant.
+    pub fn tenant_dir(&self, tenant: &str) -> PathBuf {
+        self.data.join(tenant)
+    }
+}
+
+impl Drop for Ringest {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
