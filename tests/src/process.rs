@@ -91,10 +91,10 @@ impl Ringest {
     pub fn wait_ready(&mut self, timeout: Duration) {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    panic!("ringest exited with {st} before ready:\n{}", self.logs());
-                }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                panic!("ringest exited with {st} before ready:\n{}", self.logs());
             }
             if http_get(&self.http_addr, "/-/ready").map(|r| r.status == 200).unwrap_or(false) {
                 return;

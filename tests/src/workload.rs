@@ -25,6 +25,9 @@ pub struct Workload {
     pub name: String,
 }
 
+/// Samples of one request: label string, timestamp, value bits.
+pub type Sent = Vec<(String, i64, u64)>;
+
 /// Acknowledged samples: label string → timestamp → value bits.
 pub type Acked = BTreeMap<String, BTreeMap<i64, u64>>;
 
@@ -59,7 +62,7 @@ impl Workload {
     }
 
     /// The requests of one round.
-    pub fn round(&self, round: usize) -> Vec<(pb::WriteRequest, Vec<(String, i64, u64)>)> {
+    pub fn round(&self, round: usize) -> Vec<(pb::WriteRequest, Sent)> {
         (0..self.series)
             .collect::<Vec<_>>()
             .chunks(self.batch)
@@ -111,7 +114,7 @@ impl Workload {
 #[derive(Debug)]
 pub struct InFlight {
     /// Its samples.
-    pub sent: Vec<(String, i64, u64)>,
+    pub sent: Sent,
     /// Why it failed.
     pub reason: String,
 }

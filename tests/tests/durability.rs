@@ -105,7 +105,6 @@ fn kill9_under_load_loses_no_acknowledged_sample() {
     let mut conn = RemoteWriter::connect(&r.rw_addr).unwrap();
     let w3 = Workload { name: "after".into(), start_ms: T0 + 3_600_000, ..w.clone() };
     w3.send(&mut conn, 0..2, &mut acked).expect("writes after restart");
-    let mut sent = sent;
     for (k, v) in &acked {
         sent.entry(k.clone()).or_default().extend(v.clone());
     }

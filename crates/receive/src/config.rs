@@ -91,6 +91,20 @@ pub fn command() -> Command {
                 .value_parser(["promtool", "bits"])
                 .default_value("promtool")
                 .help("promtool: `{labels} value timestamp`; bits: the value as 16 hex digits of its IEEE-754 bits"),
+        )
+        .arg(
+            clap::Arg::new("min-time")
+                .long("min-time")
+                .value_parser(clap::value_parser!(i64))
+                .allow_hyphen_values(true)
+                .help("Minimum timestamp to dump (ms, inclusive)"),
+        )
+        .arg(
+            clap::Arg::new("max-time")
+                .long("max-time")
+                .value_parser(clap::value_parser!(i64))
+                .allow_hyphen_values(true)
+                .help("Maximum timestamp to dump (ms, inclusive)"),
         );
     let tsdb = Command::new("tsdb")
         .about("Offline tools for a tenant TSDB directory")

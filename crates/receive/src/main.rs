@@ -38,9 +38,11 @@ fn main() -> ExitCode {
             Some(("dump", d)) => {
                 let dir = d.get_one::<String>("dir").cloned().unwrap_or_default();
                 let bits = d.get_one::<String>("format").is_some_and(|f| f == "bits");
+                let mint = d.get_one::<i64>("min-time").copied().unwrap_or(i64::MIN);
+                let maxt = d.get_one::<i64>("max-time").copied().unwrap_or(i64::MAX);
                 let stdout = std::io::stdout();
                 let mut out = std::io::BufWriter::new(stdout.lock());
-                match ringest::tools::dump(std::path::Path::new(&dir), bits, &mut out) {
+                match ringest::tools::dump(std::path::Path::new(&dir), mint, maxt, bits, &mut out) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("error: {e:#}");

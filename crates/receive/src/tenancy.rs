@@ -122,7 +122,8 @@ impl Tenants {
         names.sort();
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(names.len().max(1));
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Mutex<Vec<(String, Result<Arc<Tsdb>, TenantError>)>> = Mutex::new(Vec::new());
+        type Opened = (String, Result<Arc<Tsdb>, TenantError>);
+        let results: Mutex<Vec<Opened>> = Mutex::new(Vec::new());
         std::thread::scope(|s| {
             for _ in 0..threads {
                 s.spawn(|| {

@@ -26,7 +26,7 @@ pub fn go_g(v: f64) -> String {
     let neg = mant.starts_with('-');
     let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
     let sign = if neg { "-" } else { "" };
-    if exp < -4 || exp >= 6 {
+    if !(-4..6).contains(&exp) {
         let mut m = digits[..1].to_string();
         if digits.len() > 1 {
             m.push('.');
@@ -46,13 +46,13 @@ pub fn go_g(v: f64) -> String {
     }
 }
 
-/// Writes the dump of `dir` to `out`.
-pub fn dump(dir: &Path, bits: bool, out: &mut impl Write) -> anyhow::Result<()> {
+/// Writes the dump of the samples of `dir` with `mint <= t <= maxt` to `out`.
+pub fn dump(dir: &Path, mint: i64, maxt: i64, bits: bool, out: &mut impl Write) -> anyhow::Result<()> {
     let (db, report) = Tsdb::open_read_only(dir, Options::default())?;
     if let Some(c) = &report.repaired {
         eprintln!("warning: WAL read stopped at {c}");
     }
-    for s in db.dump() {
+    for s in db.dump_range(mint, maxt) {
         let labels = s.labels.to_string();
         for (t, v) in s.samples {
             if bits {

@@ -148,7 +148,14 @@ impl WriteReport {
             }
         }
         for (reason, n, _) in &self.label_errors {
-            tracing::warn!(numDropped = n, reason = %reason, "Error on series with invalid labels");
+            let msg = if reason.contains("duplicate") {
+                "Error on series with duplicate labels"
+            } else if reason.contains("empty name or value") {
+                "Error on series with empty label name or value"
+            } else {
+                "Error on series with invalid labels"
+            };
+            tracing::warn!(numDropped = n, reason = %reason, "{msg}");
         }
         if self.histograms.0 > 0 {
             tracing::warn!(numDropped = self.histograms.0, "Error on ingesting native histograms: not supported");

@@ -89,10 +89,11 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u32>, WalError> {
         let entry = entry.map_err(|e| io_err("list", dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(i) = name.parse::<u32>() {
-                out.push(i);
-            }
+        if !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(i) = name.parse::<u32>()
+        {
+            out.push(i);
         }
     }
     out.sort_unstable();

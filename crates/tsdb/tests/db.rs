@@ -25,7 +25,10 @@ fn dump(db: &Tsdb) -> Model {
         .collect()
 }
 
-fn write(db: &Tsdb, bufs: &mut AppendBuffers, series: &[(Vec<LabelRef<'_>>, Vec<(i64, f64)>)]) {
+/// A series for [`write`]: labels and samples.
+type Input<'a> = (Vec<LabelRef<'a>>, Vec<(i64, f64)>);
+
+fn write(db: &Tsdb, bufs: &mut AppendBuffers, series: &[Input<'_>]) {
     let mut app = db.appender(bufs);
     for (labels, samples) in series {
         let out = app.append(labels, samples, i64::MAX).unwrap();

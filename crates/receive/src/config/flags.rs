@@ -377,6 +377,7 @@ fn validate(kind: Kind) -> impl Fn(&str) -> Result<String, String> + Clone + Sen
 
 /// Adds the flags to `cmd` (global ones when `globals`, the others otherwise).
 pub fn add_args(mut cmd: Command, globals: bool) -> Command {
+    cmd = cmd.next_line_help(true);
     for fl in FLAGS.iter().filter(|f| f.global == globals) {
         let mut help = fl.help.to_string();
         if let Later { needs, .. } = fl.support {
@@ -425,10 +426,14 @@ pub fn add_args(mut cmd: Command, globals: bool) -> Command {
                         arg = arg.default_value("").hide_default_value(true);
                     }
                 }
-                if let Enum(values) = kind {
-                    let shown: Vec<&str> = values.iter().copied().filter(|v| !v.is_empty()).collect();
-                    arg = arg.value_name(shown.join("|"));
-                }
+                arg = arg.value_name(match kind {
+                    Enum(values) => values.iter().copied().filter(|v| !v.is_empty()).collect::<Vec<_>>().join("|"),
+                    Duration => "DURATION".into(),
+                    Bytes => "BYTES".into(),
+                    Uint | Int => "N".into(),
+                    Float => "FLOAT".into(),
+                    _ => "VALUE".into(),
+                });
                 cmd = cmd.arg(arg);
             }
         }

@@ -106,21 +106,19 @@ impl Tsdb {
 
     /// Every series with all its samples, sorted by labels. Meant for tools and tests.
     pub fn dump(&self) -> Vec<SeriesData> {
-        let mut out = BTreeMap::new();
-        self.head.for_each_series(|s| {
-            let samples = s.state.lock().samples();
-            out.insert(self.head.labels_of(s), samples);
-        });
-        out.into_iter().map(|(labels, samples)| SeriesData { labels, samples }).collect()
+        self.dump_range(i64::MIN, i64::MAX)
     }
 
-    /// Every series with its raw chunks `(min_t, max_t, bytes)`, sorted by labels.
-    pub fn dump_chunks(&self) -> Vec<(Labels, Vec<(i64, i64, Vec<u8>)>)> {
+    /// Every series with its samples in `[mint, maxt]` (series without any are left out),
+    /// sorted by labels.
+    pub fn dump_range(&self, mint: i64, maxt: i64) -> Vec<SeriesData> {
         let mut out = BTreeMap::new();
         self.head.for_each_series(|s| {
-            let chunks = s.state.lock().chunks();
-            out.insert(self.head.labels_of(s), chunks);
+            let samples = s.state.lock().samples_in(mint, maxt);
+            if !samples.is_empty() || (mint, maxt) == (i64::MIN, i64::MAX) {
+                out.insert(self.head.labels_of(s), samples);
+            }
         });
-        out.into_iter().collect()
+        out.into_iter().map(|(labels, samples)| SeriesData { labels, samples }).collect()
     }
 }

@@ -165,18 +165,28 @@ impl SeriesState {
     }
 
     /// Every sample in time order.
+    #[cfg(test)]
     pub(crate) fn samples(&self) -> Vec<(i64, f64)> {
+        self.samples_in(i64::MIN, i64::MAX)
+    }
+
+    /// The samples with `mint <= t <= maxt`, in time order; chunks outside the range are
+    /// skipped without decoding.
+    pub(crate) fn samples_in(&self, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
         let mut out = Vec::new();
-        for c in &self.closed {
-            out.extend(crate::chunkenc::XorIter::new(&c.bytes));
-        }
-        if let Some(c) = &self.head {
-            out.extend(crate::chunkenc::XorIter::new(&c.bytes));
+        let open = self.head.as_ref().map(|c| (c.min_t, c.max_t, &c.bytes[..]));
+        let chunks = self.closed.iter().map(|c| (c.min_t, c.max_t, &c.bytes[..])).chain(open);
+        for (min_t, max_t, bytes) in chunks {
+            if max_t < mint || min_t > maxt {
+                continue;
+            }
+            out.extend(crate::chunkenc::XorIter::new(bytes).filter(|&(t, _)| t >= mint && t <= maxt));
         }
         out
     }
 
     /// Chunks as `(min_t, max_t, bytes)` in time order.
+    #[cfg(test)]
     pub(crate) fn chunks(&self) -> Vec<(i64, i64, Vec<u8>)> {
         let mut out: Vec<_> = self.closed.iter().map(|c| (c.min_t, c.max_t, c.bytes.to_vec())).collect();
         if let Some(c) = &self.head {

@@ -240,7 +240,8 @@ mod tests {
             starts.push((rec.offset, rec.end));
         }
         let (s1, e1) = starts[1];
-        let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+        type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(&str, Damage)> = vec![
             ("torn last record", Box::new(move |d: &mut Vec<u8>| d.truncate(s1 + HEADER_SIZE + 10))),
             ("bad header", Box::new(move |d: &mut Vec<u8>| d[s1] = 0xe7)),
             ("bad fragment sequence", Box::new(move |d: &mut Vec<u8>| d[s1] = frag::LAST)),

@@ -72,7 +72,7 @@ fn create_segment(dir: &Path, index: u32) -> Result<File, WalError> {
 impl WalWriter {
     /// Creates segment `index` in `dir` (which must not exist yet) and writes to it.
     pub fn create(dir: &Path, index: u32, opts: WalOptions, metrics: Arc<WalMetrics>) -> Result<Self, WalError> {
-        assert!(opts.segment_size >= PAGE_SIZE && opts.segment_size % PAGE_SIZE == 0);
+        assert!(opts.segment_size >= PAGE_SIZE && opts.segment_size.is_multiple_of(PAGE_SIZE));
         std::fs::create_dir_all(dir).map_err(|e| io_err("create dir", dir, e))?;
         let file = create_segment(dir, index)?;
         fsync_dir(dir).map_err(|e| io_err("fsync", dir, e))?;
@@ -183,13 +183,13 @@ impl WalWriter {
         let mut data: &[u8] = rec;
         if self.opts.compress && !rec.is_empty() {
             buf.resize(snap::raw::max_compress_len(rec.len()), 0);
-            if let Ok(n) = self.encoder.compress(rec, &mut buf) {
-                if n < rec.len() {
-                    buf.truncate(n);
-                    data = &buf;
-                    compressed = true;
-                    self.metrics.record_bytes_saved.add((rec.len() - n) as u64);
-                }
+            if let Ok(n) = self.encoder.compress(rec, &mut buf)
+                && n < rec.len()
+            {
+                buf.truncate(n);
+                data = &buf;
+                compressed = true;
+                self.metrics.record_bytes_saved.add((rec.len() - n) as u64);
             }
         }
         let res = self.write_fragments(data, compressed, last);
@@ -244,10 +244,10 @@ impl WalWriter {
         if clear {
             self.alloc = PAGE_SIZE;
         }
-        if self.alloc > self.flushed {
-            if let Err(e) = self.file.write_all(&self.page[self.flushed..self.alloc]) {
-                return Err(io_err("write", &self.current_path(), e));
-            }
+        if self.alloc > self.flushed
+            && let Err(e) = self.file.write_all(&self.page[self.flushed..self.alloc])
+        {
+            return Err(io_err("write", &self.current_path(), e));
         }
         self.flushed = self.alloc;
         if clear {

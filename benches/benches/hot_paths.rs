@@ -1,0 +1,175 @@
+//! Hot paths, per sample: remote-write decode (snappy + protobuf), the full ingest pipeline
+//! (decode + append + WAL write) on 100k active series, and XOR chunk encode/decode.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use prost::Message;
+use ringest::remote_write::{Decoded, decode_write_request, decompress};
+use ringest_proto::prometheus as pb;
+use ringest_tsdb::chunkenc::{XorAppender, XorIter};
+use ringest_tsdb::{AppendBuffers, Options, Tsdb};
+
+const SERIES: usize = 100_000;
+const PER_REQUEST: usize = 2000;
+const ROUNDS: usize = 12;
+const T0: i64 = 1_800_000_000_000;
+
+/// node_exporter-like labels: a dozen metric names, instance/job, a few per-series labels.
+fn labels(i: usize) -> Vec<pb::Label> {
+    let l = |n: &str, v: String| pb::Label { name: n.into(), value: v };
+    vec![
+        l("__name__", format!("node_metric_{}_total", i % 97)),
+        l("cpu", format!("{}", i % 8)),
+        l("instance", format!("10.1.{}.{}:9100", (i / 250) % 256, i % 250)),
+        l("job", "node".into()),
+        l("mode", ["idle", "user", "system", "iowait"][i % 4].into()),
+        l("series", format!("{i}")),
+    ]
+}
+
+/// Pre-encoded requests: `ROUNDS` rounds of one sample per series, 2000 series per request.
+fn requests() -> Vec<Vec<Vec<u8>>> {
+    let names: Vec<Vec<pb::Label>> = (0..SERIES).map(labels).collect();
+    (0..ROUNDS)
+        .map(|r| {
+            names
+                .chunks(PER_REQUEST)
+                .enumerate()
+                .map(|(c, chunk)| {
+                    let req = pb::WriteRequest {
+                        timeseries: chunk
+                            .iter()
+                            .enumerate()
+                            .map(|(j, ls)| pb::TimeSeries {
+                                labels: ls.clone(),
+                                samples: vec![pb::Sample {
+                                    value: (r * 10 + (c * PER_REQUEST + j) % 7) as f64,
+                                    timestamp: T0 + r as i64 * 15_000,
+                                }],
+                                ..Default::default()
+                            })
+                            .collect(),
+                        metadata: vec![],
+                    };
+                    snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+struct Pipeline {
+    _dir: tempfile::TempDir,
+    db: Tsdb,
+    decompressed: Vec<u8>,
+    decoded: Decoded,
+    bufs: AppendBuffers,
+}
+
+impl Pipeline {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
+        Pipeline {
+            _dir: dir,
+            db,
+            decompressed: Vec::new(),
+            decoded: Decoded::default(),
+            bufs: AppendBuffers::default(),
+        }
+    }
+
+    fn ingest(&mut self, body: &[u8]) {
+        decompress(body, &mut self.decompressed, 32 << 20).unwrap();
+        decode_write_request(&self.decompressed, &mut self.decoded).unwrap();
+        let report =
+            ringest::writer::write(&self.db, &self.decompressed, &self.decoded, i64::MAX, &mut self.bufs).unwrap();
+        assert_eq!(report.appended, PER_REQUEST as u64);
+    }
+}
+
+fn pipeline(c: &mut Criterion) {
+    let reqs = requests();
+    let mut g = c.benchmark_group("ingest_100k_series");
+    g.throughput(Throughput::Elements(SERIES as u64));
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    // One iteration = one round: every series gets one sample (50 requests of 2000 series).
+    // Series already exist (steady state): round 0 creates them untimed.
+    g.bench_function("decode_append_wal", |b| {
+        let mut p = Pipeline::new();
+        let mut round = ROUNDS;
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                if round == ROUNDS {
+                    p = Pipeline::new();
+                    reqs[0].iter().for_each(|r| p.ingest(r));
+                    round = 1;
+                }
+                let start = Instant::now();
+                for body in &reqs[round] {
+                    p.ingest(black_box(body));
+                }
+                total += start.elapsed();
+                round += 1;
+            }
+            total
+        });
+    });
+    g.bench_function("create_series", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let mut p = Pipeline::new();
+                let start = Instant::now();
+                reqs[0].iter().for_each(|r| p.ingest(r));
+                total += start.elapsed();
+            }
+            total
+        });
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("remote_write_decode");
+    g.throughput(Throughput::Elements(PER_REQUEST as u64));
+    let mut out = Vec::new();
+    let mut decoded = Decoded::default();
+    g.bench_function("snappy_and_protobuf", |b| {
+        b.iter(|| {
+            decompress(black_box(&reqs[1][0]), &mut out, 32 << 20).unwrap();
+            decode_write_request(&out, &mut decoded).unwrap();
+        })
+    });
+    g.finish();
+}
+
+fn xor(c: &mut Criterion) {
+    let samples: Vec<(i64, f64)> = (0..120).map(|i| (T0 + i * 15_000 + (i % 3), (i * 17 % 23) as f64 * 0.5)).collect();
+    let mut g = c.benchmark_group("xor_chunk");
+    g.throughput(Throughput::Elements(samples.len() as u64));
+    g.bench_function("encode_120", |b| {
+        b.iter(|| {
+            let mut bytes = Vec::with_capacity(256);
+            bytes.extend_from_slice(&[0, 0]);
+            let mut app = XorAppender::new();
+            for &(t, v) in &samples {
+                app.append(&mut bytes, t, v);
+            }
+            black_box(bytes)
+        })
+    });
+    let mut bytes = vec![0, 0];
+    let mut app = XorAppender::new();
+    for &(t, v) in &samples {
+        app.append(&mut bytes, t, v);
+    }
+    g.bench_function("decode_120", |b| {
+        b.iter(|| XorIter::new(black_box(&bytes)).map(|(t, v)| t as f64 + v).sum::<f64>())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, pipeline, xor);
+criterion_main!(benches);

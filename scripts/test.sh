@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on a fresh machine, then runs every check.
+#   scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> installing ${need_apt[*]} (Debian packages: promtool and Prometheus 2.42 are the format oracles)"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null 2>&1 \
+    || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq "${need_apt[@]}"; }
+fi
+promtool --version | head -1
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "==> ringest-tsdb has no async runtime or network dependency"
+if cargo tree -p ringest-tsdb -e normal --prefix none | grep -E '^(tokio|hyper|axum|tonic|reqwest|object_store|h2) '; then
+  echo "ringest-tsdb must stay synchronous std code" >&2
+  exit 1
+fi
+
+echo "==> build the release binary the end-to-end tests run"
+cargo build --release -p ringest --bin ringest
+export RINGEST_BIN="$PWD/target/release/ringest"
+
+echo "==> tests (unit, property, end-to-end against promtool and Prometheus 2.42)"
+cargo test --workspace
