@@ -51,6 +51,13 @@ pub struct Ringest {
 impl Ringest {
     /// Starts a receiver on `data` with fresh ports and waits until it is ready.
     pub fn start(data: &Path, extra: &[&str]) -> Ringest {
+        let mut r = Self::launch(data, extra);
+        r.wait_ready(Duration::from_secs(60));
+        r
+    }
+
+    /// Starts a receiver on `data` with fresh ports without waiting for it.
+    pub fn launch(data: &Path, extra: &[&str]) -> Ringest {
         let mut r = Ringest {
             child: None,
             data: data.to_path_buf(),
@@ -60,7 +67,6 @@ impl Ringest {
             log: data.with_extension("log"),
         };
         r.spawn();
-        r.wait_ready(Duration::from_secs(60));
         r
     }
 
@@ -127,11 +133,36 @@ impl Ringest {
 
     /// Starts again on the same data directory with new ports and waits until ready.
     pub fn restart(&mut self) {
+        self.relaunch();
+        self.wait_ready(Duration::from_secs(120));
+    }
+
+    /// Starts again on the same data directory with new ports, without waiting.
+    pub fn relaunch(&mut self) {
         assert!(self.child.is_none(), "stop it first");
         self.rw_addr = format!("127.0.0.1:{}", free_port());
         self.http_addr = format!("127.0.0.1:{}", free_port());
         self.spawn();
-        self.wait_ready(Duration::from_secs(120));
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+
+    /// Waits up to `timeout` for the process to exit and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            let c = self.child.as_mut()?;
+            if let Ok(Some(st)) = c.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
     }
 
     /// `/metrics` text.

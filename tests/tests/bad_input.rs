@@ -124,7 +124,7 @@ fn transport_level_rows() {
 fn tenants_are_single_safe_path_components() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let r = Ringest::start(&data, &[]);
+    let mut r = Ringest::start(&data, &[]);
     let body = encode(&req(vec![series(&[("__name__", "m")], &[(T0, 1.0)])]));
     for bad in ["..", ".", "../evil", "a/b", "/etc", "a\\b"] {
         let h = [RW[0], RW[1], ("THANOS-TENANT", bad)];
@@ -144,6 +144,11 @@ fn tenants_are_single_safe_path_components() {
     expect(&post(&r, &h, &body), 200, "");
     assert!(data.join("team-a").join("wal").is_dir());
     assert_eq!(r.metric("prometheus_tsdb_head_series{tenant=\"team-a\"}"), Some(1.0));
+    // Every tenant directory is opened (replayed) at start-up, before any write.
+    assert!(r.terminate().success());
+    r.restart();
+    assert_eq!(r.metric("prometheus_tsdb_head_series{tenant=\"team-a\"}"), Some(1.0));
+    assert_eq!(r.metric("prometheus_tsdb_head_series{tenant=\"default-tenant\"}"), Some(0.0));
 }
 
 #[test]
@@ -215,6 +220,10 @@ fn conflicts_answer_409_and_keep_the_original_values() {
     // Older timestamps with other values.
     let resp = post(&r, RW, &encode(&req(vec![series(&l, &[(original[1].0, 42.0), (original[2].0, 43.0)])])));
     expect(&resp, 409, "add 2 samples: out of order sample");
+    assert_eq!(
+        r.metric("prometheus_tsdb_out_of_order_samples_total{tenant=\"default-tenant\",type=\"float\"}"),
+        Some(2.0)
+    );
     // Far older than the head (more than an hour behind its newest sample): out of bounds.
     let resp = post(&r, RW, &encode(&req(vec![series(&[("__name__", "old")], &[(now - 3 * 3_600_000, 1.0)])])));
     expect(&resp, 409, "out of bounds");

@@ -116,3 +116,151 @@ fn logs_probes_and_clean_shutdown() {
         "{first}"
     );
 }
+
+fn fill(r: &Ringest, series: usize, rounds: usize) {
+    let w = ringest_e2e::workload::Workload {
+        series,
+        batch: 2000,
+        start_ms: 1_800_000_000_000,
+        step_ms: 15_000,
+        name: "replay".into(),
+    };
+    std::thread::scope(|s| {
+        for part in 0..4 {
+            let (w, addr) = (w.clone(), r.rw_addr.clone());
+            s.spawn(move || {
+                let mut c = ringest_e2e::RemoteWriter::connect(&addr).unwrap();
+                let mut acked = ringest_e2e::workload::Acked::new();
+                let wl = ringest_e2e::workload::Workload { name: format!("replay{part}"), ..w };
+                wl.send(&mut c, 0..rounds, &mut acked).unwrap();
+            });
+        }
+    });
+}
+
+#[test]
+fn not_ready_while_the_wal_replays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut r = Ringest::start(&tmp.path().join("data"), &[]);
+    fill(&r, 25_000, 30); // 4 x 25k series x 30 samples
+    r.kill9();
+    r.relaunch();
+    let mut unready = 0;
+    let start = std::time::Instant::now();
+    loop {
+        assert!(start.elapsed() < Duration::from_secs(120), "never ready:\n{}", r.logs());
+        let Ok(ready) = http_get(&r.http_addr, "/-/ready") else { continue };
+        if ready.status == 200 {
+            break;
+        }
+        assert_eq!((ready.status, ready.text().as_str()), (503, "NOT OK\n"));
+        let healthy = http_get(&r.http_addr, "/-/healthy").unwrap();
+        assert_eq!(healthy.status, 200, "healthy while replaying");
+        if let Ok(resp) =
+            ringest_e2e::http_request(&r.rw_addr, "POST", "/api/v1/receive", &[("Content-Encoding", "snappy")], b"\x00")
+        {
+            if resp.status != 200 {
+                assert_eq!((resp.status, resp.text().as_str()), (503, "Service Unavailable"));
+            }
+        }
+        unready += 1;
+    }
+    assert!(unready > 0, "the replay window was observed");
+    assert_eq!(r.metric("prometheus_tsdb_head_series{tenant=\"default-tenant\"}"), Some(100_000.0));
+    assert!(r.metric("prometheus_tsdb_data_replay_duration_seconds{tenant=\"default-tenant\"}").unwrap() > 0.0);
+}
+
+/// Opens a remote-write request whose body never completes, so it stays in flight.
+fn stuck_request(addr: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /api/v1/receive HTTP/1.1\r\nHost: x\r\nContent-Encoding: snappy\r\nContent-Length: 1000\r\n\r\n0123456789"
+    )
+    .unwrap();
+    s
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_a_second_signal_exits_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut r = Ringest::start(&tmp.path().join("data"), &[]);
+    let _stuck = stuck_request(&r.rw_addr);
+    std::thread::sleep(Duration::from_millis(100));
+    r.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    let ready = http_get(&r.http_addr, "/-/ready").unwrap();
+    assert_eq!(ready.status, 503, "not ready while draining");
+    assert!(r.wait_exit(Duration::from_millis(500)).is_none(), "waits for the in-flight request");
+    r.signal(libc::SIGTERM);
+    let st = r.wait_exit(Duration::from_secs(3)).expect("second signal exits at once");
+    assert_eq!(st.code(), Some(1));
+    assert!(r.logs().contains("caught second signal, exiting immediately"));
+}
+
+#[test]
+fn grace_period_bounds_the_drain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut r = Ringest::start(&tmp.path().join("data"), &["--http-grace-period=1s"]);
+    let _stuck = stuck_request(&r.rw_addr);
+    std::thread::sleep(Duration::from_millis(100));
+    r.signal(libc::SIGTERM);
+    let st = r.wait_exit(Duration::from_secs(10)).expect("exits after the grace period");
+    assert!(st.success(), "{st}");
+    assert!(r.logs().contains("did not finish within the grace period"));
+    let wal = r.tenant_dir("default-tenant").join("wal");
+    for e in std::fs::read_dir(&wal).unwrap().flatten() {
+        assert_eq!(e.metadata().unwrap().len() % 32768, 0, "WAL closed cleanly");
+    }
+}
+
+#[test]
+fn tsdb_status_in_both_shapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = Ringest::start(&tmp.path().join("data"), &[]);
+    let mut w = ringest_e2e::RemoteWriter::connect(&r.rw_addr).unwrap();
+    let req = ringest_proto::prometheus::WriteRequest {
+        timeseries: (0..5)
+            .map(|i| {
+                ringest_e2e::client::series(
+                    &[("__name__", "up"), ("job", &format!("j{i}"))],
+                    &[(1_800_000_000_000, 1.0)],
+                )
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    assert_eq!(w.send(&req).unwrap().status, 200);
+    // Prometheus' shape on the ops port, as the operations guide reads it.
+    let ops = http_get(&r.http_addr, "/api/v1/status/tsdb").unwrap();
+    assert_eq!(ops.status, 200);
+    let t = ops.text();
+    for needle in [
+        "\"status\":\"success\"",
+        "\"data\":{",
+        "\"numSeries\":5",
+        "\"chunkCount\":5",
+        "\"minTime\":1800000000000",
+        "\"seriesCountByMetricName\":[{\"name\":\"up\",\"value\":5}]",
+    ] {
+        assert!(t.contains(needle), "{needle} not in {t}");
+    }
+    // Thanos' shape on the remote-write port: one entry per tenant.
+    let th = http_get(&r.rw_addr, "/api/v1/status/tsdb?all_tenants=true").unwrap();
+    assert_eq!(th.status, 200);
+    assert!(th.text().contains("\"data\":[{") && th.text().contains("\"tenant\":\"default-tenant\""), "{}", th.text());
+    assert_eq!(th.header("access-control-allow-origin"), Some("*"));
+    let bad = ringest_e2e::http_request(
+        &r.rw_addr,
+        "GET",
+        "/api/v1/status/tsdb?all_tenants=true",
+        &[("THANOS-TENANT", "x")],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("bad_data"));
+    let bad = http_get(&r.http_addr, "/api/v1/status/tsdb?limit=0").unwrap();
+    assert_eq!(bad.status, 400);
+}

@@ -129,9 +129,6 @@ pub struct HeadMetrics {
     pub out_of_bound_samples: Counter,
     /// Exact duplicates accepted as no-ops (not exported by Prometheus; kept for tests).
     pub duplicate_samples_ignored: Counter,
-    /// Samples with another value at the latest timestamp (counted by Prometheus as
-    /// out-of-order failures too).
-    pub duplicate_samples_rejected: Counter,
     /// `wal_replay_unknown_refs_total{type="series"}`
     pub replay_unknown_refs: Counter,
 }

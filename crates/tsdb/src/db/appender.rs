@@ -150,10 +150,12 @@ impl<'a> Appender<'a> {
                 Verdict::OutOfOrder => {
                     out.out_of_order += 1;
                     out.refuse(t);
+                    self.db.metrics().head.out_of_order_samples.inc();
                 }
                 Verdict::OutOfBounds => {
                     out.out_of_bounds += 1;
                     out.refuse(t);
+                    self.db.metrics().head.out_of_bound_samples.inc();
                 }
             }
         }
