@@ -156,12 +156,15 @@ fn not_ready_while_the_wal_replays() {
         assert_eq!((ready.status, ready.text().as_str()), (503, "NOT OK\n"));
         let healthy = http_get(&r.http_addr, "/-/healthy").unwrap();
         assert_eq!(healthy.status, 200, "healthy while replaying");
-        if let Ok(resp) =
-            ringest_e2e::http_request(&r.rw_addr, "POST", "/api/v1/receive", &[("Content-Encoding", "snappy")], b"\x00")
-        {
-            if resp.status != 200 {
-                assert_eq!((resp.status, resp.text().as_str()), (503, "Service Unavailable"));
-            }
+        let rw = ringest_e2e::http_request(
+            &r.rw_addr,
+            "POST",
+            "/api/v1/receive",
+            &[("Content-Encoding", "snappy")],
+            b"\x00",
+        );
+        if let Ok(resp) = rw.filter(|resp| resp.status != 200) {
+            assert_eq!((resp.status, resp.text().as_str()), (503, "Service Unavailable"));
         }
         unready += 1;
     }
