@@ -77,25 +77,34 @@ pub fn segment_path(dir: &Path, i: u32) -> PathBuf {
     dir.join(format!("{i:08}"))
 }
 
-/// Lists the numbered segment files of `dir` in order and checks they are contiguous.
-pub fn list_segments(dir: &Path) -> Result<Vec<u32>, WalError> {
-    let mut out = Vec::new();
+/// Names of the entries of `dir` (none if it does not exist).
+fn entry_names(dir: &Path) -> Result<Vec<String>, WalError> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_err("list", dir, e)),
     };
+    let mut names = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| io_err("list", dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_digit())
-            && let Ok(i) = name.parse::<u32>()
-        {
-            out.push(i);
+        if let Some(name) = entry.file_name().to_str() {
+            names.push(name.to_string());
         }
     }
+    Ok(names)
+}
+
+/// Parses an all-digits name.
+fn number(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Lists the numbered segment files of `dir` in order and checks they are contiguous.
+pub fn list_segments(dir: &Path) -> Result<Vec<u32>, WalError> {
+    let mut out: Vec<u32> = entry_names(dir)?.iter().filter_map(|n| number(n)).collect();
     out.sort_unstable();
     for w in out.windows(2) {
         if w[1] != w[0] + 1 {
@@ -107,26 +116,10 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u32>, WalError> {
 
 /// The newest complete checkpoint directory (`checkpoint.%08d`) in `dir`, with its number.
 pub fn last_checkpoint(dir: &Path) -> Result<Option<(u32, PathBuf)>, WalError> {
-    let mut best: Option<(u32, PathBuf)> = None;
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("list", dir, e)),
-    };
-    for entry in rd {
-        let entry = entry.map_err(|e| io_err("list", dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(num) = name.strip_prefix("checkpoint.") else {
-            continue;
-        };
-        if num.len() != 8 || !num.bytes().all(|b| b.is_ascii_digit()) {
-            continue; // also skips `checkpoint.N.tmp`
-        }
-        let n: u32 = num.parse().unwrap_or(0);
-        if best.as_ref().is_none_or(|(b, _)| n > *b) {
-            best = Some((n, entry.path()));
-        }
-    }
-    Ok(best)
+    Ok(entry_names(dir)?
+        .iter()
+        // `checkpoint.N.tmp` (incomplete) does not parse as a number.
+        .filter_map(|n| n.strip_prefix("checkpoint.").filter(|num| num.len() == 8).and_then(number).map(|i| (i, n)))
+        .max_by_key(|(i, _)| *i)
+        .map(|(i, n)| (i, dir.join(n))))
 }

@@ -353,3 +353,59 @@ mod model {
         }
     }
 }
+
+/// Replay reads the newest checkpoint, then only the segments after it (Prometheus' layout:
+/// `wal/checkpoint.N/` + `wal/N+1...`); an unfinished `checkpoint.M.tmp` is ignored.
+#[test]
+fn replay_reads_checkpoint_then_later_segments() {
+    use ringest_tsdb::wal::record;
+    use ringest_tsdb::wal::{WalOptions, WalWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    let opts = WalOptions { compress: false, ..Default::default() };
+    let series = |r: u64, name: &str| {
+        let mut b = Vec::new();
+        record::begin_series(&mut b);
+        record::push_series(&mut b, r, [lr("__name__", name)].into_iter());
+        b
+    };
+    let samples = |s: &[(u64, i64, f64)]| {
+        let mut b = Vec::new();
+        record::encode_samples(&mut b, s.iter().copied());
+        b
+    };
+    // Checkpoint 1 holds series 1 and its sample at T0.
+    let mut w = WalWriter::create(&wal.join("checkpoint.00000001"), 0, opts, Default::default()).unwrap();
+    w.log(&[&series(1, "a"), &samples(&[(1, T0, 1.0)])]).unwrap();
+    w.close().unwrap();
+    // Segment 1 is covered by the checkpoint: its content must be ignored.
+    let mut w = WalWriter::create(&wal, 1, opts, Default::default()).unwrap();
+    w.log(&[&series(9, "ignored"), &samples(&[(9, T0, 9.0)])]).unwrap();
+    w.close().unwrap();
+    // Segment 2 continues after the checkpoint.
+    let mut w = WalWriter::create(&wal, 2, opts, Default::default()).unwrap();
+    w.log(&[&series(2, "b"), &samples(&[(1, T0 + 1000, 2.0), (2, T0, 3.0)])]).unwrap();
+    w.close().unwrap();
+    // A leftover temporary checkpoint with newer number is not used.
+    let mut w = WalWriter::create(&wal.join("checkpoint.00000003.tmp"), 0, opts, Default::default()).unwrap();
+    w.log(&[&series(7, "tmp")]).unwrap();
+    w.close().unwrap();
+
+    let (db, report) = reopen(dir.path());
+    assert_eq!(report.repaired, None);
+    let got = dump(&db);
+    let want: Model = [
+        (Labels::from_pairs([("__name__", "a")]), vec![(T0, 1f64.to_bits()), (T0 + 1000, 2f64.to_bits())]),
+        (Labels::from_pairs([("__name__", "b")]), vec![(T0, 3f64.to_bits())]),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, want);
+    // New series get references after every reference seen in the checkpoint and segments.
+    let mut bufs = AppendBuffers::default();
+    write(&db, &mut bufs, &[(vec![lr("__name__", "c")], vec![(T0 + 2000, 4.0)])]);
+    db.close().unwrap();
+    drop(db);
+    let (db, _) = reopen(dir.path());
+    assert_eq!(dump(&db).len(), 3);
+}

@@ -1,6 +1,17 @@
 //! Value syntaxes of Thanos flags: Prometheus durations (`model.Duration`), base-2 byte sizes
 //! (`units.ParseBase2Bytes`) and Go-quoted strings (`strconv.Unquote`).
 
+/// Duration units from largest to smallest, in milliseconds.
+const DURATION_UNITS: [(&str, u64); 7] = [
+    ("y", 365 * 24 * 3600 * 1000),
+    ("w", 7 * 24 * 3600 * 1000),
+    ("d", 24 * 3600 * 1000),
+    ("h", 3600 * 1000),
+    ("m", 60 * 1000),
+    ("s", 1000),
+    ("ms", 1),
+];
+
 /// Parses a Prometheus duration (`15d`, `1h30m`, `0`, `500ms`) into milliseconds.
 ///
 /// Units `y` (365d), `w`, `d`, `h`, `m`, `s`, `ms`; integers only; each unit at most once and
@@ -12,15 +23,7 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     if s == "0" {
         return Ok(0);
     }
-    const UNITS: [(&str, u64); 7] = [
-        ("y", 365 * 24 * 3600 * 1000),
-        ("w", 7 * 24 * 3600 * 1000),
-        ("d", 24 * 3600 * 1000),
-        ("h", 3600 * 1000),
-        ("m", 60 * 1000),
-        ("s", 1000),
-        ("ms", 1),
-    ];
+    const UNITS: [(&str, u64); 7] = DURATION_UNITS;
     let invalid = || format!("not a valid duration string: {s:?}");
     let bytes = s.as_bytes();
     let mut i = 0;
@@ -66,15 +69,7 @@ pub fn format_duration_ms(ms: u64) -> String {
     }
     let mut out = String::new();
     let mut rest = ms;
-    for (u, size) in [
-        ("y", 365 * 24 * 3600 * 1000u64),
-        ("w", 7 * 24 * 3600 * 1000),
-        ("d", 24 * 3600 * 1000),
-        ("h", 3600 * 1000),
-        ("m", 60 * 1000),
-        ("s", 1000),
-        ("ms", 1),
-    ] {
+    for (u, size) in DURATION_UNITS {
         if rest >= size {
             out.push_str(&format!("{}{u}", rest / size));
             rest %= size;
