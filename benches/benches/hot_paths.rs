@@ -85,7 +85,8 @@ impl Pipeline {
         decompress(body, &mut self.decompressed, 32 << 20).unwrap();
         decode_write_request(&self.decompressed, &mut self.decoded).unwrap();
         let report =
-            ringest::writer::write(&self.db, &self.decompressed, &self.decoded, i64::MAX, &mut self.bufs).unwrap();
+            ringest::writer::write("bench", &self.db, &self.decompressed, &self.decoded, i64::MAX, &mut self.bufs)
+                .unwrap();
         assert_eq!(report.appended, PER_REQUEST as u64);
     }
 }

@@ -66,8 +66,10 @@ pub enum WriteError {
     Unavailable(String),
 }
 
-/// Appends the request's series to `db`. `max_t` is the newest timestamp accepted.
+/// Appends the request's series to `db` (the TSDB of `tenant`). `max_t` is the newest
+/// timestamp accepted.
 pub fn write(
+    tenant: &str,
     db: &Tsdb,
     buf: &[u8],
     req: &Decoded,
@@ -125,7 +127,7 @@ pub fn write(
         report.sample_errors[OUT_OF_ORDER].0 += out.lost_races;
         report.sample_errors[OUT_OF_ORDER].1.get_or_insert_with(|| "a series written concurrently".into());
     }
-    report.log_summary();
+    report.log_summary(tenant);
     Ok(report)
 }
 
@@ -141,10 +143,10 @@ fn label_reason(e: &LabelError) -> String {
 }
 
 impl WriteReport {
-    fn log_summary(&self) {
+    fn log_summary(&self, tenant: &str) {
         for (i, (n, _)) in self.sample_errors.iter().enumerate() {
             if *n > 0 {
-                tracing::warn!(numDropped = n, "{}", SAMPLE_LOGS[i]);
+                tracing::warn!(tenant, numDropped = n, "{}", SAMPLE_LOGS[i]);
             }
         }
         for (reason, n, _) in &self.label_errors {
@@ -155,10 +157,14 @@ impl WriteReport {
             } else {
                 "Error on series with invalid labels"
             };
-            tracing::warn!(numDropped = n, reason = %reason, "{msg}");
+            tracing::warn!(tenant, numDropped = n, reason = %reason, "{msg}");
         }
         if self.histograms.0 > 0 {
-            tracing::warn!(numDropped = self.histograms.0, "Error on ingesting native histograms: not supported");
+            tracing::warn!(
+                tenant,
+                numDropped = self.histograms.0,
+                "Error on ingesting native histograms: not supported"
+            );
         }
     }
 

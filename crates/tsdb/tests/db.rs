@@ -127,6 +127,9 @@ fn invalid_labels_are_refused() {
     assert!(app.append(&[lr("a", "")], &[(T0, 1.0)], i64::MAX).is_err());
     assert!(app.append(&[LabelRef { name: b"a", value: b"\xc3\x28" }], &[(T0, 1.0)], i64::MAX).is_err());
     assert!(app.append(&[lr("b", "1"), lr("a", "2")], &[(T0, 1.0)], i64::MAX).is_ok());
+    // A series without samples is validated but not created.
+    assert!(app.append(&[lr("a", "1"), lr("a", "2")], &[], i64::MAX).is_err());
+    assert_eq!(app.append(&[lr("empty", "series")], &[], i64::MAX).unwrap().accepted, 0);
     app.commit().unwrap();
     assert_eq!(db.num_series(), 1);
 }

@@ -208,9 +208,7 @@ fn process_with(
     } else {
         i64::MAX
     };
-    let span = tracing::info_span!("write", tenant = %tenant);
-    let _g = span.enter();
-    writer::write(&db, decompressed, decoded, max_t, append)
+    writer::write(tenant, &db, decompressed, decoded, max_t, append)
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
 

@@ -104,6 +104,13 @@ impl<'a> Appender<'a> {
         let mut sorted = Vec::new();
         let key = self.bufs.hasher.key(labels, &mut sorted);
         let canonical: &[LabelRef<'_>] = if key.sorted { labels } else { &sorted };
+        if samples.is_empty() {
+            // Nothing to store: validate the labels, but create no series.
+            if self.db.head.get(key.hash).is_none() {
+                validate_sorted(canonical)?;
+            }
+            return Ok(SeriesOutcome::default());
+        }
         let series = match self.db.head.get(key.hash) {
             Some(s) => {
                 if !s.logged.load(Ordering::Acquire) {
@@ -121,9 +128,6 @@ impl<'a> Appender<'a> {
             }
         };
         let mut out = SeriesOutcome::default();
-        if samples.is_empty() {
-            return Ok(out);
-        }
         let min_valid = self.min_valid(samples[0].0);
         let start = self.bufs.samples.len() as u32;
         let mut last = series.state.lock().last();
