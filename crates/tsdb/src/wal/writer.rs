@@ -199,9 +199,12 @@ impl WalWriter {
 
     fn write_fragments(&mut self, mut data: &[u8], compressed: bool, last: bool) -> Result<(), WalError> {
         // Records never cross segments: start a new one if this record does not fit.
-        let left = (PAGE_SIZE - self.alloc).saturating_sub(HEADER_SIZE)
-            + (PAGE_SIZE - HEADER_SIZE) * (self.pages_per_segment() - self.done_pages - 1);
-        if data.len() > left {
+        // (A record larger than a whole segment makes its segment larger than the maximum, as in
+        // Prometheus; the segment after it starts with the next record.)
+        // Signed, as in Prometheus: an over-full segment has negative room and always rotates.
+        let left = (PAGE_SIZE - self.alloc) as i64 - HEADER_SIZE as i64
+            + (PAGE_SIZE - HEADER_SIZE) as i64 * (self.pages_per_segment() as i64 - self.done_pages as i64 - 1);
+        if data.len() as i64 > left {
             self.next_segment()?;
         }
         let mut i = 0;
@@ -370,6 +373,20 @@ mod tests {
                 assert_eq!(len % PAGE_SIZE as u64, 0, "closed segments are page aligned");
             }
         }
+    }
+
+    #[test]
+    fn record_larger_than_a_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions { compress: false, segment_size: 2 * PAGE_SIZE };
+        let mut w = WalWriter::create(dir.path(), 0, opts, Default::default()).unwrap();
+        let big: Vec<u8> = (0..5 * PAGE_SIZE).map(|i| i as u8).collect();
+        w.log(&[b"small"]).unwrap();
+        w.log(&[&big]).unwrap();
+        w.log(&[b"after", b"more"]).unwrap();
+        w.close().unwrap();
+        assert_eq!(list_segments(dir.path()).unwrap(), vec![0, 1, 2]);
+        assert_eq!(read_all(dir.path()), vec![b"small".to_vec(), big, b"after".to_vec(), b"more".to_vec()]);
     }
 
     #[test]
