@@ -74,7 +74,13 @@ fn main() {
         })
         .collect();
     let tmp = tempfile::tempdir().unwrap();
-    let r = Ringest::start(&tmp.path().join("data"), &[]);
+    // `--data DIR` keeps the data directory for later inspection.
+    let args: Vec<String> = std::env::args().collect();
+    let data = match args.iter().position(|a| a == "--data") {
+        Some(i) => std::path::PathBuf::from(&args[i + 1]),
+        None => tmp.path().join("data"),
+    };
+    let mut r = Ringest::start(&data, &[]);
     let pid = r.pid();
     let send_round = |round: &Vec<Vec<u8>>| {
         std::thread::scope(|s| {
@@ -126,5 +132,18 @@ fn main() {
         "peak RSS                   {:.1} MiB ({:.0} B/series)",
         hwm as f64 / 1048576.0,
         hwm as f64 / series as f64
+    );
+    // Restart after kill -9: time from process start to ready (WAL replay).
+    r.kill9();
+    let start = Instant::now();
+    r.relaunch();
+    r.wait_ready(std::time::Duration::from_secs(600));
+    let ready = start.elapsed();
+    let (_, rss, _) = proc_stat(r.pid());
+    println!(
+        "kill -9, start to ready    {:.2} s with {} samples in the WAL (RSS after replay {:.1} MiB)",
+        ready.as_secs_f64(),
+        series * rounds,
+        rss as f64 / 1048576.0
     );
 }

@@ -12,9 +12,41 @@ use crate::labels::{LabelRef, SeriesHasher, validate_sorted};
 use crate::wal::record::{self, kind};
 use crate::wal::{self, Corruption, SegmentReader};
 
+/// Series by WAL reference. References are dense from 1 in WALs written by ringest and by
+/// Prometheus, so a vector indexed by reference is the common case; sparse ones go to a map.
+#[derive(Default)]
+struct Refs {
+    dense: Vec<Option<Arc<MemSeries>>>,
+    sparse: HashMap<u64, Arc<MemSeries>>,
+}
+
+impl Refs {
+    /// References up to this many slots past the current length stay dense.
+    const GROWTH: u64 = 1 << 20;
+
+    fn insert(&mut self, r: u64, s: Arc<MemSeries>) {
+        if r < self.dense.len() as u64 + Self::GROWTH {
+            if r as usize >= self.dense.len() {
+                self.dense.resize(r as usize + 1, None);
+            }
+            self.dense[r as usize] = Some(s);
+        } else {
+            self.sparse.insert(r, s);
+        }
+    }
+
+    #[inline]
+    fn get(&self, r: u64) -> Option<&Arc<MemSeries>> {
+        match self.dense.get(r as usize) {
+            Some(s) => s.as_ref(),
+            None => self.sparse.get(&r),
+        }
+    }
+}
+
 struct Replayer<'h> {
     head: &'h Head,
-    refs: HashMap<u64, Arc<MemSeries>>,
+    refs: Refs,
     hasher: SeriesHasher,
     samples: Vec<(u64, i64, f64)>,
     report: OpenReport,
@@ -51,7 +83,7 @@ impl Replayer<'_> {
             Some(&kind::SAMPLES) => {
                 record::decode_samples(rec, &mut self.samples)?;
                 for &(r, t, v) in &self.samples {
-                    let Some(s) = self.refs.get(&r) else {
+                    let Some(s) = self.refs.get(r) else {
                         self.report.unknown_ref_samples += 1;
                         self.head.metrics.head.replay_unknown_refs.inc();
                         continue;
@@ -99,7 +131,7 @@ impl Replayer<'_> {
 pub(super) fn replay(head: &Head, wal_dir: &Path) -> Result<OpenReport, TsdbError> {
     let mut rp = Replayer {
         head,
-        refs: HashMap::new(),
+        refs: Refs::default(),
         hasher: SeriesHasher::default(),
         samples: Vec::new(),
         report: OpenReport::default(),
