@@ -82,6 +82,22 @@ fn logs_probes_and_clean_shutdown() {
     ] {
         assert!(m.contains(name), "metrics lack {name}");
     }
+    // Prometheus' own linter accepts the exposition.
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    std::io::Write::write_all(&mut lint.stdin.take().unwrap(), m.as_bytes()).unwrap();
+    let out = lint.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(r.terminate().success(), "SIGTERM exits 0");
     let logs = r.logs();
     for line in [
@@ -93,6 +109,7 @@ fn logs_probes_and_clean_shutdown() {
         "msg=\"caught signal. Exiting.\"",
         "msg=\"shutting down storage\"",
         "msg=\"storage is closed\"",
+        "msg=\"changing probe status\" status=not-ready reason=\"shutting down\"",
         "component=multi-tsdb tenant=default-tenant msg=\"opening TSDB\"",
         "level=debug",
         "flag=--enable-auto-gomemlimit",
