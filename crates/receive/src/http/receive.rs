@@ -153,7 +153,9 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("internal server error: {e}"), 0, 0),
     };
     if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!(err = %msg, "internal server error");
+        tracing::error!(tenant = %tenant, err = %msg, "internal server error");
+    } else if status.is_server_error() {
+        tracing::error!(tenant = %tenant, status = status.as_u16(), err = %msg, "failed to handle request");
     } else if status != StatusCode::OK {
         tracing::debug!(tenant = %tenant, status = status.as_u16(), err = %msg, "failed to handle request");
     }
