@@ -208,3 +208,79 @@ fn flipped_bit_in_last_segment_keeps_records_before_it() {
     let w2 = Workload { name: "after".into(), start_ms: T0 + 1_000_000, ..w };
     w2.send(&mut c, 0..2, &mut Acked::new()).expect("writes after repair");
 }
+
+/// A size-limited tmpfs mounted for one test (the project's machines allow it; see the shared
+/// reliability spec §4.1), unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mounting a tmpfs failed: this test needs root on a Linux machine");
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_answers_503_keeps_acknowledged_data_and_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    let _fs = Tmpfs::mount(&mnt, "6m");
+    // Ballast to free later, leaving about 1 MiB for the WAL.
+    let ballast = mnt.join("ballast");
+    std::fs::write(&ballast, vec![7u8; 5 << 20]).unwrap();
+    let mut r = Ringest::start(&mnt.join("data"), &["--no-tsdb.wal-compression"]);
+    let mut acked = Acked::new();
+    let mut refused = 0;
+    let mut conn = RemoteWriter::connect(&r.rw_addr).unwrap();
+    // New series with long label values fill the WAL quickly.
+    for round in 0..400usize {
+        let w = Workload {
+            series: 100,
+            batch: 100,
+            start_ms: T0,
+            step_ms: 15_000,
+            name: format!("fill_{round}_{}", "x".repeat(100)),
+        };
+        match w.send(&mut conn, 0..1, &mut acked) {
+            Ok(()) => {}
+            Err(f) => {
+                assert!(f.reason.starts_with("503 ") && f.reason.contains("No space left"), "{}", f.reason);
+                refused += 1;
+                if refused == 3 {
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(refused, 3, "the disk filled up");
+    let healthy = ringest_e2e::http_get(&r.http_addr, "/-/healthy").unwrap();
+    assert_eq!(healthy.status, 200, "still running");
+    assert!(r.metric("prometheus_tsdb_wal_writes_failed_total{tenant=\"default-tenant\"}").unwrap() >= 3.0);
+    // Space comes back: writes succeed again without a restart.
+    std::fs::remove_file(&ballast).unwrap();
+    let w = Workload { series: 50, batch: 50, start_ms: T0, step_ms: 15_000, name: "after_full".into() };
+    w.send(&mut conn, 0..3, &mut acked).expect("writes succeed once space is back");
+    // Everything acknowledged is there after a restart, and the WAL has no torn record.
+    assert!(r.terminate().success());
+    r.restart();
+    assert_eq!(r.metric("prometheus_tsdb_wal_corruptions_total{tenant=\"default-tenant\"}"), Some(0.0), "{}", r.logs());
+    let ours = ringest_dump(&r.tenant_dir("default-tenant"));
+    for (series, samples) in &acked {
+        for (t, bits) in samples {
+            assert_eq!(ours.get(series).and_then(|s| s.get(t)), Some(bits), "lost {series} @ {t}");
+        }
+    }
+    r.kill9();
+}

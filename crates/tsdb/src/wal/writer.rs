@@ -61,8 +61,10 @@ impl std::fmt::Debug for WalWriter {
 
 fn create_segment(dir: &Path, index: u32) -> Result<File, WalError> {
     let path = segment_path(dir, index);
+    // O_APPEND (as Prometheus): after a failed batch is truncated away, the next write lands at
+    // the new end of the file, not at the old file position.
     OpenOptions::new()
-        .write(true)
+        .append(true)
         .read(true)
         .create_new(true)
         .open(&path)
@@ -404,16 +406,23 @@ mod tests {
 
     #[test]
     fn failed_batch_is_rolled_back() {
-        let dir = tempfile::tempdir().unwrap();
         let opts = WalOptions { compress: false, segment_size: 64 * PAGE_SIZE };
+        let clean = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(clean.path(), 0, opts, Default::default()).unwrap();
+        w.log(&[b"first"]).unwrap();
+        w.log(&[b"second"]).unwrap();
+        let want = std::fs::read(segment_path(clean.path(), 0)).unwrap();
+        // The same, with a failed multi-page batch in between: write it, then roll back.
+        let dir = tempfile::tempdir().unwrap();
         let mut w = WalWriter::create(dir.path(), 0, opts, Default::default()).unwrap();
         w.log(&[b"first"]).unwrap();
-        // Simulate a failure in the middle of a multi-page batch: write, then roll back.
-        let big = vec![7u8; 3 * PAGE_SIZE];
+        let big = vec![7u8; 3 * PAGE_SIZE + 100];
         w.batch_start = w.segment_len();
-        w.log_one(&big, false).unwrap();
+        w.log_one(&big, true).unwrap();
         w.restore().unwrap();
         w.log(&[b"second"]).unwrap();
+        let got = std::fs::read(segment_path(dir.path(), 0)).unwrap();
+        assert_eq!(got, want, "byte-identical to a WAL that never saw the failed batch");
         w.close().unwrap();
         assert_eq!(read_all(dir.path()), vec![b"first".to_vec(), b"second".to_vec()]);
     }
