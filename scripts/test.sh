@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v victoria-metrics >/dev/null 2>&1 || need_apt+=(victoria-metrics)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "==> installing ${need_apt[*]} (Debian packages: promtool and Prometheus 2.42 are the format oracles)"
+  echo "==> installing ${need_apt[*]} (Debian packages: promtool and Prometheus 2.42 are the format oracles; Prometheus and VictoriaMetrics are the bench's peers)"
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   export DEBIAN_FRONTEND=noninteractive
@@ -28,9 +29,12 @@ if cargo tree -p ringest-tsdb -e normal --prefix none | grep -E '^(tokio|hyper|a
   exit 1
 fi
 
-echo "==> build the release binary the end-to-end tests run"
-cargo build --release -p ringest --bin ringest
+echo "==> build the release binaries the end-to-end tests and the bench run"
+cargo build --release -p ringest -p ringest-loadgen
 export RINGEST_BIN="$PWD/target/release/ringest"
+
+echo "==> bench smoke run (ringest, Prometheus 2.42, VictoriaMetrics; tiny workload)"
+target/release/ringest-loadgen bench --smoke
 
 echo "==> tests (unit, property, end-to-end against promtool and Prometheus 2.42)"
 cargo test --workspace

@@ -1,5 +1,7 @@
-//! Hot paths, per sample: remote-write decode (snappy + protobuf), the full ingest pipeline
-//! (decode + append + WAL write) on 100k active series, and XOR chunk encode/decode.
+//! Hot paths, per sample: remote-write decode (snappy + protobuf), series hash, head append
+//! (validation and lookup), WAL encode + write, commit (WAL + apply), the full ingest pipeline
+//! (decode + append + WAL + apply) on 100k active series, and XOR chunk encode/decode.
+//! Every group reports elements = samples, so criterion prints time per sample.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -9,7 +11,9 @@ use prost::Message;
 use ringest::remote_write::{Decoded, decode_write_request, decompress};
 use ringest_proto::prometheus as pb;
 use ringest_tsdb::chunkenc::{XorAppender, XorIter};
-use ringest_tsdb::{AppendBuffers, Options, Tsdb};
+use ringest_tsdb::labels::SeriesHasher;
+use ringest_tsdb::wal::{WalOptions, WalWriter, record};
+use ringest_tsdb::{AppendBuffers, LabelRef, Options, Tsdb};
 
 const SERIES: usize = 100_000;
 const PER_REQUEST: usize = 2000;
@@ -172,5 +176,91 @@ fn xor(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, pipeline, xor);
+/// The stages of one 2000-series request, timed separately on 100k existing series.
+fn stages(c: &mut Criterion) {
+    let reqs = requests();
+    let mut g = c.benchmark_group("stages_2000_samples");
+    g.throughput(Throughput::Elements(PER_REQUEST as u64));
+    let mut p = Pipeline::new();
+    reqs[0].iter().for_each(|r| p.ingest(r));
+    decompress(&reqs[1][0], &mut p.decompressed, 32 << 20).unwrap();
+    decode_write_request(&p.decompressed, &mut p.decoded).unwrap();
+    let buf = p.decompressed.clone();
+    let d = &p.decoded;
+    let series: Vec<Vec<LabelRef<'_>>> = d
+        .series
+        .iter()
+        .map(|s| {
+            d.labels[s.labels_start as usize..s.labels_end as usize]
+                .iter()
+                .map(|l| LabelRef { name: l.name(&buf), value: l.value(&buf) })
+                .collect()
+        })
+        .collect();
+    g.bench_function("series_hash", |b| {
+        let mut h = SeriesHasher::default();
+        let mut sorted = Vec::new();
+        b.iter(|| {
+            for l in &series {
+                black_box(h.key(l, &mut sorted));
+            }
+        })
+    });
+    // Validation and lookup of every sample against existing series (the commit is not timed).
+    g.bench_function("append_validate", |b| {
+        let mut round = 1i64;
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                round += 1;
+                let t = T0 + round * 15_000;
+                let start = Instant::now();
+                let mut app = p.db.appender(&mut p.bufs);
+                for l in &series {
+                    app.append(l, &[(t, 1.0)], i64::MAX).unwrap();
+                }
+                total += start.elapsed();
+                app.commit().unwrap();
+            }
+            total
+        })
+    });
+    // The commit: series-free samples record, WAL write, apply to chunks.
+    g.bench_function("commit", |b| {
+        let mut round = 1_000_000i64;
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                round += 1;
+                let t = T0 + round * 15_000;
+                let mut app = p.db.appender(&mut p.bufs);
+                for l in &series {
+                    app.append(l, &[(t, 1.0)], i64::MAX).unwrap();
+                }
+                let start = Instant::now();
+                app.commit().unwrap();
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    // Encoding a samples record and writing it (snappy on, as by default).
+    g.bench_function("wal_encode_write", |b| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(dir.path(), 0, WalOptions::default(), Default::default()).unwrap();
+        let mut rec = Vec::new();
+        let mut t = T0;
+        b.iter(|| {
+            t += 15_000;
+            record::encode_samples(
+                &mut rec,
+                (0..PER_REQUEST as u64).map(|r| (r + 1, t + (r % 1000) as i64, (r % 7) as f64)),
+            );
+            w.log(&[&rec]).unwrap();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, pipeline, stages, xor);
 criterion_main!(benches);

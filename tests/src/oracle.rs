@@ -14,15 +14,7 @@ pub type Dump<V> = BTreeMap<String, BTreeMap<i64, V>>;
 
 /// Copies a directory tree (skipping the `lock` file).
 pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read dir").flatten() {
-        let p = to.join(e.file_name());
-        if e.file_type().expect("file type").is_dir() {
-            copy_dir(&e.path(), &p);
-        } else if e.file_name() != "lock" {
-            std::fs::copy(e.path(), &p).expect("copy");
-        }
-    }
+    ringest_loadgen::check::copy_dir(from, to).expect("copy directory");
 }
 
 /// Splits a dump line `{labels} value timestamp` (labels may contain spaces).
@@ -32,28 +24,10 @@ fn split_line(line: &str) -> Option<(&str, &str, i64)> {
     Some((labels, value, ts.parse().ok()?))
 }
 
-fn promtool() -> &'static str {
-    "promtool"
-}
-
 /// `promtool tsdb dump` of a copy of `dir` (promtool 2.42 writes into the directory it reads).
 /// Values are kept as promtool prints them (Go `%g`).
 pub fn promtool_dump(dir: &Path) -> Dump<String> {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let copy = tmp.path().join("db");
-    copy_dir(dir, &copy);
-    let out = Command::new(promtool())
-        .args(["tsdb", "dump"])
-        .arg(&copy)
-        .output()
-        .unwrap_or_else(|e| panic!("run promtool (install it with `apt-get install -y prometheus`): {e}"));
-    assert!(out.status.success(), "promtool tsdb dump failed: {}", String::from_utf8_lossy(&out.stderr));
-    let mut dump = Dump::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let (labels, value, ts) = split_line(line).unwrap_or_else(|| panic!("unparsable promtool line {line:?}"));
-        dump.entry(labels.to_string()).or_default().insert(ts, value.to_string());
-    }
-    dump
+    ringest_loadgen::check::promtool_dump(dir).expect("promtool tsdb dump")
 }
 
 /// `ringest tsdb dump --format=bits` of `dir`: values as exact IEEE-754 bits.
@@ -92,11 +66,7 @@ pub fn promtool_value_matches(text: &str, bits: u64) -> bool {
 pub fn labels_string(labels: &[(String, String)]) -> String {
     let mut sorted = labels.to_vec();
     sorted.sort();
-    let parts: Vec<String> = sorted
-        .iter()
-        .map(|(n, v)| format!("{n}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
-        .collect();
-    format!("{{{}}}", parts.join(", "))
+    ringest_loadgen::check::labels_string(&sorted)
 }
 
 /// A Prometheus 2.42 server (Debian package) on a loopback port.

@@ -1,0 +1,452 @@
+//! The side-by-side benchmark: the same pre-encoded workload against ringest, Prometheus 2.42
+//! (`--web.enable-remote-write-receiver`) and VictoriaMetrics, one after the other in one run,
+//! and one table of ringest's ratios to each peer.
+//!
+//! Per workload size: a creation phase (round 0: every series new), a steady phase (as fast as
+//! the receiver acknowledges), a latency phase at a fixed offered load, then kill -9 and the time
+//! from start to ready on the same data (WAL replay; not applicable to VictoriaMetrics). Every
+//! workload writes 24 samples per series in total.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::check::{self, AckLog, CheckReport, LogHeader};
+use crate::http;
+use crate::plan::{Layout, Plan, ReqId};
+use crate::procstat::Watch;
+use crate::report::{PhaseReport, table};
+use crate::send::{self, SendOptions, Target};
+use crate::shape::Shape;
+
+/// Total samples per series written by a bench workload.
+pub const ROUNDS: usize = 24;
+/// Largest workload whose acknowledged samples the bench checks with promtool.
+pub const CHECK_MAX_SERIES: usize = 200_000;
+
+/// A receiver under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// ringest receive.
+    Ringest,
+    /// Prometheus 2.42 with the remote-write receiver.
+    Prometheus,
+    /// VictoriaMetrics single node.
+    VictoriaMetrics,
+}
+
+impl Kind {
+    /// Display name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Ringest => "ringest",
+            Kind::Prometheus => "Prometheus 2.42",
+            Kind::VictoriaMetrics => "VictoriaMetrics",
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// A running receiver.
+#[derive(Debug)]
+pub struct Receiver {
+    kind: Kind,
+    child: Option<Child>,
+    args: Vec<String>,
+    program: PathBuf,
+    /// Where remote-write requests go.
+    pub target: Target,
+    ready_addr: String,
+    ready_path: &'static str,
+    /// Its data directory.
+    pub data: PathBuf,
+    log: PathBuf,
+}
+
+impl Receiver {
+    /// Starts a receiver of `kind` with data under `dir` (`ringest` is the ringest binary).
+    pub fn start(kind: Kind, dir: &Path, ringest: &Path) -> anyhow::Result<Receiver> {
+        std::fs::create_dir_all(dir)?;
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let data = dir.join("data");
+        let (program, args, path, ready_addr, ready_path): (PathBuf, Vec<String>, &str, String, &'static str) =
+            match kind {
+                Kind::Ringest => {
+                    let ops = format!("127.0.0.1:{}", free_port());
+                    (
+                        ringest.to_path_buf(),
+                        vec![
+                            "receive".into(),
+                            "--label=receive_replica=\"bench\"".into(),
+                            format!("--tsdb.path={}", data.display()),
+                            format!("--remote-write.address={addr}"),
+                            format!("--http-address={ops}"),
+                            format!("--grpc-address=127.0.0.1:{}", free_port()),
+                        ],
+                        "/api/v1/receive",
+                        ops,
+                        "/-/ready",
+                    )
+                }
+                Kind::Prometheus => {
+                    let cfg = dir.join("prometheus.yml");
+                    std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n")?;
+                    (
+                        "prometheus".into(),
+                        vec![
+                            format!("--config.file={}", cfg.display()),
+                            format!("--storage.tsdb.path={}", data.display()),
+                            format!("--web.listen-address={addr}"),
+                            "--web.enable-remote-write-receiver".into(),
+                            "--storage.tsdb.retention.time=1d".into(),
+                        ],
+                        "/api/v1/write",
+                        addr.clone(),
+                        "/-/ready",
+                    )
+                }
+                Kind::VictoriaMetrics => (
+                    "victoria-metrics".into(),
+                    vec![
+                        format!("-storageDataPath={}", data.display()),
+                        format!("-httpListenAddr={addr}"),
+                        "-retentionPeriod=100y".into(),
+                    ],
+                    "/api/v1/write",
+                    addr.clone(),
+                    "/health",
+                ),
+            };
+        let mut r = Receiver {
+            kind,
+            child: None,
+            args,
+            program,
+            target: Target { addr, path: path.to_string(), headers: Vec::new() },
+            ready_addr,
+            ready_path,
+            data,
+            log: dir.join(format!("{}.log", kind.name().replace(' ', "_"))),
+        };
+        r.spawn()?;
+        r.wait_ready(Duration::from_secs(300))?;
+        Ok(r)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("start {} ({}): {e}", self.kind.name(), self.program.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Polls the readiness endpoint until it answers 200.
+    pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                anyhow::bail!("{} exited with {st}; log: {}", self.kind.name(), self.log.display());
+            }
+            if http::get(&self.ready_addr, self.ready_path).map(|r| r.status == 200).unwrap_or(false) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        anyhow::bail!("{} not ready after {timeout:?}; log: {}", self.kind.name(), self.log.display())
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// kill -9, start again on the same data and ports, and return the time from start to ready.
+    pub fn crash_restart(&mut self) -> anyhow::Result<Duration> {
+        self.kill9();
+        let start = Instant::now();
+        self.spawn()?;
+        self.wait_ready(Duration::from_secs(600))?;
+        Ok(start.elapsed())
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Settings of a bench run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Workload sizes (active series).
+    pub sizes: Vec<usize>,
+    /// Receivers, in order.
+    pub receivers: Vec<Kind>,
+    /// The ringest binary.
+    pub ringest: PathBuf,
+    /// Concurrent senders.
+    pub shards: usize,
+    /// Samples per request.
+    pub max_samples_per_send: usize,
+    /// Offered load of the latency phase (samples per second).
+    pub latency_rate: f64,
+    /// Where receivers keep their data (a temporary directory if `None`).
+    pub workdir: Option<PathBuf>,
+}
+
+/// One receiver on one workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// The receiver.
+    pub receiver: Kind,
+    /// Active series.
+    pub series: usize,
+    /// Creation phase.
+    pub creation: PhaseReport,
+    /// Steady phase.
+    pub steady: PhaseReport,
+    /// Latency phase.
+    pub latency: PhaseReport,
+    /// Start to ready after kill -9 (seconds), where applicable.
+    pub restart_seconds: Option<f64>,
+    /// Check of the acknowledged samples against what promtool reads (ringest only).
+    pub check: Option<CheckReport>,
+}
+
+/// Everything a bench run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    /// Per receiver and size.
+    pub runs: Vec<RunResult>,
+    /// Shards x samples per request.
+    pub shards: usize,
+    /// Samples per request.
+    pub max_samples_per_send: usize,
+    /// Offered load of the latency phase.
+    pub latency_rate: f64,
+}
+
+fn phase(
+    name: &str,
+    r: &Receiver,
+    plan: &Plan,
+    rounds: std::ops::Range<usize>,
+    opts: &SendOptions,
+    series: usize,
+    acked: &std::sync::Mutex<Vec<ReqId>>,
+) -> PhaseReport {
+    let pid = r.pid();
+    let watch = Watch::start(&[pid]);
+    let res = send::send(&r.target, plan, rounds, opts, &|id| acked.lock().unwrap().push(id));
+    let usage = watch.finish();
+    PhaseReport::new(name, &res, &[(pid, usage[0])], series)
+}
+
+/// Runs the bench; prints progress to stderr.
+pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
+    let tmp = tempfile::tempdir()?;
+    let root = o.workdir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let mut runs = Vec::new();
+    for &size in &o.sizes {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+        let mut shape = Shape::avalanche(size);
+        shape.start_ms = now - (ROUNDS as i64 + 4) * shape.interval_ms;
+        let layout = Layout { shape, shards: o.shards, max_samples_per_send: o.max_samples_per_send };
+        let t = Instant::now();
+        let plan = Plan::build(&layout, 0..ROUNDS);
+        eprintln!(
+            "{size} series: encoded {} samples ({:.0} MiB) in {:.1}s",
+            plan.samples(),
+            plan.bytes() as f64 / 1048576.0,
+            t.elapsed().as_secs_f64()
+        );
+        // Latency phase: about 10 s at the offered load, at least one round, at most three.
+        let latency_rounds = ((10.0 * o.latency_rate / size as f64).ceil() as usize).clamp(1, 3);
+        let steady_end = ROUNDS - latency_rounds;
+        for &kind in &o.receivers {
+            let dir = root.join(format!("{}-{size}", kind.name().replace(' ', "_")));
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut r = Receiver::start(kind, &dir, &o.ringest)?;
+            let acked = std::sync::Mutex::new(Vec::new());
+            let fast = SendOptions::default();
+            let paced = SendOptions { rate: Some(o.latency_rate), ..SendOptions::default() };
+            let creation = phase("creation", &r, &plan, 0..1, &fast, size, &acked);
+            let steady = phase("steady", &r, &plan, 1..steady_end, &fast, size, &acked);
+            let latency = phase("latency", &r, &plan, steady_end..ROUNDS, &paced, size, &acked);
+            eprintln!(
+                "{} / {size} series:\n{}",
+                kind.name(),
+                table(&[creation.clone(), steady.clone(), latency.clone()])
+            );
+            let restart_seconds = match kind {
+                Kind::VictoriaMetrics => None,
+                _ => Some(r.crash_restart()?.as_secs_f64()),
+            };
+            // promtool's text dump of more than a few million samples takes minutes: check the
+            // smaller workloads (the smoke run included).
+            let check = if kind == Kind::Ringest && size <= CHECK_MAX_SERIES {
+                let log = AckLog {
+                    header: LogHeader { layout: layout.clone(), first_round: 0, end_round: ROUNDS },
+                    acked: acked.into_inner().unwrap(),
+                };
+                let rep = check::check(&log, &check::promtool_dump(&r.data.join("default-tenant"))?);
+                eprintln!(
+                    "check: {} acknowledged, {} lost, {} changed, {} invented",
+                    rep.acked, rep.lost, rep.changed, rep.invented
+                );
+                Some(rep)
+            } else {
+                None
+            };
+            r.kill9();
+            if o.workdir.is_none() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            runs.push(RunResult { receiver: kind, series: size, creation, steady, latency, restart_seconds, check });
+        }
+    }
+    Ok(BenchResult {
+        runs,
+        shards: o.shards,
+        max_samples_per_send: o.max_samples_per_send,
+        latency_rate: o.latency_rate,
+    })
+}
+
+fn human_bytes(b: f64) -> String {
+    if b >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", b / 1048576.0)
+    } else if b >= 1024.0 {
+        format!("{:.2} KiB", b / 1024.0)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
+fn si(n: f64) -> String {
+    if n >= 1e6 {
+        format!("{:.2}M", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.0}k", n / 1e3)
+    } else {
+        format!("{n:.0}")
+    }
+}
+
+/// One row of the summary: a figure for every receiver, and which way is better.
+struct Row {
+    workload: String,
+    figure: &'static str,
+    higher_is_better: bool,
+    values: Vec<(Kind, Option<f64>)>,
+    fmt: fn(f64) -> String,
+}
+
+impl BenchResult {
+    /// The summary table (Markdown), with ringest's advantage over each peer: `N×` means ringest
+    /// is N times better on that figure (more throughput, less memory, less latency or time).
+    pub fn markdown(&self) -> String {
+        let kinds: Vec<Kind> = {
+            let mut k: Vec<Kind> = Vec::new();
+            for r in &self.runs {
+                if !k.contains(&r.receiver) {
+                    k.push(r.receiver);
+                }
+            }
+            k
+        };
+        let mut sizes: Vec<usize> = self.runs.iter().map(|r| r.series).collect();
+        sizes.dedup();
+        let get = |kind: Kind, size: usize, f: &dyn Fn(&RunResult) -> Option<f64>| {
+            self.runs.iter().find(|r| r.receiver == kind && r.series == size).and_then(f)
+        };
+        let mut rows = Vec::new();
+        for &size in &sizes {
+            let w = |s: &str| format!("{} series, {s}", si(size as f64));
+            let per_cpu = |p: &PhaseReport| p.receivers.first().map(|x| x.samples_per_cpu_second);
+            let mk = |workload: String, figure, higher_is_better, f: &dyn Fn(&RunResult) -> Option<f64>, fmt| Row {
+                workload,
+                figure,
+                higher_is_better,
+                values: kinds.iter().map(|&k| (k, get(k, size, f))).collect(),
+                fmt,
+            };
+            rows.push(mk(w("creation"), "series created per CPU-second", true, &|r| per_cpu(&r.creation), si));
+            rows.push(mk(w("steady"), "samples per CPU-second", true, &|r| per_cpu(&r.steady), si));
+            rows.push(mk(w("steady"), "samples per second (wall)", true, &|r| Some(r.steady.samples_per_second), si));
+            rows.push(mk(
+                w("steady"),
+                "peak RSS per active series",
+                false,
+                &|r| r.steady.receivers.first().map(|x| x.peak_rss_per_series_bytes),
+                human_bytes,
+            ));
+            rows.push(mk(w("steady"), "p99 latency (ms)", false, &|r| Some(r.steady.latency_ms.p99), |v| {
+                format!("{v:.1}")
+            }));
+            let lat = format!("{} samples/s offered", si(self.latency_rate));
+            rows.push(mk(w(&lat), "p50 latency (ms)", false, &|r| Some(r.latency.latency_ms.p50), |v| {
+                format!("{v:.2}")
+            }));
+            rows.push(mk(w(&lat), "p99 latency (ms)", false, &|r| Some(r.latency.latency_ms.p99), |v| {
+                format!("{v:.2}")
+            }));
+            rows.push(mk(
+                format!("{} series x {ROUNDS} samples", si(size as f64)),
+                "kill -9, start to ready (s)",
+                false,
+                &|r| r.restart_seconds,
+                |v| format!("{v:.2}"),
+            ));
+        }
+        let peers: Vec<Kind> = kinds.iter().copied().filter(|&k| k != Kind::Ringest).collect();
+        let mut out = String::from("| workload | figure |");
+        for k in &kinds {
+            out.push_str(&format!(" {} |", k.name()));
+        }
+        for p in &peers {
+            out.push_str(&format!(" ringest vs {} |", p.name()));
+        }
+        out.push('\n');
+        out.push_str(&"| --- ".repeat(2 + kinds.len() + peers.len()));
+        out.push_str("|\n");
+        for row in rows {
+            out.push_str(&format!("| {} | {} |", row.workload, row.figure));
+            for (_, v) in &row.values {
+                out.push_str(&format!(" {} |", v.map(row.fmt).unwrap_or_else(|| "-".into())));
+            }
+            let ours = row.values.iter().find(|(k, _)| *k == Kind::Ringest).and_then(|(_, v)| *v);
+            for p in &peers {
+                let theirs = row.values.iter().find(|(k, _)| k == p).and_then(|(_, v)| *v);
+                let ratio = match (ours, theirs) {
+                    (Some(a), Some(b)) if a > 0.0 && b > 0.0 => Some(if row.higher_is_better { a / b } else { b / a }),
+                    _ => None,
+                };
+                out.push_str(&format!(" {} |", ratio.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".into())));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}

@@ -1,0 +1,22 @@
+//! ringest-loadgen: a remote-write load generator and the side-by-side benchmark driver.
+//!
+//! An external client: it shares no code with ringest (its own protobuf encoder and HTTP/1.1
+//! client), so what it measures is what any Prometheus-compatible sender would see.
+//!
+//! - [`shape`]: which series a workload writes (avalanche-like or node_exporter-like, churn);
+//! - [`plan`]: the requests, pre-encoded before the clock starts, cut into shards and batches
+//!   the way Prometheus' remote-write queue does;
+//! - [`send`]: one keep-alive connection per shard, retries with backoff on 5xx/429, pacing;
+//! - [`procstat`], [`report`]: receiver CPU and RSS from `/proc`, latency percentiles, tables;
+//! - [`check`]: every acknowledged sample readable with its exact value (via promtool);
+//! - [`bench`]: ringest, Prometheus 2.42 and VictoriaMetrics on the same workloads, one table.
+
+pub mod bench;
+pub mod check;
+pub mod encode;
+pub mod http;
+pub mod plan;
+pub mod procstat;
+pub mod report;
+pub mod send;
+pub mod shape;

@@ -1,0 +1,306 @@
+//! `ringest-loadgen run | check | bench`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use ringest_loadgen::bench::{self, BenchOptions, Kind};
+use ringest_loadgen::check::{self, AckLog, LogHeader};
+use ringest_loadgen::plan::{Layout, Plan};
+use ringest_loadgen::procstat::Watch;
+use ringest_loadgen::report::{PhaseReport, table};
+use ringest_loadgen::send::{self, SendOptions, Target};
+use ringest_loadgen::shape::{self, Shape};
+
+#[derive(Parser)]
+#[command(name = "ringest-loadgen", version, about = "Remote-write load generator and benchmark driver")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Send a workload to a remote-write endpoint and report throughput, latency and usage.
+    Run(RunArgs),
+    /// Verify that every acknowledged sample of a run is stored with its exact value.
+    Check(CheckArgs),
+    /// ringest, Prometheus 2.42 and VictoriaMetrics on the same workloads, side by side.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct ShapeArgs {
+    /// Label-set family.
+    #[arg(long, value_enum, default_value = "avalanche")]
+    shape: shape::Kind,
+    /// Active series.
+    #[arg(long, default_value_t = 100_000)]
+    series: usize,
+    /// Distinct metric names (default: the shape's).
+    #[arg(long)]
+    metrics: Option<usize>,
+    /// Extra labels per series (default: the shape's).
+    #[arg(long)]
+    labels: Option<usize>,
+    /// Minimum label value length.
+    #[arg(long, default_value_t = 0)]
+    value_len: usize,
+    /// Series replaced per minute of sample time.
+    #[arg(long, default_value_t = 0.0)]
+    churn: f64,
+    /// Concurrent senders; each series always goes through the same one.
+    #[arg(long, default_value_t = 8)]
+    shards: usize,
+    /// Samples per request at most.
+    #[arg(long, default_value_t = 2000)]
+    max_samples_per_send: usize,
+}
+
+impl ShapeArgs {
+    fn layout(&self, start_ms: i64) -> Layout {
+        let mut s = match self.shape {
+            shape::Kind::Avalanche => Shape::avalanche(self.series),
+            shape::Kind::Node => Shape::node(self.series),
+        };
+        if let Some(m) = self.metrics {
+            s.metrics = m.max(1);
+        }
+        if let Some(l) = self.labels {
+            s.labels = l;
+        }
+        s.value_len = self.value_len;
+        s.churn_per_min = self.churn;
+        s.start_ms = start_ms;
+        Layout { shape: s, shards: self.shards.max(1), max_samples_per_send: self.max_samples_per_send.max(1) }
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Remote-write URL, e.g. http://127.0.0.1:19291/api/v1/receive.
+    #[arg(long)]
+    url: String,
+    /// Tenant sent in the tenant header.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Header carrying the tenant.
+    #[arg(long, default_value = "THANOS-TENANT")]
+    tenant_header: String,
+    #[command(flatten)]
+    shape: ShapeArgs,
+    /// Rounds (one sample per series each); round 0 creates the series.
+    #[arg(long, default_value_t = 10)]
+    rounds: usize,
+    /// Offered load in samples per second (default: as fast as acknowledged).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Receiver process ids to measure (CPU seconds, RSS).
+    #[arg(long = "pid")]
+    pids: Vec<u32>,
+    /// Write the acknowledgement log here (for `check`).
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Acknowledgement log written by `run --log`.
+    #[arg(long)]
+    log: PathBuf,
+    /// TSDB directory to read with promtool (a tenant directory of ringest, or Prometheus' data).
+    #[arg(long)]
+    tsdb: PathBuf,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Seconds-long run with a tiny workload (what the test command runs).
+    #[arg(long)]
+    smoke: bool,
+    /// Workload sizes in active series.
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    sizes: Vec<usize>,
+    /// Receivers to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ringest,prometheus,victoria-metrics")]
+    receivers: Vec<Kind>,
+    /// The ringest binary (default: next to this one).
+    #[arg(long)]
+    ringest: Option<PathBuf>,
+    /// Concurrent senders.
+    #[arg(long, default_value_t = 8)]
+    shards: usize,
+    /// Samples per request.
+    #[arg(long, default_value_t = 2000)]
+    max_samples_per_send: usize,
+    /// Offered load of the latency phase, samples per second.
+    #[arg(long, default_value_t = 100_000.0)]
+    latency_rate: f64,
+    /// Keep receivers' data here instead of a temporary directory.
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the summary table (Markdown) here.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn run(a: RunArgs) -> anyhow::Result<bool> {
+    let layout = a.shape.layout(now_ms() - (a.rounds as i64 + 2) * 15_000);
+    let mut target = Target::parse(&a.url)?;
+    if let Some(t) = &a.tenant {
+        target = target.with_header(&a.tenant_header, t);
+    }
+    let t = std::time::Instant::now();
+    let plan = Plan::build(&layout, 0..a.rounds.max(1));
+    eprintln!("encoded {} samples in {:.1}s", plan.samples(), t.elapsed().as_secs_f64());
+    let opts = SendOptions { rate: a.rate, ..SendOptions::default() };
+    let acked = std::sync::Mutex::new(Vec::new());
+    let mut reports = Vec::new();
+    for (name, rounds) in [("creation", 0..1), ("steady", 1..a.rounds.max(1))] {
+        if rounds.is_empty() {
+            continue;
+        }
+        let watch = Watch::start(&a.pids);
+        let res = send::send(&target, &plan, rounds, &opts, &|id| acked.lock().unwrap().push(id));
+        let usage: Vec<_> = a.pids.iter().copied().zip(watch.finish()).collect();
+        reports.push(PhaseReport::new(name, &res, &usage, layout.shape.series));
+    }
+    print!("{}", table(&reports));
+    for r in &reports {
+        for e in &r.errors {
+            eprintln!("{}: {e}", r.phase);
+        }
+    }
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&reports)?)?;
+    }
+    if let Some(p) = &a.log {
+        let log = AckLog {
+            header: LogHeader { layout: layout.clone(), first_round: 0, end_round: a.rounds.max(1) },
+            acked: acked.into_inner().unwrap_or_default(),
+        };
+        let mut f = std::io::BufWriter::new(std::fs::File::create(p)?);
+        log.write(&mut f)?;
+    }
+    Ok(reports.iter().all(|r| r.samples_dropped == 0))
+}
+
+fn ensure_peers(receivers: &[Kind]) -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    let have = |bin: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {bin}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if receivers.contains(&Kind::Prometheus) && !(have("prometheus") && have("promtool")) {
+        missing.push("prometheus");
+    }
+    if receivers.contains(&Kind::VictoriaMetrics) && !have("victoria-metrics") {
+        missing.push("victoria-metrics");
+    }
+    if receivers.contains(&Kind::Ringest) && !have("promtool") && !missing.contains(&"prometheus") {
+        missing.push("prometheus");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing {} (Debian packages)", missing.join(" "));
+    // SAFETY: getuid has no preconditions.
+    let root = unsafe { libc::getuid() } == 0;
+    let mut cmd = std::process::Command::new(if root { "apt-get" } else { "sudo" });
+    if !root {
+        cmd.arg("apt-get");
+    }
+    let st = cmd.args(["install", "-y", "-qq"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive").status()?;
+    anyhow::ensure!(st.success(), "apt-get install {} failed", missing.join(" "));
+    Ok(())
+}
+
+fn bench(a: BenchArgs) -> anyhow::Result<bool> {
+    ensure_peers(&a.receivers)?;
+    let ringest = match a.ringest {
+        Some(p) => p,
+        None => std::env::current_exe()?.parent().context("executable directory")?.join("ringest"),
+    };
+    anyhow::ensure!(
+        ringest.exists(),
+        "ringest binary not found at {} (build it: cargo build --release -p ringest)",
+        ringest.display()
+    );
+    let o = BenchOptions {
+        sizes: if a.smoke { vec![2000] } else { a.sizes },
+        receivers: a.receivers,
+        ringest,
+        shards: a.shards,
+        max_samples_per_send: if a.smoke { 200 } else { a.max_samples_per_send },
+        latency_rate: if a.smoke { 20_000.0 } else { a.latency_rate },
+        workdir: a.workdir,
+    };
+    let result = bench::run(&o)?;
+    let md = result.markdown();
+    println!(
+        "\n{} shards x {}-sample requests; latency phase at {} samples/s\n\n{md}",
+        result.shards, result.max_samples_per_send, result.latency_rate
+    );
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&result)?)?;
+    }
+    if let Some(p) = &a.markdown {
+        std::fs::write(p, &md)?;
+    }
+    let mut ok = true;
+    for r in &result.runs {
+        for p in [&r.creation, &r.steady, &r.latency] {
+            if p.samples_dropped > 0 || p.samples_acked == 0 {
+                eprintln!(
+                    "{} {} series {}: {} samples dropped {:?}",
+                    r.receiver.name(),
+                    r.series,
+                    p.phase,
+                    p.samples_dropped,
+                    p.errors
+                );
+                ok = false;
+            }
+        }
+        if let Some(c) = r.check.as_ref().filter(|c| !c.ok()) {
+            eprintln!("ringest check failed: {c:?}");
+            ok = false;
+        }
+    }
+    Ok(ok)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Run(a) => run(a),
+        Cmd::Check(a) => (|| {
+            let log = AckLog::read(&a.log)?;
+            let rep = check::check(&log, &check::promtool_dump(&a.tsdb)?);
+            println!("{}", serde_json::to_string_pretty(&rep)?);
+            Ok(rep.ok())
+        })(),
+        Cmd::Bench(a) => bench(a),
+    };
+    match res {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
