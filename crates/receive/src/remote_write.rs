@@ -33,7 +33,8 @@ pub fn decompress(body: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), Sn
     if declared > limit {
         return Err(SnappyError::TooLarge { declared: declared as u64, limit });
     }
-    out.clear();
+    // Resizing without clearing first: the decompressor overwrites every byte it reports, and
+    // a reused buffer is then only zero-filled where it grows.
     out.resize(declared, 0);
     let n = snap::raw::Decoder::new().decompress(body, out).map_err(|e| SnappyError::Corrupt(e.to_string()))?;
     out.truncate(n);

@@ -15,10 +15,45 @@ use parking_lot::Mutex;
 
 use crate::labels::{Label, LabelRef, Labels};
 use crate::metrics::TsdbMetrics;
-use crate::symbols::Symbols;
+use crate::symbols::{SymbolId, Symbols};
 pub(crate) use series::MemSeries;
 
 const STRIPES: usize = 1 << 14;
+
+/// Interns label sets, reusing the symbol ids of the previous label set's labels where the
+/// bytes are the same: series created one after the other (a request's new series, a WAL series
+/// record) mostly share names and many values, and a short compare is cheaper than a lookup.
+#[derive(Default)]
+pub(crate) struct LabelIds {
+    prev: Vec<(Vec<u8>, SymbolId, Vec<u8>, SymbolId)>,
+}
+
+impl LabelIds {
+    /// `name, value, name, value, ...` symbol ids of `labels`.
+    fn intern(&mut self, symbols: &Symbols, labels: &[LabelRef<'_>]) -> Box<[SymbolId]> {
+        let mut ids = Vec::with_capacity(labels.len() * 2);
+        for (i, l) in labels.iter().enumerate() {
+            if i == self.prev.len() {
+                let (n, v) = (symbols.intern(l.name), symbols.intern(l.value));
+                self.prev.push((l.name.to_vec(), n, l.value.to_vec(), v));
+            }
+            let (pn, pni, pv, pvi) = &mut self.prev[i];
+            if pn.as_slice() != l.name {
+                *pni = symbols.intern(l.name);
+                pn.clear();
+                pn.extend_from_slice(l.name);
+            }
+            if pv.as_slice() != l.value {
+                *pvi = symbols.intern(l.value);
+                pv.clear();
+                pv.extend_from_slice(l.value);
+            }
+            ids.push(*pni);
+            ids.push(*pvi);
+        }
+        ids.into_boxed_slice()
+    }
+}
 
 /// The head block of one TSDB.
 pub(crate) struct Head {
@@ -69,21 +104,19 @@ impl Head {
 
     /// Finds or creates the series with canonical (sorted, validated) `labels`. With `with_ref`
     /// (WAL replay) a new series gets that reference. Returns the series and whether it was new.
+    /// Labels are interned before the stripe is locked (through `ids`, which remembers the
+    /// previous series' labels), so the stripe's critical section stays short.
     pub(crate) fn get_or_create(
         &self,
         hash: u128,
         labels: &[LabelRef<'_>],
         with_ref: Option<u64>,
+        ids: &mut LabelIds,
     ) -> (Arc<MemSeries>, bool) {
+        let interned = ids.intern(&self.symbols, labels);
         let mut stripe = self.stripes[stripe_of(hash)].lock();
         if let Some(s) = stripe.find(table_hash(hash), |s| s.hash == hash) {
             return (s.clone(), false);
-        }
-        let mut ids = Vec::with_capacity(labels.len() * 2);
-        for l in labels {
-            // Callers validated UTF-8.
-            ids.push(self.symbols.intern(std::str::from_utf8(l.name).unwrap_or_default()));
-            ids.push(self.symbols.intern(std::str::from_utf8(l.value).unwrap_or_default()));
         }
         let series_ref = match with_ref {
             Some(r) => {
@@ -92,7 +125,7 @@ impl Head {
             }
             None => self.next_ref.fetch_add(1, Relaxed),
         };
-        let s = Arc::new(MemSeries::new(hash, series_ref, ids.into_boxed_slice()));
+        let s = Arc::new(MemSeries::new(hash, series_ref, interned));
         stripe.insert_unique(table_hash(hash), s.clone(), |s| table_hash(s.hash));
         drop(stripe);
         self.num_series.fetch_add(1, Relaxed);

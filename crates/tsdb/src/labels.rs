@@ -120,7 +120,8 @@ pub fn validate_sorted(labels: &[LabelRef<'_>]) -> Result<(), LabelError> {
         if l.name.is_empty() {
             return Err(LabelError::EmptyName);
         }
-        if std::str::from_utf8(l.name).is_err() || std::str::from_utf8(l.value).is_err() {
+        let utf8 = |b: &[u8]| b.is_ascii() || std::str::from_utf8(b).is_ok();
+        if !utf8(l.name) || !utf8(l.value) {
             return Err(LabelError::InvalidUtf8);
         }
         if l.value.is_empty() {

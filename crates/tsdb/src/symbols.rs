@@ -3,6 +3,14 @@
 //! Symbols are sharded by hash; each shard is a short critical section. Interning happens only
 //! when a series is created, never per sample. Symbols are not freed; the block issue rebuilds
 //! the table when the head is truncated.
+//!
+//! A small per-thread front cache (direct-mapped, short strings only, checked byte for byte)
+//! answers the strings most series share (label names, common values) without touching a
+//! shard lock: when several threads create series at once they would otherwise all queue on the
+//! same few shards.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashbrown::HashTable;
 use parking_lot::Mutex;
@@ -10,18 +18,44 @@ use parking_lot::Mutex;
 const SHARD_BITS: u32 = 6;
 const SHARDS: usize = 1 << SHARD_BITS;
 
+/// Strings up to this many bytes go through the front cache.
+const CACHED_LEN: usize = 46;
+/// Slots of the front cache (per thread).
+const CACHE_SLOTS: usize = 4096;
+
+#[derive(Clone, Copy)]
+struct Slot {
+    /// The owning `Symbols` (0: empty slot).
+    owner: u64,
+    hash: u64,
+    id: SymbolId,
+    len: u8,
+    bytes: [u8; CACHED_LEN],
+}
+
+const EMPTY: Slot = Slot { owner: 0, hash: 0, id: 0, len: 0, bytes: [0; CACHED_LEN] };
+
+thread_local! {
+    static FRONT: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Distinguishes `Symbols` instances in the front cache (never reused, unlike addresses).
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
+
 /// Identifier of an interned string.
 pub type SymbolId = u32;
 
 #[derive(Default)]
 struct Shard {
     index: HashTable<u32>,
-    strings: Vec<Box<str>>,
+    /// Valid UTF-8 (callers validate before interning).
+    strings: Vec<Box<[u8]>>,
 }
 
 /// The interner.
 pub struct Symbols {
     shards: Box<[Mutex<Shard>]>,
+    owner: u64,
 }
 
 impl Default for Symbols {
@@ -43,12 +77,43 @@ fn hash(s: &[u8]) -> u64 {
 impl Symbols {
     /// An empty interner.
     pub fn new() -> Self {
-        Symbols { shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect() }
+        Symbols {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
-    /// Interns `s` (which must be valid UTF-8) and returns its id.
-    pub fn intern(&self, s: &str) -> SymbolId {
-        let h = hash(s.as_bytes());
+    /// Interns `s` (which must be valid UTF-8: label strings are validated when their series is
+    /// created, so interning does not check them again) and returns its id.
+    pub fn intern(&self, s: &[u8]) -> SymbolId {
+        let h = hash(s);
+        if s.len() > CACHED_LEN {
+            return self.intern_shard(h, s);
+        }
+        let slot = ((h >> SHARD_BITS) as usize) & (CACHE_SLOTS - 1);
+        let hit = FRONT.with(|c| {
+            let c = c.borrow();
+            let e = c.get(slot)?;
+            (e.owner == self.owner && e.hash == h && e.len as usize == s.len() && &e.bytes[..s.len()] == s)
+                .then_some(e.id)
+        });
+        if let Some(id) = hit {
+            return id;
+        }
+        let id = self.intern_shard(h, s);
+        FRONT.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.is_empty() {
+                c.resize(CACHE_SLOTS, EMPTY);
+            }
+            let mut e = Slot { owner: self.owner, hash: h, id, len: s.len() as u8, bytes: [0; CACHED_LEN] };
+            e.bytes[..s.len()].copy_from_slice(s);
+            c[slot] = e;
+        });
+        id
+    }
+
+    fn intern_shard(&self, h: u64, s: &[u8]) -> SymbolId {
         let shard_no = (h as usize) & (SHARDS - 1);
         let mut shard = self.shards[shard_no].lock();
         let Shard { index, strings } = &mut *shard;
@@ -58,19 +123,14 @@ impl Symbols {
         let i = strings.len() as u32;
         assert!(i < (1 << (32 - SHARD_BITS)), "symbol table shard is full");
         strings.push(s.into());
-        index.insert_unique(h, i, |&j| hash(strings[j as usize].as_bytes()));
+        index.insert_unique(h, i, |&j| hash(&strings[j as usize]));
         (i << SHARD_BITS) | shard_no as u32
-    }
-
-    /// Calls `f` with the string of `id`.
-    pub fn with<R>(&self, id: SymbolId, f: impl FnOnce(&str) -> R) -> R {
-        let shard = self.shards[(id as usize) & (SHARDS - 1)].lock();
-        f(&shard.strings[(id >> SHARD_BITS) as usize])
     }
 
     /// The string of `id`, copied.
     pub fn get(&self, id: SymbolId) -> String {
-        self.with(id, str::to_owned)
+        let shard = self.shards[(id as usize) & (SHARDS - 1)].lock();
+        String::from_utf8_lossy(&shard.strings[(id >> SHARD_BITS) as usize]).into_owned()
     }
 
     /// Number of interned strings.
@@ -91,16 +151,48 @@ mod tests {
     #[test]
     fn intern_is_stable() {
         let s = Symbols::new();
-        let a = s.intern("job");
-        let b = s.intern("instance");
+        let a = s.intern(b"job");
+        let b = s.intern(b"instance");
         assert_ne!(a, b);
-        assert_eq!(s.intern("job"), a);
+        assert_eq!(s.intern(b"job"), a);
         assert_eq!(s.get(a), "job");
         assert_eq!(s.get(b), "instance");
         for i in 0..10_000 {
-            let id = s.intern(&format!("v{i}"));
+            let id = s.intern(format!("v{i}").as_bytes());
             assert_eq!(s.get(id), format!("v{i}"));
         }
         assert_eq!(s.len(), 10_002);
+    }
+
+    #[test]
+    fn front_cache_never_crosses_instances_or_collides() {
+        let a = Symbols::new();
+        let b = Symbols::new();
+        // Fill b first so ids differ between the two tables.
+        for i in 0..100 {
+            b.intern(format!("b{i}").as_bytes());
+        }
+        let ia = a.intern(b"shared");
+        let ib = b.intern(b"shared");
+        assert_eq!(a.intern(b"shared"), ia);
+        assert_eq!(b.intern(b"shared"), ib);
+        assert_ne!(ia, ib);
+        // Many strings through the same slots: every answer is the right string.
+        let long = "y".repeat(100);
+        for i in 0..50_000 {
+            let s = format!("{i}");
+            let id = a.intern(s.as_bytes());
+            assert_eq!(a.get(id), s);
+        }
+        assert_eq!(a.get(a.intern(long.as_bytes())), long);
+        // From another thread, the same ids.
+        let ids: Vec<SymbolId> = (0..1000).map(|i| a.intern(format!("{i}").as_bytes())).collect();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for (i, &id) in ids.iter().enumerate() {
+                    assert_eq!(a.intern(format!("{i}").as_bytes()), id);
+                }
+            });
+        });
     }
 }

@@ -103,13 +103,20 @@ impl<'a> Cursor<'a> {
         self.pos < self.end
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, DecodeError> {
-        let b = *self.buf[..self.end].get(self.pos).ok_or_else(|| err(self.message, "unexpected EOF"))?;
-        if b < 0x80 {
-            self.pos += 1;
-            return Ok(b as u64);
+        if self.pos < self.end {
+            let b = self.buf[self.pos];
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(b as u64);
+            }
         }
+        self.varint_slow()
+    }
+
+    #[inline(never)]
+    fn varint_slow(&mut self) -> Result<u64, DecodeError> {
         let mut x: u64 = 0;
         let mut shift = 0;
         loop {
@@ -126,7 +133,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn key(&mut self) -> Result<(u64, u64), DecodeError> {
         let k = self.varint()?;
         let field = k >> 3;
@@ -138,7 +145,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Returns `(start, end)` of a length-delimited field.
-    #[inline]
+    #[inline(always)]
     fn len_field(&mut self) -> Result<(usize, usize), DecodeError> {
         let n = self.varint()?;
         let start = self.pos;
@@ -149,7 +156,7 @@ impl<'a> Cursor<'a> {
         Ok((start, self.pos))
     }
 
-    #[inline]
+    #[inline(always)]
     fn fixed64(&mut self) -> Result<u64, DecodeError> {
         if self.end - self.pos < 8 {
             return Err(err(self.message, "unexpected EOF"));
@@ -190,7 +197,26 @@ fn wrong_type(c: &Cursor<'_>, field: u64, wt: u64) -> DecodeError {
     err(c.message, format!("wrong wire type {wt} for field {field}"))
 }
 
+#[inline(always)]
 fn decode_label(mut c: Cursor<'_>) -> Result<LabelSpan, DecodeError> {
+    // Fast path: exactly `0a <len> name 12 <len> value` with one-byte lengths, as every encoder
+    // writes a label shorter than 128 bytes.
+    let (b, p, e) = (c.buf, c.pos, c.end);
+    if e - p >= 4 && b[p] == 0x0a && b[p + 1] < 0x80 {
+        let (ns, nl) = (p + 2, b[p + 1] as usize);
+        let vp = ns + nl;
+        if vp + 2 <= e && b[vp] == 0x12 && b[vp + 1] < 0x80 {
+            let (vs, vl) = (vp + 2, b[vp + 1] as usize);
+            if vs + vl == e {
+                return Ok(LabelSpan {
+                    name_off: ns as u32,
+                    name_len: nl as u32,
+                    value_off: vs as u32,
+                    value_len: vl as u32,
+                });
+            }
+        }
+    }
     let mut l = LabelSpan { name_off: 0, name_len: 0, value_off: 0, value_len: 0 };
     while c.more() {
         let (field, wt) = c.key()?;
@@ -212,7 +238,19 @@ fn decode_label(mut c: Cursor<'_>) -> Result<LabelSpan, DecodeError> {
     Ok(l)
 }
 
+#[inline(always)]
 fn decode_sample(mut c: Cursor<'_>) -> Result<(i64, f64), DecodeError> {
+    // Fast path: `09 <8 bytes> 10 <varint>`, the encoding of every sender.
+    let (b, p, e) = (c.buf, c.pos, c.end);
+    if e - p >= 11 && b[p] == 0x09 && b[p + 9] == 0x10 {
+        let v = f64::from_bits(u64::from_le_bytes(b[p + 1..p + 9].try_into().unwrap_or([0; 8])));
+        c.pos = p + 10;
+        let t = c.varint()? as i64;
+        if c.pos == e {
+            return Ok((t, v));
+        }
+        c.pos = p;
+    }
     let (mut t, mut v) = (0i64, 0f64);
     while c.more() {
         let (field, wt) = c.key()?;
@@ -364,6 +402,52 @@ mod tests {
         decode_write_request(b"", &mut d).unwrap();
         decode_write_request(b"\x28\x05", &mut d).unwrap();
         assert!(d.series.is_empty());
+    }
+
+    /// Labels and samples encoded the unusual ways (fields reversed, long names, unknown fields)
+    /// decode like the usual ones (the fast paths fall back to the general decoder).
+    #[test]
+    fn unusual_encodings_decode_the_same() {
+        fn ld(field: u8, b: &[u8]) -> Vec<u8> {
+            let mut v = vec![field << 3 | 2];
+            let mut n = b.len();
+            while n >= 0x80 {
+                v.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            v.push(n as u8);
+            v.extend_from_slice(b);
+            v
+        }
+        let long = "n".repeat(200);
+        let mut label_rev = ld(2, b"value");
+        label_rev.extend(ld(1, b"name"));
+        let mut label_unknown = ld(1, b"name");
+        label_unknown.extend(ld(2, b"value"));
+        label_unknown.extend([0x18, 0x05]); // field 3 varint
+        let mut label_long = ld(1, long.as_bytes());
+        label_long.extend(ld(2, b"v"));
+        let mut sample_rev = vec![0x10, 0xe8, 0x07, 0x09];
+        sample_rev.extend(2.5f64.to_bits().to_le_bytes());
+        let mut series = Vec::new();
+        for l in [&label_rev, &label_unknown, &label_long] {
+            series.extend(ld(1, l));
+        }
+        series.extend(ld(2, &sample_rev));
+        let buf = ld(1, &series);
+        let mut d = Decoded::default();
+        decode_write_request(&buf, &mut d).unwrap();
+        let labels: Vec<(Vec<u8>, Vec<u8>)> =
+            d.labels.iter().map(|l| (l.name(&buf).to_vec(), l.value(&buf).to_vec())).collect();
+        assert_eq!(
+            labels,
+            vec![
+                (b"name".to_vec(), b"value".to_vec()),
+                (b"name".to_vec(), b"value".to_vec()),
+                (long.as_bytes().to_vec(), b"v".to_vec())
+            ]
+        );
+        assert_eq!(d.samples, vec![(1000, 2.5)]);
     }
 
     proptest::proptest! {

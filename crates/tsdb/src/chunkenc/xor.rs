@@ -63,8 +63,10 @@ pub fn num_samples(bytes: &[u8]) -> u16 {
 }
 
 /// Appender state for one XOR chunk. The bytes live with the caller, so a head series can keep
-/// the state and the open chunk's bytes side by side without an extra allocation.
+/// the state and the open chunk's bytes side by side without an extra allocation. `repr(C)`:
+/// the latest sample's time and value come first (the head reads them on every append).
 #[derive(Debug, Clone, Copy)]
+#[repr(C)]
 pub struct XorAppender {
     t: i64,
     v: u64,

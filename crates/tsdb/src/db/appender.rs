@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{Tsdb, TsdbError};
-use crate::head::MemSeries;
 use crate::head::series::{Verdict, verdict};
+use crate::head::{LabelIds, MemSeries};
 use crate::labels::{LabelError, LabelRef, SeriesHasher, validate_sorted};
 use crate::wal::record;
 
@@ -13,6 +13,7 @@ use crate::wal::record;
 #[derive(Default)]
 pub struct AppendBuffers {
     hasher: SeriesHasher,
+    ids: LabelIds,
     series_rec: Vec<u8>,
     samples_rec: Vec<u8>,
     pending: Vec<Pending>,
@@ -120,7 +121,7 @@ impl<'a> Appender<'a> {
             }
             None => {
                 validate_sorted(canonical)?;
-                let (s, created) = self.db.head.get_or_create(key.hash, canonical, None);
+                let (s, created) = self.db.head.get_or_create(key.hash, canonical, None, &mut self.bufs.ids);
                 if created || !s.logged.load(Ordering::Acquire) {
                     self.queue_series_record(&s, Some(canonical));
                 }

@@ -74,7 +74,7 @@ impl Tsdb {
         let mut by_metric: HashMap<u32, u64> = HashMap::new();
         let mut pairs: HashMap<(u32, u32), u64> = HashMap::new();
         let symbols = &self.head.symbols;
-        let name_sym = symbols.intern("__name__");
+        let name_sym = symbols.intern(b"__name__");
         self.head.for_each_series(|s| {
             for p in s.labels.chunks_exact(2) {
                 *pairs.entry((p[0], p[1])).or_default() += 1;
