@@ -392,7 +392,9 @@ mod tests {
         LabelRef { name: n.as_bytes(), value: v.as_bytes() }
     }
 
-    fn replayed(dir: &Path, flush_at: usize) -> (Vec<(Labels, Vec<(i64, u64)>)>, OpenReport) {
+    type Dumped = Vec<(Labels, Vec<(i64, u64)>)>;
+
+    fn replayed(dir: &Path, flush_at: usize) -> (Dumped, OpenReport) {
         let head = Head::new(2 * 3600 * 1000, Default::default());
         let report = replay_with(&head, dir, flush_at).unwrap();
         let mut out = Vec::new();
@@ -429,13 +431,13 @@ mod tests {
             for k in 0..500u64 {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 // Through this round's ref or an older one: the same series either way.
-                let r = if round > 0 && x % 3 == 0 {
+                let r = if round > 0 && x.is_multiple_of(3) {
                     (round as u64 - 1) * 1000 + k + 1
                 } else {
                     round as u64 * 1000 + k + 1
                 };
                 // Mostly in order; sometimes older than the series' latest sample (refused).
-                let t = 1_000_000 + round * 15_000 - (x % 10 == 0) as i64 * 40_000;
+                let t = 1_000_000 + round * 15_000 - x.is_multiple_of(10) as i64 * 40_000;
                 samples.push((r, t, f64::from_bits(x >> 12)));
             }
             // A reference nobody defined.
