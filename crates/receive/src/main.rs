@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc malloc: millions of small, long-lived allocations (series, chunks)
+/// made from several threads, where glibc's per-thread arenas cost page faults and lock time.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use ringest::config::{self, ReceiveConfig};
 
 fn main() -> ExitCode {

@@ -59,8 +59,19 @@ impl<'a> Decoder<'a> {
     }
 
     /// Reads a Go uvarint.
-    #[inline]
+    #[inline(always)]
     pub fn uvarint(&mut self) -> Option<u64> {
+        if let Some(&b) = self.buf.first()
+            && b < 0x80
+        {
+            self.buf = &self.buf[1..];
+            return Some(b as u64);
+        }
+        self.uvarint_slow()
+    }
+
+    #[inline(never)]
+    fn uvarint_slow(&mut self) -> Option<u64> {
         let mut x: u64 = 0;
         let mut shift = 0u32;
         for (i, &b) in self.buf.iter().enumerate().take(10) {
@@ -78,7 +89,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// Reads a Go varint (zig-zag).
-    #[inline]
+    #[inline(always)]
     pub fn varint(&mut self) -> Option<i64> {
         let ux = self.uvarint()?;
         let x = (ux >> 1) as i64;

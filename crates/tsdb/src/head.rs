@@ -57,7 +57,9 @@ impl LabelIds {
 
 /// The head block of one TSDB.
 pub(crate) struct Head {
-    stripes: Box<[Mutex<HashTable<Arc<MemSeries>>>]>,
+    /// Each entry keeps the series' table hash, so growing a stripe and probing it on insert do
+    /// not touch the series themselves.
+    stripes: Box<[Mutex<HashTable<(u64, Arc<MemSeries>)>>]>,
     pub(crate) symbols: Symbols,
     /// Next series reference to hand out (refs start at 1; 0 means unknown).
     next_ref: AtomicU64,
@@ -99,7 +101,8 @@ impl Head {
     #[inline]
     pub(crate) fn get(&self, hash: u128) -> Option<Arc<MemSeries>> {
         let stripe = self.stripes[stripe_of(hash)].lock();
-        stripe.find(table_hash(hash), |s| s.hash == hash).cloned()
+        let th = table_hash(hash);
+        stripe.find(th, |(h, s)| *h == th && s.hash == hash).map(|(_, s)| s.clone())
     }
 
     /// Finds or creates the series with canonical (sorted, validated) `labels`. With `with_ref`
@@ -114,8 +117,9 @@ impl Head {
         ids: &mut LabelIds,
     ) -> (Arc<MemSeries>, bool) {
         let interned = ids.intern(&self.symbols, labels);
+        let th = table_hash(hash);
         let mut stripe = self.stripes[stripe_of(hash)].lock();
-        if let Some(s) = stripe.find(table_hash(hash), |s| s.hash == hash) {
+        if let Some((_, s)) = stripe.find(th, |(h, s)| *h == th && s.hash == hash) {
             return (s.clone(), false);
         }
         let series_ref = match with_ref {
@@ -126,7 +130,7 @@ impl Head {
             None => self.next_ref.fetch_add(1, Relaxed),
         };
         let s = Arc::new(MemSeries::new(hash, series_ref, interned));
-        stripe.insert_unique(table_hash(hash), s.clone(), |s| table_hash(s.hash));
+        stripe.insert_unique(th, (th, s.clone()), |(h, _)| *h);
         drop(stripe);
         self.num_series.fetch_add(1, Relaxed);
         self.metrics.head.series_created.inc();
@@ -174,7 +178,7 @@ impl Head {
     /// Calls `f` for every series (stripe by stripe; no global lock).
     pub(crate) fn for_each_series(&self, mut f: impl FnMut(&Arc<MemSeries>)) {
         for stripe in self.stripes.iter() {
-            let series: Vec<Arc<MemSeries>> = stripe.lock().iter().cloned().collect();
+            let series: Vec<Arc<MemSeries>> = stripe.lock().iter().map(|(_, s)| s.clone()).collect();
             for s in &series {
                 f(s);
             }

@@ -111,8 +111,10 @@ fn lossy(b: &[u8]) -> String {
 }
 
 /// Validates a name-sorted label set: non-empty, non-empty names and values, UTF-8, no
-/// duplicate names (callers sort first, so duplicates are adjacent).
-pub fn validate_sorted(labels: &[LabelRef<'_>]) -> Result<(), LabelError> {
+/// duplicate names (callers sort first, so duplicates are adjacent). `strictly_sorted` (names
+/// already known to be strictly increasing, as [`SeriesKey::sorted`] reports) skips the
+/// duplicate check, which cannot fail then.
+pub fn validate_sorted(labels: &[LabelRef<'_>], strictly_sorted: bool) -> Result<(), LabelError> {
     if labels.is_empty() {
         return Err(LabelError::Empty);
     }
@@ -127,7 +129,7 @@ pub fn validate_sorted(labels: &[LabelRef<'_>]) -> Result<(), LabelError> {
         if l.value.is_empty() {
             return Err(LabelError::EmptyValue(lossy(l.name)));
         }
-        if i > 0 && labels[i - 1].name == l.name {
+        if !strictly_sorted && i > 0 && labels[i - 1].name == l.name {
             return Err(LabelError::DuplicateName(lossy(l.name)));
         }
     }
@@ -201,15 +203,15 @@ mod tests {
 
     #[test]
     fn validation() {
-        assert_eq!(validate_sorted(&[]), Err(LabelError::Empty));
-        assert_eq!(validate_sorted(&[lr("", "x")]), Err(LabelError::EmptyName));
-        assert_eq!(validate_sorted(&[lr("a", "")]), Err(LabelError::EmptyValue("a".into())));
-        assert_eq!(validate_sorted(&[lr("a", "1"), lr("a", "2")]), Err(LabelError::DuplicateName("a".into())));
+        assert_eq!(validate_sorted(&[], false), Err(LabelError::Empty));
+        assert_eq!(validate_sorted(&[lr("", "x")], false), Err(LabelError::EmptyName));
+        assert_eq!(validate_sorted(&[lr("a", "")], false), Err(LabelError::EmptyValue("a".into())));
+        assert_eq!(validate_sorted(&[lr("a", "1"), lr("a", "2")], false), Err(LabelError::DuplicateName("a".into())));
         let bad = [LabelRef { name: b"a", value: b"\xff\xfe" }];
-        assert_eq!(validate_sorted(&bad), Err(LabelError::InvalidUtf8));
-        assert!(validate_sorted(&[lr("__name__", "up"), lr("job", "x")]).is_ok());
+        assert_eq!(validate_sorted(&bad, true), Err(LabelError::InvalidUtf8));
+        assert!(validate_sorted(&[lr("__name__", "up"), lr("job", "x")], true).is_ok());
         // Prometheus 3 accepts any UTF-8 in names.
-        assert!(validate_sorted(&[lr("resource cpu.usage", "é")]).is_ok());
+        assert!(validate_sorted(&[lr("resource cpu.usage", "é")], true).is_ok());
     }
 
     #[test]

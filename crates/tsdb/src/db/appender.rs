@@ -108,7 +108,7 @@ impl<'a> Appender<'a> {
         if samples.is_empty() {
             // Nothing to store: validate the labels, but create no series.
             if self.db.head.get(key.hash).is_none() {
-                validate_sorted(canonical)?;
+                validate_sorted(canonical, key.sorted)?;
             }
             return Ok(SeriesOutcome::default());
         }
@@ -120,7 +120,7 @@ impl<'a> Appender<'a> {
                 s
             }
             None => {
-                validate_sorted(canonical)?;
+                validate_sorted(canonical, key.sorted)?;
                 let (s, created) = self.db.head.get_or_create(key.hash, canonical, None, &mut self.bufs.ids);
                 if created || !s.logged.load(Ordering::Acquire) {
                     self.queue_series_record(&s, Some(canonical));

@@ -23,7 +23,7 @@ use crate::wal::record::{self, kind};
 use crate::wal::{self, Corruption, SegmentReader};
 
 /// Samples buffered before they are sorted and applied (24 bytes each).
-const FLUSH_SAMPLES: usize = 4 << 20;
+const FLUSH_SAMPLES: usize = 2 << 20;
 
 /// Replay index (position in `Replayer::series`) by WAL reference. References are dense from 1
 /// in WALs written by ringest and by Prometheus, so a vector indexed by reference is the common
@@ -248,7 +248,7 @@ impl Replayer<'_> {
                     let mut sorted = Vec::new();
                     let key = hasher.key(l, &mut sorted);
                     let canonical = if key.sorted { l } else { &sorted[..] };
-                    if validate_sorted(canonical).is_err() {
+                    if validate_sorted(canonical, key.sorted).is_err() {
                         tracing::warn!(series_ref = r, "skipping WAL series record with invalid labels");
                         return None;
                     }
