@@ -55,11 +55,13 @@ impl LabelIds {
     }
 }
 
+/// One stripe of the series index. Each entry keeps the series' table hash, so growing a stripe
+/// and probing it on insert do not touch the series themselves.
+type Stripe = Mutex<HashTable<(u64, Arc<MemSeries>)>>;
+
 /// The head block of one TSDB.
 pub(crate) struct Head {
-    /// Each entry keeps the series' table hash, so growing a stripe and probing it on insert do
-    /// not touch the series themselves.
-    stripes: Box<[Mutex<HashTable<(u64, Arc<MemSeries>)>>]>,
+    stripes: Box<[Stripe]>,
     pub(crate) symbols: Symbols,
     /// Next series reference to hand out (refs start at 1; 0 means unknown).
     next_ref: AtomicU64,
