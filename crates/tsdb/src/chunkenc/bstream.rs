@@ -42,27 +42,30 @@ impl BitWriter {
     }
 
     /// Writes the low `nbits` bits of `value` (1 ≤ nbits ≤ 64), most significant first.
-    #[inline]
+    ///
+    /// The partial last byte and the new bits are joined in one 64-bit accumulator and every
+    /// byte it completes is appended with a single copy.
+    #[inline(always)]
     pub fn write_bits(&mut self, buf: &mut Vec<u8>, value: u64, nbits: u32) {
         debug_assert!((1..=64).contains(&nbits));
+        if nbits > 56 {
+            self.write_bits(buf, value >> 32, nbits - 32);
+            self.write_bits(buf, value, 32);
+            return;
+        }
         let v = value & low_mask(nbits);
-        let mut n = nbits;
-        if self.free > 0 {
-            let take = (self.free as u32).min(n);
-            let chunk = (v >> (n - take)) & low_mask(take);
-            let last = buf.len() - 1;
-            buf[last] |= (chunk << (self.free as u32 - take)) as u8;
-            self.free -= take as u8;
-            n -= take;
-        }
-        while n >= 8 {
-            buf.push((v >> (n - 8)) as u8);
-            n -= 8;
-        }
-        if n > 0 {
-            buf.push(((v & low_mask(n)) << (8 - n)) as u8);
-            self.free = (8 - n) as u8;
-        }
+        let used = if self.free == 0 { 0 } else { 8 - self.free as u32 };
+        let head = if used > 0 { (buf.pop().unwrap_or(0) >> self.free) as u64 } else { 0 };
+        let total = used + nbits;
+        let acc = (head << nbits) | v;
+        let nbytes = total.div_ceil(8);
+        let aligned = acc << (64 - total);
+        // Append all 8 bytes (one fixed-size store) and cut back: cheaper than a copy of
+        // variable length.
+        let len = buf.len();
+        buf.extend_from_slice(&aligned.to_be_bytes());
+        buf.truncate(len + nbytes as usize);
+        self.free = (nbytes * 8 - total) as u8;
     }
 
     /// Writes a whole byte at the current (possibly unaligned) bit position.

@@ -71,6 +71,9 @@ pub struct XorAppender {
     t: i64,
     v: u64,
     t_delta: u64,
+    /// Samples appended (mirrors the chunk header, which is only written, never read back:
+    /// reading right after writing it stalls store forwarding).
+    num: u16,
     leading: u8,
     trailing: u8,
     w: BitWriter,
@@ -103,7 +106,12 @@ fn bit_range(x: i64, nbits: u32) -> bool {
 impl XorAppender {
     /// State for a new, empty chunk.
     pub fn new() -> Self {
-        XorAppender { t: 0, v: 0, t_delta: 0, leading: 0xff, trailing: 0, w: BitWriter::new(0) }
+        XorAppender { t: 0, v: 0, t_delta: 0, num: 0, leading: 0xff, trailing: 0, w: BitWriter::new(0) }
+    }
+
+    /// Number of samples appended.
+    pub fn num_samples(&self) -> u16 {
+        self.num
     }
 
     /// Timestamp of the last appended sample.
@@ -118,7 +126,7 @@ impl XorAppender {
 
     /// Appends a sample to `bytes`, which must hold the chunk this state belongs to.
     pub fn append(&mut self, bytes: &mut Vec<u8>, t: i64, v: f64) {
-        let num = num_samples(bytes);
+        let num = self.num;
         let vbits = v.to_bits();
         let mut tmp = [0u8; 10];
         let mut t_delta = 0u64;
@@ -142,30 +150,34 @@ impl XorAppender {
             _ => {
                 t_delta = t.wrapping_sub(self.t) as u64;
                 let dod = t_delta.wrapping_sub(self.t_delta) as i64;
-                if dod == 0 {
-                    self.w.write_bit(bytes, false);
+                // The delta-of-delta bucket, as (bits, width) with its prefix.
+                let (dbits, dlen): (u64, u32) = if dod == 0 {
+                    (0, 1)
                 } else if bit_range(dod, 14) {
-                    self.w.write_bits(bytes, 0b10, 2);
-                    self.w.write_bits(bytes, dod as u64, 14);
+                    (0b10 << 14 | (dod as u64 & 0x3fff), 16)
                 } else if bit_range(dod, 17) {
-                    self.w.write_bits(bytes, 0b110, 3);
-                    self.w.write_bits(bytes, dod as u64, 17);
+                    (0b110 << 17 | (dod as u64 & 0x1_ffff), 20)
                 } else if bit_range(dod, 20) {
-                    self.w.write_bits(bytes, 0b1110, 4);
-                    self.w.write_bits(bytes, dod as u64, 20);
+                    (0b1110 << 20 | (dod as u64 & 0xf_ffff), 24)
                 } else {
                     self.w.write_bits(bytes, 0b1111, 4);
-                    self.w.write_bits(bytes, dod as u64, 64);
+                    (dod as u64, 64)
+                };
+                let delta = vbits ^ self.v;
+                if delta == 0 && dlen < 64 {
+                    // The common steady case: one write for timestamp and value.
+                    self.w.write_bits(bytes, dbits << 1, dlen + 1);
+                } else {
+                    self.w.write_bits(bytes, dbits, dlen);
+                    self.write_vdelta(bytes, vbits);
                 }
-                self.write_vdelta(bytes, vbits);
             }
         }
         self.t = t;
         self.v = vbits;
         self.t_delta = t_delta;
-        let n = (num + 1).to_be_bytes();
-        bytes[0] = n[0];
-        bytes[1] = n[1];
+        self.num = num + 1;
+        bytes[..HEADER].copy_from_slice(&self.num.to_be_bytes());
     }
 
     #[inline]
@@ -175,22 +187,25 @@ impl XorAppender {
             self.w.write_bit(bytes, false);
             return;
         }
-        self.w.write_bit(bytes, true);
         let new_leading = (delta.leading_zeros() as u8).min(31);
         let new_trailing = delta.trailing_zeros() as u8;
         if self.leading != 0xff && new_leading >= self.leading && new_trailing >= self.trailing {
-            self.w.write_bit(bytes, false);
+            // '10' and the significant bits in the previous window.
             let sig = 64 - self.leading as u32 - self.trailing as u32;
-            self.w.write_bits(bytes, delta >> self.trailing, sig);
+            let bits = delta >> self.trailing;
+            if sig <= 62 {
+                self.w.write_bits(bytes, 0b10 << sig | bits, sig + 2);
+            } else {
+                self.w.write_bits(bytes, 0b10, 2);
+                self.w.write_bits(bytes, bits, sig);
+            }
             return;
         }
         self.leading = new_leading;
         self.trailing = new_trailing;
-        self.w.write_bit(bytes, true);
-        self.w.write_bits(bytes, new_leading as u64, 5);
         let sig = 64 - new_leading as u32 - new_trailing as u32;
-        // 64 significant bits are written as 0 and read back as 64.
-        self.w.write_bits(bytes, (sig & 63) as u64, 6);
+        // '11', 5 bits of leading zeros, 6 bits of significant-bit count (64 written as 0).
+        self.w.write_bits(bytes, 0b11 << 11 | (new_leading as u64) << 6 | (sig & 63) as u64, 13);
         self.w.write_bits(bytes, delta >> new_trailing, sig);
     }
 }

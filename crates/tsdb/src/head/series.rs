@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 
 use parking_lot::Mutex;
 
-use crate::chunkenc::{XorAppender, xor_num_samples};
+use crate::chunkenc::XorAppender;
 use crate::symbols::SymbolId;
 
 /// Target samples per chunk (Prometheus' default `samplesPerChunk`).
@@ -156,7 +156,7 @@ impl SeriesState {
         }
         let (min_t, max_t, n) = {
             let c = self.head.as_ref().expect("head chunk exists");
-            (c.min_t, c.max_t, xor_num_samples(&c.bytes))
+            (c.min_t, c.max_t, c.app.num_samples())
         };
         if n == SAMPLES_PER_CHUNK / 4 {
             self.next_at = compute_chunk_end_time(min_t, max_t, self.next_at, 4.0);
@@ -206,6 +206,7 @@ impl SeriesState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunkenc::xor_num_samples;
 
     const RANGE: i64 = 2 * 3600 * 1000;
 
