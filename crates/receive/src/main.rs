@@ -7,6 +7,25 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc options (positions in the option enum of the pinned libmimalloc-sys 0.1.49 / mimalloc
+/// v2): do not commit arenas eagerly, and give freed memory back after a second rather than keep
+/// it. Measured with the bench: about 40 % less RSS per series at 100k and 1M series, with the
+/// same CPU per sample. It must run before the first allocation (the Rust runtime allocates before
+/// `main`, and that reserves the first arena), so it is an ELF constructor.
+extern "C" fn tune_allocator() {
+    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: mi_option_set only stores an integer option; both indexes exist in this version.
+    unsafe {
+        libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
+        libmimalloc_sys::mi_option_set(PURGE_DELAY, 1000);
+    }
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
+
 use ringest::config::{self, ReceiveConfig};
 
 fn main() -> ExitCode {
