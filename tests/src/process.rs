@@ -46,6 +46,8 @@ pub struct Ringest {
     pub extra: Vec<String>,
     /// File receiving the process' stderr (logs).
     pub log: PathBuf,
+    /// Extra environment variables (kept across restarts until cleared).
+    pub env: Vec<(String, String)>,
 }
 
 impl Ringest {
@@ -58,7 +60,13 @@ impl Ringest {
 
     /// Starts a receiver on `data` with fresh ports without waiting for it.
     pub fn launch(data: &Path, extra: &[&str]) -> Ringest {
+        Self::launch_with_env(data, extra, &[])
+    }
+
+    /// [`Ringest::launch`] with extra environment variables.
+    pub fn launch_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Ringest {
         let mut r = Ringest {
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             child: None,
             data: data.to_path_buf(),
             rw_addr: format!("127.0.0.1:{}", free_port()),
@@ -81,6 +89,7 @@ impl Ringest {
             .arg(format!("--grpc-address=127.0.0.1:{}", free_port()))
             .arg("--label=receive_replica=\"e2e\"")
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()

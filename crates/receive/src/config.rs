@@ -62,6 +62,8 @@ pub struct ReceiveConfig {
     pub min_block_duration_ms: i64,
     /// `--tsdb.max-block-duration` in ms.
     pub max_block_duration_ms: i64,
+    /// `--tsdb.retention` in milliseconds (0: keep blocks forever).
+    pub retention_ms: i64,
     /// `--tsdb.too-far-in-future.time-window` in ms (0: off).
     pub too_far_in_future_ms: i64,
     /// `--tsdb.wal-compression`.
@@ -230,6 +232,7 @@ impl ReceiveConfig {
             replica_header,
             min_block_duration_ms: min_block,
             max_block_duration_ms: max_block,
+            retention_ms: duration(m, "tsdb.retention")? as i64,
             too_far_in_future_ms: duration(m, "tsdb.too-far-in-future.time-window")? as i64,
             wal_compression: get_bool(m, "tsdb.wal-compression"),
             no_lockfile: get_bool(m, "tsdb.no-lockfile"),
@@ -315,7 +318,6 @@ mod tests {
             ("--objstore.config-file=/etc/objstore.yml", "--objstore.config-file"),
             ("--receive.hashrings-file=/etc/h.json", "--receive.hashrings-file"),
             ("--receive.replication-factor=3", "--receive.replication-factor"),
-            ("--tsdb.retention=1d", "--tsdb.retention"),
             ("--remote-write.server-tls-cert=/c.pem", "--remote-write.server-tls-cert"),
             ("--tsdb.max-exemplars=100", "--tsdb.max-exemplars"),
             ("--enable-feature=metric-names-filter", "--enable-feature"),

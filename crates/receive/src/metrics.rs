@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType, Summary};
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType, Summary};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::tenancy::Tenants;
@@ -214,7 +214,10 @@ impl TsdbCollector {
 enum Kind {
     Counter,
     Gauge,
+    /// The WAL fsync summary.
     Summary,
+    /// The compaction duration histogram.
+    Histogram,
 }
 
 type Read = fn(&ringest_tsdb::Tsdb) -> f64;
@@ -272,6 +275,52 @@ const FAMILIES: &[(&str, &str, Kind, Read)] = &[
     ("prometheus_tsdb_data_replay_duration_seconds", "Time taken to replay the data on disk.", Kind::Gauge, |d| {
         d.metrics().replay_duration_seconds.get()
     }),
+    ("prometheus_tsdb_head_chunks_removed_total", "Total number of chunks removed in the head", Kind::Counter, |d| {
+        d.metrics().head.chunks_removed.get() as f64
+    }),
+    (
+        "prometheus_tsdb_compactions_total",
+        "Total number of compactions that were executed for the partition.",
+        Kind::Counter,
+        |d| d.metrics().compactions.get() as f64,
+    ),
+    (
+        "prometheus_tsdb_compactions_failed_total",
+        "Total number of compactions that failed for the partition.",
+        Kind::Counter,
+        |d| d.metrics().compactions_failed.get() as f64,
+    ),
+    ("prometheus_tsdb_compaction_duration_seconds", "Duration of compaction runs", Kind::Histogram, |_| 0.0),
+    ("prometheus_tsdb_blocks_loaded", "Number of currently loaded data blocks", Kind::Gauge, |d| {
+        d.metrics().blocks_loaded.get() as f64
+    }),
+    ("prometheus_tsdb_head_truncations_total", "Total number of head truncations attempted.", Kind::Counter, |d| {
+        d.metrics().head_truncations.get() as f64
+    }),
+    (
+        "prometheus_tsdb_checkpoint_creations_total",
+        "Total number of checkpoint creations attempted.",
+        Kind::Counter,
+        |d| d.metrics().checkpoint_creations.get() as f64,
+    ),
+    (
+        "prometheus_tsdb_checkpoint_creations_failed_total",
+        "Total number of checkpoint creations that failed.",
+        Kind::Counter,
+        |d| d.metrics().checkpoint_creations_failed.get() as f64,
+    ),
+    (
+        "prometheus_tsdb_checkpoint_deletions_total",
+        "Total number of checkpoint deletions attempted.",
+        Kind::Counter,
+        |d| d.metrics().checkpoint_deletions.get() as f64,
+    ),
+    (
+        "prometheus_tsdb_time_retentions_total",
+        "The number of times that blocks were deleted because the maximum time limit was exceeded.",
+        Kind::Counter,
+        |d| d.metrics().time_retentions.get() as f64,
+    ),
     ("prometheus_tsdb_wal_fsync_duration_seconds", "Duration of write log fsync.", Kind::Summary, |_| 0.0),
     ("prometheus_tsdb_wal_page_flushes_total", "Total number of page flushes.", Kind::Counter, |d| {
         d.metrics().wal.page_flushes.get() as f64
@@ -347,6 +396,7 @@ impl Collector for TsdbCollector {
                     Kind::Counter => MetricType::COUNTER,
                     Kind::Gauge => MetricType::GAUGE,
                     Kind::Summary => MetricType::SUMMARY,
+                    Kind::Histogram => MetricType::HISTOGRAM,
                 });
                 for (tenant, db) in &tenants {
                     let mut m = Metric::default();
@@ -368,6 +418,25 @@ impl Collector for TsdbCollector {
                             s.set_sample_count(f.count());
                             s.set_sample_sum(f.sum());
                             m.set_summary(s);
+                        }
+                        Kind::Histogram => {
+                            let h = &db.metrics().compaction_duration;
+                            let mut out = Histogram::default();
+                            let (count, sum) = h.count_sum();
+                            out.set_sample_count(count);
+                            out.set_sample_sum(sum);
+                            let buckets = ringest_tsdb::metrics::DurationHistogram::BOUNDS
+                                .iter()
+                                .zip(h.cumulative())
+                                .map(|(&le, c)| {
+                                    let mut b = Bucket::default();
+                                    b.set_upper_bound(le);
+                                    b.set_cumulative_count(c);
+                                    b
+                                })
+                                .collect();
+                            out.set_bucket(buckets);
+                            m.set_histogram(out);
                         }
                     }
                     if name.starts_with("prometheus_tsdb_head_samples_appended")

@@ -2,8 +2,8 @@
 //!
 //! Start-up binds both listeners first (so `/-/healthy` answers and `/-/ready` says 503 while
 //! WALs replay), opens every tenant TSDB, then turns ready. Shutdown on SIGTERM/SIGINT: not
-//! ready, stop accepting, drain in-flight requests (bounded by `--http-grace-period`), close
-//! every WAL cleanly, exit 0. A second signal exits at once.
+//! ready, stop accepting, drain in-flight requests (bounded by `--http-grace-period`), flush
+//! every head into blocks, close every WAL cleanly, exit 0. A second signal exits at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +18,9 @@ use crate::http::{AppState, DEFAULT_SIZE_LIMIT, ops_router, remote_write_router}
 use crate::metrics::{Metrics, TsdbCollector};
 use crate::probe::Probe;
 use crate::tenancy::Tenants;
+
+/// How often heads are checked for compaction (writes also trigger a check).
+const COMPACTION_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Waits for SIGTERM or SIGINT and returns its name.
 async fn wait_signal() -> &'static str {
@@ -68,6 +71,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         chunk_range: cfg.min_block_duration_ms,
         wal: ringest_tsdb::wal::WalOptions { compress: cfg.wal_compression, ..Default::default() },
         lockfile: !cfg.no_lockfile,
+        retention_ms: cfg.retention_ms,
     };
     let tenants = Arc::new(Tenants::new(&cfg.tsdb_path, opts));
     metrics.registry.register(Box::new(TsdbCollector::new(tenants.clone()))).context("register TSDB metrics")?;
@@ -122,6 +126,10 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     }
     probe.set_ready();
     tracing::info!("storage started, and server is ready to receive requests");
+    let (compaction_stop, compaction_stop_rx) = watch::channel(false);
+    tracing::info!(interval = "1m", "starting periodic head compaction");
+    let compaction = tokio::spawn(tenants.clone().run_compaction(COMPACTION_INTERVAL, compaction_stop_rx));
+    tenants.request_compaction();
 
     let s = sig.await.unwrap_or("unknown");
     tracing::info!(signal = s, "caught signal. Exiting.");
@@ -137,6 +145,15 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         tracing::warn!(grace_period = ?cfg.http_grace_period, "in-flight requests did not finish within the grace period");
     }
     tracing::info!("shutting down storage");
+    let _ = compaction_stop.send(true);
+    let _ = compaction.await;
+    let t = tenants.clone();
+    let flushed = tokio::task::spawn_blocking(move || t.flush_all()).await.context("flush storage")?;
+    if flushed {
+        tracing::info!("storage is flushed successfully");
+    } else {
+        tracing::error!("failed to flush storage");
+    }
     let t = tenants.clone();
     tokio::task::spawn_blocking(move || t.close_all()).await.context("close storage")?;
     tracing::info!("storage is closed");

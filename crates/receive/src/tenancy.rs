@@ -1,6 +1,9 @@
 //! Tenants: name validation and one TSDB per tenant under `<tsdb.path>/<tenant>/` (Thanos'
 //! MultiTSDB). Existing tenant directories are opened (WAL replayed) at start-up before the
 //! node is ready; a new tenant's TSDB is created on its first write.
+//!
+//! Head compaction runs on one background thread for all tenants: once a minute, and at once
+//! when a write finds a head compactable. Shutdown flushes every head into blocks.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -57,6 +60,7 @@ pub enum TenantError {
 /// All tenant TSDBs of this node.
 pub struct Tenants {
     root: PathBuf,
+    compaction: Arc<tokio::sync::Notify>,
     opts: Options,
     dbs: RwLock<BTreeMap<String, Arc<Tsdb>>>,
     opening: Mutex<()>,
@@ -74,6 +78,7 @@ impl Tenants {
     pub fn new(root: &Path, opts: Options) -> Self {
         Tenants {
             root: root.to_owned(),
+            compaction: Arc::new(tokio::sync::Notify::new()),
             opts,
             dbs: RwLock::new(BTreeMap::new()),
             opening: Mutex::new(()),
@@ -172,6 +177,68 @@ impl Tenants {
     /// Every open tenant, sorted by name.
     pub fn all(&self) -> Vec<(String, Arc<Tsdb>)> {
         self.dbs.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Asks the compaction task to run now (cheap; coalesces).
+    pub fn request_compaction(&self) {
+        self.compaction.notify_one();
+    }
+
+    /// Cuts blocks from every compactable head and applies local retention. Errors are logged
+    /// and counted per tenant; the others go on.
+    pub fn compact_all(&self) {
+        for (name, db) in self.all() {
+            let span = tracing::info_span!("tsdb", tenant = %name);
+            let _g = span.enter();
+            if db.compactable() {
+                tracing::info!("running periodic head compaction");
+            }
+            if let Err(e) = db.compact() {
+                tracing::error!(err = %e, "periodic head compaction failed");
+            }
+            // Until blocks are shipped to a bucket, every block may be deleted by retention.
+            if let Err(e) = db.apply_retention(&|_| true) {
+                tracing::error!(err = %e, "applying retention failed");
+            }
+        }
+    }
+
+    /// The compaction loop: every `interval`, or when a write asks for it, until `stop`.
+    pub async fn run_compaction(
+        self: Arc<Self>,
+        interval: std::time::Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let notify = self.compaction.clone();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = notify.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let t = self.clone();
+            if tokio::task::spawn_blocking(move || t.compact_all()).await.is_err() {
+                tracing::error!("head compaction panicked");
+            }
+        }
+    }
+
+    /// Cuts every head into blocks (the final flush before exit). Returns whether all succeeded.
+    pub fn flush_all(&self) -> bool {
+        let mut ok = true;
+        for (name, db) in self.all() {
+            let span = tracing::info_span!("tsdb", tenant = %name);
+            let _g = span.enter();
+            tracing::info!("flushing TSDB");
+            match db.flush_head() {
+                Ok(blocks) => tracing::info!(blocks = blocks.len(), "flushed TSDB"),
+                Err(e) => {
+                    tracing::error!(err = %e, "flushing TSDB failed");
+                    ok = false;
+                }
+            }
+        }
+        ok
     }
 
     /// Refuses new tenants and closes every TSDB (flushing and fsyncing its WAL).

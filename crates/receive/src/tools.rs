@@ -1,4 +1,4 @@
-//! `ringest tsdb dump`: prints every sample of a tenant directory's WAL, read with ringest's
+//! `ringest tsdb dump`: prints every sample of a tenant directory (its blocks and its WAL), read with ringest's
 //! own reader, in `promtool tsdb dump`'s format (`{labels} value timestamp`, values printed
 //! like Go's `%g`), or with values as raw IEEE-754 bits.
 
@@ -52,7 +52,7 @@ pub fn dump(dir: &Path, mint: i64, maxt: i64, bits: bool, out: &mut impl Write) 
     if let Some(c) = &report.repaired {
         eprintln!("warning: WAL read stopped at {c}");
     }
-    for s in db.dump_range(mint, maxt) {
+    for s in db.read_all(mint, maxt)? {
         let labels = s.labels.to_string();
         for (t, v) in s.samples {
             if bits {

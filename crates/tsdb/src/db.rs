@@ -9,6 +9,7 @@
 //! acknowledge: the samples are in the page cache and survive a process kill.
 
 mod appender;
+mod compact;
 mod replay;
 mod stats;
 
@@ -16,11 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 pub use appender::{AppendBuffers, Appender, CommitOutcome, SeriesOutcome};
 pub use stats::{Cardinality, HeadStats, SeriesData, Stat};
 
+use crate::block::{self, Block, BlockError};
 use crate::fsutil::LockFile;
 use crate::head::Head;
 use crate::metrics::TsdbMetrics;
@@ -35,11 +37,18 @@ pub struct Options {
     pub wal: WalOptions,
     /// Hold an exclusive `lock` file in the directory while open.
     pub lockfile: bool,
+    /// Local block retention in milliseconds (0: keep blocks forever).
+    pub retention_ms: i64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { chunk_range: 2 * 3600 * 1000, wal: WalOptions::default(), lockfile: true }
+        Options {
+            chunk_range: 2 * 3600 * 1000,
+            wal: WalOptions::default(),
+            lockfile: true,
+            retention_ms: 15 * 86_400_000,
+        }
     }
 }
 
@@ -62,12 +71,15 @@ pub enum TsdbError {
     /// The WAL is corrupt in a way repair cannot handle (e.g. in a checkpoint).
     #[error("WAL replay failed: {0}")]
     Replay(String),
+    /// A block error.
+    #[error(transparent)]
+    Block(BlockError),
     /// The TSDB is closed (shutting down).
     #[error("TSDB is closed")]
     Closed,
 }
 
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TsdbError + 'a {
+pub(crate) fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TsdbError + 'a {
     move |source| TsdbError::Io { op, path: path.to_owned(), source }
 }
 
@@ -95,8 +107,13 @@ pub struct OpenReport {
 /// A tenant TSDB.
 pub struct Tsdb {
     dir: PathBuf,
+    opts: Options,
     pub(crate) head: Head,
     pub(crate) wal: Mutex<Option<WalWriter>>,
+    /// Persisted blocks.
+    blocks: RwLock<Vec<Arc<Block>>>,
+    /// Serializes compaction, flush and retention.
+    compaction: Mutex<()>,
     metrics: Arc<TsdbMetrics>,
     _lock: Option<LockFile>,
 }
@@ -159,6 +176,18 @@ fn repair(wal_dir: &Path, c: &Corruption, opts: WalOptions, metrics: &Arc<TsdbMe
     Ok(())
 }
 
+/// Opens the blocks of `dir` and raises the head's append floor to the newest block's end (so
+/// replay skips WAL samples a block already holds).
+fn load_blocks(dir: &Path, head: &Head) -> Result<Vec<Arc<Block>>, TsdbError> {
+    let mut blocks = Vec::new();
+    for d in block::list_block_dirs(dir)? {
+        let b = Block::open(&d)?;
+        head.raise_floor(b.meta().max_time);
+        blocks.push(Arc::new(b));
+    }
+    Ok(blocks)
+}
+
 impl Tsdb {
     /// Opens (creating if needed) the TSDB in `dir`, replays its WAL (repairing a corrupt tail
     /// the way Prometheus does) and starts a new WAL segment.
@@ -168,8 +197,14 @@ impl Tsdb {
         let wal_dir = dir.join("wal");
         std::fs::create_dir_all(&wal_dir).map_err(io("create", &wal_dir))?;
         recover_interrupted_repair(&wal_dir)?;
+        wal::remove_tmp_checkpoints(&wal_dir)?;
+        for name in block::remove_tmp_dirs(dir)? {
+            tracing::info!(dir = name, "Removed leftover temporary block directory");
+        }
         let metrics = Arc::new(TsdbMetrics::default());
         let head = Head::new(opts.chunk_range, metrics.clone());
+        let blocks = load_blocks(dir, &head)?;
+        metrics.blocks_loaded.set(blocks.len() as i64);
         let start = Instant::now();
         tracing::info!("Replaying WAL, this may take a while");
         let mut report = replay::replay(&head, &wal_dir)?;
@@ -191,7 +226,17 @@ impl Tsdb {
             samples = report.samples,
             "WAL replay completed"
         );
-        Ok((Tsdb { dir: dir.to_owned(), head, wal: Mutex::new(Some(writer)), metrics, _lock: lock }, report))
+        let tsdb = Tsdb {
+            dir: dir.to_owned(),
+            opts,
+            head,
+            wal: Mutex::new(Some(writer)),
+            blocks: RwLock::new(blocks),
+            compaction: Mutex::new(()),
+            metrics,
+            _lock: lock,
+        };
+        Ok((tsdb, report))
     }
 
     /// Replays the WAL of `dir` into memory without writing anything (no repair, no new segment,
@@ -199,8 +244,19 @@ impl Tsdb {
     pub fn open_read_only(dir: &Path, opts: Options) -> Result<(Tsdb, OpenReport), TsdbError> {
         let metrics = Arc::new(TsdbMetrics::default());
         let head = Head::new(opts.chunk_range, metrics.clone());
+        let blocks = load_blocks(dir, &head)?;
         let report = replay::replay(&head, &dir.join("wal"))?;
-        Ok((Tsdb { dir: dir.to_owned(), head, wal: Mutex::new(None), metrics, _lock: None }, report))
+        let tsdb = Tsdb {
+            dir: dir.to_owned(),
+            opts,
+            head,
+            wal: Mutex::new(None),
+            blocks: RwLock::new(blocks),
+            compaction: Mutex::new(()),
+            metrics,
+            _lock: None,
+        };
+        Ok((tsdb, report))
     }
 
     /// The TSDB directory.

@@ -139,6 +139,36 @@ impl Head {
         (s, true)
     }
 
+    /// Removes `s` from the index (the caller holds the WAL lock). Returns whether it was there.
+    pub(crate) fn remove(&self, s: &Arc<MemSeries>) -> bool {
+        let th = table_hash(s.hash);
+        let mut stripe = self.stripes[stripe_of(s.hash)].lock();
+        match stripe.find_entry(th, |(h, x)| *h == th && Arc::ptr_eq(x, s)) {
+            Ok(e) => {
+                e.remove();
+                drop(stripe);
+                self.num_series.fetch_sub(1, Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Raises the lowest time an append may have (a block now covers everything below).
+    pub(crate) fn raise_floor(&self, t: i64) {
+        self.min_valid_floor.fetch_max(t, Relaxed);
+    }
+
+    /// The lowest time an append may have because of persisted blocks.
+    pub(crate) fn floor(&self) -> i64 {
+        self.min_valid_floor.load(Relaxed)
+    }
+
+    /// After truncation at `mint` the head starts there (Prometheus sets `minTime = mint`).
+    pub(crate) fn set_min_time_after_truncation(&self, mint: i64) {
+        self.min_time.fetch_max(mint, Relaxed);
+    }
+
     /// Number of series.
     pub(crate) fn num_series(&self) -> u64 {
         self.num_series.load(Relaxed)

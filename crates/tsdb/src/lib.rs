@@ -14,9 +14,11 @@
 //! - chunk bytes, WAL records and CRCs are bit-compatible with Prometheus (shared spec
 //!   prometheus-formats §2, §3, §6).
 
+pub mod block;
 pub mod chunkenc;
 pub mod db;
 pub mod encoding;
+pub mod failpoint;
 pub mod fsutil;
 mod head;
 pub mod labels;

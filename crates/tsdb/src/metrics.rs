@@ -83,6 +83,43 @@ impl Summary {
     }
 }
 
+/// A histogram of durations in seconds with Prometheus' compaction buckets (1, 2, 4, ... 8192).
+#[derive(Debug, Default)]
+pub struct DurationHistogram {
+    counts: [AtomicU64; 14],
+    summary: Summary,
+}
+
+impl DurationHistogram {
+    /// Upper bounds of the buckets (`+Inf` is implied).
+    pub const BOUNDS: [f64; 14] =
+        [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0];
+
+    /// Records one observation.
+    pub fn observe(&self, secs: f64) {
+        if let Some(i) = Self::BOUNDS.iter().position(|&b| secs <= b) {
+            self.counts[i].fetch_add(1, Relaxed);
+        }
+        self.summary.observe(secs);
+    }
+
+    /// Cumulative counts per bucket bound.
+    pub fn cumulative(&self) -> [u64; 14] {
+        let mut out = [0; 14];
+        let mut acc = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            acc += c.load(Relaxed);
+            out[i] = acc;
+        }
+        out
+    }
+
+    /// Count and sum of all observations.
+    pub fn count_sum(&self) -> (u64, f64) {
+        (self.summary.count(), self.summary.sum())
+    }
+}
+
 /// WAL writer metrics (`prometheus_tsdb_wal_*`).
 #[derive(Debug, Default)]
 pub struct WalMetrics {
@@ -123,6 +160,8 @@ pub struct HeadMetrics {
     pub chunks: Gauge,
     /// `head_chunks_created_total`
     pub chunks_created: Counter,
+    /// `head_chunks_removed_total`
+    pub chunks_removed: Counter,
     /// `out_of_order_samples_total{type="float"}`
     pub out_of_order_samples: Counter,
     /// `out_of_bound_samples_total{type="float"}`
@@ -142,4 +181,22 @@ pub struct TsdbMetrics {
     pub wal: std::sync::Arc<WalMetrics>,
     /// `data_replay_duration_seconds`
     pub replay_duration_seconds: FloatGauge,
+    /// `compactions_total`
+    pub compactions: Counter,
+    /// `compactions_failed_total`
+    pub compactions_failed: Counter,
+    /// `compaction_duration_seconds`
+    pub compaction_duration: DurationHistogram,
+    /// `blocks_loaded`
+    pub blocks_loaded: Gauge,
+    /// `head_truncations_total`
+    pub head_truncations: Counter,
+    /// `checkpoint_creations_total`
+    pub checkpoint_creations: Counter,
+    /// `checkpoint_creations_failed_total`
+    pub checkpoint_creations_failed: Counter,
+    /// `checkpoint_deletions_total`
+    pub checkpoint_deletions: Counter,
+    /// `time_retentions_total`
+    pub time_retentions: Counter,
 }

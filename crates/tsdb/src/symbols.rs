@@ -133,6 +133,12 @@ impl Symbols {
         String::from_utf8_lossy(&shard.strings[(id >> SHARD_BITS) as usize]).into_owned()
     }
 
+    /// The bytes of `id`, copied.
+    pub fn bytes(&self, id: SymbolId) -> Vec<u8> {
+        let shard = self.shards[(id as usize) & (SHARDS - 1)].lock();
+        shard.strings[(id >> SHARD_BITS) as usize].to_vec()
+    }
+
     /// Number of interned strings.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().strings.len()).sum()

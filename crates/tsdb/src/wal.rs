@@ -123,3 +123,27 @@ pub fn last_checkpoint(dir: &Path) -> Result<Option<(u32, PathBuf)>, WalError> {
         .max_by_key(|(i, _)| *i)
         .map(|(i, n)| (i, dir.join(n))))
 }
+
+/// Every complete checkpoint directory of `dir` with its number, oldest first.
+pub fn list_checkpoints(dir: &Path) -> Result<Vec<(u32, PathBuf)>, WalError> {
+    let mut out: Vec<(u32, PathBuf)> = entry_names(dir)?
+        .iter()
+        .filter_map(|n| {
+            n.strip_prefix("checkpoint.").filter(|num| num.len() == 8).and_then(number).map(|i| (i, dir.join(n)))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Removes `checkpoint.N.tmp` directories left by a crash while a checkpoint was written.
+pub fn remove_tmp_checkpoints(dir: &Path) -> Result<(), WalError> {
+    for n in entry_names(dir)? {
+        if n.starts_with("checkpoint.") && n.ends_with(".tmp") {
+            let p = dir.join(&n);
+            std::fs::remove_dir_all(&p).map_err(|e| io_err("remove", &p, e))?;
+            tracing::info!(dir = n, "Removed leftover temporary checkpoint directory");
+        }
+    }
+    Ok(())
+}

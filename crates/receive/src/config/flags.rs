@@ -194,7 +194,7 @@ pub static FLAGS: &[Flag] = &[
     f("label", Strings, None, "External label key=\"value\" (repeatable; at least one required).", Yes),
     f("objstore.config-file", Str, None, "Object storage configuration file.", later(BUCKET, None)),
     f("objstore.config", Str, None, "Object storage configuration content.", later(BUCKET, None)),
-    f("tsdb.retention", Duration, Some("15d"), "Local retention of blocks (0d: infinite).", later(BLOCKS, Some("0"))),
+    f("tsdb.retention", Duration, Some("15d"), "Local retention of blocks (0d: infinite).", Yes),
     f("receive.hashrings-file", Str, None, "Hashring configuration file.", later(RING, None)),
     f("receive.hashrings", Str, None, "Hashring configuration content.", later(RING, None)),
     f(

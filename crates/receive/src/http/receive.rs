@@ -210,8 +210,12 @@ fn process_with(
     } else {
         i64::MAX
     };
-    writer::write(tenant, &db, decompressed, decoded, max_t, append)
-        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+    let report = writer::write(tenant, &db, decompressed, decoded, max_t, append)
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    if db.compactable() {
+        st.tenants.request_compaction();
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

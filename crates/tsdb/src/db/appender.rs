@@ -206,6 +206,12 @@ impl<'a> Appender<'a> {
         }
         let mut wal = self.db.wal.lock();
         let writer = wal.as_mut().ok_or(TsdbError::Closed)?;
+        let floor = head.floor();
+        // Series that head truncation removed since validation are recreated (new reference,
+        // new series record); rare, so the samples record is re-encoded here under the lock.
+        if bufs.pending.iter().any(|p| p.series.removed.load(Ordering::Acquire)) {
+            recreate_removed(head, bufs);
+        }
         let mut recs: [&[u8]; 2] = [&[], &[]];
         let mut n = 0;
         if !bufs.series_rec.is_empty() {
@@ -228,7 +234,7 @@ impl<'a> Appender<'a> {
         for p in bufs.pending.drain(..) {
             let mut st = p.series.state.lock();
             for &(t, v) in &bufs.samples[p.start as usize..p.end as usize] {
-                match verdict(st.last(), t, v.to_bits(), i64::MIN) {
+                match verdict(st.last(), t, v.to_bits(), floor) {
                     Verdict::Append => {
                         if st.append(t, v, head.chunk_range) {
                             chunks_created += 1;
@@ -238,6 +244,11 @@ impl<'a> Appender<'a> {
                         maxt = maxt.max(t);
                     }
                     Verdict::Duplicate => {}
+                    Verdict::OutOfBounds => {
+                        // A block was cut over this range since validation.
+                        out.lost_races += 1;
+                        metrics.out_of_bound_samples.inc();
+                    }
                     _ => {
                         out.lost_races += 1;
                         metrics.out_of_order_samples.inc();
@@ -252,4 +263,40 @@ impl<'a> Appender<'a> {
         metrics.chunks.add(chunks_created as i64);
         Ok(out)
     }
+}
+
+/// Replaces removed series in `bufs.pending` by live ones (created again if needed, with a
+/// series record) and re-encodes the samples record.
+fn recreate_removed(head: &crate::head::Head, bufs: &mut AppendBuffers) {
+    let mut new_records = Vec::new();
+    for p in bufs.pending.iter_mut() {
+        if !p.series.removed.load(Ordering::Acquire) {
+            continue;
+        }
+        let labels = head.labels_of(&p.series);
+        let refs: Vec<LabelRef<'_>> =
+            labels.iter().map(|l| LabelRef { name: l.name.as_bytes(), value: l.value.as_bytes() }).collect();
+        let (s, created) = head.get_or_create(p.series.hash, &refs, None, &mut bufs.ids);
+        if created || !s.logged.load(Ordering::Acquire) {
+            new_records.push((s.series_ref, labels));
+            bufs.to_mark.push(s.clone());
+        }
+        p.series = s;
+    }
+    if !new_records.is_empty() {
+        if bufs.series_rec.is_empty() {
+            record::begin_series(&mut bufs.series_rec);
+        }
+        for (r, labels) in &new_records {
+            let refs: Vec<LabelRef<'_>> =
+                labels.iter().map(|l| LabelRef { name: l.name.as_bytes(), value: l.value.as_bytes() }).collect();
+            record::push_series(&mut bufs.series_rec, *r, refs.into_iter());
+        }
+    }
+    let samples = &bufs.samples;
+    let iter = bufs
+        .pending
+        .iter()
+        .flat_map(|p| samples[p.start as usize..p.end as usize].iter().map(move |&(t, v)| (p.series.series_ref, t, v)));
+    record::encode_samples(&mut bufs.samples_rec, iter);
 }

@@ -104,6 +104,7 @@ fn apply_partition(
     group: &[Pending],
     scratch: &mut Vec<Pending>,
     chunk_range: i64,
+    floor: i64,
     a: &mut Applied,
 ) {
     let Some(base) = group.iter().map(|p| p.idx).min() else { return };
@@ -127,7 +128,7 @@ fn apply_partition(
         let mut st = series[idx as usize].state.lock();
         while i < scratch.len() && scratch[i].idx == idx {
             let Pending { t, v, .. } = scratch[i];
-            if verdict(st.last(), t, v.to_bits(), i64::MIN) == Verdict::Append {
+            if verdict(st.last(), t, v.to_bits(), floor) == Verdict::Append {
                 if st.append(t, v, chunk_range) {
                     a.chunks += 1;
                 }
@@ -154,6 +155,7 @@ fn flush_job(
     n: usize,
     mut buf: Vec<Pending>,
     chunk_range: i64,
+    floor: i64,
 ) -> (Applied, Vec<Pending>) {
     let groups = n.div_ceil(PARTITION_SERIES).max(1);
     let mut parts: Vec<Vec<Pending>> = vec![Vec::new(); groups];
@@ -177,7 +179,7 @@ fn flush_job(
                     let mut a = Applied { mint: i64::MAX, maxt: i64::MIN, ..Default::default() };
                     let mut scratch = Vec::new();
                     for g in chunk {
-                        apply_partition(series, g, &mut scratch, chunk_range, &mut a);
+                        apply_partition(series, g, &mut scratch, chunk_range, floor, &mut a);
                     }
                     a
                 })
@@ -292,9 +294,9 @@ impl Replayer<'_> {
         }
         self.wait_flush();
         let buf = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
-        let (series, chunk_range) = (self.series.clone(), self.head.chunk_range);
+        let (series, chunk_range, floor) = (self.series.clone(), self.head.chunk_range, self.head.floor());
         let n = self.series.count();
-        self.inflight = Some(std::thread::spawn(move || flush_job(&series, n, buf, chunk_range)));
+        self.inflight = Some(std::thread::spawn(move || flush_job(&series, n, buf, chunk_range, floor)));
     }
 
     /// Waits for the running flush, if any, and adds up what it did.

@@ -121,4 +121,31 @@ impl Tsdb {
         });
         out.into_iter().map(|(labels, samples)| SeriesData { labels, samples }).collect()
     }
+
+    /// Every series with its samples in `[mint, maxt]` from the blocks and the head together
+    /// (a timestamp held twice is reported once), sorted by labels.
+    pub fn read_all(&self, mint: i64, maxt: i64) -> Result<Vec<SeriesData>, super::TsdbError> {
+        let mut out: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+        for b in self.blocks() {
+            if b.meta().max_time <= mint || b.meta().min_time > maxt {
+                continue;
+            }
+            for s in b.select(&[], mint, maxt)? {
+                out.entry(s.labels).or_default().extend(s.samples);
+            }
+        }
+        for s in self.dump_range(mint, maxt) {
+            if !s.samples.is_empty() {
+                out.entry(s.labels).or_default().extend(s.samples);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|(labels, mut samples)| {
+                samples.sort_by_key(|&(t, _)| t);
+                samples.dedup_by_key(|&mut (t, _)| t);
+                SeriesData { labels, samples }
+            })
+            .collect())
+    }
 }

@@ -31,6 +31,8 @@ pub(crate) struct MemSeries {
     pub(crate) series_ref: u64,
     /// Whether a WAL series record for this series has been written.
     pub(crate) logged: AtomicBool,
+    /// Set (under the WAL lock) when head truncation removed the series from the index.
+    pub(crate) removed: AtomicBool,
     /// Interned `name, value, name, value, ...`, sorted by name.
     pub(crate) labels: Box<[SymbolId]>,
 }
@@ -42,6 +44,7 @@ impl MemSeries {
             state: Mutex::new(SeriesState::default()),
             series_ref,
             logged: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
             labels,
         }
     }
@@ -169,6 +172,82 @@ impl SeriesState {
         c.app.append(&mut c.bytes, t, v);
         c.max_t = t;
         created
+    }
+
+    /// Whether the series holds no chunk at all.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_none() && self.closed.is_empty()
+    }
+
+    fn all_chunks(&self) -> impl Iterator<Item = (i64, i64, &[u8])> {
+        let open = self.head.as_ref().map(|c| (c.min_t, c.max_t, &c.bytes[..]));
+        self.closed.iter().map(|c| (c.min_t, c.max_t, &c.bytes[..])).chain(open)
+    }
+
+    /// Whether some chunk overlaps `[mint, maxt]` (and so, chunks being non-empty, a sample
+    /// may lie there; [`SeriesState::chunks_in`] decides).
+    pub(crate) fn has_data_in(&self, mint: i64, maxt: i64) -> bool {
+        self.all_chunks().any(|(mn, mx, _)| mx >= mint && mn <= maxt)
+    }
+
+    /// The chunks with samples in `[mint, maxt]` as `(min_t, max_t, bytes)`: chunks inside the
+    /// range as they are; a chunk reaching outside it re-encoded (into `scratch`) with only its
+    /// samples inside.
+    pub(crate) fn chunks_in<'a>(
+        &'a self,
+        mint: i64,
+        maxt: i64,
+        scratch: &'a mut Vec<(i64, i64, Vec<u8>)>,
+        out: &mut Vec<(i64, i64, &'a [u8])>,
+    ) {
+        let overlaps = |mn: i64, mx: i64| mx >= mint && mn <= maxt;
+        let inside = |mn: i64, mx: i64| mn >= mint && mx <= maxt;
+        for (mn, mx, bytes) in self.all_chunks() {
+            if overlaps(mn, mx) && !inside(mn, mx) {
+                let mut app = XorAppender::new();
+                let mut buf = vec![0u8, 0];
+                let (mut first, mut last) = (None, 0);
+                for (t, v) in crate::chunkenc::XorIter::new(bytes).filter(|&(t, _)| t >= mint && t <= maxt) {
+                    app.append(&mut buf, t, v);
+                    first.get_or_insert(t);
+                    last = t;
+                }
+                if let Some(first) = first {
+                    scratch.push((first, last, buf));
+                }
+            }
+        }
+        let scratch: &'a Vec<(i64, i64, Vec<u8>)> = scratch;
+        let mut partial = scratch.iter();
+        for (mn, mx, bytes) in self.all_chunks() {
+            if inside(mn, mx) {
+                out.push((mn, mx, bytes));
+            } else if overlaps(mn, mx) {
+                // Re-encoded chunks come in the same order; an empty one was not kept.
+                if let Some((a, b, buf)) = partial.as_slice().first()
+                    && *a >= mn
+                    && *b <= mx
+                {
+                    out.push((*a, *b, &buf[..]));
+                    partial.next();
+                }
+            }
+        }
+    }
+
+    /// Drops the chunks that end before `mint` (the open chunk too). Returns how many.
+    pub(crate) fn truncate_before(&mut self, mint: i64) -> usize {
+        let before = self.closed.len();
+        self.closed.retain(|c| c.max_t >= mint);
+        let mut n = before - self.closed.len();
+        if self.head.as_ref().is_some_and(|c| c.max_t < mint) {
+            self.head = None;
+            n += 1;
+        }
+        if self.closed.capacity() > self.closed.len() * 2 {
+            self.closed.shrink_to_fit();
+        }
+        n
     }
 
     /// Every sample in time order.

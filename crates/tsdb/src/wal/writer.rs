@@ -265,7 +265,8 @@ impl WalWriter {
         Ok(())
     }
 
-    fn next_segment(&mut self) -> Result<(), WalError> {
+    /// Finishes the current segment (padded, fsynced in the background) and starts the next.
+    pub fn next_segment(&mut self) -> Result<(), WalError> {
         if self.alloc > 0 {
             self.flush_page(true)?;
         }

@@ -1,0 +1,242 @@
+//! Head compaction, blocks, WAL checkpoints and retention through the public API: every
+//! acknowledged sample is in exactly one place (a block or the head) and survives reopening.
+
+use std::collections::BTreeMap;
+
+use ringest_tsdb::block::{self, Block, MatchKind, Matcher};
+use ringest_tsdb::{AppendBuffers, LabelRef, Labels, Options, Tsdb};
+
+type Model = BTreeMap<Labels, Vec<(i64, u64)>>;
+
+const H: i64 = 3_600_000;
+/// A multiple of 2h.
+const T0: i64 = 1_699_999_200_000;
+
+fn lr<'a>(n: &'a str, v: &'a str) -> LabelRef<'a> {
+    LabelRef { name: n.as_bytes(), value: v.as_bytes() }
+}
+
+fn values() -> Vec<f64> {
+    let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+    vec![1.0, f64::NAN, stale, f64::INFINITY, f64::NEG_INFINITY, -0.0, 5e-324, 0.1, 1e300, 42.0]
+}
+
+fn model(data: Vec<ringest_tsdb::db::SeriesData>) -> Model {
+    data.into_iter().map(|s| (s.labels, s.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect())).collect()
+}
+
+/// Writes `series` series with one sample per `step` ms over `[from, to)`, irregular deltas
+/// included (dod bucket edges), in requests of one timestamp each. Returns what was written.
+fn load(db: &Tsdb, from: i64, to: i64, step: i64, series: usize, model: &mut Model) {
+    let mut bufs = AppendBuffers::default();
+    let vals = values();
+    let names: Vec<String> = (0..series).map(|i| format!("{i}")).collect();
+    let jitter = [0i64, 8192, -8191, 65536, -65535, 1, 0, 3];
+    let mut t = from;
+    let mut k = 0usize;
+    while t < to {
+        let mut app = db.appender(&mut bufs);
+        for (i, name) in names.iter().enumerate() {
+            let ts = t + jitter[(k + i) % jitter.len()].clamp(-step / 2 + 1, step / 2 - 1);
+            let v = vals[(k + i) % vals.len()];
+            let labels = [lr("__name__", if i % 2 == 0 { "up" } else { "load" }), lr("id", name), lr("job", "j")];
+            let out = app.append(&labels, &[(ts, v)], i64::MAX).unwrap();
+            assert_eq!(out.accepted, 1, "t={ts}");
+            let key = Labels::from_pairs([
+                ("__name__", if i % 2 == 0 { "up" } else { "load" }),
+                ("id", name.as_str()),
+                ("job", "j"),
+            ]);
+            model.entry(key).or_default().push((ts, v.to_bits()));
+        }
+        app.commit().unwrap();
+        t += step;
+        k += 1;
+    }
+}
+
+fn everything(db: &Tsdb) -> Model {
+    model(db.read_all(i64::MIN, i64::MAX).unwrap())
+}
+
+fn block_windows_ok(db: &Tsdb) {
+    for b in db.blocks() {
+        let m = b.meta();
+        assert!(m.min_time < m.max_time);
+        assert_eq!(
+            m.min_time / (2 * H),
+            (m.max_time - 1) / (2 * H),
+            "block {}..{} crosses a window",
+            m.min_time,
+            m.max_time
+        );
+        assert_eq!(m.compaction.level, 1);
+        assert_eq!(m.compaction.sources, vec![m.ulid.clone()]);
+        assert_eq!(m.version, 1);
+    }
+}
+
+#[test]
+fn five_hours_become_blocks_and_nothing_is_lost_or_doubled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
+    let mut want = Model::new();
+    load(&db, T0 + 10 * 60_000, T0 + 5 * H, 60_000, 50, &mut want);
+    assert!(db.compactable());
+    let metas = db.compact().unwrap();
+    // Head spanned ~4h50m: the first window is cut; the rest stays (head spans <= 3h).
+    assert_eq!(metas.len(), 1);
+    let first = want.values().flat_map(|s| s.iter().map(|&(t, _)| t)).min().unwrap();
+    assert_eq!((metas[0].min_time, metas[0].max_time), (first, T0 + 2 * H));
+    assert!(!db.compactable());
+    block_windows_ok(&db);
+    assert_eq!(everything(&db), want);
+    // The block holds exactly the first window, and the head nothing before it.
+    let b = &db.blocks()[0];
+    let in_block = model(b.select(&[], i64::MIN, i64::MAX).unwrap());
+    let head = model(db.dump_range(i64::MIN, T0 + 2 * H - 1));
+    assert!(head.values().all(Vec::is_empty) || head.is_empty(), "head still holds block data");
+    let expect_block: Model =
+        want.iter().map(|(l, s)| (l.clone(), s.iter().copied().filter(|&(t, _)| t < T0 + 2 * H).collect())).collect();
+    assert_eq!(in_block, expect_block);
+    // The WAL was checkpointed and the data survives a reopen exactly once.
+    db.close().unwrap();
+    drop(db);
+    let (db, report) = Tsdb::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(db.blocks().len(), 1);
+    assert_eq!(everything(&db), want);
+    assert!(report.samples > 0);
+    // Samples below the block's end are refused as out of bounds.
+    let mut bufs = AppendBuffers::default();
+    let mut app = db.appender(&mut bufs);
+    let out = app.append(&[lr("__name__", "new")], &[(T0 + H, 1.0)], i64::MAX).unwrap();
+    assert_eq!(out.out_of_bounds, 1);
+    // Flushing cuts the rest into aligned blocks and leaves the head empty.
+    let metas = db.flush_head().unwrap();
+    assert_eq!(metas.len(), 2, "{metas:?}");
+    block_windows_ok(&db);
+    assert_eq!(db.dump_range(i64::MIN, i64::MAX).iter().map(|s| s.samples.len()).sum::<usize>(), 0);
+    assert_eq!(everything(&db), want);
+    db.close().unwrap();
+    drop(db);
+    let (db, report) = Tsdb::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(report.samples, 0, "a flushed WAL replays nothing");
+    assert_eq!(db.blocks().len(), 3);
+    assert_eq!(everything(&db), want);
+    assert!(
+        dir.path()
+            .join("wal")
+            .read_dir()
+            .unwrap()
+            .any(|e| { e.unwrap().file_name().to_string_lossy().starts_with("checkpoint.") })
+    );
+}
+
+#[test]
+fn series_that_stop_are_removed_and_can_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
+    let mut want = Model::new();
+    load(&db, T0, T0 + H, 60_000, 20, &mut want);
+    // Only one series keeps going.
+    let mut bufs = AppendBuffers::default();
+    let key = Labels::from_pairs([("__name__", "alive")]);
+    for i in 0..300 {
+        let t = T0 + H + i * 60_000;
+        let mut app = db.appender(&mut bufs);
+        app.append(&[lr("__name__", "alive")], &[(t, i as f64)], i64::MAX).unwrap();
+        app.commit().unwrap();
+        want.entry(key.clone()).or_default().push((t, (i as f64).to_bits()));
+    }
+    assert_eq!(db.num_series(), 21);
+    db.compact().unwrap();
+    assert_eq!(db.num_series(), 1, "stopped series are gone from the head");
+    assert_eq!(everything(&db), want);
+    // A removed series comes back with a new sample.
+    let t = T0 + 6 * H;
+    let mut app = db.appender(&mut bufs);
+    let labels = [lr("__name__", "up"), lr("id", "0"), lr("job", "j")];
+    app.append(&labels, &[(t, 7.0)], i64::MAX).unwrap();
+    app.commit().unwrap();
+    want.get_mut(&Labels::from_pairs([("__name__", "up"), ("id", "0"), ("job", "j")]))
+        .unwrap()
+        .push((t, 7f64.to_bits()));
+    assert_eq!(everything(&db), want);
+    db.close().unwrap();
+    drop(db);
+    let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(everything(&db), want);
+}
+
+#[test]
+fn matchers_select_like_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
+    let mut bufs = AppendBuffers::default();
+    let mut app = db.appender(&mut bufs);
+    let sets: [&[(&str, &str)]; 4] = [
+        &[("__name__", "a"), ("env", "prod")],
+        &[("__name__", "a"), ("env", "dev")],
+        &[("__name__", "b"), ("env", "prod"), ("x", "1")],
+        &[("__name__", "b")],
+    ];
+    for s in sets {
+        let labels: Vec<LabelRef<'_>> = s.iter().map(|(n, v)| lr(n, v)).collect();
+        app.append(&labels, &[(T0, 1.0)], i64::MAX).unwrap();
+    }
+    app.commit().unwrap();
+    let metas = db.flush_head().unwrap();
+    assert_eq!(metas.len(), 1);
+    assert_eq!(metas[0].stats.num_series, 4);
+    assert_eq!(metas[0].max_time, T0 + 1);
+    let b = Block::open(&dir.path().join(&metas[0].ulid)).unwrap();
+    let sel = |ms: &[(MatchKind, &str, &str)]| -> Vec<String> {
+        let ms: Vec<Matcher> = ms.iter().map(|(k, n, v)| Matcher::new(*k, n, v).unwrap()).collect();
+        b.select(&ms, i64::MIN, i64::MAX).unwrap().into_iter().map(|s| s.labels.to_string()).collect()
+    };
+    use MatchKind::*;
+    assert_eq!(sel(&[(Equal, "__name__", "a")]).len(), 2);
+    assert_eq!(sel(&[(Equal, "env", "prod")]).len(), 2);
+    assert_eq!(sel(&[(NotEqual, "env", "prod")]), vec![r#"{__name__="a", env="dev"}"#, r#"{__name__="b"}"#]);
+    assert_eq!(sel(&[(Equal, "env", "")]), vec![r#"{__name__="b"}"#]);
+    assert_eq!(sel(&[(Regex, "env", "pr.*"), (Equal, "__name__", "b")]).len(), 1);
+    assert_eq!(sel(&[(NotRegex, "env", "prod|dev")]), vec![r#"{__name__="b"}"#]);
+    assert_eq!(sel(&[(Regex, "env", "dev|")]).len(), 2);
+    assert_eq!(sel(&[(Equal, "nope", "x")]).len(), 0);
+    assert_eq!(sel(&[]).len(), 4);
+    // Label order in the index: series come out sorted.
+    let all = sel(&[]);
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all.len(), sorted.len());
+    assert_eq!(b.index().label_names().collect::<Vec<_>>(), vec!["__name__", "env", "x"]);
+    assert_eq!(b.index().label_values("env").collect::<Vec<_>>(), vec!["dev", "prod"]);
+}
+
+#[test]
+fn retention_deletes_old_blocks_only_when_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options { retention_ms: 4 * H, ..Options::default() };
+    let (db, _) = Tsdb::open(dir.path(), o).unwrap();
+    let mut want = Model::new();
+    load(&db, T0 + 10 * 60_000, T0 + 10 * H, 300_000, 3, &mut want);
+    db.flush_head().unwrap();
+    assert_eq!(db.blocks().len(), 5);
+    assert!(db.apply_retention(&|_| false).unwrap().is_empty(), "the hook keeps every block");
+    let deleted = db.apply_retention(&|_| true).unwrap();
+    // Newest block ends at T0+10h-ish; blocks ending 4h or more before it go.
+    assert_eq!(deleted.len(), 2, "{deleted:?}");
+    assert_eq!(db.blocks().len(), 3);
+    assert_eq!(block::list_block_dirs(dir.path()).unwrap().len(), 3);
+}
+
+#[test]
+fn leftover_temporary_directories_are_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("01JABCDEFGHJKMNPQRSTVWXYZ0.tmp-for-creation/chunks")).unwrap();
+    std::fs::create_dir_all(dir.path().join("01JABCDEFGHJKMNPQRSTVWXYZ1.tmp-for-deletion")).unwrap();
+    let (_db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp-for-")), "{names:?}");
+}
