@@ -184,7 +184,14 @@ fn five_hours_become_aligned_blocks_that_promtool_and_prometheus_read() {
     assert_eq!(r.metric("prometheus_tsdb_blocks_loaded{tenant=\"default-tenant\"}"), Some(ranges.len() as f64));
     assert!(r.metric("prometheus_tsdb_checkpoint_creations_total{tenant=\"default-tenant\"}").is_some());
     assert!(r.logs().contains("msg=\"write block\""), "{}", r.logs());
-    // While running: blocks + WAL hold everything once.
+    // While running: blocks, head chunk files and WAL hold everything once (promtool reads
+    // ringest's chunks_head files too).
+    let chunk_bytes: u64 = std::fs::read_dir(tenant.join("chunks_head"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len().saturating_sub(8))
+        .sum();
+    assert!(chunk_bytes > 100_000, "completed chunks were written to chunks_head ({chunk_bytes} bytes)");
     assert_exact(&tenant, &acked);
 
     assert!(r.terminate().success(), "{}", r.logs());

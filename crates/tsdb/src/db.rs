@@ -25,6 +25,7 @@ pub use stats::{Cardinality, HeadStats, SeriesData, Stat};
 use crate::block::{self, Block, BlockError};
 use crate::fsutil::LockFile;
 use crate::head::Head;
+use crate::head::chunk_disk::ChunkDiskMapper;
 use crate::metrics::TsdbMetrics;
 use crate::wal::{self, Corruption, WalError, WalOptions, WalWriter};
 
@@ -74,6 +75,9 @@ pub enum TsdbError {
     /// A block error.
     #[error(transparent)]
     Block(BlockError),
+    /// A head chunk file error.
+    #[error(transparent)]
+    ChunkDisk(#[from] crate::head::chunk_disk::ChunkDiskError),
     /// The TSDB is closed (shutting down).
     #[error("TSDB is closed")]
     Closed,
@@ -176,16 +180,17 @@ fn repair(wal_dir: &Path, c: &Corruption, opts: WalOptions, metrics: &Arc<TsdbMe
     Ok(())
 }
 
-/// Opens the blocks of `dir` and raises the head's append floor to the newest block's end (so
-/// replay skips WAL samples a block already holds).
-fn load_blocks(dir: &Path, head: &Head) -> Result<Vec<Arc<Block>>, TsdbError> {
+/// Opens the blocks of `dir`; returns them and the newest block's end, below which the head
+/// takes no sample (so replay skips WAL samples a block already holds).
+fn load_blocks(dir: &Path) -> Result<(Vec<Arc<Block>>, i64), TsdbError> {
     let mut blocks = Vec::new();
+    let mut floor = i64::MIN;
     for d in block::list_block_dirs(dir)? {
         let b = Block::open(&d)?;
-        head.raise_floor(b.meta().max_time);
+        floor = floor.max(b.meta().max_time);
         blocks.push(Arc::new(b));
     }
-    Ok(blocks)
+    Ok((blocks, floor))
 }
 
 impl Tsdb {
@@ -202,12 +207,14 @@ impl Tsdb {
             tracing::info!(dir = name, "Removed leftover temporary block directory");
         }
         let metrics = Arc::new(TsdbMetrics::default());
-        let head = Head::new(opts.chunk_range, metrics.clone());
-        let blocks = load_blocks(dir, &head)?;
+        let (blocks, floor) = load_blocks(dir)?;
         metrics.blocks_loaded.set(blocks.len() as i64);
+        let (disk, mapped) = ChunkDiskMapper::open(&dir.join("chunks_head"), floor)?;
+        let head = Head::new(opts.chunk_range, metrics.clone(), Arc::new(disk));
+        head.raise_floor(floor);
         let start = Instant::now();
         tracing::info!("Replaying WAL, this may take a while");
-        let mut report = replay::replay(&head, &wal_dir)?;
+        let mut report = replay::replay(&head, &wal_dir, mapped)?;
         if let Some(c) = &report.repaired {
             tracing::warn!(err = %c, "Encountered WAL read error, attempting repair");
             metrics.wal.corruptions.inc();
@@ -243,9 +250,12 @@ impl Tsdb {
     /// no lock). Reading stops at the first corruption, which is reported.
     pub fn open_read_only(dir: &Path, opts: Options) -> Result<(Tsdb, OpenReport), TsdbError> {
         let metrics = Arc::new(TsdbMetrics::default());
-        let head = Head::new(opts.chunk_range, metrics.clone());
-        let blocks = load_blocks(dir, &head)?;
-        let report = replay::replay(&head, &dir.join("wal"))?;
+        // The head chunk files are a cache of the WAL: a read-only open replays the WAL alone
+        // and keeps completed chunks in memory.
+        let head = Head::new(opts.chunk_range, metrics.clone(), Arc::new(ChunkDiskMapper::in_memory()));
+        let (blocks, floor) = load_blocks(dir)?;
+        head.raise_floor(floor);
+        let report = replay::replay(&head, &dir.join("wal"), Default::default())?;
         let tsdb = Tsdb {
             dir: dir.to_owned(),
             opts,
@@ -286,6 +296,9 @@ impl Tsdb {
 
     /// Flushes and fsyncs the WAL and refuses further appends.
     pub fn close(&self) -> Result<(), TsdbError> {
+        if let Err(e) = self.head.disk.flush() {
+            tracing::warn!(err = %e, "writing out head chunks failed (the WAL holds them)");
+        }
         let mut wal = self.wal.lock();
         if let Some(mut w) = wal.take() {
             w.close()?;

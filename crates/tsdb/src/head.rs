@@ -5,6 +5,7 @@
 //! every later sample of that series costs one hash and one stripe lookup. Appending follows
 //! Prometheus' in-order rules and chunk cutting exactly (see [`series`]).
 
+pub(crate) mod chunk_disk;
 pub(crate) mod series;
 
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub(crate) struct Head {
     num_series: AtomicU64,
     pub(crate) chunk_range: i64,
     pub(crate) metrics: Arc<TsdbMetrics>,
+    /// Where completed chunks go.
+    pub(crate) disk: Arc<chunk_disk::ChunkDiskMapper>,
 }
 
 #[inline]
@@ -85,7 +88,7 @@ fn table_hash(hash: u128) -> u64 {
 }
 
 impl Head {
-    pub(crate) fn new(chunk_range: i64, metrics: Arc<TsdbMetrics>) -> Self {
+    pub(crate) fn new(chunk_range: i64, metrics: Arc<TsdbMetrics>, disk: Arc<chunk_disk::ChunkDiskMapper>) -> Self {
         Head {
             stripes: (0..STRIPES).map(|_| Mutex::new(HashTable::new())).collect(),
             symbols: Symbols::new(),
@@ -96,6 +99,7 @@ impl Head {
             num_series: AtomicU64::new(0),
             chunk_range,
             metrics,
+            disk,
         }
     }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{Tsdb, TsdbError};
-use crate::head::series::{Verdict, verdict};
+use crate::head::series::{AppendCtx, Verdict, verdict};
 use crate::head::{LabelIds, MemSeries};
 use crate::labels::{LabelError, LabelRef, SeriesHasher, validate_sorted};
 use crate::wal::record;
@@ -131,7 +131,7 @@ impl<'a> Appender<'a> {
         let mut out = SeriesOutcome::default();
         let min_valid = self.min_valid(samples[0].0);
         let start = self.bufs.samples.len() as u32;
-        let mut last = series.state.lock().last();
+        let mut last = series.state.lock().last(&self.db.head.disk);
         for &(t, v) in samples {
             if t > max_t {
                 out.too_far_in_future += 1;
@@ -233,10 +233,11 @@ impl<'a> Appender<'a> {
         let metrics = &head.metrics.head;
         for p in bufs.pending.drain(..) {
             let mut st = p.series.state.lock();
+            let ctx = AppendCtx { chunk_range: head.chunk_range, disk: &head.disk, series_ref: p.series.series_ref };
             for &(t, v) in &bufs.samples[p.start as usize..p.end as usize] {
-                match verdict(st.last(), t, v.to_bits(), floor) {
+                match verdict(st.last(&head.disk), t, v.to_bits(), floor) {
                     Verdict::Append => {
-                        if st.append(t, v, head.chunk_range) {
+                        if st.append(t, v, &ctx) {
                             chunks_created += 1;
                         }
                         out.appended += 1;

@@ -171,19 +171,19 @@ impl Tsdb {
         let res = (|| {
             for s in &series {
                 fill(s, &mut refs);
-                let st = s.state.lock();
-                let mut scratch = Vec::new();
                 let mut chunks = Vec::new();
-                st.chunks_in(mint, maxt - 1, &mut scratch, &mut chunks);
-                if !chunks.is_empty() {
-                    w.add_series(&refs, &chunks)?;
+                s.state.lock().chunks_in(mint, maxt - 1, &head.disk, &mut chunks)?;
+                let slices: Vec<(i64, i64, &[u8])> = chunks.iter().map(|(a, b, c)| (*a, *b, &c[..])).collect();
+                if !slices.is_empty() {
+                    w.add_series(&refs, &slices)?;
                 }
             }
-            Ok::<_, block::BlockError>(())
+            Ok::<_, TsdbError>(())
         })();
+        head.disk.release_maps();
         if let Err(e) = res {
             w.abort();
-            return Err(e.into());
+            return Err(e);
         }
         Ok(w.finish()?)
     }
@@ -202,6 +202,11 @@ impl Tsdb {
             }
         });
         head.set_min_time_after_truncation(mint);
+        match head.disk.truncate_before(mint) {
+            Ok(n) if n > 0 => tracing::debug!(files = n, "deleted head chunk files"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(err = %e, "deleting head chunk files failed"),
+        }
         m.chunks_removed.add(removed_chunks);
         m.chunks.add(-(removed_chunks as i64));
         // Removal under the WAL lock: commits apply under it, so a series seen empty here

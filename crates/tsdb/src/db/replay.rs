@@ -13,10 +13,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use hashbrown::HashMap;
 
 use super::{OpenReport, TsdbError};
-use crate::head::series::{Verdict, verdict};
+use crate::head::chunk_disk::{ChunkDiskMapper, MappedChunk};
+use crate::head::series::{AppendCtx, ClosedChunk, Verdict, verdict};
 use crate::head::{Head, LabelIds, MemSeries};
 use crate::labels::{LabelRef, SeriesHasher, validate_sorted};
 use crate::wal::record::{self, kind};
@@ -86,6 +89,8 @@ type Inflight = std::thread::JoinHandle<(Applied, Vec<Pending>)>;
 
 struct Replayer<'h> {
     head: &'h Head,
+    /// Completed chunks found in the head chunk files, by series reference.
+    mapped: BTreeMap<u64, Vec<MappedChunk>>,
     flush_at: usize,
     refs: Refs,
     series: SeriesTable,
@@ -105,6 +110,7 @@ fn apply_partition(
     scratch: &mut Vec<Pending>,
     chunk_range: i64,
     floor: i64,
+    disk: &ChunkDiskMapper,
     a: &mut Applied,
 ) {
     let Some(base) = group.iter().map(|p| p.idx).min() else { return };
@@ -125,11 +131,19 @@ fn apply_partition(
     let mut i = 0;
     while i < scratch.len() {
         let idx = scratch[i].idx;
-        let mut st = series[idx as usize].state.lock();
+        let s = &series[idx as usize];
+        let ctx = AppendCtx { chunk_range, disk, series_ref: s.series_ref };
+        let mut st = s.state.lock();
         while i < scratch.len() && scratch[i].idx == idx {
             let Pending { t, v, .. } = scratch[i];
-            if verdict(st.last(), t, v.to_bits(), floor) == Verdict::Append {
-                if st.append(t, v, chunk_range) {
+            // Samples up to the end of the series' chunks on disk are in those chunks.
+            if st.closed_only_max_t().is_some_and(|mx| t <= mx) {
+                a.skipped += 1;
+                i += 1;
+                continue;
+            }
+            if verdict(st.last(disk), t, v.to_bits(), floor) == Verdict::Append {
+                if st.append(t, v, &ctx) {
                     a.chunks += 1;
                 }
                 a.samples += 1;
@@ -156,6 +170,7 @@ fn flush_job(
     mut buf: Vec<Pending>,
     chunk_range: i64,
     floor: i64,
+    disk: &ChunkDiskMapper,
 ) -> (Applied, Vec<Pending>) {
     let groups = n.div_ceil(PARTITION_SERIES).max(1);
     let mut parts: Vec<Vec<Pending>> = vec![Vec::new(); groups];
@@ -179,7 +194,7 @@ fn flush_job(
                     let mut a = Applied { mint: i64::MAX, maxt: i64::MIN, ..Default::default() };
                     let mut scratch = Vec::new();
                     for g in chunk {
-                        apply_partition(series, g, &mut scratch, chunk_range, floor, &mut a);
+                        apply_partition(series, g, &mut scratch, chunk_range, floor, disk, &mut a);
                     }
                     a
                 })
@@ -273,6 +288,17 @@ impl Replayer<'_> {
         for ((r, _), c) in entries.iter().zip(&created) {
             if let Some((s, true)) = c {
                 s.logged.store(true, std::sync::atomic::Ordering::Relaxed);
+                if let Some(chunks) = self.mapped.remove(r) {
+                    // The head's time range covers these chunks too.
+                    let a = &mut self.applied;
+                    a.chunks += chunks.len() as u64;
+                    a.mint = a.mint.min(chunks.first().map_or(i64::MAX, |c| c.min_t));
+                    a.maxt = a.maxt.max(chunks.last().map_or(i64::MIN, |c| c.max_t));
+                    s.state.lock().closed = chunks
+                        .into_iter()
+                        .map(|c| ClosedChunk { min_t: c.min_t, max_t: c.max_t, chunk_ref: c.chunk_ref })
+                        .collect();
+                }
                 let idx = self.series.push(s.clone());
                 self.refs.insert(*r, idx as u32);
             }
@@ -295,8 +321,9 @@ impl Replayer<'_> {
         self.wait_flush();
         let buf = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
         let (series, chunk_range, floor) = (self.series.clone(), self.head.chunk_range, self.head.floor());
+        let disk = self.head.disk.clone();
         let n = self.series.count();
-        self.inflight = Some(std::thread::spawn(move || flush_job(&series, n, buf, chunk_range, floor)));
+        self.inflight = Some(std::thread::spawn(move || flush_job(&series, n, buf, chunk_range, floor, &disk)));
     }
 
     /// Waits for the running flush, if any, and adds up what it did.
@@ -332,14 +359,26 @@ impl Replayer<'_> {
 
 /// Replays `wal_dir` into `head`. A corruption in a WAL segment stops the replay and is
 /// returned in the report for the caller to repair; one in a checkpoint is an error.
-pub(super) fn replay(head: &Head, wal_dir: &Path) -> Result<OpenReport, TsdbError> {
-    replay_with(head, wal_dir, FLUSH_SAMPLES)
+/// `mapped` holds the completed chunks of the head chunk files; they are attached to their
+/// series as the series are created, and WAL samples they already hold are skipped.
+pub(super) fn replay(
+    head: &Head,
+    wal_dir: &Path,
+    mapped: BTreeMap<u64, Vec<MappedChunk>>,
+) -> Result<OpenReport, TsdbError> {
+    replay_with(head, wal_dir, FLUSH_SAMPLES, mapped)
 }
 
-fn replay_with(head: &Head, wal_dir: &Path, flush_at: usize) -> Result<OpenReport, TsdbError> {
+fn replay_with(
+    head: &Head,
+    wal_dir: &Path,
+    flush_at: usize,
+    mapped: BTreeMap<u64, Vec<MappedChunk>>,
+) -> Result<OpenReport, TsdbError> {
     let mut rp = Replayer {
         flush_at,
         head,
+        mapped,
         refs: Refs::default(),
         series: Arc::new(boxcar::Vec::new()),
         decoded: Vec::new(),
@@ -397,11 +436,11 @@ mod tests {
     type Dumped = Vec<(Labels, Vec<(i64, u64)>)>;
 
     fn replayed(dir: &Path, flush_at: usize) -> (Dumped, OpenReport) {
-        let head = Head::new(2 * 3600 * 1000, Default::default());
-        let report = replay_with(&head, dir, flush_at).unwrap();
+        let head = Head::new(2 * 3600 * 1000, Default::default(), Arc::new(ChunkDiskMapper::in_memory()));
+        let report = replay_with(&head, dir, flush_at, BTreeMap::new()).unwrap();
         let mut out = Vec::new();
         head.for_each_series(|s| {
-            let samples = s.state.lock().samples().into_iter().map(|(t, v)| (t, v.to_bits())).collect();
+            let samples = s.state.lock().samples(&head.disk).into_iter().map(|(t, v)| (t, v.to_bits())).collect();
             out.push((head.labels_of(s), samples));
         });
         out.sort();

@@ -114,7 +114,7 @@ impl Tsdb {
     pub fn dump_range(&self, mint: i64, maxt: i64) -> Vec<SeriesData> {
         let mut out = BTreeMap::new();
         self.head.for_each_series(|s| {
-            let samples = s.state.lock().samples_in(mint, maxt);
+            let samples = s.state.lock().samples_in(mint, maxt, &self.head.disk);
             if !samples.is_empty() || (mint, maxt) == (i64::MIN, i64::MAX) {
                 out.insert(self.head.labels_of(s), samples);
             }

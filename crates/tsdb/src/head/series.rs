@@ -9,7 +9,8 @@ use std::sync::atomic::AtomicBool;
 
 use parking_lot::Mutex;
 
-use crate::chunkenc::XorAppender;
+use super::chunk_disk::{ChunkBytes, ChunkDiskMapper};
+use crate::chunkenc::{XorAppender, XorIter};
 use crate::symbols::SymbolId;
 
 /// Target samples per chunk (Prometheus' default `samplesPerChunk`).
@@ -59,11 +60,20 @@ pub(crate) struct HeadChunk {
     pub(crate) bytes: Vec<u8>,
 }
 
-/// A completed chunk (kept on the heap until chunks are memory-mapped).
+/// A completed chunk: its time range and where it is in the head chunk files.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct ClosedChunk {
     pub(crate) min_t: i64,
     pub(crate) max_t: i64,
-    pub(crate) bytes: Box<[u8]>,
+    pub(crate) chunk_ref: u64,
+}
+
+/// What appending needs besides the series state: the chunk range and where completed chunks
+/// go.
+pub(crate) struct AppendCtx<'a> {
+    pub(crate) chunk_range: i64,
+    pub(crate) disk: &'a ChunkDiskMapper,
+    pub(crate) series_ref: u64,
 }
 
 /// Mutable state of a series (open chunk first: see [`MemSeries`]).
@@ -126,33 +136,53 @@ fn compute_chunk_end_time(start: i64, cur: i64, max_t: i64, ratio_to_full: f64) 
 }
 
 impl SeriesState {
-    /// The latest sample's timestamp and value bits.
+    /// The latest sample's timestamp and value bits. Without an open chunk (all of the
+    /// series' samples are in completed chunks, e.g. right after a restart) the last completed
+    /// chunk is read.
     #[inline]
-    pub(crate) fn last(&self) -> Option<(i64, u64)> {
-        self.head.as_ref().map(|c| (c.app.last_t(), c.app.last_v_bits()))
+    pub(crate) fn last(&self, disk: &ChunkDiskMapper) -> Option<(i64, u64)> {
+        match &self.head {
+            Some(c) => Some((c.app.last_t(), c.app.last_v_bits())),
+            None => self.last_closed(disk),
+        }
     }
 
-    fn cut(&mut self, t: i64, chunk_range: i64) {
+    #[cold]
+    fn last_closed(&self, disk: &ChunkDiskMapper) -> Option<(i64, u64)> {
+        let c = self.closed.last()?;
+        let bytes = disk.read(c.chunk_ref).ok()?;
+        XorIter::new(&bytes).last().map(|(t, v)| (t, v.to_bits()))
+    }
+
+    /// End of the last completed chunk when there is no open chunk (replay skips the WAL's
+    /// samples up to there: the chunk files hold them).
+    #[inline]
+    pub(crate) fn closed_only_max_t(&self) -> Option<i64> {
+        if self.head.is_some() { None } else { self.closed.last().map(|c| c.max_t) }
+    }
+
+    fn cut(&mut self, t: i64, ctx: &AppendCtx<'_>) {
         if let Some(old) = self.head.take() {
-            self.closed.push(ClosedChunk { min_t: old.min_t, max_t: old.max_t, bytes: old.bytes.into_boxed_slice() });
+            let chunk_ref = ctx.disk.write(ctx.series_ref, old.min_t, old.max_t, &old.bytes);
+            self.closed.push(ClosedChunk { min_t: old.min_t, max_t: old.max_t, chunk_ref });
         }
         let mut bytes = Vec::with_capacity(32);
         bytes.extend_from_slice(&[0, 0]);
         self.head = Some(HeadChunk { app: XorAppender::new(), min_t: t, max_t: i64::MIN, bytes });
-        self.next_at = range_for_timestamp(t, chunk_range);
+        self.next_at = range_for_timestamp(t, ctx.chunk_range);
     }
 
     /// Appends a sample that [`verdict`] accepted as [`Verdict::Append`]. Returns whether a new
     /// chunk was started.
-    pub(crate) fn append(&mut self, t: i64, v: f64, chunk_range: i64) -> bool {
+    pub(crate) fn append(&mut self, t: i64, v: f64, ctx: &AppendCtx<'_>) -> bool {
         let mut created = false;
         match &self.head {
             None => {
-                self.cut(t, chunk_range);
+                self.cut(t, ctx);
                 created = true;
             }
             Some(c) if c.bytes.len() > MAX_BYTES_PER_XOR_CHUNK => {
-                self.cut(t, chunk_range);
+                self.cut(t, ctx);
                 created = true;
             }
             Some(_) => {}
@@ -165,7 +195,7 @@ impl SeriesState {
             self.next_at = compute_chunk_end_time(min_t, max_t, self.next_at, 4.0);
         }
         if n > 0 && (t >= self.next_at || n >= SAMPLES_PER_CHUNK * 2) {
-            self.cut(t, chunk_range);
+            self.cut(t, ctx);
             created = true;
         }
         let c = self.head.as_mut().expect("head chunk exists");
@@ -174,65 +204,99 @@ impl SeriesState {
         created
     }
 
+    /// Every sample in time order.
+    #[cfg(test)]
+    pub(crate) fn samples(&self, disk: &ChunkDiskMapper) -> Vec<(i64, f64)> {
+        self.samples_in(i64::MIN, i64::MAX, disk)
+    }
+
+    /// The samples with `mint <= t <= maxt`, in time order; chunks outside the range are
+    /// skipped without being read.
+    pub(crate) fn samples_in(&self, mint: i64, maxt: i64, disk: &ChunkDiskMapper) -> Vec<(i64, f64)> {
+        let mut out = Vec::new();
+        for (min_t, max_t, bytes) in self.chunk_bytes(disk) {
+            if max_t < mint || min_t > maxt {
+                continue;
+            }
+            if let Some(bytes) = bytes {
+                out.extend(XorIter::new(&bytes).filter(|&(t, _)| t >= mint && t <= maxt));
+            }
+        }
+        out
+    }
+
+    /// Chunks as `(min_t, max_t, bytes)` in time order, read lazily (`None`: unreadable).
+    fn chunk_bytes<'a>(
+        &'a self,
+        disk: &'a ChunkDiskMapper,
+    ) -> impl Iterator<Item = (i64, i64, Option<ChunkBytes>)> + 'a {
+        let closed = self.closed.iter().map(move |c| {
+            let b = disk.read(c.chunk_ref);
+            if let Err(e) = &b {
+                tracing::error!(err = %e, "reading a head chunk failed");
+            }
+            (c.min_t, c.max_t, b.ok())
+        });
+        let open = self.head.as_ref().map(|c| (c.min_t, c.max_t, Some(ChunkBytes::Owned(c.bytes.clone()))));
+        closed.chain(open)
+    }
+
+    /// Chunks as `(min_t, max_t, bytes)` in time order.
+    #[cfg(test)]
+    pub(crate) fn chunks(&self, disk: &ChunkDiskMapper) -> Vec<(i64, i64, Vec<u8>)> {
+        self.chunk_bytes(disk).map(|(a, b, c)| (a, b, c.unwrap().to_vec())).collect()
+    }
+
     /// Whether the series holds no chunk at all.
     pub(crate) fn is_empty(&self) -> bool {
         self.head.is_none() && self.closed.is_empty()
     }
 
-    fn all_chunks(&self) -> impl Iterator<Item = (i64, i64, &[u8])> {
-        let open = self.head.as_ref().map(|c| (c.min_t, c.max_t, &c.bytes[..]));
-        self.closed.iter().map(|c| (c.min_t, c.max_t, &c.bytes[..])).chain(open)
+    fn ranges(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        let open = self.head.as_ref().map(|c| (c.min_t, c.max_t));
+        self.closed.iter().map(|c| (c.min_t, c.max_t)).chain(open)
     }
 
     /// Whether some chunk overlaps `[mint, maxt]` (and so, chunks being non-empty, a sample
     /// may lie there; [`SeriesState::chunks_in`] decides).
     pub(crate) fn has_data_in(&self, mint: i64, maxt: i64) -> bool {
-        self.all_chunks().any(|(mn, mx, _)| mx >= mint && mn <= maxt)
+        self.ranges().any(|(mn, mx)| mx >= mint && mn <= maxt)
     }
 
     /// The chunks with samples in `[mint, maxt]` as `(min_t, max_t, bytes)`: chunks inside the
-    /// range as they are; a chunk reaching outside it re-encoded (into `scratch`) with only its
-    /// samples inside.
-    pub(crate) fn chunks_in<'a>(
-        &'a self,
+    /// range as they are; a chunk reaching outside it re-encoded with only its samples inside.
+    pub(crate) fn chunks_in(
+        &self,
         mint: i64,
         maxt: i64,
-        scratch: &'a mut Vec<(i64, i64, Vec<u8>)>,
-        out: &mut Vec<(i64, i64, &'a [u8])>,
-    ) {
-        let overlaps = |mn: i64, mx: i64| mx >= mint && mn <= maxt;
-        let inside = |mn: i64, mx: i64| mn >= mint && mx <= maxt;
-        for (mn, mx, bytes) in self.all_chunks() {
-            if overlaps(mn, mx) && !inside(mn, mx) {
-                let mut app = XorAppender::new();
-                let mut buf = vec![0u8, 0];
-                let (mut first, mut last) = (None, 0);
-                for (t, v) in crate::chunkenc::XorIter::new(bytes).filter(|&(t, _)| t >= mint && t <= maxt) {
-                    app.append(&mut buf, t, v);
-                    first.get_or_insert(t);
-                    last = t;
-                }
-                if let Some(first) = first {
-                    scratch.push((first, last, buf));
-                }
+        disk: &ChunkDiskMapper,
+        out: &mut Vec<(i64, i64, ChunkBytes)>,
+    ) -> Result<(), super::chunk_disk::ChunkDiskError> {
+        for (i, (mn, mx)) in self.ranges().enumerate() {
+            if mx < mint || mn > maxt {
+                continue;
             }
-        }
-        let scratch: &'a Vec<(i64, i64, Vec<u8>)> = scratch;
-        let mut partial = scratch.iter();
-        for (mn, mx, bytes) in self.all_chunks() {
-            if inside(mn, mx) {
+            let bytes = match self.closed.get(i) {
+                Some(c) => disk.read(c.chunk_ref)?,
+                None => ChunkBytes::Owned(self.head.as_ref().expect("open chunk").bytes.clone()),
+            };
+            if mn >= mint && mx <= maxt {
                 out.push((mn, mx, bytes));
-            } else if overlaps(mn, mx) {
-                // Re-encoded chunks come in the same order; an empty one was not kept.
-                if let Some((a, b, buf)) = partial.as_slice().first()
-                    && *a >= mn
-                    && *b <= mx
-                {
-                    out.push((*a, *b, &buf[..]));
-                    partial.next();
-                }
+                continue;
+            }
+            let mut app = XorAppender::new();
+            let mut buf = vec![0u8, 0];
+            let (mut first, mut last) = (None, 0);
+            for (t, v) in XorIter::new(&bytes).filter(|&(t, _)| t >= mint && t <= maxt) {
+                app.append(&mut buf, t, v);
+                first.get_or_insert(t);
+                last = t;
+            }
+            if let Some(first) = first {
+                out.push((first, last, ChunkBytes::Owned(buf)));
             }
         }
+        Ok(())
     }
 
     /// Drops the chunks that end before `mint` (the open chunk too). Returns how many.
@@ -249,37 +313,6 @@ impl SeriesState {
         }
         n
     }
-
-    /// Every sample in time order.
-    #[cfg(test)]
-    pub(crate) fn samples(&self) -> Vec<(i64, f64)> {
-        self.samples_in(i64::MIN, i64::MAX)
-    }
-
-    /// The samples with `mint <= t <= maxt`, in time order; chunks outside the range are
-    /// skipped without decoding.
-    pub(crate) fn samples_in(&self, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
-        let mut out = Vec::new();
-        let open = self.head.as_ref().map(|c| (c.min_t, c.max_t, &c.bytes[..]));
-        let chunks = self.closed.iter().map(|c| (c.min_t, c.max_t, &c.bytes[..])).chain(open);
-        for (min_t, max_t, bytes) in chunks {
-            if max_t < mint || min_t > maxt {
-                continue;
-            }
-            out.extend(crate::chunkenc::XorIter::new(bytes).filter(|&(t, _)| t >= mint && t <= maxt));
-        }
-        out
-    }
-
-    /// Chunks as `(min_t, max_t, bytes)` in time order.
-    #[cfg(test)]
-    pub(crate) fn chunks(&self) -> Vec<(i64, i64, Vec<u8>)> {
-        let mut out: Vec<_> = self.closed.iter().map(|c| (c.min_t, c.max_t, c.bytes.to_vec())).collect();
-        if let Some(c) = &self.head {
-            out.push((c.min_t, c.max_t, c.bytes.clone()));
-        }
-        out
-    }
 }
 
 #[cfg(test)]
@@ -289,15 +322,18 @@ mod tests {
 
     const RANGE: i64 = 2 * 3600 * 1000;
 
+    fn ctx(disk: &ChunkDiskMapper) -> AppendCtx<'_> {
+        AppendCtx { chunk_range: RANGE, disk, series_ref: 1 }
+    }
+
     fn chunk_sizes(samples: &[(i64, f64)]) -> Vec<u16> {
+        let disk = ChunkDiskMapper::in_memory();
         let mut s = SeriesState::default();
         for &(t, v) in samples {
-            assert_eq!(verdict(s.last(), t, v.to_bits(), i64::MIN), Verdict::Append);
-            s.append(t, v, RANGE);
+            assert_eq!(verdict(s.last(&disk), t, v.to_bits(), i64::MIN), Verdict::Append);
+            s.append(t, v, &ctx(&disk));
         }
-        let mut out: Vec<u16> = s.closed.iter().map(|c| xor_num_samples(&c.bytes)).collect();
-        out.push(xor_num_samples(&s.head.as_ref().unwrap().bytes));
-        out
+        s.chunks(&disk).iter().map(|(_, _, b)| xor_num_samples(b)).collect()
     }
 
     /// Verified on Prometheus 2.42: 241 samples at 15 s produced chunks of 45 then 120 samples
@@ -317,14 +353,21 @@ mod tests {
     #[test]
     fn chunks_never_cross_the_range_boundary() {
         let samples: Vec<(i64, f64)> = (0..2000).map(|i| (i * 17_000 + 5, (i % 7) as f64)).collect();
+        let disk = ChunkDiskMapper::in_memory();
         let mut s = SeriesState::default();
         for &(t, v) in &samples {
-            s.append(t, v, RANGE);
+            s.append(t, v, &ctx(&disk));
         }
-        for (min_t, max_t, _) in s.chunks() {
+        for (min_t, max_t, _) in s.chunks(&disk) {
             assert_eq!(min_t / RANGE, max_t / RANGE, "chunk {min_t}..{max_t} crosses a boundary");
         }
-        let got: Vec<(i64, f64)> = s.samples();
+        // Without an open chunk the latest sample comes from the last completed chunk.
+        let mut closed = SeriesState { head: None, next_at: 0, closed: s.closed.clone() };
+        let last_closed = closed.closed.last().unwrap().max_t;
+        assert_eq!(closed.last(&disk).map(|(t, _)| t), Some(last_closed));
+        closed.closed.clear();
+        assert_eq!(closed.last(&disk), None);
+        let got: Vec<(i64, f64)> = s.samples(&disk);
         assert_eq!(got, samples);
     }
 
@@ -342,12 +385,13 @@ mod tests {
                 (i * 1000, f64::from_bits(x >> 2))
             })
             .collect();
+        let disk = ChunkDiskMapper::in_memory();
         let mut s = SeriesState::default();
         for &(t, v) in &samples {
-            s.append(t, v, RANGE);
+            s.append(t, v, &ctx(&disk));
         }
-        for c in &s.closed {
-            assert!(c.bytes.len() <= 1024, "chunk of {} bytes", c.bytes.len());
+        for (_, _, b) in s.chunks(&disk) {
+            assert!(b.len() <= 1024, "chunk of {} bytes", b.len());
         }
         assert!(s.closed.len() >= 3);
     }

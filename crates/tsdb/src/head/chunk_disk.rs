@@ -1,0 +1,427 @@
+//! Completed head chunks off the heap: `chunks_head/%06d` files in Prometheus' format (shared
+//! spec prometheus-formats §7.1), so a series keeps only its open chunk in memory and a
+//! 24-byte reference per completed chunk.
+//!
+//! File: magic 0x0130BC91, version 1, 3 zero bytes; then chunks as `seriesRef (8 BE) ‖ mint
+//! (8 BE) ‖ maxt (8 BE) ‖ encoding ‖ uvarint len ‖ data ‖ CRC32C(all of the above)`. A reference
+//! is `file number << 32 | offset`. Files are cut at 128 MiB.
+//!
+//! Writes go to an in-memory buffer that is written out with one `write(2)` per 256 KiB, so
+//! cutting a chunk on the append path costs a copy, not a syscall. Reads come from the buffer
+//! or from read-only mappings of the files, created on demand and dropped after bulk reads
+//! (block cuts) so their pages do not stay in the process' resident set. The files are a
+//! cache of what the WAL holds: a torn or corrupt file is cut back at the first bad chunk on
+//! open and the WAL replay rebuilds the rest. Without a directory (read-only tools) the
+//! buffer is never written out.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use parking_lot::{Mutex, RwLock};
+
+use crate::encoding::{Decoder, put_uvarint};
+
+/// Magic number of a head chunk file.
+pub const MAGIC_HEAD_CHUNKS: u32 = 0x0130_BC91;
+const HEADER_SIZE: u64 = 8;
+/// Bytes of a chunk record before its data: series ref, mint, maxt, encoding (and the length).
+const CHUNK_FIXED: usize = 8 + 8 + 8 + 1;
+/// Maximum size of a file.
+pub const MAX_FILE_SIZE: u64 = 128 * 1024 * 1024;
+/// Buffered bytes written out at once.
+const FLUSH_AT: usize = 256 << 10;
+
+/// A completed chunk found in the files when they were opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MappedChunk {
+    pub(crate) min_t: i64,
+    pub(crate) max_t: i64,
+    pub(crate) chunk_ref: u64,
+}
+
+/// Chunk bytes read back: borrowed from a mapping, or copied out of the write buffer.
+pub(crate) enum ChunkBytes {
+    Mapped(Arc<Mmap>, usize, usize),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for ChunkBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ChunkBytes::Mapped(m, s, e) => &m[*s..*e],
+            ChunkBytes::Owned(v) => v,
+        }
+    }
+}
+
+struct Writer {
+    /// File number of the file being written (0 before the first).
+    cur: u32,
+    file: Option<File>,
+    /// Bytes of `cur` on disk.
+    flushed: u64,
+    /// Bytes after `flushed`, not yet written.
+    buf: Vec<u8>,
+    /// Per file: the newest chunk end it holds.
+    max_t: BTreeMap<u32, i64>,
+}
+
+/// The head chunk files of one TSDB.
+pub(crate) struct ChunkDiskMapper {
+    dir: Option<PathBuf>,
+    w: Mutex<Writer>,
+    maps: RwLock<BTreeMap<u32, Arc<Mmap>>>,
+    /// Chunks that could not be written (e.g. a full disk), kept in memory under references
+    /// with file number 0 (files are numbered from 1): a chunk is never lost.
+    fallback: Mutex<BTreeMap<u64, Fallback>>,
+}
+
+/// A chunk kept in memory because it could not be written: its end time and its data.
+type Fallback = (i64, Box<[u8]>);
+
+/// Errors of the head chunk files.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkDiskError {
+    /// An I/O error.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A reference that does not point at a valid chunk.
+    #[error("head chunk {0:#x}: {1}")]
+    BadRef(u64, String),
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ChunkDiskError + 'a {
+    move |source| ChunkDiskError::Io { op, path: path.to_owned(), source }
+}
+
+fn file_name(n: u32) -> String {
+    format!("{n:06}")
+}
+
+/// One chunk record parsed from `data` at `off`: (series ref, mint, maxt, data range, end).
+fn parse_chunk(data: &[u8], off: usize) -> Result<(u64, i64, i64, std::ops::Range<usize>, usize), String> {
+    if off + CHUNK_FIXED + 1 > data.len() {
+        return Err("truncated chunk header".into());
+    }
+    let be = |o: usize| u64::from_be_bytes(data[o..o + 8].try_into().unwrap());
+    let (sref, mint, maxt) = (be(off), be(off + 8) as i64, be(off + 16) as i64);
+    let mut d = Decoder::new(&data[off + CHUNK_FIXED..]);
+    let len = d.uvarint().ok_or("truncated chunk length")? as usize;
+    let start = data.len() - d.remaining();
+    let end = start.checked_add(len).filter(|&e| e + 4 <= data.len()).ok_or("chunk runs past the end")?;
+    let crc = u32::from_be_bytes(data[end..end + 4].try_into().unwrap());
+    if crc32c::crc32c(&data[off..end]) != crc {
+        return Err("checksum mismatch".into());
+    }
+    if data[off + 24] != 1 {
+        return Err(format!("unsupported chunk encoding {}", data[off + 24]));
+    }
+    Ok((sref, mint, maxt, start..end, end + 4))
+}
+
+impl ChunkDiskMapper {
+    /// Keeps every chunk in memory (read-only opens).
+    pub(crate) fn in_memory() -> Self {
+        ChunkDiskMapper {
+            dir: None,
+            w: Mutex::new(Writer { cur: 1, file: None, flushed: HEADER_SIZE, buf: Vec::new(), max_t: BTreeMap::new() }),
+            maps: RwLock::new(BTreeMap::new()),
+            fallback: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Opens `dir` (created if missing): reads every chunk of the existing files (those with
+    /// `max_t < min_valid` are skipped), cuts the files back at the first bad chunk (deleting
+    /// later files), and starts a new file for writes. Returns the chunks by series reference.
+    pub(crate) fn open(dir: &Path, min_valid: i64) -> Result<(Self, BTreeMap<u64, Vec<MappedChunk>>), ChunkDiskError> {
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        let mut numbers: Vec<u32> = std::fs::read_dir(dir)
+            .map_err(io("list", dir))?
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_str()?.to_owned();
+                (n.len() == 6 && n.bytes().all(|b| b.is_ascii_digit())).then(|| n.parse().ok()).flatten()
+            })
+            .collect();
+        numbers.sort_unstable();
+        let mut chunks: BTreeMap<u64, Vec<MappedChunk>> = BTreeMap::new();
+        let mut max_t = BTreeMap::new();
+        let mut broken = false;
+        for &n in &numbers {
+            let path = dir.join(file_name(n));
+            if broken {
+                std::fs::remove_file(&path).map_err(io("remove", &path))?;
+                continue;
+            }
+            let data = std::fs::read(&path).map_err(io("read", &path))?;
+            let header_ok = data.len() >= HEADER_SIZE as usize
+                && u32::from_be_bytes(data[..4].try_into().unwrap()) == MAGIC_HEAD_CHUNKS
+                && data[4] == 1;
+            let mut off = HEADER_SIZE as usize;
+            let mut file_max = i64::MIN;
+            let mut cut_at = None;
+            if !header_ok {
+                cut_at = Some(0);
+            }
+            while cut_at.is_none() && off + CHUNK_FIXED < data.len() {
+                // A zeroed tail (a preallocated file) ends the file.
+                if data[off..(off + CHUNK_FIXED).min(data.len())].iter().all(|&b| b == 0) {
+                    break;
+                }
+                match parse_chunk(&data, off) {
+                    Ok((sref, mint, maxt, _, end)) => {
+                        if maxt >= min_valid {
+                            let chunk_ref = (n as u64) << 32 | off as u64;
+                            chunks.entry(sref).or_default().push(MappedChunk { min_t: mint, max_t: maxt, chunk_ref });
+                        }
+                        file_max = file_max.max(maxt);
+                        off = end;
+                    }
+                    Err(reason) => {
+                        tracing::warn!(file = %path.display(), offset = off, reason, "corrupt head chunk file, deleting from here on");
+                        cut_at = Some(off);
+                    }
+                }
+            }
+            match cut_at {
+                Some(0) => {
+                    std::fs::remove_file(&path).map_err(io("remove", &path))?;
+                    broken = true;
+                }
+                Some(off) => {
+                    let f = std::fs::OpenOptions::new().write(true).open(&path).map_err(io("open", &path))?;
+                    f.set_len(off as u64).map_err(io("truncate", &path))?;
+                    max_t.insert(n, file_max);
+                    broken = true;
+                }
+                None => {
+                    max_t.insert(n, file_max);
+                }
+            }
+        }
+        // A chunk's series may have chunks in several files; keep each series' chunks in time
+        // order (files and offsets are in write order already).
+        let next = numbers.last().map_or(1, |&n| n + 1);
+        let m = ChunkDiskMapper {
+            dir: Some(dir.to_owned()),
+            w: Mutex::new(Writer { cur: next - 1, file: None, flushed: MAX_FILE_SIZE, buf: Vec::new(), max_t }),
+            maps: RwLock::new(BTreeMap::new()),
+            fallback: Mutex::new(BTreeMap::new()),
+        };
+        Ok((m, chunks))
+    }
+
+    fn start_file(&self, w: &mut Writer) -> Result<(), ChunkDiskError> {
+        self.flush_locked(w)?;
+        w.cur += 1;
+        w.flushed = HEADER_SIZE;
+        let mut header = [0u8; HEADER_SIZE as usize];
+        header[..4].copy_from_slice(&MAGIC_HEAD_CHUNKS.to_be_bytes());
+        header[4] = 1;
+        match &self.dir {
+            Some(dir) => {
+                let path = dir.join(file_name(w.cur));
+                let mut f = File::create(&path).map_err(io("create", &path))?;
+                f.write_all(&header).map_err(io("write", &path))?;
+                w.file = Some(f);
+            }
+            None => {
+                w.buf.clear();
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_locked(&self, w: &mut Writer) -> Result<(), ChunkDiskError> {
+        if let (Some(f), Some(dir)) = (&w.file, &self.dir)
+            && !w.buf.is_empty()
+        {
+            let path = dir.join(file_name(w.cur));
+            f.write_all_at(&w.buf, w.flushed).map_err(io("write", &path))?;
+            w.flushed += w.buf.len() as u64;
+            w.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes out buffered chunks.
+    pub(crate) fn flush(&self) -> Result<(), ChunkDiskError> {
+        let mut w = self.w.lock();
+        self.flush_locked(&mut w)
+    }
+
+    /// Stores a completed XOR chunk of series `sref` and returns its reference. If the file
+    /// cannot be written the chunk stays in memory (logged), so this never fails.
+    pub(crate) fn write(&self, sref: u64, min_t: i64, max_t: i64, data: &[u8]) -> u64 {
+        match self.try_write(sref, min_t, max_t, data) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(err = %e, "writing a head chunk to disk failed; keeping it in memory");
+                let mut fb = self.fallback.lock();
+                let r = fb.last_key_value().map_or(1, |(k, _)| k + 1);
+                fb.insert(r, (max_t, data.into()));
+                r
+            }
+        }
+    }
+
+    fn try_write(&self, sref: u64, min_t: i64, max_t: i64, data: &[u8]) -> Result<u64, ChunkDiskError> {
+        let mut w = self.w.lock();
+        let size = (CHUNK_FIXED + 5 + data.len() + 4) as u64;
+        let pos = w.flushed + w.buf.len() as u64;
+        if (w.file.is_none() && self.dir.is_some())
+            || (pos > HEADER_SIZE && pos + size > MAX_FILE_SIZE && self.dir.is_some())
+        {
+            self.start_file(&mut w)?;
+        }
+        let off = w.flushed + w.buf.len() as u64;
+        let r = (w.cur as u64) << 32 | off;
+        let start = w.buf.len();
+        w.buf.extend_from_slice(&sref.to_be_bytes());
+        w.buf.extend_from_slice(&min_t.to_be_bytes());
+        w.buf.extend_from_slice(&max_t.to_be_bytes());
+        w.buf.push(1);
+        put_uvarint(&mut w.buf, data.len() as u64);
+        w.buf.extend_from_slice(data);
+        let crc = crc32c::crc32c(&w.buf[start..]);
+        w.buf.extend_from_slice(&crc.to_be_bytes());
+        let cur = w.cur;
+        let e = w.max_t.entry(cur).or_insert(i64::MIN);
+        *e = (*e).max(max_t);
+        if self.dir.is_some() && w.buf.len() >= FLUSH_AT {
+            self.flush_locked(&mut w)?;
+        }
+        Ok(r)
+    }
+
+    /// The XOR data of chunk `r`.
+    pub(crate) fn read(&self, r: u64) -> Result<ChunkBytes, ChunkDiskError> {
+        let (file, off) = ((r >> 32) as u32, r & 0xffff_ffff);
+        if file == 0 {
+            let fb = self.fallback.lock();
+            let (_, data) = fb.get(&r).ok_or_else(|| ChunkDiskError::BadRef(r, "no such chunk".into()))?;
+            return Ok(ChunkBytes::Owned(data.to_vec()));
+        }
+        {
+            let w = self.w.lock();
+            if file == w.cur && off >= w.flushed {
+                let o = (off - w.flushed) as usize;
+                let (_, _, _, range, _) = parse_chunk(&w.buf, o).map_err(|e| ChunkDiskError::BadRef(r, e))?;
+                return Ok(ChunkBytes::Owned(w.buf[range].to_vec()));
+            }
+        }
+        let map = self.map_for(file, off)?;
+        let (_, _, _, range, _) = parse_chunk(&map, off as usize).map_err(|e| ChunkDiskError::BadRef(r, e))?;
+        Ok(ChunkBytes::Mapped(map, range.start, range.end))
+    }
+
+    /// A mapping of `file` that covers `off` (remapped when the file grew since).
+    fn map_for(&self, file: u32, off: u64) -> Result<Arc<Mmap>, ChunkDiskError> {
+        if let Some(m) = self.maps.read().get(&file)
+            && (off as usize) + CHUNK_FIXED + 5 < m.len()
+        {
+            return Ok(m.clone());
+        }
+        let Some(dir) = &self.dir else {
+            return Err(ChunkDiskError::BadRef((file as u64) << 32 | off, "no such chunk".into()));
+        };
+        let path = dir.join(file_name(file));
+        let f = File::open(&path).map_err(io("open", &path))?;
+        // SAFETY: head chunk files are only appended to (by this process, beyond the mapped
+        // length) and deleted whole once no series references them.
+        let m = Arc::new(unsafe { Mmap::map(&f) }.map_err(io("mmap", &path))?);
+        self.maps.write().insert(file, m.clone());
+        Ok(m)
+    }
+
+    /// Unmaps every file (their pages leave the resident set; the page cache keeps them).
+    pub(crate) fn release_maps(&self) {
+        self.maps.write().clear();
+    }
+
+    /// Deletes the files whose chunks all end before `mint` (never the one being written).
+    pub(crate) fn truncate_before(&self, mint: i64) -> Result<usize, ChunkDiskError> {
+        self.fallback.lock().retain(|_, (max_t, _)| *max_t >= mint);
+        let Some(dir) = &self.dir else { return Ok(0) };
+        let mut w = self.w.lock();
+        let cur = w.cur;
+        let doomed: Vec<u32> = w.max_t.iter().filter(|&(&n, &mx)| n != cur && mx < mint).map(|(&n, _)| n).collect();
+        let mut maps = self.maps.write();
+        for n in &doomed {
+            maps.remove(n);
+            w.max_t.remove(n);
+            let path = dir.join(file_name(*n));
+            std::fs::remove_file(&path).map_err(io("remove", &path))?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Bytes of chunk data held in memory (the write buffer; everything without a directory).
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.w.lock().buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_reopen_and_cut_back_at_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, found) = ChunkDiskMapper::open(dir.path(), i64::MIN).unwrap();
+        assert!(found.is_empty());
+        let refs: Vec<u64> =
+            (0..5000u64).map(|i| m.write(i % 7 + 1, i as i64 * 10, i as i64 * 10 + 5, &vec![i as u8; 300])).collect();
+        // Some from the buffer, some from the file.
+        for (i, r) in refs.iter().enumerate() {
+            assert_eq!(&*m.read(*r).unwrap(), &vec![i as u8; 300][..]);
+        }
+        m.flush().unwrap();
+        drop(m);
+        let (m, found) = ChunkDiskMapper::open(dir.path(), 20_000).unwrap();
+        let n: usize = found.values().map(Vec::len).sum();
+        assert_eq!(n, 5000 - 2000, "chunks ending before min_valid are skipped");
+        for (sref, cs) in &found {
+            assert!(cs.windows(2).all(|w| w[0].max_t < w[1].min_t));
+            for c in cs {
+                let i = (c.min_t / 10) as u64;
+                assert_eq!(i % 7 + 1, *sref);
+                assert_eq!(&*m.read(c.chunk_ref).unwrap(), &vec![i as u8; 300][..]);
+            }
+        }
+        drop(m);
+        // Flip a byte in the middle of file 1: chunks from there on are dropped.
+        let p = dir.path().join("000001");
+        let mut data = std::fs::read(&p).unwrap();
+        let mid = data.len() / 2;
+        data[mid] ^= 0xff;
+        std::fs::write(&p, &data).unwrap();
+        let (_, found) = ChunkDiskMapper::open(dir.path(), i64::MIN).unwrap();
+        let n: usize = found.values().map(Vec::len).sum();
+        assert!(n > 1000 && n < 5000, "{n}");
+        assert!(std::fs::metadata(&p).unwrap().len() <= mid as u64);
+    }
+
+    #[test]
+    fn in_memory_keeps_everything() {
+        let m = ChunkDiskMapper::in_memory();
+        let r = m.write(1, 0, 5, b"abc");
+        assert_eq!(&*m.read(r).unwrap(), b"abc");
+        assert!(m.buffered() > 0);
+    }
+}
