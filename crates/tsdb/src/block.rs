@@ -229,22 +229,21 @@ fn write_synced(path: &Path, data: &[u8]) -> Result<(), BlockError> {
     f.sync_all().map_err(BlockError::io("fsync", path))
 }
 
-/// An open block.
+/// A block: its meta.json, and its index and chunk readers, opened on first use (a block that
+/// is never read costs its meta only; an opened index maps the file and keeps its symbol and
+/// postings offset tables in memory).
 #[derive(Debug)]
 pub struct Block {
     dir: PathBuf,
     meta: BlockMeta,
-    index: IndexReader,
-    chunks: ChunkReader,
+    readers: std::sync::OnceLock<(IndexReader, ChunkReader)>,
 }
 
 impl Block {
-    /// Opens the block in `dir`.
+    /// The block in `dir` (reads its meta.json).
     pub fn open(dir: &Path) -> Result<Block, BlockError> {
         let meta = BlockMeta::read(dir)?;
-        let index = IndexReader::open(&dir.join("index"))?;
-        let chunks = ChunkReader::open(&dir.join("chunks"))?;
-        Ok(Block { dir: dir.to_owned(), meta, index, chunks })
+        Ok(Block { dir: dir.to_owned(), meta, readers: std::sync::OnceLock::new() })
     }
 
     /// The block's directory.
@@ -257,21 +256,31 @@ impl Block {
         &self.meta
     }
 
+    fn readers(&self) -> Result<&(IndexReader, ChunkReader), BlockError> {
+        if let Some(r) = self.readers.get() {
+            return Ok(r);
+        }
+        let r = (IndexReader::open(&self.dir.join("index"))?, ChunkReader::open(&self.dir.join("chunks"))?);
+        let _ = self.readers.set(r);
+        Ok(self.readers.get().expect("just set"))
+    }
+
     /// Its index.
-    pub fn index(&self) -> &IndexReader {
-        &self.index
+    pub fn index(&self) -> Result<&IndexReader, BlockError> {
+        Ok(&self.readers()?.0)
     }
 
     /// Its chunks.
-    pub fn chunks(&self) -> &ChunkReader {
-        &self.chunks
+    pub fn chunks(&self) -> Result<&ChunkReader, BlockError> {
+        Ok(&self.readers()?.1)
     }
 
     /// The labels of series `id`.
     pub fn labels(&self, refs: &[LabelRefs]) -> Result<Labels, BlockError> {
+        let index = self.index()?;
         let mut out = Vec::with_capacity(refs.len());
         for &(n, v) in refs {
-            out.push(Label { name: self.index.symbol(n)?.to_owned(), value: self.index.symbol(v)?.to_owned() });
+            out.push(Label { name: index.symbol(n)?.to_owned(), value: index.symbol(v)?.to_owned() });
         }
         Ok(Labels(out))
     }
@@ -279,12 +288,13 @@ impl Block {
     /// The series selected by `matchers` with their samples in `[mint, maxt]`, in label order;
     /// series without samples there are left out.
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesData>, BlockError> {
+        let (index, chunks) = self.readers()?;
         let mut out = Vec::new();
-        for id in postings::select(&self.index, matchers)? {
-            let (refs, metas) = self.index.series(id)?;
+        for id in postings::select(index, matchers)? {
+            let (refs, metas) = index.series(id)?;
             let mut samples = Vec::new();
             for m in metas.iter().filter(|m| m.max_time >= mint && m.min_time <= maxt) {
-                let (enc, data) = self.chunks.chunk(m.chunk_ref)?;
+                let (enc, data) = chunks.chunk(m.chunk_ref)?;
                 if enc != ENCODING_XOR {
                     return Err(BlockError::Corrupt {
                         path: self.dir.clone(),

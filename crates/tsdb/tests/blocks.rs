@@ -209,8 +209,8 @@ fn matchers_select_like_prometheus() {
     let mut sorted = all.clone();
     sorted.sort();
     assert_eq!(all.len(), sorted.len());
-    assert_eq!(b.index().label_names().collect::<Vec<_>>(), vec!["__name__", "env", "x"]);
-    assert_eq!(b.index().label_values("env").collect::<Vec<_>>(), vec!["dev", "prod"]);
+    assert_eq!(b.index().unwrap().label_names().collect::<Vec<_>>(), vec!["__name__", "env", "x"]);
+    assert_eq!(b.index().unwrap().label_values("env").collect::<Vec<_>>(), vec!["dev", "prod"]);
 }
 
 #[test]

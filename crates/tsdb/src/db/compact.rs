@@ -180,7 +180,6 @@ impl Tsdb {
             }
             Ok::<_, TsdbError>(())
         })();
-        head.disk.release_maps();
         if let Err(e) = res {
             w.abort();
             return Err(e);
@@ -341,10 +340,11 @@ fn write_checkpoint(
     let mut out_series = Vec::new();
     let mut out_samples = Vec::new();
     for path in inputs {
-        let data = std::fs::read(&path).map_err(io("read", &path))?;
-        let mut r = SegmentReader::new(0, &data);
+        let seg = wal::MappedSegment::open(&path)?;
+        let mut r = SegmentReader::new(0, seg.data());
         while let Some(rec) = r.next() {
             let rec = rec.map_err(|c| TsdbError::Replay(format!("checkpoint input {}: {c}", path.display())))?;
+            seg.release_before(rec.offset);
             let bad = |e: record::RecordError| TsdbError::Replay(format!("checkpoint input {}: {e}", path.display()));
             match rec.data.first() {
                 Some(&kind::SERIES) => {

@@ -342,13 +342,16 @@ impl Replayer<'_> {
     }
 
     /// Replays one segment; returns the corruption that stopped it, if any.
-    fn segment(&mut self, index: u32, data: &[u8]) -> Option<Corruption> {
-        let mut r = SegmentReader::new(index, data);
+    fn segment(&mut self, index: u32, seg: &wal::MappedSegment) -> Option<Corruption> {
+        let mut r = SegmentReader::new(index, seg.data());
         loop {
             let (offset, res) = match r.next() {
                 None => return None,
                 Some(Err(c)) => return Some(c),
-                Some(Ok(rec)) => (rec.offset, self.record(rec.data)),
+                Some(Ok(rec)) => {
+                    seg.release_before(rec.offset);
+                    (rec.offset, self.record(rec.data))
+                }
             };
             if let Err(e) = res {
                 return Some(Corruption { segment: index, offset, reason: e.to_string() });
@@ -388,7 +391,7 @@ fn replay_with(
         report: OpenReport::default(),
         applied: Applied { mint: i64::MAX, maxt: i64::MIN, ..Default::default() },
     };
-    let read = |p: &Path| std::fs::read(p).map_err(|e| TsdbError::Io { op: "read", path: p.to_owned(), source: e });
+    let read = |p: &Path| wal::MappedSegment::open(p).map_err(TsdbError::from);
     let mut first_segment = 0;
     if let Some((n, cp_dir)) = wal::last_checkpoint(wal_dir)? {
         for i in wal::list_segments(&cp_dir)? {

@@ -8,8 +8,10 @@
 //!
 //! Writes go to an in-memory buffer that is written out with one `write(2)` per 256 KiB, so
 //! cutting a chunk on the append path costs a copy, not a syscall. Reads come from the buffer
-//! or from read-only mappings of the files, created on demand and dropped after bulk reads
-//! (block cuts) so their pages do not stay in the process' resident set. The files are a
+//! or with one `pread(2)` per chunk. (Memory-mapping the files was measured and dropped: the
+//! chunks of one series lie far apart, so reading a block's worth faulted in a page, and the
+//! kernel's fault-around 16 pages, per chunk, and the resident set grew by more than half of
+//! the head during a block cut.) The files are a
 //! cache of what the WAL holds: a torn or corrupt file is cut back at the first bad chunk on
 //! open and the WAL replay rebuilds the rest. Without a directory (read-only tools) the
 //! buffer is never written out.
@@ -21,7 +23,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::Mmap;
 use parking_lot::{Mutex, RwLock};
 
 use crate::encoding::{Decoder, put_uvarint};
@@ -44,21 +45,12 @@ pub(crate) struct MappedChunk {
     pub(crate) chunk_ref: u64,
 }
 
-/// Chunk bytes read back: borrowed from a mapping, or copied out of the write buffer.
-pub(crate) enum ChunkBytes {
-    Mapped(Arc<Mmap>, usize, usize),
-    Owned(Vec<u8>),
-}
+/// Chunk bytes read back.
+pub(crate) type ChunkBytes = Vec<u8>;
 
-impl std::ops::Deref for ChunkBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            ChunkBytes::Mapped(m, s, e) => &m[*s..*e],
-            ChunkBytes::Owned(v) => v,
-        }
-    }
-}
+/// The longest chunk record: fixed fields, a 5-byte length, an XOR chunk (cut after 1005 bytes,
+/// plus at most one 19-byte sample) and the CRC, with room to spare.
+const MAX_RECORD: usize = CHUNK_FIXED + 5 + 1100 + 4;
 
 struct Writer {
     /// File number of the file being written (0 before the first).
@@ -76,7 +68,8 @@ struct Writer {
 pub(crate) struct ChunkDiskMapper {
     dir: Option<PathBuf>,
     w: Mutex<Writer>,
-    maps: RwLock<BTreeMap<u32, Arc<Mmap>>>,
+    /// Open files for reading.
+    files: RwLock<BTreeMap<u32, Arc<File>>>,
     /// Chunks that could not be written (e.g. a full disk), kept in memory under references
     /// with file number 0 (files are numbered from 1): a chunk is never lost.
     fallback: Mutex<BTreeMap<u64, Fallback>>,
@@ -138,7 +131,7 @@ impl ChunkDiskMapper {
         ChunkDiskMapper {
             dir: None,
             w: Mutex::new(Writer { cur: 1, file: None, flushed: HEADER_SIZE, buf: Vec::new(), max_t: BTreeMap::new() }),
-            maps: RwLock::new(BTreeMap::new()),
+            files: RwLock::new(BTreeMap::new()),
             fallback: Mutex::new(BTreeMap::new()),
         }
     }
@@ -218,7 +211,7 @@ impl ChunkDiskMapper {
         let m = ChunkDiskMapper {
             dir: Some(dir.to_owned()),
             w: Mutex::new(Writer { cur: next - 1, file: None, flushed: MAX_FILE_SIZE, buf: Vec::new(), max_t }),
-            maps: RwLock::new(BTreeMap::new()),
+            files: RwLock::new(BTreeMap::new()),
             fallback: Mutex::new(BTreeMap::new()),
         };
         Ok((m, chunks))
@@ -313,43 +306,37 @@ impl ChunkDiskMapper {
         if file == 0 {
             let fb = self.fallback.lock();
             let (_, data) = fb.get(&r).ok_or_else(|| ChunkDiskError::BadRef(r, "no such chunk".into()))?;
-            return Ok(ChunkBytes::Owned(data.to_vec()));
+            return Ok(data.to_vec());
         }
         {
             let w = self.w.lock();
             if file == w.cur && off >= w.flushed {
                 let o = (off - w.flushed) as usize;
                 let (_, _, _, range, _) = parse_chunk(&w.buf, o).map_err(|e| ChunkDiskError::BadRef(r, e))?;
-                return Ok(ChunkBytes::Owned(w.buf[range].to_vec()));
+                return Ok(w.buf[range].to_vec());
             }
         }
-        let map = self.map_for(file, off)?;
-        let (_, _, _, range, _) = parse_chunk(&map, off as usize).map_err(|e| ChunkDiskError::BadRef(r, e))?;
-        Ok(ChunkBytes::Mapped(map, range.start, range.end))
+        let f = self.file_for(file)?;
+        let mut buf = vec![0u8; MAX_RECORD];
+        let n = read_at_most(&f, &mut buf, off).map_err(|e| ChunkDiskError::BadRef(r, e.to_string()))?;
+        buf.truncate(n);
+        let (_, _, _, range, _) = parse_chunk(&buf, 0).map_err(|e| ChunkDiskError::BadRef(r, e))?;
+        buf.truncate(range.end);
+        buf.drain(..range.start);
+        Ok(buf)
     }
 
-    /// A mapping of `file` that covers `off` (remapped when the file grew since).
-    fn map_for(&self, file: u32, off: u64) -> Result<Arc<Mmap>, ChunkDiskError> {
-        if let Some(m) = self.maps.read().get(&file)
-            && (off as usize) + CHUNK_FIXED + 5 < m.len()
-        {
-            return Ok(m.clone());
+    fn file_for(&self, file: u32) -> Result<Arc<File>, ChunkDiskError> {
+        if let Some(f) = self.files.read().get(&file) {
+            return Ok(f.clone());
         }
         let Some(dir) = &self.dir else {
-            return Err(ChunkDiskError::BadRef((file as u64) << 32 | off, "no such chunk".into()));
+            return Err(ChunkDiskError::BadRef((file as u64) << 32, "no such chunk file".into()));
         };
         let path = dir.join(file_name(file));
-        let f = File::open(&path).map_err(io("open", &path))?;
-        // SAFETY: head chunk files are only appended to (by this process, beyond the mapped
-        // length) and deleted whole once no series references them.
-        let m = Arc::new(unsafe { Mmap::map(&f) }.map_err(io("mmap", &path))?);
-        self.maps.write().insert(file, m.clone());
-        Ok(m)
-    }
-
-    /// Unmaps every file (their pages leave the resident set; the page cache keeps them).
-    pub(crate) fn release_maps(&self) {
-        self.maps.write().clear();
+        let f = Arc::new(File::open(&path).map_err(io("open", &path))?);
+        self.files.write().insert(file, f.clone());
+        Ok(f)
     }
 
     /// Deletes the files whose chunks all end before `mint` (never the one being written).
@@ -359,9 +346,9 @@ impl ChunkDiskMapper {
         let mut w = self.w.lock();
         let cur = w.cur;
         let doomed: Vec<u32> = w.max_t.iter().filter(|&(&n, &mx)| n != cur && mx < mint).map(|(&n, _)| n).collect();
-        let mut maps = self.maps.write();
+        let mut files = self.files.write();
         for n in &doomed {
-            maps.remove(n);
+            files.remove(n);
             w.max_t.remove(n);
             let path = dir.join(file_name(*n));
             std::fs::remove_file(&path).map_err(io("remove", &path))?;
@@ -374,6 +361,20 @@ impl ChunkDiskMapper {
     pub(crate) fn buffered(&self) -> usize {
         self.w.lock().buf.len()
     }
+}
+
+/// Reads up to `buf.len()` bytes at `off` (fewer at the end of the file).
+fn read_at_most(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], off + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

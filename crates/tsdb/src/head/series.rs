@@ -237,14 +237,14 @@ impl SeriesState {
             }
             (c.min_t, c.max_t, b.ok())
         });
-        let open = self.head.as_ref().map(|c| (c.min_t, c.max_t, Some(ChunkBytes::Owned(c.bytes.clone()))));
+        let open = self.head.as_ref().map(|c| (c.min_t, c.max_t, Some(c.bytes.clone())));
         closed.chain(open)
     }
 
     /// Chunks as `(min_t, max_t, bytes)` in time order.
     #[cfg(test)]
     pub(crate) fn chunks(&self, disk: &ChunkDiskMapper) -> Vec<(i64, i64, Vec<u8>)> {
-        self.chunk_bytes(disk).map(|(a, b, c)| (a, b, c.unwrap().to_vec())).collect()
+        self.chunk_bytes(disk).map(|(a, b, c)| (a, b, c.unwrap())).collect()
     }
 
     /// Whether the series holds no chunk at all.
@@ -278,7 +278,7 @@ impl SeriesState {
             }
             let bytes = match self.closed.get(i) {
                 Some(c) => disk.read(c.chunk_ref)?,
-                None => ChunkBytes::Owned(self.head.as_ref().expect("open chunk").bytes.clone()),
+                None => self.head.as_ref().expect("open chunk").bytes.clone(),
             };
             if mn >= mint && mx <= maxt {
                 out.push((mn, mx, bytes));
@@ -293,7 +293,7 @@ impl SeriesState {
                 last = t;
             }
             if let Some(first) = first {
-                out.push((first, last, ChunkBytes::Owned(buf)));
+                out.push((first, last, buf));
             }
         }
         Ok(())
