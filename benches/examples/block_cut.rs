@@ -58,8 +58,8 @@ fn fill(db: &Tsdb, series: std::ops::Range<usize>, rounds: std::ops::Range<i64>,
 }
 
 /// Commits 2000-sample batches of series `0..n` from round `from` until `stop`; returns the
-/// commit latencies in ms.
-fn writer(db: &Tsdb, n: usize, from: i64, stop: &AtomicBool) -> Vec<f64> {
+/// commit latencies in ms and the next round.
+fn writer(db: &Tsdb, n: usize, from: i64, stop: &AtomicBool) -> (Vec<f64>, i64) {
     let mut lat = Vec::new();
     let mut bufs = AppendBuffers::default();
     let mut l = Vec::new();
@@ -83,7 +83,7 @@ fn writer(db: &Tsdb, n: usize, from: i64, stop: &AtomicBool) -> Vec<f64> {
         }
         r += 1;
     }
-    lat
+    (lat, r + 1)
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -91,7 +91,16 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1))).copied().unwrap_or(0.0)
 }
 
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
 fn main() {
+    // The TSDB's own log lines give the phases of the cut (block write, head GC, checkpoint).
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     let per_block: i64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(480);
@@ -126,7 +135,7 @@ fn main() {
     // Baseline: commit latency without a cut, for 20 s.
     let stop = AtomicBool::new(false);
     let writers_n = n.min(200_000);
-    let base = std::thread::scope(|s| {
+    let (base, next) = std::thread::scope(|s| {
         let h = s.spawn(|| writer(&db, writers_n, rounds, &stop));
         std::thread::sleep(Duration::from_secs(20));
         stop.store(true, Ordering::Relaxed);
@@ -137,7 +146,7 @@ fn main() {
     let stop = AtomicBool::new(false);
     let done = AtomicBool::new(false);
     let (metas, cut_s, peak, mut during) = std::thread::scope(|s| {
-        let w = s.spawn(|| writer(&db, writers_n, rounds + 1000, &stop));
+        let w = s.spawn(|| writer(&db, writers_n, next, &stop));
         let sampler = s.spawn(|| {
             let mut peak = 0;
             while !done.load(Ordering::Relaxed) {
@@ -147,11 +156,13 @@ fn main() {
             peak
         });
         let t = Instant::now();
+        let cpu = thread_cpu_seconds();
         let metas = db.compact().unwrap();
         let cut_s = t.elapsed().as_secs_f64();
+        println!("compaction thread CPU: {:.1}s (wall {cut_s:.1}s)", thread_cpu_seconds() - cpu);
         done.store(true, Ordering::Relaxed);
         stop.store(true, Ordering::Relaxed);
-        (metas, cut_s, sampler.join().unwrap(), w.join().unwrap())
+        (metas, cut_s, sampler.join().unwrap(), w.join().unwrap().0)
     });
     std::thread::sleep(Duration::from_secs(3));
     let after = rss_bytes();
