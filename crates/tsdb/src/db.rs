@@ -289,6 +289,11 @@ impl Tsdb {
         self.head.num_series()
     }
 
+    /// Number of interned label strings (names and values) of the head.
+    pub fn num_symbols(&self) -> usize {
+        self.head.symbols.len()
+    }
+
     /// Size of the WAL directory in bytes.
     pub fn wal_size_bytes(&self) -> u64 {
         crate::fsutil::dir_size(&self.dir.join("wal"))

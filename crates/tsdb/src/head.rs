@@ -27,11 +27,18 @@ const STRIPES: usize = 1 << 14;
 #[derive(Default)]
 pub(crate) struct LabelIds {
     prev: Vec<(Vec<u8>, SymbolId, Vec<u8>, SymbolId)>,
+    /// [`Symbols::generation`] the cached ids belong to.
+    generation: u64,
 }
 
 impl LabelIds {
     /// `name, value, name, value, ...` symbol ids of `labels`.
     fn intern(&mut self, symbols: &Symbols, labels: &[LabelRef<'_>]) -> Box<[SymbolId]> {
+        let generation = symbols.generation();
+        if generation != self.generation {
+            self.prev.clear();
+            self.generation = generation;
+        }
         let mut ids = Vec::with_capacity(labels.len() * 2);
         for (i, l) in labels.iter().enumerate() {
             if i == self.prev.len() {
@@ -64,6 +71,9 @@ type Stripe = Mutex<HashTable<(u64, Arc<MemSeries>)>>;
 pub(crate) struct Head {
     stripes: Box<[Stripe]>,
     pub(crate) symbols: Symbols,
+    /// Held (shared) by whoever uses symbol ids: appenders for their whole life, readers of
+    /// labels. Freeing unused symbols takes it exclusively.
+    pub(crate) symbol_gate: parking_lot::RwLock<()>,
     /// Next series reference to hand out (refs start at 1; 0 means unknown).
     next_ref: AtomicU64,
     min_time: AtomicI64,
@@ -92,6 +102,7 @@ impl Head {
         Head {
             stripes: (0..STRIPES).map(|_| Mutex::new(HashTable::new())).collect(),
             symbols: Symbols::new(),
+            symbol_gate: parking_lot::RwLock::new(()),
             next_ref: AtomicU64::new(1),
             min_time: AtomicI64::new(i64::MAX),
             max_time: AtomicI64::new(i64::MIN),
@@ -156,6 +167,20 @@ impl Head {
             }
             Err(_) => false,
         }
+    }
+
+    /// Frees the label strings no series in the index uses (after truncation removed series).
+    /// Waits for running appenders and holds new ones back while it runs. Returns how many.
+    pub(crate) fn gc_symbols(&self) -> usize {
+        let _gate = self.symbol_gate.write();
+        let bound = self.symbols.id_bound() as usize;
+        let mut live = vec![0u64; bound.div_ceil(64)];
+        self.for_each_series(|s| {
+            for &id in s.labels.iter() {
+                live[id as usize / 64] |= 1 << (id % 64);
+            }
+        });
+        self.symbols.retain(|id| live.get(id as usize / 64).is_some_and(|w| w & (1 << (id % 64)) != 0))
     }
 
     /// Raises the lowest time an append may have (a block now covers everything below).

@@ -1,8 +1,10 @@
 //! A concurrent string interner for label names and values.
 //!
 //! Symbols are sharded by hash; each shard is a short critical section. Interning happens only
-//! when a series is created, never per sample. Symbols are not freed; the block issue rebuilds
-//! the table when the head is truncated.
+//! when a series is created, never per sample. [`Symbols::retain`] frees the strings no series
+//! uses any more (after head truncation removed series); freed ids are reused, and every cached
+//! id (the per-thread front cache, callers' caches keyed by [`Symbols::generation`]) is
+//! invalidated. The caller makes sure no id is in use while it runs.
 //!
 //! A small per-thread front cache (direct-mapped, short strings only, checked byte for byte)
 //! answers the strings most series share (label names, common values) without touching a
@@ -48,14 +50,17 @@ pub type SymbolId = u32;
 #[derive(Default)]
 struct Shard {
     index: HashTable<u32>,
-    /// Valid UTF-8 (callers validate before interning).
-    strings: Vec<Box<[u8]>>,
+    /// Valid UTF-8 (callers validate before interning); `None`: freed.
+    strings: Vec<Option<Box<[u8]>>>,
+    /// Freed slots.
+    free: Vec<u32>,
 }
 
 /// The interner.
 pub struct Symbols {
     shards: Box<[Mutex<Shard>]>,
-    owner: u64,
+    /// Front-cache owner tag; changes when ids are freed.
+    owner: AtomicU64,
 }
 
 impl Default for Symbols {
@@ -79,7 +84,7 @@ impl Symbols {
     pub fn new() -> Self {
         Symbols {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
+            owner: AtomicU64::new(NEXT_OWNER.fetch_add(1, Ordering::Relaxed)),
         }
     }
 
@@ -91,11 +96,11 @@ impl Symbols {
             return self.intern_shard(h, s);
         }
         let slot = ((h >> SHARD_BITS) as usize) & (CACHE_SLOTS - 1);
+        let owner = self.owner.load(Ordering::Acquire);
         let hit = FRONT.with(|c| {
             let c = c.borrow();
             let e = c.get(slot)?;
-            (e.owner == self.owner && e.hash == h && e.len as usize == s.len() && &e.bytes[..s.len()] == s)
-                .then_some(e.id)
+            (e.owner == owner && e.hash == h && e.len as usize == s.len() && &e.bytes[..s.len()] == s).then_some(e.id)
         });
         if let Some(id) = hit {
             return id;
@@ -106,7 +111,7 @@ impl Symbols {
             if c.is_empty() {
                 c.resize(CACHE_SLOTS, EMPTY);
             }
-            let mut e = Slot { owner: self.owner, hash: h, id, len: s.len() as u8, bytes: [0; CACHED_LEN] };
+            let mut e = Slot { owner, hash: h, id, len: s.len() as u8, bytes: [0; CACHED_LEN] };
             e.bytes[..s.len()].copy_from_slice(s);
             c[slot] = e;
         });
@@ -116,32 +121,90 @@ impl Symbols {
     fn intern_shard(&self, h: u64, s: &[u8]) -> SymbolId {
         let shard_no = (h as usize) & (SHARDS - 1);
         let mut shard = self.shards[shard_no].lock();
-        let Shard { index, strings } = &mut *shard;
-        if let Some(&i) = index.find(h, |&i| &*strings[i as usize] == s) {
+        let Shard { index, strings, free } = &mut *shard;
+        if let Some(&i) = index.find(h, |&i| strings[i as usize].as_deref() == Some(s)) {
             return (i << SHARD_BITS) | shard_no as u32;
         }
-        let i = strings.len() as u32;
-        assert!(i < (1 << (32 - SHARD_BITS)), "symbol table shard is full");
-        strings.push(s.into());
-        index.insert_unique(h, i, |&j| hash(&strings[j as usize]));
+        let i = match free.pop() {
+            Some(i) => {
+                strings[i as usize] = Some(s.into());
+                i
+            }
+            None => {
+                let i = strings.len() as u32;
+                assert!(i < (1 << (32 - SHARD_BITS)), "symbol table shard is full");
+                strings.push(Some(s.into()));
+                i
+            }
+        };
+        index.insert_unique(h, i, |&j| hash(strings[j as usize].as_deref().unwrap_or_default()));
         (i << SHARD_BITS) | shard_no as u32
+    }
+
+    /// Changes whenever ids are freed: a cache of ids must be dropped when this changes.
+    pub fn generation(&self) -> u64 {
+        self.owner.load(Ordering::Acquire)
+    }
+
+    /// Frees every string whose id `live` rejects. Returns how many were freed. No freed id
+    /// may be in use (the caller excludes interning and lookups while this runs).
+    pub fn retain(&self, live: impl Fn(SymbolId) -> bool) -> usize {
+        let mut freed = 0;
+        for (shard_no, shard) in self.shards.iter().enumerate() {
+            let mut shard = shard.lock();
+            let Shard { index, strings, free } = &mut *shard;
+            for (i, slot) in strings.iter_mut().enumerate() {
+                let id = ((i as u32) << SHARD_BITS) | shard_no as u32;
+                let Some(s) = slot else { continue };
+                if live(id) {
+                    continue;
+                }
+                if let Ok(e) = index.find_entry(hash(s), |&j| j == i as u32) {
+                    e.remove();
+                }
+                *slot = None;
+                free.push(i as u32);
+                freed += 1;
+            }
+        }
+        if freed > 0 {
+            self.owner.store(NEXT_OWNER.fetch_add(1, Ordering::Relaxed), Ordering::Release);
+        }
+        freed
+    }
+
+    /// One past the largest id handed out so far.
+    pub fn id_bound(&self) -> u32 {
+        self.shards
+            .iter()
+            .enumerate()
+            .map(|(n, s)| ((s.lock().strings.len() as u32) << SHARD_BITS) | n as u32)
+            .max()
+            .unwrap_or(0)
+            + 1
     }
 
     /// The string of `id`, copied.
     pub fn get(&self, id: SymbolId) -> String {
         let shard = self.shards[(id as usize) & (SHARDS - 1)].lock();
-        String::from_utf8_lossy(&shard.strings[(id >> SHARD_BITS) as usize]).into_owned()
+        String::from_utf8_lossy(shard.strings[(id >> SHARD_BITS) as usize].as_deref().unwrap_or_default()).into_owned()
     }
 
     /// The bytes of `id`, copied.
     pub fn bytes(&self, id: SymbolId) -> Vec<u8> {
         let shard = self.shards[(id as usize) & (SHARDS - 1)].lock();
-        shard.strings[(id >> SHARD_BITS) as usize].to_vec()
+        shard.strings[(id >> SHARD_BITS) as usize].as_deref().unwrap_or_default().to_vec()
     }
 
     /// Number of interned strings.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().strings.len()).sum()
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = s.lock();
+                s.strings.len() - s.free.len()
+            })
+            .sum()
     }
 
     /// True when nothing is interned.
@@ -168,6 +231,31 @@ mod tests {
             assert_eq!(s.get(id), format!("v{i}"));
         }
         assert_eq!(s.len(), 10_002);
+    }
+
+    #[test]
+    fn retain_frees_and_reuses_ids_and_invalidates_caches() {
+        let s = Symbols::new();
+        let ids: Vec<SymbolId> = (0..1000).map(|i| s.intern(format!("v{i}").as_bytes())).collect();
+        let keep: std::collections::HashSet<SymbolId> = ids.iter().copied().step_by(2).collect();
+        let gen0 = s.generation();
+        let bound = s.id_bound();
+        assert_eq!(s.retain(|id| keep.contains(&id)), 500);
+        assert_ne!(s.generation(), gen0);
+        assert_eq!(s.len(), 500);
+        for (i, &id) in ids.iter().enumerate() {
+            if i % 2 == 0 {
+                assert_eq!(s.get(id), format!("v{i}"));
+                // The front cache and the shard agree after the purge.
+                assert_eq!(s.intern(format!("v{i}").as_bytes()), id);
+            }
+        }
+        // Freed strings come back (reusing slots), distinct from every kept id.
+        let again: Vec<SymbolId> =
+            (0..1000).filter(|i| i % 2 == 1).map(|i| s.intern(format!("v{i}").as_bytes())).collect();
+        assert_eq!(s.len(), 1000);
+        assert!(again.iter().all(|id| !keep.contains(id)));
+        assert_eq!(s.id_bound(), bound, "freed slots were reused");
     }
 
     #[test]

@@ -111,6 +111,7 @@ fn five_hours_become_blocks_and_nothing_is_lost_or_doubled() {
     let mut app = db.appender(&mut bufs);
     let out = app.append(&[lr("__name__", "new")], &[(T0 + H, 1.0)], i64::MAX).unwrap();
     assert_eq!(out.out_of_bounds, 1);
+    drop(app);
     // Flushing cuts the rest into aligned blocks and leaves the head empty.
     let metas = db.flush_head().unwrap();
     assert_eq!(metas.len(), 2, "{metas:?}");
@@ -149,8 +150,11 @@ fn series_that_stop_are_removed_and_can_come_back() {
         want.entry(key.clone()).or_default().push((t, (i as f64).to_bits()));
     }
     assert_eq!(db.num_series(), 21);
+    // __name__, up, load, id, 0..19, job, j, alive
+    assert_eq!(db.num_symbols(), 27);
     db.compact().unwrap();
     assert_eq!(db.num_series(), 1, "stopped series are gone from the head");
+    assert_eq!(db.num_symbols(), 2, "their label strings too");
     assert_eq!(everything(&db), want);
     // A removed series comes back with a new sample.
     let t = T0 + 6 * H;
@@ -239,4 +243,42 @@ fn leftover_temporary_directories_are_removed_on_open() {
     let names: Vec<String> =
         std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().all(|n| !n.contains(".tmp-for-")), "{names:?}");
+}
+
+/// An appender that validated a series before head truncation removed it commits after the
+/// removal: the series is recreated with its exact labels (their strings are not freed while
+/// the appender lives) and the sample is stored.
+#[test]
+fn a_commit_racing_series_removal_recreates_the_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
+    let mut want = Model::new();
+    load(&db, T0, T0 + H, 60_000, 3, &mut want);
+    let mut bufs = AppendBuffers::default();
+    // Another series moves time forward so that the first three become removable.
+    let mut app = db.appender(&mut bufs);
+    app.append(&[lr("__name__", "clock")], &[(T0 + 4 * H, 1.0)], i64::MAX).unwrap();
+    app.commit().unwrap();
+    want.insert(Labels::from_pairs([("__name__", "clock")]), vec![(T0 + 4 * H, 1f64.to_bits())]);
+    let labels = [lr("__name__", "up"), lr("id", "0"), lr("job", "j")];
+    let t = T0 + 4 * H + 1000;
+    std::thread::scope(|s| {
+        let mut bufs = AppendBuffers::default();
+        let mut app = db.appender(&mut bufs);
+        assert_eq!(app.append(&labels, &[(t, 9.0)], i64::MAX).unwrap().accepted, 1);
+        let compaction = s.spawn(|| db.compact().unwrap());
+        // Let the compaction remove the series and wait for this appender.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!compaction.is_finished(), "symbol GC waits for the running appender");
+        app.commit().unwrap();
+        assert!(!compaction.join().unwrap().is_empty());
+    });
+    want.get_mut(&Labels::from_pairs([("__name__", "up"), ("id", "0"), ("job", "j")]))
+        .unwrap()
+        .push((t, 9f64.to_bits()));
+    assert_eq!(everything(&db), want);
+    db.close().unwrap();
+    drop(db);
+    let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(everything(&db), want);
 }

@@ -74,6 +74,8 @@ pub struct Appender<'a> {
     db: &'a Tsdb,
     bufs: &'a mut AppendBuffers,
     min_valid: Option<i64>,
+    /// Symbol ids stay valid while the appender lives (see `Head::gc_symbols`).
+    _symbols: parking_lot::RwLockReadGuard<'a, ()>,
 }
 
 impl<'a> Appender<'a> {
@@ -82,7 +84,8 @@ impl<'a> Appender<'a> {
         bufs.pending.clear();
         bufs.samples.clear();
         bufs.to_mark.clear();
-        Appender { db, bufs, min_valid: None }
+        let _symbols = db.head.symbol_gate.read();
+        Appender { db, bufs, min_valid: None, _symbols }
     }
 
     fn min_valid(&mut self, first_t: i64) -> i64 {

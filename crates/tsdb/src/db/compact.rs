@@ -143,6 +143,7 @@ impl Tsdb {
         for s in &series {
             used.extend(s.labels.iter().copied());
         }
+        // (Symbols are freed only by this thread, after truncation, so the ids stay valid.)
         let mut syms: Vec<(Box<[u8]>, u32)> =
             used.into_iter().map(|id| (head.symbols.bytes(id).into_boxed_slice(), id)).collect();
         syms.push((Box::default(), u32::MAX));
@@ -224,6 +225,11 @@ impl Tsdb {
         };
         m.series_removed.add(removed);
         self.metrics.head_truncations.inc();
+        if removed > 0 {
+            let t = Instant::now();
+            let freed = head.gc_symbols();
+            tracing::debug!(freed, duration = ?t.elapsed(), "freed label strings of removed series");
+        }
     }
 
     /// Prometheus' `truncateWAL`: start a new segment, fold the older two thirds of the

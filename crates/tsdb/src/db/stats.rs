@@ -71,6 +71,7 @@ impl Tsdb {
 
     /// Cardinality statistics with the top `limit` entries of each list. Walks every series.
     pub fn cardinality(&self, limit: usize) -> Cardinality {
+        let _symbols = self.head.symbol_gate.read();
         let mut by_metric: HashMap<u32, u64> = HashMap::new();
         let mut pairs: HashMap<(u32, u32), u64> = HashMap::new();
         let symbols = &self.head.symbols;
@@ -112,6 +113,7 @@ impl Tsdb {
     /// Every series with its samples in `[mint, maxt]` (series without any are left out),
     /// sorted by labels.
     pub fn dump_range(&self, mint: i64, maxt: i64) -> Vec<SeriesData> {
+        let _symbols = self.head.symbol_gate.read();
         let mut out = BTreeMap::new();
         self.head.for_each_series(|s| {
             let samples = s.state.lock().samples_in(mint, maxt, &self.head.disk);
