@@ -183,6 +183,10 @@ fn five_hours_become_aligned_blocks_that_promtool_and_prometheus_read() {
     assert!(r.metric("prometheus_tsdb_compactions_total{tenant=\"default-tenant\"}").unwrap() >= 1.0);
     assert_eq!(r.metric("prometheus_tsdb_blocks_loaded{tenant=\"default-tenant\"}"), Some(ranges.len() as f64));
     assert!(r.metric("prometheus_tsdb_checkpoint_creations_total{tenant=\"default-tenant\"}").is_some());
+    assert!(r.metric("prometheus_tsdb_storage_blocks_bytes{tenant=\"default-tenant\"}").unwrap() > 10_000.0);
+    let lowest = acked.values().flat_map(|s| s.keys().copied()).min().unwrap();
+    assert_eq!(r.metric("prometheus_tsdb_lowest_timestamp{tenant=\"default-tenant\"}"), Some(lowest as f64));
+    assert!(r.metric("prometheus_tsdb_head_gc_duration_seconds_count{tenant=\"default-tenant\"}").unwrap() >= 1.0);
     assert!(r.logs().contains("msg=\"write block\""), "{}", r.logs());
     // While running: blocks, head chunk files and WAL hold everything once (promtool reads
     // ringest's chunks_head files too).

@@ -214,8 +214,8 @@ impl TsdbCollector {
 enum Kind {
     Counter,
     Gauge,
-    /// The WAL fsync summary.
-    Summary,
+    /// A summary (count and sum) of the TSDB.
+    Summary(fn(&ringest_tsdb::Tsdb) -> &ringest_tsdb::metrics::Summary),
     /// The compaction duration histogram.
     Histogram,
 }
@@ -321,7 +321,30 @@ const FAMILIES: &[(&str, &str, Kind, Read)] = &[
         Kind::Counter,
         |d| d.metrics().time_retentions.get() as f64,
     ),
-    ("prometheus_tsdb_wal_fsync_duration_seconds", "Duration of write log fsync.", Kind::Summary, |_| 0.0),
+    (
+        "prometheus_tsdb_wal_fsync_duration_seconds",
+        "Duration of write log fsync.",
+        Kind::Summary(|d| &d.metrics().wal.fsync_duration),
+        |_| 0.0,
+    ),
+    (
+        "prometheus_tsdb_head_gc_duration_seconds",
+        "Runtime of garbage collection in the head block.",
+        Kind::Summary(|d| &d.metrics().head_gc_duration),
+        |_| 0.0,
+    ),
+    (
+        "prometheus_tsdb_storage_blocks_bytes",
+        "The number of bytes that are currently used for local storage by all blocks.",
+        Kind::Gauge,
+        |d| d.blocks_bytes() as f64,
+    ),
+    (
+        "prometheus_tsdb_lowest_timestamp",
+        "Lowest timestamp value stored in the database. The unit is decided by the library consumer.",
+        Kind::Gauge,
+        |d| d.lowest_timestamp() as f64,
+    ),
     ("prometheus_tsdb_wal_page_flushes_total", "Total number of page flushes.", Kind::Counter, |d| {
         d.metrics().wal.page_flushes.get() as f64
     }),
@@ -395,7 +418,7 @@ impl Collector for TsdbCollector {
                 mf.set_field_type(match kind {
                     Kind::Counter => MetricType::COUNTER,
                     Kind::Gauge => MetricType::GAUGE,
-                    Kind::Summary => MetricType::SUMMARY,
+                    Kind::Summary(_) => MetricType::SUMMARY,
                     Kind::Histogram => MetricType::HISTOGRAM,
                 });
                 for (tenant, db) in &tenants {
@@ -412,8 +435,8 @@ impl Collector for TsdbCollector {
                             g.set_value(read(db));
                             m.set_gauge(g);
                         }
-                        Kind::Summary => {
-                            let f = &db.metrics().wal.fsync_duration;
+                        Kind::Summary(get) => {
+                            let f = get(db);
                             let mut s = Summary::default();
                             s.set_sample_count(f.count());
                             s.set_sample_sum(f.sum());

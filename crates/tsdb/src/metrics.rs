@@ -191,6 +191,8 @@ pub struct TsdbMetrics {
     pub blocks_loaded: Gauge,
     /// `head_truncations_total`
     pub head_truncations: Counter,
+    /// `head_gc_duration_seconds`
+    pub head_gc_duration: Summary,
     /// `checkpoint_creations_total`
     pub checkpoint_creations: Counter,
     /// `checkpoint_creations_failed_total`

@@ -117,6 +117,7 @@ impl Tsdb {
         crate::failpoint::hit("compact.before_truncate");
         let t = Instant::now();
         self.truncate_head(maxt);
+        self.metrics.head_gc_duration.observe(t.elapsed().as_secs_f64());
         tracing::info!(duration = ?t.elapsed(), "Head GC completed");
         if let Err(e) = self.truncate_wal(maxt, all) {
             self.metrics.wal.truncations_failed.inc();
@@ -308,6 +309,18 @@ impl Tsdb {
         }
         self.metrics.blocks_loaded.set(self.blocks.read().len() as i64);
         Ok(out)
+    }
+
+    /// Bytes of the blocks on disk.
+    pub fn blocks_bytes(&self) -> u64 {
+        self.blocks.read().iter().map(|b| crate::fsutil::dir_size(b.dir())).sum()
+    }
+
+    /// The lowest timestamp stored: the oldest block's start, else the head's (`i64::MAX` when
+    /// empty, as Prometheus reports an empty database).
+    pub fn lowest_timestamp(&self) -> i64 {
+        let blocks = self.blocks.read().iter().map(|b| b.meta().min_time).min().unwrap_or(i64::MAX);
+        blocks.min(self.head.min_time())
     }
 
     /// The loaded blocks, oldest first.
