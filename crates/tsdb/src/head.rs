@@ -172,15 +172,20 @@ impl Head {
     /// Frees the label strings no series in the index uses (after truncation removed series).
     /// Waits for running appenders and holds new ones back while it runs. Returns how many.
     pub(crate) fn gc_symbols(&self) -> usize {
-        let _gate = self.symbol_gate.write();
+        let gate = self.symbol_gate.write();
         let bound = self.symbols.id_bound() as usize;
         let mut live = vec![0u64; bound.div_ceil(64)];
-        self.for_each_series(|s| {
-            for &id in s.labels.iter() {
-                live[id as usize / 64] |= 1 << (id % 64);
+        // Under the stripe locks, without cloning the series handles.
+        for stripe in self.stripes.iter() {
+            for (_, s) in stripe.lock().iter() {
+                for &id in s.labels.iter() {
+                    live[id as usize / 64] |= 1 << (id % 64);
+                }
             }
-        });
-        self.symbols.retain(|id| live.get(id as usize / 64).is_some_and(|w| w & (1 << (id % 64)) != 0))
+        }
+        let freed = self.symbols.retain(|id| live.get(id as usize / 64).is_some_and(|w| w & (1 << (id % 64)) != 0));
+        drop(gate);
+        freed.len()
     }
 
     /// Raises the lowest time an append may have (a block now covers everything below).

@@ -146,10 +146,11 @@ impl Symbols {
         self.owner.load(Ordering::Acquire)
     }
 
-    /// Frees every string whose id `live` rejects. Returns how many were freed. No freed id
-    /// may be in use (the caller excludes interning and lookups while this runs).
-    pub fn retain(&self, live: impl Fn(SymbolId) -> bool) -> usize {
-        let mut freed = 0;
+    /// Frees every string whose id `live` rejects and hands them back (to be dropped outside
+    /// the caller's critical section). No freed id may be in use (the caller excludes
+    /// interning and lookups while this runs).
+    pub fn retain(&self, live: impl Fn(SymbolId) -> bool) -> Vec<Box<[u8]>> {
+        let mut freed = Vec::new();
         for (shard_no, shard) in self.shards.iter().enumerate() {
             let mut shard = shard.lock();
             let Shard { index, strings, free } = &mut *shard;
@@ -162,12 +163,11 @@ impl Symbols {
                 if let Ok(e) = index.find_entry(hash(s), |&j| j == i as u32) {
                     e.remove();
                 }
-                *slot = None;
+                freed.extend(slot.take());
                 free.push(i as u32);
-                freed += 1;
             }
         }
-        if freed > 0 {
+        if !freed.is_empty() {
             self.owner.store(NEXT_OWNER.fetch_add(1, Ordering::Relaxed), Ordering::Release);
         }
         freed
@@ -240,7 +240,7 @@ mod tests {
         let keep: std::collections::HashSet<SymbolId> = ids.iter().copied().step_by(2).collect();
         let gen0 = s.generation();
         let bound = s.id_bound();
-        assert_eq!(s.retain(|id| keep.contains(&id)), 500);
+        assert_eq!(s.retain(|id| keep.contains(&id)).len(), 500);
         assert_ne!(s.generation(), gen0);
         assert_eq!(s.len(), 500);
         for (i, &id) in ids.iter().enumerate() {
