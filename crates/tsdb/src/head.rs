@@ -78,6 +78,9 @@ pub(crate) struct Head {
     next_ref: AtomicU64,
     min_time: AtomicI64,
     max_time: AtomicI64,
+    /// Lowest sample time applied since head truncation started (see
+    /// [`Head::begin_truncation`]).
+    low_water: AtomicI64,
     /// Lower bound for appends set by persisted blocks (none yet: `i64::MIN`).
     min_valid_floor: AtomicI64,
     num_series: AtomicU64,
@@ -106,6 +109,7 @@ impl Head {
             next_ref: AtomicU64::new(1),
             min_time: AtomicI64::new(i64::MAX),
             max_time: AtomicI64::new(i64::MIN),
+            low_water: AtomicI64::new(i64::MAX),
             min_valid_floor: AtomicI64::new(i64::MIN),
             num_series: AtomicU64::new(0),
             chunk_range,
@@ -198,9 +202,19 @@ impl Head {
         self.min_valid_floor.load(Relaxed)
     }
 
-    /// After truncation at `mint` the head starts there (Prometheus sets `minTime = mint`).
-    pub(crate) fn set_min_time_after_truncation(&self, mint: i64) {
-        self.min_time.fetch_max(mint, Relaxed);
+    /// Starts tracking the lowest time applied from now on (call under the WAL lock, before
+    /// scanning the series for [`Head::end_truncation`]).
+    pub(crate) fn begin_truncation(&self) {
+        self.low_water.store(i64::MAX, Relaxed);
+    }
+
+    /// After truncation at `mint`, the head starts at its oldest remaining sample: the lowest
+    /// chunk start the scan found (`scanned`) or a sample applied since `begin_truncation`,
+    /// never below `mint` (as Prometheus' `gc` sets `minTime` to the actual lowest time, so
+    /// empty windows are not cut one by one). Call under the WAL lock.
+    pub(crate) fn end_truncation(&self, mint: i64, scanned: i64) {
+        let lowest = scanned.min(self.low_water.load(Relaxed));
+        self.min_time.store(if lowest == i64::MAX { mint } else { lowest.max(mint) }, Relaxed);
     }
 
     /// Number of series.
@@ -229,6 +243,7 @@ impl Head {
     pub(crate) fn update_min_max(&self, mint: i64, maxt: i64) {
         if mint <= maxt {
             self.min_time.fetch_min(mint, Relaxed);
+            self.low_water.fetch_min(mint, Relaxed);
             self.max_time.fetch_max(maxt, Relaxed);
         }
     }

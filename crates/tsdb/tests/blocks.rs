@@ -282,3 +282,27 @@ fn a_commit_racing_series_removal_recreates_the_series() {
     let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
     assert_eq!(everything(&db), want);
 }
+
+/// A sample far in the future (a client with a wrong clock) does not make compaction cut every
+/// empty 2h window in between: after a cut the head starts at its oldest remaining sample.
+#[test]
+fn a_far_future_sample_does_not_cut_empty_windows_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
+    let mut want = Model::new();
+    load(&db, T0, T0 + H, 60_000, 3, &mut want);
+    let far = T0 + 10 * 365 * 24 * H;
+    let mut bufs = AppendBuffers::default();
+    let mut app = db.appender(&mut bufs);
+    app.append(&[lr("__name__", "future")], &[(far, 1.0)], i64::MAX).unwrap();
+    app.commit().unwrap();
+    want.insert(Labels::from_pairs([("__name__", "future")]), vec![(far, 1f64.to_bits())]);
+    let start = std::time::Instant::now();
+    let metas = db.compact().unwrap();
+    assert!(start.elapsed() < std::time::Duration::from_secs(10), "took {:?}", start.elapsed());
+    assert!(metas.len() <= 2, "{} blocks", metas.len());
+    assert!(!db.compactable());
+    assert_eq!(everything(&db), want);
+    db.flush_head().unwrap();
+    assert_eq!(everything(&db), want);
+}

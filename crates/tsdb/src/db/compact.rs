@@ -195,14 +195,19 @@ impl Tsdb {
         let m = &self.metrics.head;
         let mut empty: Vec<Arc<MemSeries>> = Vec::new();
         let mut removed_chunks = 0u64;
+        let mut lowest = i64::MAX;
+        {
+            let _wal = self.wal.lock();
+            head.begin_truncation();
+        }
         head.for_each_series(|s| {
             let mut st = s.state.lock();
             removed_chunks += st.truncate_before(mint) as u64;
-            if st.is_empty() {
-                empty.push(s.clone());
+            match st.min_time() {
+                Some(t) => lowest = lowest.min(t),
+                None => empty.push(s.clone()),
             }
         });
-        head.set_min_time_after_truncation(mint);
         match head.disk.truncate_before(mint) {
             Ok(n) if n > 0 => tracing::debug!(files = n, "deleted head chunk files"),
             Ok(_) => {}
@@ -214,6 +219,7 @@ impl Tsdb {
         // cannot receive a sample before it is gone, and a later commit sees the flag.
         let removed = {
             let _wal = self.wal.lock();
+            head.end_truncation(mint, lowest);
             let mut n = 0u64;
             for s in &empty {
                 let st = s.state.lock();

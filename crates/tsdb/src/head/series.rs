@@ -247,6 +247,11 @@ impl SeriesState {
         self.chunk_bytes(disk).map(|(a, b, c)| (a, b, c.unwrap())).collect()
     }
 
+    /// Start of the series' oldest chunk (`None`: no chunk).
+    pub(crate) fn min_time(&self) -> Option<i64> {
+        self.closed.first().map(|c| c.min_t).or(self.head.as_ref().map(|c| c.min_t))
+    }
+
     /// Whether the series holds no chunk at all.
     pub(crate) fn is_empty(&self) -> bool {
         self.head.is_none() && self.closed.is_empty()
