@@ -222,7 +222,8 @@ impl BlockWriter {
     }
 }
 
-fn write_synced(path: &Path, data: &[u8]) -> Result<(), BlockError> {
+/// Writes `data` to a new file at `path` and fsyncs it.
+pub(crate) fn write_synced(path: &Path, data: &[u8]) -> Result<(), BlockError> {
     use std::io::Write;
     let mut f = std::fs::File::create(path).map_err(BlockError::io("create", path))?;
     f.write_all(data).map_err(BlockError::io("write", path))?;

@@ -74,7 +74,7 @@ pub enum TsdbError {
     Replay(String),
     /// A block error.
     #[error(transparent)]
-    Block(BlockError),
+    Block(#[from] BlockError),
     /// A head chunk file error.
     #[error(transparent)]
     ChunkDisk(#[from] crate::head::chunk_disk::ChunkDiskError),
@@ -194,6 +194,27 @@ fn load_blocks(dir: &Path) -> Result<(Vec<Arc<Block>>, i64), TsdbError> {
 }
 
 impl Tsdb {
+    fn assemble(
+        dir: &Path,
+        opts: Options,
+        head: Head,
+        wal: Option<WalWriter>,
+        blocks: Vec<Arc<Block>>,
+        lock: Option<LockFile>,
+    ) -> Tsdb {
+        let metrics = head.metrics.clone();
+        Tsdb {
+            dir: dir.to_owned(),
+            opts,
+            head,
+            wal: Mutex::new(wal),
+            blocks: RwLock::new(blocks),
+            compaction: Mutex::new(()),
+            metrics,
+            _lock: lock,
+        }
+    }
+
     /// Opens (creating if needed) the TSDB in `dir`, replays its WAL (repairing a corrupt tail
     /// the way Prometheus does) and starts a new WAL segment.
     pub fn open(dir: &Path, opts: Options) -> Result<(Tsdb, OpenReport), TsdbError> {
@@ -233,17 +254,7 @@ impl Tsdb {
             samples = report.samples,
             "WAL replay completed"
         );
-        let tsdb = Tsdb {
-            dir: dir.to_owned(),
-            opts,
-            head,
-            wal: Mutex::new(Some(writer)),
-            blocks: RwLock::new(blocks),
-            compaction: Mutex::new(()),
-            metrics,
-            _lock: lock,
-        };
-        Ok((tsdb, report))
+        Ok((Tsdb::assemble(dir, opts, head, Some(writer), blocks, lock), report))
     }
 
     /// Replays the WAL of `dir` into memory without writing anything (no repair, no new segment,
@@ -256,17 +267,7 @@ impl Tsdb {
         let (blocks, floor) = load_blocks(dir)?;
         head.raise_floor(floor);
         let report = replay::replay(&head, &dir.join("wal"), Default::default())?;
-        let tsdb = Tsdb {
-            dir: dir.to_owned(),
-            opts,
-            head,
-            wal: Mutex::new(None),
-            blocks: RwLock::new(blocks),
-            compaction: Mutex::new(()),
-            metrics,
-            _lock: None,
-        };
-        Ok((tsdb, report))
+        Ok((Tsdb::assemble(dir, opts, head, None, blocks, None), report))
     }
 
     /// The TSDB directory.

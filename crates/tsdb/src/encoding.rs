@@ -47,6 +47,16 @@ impl<'a> Decoder<'a> {
         Some(b)
     }
 
+    /// Reads a big-endian u32.
+    pub fn be32(&mut self) -> Option<u32> {
+        if self.buf.len() < 4 {
+            return None;
+        }
+        let (a, rest) = self.buf.split_at(4);
+        self.buf = rest;
+        Some(u32::from_be_bytes(a.try_into().ok()?))
+    }
+
     /// Reads a big-endian u64.
     #[inline]
     pub fn be64(&mut self) -> Option<u64> {

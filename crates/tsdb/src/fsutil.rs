@@ -1,4 +1,4 @@
-//! Small filesystem helpers: directory fsync and the advisory lock file.
+//! Small filesystem helpers: directory fsync, the advisory lock file, read-once file mappings.
 
 use std::fs::File;
 use std::io;
@@ -58,4 +58,54 @@ pub fn dir_size(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// A file mapped for reading front to back, once (WAL segments on replay and checkpoints,
+/// head chunk files on open). Pages already read can be handed back with
+/// [`MappedFile::release_before`], so reading a 128 MiB file does not hold all of it in the
+/// resident set.
+pub struct MappedFile {
+    map: Option<memmap2::Mmap>,
+    released: std::cell::Cell<usize>,
+}
+
+impl std::fmt::Debug for MappedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MappedFile").field("len", &self.data().len()).finish()
+    }
+}
+
+impl MappedFile {
+    /// Maps `path` (an empty file maps to no bytes).
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let f = File::open(path)?;
+        let len = f.metadata()?.len();
+        let map = if len == 0 {
+            None
+        } else {
+            // SAFETY: callers map files nobody writes while they read them (finished WAL
+            // segments, head chunk files before the writer starts).
+            Some(unsafe { memmap2::Mmap::map(&f) }?)
+        };
+        Ok(MappedFile { map, released: std::cell::Cell::new(0) })
+    }
+
+    /// The segment's bytes.
+    pub fn data(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+
+    /// Drops the pages before `off` from the resident set once 8 MiB more have been read (they
+    /// are read from the file again if touched).
+    pub fn release_before(&self, off: usize) {
+        const STEP: usize = 8 << 20;
+        let Some(map) = &self.map else { return };
+        let upto = off & !(STEP - 1);
+        if upto > self.released.get() {
+            // SAFETY: a read-only private file mapping: dropped pages are re-read from the
+            // unchanged file on access, so no data changes under any reader.
+            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, upto) };
+            self.released.set(upto);
+        }
+    }
 }

@@ -116,18 +116,14 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u32>, WalError> {
 
 /// The newest complete checkpoint directory (`checkpoint.%08d`) in `dir`, with its number.
 pub fn last_checkpoint(dir: &Path) -> Result<Option<(u32, PathBuf)>, WalError> {
-    Ok(entry_names(dir)?
-        .iter()
-        // `checkpoint.N.tmp` (incomplete) does not parse as a number.
-        .filter_map(|n| n.strip_prefix("checkpoint.").filter(|num| num.len() == 8).and_then(number).map(|i| (i, n)))
-        .max_by_key(|(i, _)| *i)
-        .map(|(i, n)| (i, dir.join(n))))
+    Ok(list_checkpoints(dir)?.pop())
 }
 
 /// Every complete checkpoint directory of `dir` with its number, oldest first.
 pub fn list_checkpoints(dir: &Path) -> Result<Vec<(u32, PathBuf)>, WalError> {
     let mut out: Vec<(u32, PathBuf)> = entry_names(dir)?
         .iter()
+        // `checkpoint.N.tmp` (incomplete) does not parse as a number.
         .filter_map(|n| {
             n.strip_prefix("checkpoint.").filter(|num| num.len() == 8).and_then(number).map(|i| (i, dir.join(n)))
         })
@@ -146,53 +142,4 @@ pub fn remove_tmp_checkpoints(dir: &Path) -> Result<(), WalError> {
         }
     }
     Ok(())
-}
-
-/// A segment file mapped for reading. Pages already read can be handed back with
-/// [`MappedSegment::release_before`], so reading a 128 MiB segment does not hold all of it in
-/// the resident set (replay and checkpoints read segments front to back, once).
-pub struct MappedSegment {
-    map: Option<memmap2::Mmap>,
-    released: std::cell::Cell<usize>,
-}
-
-impl std::fmt::Debug for MappedSegment {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MappedSegment").field("len", &self.data().len()).finish()
-    }
-}
-
-impl MappedSegment {
-    /// Maps `path` (an empty file maps to no bytes).
-    pub fn open(path: &Path) -> Result<Self, WalError> {
-        let f = std::fs::File::open(path).map_err(|e| io_err("open", path, e))?;
-        let len = f.metadata().map_err(|e| io_err("stat", path, e))?.len();
-        let map = if len == 0 {
-            None
-        } else {
-            // SAFETY: WAL segments are not modified while they are read here: finished segments
-            // are immutable and the segment being written is never read by these callers.
-            Some(unsafe { memmap2::Mmap::map(&f) }.map_err(|e| io_err("mmap", path, e))?)
-        };
-        Ok(MappedSegment { map, released: std::cell::Cell::new(0) })
-    }
-
-    /// The segment's bytes.
-    pub fn data(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
-    }
-
-    /// Drops the pages before `off` from the resident set once 8 MiB more have been read (they
-    /// are read from the file again if touched).
-    pub fn release_before(&self, off: usize) {
-        const STEP: usize = 8 << 20;
-        let Some(map) = &self.map else { return };
-        let upto = off & !(STEP - 1);
-        if upto > self.released.get() {
-            // SAFETY: a read-only private file mapping: dropped pages are re-read from the
-            // unchanged file on access, so no data changes under any reader.
-            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, upto) };
-            self.released.set(upto);
-        }
-    }
 }

@@ -59,6 +59,14 @@ fn everything(db: &Tsdb) -> Model {
     model(db.read_all(i64::MIN, i64::MAX).unwrap())
 }
 
+/// Closes `db`, opens its directory again and checks it holds exactly `want`.
+fn reopen_holds(db: Tsdb, dir: &std::path::Path, want: &Model) {
+    db.close().unwrap();
+    drop(db);
+    let (db, _) = Tsdb::open(dir, Options::default()).unwrap();
+    assert_eq!(&everything(&db), want);
+}
+
 fn block_windows_ok(db: &Tsdb) {
     for b in db.blocks() {
         let m = b.meta();
@@ -166,10 +174,7 @@ fn series_that_stop_are_removed_and_can_come_back() {
         .unwrap()
         .push((t, 7f64.to_bits()));
     assert_eq!(everything(&db), want);
-    db.close().unwrap();
-    drop(db);
-    let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
-    assert_eq!(everything(&db), want);
+    reopen_holds(db, dir.path(), &want);
 }
 
 #[test]
@@ -277,10 +282,7 @@ fn a_commit_racing_series_removal_recreates_the_series() {
         .unwrap()
         .push((t, 9f64.to_bits()));
     assert_eq!(everything(&db), want);
-    db.close().unwrap();
-    drop(db);
-    let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
-    assert_eq!(everything(&db), want);
+    reopen_holds(db, dir.path(), &want);
 }
 
 /// A sample far in the future (a client with a wrong clock) does not make compaction cut every

@@ -317,7 +317,7 @@ impl IndexReader {
         let mut r = IndexReader { path: path.to_owned(), map, symbols: Vec::new(), postings: BTreeMap::new() };
         let syms = r.section(sym_off)?;
         let mut d = Decoder::new(syms);
-        let n = be32(&mut d).ok_or_else(|| bad("symbol table too short".into()))?;
+        let n = d.be32().ok_or_else(|| bad("symbol table too short".into()))?;
         let mut symbols = Vec::with_capacity(n as usize);
         for _ in 0..n {
             let s = d.uvarint_bytes().ok_or_else(|| bad("symbol table truncated".into()))?;
@@ -328,7 +328,7 @@ impl IndexReader {
         r.symbols = symbols;
         let table = r.section(pot_off)?;
         let mut d = Decoder::new(table);
-        let n = be32(&mut d).ok_or_else(|| bad("postings offset table too short".into()))?;
+        let n = d.be32().ok_or_else(|| bad("postings offset table too short".into()))?;
         let mut postings: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
         for _ in 0..n {
             let entry = (|| {
@@ -468,12 +468,4 @@ impl IndexReader {
         };
         parse().ok_or_else(|| bad(format!("series {id}: malformed entry")))
     }
-}
-
-fn be32(d: &mut Decoder<'_>) -> Option<u32> {
-    let a = d.byte()? as u32;
-    let b = d.byte()? as u32;
-    let c = d.byte()? as u32;
-    let e = d.byte()? as u32;
-    Some(a << 24 | b << 16 | c << 8 | e)
 }

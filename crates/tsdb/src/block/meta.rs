@@ -2,7 +2,6 @@
 //! Keys ringest does not model (the `thanos` section, compaction parents, hints) are kept as
 //! they were read, so a block's meta survives a read-modify-write unchanged.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -109,10 +108,7 @@ impl BlockMeta {
     pub fn write(&self, dir: &Path) -> Result<(), BlockError> {
         let tmp = dir.join("meta.json.tmp");
         let path = dir.join(META_FILENAME);
-        let mut f = std::fs::File::create(&tmp).map_err(BlockError::io("create", &tmp))?;
-        f.write_all(&self.to_json()).map_err(BlockError::io("write", &tmp))?;
-        f.sync_all().map_err(BlockError::io("fsync", &tmp))?;
-        drop(f);
+        super::write_synced(&tmp, &self.to_json())?;
         std::fs::rename(&tmp, &path).map_err(BlockError::io("rename", &tmp))?;
         crate::fsutil::fsync_dir(dir).map_err(BlockError::io("fsync", dir))?;
         Ok(())

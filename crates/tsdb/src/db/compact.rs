@@ -25,6 +25,7 @@ use hashbrown::HashSet;
 
 use super::{Tsdb, TsdbError, io};
 use crate::block::{self, Block, BlockMeta, BlockWriter, LabelRefs};
+use crate::fsutil::MappedFile;
 use crate::head::MemSeries;
 use crate::labels::LabelRef;
 use crate::wal::record::{self, kind};
@@ -39,12 +40,6 @@ pub(crate) fn window_end(t: i64, range: i64) -> i64 {
 /// way Prometheus' `labels.Compare` does (symbols are numbered in byte order).
 fn rank_key<'a>(s: &'a MemSeries, rank: &'a [u32]) -> impl Iterator<Item = u32> + 'a {
     s.labels.iter().map(move |&id| rank[id as usize])
-}
-
-impl From<block::BlockError> for TsdbError {
-    fn from(e: block::BlockError) -> Self {
-        TsdbError::Block(e)
-    }
 }
 
 impl Tsdb {
@@ -365,7 +360,7 @@ fn write_checkpoint(
     let mut out_series = Vec::new();
     let mut out_samples = Vec::new();
     for path in inputs {
-        let seg = wal::MappedSegment::open(&path)?;
+        let seg = MappedFile::open(&path).map_err(io("map", &path))?;
         let mut r = SegmentReader::new(0, seg.data());
         while let Some(rec) = r.next() {
             let rec = rec.map_err(|c| TsdbError::Replay(format!("checkpoint input {}: {c}", path.display())))?;

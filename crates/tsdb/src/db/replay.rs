@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use hashbrown::HashMap;
 
 use super::{OpenReport, TsdbError};
+use crate::fsutil::MappedFile;
 use crate::head::chunk_disk::{ChunkDiskMapper, MappedChunk};
 use crate::head::series::{AppendCtx, ClosedChunk, Verdict, verdict};
 use crate::head::{Head, LabelIds, MemSeries};
@@ -342,7 +343,7 @@ impl Replayer<'_> {
     }
 
     /// Replays one segment; returns the corruption that stopped it, if any.
-    fn segment(&mut self, index: u32, seg: &wal::MappedSegment) -> Option<Corruption> {
+    fn segment(&mut self, index: u32, seg: &MappedFile) -> Option<Corruption> {
         let mut r = SegmentReader::new(index, seg.data());
         loop {
             let (offset, res) = match r.next() {
@@ -391,7 +392,7 @@ fn replay_with(
         report: OpenReport::default(),
         applied: Applied { mint: i64::MAX, maxt: i64::MIN, ..Default::default() },
     };
-    let read = |p: &Path| wal::MappedSegment::open(p).map_err(TsdbError::from);
+    let read = |p: &Path| MappedFile::open(p).map_err(super::io("map", p));
     let mut first_segment = 0;
     if let Some((n, cp_dir)) = wal::last_checkpoint(wal_dir)? {
         for i in wal::list_segments(&cp_dir)? {

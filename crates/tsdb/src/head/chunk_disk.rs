@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::block::ENCODING_XOR;
 use crate::encoding::{Decoder, put_uvarint};
 
 /// Magic number of a head chunk file.
@@ -44,9 +45,6 @@ pub(crate) struct MappedChunk {
     pub(crate) max_t: i64,
     pub(crate) chunk_ref: u64,
 }
-
-/// Chunk bytes read back.
-pub(crate) type ChunkBytes = Vec<u8>;
 
 /// The longest chunk record: fixed fields, a 5-byte length, an XOR chunk (cut after 1005 bytes,
 /// plus at most one 19-byte sample) and the CRC, with room to spare.
@@ -119,7 +117,7 @@ fn parse_chunk(data: &[u8], off: usize) -> Result<(u64, i64, i64, std::ops::Rang
     if crc32c::crc32c(&data[off..end]) != crc {
         return Err("checksum mismatch".into());
     }
-    if data[off + 24] != 1 {
+    if data[off + 24] != ENCODING_XOR {
         return Err(format!("unsupported chunk encoding {}", data[off + 24]));
     }
     Ok((sref, mint, maxt, start..end, end + 4))
@@ -159,7 +157,8 @@ impl ChunkDiskMapper {
                 std::fs::remove_file(&path).map_err(io("remove", &path))?;
                 continue;
             }
-            let data = std::fs::read(&path).map_err(io("read", &path))?;
+            let file = crate::fsutil::MappedFile::open(&path).map_err(io("map", &path))?;
+            let data = file.data();
             let header_ok = data.len() >= HEADER_SIZE as usize
                 && u32::from_be_bytes(data[..4].try_into().unwrap()) == MAGIC_HEAD_CHUNKS
                 && data[4] == 1;
@@ -174,7 +173,8 @@ impl ChunkDiskMapper {
                 if data[off..(off + CHUNK_FIXED).min(data.len())].iter().all(|&b| b == 0) {
                     break;
                 }
-                match parse_chunk(&data, off) {
+                file.release_before(off);
+                match parse_chunk(data, off) {
                     Ok((sref, mint, maxt, _, end)) => {
                         if maxt >= min_valid {
                             let chunk_ref = (n as u64) << 32 | off as u64;
@@ -286,7 +286,7 @@ impl ChunkDiskMapper {
         w.buf.extend_from_slice(&sref.to_be_bytes());
         w.buf.extend_from_slice(&min_t.to_be_bytes());
         w.buf.extend_from_slice(&max_t.to_be_bytes());
-        w.buf.push(1);
+        w.buf.push(ENCODING_XOR);
         put_uvarint(&mut w.buf, data.len() as u64);
         w.buf.extend_from_slice(data);
         let crc = crc32c::crc32c(&w.buf[start..]);
@@ -301,7 +301,7 @@ impl ChunkDiskMapper {
     }
 
     /// The XOR data of chunk `r`.
-    pub(crate) fn read(&self, r: u64) -> Result<ChunkBytes, ChunkDiskError> {
+    pub(crate) fn read(&self, r: u64) -> Result<Vec<u8>, ChunkDiskError> {
         let (file, off) = ((r >> 32) as u32, r & 0xffff_ffff);
         if file == 0 {
             let fb = self.fallback.lock();

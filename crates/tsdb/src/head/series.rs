@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 
 use parking_lot::Mutex;
 
-use super::chunk_disk::{ChunkBytes, ChunkDiskMapper};
+use super::chunk_disk::ChunkDiskMapper;
 use crate::chunkenc::{XorAppender, XorIter};
 use crate::symbols::SymbolId;
 
@@ -226,10 +226,7 @@ impl SeriesState {
     }
 
     /// Chunks as `(min_t, max_t, bytes)` in time order, read lazily (`None`: unreadable).
-    fn chunk_bytes<'a>(
-        &'a self,
-        disk: &'a ChunkDiskMapper,
-    ) -> impl Iterator<Item = (i64, i64, Option<ChunkBytes>)> + 'a {
+    fn chunk_bytes<'a>(&'a self, disk: &'a ChunkDiskMapper) -> impl Iterator<Item = (i64, i64, Option<Vec<u8>>)> + 'a {
         let closed = self.closed.iter().map(move |c| {
             let b = disk.read(c.chunk_ref);
             if let Err(e) = &b {
@@ -275,7 +272,7 @@ impl SeriesState {
         mint: i64,
         maxt: i64,
         disk: &ChunkDiskMapper,
-        out: &mut Vec<(i64, i64, ChunkBytes)>,
+        out: &mut Vec<(i64, i64, Vec<u8>)>,
     ) -> Result<(), super::chunk_disk::ChunkDiskError> {
         for (i, (mn, mx)) in self.ranges().enumerate() {
             if mx < mint || mn > maxt {
