@@ -1,0 +1,6 @@
+//! Object storage for ringest: Thanos' bucket configuration (`--objstore.config`), an
+//! instrumented bucket with Thanos' metric names, and the per-tenant shipper that uploads
+//! level-1 blocks exactly as Thanos' shipper does (chunks, then index, then `meta.json` with the
+//! `thanos` section; state in `thanos.shipper.json`).
+
+pub mod config;
