@@ -17,6 +17,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 promtool --version | head -1
 
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "==> installing moto[server] (PyPI: a real S3 server on loopback for the shipper tests)"
+  python3 -m pip install -q 'moto[server]'
+  hash -r
+fi
+command -v moto_server >/dev/null 2>&1 || export MOTO_SERVER="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/moto_server"
+echo "moto_server: $(command -v moto_server || echo "$MOTO_SERVER")"
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -5,8 +5,10 @@
 //! and sets it), else it is built with `cargo build -p ringest` on first use.
 
 pub mod client;
+pub mod faultproxy;
 pub mod oracle;
 pub mod process;
+pub mod s3;
 pub mod workload;
 
 pub use client::{HttpResponse, RemoteWriter, http_get, http_request};

@@ -69,6 +69,34 @@ pub fn labels_string(labels: &[(String, String)]) -> String {
     ringest_loadgen::check::labels_string(&sorted)
 }
 
+/// promtool and ringest read exactly the acknowledged samples (plus, possibly, those of `maybe`: a
+/// request cut by a crash may or may not have been stored); ringest's reader too, bit for bit.
+pub fn assert_exact_with(dir: &Path, acked: &Dump<u64>, maybe: &Dump<u64>) {
+    let prom = promtool_dump(dir);
+    let ours = ringest_dump(dir);
+    for (s, samples) in &ours {
+        for (t, bits) in samples {
+            let want = acked.get(s).and_then(|x| x.get(t)).or_else(|| maybe.get(s).and_then(|x| x.get(t)));
+            assert_eq!(want, Some(bits), "invented or changed sample {s} @ {t}");
+        }
+    }
+    let n_ours: usize = ours.values().map(BTreeMap::len).sum();
+    assert_eq!(prom.values().map(BTreeMap::len).sum::<usize>(), n_ours, "promtool and ringest see as many samples");
+    for (s, samples) in acked {
+        let p = prom.get(s).unwrap_or_else(|| panic!("promtool lacks series {s}"));
+        let o = ours.get(s).unwrap_or_else(|| panic!("ringest lacks series {s}"));
+        for (t, bits) in samples {
+            assert_eq!(o.get(t), Some(bits), "ringest lost or changed {s} @ {t}");
+            let text = p.get(t).unwrap_or_else(|| panic!("promtool lacks {s} @ {t}"));
+            assert!(promtool_value_matches(text, *bits), "{s} @ {t}: promtool {text}, sent {bits:#x}");
+        }
+    }
+}
+
+pub fn assert_exact(dir: &Path, acked: &Dump<u64>) {
+    assert_exact_with(dir, acked, &Dump::new());
+}
+
 /// A Prometheus 2.42 server (Debian package) on a loopback port.
 pub struct Prometheus {
     child: Option<Child>,

@@ -8,7 +8,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ringest_e2e::client::series;
-use ringest_e2e::oracle::{Prometheus, copy_dir, labels_string, promtool_dump, promtool_value_matches, ringest_dump};
+use ringest_e2e::oracle::{
+    Prometheus, assert_exact, assert_exact_with, copy_dir, labels_string, promtool_value_matches,
+};
 use ringest_e2e::workload::{Acked, Workload};
 use ringest_e2e::{RemoteWriter, Ringest, http_get};
 use ringest_proto::prometheus as pb;
@@ -137,34 +139,6 @@ fn promtool(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// promtool reads exactly the acknowledged samples (plus, possibly, those of `maybe`: a
-/// request cut by a crash may or may not have been stored); ringest's reader too, bit for bit.
-fn assert_exact_with(dir: &Path, acked: &Acked, maybe: &Acked) {
-    let prom = promtool_dump(dir);
-    let ours = ringest_dump(dir);
-    for (s, samples) in &ours {
-        for (t, bits) in samples {
-            let want = acked.get(s).and_then(|x| x.get(t)).or_else(|| maybe.get(s).and_then(|x| x.get(t)));
-            assert_eq!(want, Some(bits), "invented or changed sample {s} @ {t}");
-        }
-    }
-    let n_ours: usize = ours.values().map(BTreeMap::len).sum();
-    assert_eq!(prom.values().map(BTreeMap::len).sum::<usize>(), n_ours, "promtool and ringest see as many samples");
-    for (s, samples) in acked {
-        let p = prom.get(s).unwrap_or_else(|| panic!("promtool lacks series {s}"));
-        let o = ours.get(s).unwrap_or_else(|| panic!("ringest lacks series {s}"));
-        for (t, bits) in samples {
-            assert_eq!(o.get(t), Some(bits), "ringest lost or changed {s} @ {t}");
-            let text = p.get(t).unwrap_or_else(|| panic!("promtool lacks {s} @ {t}"));
-            assert!(promtool_value_matches(text, *bits), "{s} @ {t}: promtool {text}, sent {bits:#x}");
-        }
-    }
-}
-
-fn assert_exact(dir: &Path, acked: &Acked) {
-    assert_exact_with(dir, acked, &Acked::new());
 }
 
 #[test]

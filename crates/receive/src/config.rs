@@ -70,6 +70,10 @@ pub struct ReceiveConfig {
     pub wal_compression: bool,
     /// `--tsdb.no-lockfile`.
     pub no_lockfile: bool,
+    /// `--objstore.config-file` / `--objstore.config`, parsed (`None`: uploads disabled).
+    pub objstore: Option<ringest_shipper::BucketConfig>,
+    /// `--hash-func`, `--shipper.*`.
+    pub shipper: ringest_shipper::ShipperOptions,
     /// Flags accepted but ignored, with the reason (logged at debug level at start-up).
     pub ignored_flags: Vec<(&'static str, &'static str)>,
 }
@@ -153,6 +157,26 @@ pub fn parse_labels(raw: &[String]) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
+/// The bucket configuration of `--objstore.config-file` or `--objstore.config` (Thanos'
+/// path-or-content flag pair: not both; an empty one disables uploads).
+fn objstore_config(m: &ArgMatches) -> Result<Option<ringest_shipper::BucketConfig>, String> {
+    let file = get_str(m, "objstore.config-file").filter(|s| !s.is_empty());
+    let content = get_str(m, "objstore.config").filter(|s| !s.is_empty());
+    let (yaml, origin) = match (file, content) {
+        (Some(_), Some(_)) => return Err("both --objstore.config-file and --objstore.config flags set.".into()),
+        (Some(path), None) => {
+            let yaml = std::fs::read_to_string(&path).map_err(|e| format!("--objstore.config-file={path}: {e}"))?;
+            (yaml, format!("--objstore.config-file={path}"))
+        }
+        (None, Some(c)) => (c, "--objstore.config".to_string()),
+        (None, None) => return Ok(None),
+    };
+    if yaml.trim().is_empty() {
+        return Ok(None);
+    }
+    ringest_shipper::config::parse(&yaml).map(Some).map_err(|e| format!("{origin}: {e}"))
+}
+
 fn duration(m: &ArgMatches, name: &str) -> Result<u64, String> {
     let s = get_str(m, name).unwrap_or_default();
     parse_duration_ms(&s).map_err(|e| format!("--{name}: {e}"))
@@ -215,6 +239,16 @@ impl ReceiveConfig {
         if tsdb_path.as_os_str().is_empty() {
             return Err("--tsdb.path must not be empty".into());
         }
+        let shipper = ringest_shipper::ShipperOptions {
+            sha256: get_str(m, "hash-func").as_deref() == Some("SHA256"),
+            upload_concurrency: get_str(m, "shipper.upload-concurrency")
+                .unwrap_or_default()
+                .parse::<i64>()
+                .map_err(|e| format!("--shipper.upload-concurrency: {e}"))?
+                .max(0) as usize,
+            allow_out_of_order: get_bool(m, "shipper.allow-out-of-order-uploads"),
+            skip_corrupted: get_bool(m, "shipper.skip-corrupted-blocks"),
+        };
         Ok(ReceiveConfig {
             log: LogConfig { level, format, name },
             http_address: parse_addr("http-address", &get_str(m, "http-address").unwrap_or_default())?,
@@ -236,6 +270,8 @@ impl ReceiveConfig {
             too_far_in_future_ms: duration(m, "tsdb.too-far-in-future.time-window")? as i64,
             wal_compression: get_bool(m, "tsdb.wal-compression"),
             no_lockfile: get_bool(m, "tsdb.no-lockfile"),
+            objstore: objstore_config(m)?,
+            shipper,
             ignored_flags,
         })
     }
@@ -315,7 +351,6 @@ mod tests {
     #[test]
     fn unimplemented_flags_are_rejected_by_name() {
         for (flag, needle) in [
-            ("--objstore.config-file=/etc/objstore.yml", "--objstore.config-file"),
             ("--receive.hashrings-file=/etc/h.json", "--receive.hashrings-file"),
             ("--receive.replication-factor=3", "--receive.replication-factor"),
             ("--remote-write.server-tls-cert=/c.pem", "--remote-write.server-tls-cert"),
@@ -337,6 +372,23 @@ mod tests {
         ] {
             assert!(parse(&[L, ok]).is_ok(), "{ok}");
         }
+    }
+
+    #[test]
+    fn bucket_flags() {
+        assert!(parse(&[L]).unwrap().objstore.is_none());
+        assert!(parse(&[L, "--objstore.config="]).unwrap().objstore.is_none(), "empty content: uploads disabled");
+        let c = parse(&[L, "--objstore.config={type: FILESYSTEM, config: {directory: /tmp/b}}", "--hash-func=SHA256"])
+            .unwrap();
+        assert_eq!(c.objstore.unwrap().kind(), "FILESYSTEM");
+        assert!(c.shipper.sha256);
+        let err = parse(&[L, "--objstore.config=type: S3", "--objstore.config-file=/x"]).unwrap_err();
+        assert!(err.contains("both --objstore.config-file and --objstore.config"), "{err}");
+        let err = parse(&[L, "--objstore.config={type: S3, config: {bucket: b, endpoint: e, nope: 1}}"]).unwrap_err();
+        assert!(err.starts_with("--objstore.config: ") && err.contains("nope"), "{err}");
+        let c = parse(&[L, "--shipper.upload-concurrency=4", "--shipper.allow-out-of-order-uploads"]).unwrap();
+        assert_eq!(c.shipper.upload_concurrency, 4);
+        assert!(c.shipper.allow_out_of_order && !c.shipper.skip_corrupted);
     }
 
     #[test]

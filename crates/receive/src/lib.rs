@@ -2,7 +2,7 @@
 //!
 //! This crate is the server: the command line with Thanos' flags ([`config`]), logging in
 //! Thanos' formats ([`logging`]), the remote-write front end ([`http`], [`remote_write`]),
-//! tenancy with one TSDB per tenant ([`tenancy`]), the write policy ([`writer`]), metrics
+//! tenancy with one TSDB per tenant ([`tenancy`]), uploads to the bucket ([`upload`]), the write policy ([`writer`]), metrics
 //! with Thanos' and Prometheus' names ([`metrics`]), probes and the server lifecycle
 //! ([`server`]). Storage is the `ringest-tsdb` crate; blocking work (decode, append, WAL)
 //! runs on blocking threads, never on the async reactor.
@@ -16,4 +16,5 @@ pub mod remote_write;
 pub mod server;
 pub mod tenancy;
 pub mod tools;
+pub mod upload;
 pub mod writer;

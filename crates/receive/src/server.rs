@@ -3,7 +3,8 @@
 //! Start-up binds both listeners first (so `/-/healthy` answers and `/-/ready` says 503 while
 //! WALs replay), opens every tenant TSDB, then turns ready. Shutdown on SIGTERM/SIGINT: not
 //! ready, stop accepting, drain in-flight requests (bounded by `--http-grace-period`), flush
-//! every head into blocks, close every WAL cleanly, exit 0. A second signal exits at once.
+//! every head into blocks, upload them (when a bucket is configured; bounded by
+//! `--http-grace-period`), close every WAL cleanly, exit 0. A second signal exits at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,8 @@ use crate::config::ReceiveConfig;
 use crate::http::{AppState, DEFAULT_SIZE_LIMIT, ops_router, remote_write_router};
 use crate::metrics::{Metrics, TsdbCollector};
 use crate::probe::Probe;
-use crate::tenancy::Tenants;
+use crate::tenancy::{BlockListener, Tenants};
+use crate::upload::Uploader;
 
 /// How often heads are checked for compaction (writes also trigger a check).
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(60);
@@ -63,9 +65,24 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     for (flag, reason) in &cfg.ignored_flags {
         tracing::debug!(flag = %format!("--{flag}"), reason, "flag accepted and ignored");
     }
-    tracing::info!("no supported bucket was configured, uploads will be disabled");
-
     let metrics = Metrics::new();
+    let uploader = match &cfg.objstore {
+        Some(bucket) => {
+            tracing::info!("loading bucket configuration");
+            Some(Uploader::new(
+                bucket,
+                cfg.shipper,
+                &cfg.tsdb_path,
+                &cfg.external_labels,
+                &cfg.tenant_label_name,
+                &metrics.registry,
+            )?)
+        }
+        None => {
+            tracing::info!("no supported bucket was configured, uploads will be disabled");
+            None
+        }
+    };
     let probe = Arc::new(Probe::new(metrics.status.clone()));
     let opts = ringest_tsdb::Options {
         chunk_range: cfg.min_block_duration_ms,
@@ -73,7 +90,8 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         lockfile: !cfg.no_lockfile,
         retention_ms: cfg.retention_ms,
     };
-    let tenants = Arc::new(Tenants::new(&cfg.tsdb_path, opts));
+    let listener = uploader.clone().map(|u| u as Arc<dyn BlockListener>);
+    let tenants = Arc::new(Tenants::new(&cfg.tsdb_path, opts, listener));
     metrics.registry.register(Box::new(TsdbCollector::new(tenants.clone()))).context("register TSDB metrics")?;
     let st = Arc::new(AppState {
         tenants: tenants.clone(),
@@ -130,6 +148,17 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     tracing::info!(interval = "1m", "starting periodic head compaction");
     let compaction = tokio::spawn(tenants.clone().run_compaction(COMPACTION_INTERVAL, compaction_stop_rx));
     tenants.request_compaction();
+    let (upload_stop, upload_stop_rx) = watch::channel(false);
+    let uploads = uploader.clone().map(|u| {
+        let tenants = tenants.clone();
+        tokio::spawn(async move {
+            // Readiness does not wait for the bucket: a bucket outage must not stop ingestion.
+            tracing::info!(bucket = %u.bucket().name(), "upload enabled, starting initial sync");
+            u.sync_all(&tenants).await;
+            tracing::info!("initial sync done");
+            u.run(tenants, upload_stop_rx).await;
+        })
+    });
 
     let s = sig.await.unwrap_or("unknown");
     tracing::info!(signal = s, "caught signal. Exiting.");
@@ -153,6 +182,21 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         tracing::info!("storage is flushed successfully");
     } else {
         tracing::error!("failed to flush storage");
+    }
+    let _ = upload_stop.send(true);
+    if let Some(u) = &uploader {
+        if let Some(task) = uploads {
+            let _ = task.await;
+        }
+        tracing::info!("uploading the final cut block before exiting");
+        match tokio::time::timeout(cfg.http_grace_period, u.sync_all(&tenants)).await {
+            Ok(true) => tracing::info!("the final cut block was uploaded"),
+            Ok(false) => tracing::error!("the final upload failed"),
+            Err(_) => tracing::error!(
+                grace_period = ?cfg.http_grace_period,
+                "the final upload failed: not done within the grace period; the blocks stay on disk and are uploaded at the next start"
+            ),
+        }
     }
     let t = tenants.clone();
     tokio::task::spawn_blocking(move || t.close_all()).await.context("close storage")?;

@@ -3,7 +3,9 @@
 //! node is ready; a new tenant's TSDB is created on its first write.
 //!
 //! Head compaction runs on one background thread for all tenants: once a minute, and at once
-//! when a write finds a head compactable. Shutdown flushes every head into blocks.
+//! when a write finds a head compactable. Shutdown flushes every head into blocks. A
+//! [`BlockListener`] (the uploader, when a bucket is configured) hears of new blocks and decides
+//! which blocks local retention may delete.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
+use ringest_tsdb::block::BlockMeta;
 use ringest_tsdb::{Options, Tsdb, TsdbError};
+
+/// Told about blocks: the uploader implements it.
+pub trait BlockListener: Send + Sync {
+    /// New blocks were cut.
+    fn blocks_cut(&self);
+    /// Whether local retention may delete `block` of `tenant` (it is safe in the bucket).
+    fn may_delete(&self, tenant: &str, block: &BlockMeta) -> bool;
+}
 
 /// Longest accepted tenant name in bytes (a file name must fit in `NAME_MAX`).
 pub const MAX_TENANT_LEN: usize = 255;
@@ -65,6 +76,7 @@ pub struct Tenants {
     dbs: RwLock<BTreeMap<String, Arc<Tsdb>>>,
     opening: Mutex<()>,
     closed: AtomicBool,
+    listener: Option<Arc<dyn BlockListener>>,
 }
 
 impl std::fmt::Debug for Tenants {
@@ -74,8 +86,9 @@ impl std::fmt::Debug for Tenants {
 }
 
 impl Tenants {
-    /// Tenants under `root`, each opened with `opts`.
-    pub fn new(root: &Path, opts: Options) -> Self {
+    /// Tenants under `root`, each opened with `opts`; `listener` hears of new blocks and
+    /// guards retention (without one, retention may delete any block).
+    pub fn new(root: &Path, opts: Options, listener: Option<Arc<dyn BlockListener>>) -> Self {
         Tenants {
             root: root.to_owned(),
             compaction: Arc::new(tokio::sync::Notify::new()),
@@ -83,6 +96,7 @@ impl Tenants {
             dbs: RwLock::new(BTreeMap::new()),
             opening: Mutex::new(()),
             closed: AtomicBool::new(false),
+            listener,
         }
     }
 
@@ -187,19 +201,25 @@ impl Tenants {
     /// Cuts blocks from every compactable head and applies local retention. Errors are logged
     /// and counted per tenant; the others go on.
     pub fn compact_all(&self) {
+        let mut cut_any = false;
         for (name, db) in self.all() {
             let span = tracing::info_span!("tsdb", tenant = %name);
             let _g = span.enter();
             if db.compactable() {
                 tracing::info!("running periodic head compaction");
             }
-            if let Err(e) = db.compact() {
-                tracing::error!(err = %e, "periodic head compaction failed");
+            match db.compact() {
+                Ok(cut) if !cut.is_empty() => cut_any = true,
+                Ok(_) => {}
+                Err(e) => tracing::error!(err = %e, "periodic head compaction failed"),
             }
-            // Until blocks are shipped to a bucket, every block may be deleted by retention.
-            if let Err(e) = db.apply_retention(&|_| true) {
+            let may_delete = |b: &BlockMeta| self.listener.as_ref().is_none_or(|l| l.may_delete(&name, b));
+            if let Err(e) = db.apply_retention(&may_delete) {
                 tracing::error!(err = %e, "applying retention failed");
             }
+        }
+        if cut_any && let Some(l) = &self.listener {
+            l.blocks_cut();
         }
     }
 

@@ -10,6 +10,21 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Replaces `path` with `data` atomically and durably: `<path>.tmp`, fsync, rename, directory
+/// fsync. A crash leaves the old file or the new one (and perhaps a stray `.tmp`).
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    fsync_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+}
+
 /// An exclusive `flock` on `<dir>/lock`, held until dropped (as Prometheus' `lock` file).
 #[derive(Debug)]
 pub struct LockFile {

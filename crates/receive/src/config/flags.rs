@@ -101,7 +101,6 @@ const GRPC: &str = "the gRPC server (StoreAPI and replication)";
 const RW_TLS: &str = "TLS on the remote-write port";
 const PEER: &str = "replication to peer receivers";
 const RING: &str = "hashring and replication";
-const BUCKET: &str = "object storage upload";
 const BLOCKS: &str = "2h blocks and local retention";
 const OOO: &str = "out-of-order ingestion";
 const READ: &str = "the StoreAPI read path";
@@ -192,8 +191,8 @@ pub static FLAGS: &[Flag] = &[
     ),
     f("tsdb.path", Str, Some("./data"), "Data directory; one sub-directory per tenant.", Yes),
     f("label", Strings, None, "External label key=\"value\" (repeatable; at least one required).", Yes),
-    f("objstore.config-file", Str, None, "Object storage configuration file.", later(BUCKET, None)),
-    f("objstore.config", Str, None, "Object storage configuration content.", later(BUCKET, None)),
+    f("objstore.config-file", Str, None, "Object storage configuration file (absent: uploads disabled).", Yes),
+    f("objstore.config", Str, None, "Object storage configuration content (absent: uploads disabled).", Yes),
     f("tsdb.retention", Duration, Some("15d"), "Local retention of blocks (0d: infinite).", Yes),
     f("receive.hashrings-file", Str, None, "Hashring configuration file.", later(RING, None)),
     f("receive.hashrings", Str, None, "Hashring configuration content.", later(RING, None)),
@@ -304,22 +303,10 @@ pub static FLAGS: &[Flag] = &[
         later(BLOCKS, Some("false")),
     )),
     f("tsdb.enable-native-histograms", Bool, Some("true"), "Deprecated no-op in Thanos; accepted and ignored.", NoOp),
-    f("hash-func", Enum(&["", "SHA256"]), Some(""), "Hash of uploaded files.", later(BUCKET, Some(""))),
-    hidden(f(
-        "shipper.allow-out-of-order-uploads",
-        Bool,
-        Some("false"),
-        "Upload past a failed block.",
-        later(BUCKET, Some("false")),
-    )),
-    hidden(f(
-        "shipper.skip-corrupted-blocks",
-        Bool,
-        Some("false"),
-        "Skip corrupted blocks.",
-        later(BUCKET, Some("false")),
-    )),
-    f("shipper.upload-concurrency", Int, Some("0"), "Parallel file uploads.", later(BUCKET, Some("0"))),
+    f("hash-func", Enum(&["", "SHA256"]), Some(""), "Hash of uploaded files in meta.json (SHA256 or none).", Yes),
+    hidden(f("shipper.allow-out-of-order-uploads", Bool, Some("false"), "Upload past a failed block.", Yes)),
+    hidden(f("shipper.skip-corrupted-blocks", Bool, Some("false"), "Skip corrupted blocks.", Yes)),
+    f("shipper.upload-concurrency", Int, Some("0"), "Chunk files of one block uploaded in parallel (0: one).", Yes),
     f("matcher-cache-size", Int, Some("0"), "Matcher cache size.", later(READ, Some("0"))),
     f("request.logging-config-file", Str, None, "Request logging configuration file.", later("request logging", None)),
     f("request.logging-config", Str, None, "Request logging configuration content.", later("request logging", None)),

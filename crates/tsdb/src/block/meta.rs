@@ -106,12 +106,8 @@ impl BlockMeta {
 
     /// Writes `<dir>/meta.json` atomically: `meta.json.tmp`, fsync, rename, directory fsync.
     pub fn write(&self, dir: &Path) -> Result<(), BlockError> {
-        let tmp = dir.join("meta.json.tmp");
         let path = dir.join(META_FILENAME);
-        super::write_synced(&tmp, &self.to_json())?;
-        std::fs::rename(&tmp, &path).map_err(BlockError::io("rename", &tmp))?;
-        crate::fsutil::fsync_dir(dir).map_err(BlockError::io("fsync", dir))?;
-        Ok(())
+        crate::fsutil::write_atomic(&path, &self.to_json()).map_err(BlockError::io("write", &path))
     }
 }
 
