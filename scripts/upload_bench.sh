@@ -54,6 +54,7 @@ for bucket in none s3 filesystem; do
   python3 - "$work/$bucket.json" "$work/run.log" "$bucket" <<'EOF'
 import json, re, sys
 r = json.load(open(sys.argv[1]))
+r = r[-1] if isinstance(r, list) else r
 lat = r["latency_ms"]
 total_b, total_s, n = 0, 0.0, 0
 for line in open(sys.argv[2]):

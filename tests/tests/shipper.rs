@@ -385,7 +385,7 @@ fn each_s3_failure_is_explained_counted_and_does_not_touch_ingestion() {
             "missing bucket",
             s3_yaml(&ep, "no-such-bucket", (&key, &secret), ""),
             "bucket \\\"no-such-bucket\\\" does not exist",
-            "exists",
+            "upload",
         ),
         (
             "hung endpoint",
@@ -487,4 +487,27 @@ fn a_bad_bucket_configuration_stops_start_up_with_its_cause() {
         assert!(!st.success(), "{cfg}");
         assert!(r.logs().contains(want), "{cfg}: {}", r.logs());
     }
+}
+
+#[test]
+fn large_files_go_up_as_multipart_uploads_with_the_exact_bytes() {
+    let moto = moto();
+    let (key, secret) = moto.credentials();
+    let yaml = s3_yaml(&moto.endpoint(), BUCKET, (&key, &secret), "  part_size: 5242880\n") + "prefix: mp\n";
+    let cfg = ringest_shipper::config::parse(&yaml).unwrap();
+    let built = cfg.build().unwrap();
+    let metrics = ringest_shipper::BucketMetrics::new(&prometheus::Registry::new(), &built.name).unwrap();
+    let bucket = ringest_shipper::Bucket::new(built, &cfg.prefix, metrics);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("000001");
+    let data: Vec<u8> = (0..12 * 1024 * 1024 + 12345u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let sent = rt.block_on(bucket.upload_file(&path, "01JAAAAAAAAAAAAAAAAAAAAAAA/chunks/000001")).unwrap();
+    assert_eq!(sent, data.len() as u64);
+    assert_eq!(moto.get_object(BUCKET, "mp/01JAAAAAAAAAAAAAAAAAAAAAAA/chunks/000001"), data);
+    let parts = moto.bucket_requests(BUCKET).iter().filter(|(m, p, _)| m == "PUT" && p.contains("partNumber=")).count();
+    assert_eq!(parts, 3, "12 MiB in 5 MiB parts: {:?}", moto.bucket_requests(BUCKET));
+    assert!(rt.block_on(bucket.exists("01JAAAAAAAAAAAAAAAAAAAAAAA/chunks/000001")).unwrap());
+    assert!(!rt.block_on(bucket.exists("01JAAAAAAAAAAAAAAAAAAAAAAA/meta.json")).unwrap());
 }

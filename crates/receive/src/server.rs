@@ -154,8 +154,12 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         tokio::spawn(async move {
             // Readiness does not wait for the bucket: a bucket outage must not stop ingestion.
             tracing::info!(bucket = %u.bucket().name(), "upload enabled, starting initial sync");
-            u.sync_all(&tenants).await;
-            tracing::info!("initial sync done");
+            let mut stop = upload_stop_rx.clone();
+            tokio::select! {
+                _ = u.sync_all(&tenants) => tracing::info!("initial sync done"),
+                // Shutdown does not wait for a long initial sync; the final sync takes over.
+                _ = stop.wait_for(|s| *s) => return,
+            }
             u.run(tenants, upload_stop_rx).await;
         })
     });

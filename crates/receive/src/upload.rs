@@ -22,6 +22,9 @@ use crate::tenancy::{BlockListener, Tenants};
 /// Thanos' shipper interval.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Tenants synced at once.
+const CONCURRENT_TENANTS: usize = 4;
+
 /// The uploader of one node.
 pub struct Uploader {
     bucket: Arc<Bucket>,
@@ -125,14 +128,22 @@ impl Uploader {
         let shippers: Vec<Arc<Shipper>> = tenants.all().iter().map(|(name, _)| self.shipper(name)).collect();
         let bucket = self.bucket.name().to_string();
         let job = self.rt.spawn(async move {
-            let (mut ok, mut uploaded) = (true, 0);
+            // Tenants sync side by side (Thanos: one goroutine each), a few at a time, so one
+            // slow tenant does not hold the others back.
+            let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_TENANTS));
+            let mut set = tokio::task::JoinSet::new();
             for s in shippers {
-                match s.sync().await {
-                    Ok(n) => uploaded += n,
-                    Err(e) => {
-                        ok = false;
-                        log_failure(s.tenant(), &bucket, &e);
-                    }
+                let (slots, bucket) = (slots.clone(), bucket.clone());
+                set.spawn(async move {
+                    let _slot = slots.acquire_owned().await;
+                    s.sync().await.inspect_err(|e| log_failure(s.tenant(), &bucket, e))
+                });
+            }
+            let (mut ok, mut uploaded) = (true, 0);
+            while let Some(r) = set.join_next().await {
+                match r {
+                    Ok(Ok(n)) => uploaded += n,
+                    _ => ok = false,
                 }
             }
             (ok, uploaded)

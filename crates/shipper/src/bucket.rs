@@ -15,7 +15,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    Attributes, GetOptions, GetRange, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
+    Attributes, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
+    WriteMultipart,
 };
 
 use crate::config::BuiltBucket;
@@ -103,31 +104,35 @@ impl Bucket {
         BucketError::Store { op, key: key.to_string(), explained, source: Box::new(source) }
     }
 
-    /// Whether object `name` exists. Asks for its first byte rather than its head, so that an
-    /// error answer carries the S3 error code (a HEAD answer has no body).
+    /// Whether object `name` exists (a HEAD request, as Thanos). A HEAD answer has no body, so
+    /// when it fails for another reason than "not found" the object's first byte is asked for
+    /// too: that answer carries the S3 error code (`InvalidAccessKeyId`, ...) the message needs.
     pub async fn exists(&self, name: &str) -> Result<bool, BucketError> {
         const OP: &str = "exists";
         let key = self.key(name);
+        let location = ObjectPath::from(key.as_str());
         self.metrics.ops.with_label_values(&[OP]).inc();
         let start = Instant::now();
-        let opts = GetOptions { range: Some(GetRange::Bounded(0..1)), ..Default::default() };
-        let r = match self.store.get_opts(&ObjectPath::from(key.as_str()), opts).await {
-            Ok(got) => got.bytes().await.map(|_| true),
-            Err(object_store::Error::NotFound { path, source }) => {
-                if explain::is_missing_bucket(source.as_ref()) {
-                    Err(object_store::Error::NotFound { path, source })
-                } else {
-                    Ok(false)
-                }
-            }
+        let e = match self.store.head(&location).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         };
-        match r {
+        match e {
             Ok(found) => {
                 self.metrics.duration.with_label_values(&[OP]).observe(start.elapsed().as_secs_f64());
                 Ok(found)
             }
-            Err(e) => Err(self.fail(OP, &key, e)),
+            Err(head_err) => {
+                let opts = GetOptions { range: Some(GetRange::Bounded(0..1)), ..Default::default() };
+                let detail = match self.store.get_opts(&location, opts).await {
+                    Err(e @ object_store::Error::Generic { .. })
+                    | Err(e @ object_store::Error::PermissionDenied { .. })
+                    | Err(e @ object_store::Error::Unauthenticated { .. }) => e,
+                    _ => head_err,
+                };
+                Err(self.fail(OP, &key, detail))
+            }
         }
     }
 

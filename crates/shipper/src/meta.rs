@@ -170,7 +170,8 @@ mod tests {
 
     #[test]
     fn shipped_meta_has_thanos_key_order_and_tabs() {
-        let stats = BlockStats { num_samples: 10, num_series: 2, num_chunks: 2, num_tombstones: 0 };
+        let stats =
+            BlockStats { num_samples: 10, num_float_samples: 10, num_series: 2, num_chunks: 2, ..Default::default() };
         let block = BlockMeta::new_level1("01JAAAAAAAAAAAAAAAAAAAAAAA".into(), 0, 7_200_000, stats);
         let thanos = Thanos {
             labels: [("tenant_id".to_string(), "t".to_string()), ("replica".to_string(), "r0".to_string())].into(),
@@ -186,7 +187,7 @@ mod tests {
             upload_time: "2026-08-22T12:00:00.123456789Z".into(),
         };
         let json = String::from_utf8(shipped_meta_json(&block, &thanos)).unwrap();
-        let want = "{\n\t\"ulid\": \"01JAAAAAAAAAAAAAAAAAAAAAAA\",\n\t\"minTime\": 0,\n\t\"maxTime\": 7200000,\n\t\"stats\": {\n\t\t\"numSamples\": 10,\n\t\t\"numSeries\": 2,\n\t\t\"numChunks\": 2\n\t},\n\t\"compaction\": {\n\t\t\"level\": 1,\n\t\t\"sources\": [\n\t\t\t\"01JAAAAAAAAAAAAAAAAAAAAAAA\"\n\t\t]\n\t},\n\t\"version\": 1,\n\t\"thanos\": {\n\t\t\"labels\": {\n\t\t\t\"replica\": \"r0\",\n\t\t\t\"tenant_id\": \"t\"\n\t\t},\n\t\t\"downsample\": {\n\t\t\t\"resolution\": 0\n\t\t},\n\t\t\"source\": \"receive\",\n\t\t\"segment_files\": [\n\t\t\t\"000001\"\n\t\t],\n\t\t\"files\": [\n\t\t\t{\n\t\t\t\t\"rel_path\": \"chunks/000001\",\n\t\t\t\t\"size_bytes\": 12\n\t\t\t},\n\t\t\t{\n\t\t\t\t\"rel_path\": \"index\",\n\t\t\t\t\"size_bytes\": 34\n\t\t\t},\n\t\t\t{\n\t\t\t\t\"rel_path\": \"meta.json\"\n\t\t\t}\n\t\t],\n\t\t\"index_stats\": {},\n\t\t\"upload_time\": \"2026-08-22T12:00:00.123456789Z\"\n\t}\n}\n";
+        let want = "{\n\t\"ulid\": \"01JAAAAAAAAAAAAAAAAAAAAAAA\",\n\t\"minTime\": 0,\n\t\"maxTime\": 7200000,\n\t\"stats\": {\n\t\t\"numSamples\": 10,\n\t\t\"numFloatSamples\": 10,\n\t\t\"numSeries\": 2,\n\t\t\"numChunks\": 2\n\t},\n\t\"compaction\": {\n\t\t\"level\": 1,\n\t\t\"sources\": [\n\t\t\t\"01JAAAAAAAAAAAAAAAAAAAAAAA\"\n\t\t]\n\t},\n\t\"version\": 1,\n\t\"thanos\": {\n\t\t\"labels\": {\n\t\t\t\"replica\": \"r0\",\n\t\t\t\"tenant_id\": \"t\"\n\t\t},\n\t\t\"downsample\": {\n\t\t\t\"resolution\": 0\n\t\t},\n\t\t\"source\": \"receive\",\n\t\t\"segment_files\": [\n\t\t\t\"000001\"\n\t\t],\n\t\t\"files\": [\n\t\t\t{\n\t\t\t\t\"rel_path\": \"chunks/000001\",\n\t\t\t\t\"size_bytes\": 12\n\t\t\t},\n\t\t\t{\n\t\t\t\t\"rel_path\": \"index\",\n\t\t\t\t\"size_bytes\": 34\n\t\t\t},\n\t\t\t{\n\t\t\t\t\"rel_path\": \"meta.json\"\n\t\t\t}\n\t\t],\n\t\t\"index_stats\": {},\n\t\t\"upload_time\": \"2026-08-22T12:00:00.123456789Z\"\n\t}\n}\n";
         assert_eq!(json, want);
     }
 

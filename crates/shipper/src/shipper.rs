@@ -102,6 +102,13 @@ impl Shipper {
         metrics: ShipperMetrics,
     ) -> Shipper {
         metrics.init_tenant(tenant);
+        // Upload directories left by a crash hold hard links that would keep deleted blocks'
+        // space in use.
+        if let Err(e) = std::fs::remove_dir_all(dir.join("thanos").join("upload"))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(tenant, err = %e, "failed to clean upload directory");
+        }
         let uploaded = State::read(dir).map(|s| s.uploaded.into_iter().collect()).unwrap_or_default();
         Shipper {
             tenant: tenant.to_string(),
@@ -261,12 +268,18 @@ impl Shipper {
         let files = self.file_stats(updir, &segments).await?;
 
         // Chunks first, `upload_concurrency` at a time.
+        // On a failure no new file starts, but the ones in flight run to their end (a
+        // multipart upload aborts itself on error; cancelling it would leave its parts behind).
         let mut sent = 0u64;
+        let mut failed: Option<String> = None;
         let mut set = tokio::task::JoinSet::new();
         let limit = self.opts.upload_concurrency.max(1);
         for seg in &segments {
             while set.len() >= limit {
-                sent += join_one(&mut set).await?;
+                join_one(&mut set, &mut sent, &mut failed).await;
+            }
+            if failed.is_some() {
+                break;
             }
             let bucket = self.bucket.clone();
             let path = updir.join("chunks").join(seg);
@@ -274,7 +287,10 @@ impl Shipper {
             set.spawn(async move { bucket.upload_file(&path, &name).await });
         }
         while !set.is_empty() {
-            sent += join_one(&mut set).await?;
+            join_one(&mut set, &mut sent, &mut failed).await;
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         ringest_tsdb::failpoint::hit("shipper.before_index");
         sent += self.bucket.upload_file(&index_file, &format!("{}/index", m.ulid)).await.map_err(|e| e.to_string())?;
@@ -326,13 +342,22 @@ impl Shipper {
     }
 }
 
-async fn join_one(set: &mut tokio::task::JoinSet<Result<u64, BucketError>>) -> Result<u64, String> {
-    match set.join_next().await {
-        Some(Ok(Ok(n))) => Ok(n),
-        Some(Ok(Err(e))) => Err(format!("upload chunks: {e}")),
-        Some(Err(e)) => Err(format!("upload chunks: {e}")),
-        None => Ok(0),
-    }
+/// Waits for one chunk upload; adds its bytes to `sent` or keeps the first error.
+async fn join_one(
+    set: &mut tokio::task::JoinSet<Result<u64, BucketError>>,
+    sent: &mut u64,
+    failed: &mut Option<String>,
+) {
+    let err = match set.join_next().await {
+        Some(Ok(Ok(n))) => {
+            *sent += n;
+            return;
+        }
+        Some(Ok(Err(e))) => e.to_string(),
+        Some(Err(e)) => e.to_string(),
+        None => return,
+    };
+    failed.get_or_insert(format!("upload chunks: {err}"));
 }
 
 /// Hard-links `chunks/*`, `index` and `meta.json` of `block` into `updir` (emptied first).
@@ -411,7 +436,7 @@ mod tests {
         std::fs::write(b.join("chunks/000002"), vec![2u8; 50]).unwrap();
         std::fs::write(b.join("index"), b"index").unwrap();
         std::fs::write(b.join("tombstones"), b"t").unwrap();
-        let stats = BlockStats { num_samples: samples, num_series: 1, num_chunks: 1, num_tombstones: 0 };
+        let stats = BlockStats { num_samples: samples, num_series: 1, num_chunks: 1, ..Default::default() };
         let mut m = BlockMeta::new_level1(ulid.into(), min, min + 7_200_000, stats);
         m.compaction.level = level;
         m.write(&b).unwrap();

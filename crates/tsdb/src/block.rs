@@ -182,7 +182,9 @@ impl BlockWriter {
             }
             let chunk_ref = self.chunks.write(ENCODING_XOR, bytes)?;
             self.metas.push(ChunkMeta { min_time: min_t, max_time: max_t, chunk_ref });
-            self.stats.num_samples += xor_num_samples(bytes) as u64;
+            let n = xor_num_samples(bytes) as u64;
+            self.stats.num_samples += n;
+            self.stats.num_float_samples += n;
         }
         self.index.add_series(labels, &self.metas)?;
         self.stats.num_series += 1;

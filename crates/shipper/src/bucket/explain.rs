@@ -19,11 +19,6 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Whether a not-found answer is about the bucket rather than the object.
-pub fn is_missing_bucket(err: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-    chain(err).contains("NoSuchBucket")
-}
-
 /// The cause of `err` in plain words, then the store's message.
 pub fn explain(err: &object_store::Error, endpoint: &str, bucket: &str) -> String {
     let raw = chain(err);
@@ -147,13 +142,5 @@ mod tests {
             let got = cause(raw, EP, "thanos");
             assert!(got.contains(want), "{raw}\n  -> {got}\n  want {want}");
         }
-    }
-
-    #[test]
-    fn missing_bucket_is_told_apart_from_a_missing_object() {
-        let e: Box<dyn std::error::Error + Send + Sync> = "404 Not Found: <Code>NoSuchBucket</Code>".into();
-        assert!(is_missing_bucket(e.as_ref()));
-        let e: Box<dyn std::error::Error + Send + Sync> = "404 Not Found: <Code>NoSuchKey</Code>".into();
-        assert!(!is_missing_bucket(e.as_ref()));
     }
 }

@@ -21,6 +21,13 @@ pub struct BlockStats {
     /// Samples.
     #[serde(rename = "numSamples", default, skip_serializing_if = "is_zero")]
     pub num_samples: u64,
+    /// Float samples (all of them: ringest stores no native histograms yet). Newer
+    /// Prometheus versions and Thanos write it; 2.42 ignores it.
+    #[serde(rename = "numFloatSamples", default, skip_serializing_if = "is_zero")]
+    pub num_float_samples: u64,
+    /// Native histogram samples.
+    #[serde(rename = "numHistogramSamples", default, skip_serializing_if = "is_zero")]
+    pub num_histogram_samples: u64,
     /// Series.
     #[serde(rename = "numSeries", default, skip_serializing_if = "is_zero")]
     pub num_series: u64,
@@ -124,7 +131,7 @@ mod tests {
  "compaction":{"level":1,"sources":["01M7Y6MNNDR0AHWZWQG7XR9T3E"]},"version":1,
  "thanos":{"labels":{"a":"b"},"downsample":{"resolution":0},"source":"receive"}}"#;
         let m: BlockMeta = serde_json::from_str(text).unwrap();
-        assert_eq!(m.stats, BlockStats { num_samples: 7, num_series: 3, num_chunks: 3, num_tombstones: 0 });
+        assert_eq!(m.stats, BlockStats { num_samples: 7, num_series: 3, num_chunks: 3, ..Default::default() });
         assert_eq!(m.compaction.sources, vec!["01M7Y6MNNDR0AHWZWQG7XR9T3E"]);
         let back: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
         let orig: serde_json::Value = serde_json::from_str(text).unwrap();
