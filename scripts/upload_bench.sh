@@ -6,7 +6,9 @@
 #    2h blocks (no bucket configured);
 # 2. for each bucket (none, s3, filesystem): restart on a copy of that data with the bucket, so
 #    the start-up sync uploads every block, while ringest-loadgen writes RATE samples/s to a
-#    second tenant; report the loadgen's latency and the shipper's bytes / seconds.
+#    second tenant (20 s); report the loadgen's latency and the shipper's bytes / seconds. For
+#    S3 the server is paused (SIGSTOP) until the load has run 3 s, so the uploads happen in the
+#    middle of the measured window.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SERIES=${SERIES:-50000}
@@ -36,6 +38,7 @@ du -sh "$work/seed/default-tenant" | sed 's/^/    tenant size: /'
 
 mport=$(port)
 moto_server -H 127.0.0.1 -p "$mport" >"$work/moto.log" 2>&1 &
+MOTO=$!
 for _ in $(seq 100); do curl -s "http://127.0.0.1:$mport/" >/dev/null && break; sleep 0.1; done
 curl -sf -X PUT "http://127.0.0.1:$mport/thanos" >/dev/null
 
@@ -47,9 +50,14 @@ for bucket in none s3 filesystem; do
     s3) flags=(--objstore.config="{type: S3, config: {bucket: thanos, endpoint: 127.0.0.1:$mport, access_key: k, secret_key: s, insecure: true}}") ;;
     filesystem) flags=(--objstore.config="{type: FILESYSTEM, config: {directory: $work/fsbucket}}") ;;
   esac
+  [ "$bucket" = s3 ] && kill -STOP $MOTO
   start "$work/run" "${flags[@]}"
-  $bin/ringest-loadgen run --url "http://$RW/api/v1/receive" --tenant bench --series 20000 --rounds 40 \
-    --rate "$RATE" --json "$work/$bucket.json" >/dev/null
+  $bin/ringest-loadgen run --url "http://$RW/api/v1/receive" --tenant bench --series 20000 --rounds 100 \
+    --rate "$RATE" --json "$work/$bucket.json" >/dev/null &
+  LOAD=$!
+  sleep 5
+  [ "$bucket" = s3 ] && kill -CONT $MOTO
+  wait $LOAD
   kill -TERM $PID; wait $PID
   python3 - "$work/$bucket.json" "$work/run.log" "$bucket" <<'EOF'
 import json, re, sys
