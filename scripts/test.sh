@@ -24,6 +24,7 @@ if ! command -v moto_server >/dev/null 2>&1; then
 fi
 command -v moto_server >/dev/null 2>&1 || export MOTO_SERVER="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/moto_server"
 echo "moto_server: $(command -v moto_server || echo "$MOTO_SERVER")"
+python3 -c 'import grpc' 2>/dev/null || { echo "==> installing grpcio (PyPI: a real gRPC implementation for ringest-grpc's interop tests)"; python3 -m pip install -q grpcio; }
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

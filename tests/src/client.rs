@@ -97,6 +97,19 @@ impl RemoteWriter {
 
     /// Sends an already encoded body with the standard remote-write headers.
     pub fn send_raw(&mut self, body: &[u8]) -> std::io::Result<HttpResponse> {
+        self.send_raw_with_headers(body, &[])
+    }
+
+    /// Encodes and sends `req` with extra headers.
+    pub fn send_with_headers(
+        &mut self,
+        req: &pb::WriteRequest,
+        extra: &[(&str, &str)],
+    ) -> std::io::Result<HttpResponse> {
+        self.send_raw_with_headers(&encode(req), extra)
+    }
+
+    fn send_raw_with_headers(&mut self, body: &[u8], extra: &[(&str, &str)]) -> std::io::Result<HttpResponse> {
         let mut h = vec![
             ("Content-Encoding", "snappy"),
             ("Content-Type", "application/x-protobuf"),
@@ -105,6 +118,7 @@ impl RemoteWriter {
         if let Some(t) = &self.tenant {
             h.push(("THANOS-TENANT", t.as_str()));
         }
+        h.extend_from_slice(extra);
         self.conn.request("POST", "/api/v1/receive", &h, body)
     }
 

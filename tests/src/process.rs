@@ -42,6 +42,8 @@ pub struct Ringest {
     pub rw_addr: String,
     /// Ops address.
     pub http_addr: String,
+    /// gRPC address (the node's endpoint in a hashring).
+    pub grpc_addr: String,
     /// Extra flags it was started with.
     pub extra: Vec<String>,
     /// File receiving the process' stderr (logs).
@@ -63,6 +65,21 @@ impl Ringest {
         Self::launch_with_env(data, extra, &[])
     }
 
+    /// A receiver with fresh ports that is not started yet: set `extra` (its addresses are
+    /// known, e.g. for a hashring), then [`Ringest::relaunch`].
+    pub fn unstarted(data: &Path) -> Ringest {
+        Ringest {
+            env: Vec::new(),
+            child: None,
+            data: data.to_path_buf(),
+            rw_addr: format!("127.0.0.1:{}", free_port()),
+            http_addr: format!("127.0.0.1:{}", free_port()),
+            grpc_addr: format!("127.0.0.1:{}", free_port()),
+            extra: Vec::new(),
+            log: data.with_extension("log"),
+        }
+    }
+
     /// [`Ringest::launch`] with extra environment variables.
     pub fn launch_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Ringest {
         let mut r = Ringest {
@@ -71,6 +88,7 @@ impl Ringest {
             data: data.to_path_buf(),
             rw_addr: format!("127.0.0.1:{}", free_port()),
             http_addr: format!("127.0.0.1:{}", free_port()),
+            grpc_addr: format!("127.0.0.1:{}", free_port()),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: data.with_extension("log"),
         };
@@ -86,7 +104,7 @@ impl Ringest {
             .arg(format!("--tsdb.path={}", self.data.display()))
             .arg(format!("--remote-write.address={}", self.rw_addr))
             .arg(format!("--http-address={}", self.http_addr))
-            .arg(format!("--grpc-address=127.0.0.1:{}", free_port()))
+            .arg(format!("--grpc-address={}", self.grpc_addr))
             .arg("--label=receive_replica=\"e2e\"")
             .args(&self.extra)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -27,7 +27,7 @@ fn version_and_help() {
     {
         assert!(out.contains(flag), "help lacks {flag}");
     }
-    assert!(out.contains("[not implemented yet: hashring and replication]"), "help marks unimplemented flags");
+    assert!(out.contains("[not implemented yet: relabelling]"), "help marks unimplemented flags");
     let (code, out, _) = run(&["tsdb", "dump", "--help"]);
     assert_eq!(code, 0);
     assert!(out.contains("promtool"));
@@ -42,9 +42,9 @@ fn refusals_name_the_problem() {
     assert_eq!(code, 1);
     assert!(err.contains("no external labels configured"), "{err}");
     // An unimplemented flag is named.
-    let (code, _, err) = run(&["receive", &path, "--label=a=\"b\"", "--objstore.config-file=/etc/o.yml"]);
+    let (code, _, err) = run(&["receive", &path, "--label=a=\"b\"", "--receive.relabel-config-file=/etc/r.yml"]);
     assert_eq!(code, 1);
-    assert!(err.contains("--objstore.config-file") && err.contains("not implemented"), "{err}");
+    assert!(err.contains("--receive.relabel-config-file") && err.contains("not implemented"), "{err}");
     // Unknown flag and bad values: usage error, exit 2.
     let (code, _, err) = run(&["receive", "--label=a=\"b\"", "--no-such-flag"]);
     assert_eq!(code, 2, "{err}");

@@ -74,8 +74,32 @@ pub struct ReceiveConfig {
     pub objstore: Option<ringest_shipper::BucketConfig>,
     /// `--hash-func`, `--shipper.*`.
     pub shipper: ringest_shipper::ShipperOptions,
+    /// Hashring and replication (`None`: IngestorOnly, no hashring).
+    pub ring: Option<RingConfig>,
     /// Flags accepted but ignored, with the reason (logged at debug level at start-up).
     pub ignored_flags: Vec<(&'static str, &'static str)>,
+}
+
+/// Where the hashring configuration comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RingSource {
+    /// `--receive.hashrings-file` (watched).
+    File(PathBuf),
+    /// `--receive.hashrings` (read once).
+    Content(String),
+}
+
+/// Hashring and replication settings.
+#[derive(Debug, Clone)]
+pub struct RingConfig {
+    /// The hashring file or content.
+    pub source: RingSource,
+    /// `--receive.hashrings-algorithm`.
+    pub algorithm: ringest_hashring::Algorithm,
+    /// `--receive.hashrings-file-refresh-interval`.
+    pub refresh: Duration,
+    /// Replication settings.
+    pub replication: crate::replicate::Options,
 }
 
 /// The version string of the binary.
@@ -177,6 +201,58 @@ fn objstore_config(m: &ArgMatches) -> Result<Option<ringest_shipper::BucketConfi
     ringest_shipper::config::parse(&yaml).map(Some).map_err(|e| format!("{origin}: {e}"))
 }
 
+/// The hashring flags (Thanos' `determineMode`: a hashring with a local endpoint is
+/// RouterIngestor, without one RouterOnly; no hashring is IngestorOnly).
+fn ring_config(m: &ArgMatches) -> Result<Option<RingConfig>, String> {
+    let rf: usize = get_str(m, "receive.replication-factor")
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| format!("--receive.replication-factor: {e}"))?;
+    if rf == 0 {
+        return Err("--receive.replication-factor must be at least 1".into());
+    }
+    let file = get_str(m, "receive.hashrings-file").filter(|s| !s.is_empty());
+    let content = get_str(m, "receive.hashrings").filter(|s| !s.is_empty());
+    let source = match (file, content) {
+        (Some(f), _) => RingSource::File(PathBuf::from(f)),
+        (None, Some(c)) => RingSource::Content(c),
+        (None, None) => {
+            if rf > 1 {
+                return Err(format!(
+                    "--receive.replication-factor={rf} needs a hashring (--receive.hashrings-file or --receive.hashrings) \
+                     with at least {rf} endpoints"
+                ));
+            }
+            return Ok(None);
+        }
+    };
+    let algorithm = get_str(m, "receive.hashrings-algorithm")
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| format!("--receive.hashrings-algorithm: {e}"))?;
+    let compression = match get_str(m, "receive.grpc-compression").as_deref() {
+        Some("none") => ringest_grpc::Compression::None,
+        _ => ringest_grpc::Compression::Snappy,
+    };
+    let workers: usize = get_str(m, "receive.forward.async-workers")
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| format!("--receive.forward.async-workers: {e}"))?;
+    Ok(Some(RingConfig {
+        source,
+        algorithm,
+        refresh: Duration::from_millis(duration(m, "receive.hashrings-file-refresh-interval")?.max(1)),
+        replication: crate::replicate::Options {
+            replication_factor: rf,
+            local_endpoint: get_str(m, "receive.local-endpoint").filter(|s| !s.is_empty()),
+            forward_timeout: Duration::from_millis(duration(m, "receive-forward-timeout")?),
+            max_backoff: Duration::from_millis(duration(m, "receive-forward-max-backoff")?.max(100)),
+            compression,
+            async_workers: workers.max(1),
+        },
+    }))
+}
+
 fn duration(m: &ArgMatches, name: &str) -> Result<u64, String> {
     let s = get_str(m, name).unwrap_or_default();
     parse_duration_ms(&s).map_err(|e| format!("--{name}: {e}"))
@@ -249,6 +325,7 @@ impl ReceiveConfig {
             allow_out_of_order: get_bool(m, "shipper.allow-out-of-order-uploads"),
             skip_corrupted: get_bool(m, "shipper.skip-corrupted-blocks"),
         };
+        let ring = ring_config(m)?;
         Ok(ReceiveConfig {
             log: LogConfig { level, format, name },
             http_address: parse_addr("http-address", &get_str(m, "http-address").unwrap_or_default())?,
@@ -272,6 +349,7 @@ impl ReceiveConfig {
             no_lockfile: get_bool(m, "tsdb.no-lockfile"),
             objstore: objstore_config(m)?,
             shipper,
+            ring,
             ignored_flags,
         })
     }
@@ -351,8 +429,7 @@ mod tests {
     #[test]
     fn unimplemented_flags_are_rejected_by_name() {
         for (flag, needle) in [
-            ("--receive.hashrings-file=/etc/h.json", "--receive.hashrings-file"),
-            ("--receive.replication-factor=3", "--receive.replication-factor"),
+            ("--receive.replication-protocol=capnproto", "--receive.replication-protocol"),
             ("--remote-write.server-tls-cert=/c.pem", "--remote-write.server-tls-cert"),
             ("--tsdb.max-exemplars=100", "--tsdb.max-exemplars"),
             ("--enable-feature=metric-names-filter", "--enable-feature"),

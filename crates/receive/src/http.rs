@@ -40,6 +40,8 @@ pub struct AppState {
     pub too_far_in_future_ms: i64,
     /// Maximum body size, compressed and decompressed.
     pub size_limit: usize,
+    /// Replication over the hashring (`None`: IngestorOnly, everything is written here).
+    pub replicator: Option<Arc<crate::replicate::Replicator>>,
 }
 
 /// A plain-text error response the way Go's `http.Error` writes it (message + newline).
@@ -92,6 +94,7 @@ pub fn ops_router(st: Arc<AppState>) -> Router {
         .route("/-/ready", any(ops::ready))
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/status/tsdb", get(status::prometheus_status).fallback(method_not_allowed_get))
+        .route("/api/v1/receive/hashrings", get(ops::hashrings).fallback(method_not_allowed_get))
         .fallback(not_found)
         .with_state(st)
 }

@@ -2,17 +2,21 @@
 //!
 //! This crate is the server: the command line with Thanos' flags ([`config`]), logging in
 //! Thanos' formats ([`logging`]), the remote-write front end ([`http`], [`remote_write`]),
-//! tenancy with one TSDB per tenant ([`tenancy`]), uploads to the bucket ([`upload`]), the write policy ([`writer`]), metrics
+//! tenancy with one TSDB per tenant ([`tenancy`]), the hashring ([`ring`]) and replication
+//! over gRPC ([`replicate`], [`grpc`]), uploads to the bucket ([`upload`]), the write policy ([`writer`]), metrics
 //! with Thanos' and Prometheus' names ([`metrics`]), probes and the server lifecycle
 //! ([`server`]). Storage is the `ringest-tsdb` crate; blocking work (decode, append, WAL)
 //! runs on blocking threads, never on the async reactor.
 
 pub mod config;
+pub mod grpc;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
 pub mod remote_write;
+pub mod replicate;
+pub mod ring;
 pub mod server;
 pub mod tenancy;
 pub mod tools;

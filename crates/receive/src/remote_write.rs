@@ -8,7 +8,10 @@
 
 pub mod decode;
 
-pub use decode::{DecodeError, Decoded, LabelSpan, SeriesSpan, decode_write_request};
+pub use decode::{
+    DecodeError, Decoded, LabelSpan, SeriesSpan, ThanosWrite, decode_thanos_write_request, decode_write_request,
+    encode_thanos_write_request,
+};
 
 /// Why a body cannot be decompressed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -15,9 +15,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::ReceiveConfig;
+use crate::grpc::RemoteWriteHandler;
 use crate::http::{AppState, DEFAULT_SIZE_LIMIT, ops_router, remote_write_router};
 use crate::metrics::{Metrics, TsdbCollector};
 use crate::probe::Probe;
+use crate::replicate::{ReplicationMetrics, Replicator};
+use crate::ring::{self, RingMetrics};
 use crate::tenancy::{BlockListener, Tenants};
 use crate::upload::Uploader;
 
@@ -61,7 +64,12 @@ async fn bind(flag: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListe
 
 /// Runs the receiver until a shutdown signal.
 pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
-    tracing::info!(mode = "IngestorOnly", "running receive");
+    let mode = match &cfg.ring {
+        None => "IngestorOnly",
+        Some(r) if r.replication.local_endpoint.is_some() => "RouterIngestor",
+        Some(_) => "RouterOnly",
+    };
+    tracing::info!(mode, "running receive");
     for (flag, reason) in &cfg.ignored_flags {
         tracing::debug!(flag = %format!("--{flag}"), reason, "flag accepted and ignored");
     }
@@ -84,6 +92,16 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         }
     };
     let probe = Arc::new(Probe::new(metrics.status.clone()));
+    let ring = match &cfg.ring {
+        Some(rc) => {
+            let ring_metrics = RingMetrics::new(&metrics.registry)?;
+            let (ring, digest) = ring::load(rc, &ring_metrics)?;
+            let repl_metrics = ReplicationMetrics::new(&metrics.registry).context("register replication metrics")?;
+            let rep = Arc::new(Replicator::new(ring, rc.replication.clone(), repl_metrics));
+            Some((rep, ring_metrics, digest))
+        }
+        None => None,
+    };
     let opts = ringest_tsdb::Options {
         chunk_range: cfg.min_block_duration_ms,
         wal: ringest_tsdb::wal::WalOptions { compress: cfg.wal_compression, ..Default::default() },
@@ -102,6 +120,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         replica_header: http::HeaderName::from_bytes(cfg.replica_header.as_bytes()).context("replica header")?,
         too_far_in_future_ms: cfg.too_far_in_future_ms,
         size_limit: DEFAULT_SIZE_LIMIT,
+        replicator: ring.as_ref().map(|(r, _, _)| r.clone()),
     });
 
     let ops_listener = bind("http-address", cfg.http_address).await?;
@@ -112,6 +131,27 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     tracing::info!(address = %cfg.http_address, "listening for requests and metrics");
     probe.set_healthy();
     let rw = spawn_server(rw_listener, remote_write_router(st.clone()), rw_stop_rx);
+    let grpc_listener = bind("grpc-address", cfg.grpc_address).await?;
+    let (grpc_stop, mut grpc_stop_rx) = watch::channel(false);
+    let grpc = {
+        let probe = probe.clone();
+        let server = ringest_grpc::Server::new(crate::replicate::MAX_MESSAGE_BYTES)
+            .route(crate::replicate::REMOTE_WRITE_PATH, RemoteWriteHandler::new(st.clone()))
+            .health(Arc::new(move || probe.is_ready()));
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = grpc_stop_rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = server.serve(grpc_listener, stop).await {
+                tracing::error!(err = %e, "gRPC server failed");
+            }
+        })
+    };
+    tracing::info!(address = %cfg.grpc_address, "listening for StoreAPI and WritableStoreAPI gRPC");
+    let (ring_stop, ring_stop_rx) = watch::channel(false);
+    if let (Some(rc), Some((rep, rm, digest))) = (&cfg.ring, &ring) {
+        tokio::spawn(ring::watch(rc.clone(), rep.clone(), rm.clone(), digest.clone(), ring_stop_rx));
+    }
     tracing::info!(address = %cfg.remote_write_address, "Start listening for connections");
     tracing::info!(address = %cfg.remote_write_address, "Serving plain HTTP");
 
@@ -174,7 +214,15 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     });
 
     let _ = rw_stop.send(true);
-    if tokio::time::timeout(cfg.http_grace_period, rw).await.is_err() {
+    let _ = grpc_stop.send(true);
+    let _ = ring_stop.send(true);
+    if tokio::time::timeout(cfg.http_grace_period, async {
+        let _ = rw.await;
+        let _ = grpc.await;
+    })
+    .await
+    .is_err()
+    {
         tracing::warn!(grace_period = ?cfg.http_grace_period, "in-flight requests did not finish within the grace period");
     }
     tracing::info!("shutting down storage");

@@ -76,11 +76,29 @@ pub fn write(
     max_t: i64,
     bufs: &mut AppendBuffers,
 ) -> Result<WriteReport, WriteError> {
-    let mut report =
-        WriteReport { series: req.series.len() as u64, samples: req.samples.len() as u64, ..Default::default() };
+    write_selected(tenant, db, buf, req, None, max_t, bufs)
+}
+
+/// [`write`] for the series `select` (indices into `req.series`; `None`: all of them).
+pub fn write_selected(
+    tenant: &str,
+    db: &Tsdb,
+    buf: &[u8],
+    req: &Decoded,
+    select: Option<&[u32]>,
+    max_t: i64,
+    bufs: &mut AppendBuffers,
+) -> Result<WriteReport, WriteError> {
+    let count = select.map_or(req.series.len(), <[u32]>::len);
+    let nth = |k: usize| &req.series[select.map_or(k, |s| s[k] as usize)];
+    let samples = match select {
+        None => req.samples.len() as u64,
+        Some(_) => (0..count).map(|k| (nth(k).samples_end - nth(k).samples_start) as u64).sum(),
+    };
+    let mut report = WriteReport { series: count as u64, samples, ..Default::default() };
     let mut app = db.appender(bufs);
     let mut refs: Vec<LabelRef<'_>> = Vec::with_capacity(16);
-    for s in &req.series {
+    for s in (0..count).map(nth) {
         let spans = &req.labels[s.labels_start as usize..s.labels_end as usize];
         refs.clear();
         refs.extend(spans.iter().map(|l| LabelRef { name: l.name(buf), value: l.value(buf) }));

@@ -97,10 +97,9 @@ const fn global(mut fl: Flag) -> Flag {
 
 const TLS_VERSIONS: &[&str] = &["1.0", "1.1", "1.2", "1.3"];
 const TRACING: &str = "tracing";
-const GRPC: &str = "the gRPC server (StoreAPI and replication)";
+const GRPC: &str = "TLS and connection limits of the gRPC server";
 const RW_TLS: &str = "TLS on the remote-write port";
-const PEER: &str = "replication to peer receivers";
-const RING: &str = "hashring and replication";
+const PEER: &str = "TLS, Cap'n Proto and service configs towards peer receivers";
 const BLOCKS: &str = "2h blocks and local retention";
 const OOO: &str = "out-of-order ingestion";
 const READ: &str = "the StoreAPI read path";
@@ -194,23 +193,11 @@ pub static FLAGS: &[Flag] = &[
     f("objstore.config-file", Str, None, "Object storage configuration file (absent: uploads disabled).", Yes),
     f("objstore.config", Str, None, "Object storage configuration content (absent: uploads disabled).", Yes),
     f("tsdb.retention", Duration, Some("15d"), "Local retention of blocks (0d: infinite).", Yes),
-    f("receive.hashrings-file", Str, None, "Hashring configuration file.", later(RING, None)),
-    f("receive.hashrings", Str, None, "Hashring configuration content.", later(RING, None)),
-    f(
-        "receive.hashrings-algorithm",
-        Enum(&["hashmod", "ketama"]),
-        Some("hashmod"),
-        "Hashring algorithm.",
-        later(RING, Some("hashmod")),
-    ),
-    f(
-        "receive.hashrings-file-refresh-interval",
-        Duration,
-        Some("5m"),
-        "Hashring file re-read interval.",
-        later(RING, Some("5m")),
-    ),
-    f("receive.local-endpoint", Str, None, "This node's endpoint in the hashring.", later(RING, None)),
+    f("receive.hashrings-file", Str, None, "Hashring configuration file (watched).", Yes),
+    f("receive.hashrings", Str, None, "Hashring configuration content.", Yes),
+    f("receive.hashrings-algorithm", Enum(&["hashmod", "ketama"]), Some("hashmod"), "Hashring algorithm.", Yes),
+    f("receive.hashrings-file-refresh-interval", Duration, Some("5m"), "Hashring file re-read interval.", Yes),
+    f("receive.local-endpoint", Str, None, "This node's endpoint in the hashring.", Yes),
     f("receive.tenant-header", Str, Some("THANOS-TENANT"), "HTTP header naming the tenant.", Yes),
     hidden(f(
         "receive.artificial-max-delay",
@@ -236,15 +223,9 @@ pub static FLAGS: &[Flag] = &[
     ),
     f("receive.tenant-label-name", Str, Some("tenant_id"), "External label naming the tenant.", Yes),
     f("receive.replica-header", Str, Some("THANOS-REPLICA"), "HTTP header with the replica number.", Yes),
-    f("receive.forward.async-workers", Uint, Some("5"), "Forwarding workers per peer.", later(PEER, Some("5"))),
-    f(
-        "receive.grpc-compression",
-        Enum(&["snappy", "none"]),
-        Some("snappy"),
-        "Compression towards peers.",
-        later(PEER, Some("snappy")),
-    ),
-    f("receive.replication-factor", Uint, Some("1"), "Replication factor.", later(RING, Some("1"))),
+    f("receive.forward.async-workers", Uint, Some("5"), "Concurrent forward calls per peer.", Yes),
+    f("receive.grpc-compression", Enum(&["snappy", "none"]), Some("snappy"), "Compression towards peers.", Yes),
+    f("receive.replication-factor", Uint, Some("1"), "Replication factor.", Yes),
     f(
         "receive.replication-protocol",
         Enum(&["protobuf", "capnproto"]),
@@ -260,14 +241,8 @@ pub static FLAGS: &[Flag] = &[
         later(PEER, Some("0.0.0.0:19391")),
     ),
     f("receive.grpc-service-config", Str, Some(""), "gRPC service config for peers.", later(PEER, Some(""))),
-    hidden(f(
-        "receive-forward-timeout",
-        Duration,
-        Some("5s"),
-        "Timeout of the forwarding fan-out.",
-        later(PEER, Some("5s")),
-    )),
-    hidden(f("receive-forward-max-backoff", Duration, Some("5s"), "Max peer backoff.", later(PEER, Some("5s")))),
+    hidden(f("receive-forward-timeout", Duration, Some("5s"), "Timeout of the forwarding fan-out.", Yes)),
+    hidden(f("receive-forward-max-backoff", Duration, Some("5s"), "Max peer backoff.", Yes)),
     f("receive.relabel-config-file", Str, None, "Relabel configuration file.", later("relabelling", None)),
     f("receive.relabel-config", Str, None, "Relabel configuration content.", later("relabelling", None)),
     hidden(f("tsdb.min-block-duration", Duration, Some("2h"), "Block and chunk range.", Yes)),

@@ -35,3 +35,17 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     r
 }
+
+/// `/api/v1/receive/hashrings` (the operations guide's hashring API): the loaded rings as
+/// `{"status": "success", "data": [{"name", "tenants", "endpoints", ...}]}`; an empty list
+/// without a hashring.
+pub async fn hashrings(State(st): State<Arc<AppState>>) -> Response {
+    let data = match &st.replicator {
+        Some(r) => r.state().ring.to_json(),
+        None => serde_json::json!([]),
+    };
+    let body = serde_json::json!({ "status": "success", "data": data });
+    let mut r = (StatusCode::OK, body.to_string()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}

@@ -19,15 +19,31 @@ use ringest_tsdb::AppendBuffers;
 
 use super::{AppState, text_error};
 use crate::remote_write::{Decoded, SnappyError, decode_write_request, decompress};
+use crate::replicate::{Failure, Kind, Pending};
 use crate::tenancy::validate_tenant;
-use crate::writer::{self, WriteReport};
+use crate::writer::{self, WriteError, WriteReport};
+
+/// A write handed to the TSDB, or to the replicator.
+#[derive(Debug)]
+pub enum Processed {
+    /// Written locally (no hashring).
+    Done(WriteReport),
+    /// Distributed over the hashring; the verdict comes when the quorum is decided.
+    Replicating {
+        /// The groups in flight.
+        pending: Pending,
+        /// Series in the request.
+        series: u64,
+        /// Samples in the request.
+        samples: u64,
+    },
+}
 
 /// Per-thread buffers reused across requests.
 #[derive(Default)]
 struct Buffers {
     decompressed: Vec<u8>,
     decoded: Decoded,
-    append: AppendBuffers,
 }
 
 thread_local! {
@@ -125,10 +141,13 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
             ),
         );
     }
+    let mut replica = 0u64;
     if let Some(r) = req.headers().get(&st.replica_header) {
-        // The replica number is validated as Thanos does; it has no effect on a single node.
-        if r.to_str().ok().and_then(|s| s.parse::<u64>().ok()).is_none() {
-            return text_error(StatusCode::BAD_REQUEST, "could not parse replica header");
+        // Thanos' legacy HTTP replication: a replicated write (1-based number) is written
+        // locally only. Without a hashring the number has no effect.
+        match r.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+            Some(n) => replica = n,
+            None => return text_error(StatusCode::BAD_REQUEST, "could not parse replica header"),
         }
     }
     let body: Bytes = match Limited::new(req.into_body(), limit).collect().await {
@@ -143,11 +162,15 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
     };
     let st2 = st.clone();
     let tenant2 = tenant.clone();
-    let result = tokio::task::spawn_blocking(move || process(&st2, &tenant2, &body)).await;
+    let result = tokio::task::spawn_blocking(move || process(&st2, &tenant2, replica, &body)).await;
     let (status, msg, series, samples) = match result {
-        Ok(Ok(report)) => {
+        Ok(Ok(Processed::Done(report))) => {
             let (status, msg) = report.response();
             (status, msg, report.series, report.samples)
+        }
+        Ok(Ok(Processed::Replicating { pending, series, samples })) => {
+            let v = pending.wait().await;
+            (v.status, v.message, series, samples)
         }
         Ok(Err((status, msg))) => (status, msg, 0, 0),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("internal server error: {e}"), 0, 0),
@@ -164,11 +187,11 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
 }
 
 /// Decompresses, decodes and writes one request (runs on a blocking thread).
-fn process(st: &AppState, tenant: &str, body: &[u8]) -> Result<WriteReport, (StatusCode, String)> {
+fn process(st: &AppState, tenant: &str, replica: u64, body: &[u8]) -> Result<Processed, (StatusCode, String)> {
     BUFFERS.with(|cell| {
         let mut guard = cell.borrow_mut();
-        let Buffers { decompressed, decoded, append } = &mut *guard;
-        let res = process_with(st, tenant, body, decompressed, decoded, append);
+        let Buffers { decompressed, decoded } = &mut *guard;
+        let res = process_with(st, tenant, replica, body, decompressed, decoded);
         if decompressed.capacity() > KEEP_BUFFER_BYTES {
             *decompressed = Vec::new();
             *decoded = Decoded::default();
@@ -180,11 +203,11 @@ fn process(st: &AppState, tenant: &str, body: &[u8]) -> Result<WriteReport, (Sta
 fn process_with(
     st: &AppState,
     tenant: &str,
+    replica: u64,
     body: &[u8],
     decompressed: &mut Vec<u8>,
     decoded: &mut Decoded,
-    append: &mut AppendBuffers,
-) -> Result<WriteReport, (StatusCode, String)> {
+) -> Result<Processed, (StatusCode, String)> {
     decompress(body, decompressed, st.size_limit).map_err(|e| match e {
         SnappyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
         SnappyError::Corrupt(_) => {
@@ -195,8 +218,60 @@ fn process_with(
     decode_write_request(decompressed, decoded).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
     if decoded.series.is_empty() {
         tracing::debug!(metadata = decoded.metadata, "empty remote write request or metadata only; skipping");
-        return Ok(WriteReport::default());
+        return Ok(Processed::Done(WriteReport::default()));
     }
+    write_tenant(st, tenant, replica, decompressed, decoded)
+}
+
+/// Writes the decoded series of one tenant: locally without a hashring, else through the
+/// replicator (whose local share is written here, on this blocking thread).
+pub fn write_tenant(
+    st: &AppState,
+    tenant: &str,
+    replica: u64,
+    buf: &[u8],
+    decoded: &Decoded,
+) -> Result<Processed, (StatusCode, String)> {
+    let Some(rep) = &st.replicator else {
+        return APPEND.with(|a| write_local(st, tenant, buf, decoded, None, &mut a.borrow_mut())).map(Processed::Done);
+    };
+    // A router without a local endpoint treats every write as fresh (Thanos' RouterOnly).
+    let replica = if rep.options().local_endpoint.is_none() { 0 } else { replica };
+    let mut local = |select: &[u32]| -> Result<(), Failure> {
+        let r = APPEND.with(|a| write_local(st, tenant, buf, decoded, Some(select), &mut a.borrow_mut()));
+        match r {
+            Ok(report) => match report.response() {
+                (StatusCode::OK, _) => Ok(()),
+                (StatusCode::CONFLICT, m) => Err(Failure { kind: Kind::Conflict, message: m }),
+                (StatusCode::BAD_REQUEST, m) => Err(Failure { kind: Kind::BadRequest, message: m }),
+                (_, m) => Err(Failure { kind: Kind::Other, message: m }),
+            },
+            Err((StatusCode::SERVICE_UNAVAILABLE, m)) if m.contains("not ready") => {
+                Err(Failure { kind: Kind::NotReady, message: m })
+            }
+            Err((_, m)) => Err(Failure { kind: Kind::Other, message: m }),
+        }
+    };
+    let pending = rep.route(tenant, replica, buf, decoded, &mut local).map_err(|f| match f.kind {
+        Kind::BadRequest => (StatusCode::BAD_REQUEST, f.message),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, f.message),
+    })?;
+    Ok(Processed::Replicating { pending, series: decoded.series.len() as u64, samples: decoded.samples.len() as u64 })
+}
+
+thread_local! {
+    static APPEND: RefCell<AppendBuffers> = RefCell::new(AppendBuffers::default());
+}
+
+/// Appends series of `decoded` (all, or `select`) to the tenant's TSDB.
+fn write_local(
+    st: &AppState,
+    tenant: &str,
+    buf: &[u8],
+    decoded: &Decoded,
+    select: Option<&[u32]>,
+    append: &mut AppendBuffers,
+) -> Result<WriteReport, (StatusCode, String)> {
     let db = st.tenants.get_or_open(tenant).map_err(|e| match e {
         crate::tenancy::TenantError::Closed => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         e => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -210,8 +285,8 @@ fn process_with(
     } else {
         i64::MAX
     };
-    let report = writer::write(tenant, &db, decompressed, decoded, max_t, append)
-        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let report = writer::write_selected(tenant, &db, buf, decoded, select, max_t, append)
+        .map_err(|e: WriteError| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     if db.compactable() {
         st.tenants.request_compaction();
     }

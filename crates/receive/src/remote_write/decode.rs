@@ -47,6 +47,18 @@ pub struct SeriesSpan {
     pub exemplars: u32,
     /// Number of native histogram samples (not supported yet).
     pub histograms: u32,
+    /// Start of the encoded `TimeSeries` message in the buffer (forwarded to peers as is).
+    pub raw_start: u32,
+    /// End of the encoded `TimeSeries` message.
+    pub raw_end: u32,
+}
+
+impl SeriesSpan {
+    /// The encoded `TimeSeries` message in `buf`.
+    #[inline]
+    pub fn raw<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.raw_start as usize..self.raw_end as usize]
+    }
 }
 
 /// A decoded request; reuse it across requests to avoid allocations.
@@ -266,6 +278,8 @@ fn decode_sample(mut c: Cursor<'_>) -> Result<(i64, f64), DecodeError> {
 
 fn decode_series(mut c: Cursor<'_>, out: &mut Decoded) -> Result<(), DecodeError> {
     let mut s = SeriesSpan {
+        raw_start: c.pos as u32,
+        raw_end: c.end as u32,
         labels_start: out.labels.len() as u32,
         samples_start: out.samples.len() as u32,
         ..Default::default()
@@ -324,6 +338,99 @@ pub fn decode_write_request(buf: &[u8], out: &mut Decoded) -> Result<(), DecodeE
         }
     }
     Ok(())
+}
+
+/// A decoded `thanos.WriteRequest` (the replication RPC, shared spec §3.2): the replica number
+/// and, per tenant, the series (fields 1+2, or every `timeseriesTenantData` entry of field 4).
+#[derive(Debug, Default)]
+pub struct ThanosWrite {
+    /// 1-based replica number (0: not replicated yet).
+    pub replica: i64,
+    /// Tenant and its series, decoded against the request buffer.
+    pub tenants: Vec<(String, Decoded)>,
+}
+
+fn tenant_string(c: &mut Cursor<'_>) -> Result<String, DecodeError> {
+    let (a, b) = c.len_field()?;
+    String::from_utf8(c.buf[a..b].to_vec()).map_err(|_| err(c.message, "tenant is not valid UTF-8"))
+}
+
+/// Decodes a `thanos.WriteRequest`: `timeseries=1`, `tenant=2`, `replica=3`,
+/// `timeseriesTenantData=4` (`TimeSeriesTenantTuple{timeseries=1, tenant=2}`). When field 4
+/// is present it carries the data (fields 1-2 are the legacy single-tenant form).
+pub fn decode_thanos_write_request(buf: &[u8]) -> Result<ThanosWrite, DecodeError> {
+    if buf.len() > u32::MAX as usize {
+        return Err(err("WriteRequest", "message too large"));
+    }
+    let mut out = ThanosWrite::default();
+    let mut legacy = Decoded::default();
+    let mut legacy_tenant = String::new();
+    let mut c = Cursor { buf, pos: 0, end: buf.len(), message: "thanos.WriteRequest" };
+    while c.more() {
+        let (field, wt) = c.key()?;
+        match (field, wt) {
+            (1, LEN) => {
+                let r = c.len_field()?;
+                decode_series(c.sub(r, "TimeSeries"), &mut legacy)?;
+            }
+            (2, LEN) => legacy_tenant = tenant_string(&mut c)?,
+            (3, VARINT) => out.replica = c.varint()? as i64,
+            (4, LEN) => {
+                let r = c.len_field()?;
+                let mut t = c.sub(r, "TimeSeriesTenantTuple");
+                let (mut tenant, mut d) = (String::new(), Decoded::default());
+                while t.more() {
+                    match t.key()? {
+                        (1, LEN) => {
+                            let r = t.len_field()?;
+                            decode_series(t.sub(r, "TimeSeries"), &mut d)?;
+                        }
+                        (2, LEN) => tenant = tenant_string(&mut t)?,
+                        (f @ (1 | 2), wt) => return Err(wrong_type(&t, f, wt)),
+                        (_, wt) => t.skip(wt)?,
+                    }
+                }
+                out.tenants.push((tenant, d));
+            }
+            (1 | 2 | 4, _) | (3, _) => return Err(wrong_type(&c, field, wt)),
+            (_, wt) => c.skip(wt)?,
+        }
+    }
+    if out.tenants.is_empty() {
+        out.tenants.push((legacy_tenant, legacy));
+    }
+    Ok(out)
+}
+
+/// Appends a `thanos.WriteRequest` in the form every Thanos version reads (fields 1-3, one
+/// tenant) to `out`, the series copied as they were received.
+pub fn encode_thanos_write_request<'a>(
+    tenant: &str,
+    replica: i64,
+    series: impl IntoIterator<Item = &'a [u8]>,
+    out: &mut Vec<u8>,
+) {
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    for s in series {
+        out.push(0x0a);
+        varint(s.len() as u64, out);
+        out.extend_from_slice(s);
+    }
+    if !tenant.is_empty() {
+        out.push(0x12);
+        varint(tenant.len() as u64, out);
+        out.extend_from_slice(tenant.as_bytes());
+    }
+    if replica != 0 {
+        out.push(0x18);
+        varint(replica as u64, out);
+    }
 }
 
 #[cfg(test)]
@@ -456,5 +563,35 @@ mod tests {
             let mut d = Decoded::default();
             let _ = decode_write_request(&bytes, &mut d);
         }
+    }
+
+    #[test]
+    fn thanos_write_requests_carry_the_series_bytes_unchanged() {
+        let buf = request().encode_to_vec();
+        let mut d = Decoded::default();
+        decode_write_request(&buf, &mut d).unwrap();
+        let mut fwd = Vec::new();
+        encode_thanos_write_request("team-a", 2, d.series.iter().map(|s| s.raw(&buf)), &mut fwd);
+        let t = decode_thanos_write_request(&fwd).unwrap();
+        assert_eq!(t.replica, 2);
+        assert_eq!(t.tenants.len(), 1);
+        let (tenant, got) = &t.tenants[0];
+        assert_eq!(tenant, "team-a");
+        let bits = |d: &Decoded| -> Vec<(i64, u64)> { d.samples.iter().map(|(t, v)| (*t, v.to_bits())).collect() };
+        assert_eq!(bits(got), bits(&d));
+        let names = |d: &Decoded, b: &[u8]| -> Vec<Vec<u8>> { d.labels.iter().map(|l| l.value(b).to_vec()).collect() };
+        assert_eq!(names(got, &fwd), names(&d, &buf));
+        assert_eq!(got.series[1].raw(&fwd), d.series[1].raw(&buf));
+
+        // Field 4 (timeseriesTenantData) wins over the legacy fields.
+        let mut tuple = Vec::new();
+        encode_thanos_write_request("team-b", 0, [d.series[0].raw(&buf)], &mut tuple);
+        let mut multi = vec![0x22, tuple.len() as u8];
+        multi.extend_from_slice(&tuple);
+        multi.extend_from_slice(&[0x18, 0x01]);
+        let t = decode_thanos_write_request(&multi).unwrap();
+        assert_eq!((t.replica, t.tenants.len(), t.tenants[0].0.as_str()), (1, 1, "team-b"));
+        assert_eq!(t.tenants[0].1.series.len(), 1);
+        assert!(decode_thanos_write_request(&[0x1a, 0x00]).is_err(), "replica must be a varint");
     }
 }

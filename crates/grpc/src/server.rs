@@ -1,0 +1,262 @@
+//! Unary gRPC server on hyper's HTTP/2: route table, request validation, limits, deadlines,
+//! panic isolation, `grpc.health.v1.Health/Check`, and graceful shutdown.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::status::{Code, Status};
+use crate::wire::{ACCEPT_ENCODING, Compression, GrpcBody, parse_timeout, read_unary, status_headers};
+
+/// Path of the health check method.
+pub const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
+
+/// The boxed future a [`UnaryHandler`] returns.
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Bytes, Status>> + Send + 'a>>;
+
+/// A unary method: raw (decompressed) request message in, raw response message out.
+pub trait UnaryHandler: Send + Sync + 'static {
+    fn call(&self, request: Bytes) -> HandlerFuture<'_>;
+}
+
+/// Answers `grpc.health.v1.Health/Check` from a probe; the requested service name is ignored.
+struct Health(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl UnaryHandler for Health {
+    fn call(&self, _request: Bytes) -> HandlerFuture<'_> {
+        // HealthCheckResponse { status = 1 (field 1, varint) }: SERVING = 1, NOT_SERVING = 2.
+        let status = if (self.0)() { 1 } else { 2 };
+        Box::pin(async move { Ok(Bytes::from(vec![0x08, status])) })
+    }
+}
+
+/// A unary-only gRPC server. Build it with [`Server::new`] and [`Server::route`], then [`Server::serve`].
+pub struct Server {
+    max_message_bytes: usize,
+    routes: HashMap<&'static str, Arc<dyn UnaryHandler>>,
+}
+
+impl Server {
+    /// A server accepting request messages up to `max_message_bytes` (before and after decompression).
+    pub fn new(max_message_bytes: usize) -> Server {
+        Server { max_message_bytes, routes: HashMap::new() }
+    }
+
+    /// Registers a handler for a full method path such as `/thanos.WriteableStore/RemoteWrite`.
+    pub fn route(mut self, path: &'static str, handler: Arc<dyn UnaryHandler>) -> Server {
+        self.routes.insert(path, handler);
+        self
+    }
+
+    /// Serves `grpc.health.v1.Health/Check`: SERVING while `serving()` is true, else NOT_SERVING.
+    /// `Watch` is not provided and answers `Unimplemented` like any unknown method.
+    pub fn health(self, serving: Arc<dyn Fn() -> bool + Send + Sync>) -> Server {
+        self.route(HEALTH_CHECK_PATH, Arc::new(Health(serving)))
+    }
+
+    /// Accepts connections until `shutdown` completes, then stops accepting, sends GOAWAY on every
+    /// connection and returns once all in-flight calls have been answered. To bound that wait,
+    /// put a timeout around this future: dropping it closes every remaining connection.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let server = Arc::new(self);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut conns = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        conns.spawn(serve_conn(server.clone(), stream, peer, stop_rx.clone()));
+                    }
+                    Err(e) => {
+                        // Per-connection accept failures (EMFILE, ECONNABORTED...) must not stop the server.
+                        tracing::warn!(error = %e, "gRPC accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        let _ = stop_tx.send(true);
+        while conns.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<GrpcBody> {
+        if req.method() != Method::POST {
+            return plain(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        let grpc_content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct == "application/grpc" || ct.starts_with("application/grpc+"));
+        if !grpc_content_type {
+            return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        }
+        let timeout = match req.headers().get("grpc-timeout") {
+            None => None,
+            Some(v) => match v.to_str().ok().and_then(parse_timeout) {
+                Some(t) => Some(t),
+                None => {
+                    let msg = format!("malformed grpc-timeout: {v:?}");
+                    return trailers_only(&Status::new(Code::Internal, msg));
+                }
+            },
+        };
+        let call = self.unary(req);
+        let result = match timeout {
+            None => call.await,
+            Some(t) => tokio::time::timeout(t, call)
+                .await
+                .unwrap_or_else(|_| Err(Status::new(Code::DeadlineExceeded, "context deadline exceeded"))),
+        };
+        match result.and_then(|(compression, msg)| Ok((compression, compression.frame(msg)?))) {
+            Ok((compression, chunks)) => {
+                let mut trailers = HeaderMap::new();
+                status_headers(&mut trailers, Code::Ok, "");
+                let mut resp = grpc_response(GrpcBody::new(chunks, Some(trailers)));
+                if compression == Compression::Snappy {
+                    let snappy = HeaderValue::from_static("snappy");
+                    resp.headers_mut().insert("grpc-encoding", snappy);
+                }
+                resp
+            }
+            Err(status) => trailers_only(&status),
+        }
+    }
+
+    /// Reads the request message, runs the handler; returns the response message and the
+    /// compression to answer with (the request's).
+    async fn unary(&self, req: Request<Incoming>) -> Result<(Compression, Bytes), Status> {
+        let path = req.uri().path();
+        let handler = self
+            .routes
+            .get(path)
+            .cloned()
+            .ok_or_else(|| Status::new(Code::Unimplemented, format!("unknown method {path}")))?;
+        let compression = Compression::from_header(req.headers().get("grpc-encoding")).map_err(|name| {
+            let msg = format!("grpc: Decompressor is not installed for grpc-encoding {name:?}");
+            Status::new(Code::Unimplemented, msg)
+        })?;
+        let max = self.max_message_bytes;
+        let body =
+            read_unary(req.into_body(), max, |e| Status::new(Code::Cancelled, format!("reading request: {e}"))).await?;
+        let (compressed, data) =
+            body.message.ok_or_else(|| Status::new(Code::Internal, "grpc: unary call without a request message"))?;
+        let request = compression.unframe(compressed, data, max)?;
+        // A spawned task isolates handler panics; the task keeps running if the call times out.
+        let response = tokio::spawn(async move { handler.call(request).await }).await.map_err(|e| {
+            tracing::error!(error = %e, "gRPC handler panicked or was cancelled");
+            Status::new(Code::Internal, format!("handler failed: {e}"))
+        })??;
+        Ok((compression, response))
+    }
+}
+
+/// How long a draining connection stays open after its last call was answered (to flush
+/// responses); it also bounds the wait for a peer that never completes the HTTP/2 handshake.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// Counts a connection's calls in flight; decremented on drop, so cancelled calls count too.
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl InFlight {
+    fn start(counter: &Arc<watch::Sender<usize>>) -> InFlight {
+        counter.send_modify(|n| *n += 1);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Serves one connection until it closes; on shutdown sends GOAWAY and drains in-flight calls.
+async fn serve_conn(
+    server: Arc<Server>,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (counter, mut in_flight) = watch::channel(0usize);
+    let counter = Arc::new(counter);
+    let svc = hyper::service::service_fn(move |req| {
+        let server = server.clone();
+        let guard = InFlight::start(&counter);
+        async move {
+            let resp = server.handle(req).await;
+            drop(guard);
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(2 << 20)
+        .initial_connection_window_size(8 << 20)
+        .max_concurrent_streams(1000);
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stopped => {
+            conn.as_mut().graceful_shutdown();
+            let drained = async move {
+                let _ = in_flight.wait_for(|n| *n == 0).await;
+                tokio::time::sleep(DRAIN_GRACE).await;
+            };
+            tokio::select! {
+                r = conn.as_mut() => r,
+                () = drained => Ok(()),
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "gRPC connection ended with an error");
+    }
+}
+
+fn grpc_response(body: GrpcBody) -> Response<GrpcBody> {
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-accept-encoding", HeaderValue::from_static(ACCEPT_ENCODING));
+    resp
+}
+
+/// A Trailers-Only response: HTTP 200 headers carrying the status, and no body.
+fn trailers_only(status: &Status) -> Response<GrpcBody> {
+    let mut resp = grpc_response(GrpcBody::default());
+    status_headers(resp.headers_mut(), status.code, &status.message);
+    resp
+}
+
+fn plain(status: StatusCode) -> Response<GrpcBody> {
+    let mut resp = Response::new(GrpcBody::default());
+    *resp.status_mut() = status;
+    resp
+}

@@ -1,0 +1,416 @@
+//! Replication over the hashring (Thanos' handler fan-out, shared spec §4.8 and §5).
+//!
+//! For a fresh write (replica 0) every series is hashed once (tenant and labels in request
+//! order) and placed for each replica index `0..RF` on an endpoint of the tenant's hashring;
+//! series are grouped by (endpoint, replica). The local group is written in-process; every
+//! other group becomes one `thanos.WriteableStore/RemoteWrite` call whose `timeseries` are the
+//! request's own encoded series bytes (nothing is re-encoded), with the 1-based replica number,
+//! so the receiving node writes it locally and never replicates it again. The request is
+//! answered as soon as every series reached the quorum (or cannot), within one
+//! `--receive-forward-timeout` for the whole fan-out; writes still in flight then finish on
+//! their own. A peer that answered Unavailable (or could not be dialed) is skipped for a
+//! backoff of 100 ms doubling up to `--receive-forward-max-backoff`.
+
+pub mod quorum;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use prometheus::{HistogramVec, IntCounterVec};
+use ringest_grpc::{Channel, ChannelOptions, Code, Compression};
+use ringest_hashring::MultiHashring;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::remote_write::{Decoded, encode_thanos_write_request};
+pub use quorum::{Failure, Kind, Quorum, Verdict};
+
+/// The replication RPC.
+pub const REMOTE_WRITE_PATH: &str = "/thanos.WriteableStore/RemoteWrite";
+
+/// Largest gRPC message sent or accepted.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// Settings from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `--receive.replication-factor`.
+    pub replication_factor: usize,
+    /// `--receive.local-endpoint` (`None`: RouterOnly, nothing is written locally).
+    pub local_endpoint: Option<String>,
+    /// `--receive-forward-timeout`.
+    pub forward_timeout: Duration,
+    /// `--receive-forward-max-backoff`.
+    pub max_backoff: Duration,
+    /// `--receive.grpc-compression`.
+    pub compression: Compression,
+    /// `--receive.forward.async-workers`: concurrent calls per peer.
+    pub async_workers: usize,
+}
+
+/// Replication metrics (Thanos' names).
+#[derive(Debug, Clone)]
+pub struct ReplicationMetrics {
+    /// `thanos_receive_replications_total{result}`.
+    pub replications: IntCounterVec,
+    /// Operations guide: `thanos_receive_replication_requests_total{result}`.
+    pub replication_requests: IntCounterVec,
+    /// `thanos_receive_forward_requests_total{result}`.
+    pub forward_requests: IntCounterVec,
+    /// `thanos_receive_forward_delay_seconds{worker}`: time waiting for a peer worker.
+    pub forward_delay: HistogramVec,
+}
+
+impl ReplicationMetrics {
+    /// Registers the metrics.
+    pub fn new(r: &prometheus::Registry) -> Result<ReplicationMetrics, prometheus::Error> {
+        fn reg<C: prometheus::core::Collector + Clone + 'static>(
+            r: &prometheus::Registry,
+            c: C,
+        ) -> Result<C, prometheus::Error> {
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
+        }
+        let counter = |name: &str, help: &str| -> Result<IntCounterVec, prometheus::Error> {
+            let c = reg(r, IntCounterVec::new(prometheus::Opts::new(name, help), &["result"])?)?;
+            for res in ["success", "error"] {
+                c.with_label_values(&[res]);
+            }
+            Ok(c)
+        };
+        Ok(ReplicationMetrics {
+            replications: counter("thanos_receive_replications_total", "The number of replication operations done by the receiver. The success of replication is fulfilled when a quorum is met.")?,
+            replication_requests: counter("thanos_receive_replication_requests_total", "The number of replicated write requests by result (operations guide).")?,
+            forward_requests: counter("thanos_receive_forward_requests_total", "The number of forward requests.")?,
+            forward_delay: reg(
+                r,
+                HistogramVec::new(
+                    prometheus::HistogramOpts::new("thanos_receive_forward_delay_seconds", "The delay between the time the request was received and the time it was forwarded to a worker.")
+                        .buckets(prometheus::exponential_buckets(0.001, 2.0, 16)?),
+                    &["worker"],
+                )?,
+            )?,
+        })
+    }
+}
+
+/// Backoff of one peer.
+#[derive(Debug, Default)]
+struct Backoff {
+    until: Option<Instant>,
+    delay: Duration,
+}
+
+/// A peer receiver: a gRPC channel, its worker slots and its backoff.
+pub struct Peer {
+    address: String,
+    channel: Channel,
+    workers: Semaphore,
+    backoff: Mutex<Backoff>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer").field("address", &self.address).finish_non_exhaustive()
+    }
+}
+
+impl Peer {
+    fn new(address: &str, opts: &Options) -> Peer {
+        let channel = Channel::new(
+            address.to_string(),
+            ChannelOptions {
+                compression: opts.compression,
+                max_message_bytes: MAX_MESSAGE_BYTES,
+                connect_timeout: opts.forward_timeout,
+                keepalive: Duration::from_secs(10),
+            },
+        );
+        Peer {
+            address: address.to_string(),
+            channel,
+            workers: Semaphore::new(opts.async_workers.max(1)),
+            backoff: Mutex::new(Backoff::default()),
+        }
+    }
+
+    fn backing_off(&self) -> bool {
+        self.backoff.lock().until.is_some_and(|u| Instant::now() < u)
+    }
+
+    fn mark_down(&self, max: Duration) {
+        let mut b = self.backoff.lock();
+        b.delay = if b.delay.is_zero() { Duration::from_millis(100) } else { (b.delay * 2).min(max) };
+        // Jitter: up to a fifth less, so peers do not retry in lockstep.
+        let pct = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() % 100)
+            .unwrap_or(0);
+        let jitter = b.delay.as_nanos() as u64 / 5 * pct as u64 / 100;
+        b.until = Some(Instant::now() + b.delay - Duration::from_nanos(jitter));
+    }
+
+    fn mark_up(&self) {
+        let mut b = self.backoff.lock();
+        if b.until.is_some() {
+            *b = Backoff::default();
+        }
+    }
+
+    async fn send(
+        &self,
+        body: Bytes,
+        deadline: Instant,
+        opts: &Options,
+        m: &ReplicationMetrics,
+    ) -> Result<(), Failure> {
+        let fail = |kind, e: &dyn std::fmt::Display| Failure {
+            kind,
+            message: format!("forwarding request to endpoint {}: {e}", self.address),
+        };
+        if self.backing_off() {
+            return Err(fail(Kind::Unavailable, &"backing off forward request: target not available"));
+        }
+        let waited = Instant::now();
+        let _slot = match tokio::time::timeout_at(deadline.into(), self.workers.acquire()).await {
+            Ok(Ok(s)) => s,
+            _ => return Err(fail(Kind::Other, &"context deadline exceeded (waiting for a forward worker)")),
+        };
+        m.forward_delay.with_label_values(&[&self.address]).observe(waited.elapsed().as_secs_f64());
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.channel.unary(REMOTE_WRITE_PATH, body, left).await {
+            Ok(_) => {
+                self.mark_up();
+                Ok(())
+            }
+            Err(st) => {
+                let kind = match st.code {
+                    Code::Unavailable => {
+                        self.mark_down(opts.max_backoff);
+                        Kind::Unavailable
+                    }
+                    Code::AlreadyExists => Kind::Conflict,
+                    Code::InvalidArgument => Kind::BadRequest,
+                    _ => Kind::Other,
+                };
+                Err(fail(kind, &st))
+            }
+        }
+    }
+}
+
+/// The loaded hashring and the peers it names.
+#[derive(Debug)]
+pub struct RingState {
+    /// The rings.
+    pub ring: MultiHashring,
+    peers: HashMap<String, Arc<Peer>>,
+}
+
+/// Routes writes over the hashring.
+#[derive(Debug)]
+pub struct Replicator {
+    state: RwLock<Arc<RingState>>,
+    opts: Options,
+    metrics: ReplicationMetrics,
+}
+
+/// A write whose groups are in flight.
+#[derive(Debug)]
+pub struct Pending {
+    quorum: Quorum,
+    groups: Vec<Vec<u32>>,
+    rx: mpsc::UnboundedReceiver<(usize, Result<(), Failure>)>,
+    deadline: Instant,
+    fresh: bool,
+    metrics: ReplicationMetrics,
+}
+
+impl Pending {
+    /// Waits until every series is decided or the forward timeout passed; the verdict.
+    pub async fn wait(mut self) -> Verdict {
+        let mut reported = vec![false; self.groups.len()];
+        let mut outstanding = self.groups.len();
+        while outstanding > 0 && !self.quorum.done() {
+            match tokio::time::timeout_at(self.deadline.into(), self.rx.recv()).await {
+                Ok(Some((g, r))) => {
+                    reported[g] = true;
+                    outstanding -= 1;
+                    let result = if r.is_ok() { "success" } else { "error" };
+                    self.metrics.forward_requests.with_label_values(&[result]).inc();
+                    self.quorum.record(&self.groups[g], r.as_ref().map(|_| ()));
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    let late = Failure { kind: Kind::Other, message: "context deadline exceeded".into() };
+                    for (g, done) in reported.iter().enumerate() {
+                        if !done {
+                            self.metrics.forward_requests.with_label_values(&["error"]).inc();
+                            self.quorum.record(&self.groups[g], Err(&late));
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        let v = self.quorum.verdict();
+        if self.fresh {
+            let result = if v.status == http::StatusCode::OK { "success" } else { "error" };
+            self.metrics.replications.with_label_values(&[result]).inc();
+            self.metrics.replication_requests.with_label_values(&[result]).inc();
+        }
+        if v.status == http::StatusCode::OK {
+            tracing::debug!("replication succeeded");
+        }
+        v
+    }
+}
+
+impl Replicator {
+    /// A replicator over `ring`.
+    pub fn new(ring: MultiHashring, opts: Options, metrics: ReplicationMetrics) -> Replicator {
+        let state = Self::state_for(ring, &opts, &HashMap::new());
+        Replicator { state: RwLock::new(Arc::new(state)), opts, metrics }
+    }
+
+    fn state_for(ring: MultiHashring, opts: &Options, old: &HashMap<String, Arc<Peer>>) -> RingState {
+        let mut peers = HashMap::new();
+        for ep in ring.endpoints() {
+            if Some(&ep.address) == opts.local_endpoint.as_ref()
+                || Some(&ep.capnproto_address) == opts.local_endpoint.as_ref()
+            {
+                continue;
+            }
+            // Connections to endpoints that stay are kept; their backoff is reset (Thanos).
+            let peer = match old.get(&ep.address) {
+                Some(p) => {
+                    p.mark_up();
+                    p.clone()
+                }
+                None => Arc::new(Peer::new(&ep.address, opts)),
+            };
+            peers.insert(ep.address.clone(), peer);
+        }
+        RingState { ring, peers }
+    }
+
+    /// Replaces the hashring (hot reload): new writes use it at once; writes in flight finish
+    /// on the old one.
+    pub fn set_ring(&self, ring: MultiHashring) {
+        let old = self.state.read().clone();
+        let state = Self::state_for(ring, &self.opts, &old.peers);
+        *self.state.write() = Arc::new(state);
+    }
+
+    /// The current rings.
+    pub fn state(&self) -> Arc<RingState> {
+        self.state.read().clone()
+    }
+
+    /// The settings.
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    fn is_local(&self, address: &str, capnp: &str) -> bool {
+        self.opts.local_endpoint.as_deref().is_some_and(|l| l == address || l == capnp)
+    }
+
+    /// Distributes the series of `req` (decoded from `buf`) for `tenant`: remote groups are
+    /// sent at once (on the runtime of the calling blocking thread), local ones are written
+    /// with `local` before this returns. `replica` is the request's 1-based replica number (0:
+    /// a fresh write, replicated to RF nodes; above 0: already replicated, written locally).
+    pub fn route(
+        &self,
+        tenant: &str,
+        replica: u64,
+        buf: &[u8],
+        req: &Decoded,
+        local: &mut dyn FnMut(&[u32]) -> Result<(), Failure>,
+    ) -> Result<Pending, Failure> {
+        let rf = self.opts.replication_factor;
+        if replica as usize > rf {
+            return Err(Failure {
+                kind: Kind::BadRequest,
+                message: format!("write request rejected: replica {replica} exceeds the replication factor {rf}"),
+            });
+        }
+        let start = Instant::now();
+        let deadline = start + self.opts.forward_timeout;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let fresh = replica == 0;
+        let mut groups: Vec<Vec<u32>> = Vec::new();
+        // Group of each (endpoint address, replica index): `None` address = this node.
+        let mut index: HashMap<(Option<&str>, usize), usize> = HashMap::new();
+        let state = self.state();
+        if fresh {
+            let mut labels: Vec<(&[u8], &[u8])> = Vec::with_capacity(16);
+            for (i, s) in req.series.iter().enumerate() {
+                labels.clear();
+                labels.extend(
+                    req.labels[s.labels_start as usize..s.labels_end as usize]
+                        .iter()
+                        .map(|l| (l.name(buf), l.value(buf))),
+                );
+                let hash = ringest_hashring::series_hash(tenant.as_bytes(), labels.iter().copied());
+                for n in 0..rf {
+                    let ep = state
+                        .ring
+                        .get_n(tenant, hash, n)
+                        .map_err(|e| Failure { kind: Kind::Other, message: e.to_string() })?;
+                    let key = if self.is_local(&ep.address, &ep.capnproto_address) {
+                        None
+                    } else {
+                        Some(ep.address.as_str())
+                    };
+                    let g = *index.entry((key, n)).or_insert_with(|| {
+                        groups.push(Vec::new());
+                        groups.len() - 1
+                    });
+                    groups[g].push(i as u32);
+                }
+            }
+        } else {
+            index.insert((None, replica as usize - 1), 0);
+            groups.push((0..req.series.len() as u32).collect());
+        }
+        let success_threshold = if fresh { ringest_hashring::write_quorum(rf) } else { 1 };
+        let replicas = if fresh { rf } else { 1 };
+        let quorum = Quorum::new(req.series.len(), replicas as u32, success_threshold as u32);
+        let mut local_groups = Vec::new();
+        let mut body = Vec::new();
+        for (&(addr, n), &g) in &index {
+            let Some(addr) = addr else {
+                local_groups.push(g);
+                continue;
+            };
+            let Some(peer) = state.peers.get(addr).cloned() else {
+                let _ = tx.send((
+                    g,
+                    Err(Failure { kind: Kind::Other, message: format!("no connection to endpoint {addr}") }),
+                ));
+                continue;
+            };
+            body.clear();
+            encode_thanos_write_request(
+                tenant,
+                n as i64 + 1,
+                groups[g].iter().map(|&i| req.series[i as usize].raw(buf)),
+                &mut body,
+            );
+            let msg = Bytes::copy_from_slice(&body);
+            let (tx, opts, metrics) = (tx.clone(), self.opts.clone(), self.metrics.clone());
+            tokio::runtime::Handle::current().spawn(async move {
+                let r = peer.send(msg, deadline, &opts, &metrics).await;
+                let _ = tx.send((g, r));
+            });
+        }
+        for g in local_groups {
+            let r = local(&groups[g]);
+            let _ = tx.send((g, r));
+        }
+        Ok(Pending { quorum, groups, rx, deadline, fresh, metrics: self.metrics.clone() })
+    }
+}

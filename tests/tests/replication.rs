@@ -1,0 +1,292 @@
+//! Hashring and quorum replication from outside: three (or four) ringest processes on
+//! loopback sharing a hashring file, RF=3 (quorum 2) or RF=1, checked through each node's own
+//! storage (`ringest tsdb dump` after SIGTERM, promtool through `assert_exact`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ringest_e2e::client::series;
+use ringest_e2e::oracle::{labels_string, ringest_dump};
+use ringest_e2e::workload::{Acked, Workload};
+use ringest_e2e::{RemoteWriter, Ringest, http_get};
+use ringest_proto::prometheus as pb;
+
+const T0: i64 = 1_800_000_000_000;
+
+struct Cluster {
+    _tmp: tempfile::TempDir,
+    ring_file: PathBuf,
+    nodes: Vec<Ringest>,
+}
+
+fn ring_json(endpoints: &[&str], algorithm: &str) -> String {
+    let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!("[{{\"hashring\": \"default\", \"algorithm\": \"{algorithm}\", \"endpoints\": [{}]}}]", eps.join(", "))
+}
+
+/// `n` nodes, the first `in_ring` of them in the hashring, each with `extra` flags.
+fn cluster(n: usize, in_ring: usize, rf: usize, algorithm: &str, extra: &[&str]) -> Cluster {
+    let tmp = tempfile::tempdir().unwrap();
+    let ring_file = tmp.path().join("hashrings.json");
+    let mut nodes: Vec<Ringest> = (0..n).map(|i| Ringest::unstarted(&tmp.path().join(format!("node{i}")))).collect();
+    let eps: Vec<String> = nodes.iter().map(|r| r.grpc_addr.clone()).collect();
+    let eps_ref: Vec<&str> = eps.iter().take(in_ring).map(String::as_str).collect();
+    std::fs::write(&ring_file, ring_json(&eps_ref, algorithm)).unwrap();
+    for r in &mut nodes {
+        r.extra = vec![
+            format!("--receive.hashrings-file={}", ring_file.display()),
+            format!("--receive.local-endpoint={}", r.grpc_addr),
+            format!("--receive.replication-factor={rf}"),
+            "--receive.hashrings-file-refresh-interval=1s".into(),
+        ];
+        r.extra.extend(extra.iter().map(|s| s.to_string()));
+        r.relaunch();
+    }
+    for r in &mut nodes {
+        r.wait_ready(Duration::from_secs(60));
+    }
+    Cluster { _tmp: tmp, ring_file, nodes }
+}
+
+fn workload(name: &str, series: usize) -> Workload {
+    Workload { series, batch: 100, start_ms: T0, step_ms: 15_000, name: name.into() }
+}
+
+fn tenant_dir(r: &Ringest) -> PathBuf {
+    r.tenant_dir("default-tenant")
+}
+
+/// Samples of `dump` that are in `acked`, per series.
+fn held(dir: &Path) -> Acked {
+    if !dir.is_dir() {
+        return Acked::new();
+    }
+    ringest_dump(dir)
+}
+
+#[test]
+fn rf3_every_acknowledged_sample_is_on_all_three_nodes_and_replicas_are_not_forwarded_again() {
+    let mut c = cluster(3, 3, 3, "hashmod", &[]);
+    let w = workload("rep", 300);
+    let mut acked = Acked::new();
+    // Writes through two different routers.
+    for (i, rounds) in [(0usize, 0..10), (1, 10..20)] {
+        let mut conn = RemoteWriter::connect(&c.nodes[i].rw_addr).unwrap();
+        w.send(&mut conn, rounds, &mut acked).unwrap_or_else(|e| panic!("write refused: {}", e.reason));
+    }
+    let fwd = c.nodes[0].metric("thanos_receive_forward_requests_total{result=\"success\"}").unwrap();
+    assert!(fwd >= 10.0, "{fwd}");
+    assert!(c.nodes[0].metric("thanos_receive_replications_total{result=\"success\"}").unwrap() >= 1.0);
+    assert_eq!(c.nodes[0].metric("thanos_receive_replication_factor"), Some(3.0));
+    assert_eq!(c.nodes[0].metric("thanos_receive_hashring_nodes{name=\"default\"}"), Some(3.0));
+    let api = http_get(&c.nodes[0].http_addr, "/api/v1/receive/hashrings").unwrap();
+    assert_eq!(api.status, 200);
+    let body: serde_json::Value = serde_json::from_str(&api.text()).unwrap();
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["data"][0]["endpoints"].as_array().unwrap().len(), 3, "{body}");
+    assert!(c.nodes[0].logs().contains("msg=\"loaded hashring configuration\" hashrings=1"), "{}", c.nodes[0].logs());
+    assert!(c.nodes[0].logs().contains("mode=RouterIngestor"));
+
+    // A request that carries a replica number is written by its receiver only.
+    let mut conn = RemoteWriter::connect(&c.nodes[2].rw_addr).unwrap();
+    let req = pb::WriteRequest {
+        timeseries: vec![series(&[("__name__", "replicated_once")], &[(T0, 1.0)])],
+        ..Default::default()
+    };
+    let resp = conn.send_with_headers(&req, &[("THANOS-REPLICA", "2")]).unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+
+    for r in &mut c.nodes {
+        assert!(r.terminate().success(), "{}", r.logs());
+    }
+    for (i, r) in c.nodes.iter().enumerate() {
+        let dir = tenant_dir(r);
+        let dump = held(&dir);
+        assert_eq!(dump.contains_key("{__name__=\"replicated_once\"}"), i == 2, "node {i}");
+        assert_exact_subset(&dir, &acked, i);
+    }
+}
+
+/// Every acked sample is in `dir` (exactly: no invented or changed sample of these series).
+fn assert_exact_subset(dir: &Path, acked: &Acked, node: usize) {
+    let dump = held(dir);
+    for (s, samples) in acked {
+        let got = dump.get(s).unwrap_or_else(|| panic!("node {node} lacks series {s}"));
+        for (t, bits) in samples {
+            assert_eq!(got.get(t), Some(bits), "node {node}: {s} @ {t}");
+        }
+        assert_eq!(got.len(), samples.len(), "node {node}: {s} has samples nobody acknowledged");
+    }
+}
+
+#[test]
+fn rf3_one_node_killed_writes_go_on_two_killed_answer_503_in_time_and_a_stopped_node_does_not_slow_writes() {
+    let mut c = cluster(3, 3, 3, "ketama", &["--receive-forward-timeout=2s"]);
+    let w = workload("kill", 200);
+    let mut acked = Acked::new();
+    let mut conn = RemoteWriter::connect(&c.nodes[0].rw_addr).unwrap();
+    w.send(&mut conn, 0..5, &mut acked).unwrap();
+
+    // SIGSTOP one node: quorum comes from the other two, well within the forward timeout.
+    c.nodes[2].signal(libc::SIGSTOP);
+    let mut lat = Vec::new();
+    for round in 5..15 {
+        let start = Instant::now();
+        w.send(&mut conn, round..round + 1, &mut acked).unwrap_or_else(|e| panic!("with a stopped node: {}", e.reason));
+        lat.push(start.elapsed());
+    }
+    lat.sort();
+    assert!(lat[lat.len() * 99 / 100] < Duration::from_secs(2), "p99 {:?}", lat.last());
+    c.nodes[2].signal(libc::SIGCONT);
+
+    // kill -9 one node under load: every write still answers 2xx, and the two survivors
+    // (whose writes made the quorum) hold every sample acknowledged so far.
+    c.nodes[2].kill9();
+    w.send(&mut conn, 15..30, &mut acked).unwrap_or_else(|e| panic!("with one node down: {}", e.reason));
+    let acked_while_down = acked.clone();
+    // Restarted, the third node replays and takes writes again.
+    c.nodes[2].relaunch();
+    c.nodes[2].wait_ready(Duration::from_secs(60));
+    let mut conn2 = RemoteWriter::connect(&c.nodes[2].rw_addr).unwrap();
+    w.send(&mut conn2, 30..32, &mut acked).unwrap_or_else(|e| panic!("after restart: {}", e.reason));
+
+    // kill -9 two nodes: 503 within the forward timeout plus a second; nothing acknowledged.
+    c.nodes[1].kill9();
+    c.nodes[2].kill9();
+    let req = pb::WriteRequest {
+        timeseries: vec![series(&[("__name__", "lost_quorum")], &[(T0, 1.0)])],
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let resp = conn.send(&req).unwrap();
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+
+    for i in [1, 2] {
+        c.nodes[i].relaunch();
+        c.nodes[i].wait_ready(Duration::from_secs(60));
+    }
+    for r in &mut c.nodes {
+        assert!(r.terminate().success(), "{}", r.logs());
+    }
+    let dumps: Vec<Acked> = c.nodes.iter().map(|r| held(&tenant_dir(r))).collect();
+    for (s, samples) in &acked {
+        for (t, bits) in samples {
+            let on: Vec<usize> = (0..3).filter(|&n| dumps[n].get(s).and_then(|x| x.get(t)) == Some(bits)).collect();
+            assert!(on.len() >= 2, "{s} @ {t} acknowledged but only on {on:?}");
+            if acked_while_down.get(s).is_some_and(|x| x.contains_key(t)) {
+                assert!(on.contains(&0) && on.contains(&1), "{s} @ {t}: the survivors must hold it, on {on:?}");
+            }
+        }
+    }
+}
+
+/// Thanos' placement recomputed independently: XXH64 over `tenant 0xff (name 0xff value 0xff)*`,
+/// hashmod over the sorted addresses, ketama over 1000 sections per endpoint.
+fn expected_node(endpoints: &[String], algorithm: &str, tenant: &str, labels: &[(String, String)]) -> String {
+    let mut b = tenant.as_bytes().to_vec();
+    b.push(0xff);
+    for (n, v) in labels {
+        b.extend_from_slice(n.as_bytes());
+        b.push(0xff);
+        b.extend_from_slice(v.as_bytes());
+        b.push(0xff);
+    }
+    let h = xxhash_rust::xxh64::xxh64(&b, 0);
+    if algorithm == "hashmod" {
+        let mut sorted = endpoints.to_vec();
+        sorted.sort();
+        return sorted[(h % sorted.len() as u64) as usize].clone();
+    }
+    let mut sections: Vec<(u64, usize)> = Vec::new();
+    for (i, e) in endpoints.iter().enumerate() {
+        for k in 1..=1000 {
+            sections.push((xxhash_rust::xxh64::xxh64(format!("{e}:{k}").as_bytes(), 0), i));
+        }
+    }
+    sections.sort();
+    let owner = sections.iter().find(|(s, _)| *s >= h).unwrap_or(&sections[0]).1;
+    endpoints[owner].clone()
+}
+
+#[test]
+fn rf1_each_series_lands_on_the_node_thanos_names() {
+    // The golden vectors first (shared spec 4.5): the same computation as below.
+    let eps: Vec<String> = ["receive-0:10901", "receive-1:10901", "receive-2:10901"].map(String::from).to_vec();
+    let golden: Vec<(String, String)> = [("__name__", "up"), ("instance", "localhost:9090"), ("job", "prometheus")]
+        .map(|(a, b)| (a.into(), b.into()))
+        .to_vec();
+    assert_eq!(expected_node(&eps, "hashmod", "default-tenant", &golden), "receive-2:10901");
+    assert_eq!(expected_node(&eps, "ketama", "default-tenant", &golden), "receive-2:10901");
+
+    for algorithm in ["hashmod", "ketama"] {
+        let mut c = cluster(3, 3, 1, algorithm, &[]);
+        let w = workload("place", 60);
+        let mut acked = Acked::new();
+        let mut conn = RemoteWriter::connect(&c.nodes[1].rw_addr).unwrap();
+        w.send(&mut conn, 0..2, &mut acked).unwrap();
+        for r in &mut c.nodes {
+            assert!(r.terminate().success());
+        }
+        let eps: Vec<String> = c.nodes.iter().map(|r| r.grpc_addr.clone()).collect();
+        let dumps: Vec<Acked> = c.nodes.iter().map(|r| held(&tenant_dir(r))).collect();
+        let mut per_node = vec![0; 3];
+        for i in 0..60 {
+            let labels = w.labels(i);
+            let key = labels_string(&labels);
+            let want = expected_node(&eps, algorithm, "default-tenant", &labels);
+            let holders: Vec<usize> = (0..3).filter(|&n| dumps[n].contains_key(&key)).collect();
+            let owner = eps.iter().position(|e| *e == want).unwrap();
+            assert_eq!(holders, vec![owner], "{algorithm}: {key} should be on {want}");
+            per_node[owner] += 1;
+        }
+        assert!(per_node.iter().all(|&n| n > 0), "{algorithm}: {per_node:?}");
+    }
+}
+
+#[test]
+fn the_hashring_file_changes_under_load_without_loss_4xx_or_unreadiness() {
+    let mut c = cluster(4, 3, 3, "ketama", &[]);
+    let all: Vec<String> = c.nodes.iter().map(|r| r.grpc_addr.clone()).collect();
+    let three: Vec<&str> = all.iter().take(3).map(String::as_str).collect();
+    let four: Vec<&str> = all.iter().map(String::as_str).collect();
+    let w = workload("reload", 200);
+    let mut acked = Acked::new();
+    let mut conn = RemoteWriter::connect(&c.nodes[0].rw_addr).unwrap();
+    let mut round = 0;
+    for (step, ring) in [(0, &four), (1, &three), (2, &four)] {
+        std::fs::write(&c.ring_file, ring_json(ring, "ketama")).unwrap();
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            w.send(&mut conn, round..round + 1, &mut acked).unwrap_or_else(|e| panic!("step {step}: {}", e.reason));
+            round += 1;
+            for r in &c.nodes {
+                assert_eq!(http_get(&r.http_addr, "/-/ready").unwrap().status, 200, "step {step}: not ready");
+            }
+        }
+    }
+    for r in &c.nodes {
+        assert!(r.metric("thanos_receive_hashrings_file_changes_total").unwrap() >= 2.0, "{}", r.logs());
+        assert_eq!(r.metric("thanos_receive_config_last_reload_successful"), Some(1.0));
+        assert!(!r.logs().contains("storage is flushed"), "no flush on a ring change");
+    }
+    // Content that does not parse keeps the old ring and is counted.
+    std::fs::write(&c.ring_file, "[{").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    w.send(&mut conn, round..round + 1, &mut acked).unwrap();
+    assert!(c.nodes[0].metric("thanos_receive_hashrings_file_errors_total").unwrap() >= 1.0);
+    assert_eq!(c.nodes[0].metric("thanos_receive_config_last_reload_successful"), Some(0.0));
+    assert!(c.nodes[0].logs().contains("failed to load configuration file"));
+
+    for r in &mut c.nodes {
+        assert!(r.terminate().success(), "{}", r.logs());
+    }
+    // Every acknowledged sample is on at least two nodes (the quorum that acknowledged it).
+    let dumps: Vec<Acked> = c.nodes.iter().map(|r| held(&tenant_dir(r))).collect();
+    for (s, samples) in &acked {
+        for (t, bits) in samples {
+            let n = dumps.iter().filter(|d| d.get(s).and_then(|x| x.get(t)) == Some(bits)).count();
+            assert!(n >= 2, "{s} @ {t} on {n} nodes");
+        }
+    }
+}
