@@ -84,6 +84,14 @@ fn rf3_every_acknowledged_sample_is_on_all_three_nodes_and_replicas_are_not_forw
     let body: serde_json::Value = serde_json::from_str(&api.text()).unwrap();
     assert_eq!(body["status"], "success");
     assert_eq!(body["data"][0]["endpoints"].as_array().unwrap().len(), 3, "{body}");
+    assert_eq!(body["data"][0]["name"], "default", "{body}");
+    assert_eq!(body["data"][0]["endpoints"][0].as_str().map(|e| e.starts_with("127.0.0.1:")), Some(true), "{body}");
+    let active = c.nodes[0]
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("thanos_receive_hashring_nodes{") && l.contains("state=\"active\""))
+        .count();
+    assert_eq!(active, 3, "the operations guide's per-node series");
     assert!(c.nodes[0].logs().contains("msg=\"loaded hashring configuration\" hashrings=1"), "{}", c.nodes[0].logs());
     assert!(c.nodes[0].logs().contains("mode=RouterIngestor"));
 
@@ -143,6 +151,19 @@ fn rf3_one_node_killed_writes_go_on_two_killed_answer_503_in_time_and_a_stopped_
     // (whose writes made the quorum) hold every sample acknowledged so far.
     c.nodes[2].kill9();
     w.send(&mut conn, 15..30, &mut acked).unwrap_or_else(|e| panic!("with one node down: {}", e.reason));
+    let down = format!("node=\"{}\",state=\"unavailable\"", c.nodes[2].grpc_addr);
+    let mut seen = false;
+    for round in 30..50 {
+        // Each write to the dead peer fails and puts it in backoff for a while.
+        let mut probe = Acked::new();
+        workload("probe", 1).send(&mut conn, round..round + 1, &mut probe).unwrap();
+        acked.extend(probe);
+        if c.nodes[0].metrics().contains(&down) {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "a peer in backoff shows as unavailable");
     let acked_while_down = acked.clone();
     // Restarted, the third node replays and takes writes again.
     c.nodes[2].relaunch();

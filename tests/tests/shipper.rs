@@ -511,3 +511,41 @@ fn large_files_go_up_as_multipart_uploads_with_the_exact_bytes() {
     assert!(rt.block_on(bucket.exists("01JAAAAAAAAAAAAAAAAAAAAAAA/chunks/000001")).unwrap());
     assert!(!rt.block_on(bucket.exists("01JAAAAAAAAAAAAAAAAAAAAAAA/meta.json")).unwrap());
 }
+
+#[test]
+fn hashring_external_labels_reach_meta_json_below_label_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = tmp.path().join("bucket");
+    let ring_file = tmp.path().join("hashrings.json");
+    let mut r = Ringest::unstarted(&tmp.path().join("data"));
+    std::fs::write(
+        &ring_file,
+        format!(
+            r#"[{{"hashring": "r", "tenants": ["{TENANT}"], "endpoints": ["{}"],
+                "external_labels": {{"region": "eu", "receive_replica": "from-ring"}}}}]"#,
+            r.grpc_addr
+        ),
+    )
+    .unwrap();
+    r.extra = vec![
+        format!("--receive.hashrings-file={}", ring_file.display()),
+        format!("--receive.local-endpoint={}", r.grpc_addr),
+        format!("--objstore.config={{type: FILESYSTEM, config: {{directory: {}}}}}", bucket.display()),
+    ];
+    r.relaunch();
+    r.wait_ready(Duration::from_secs(60));
+    let mut conn = RemoteWriter::connect(&r.rw_addr).unwrap();
+    let mut acked = Acked::new();
+    workload().send(&mut conn, 0..3, &mut acked).unwrap();
+    assert!(r.terminate().success(), "{}", r.logs());
+    let blocks = local_blocks(&bucket);
+    assert_eq!(blocks.len(), 1);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bucket.join(blocks.first().unwrap()).join("meta.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        meta["thanos"]["labels"],
+        serde_json::json!({"region": "eu", "receive_replica": "e2e", "tenant_id": TENANT}),
+        "hashring labels < --label < tenant label"
+    );
+}

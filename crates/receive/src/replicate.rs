@@ -309,6 +309,11 @@ impl Replicator {
         self.state.read().clone()
     }
 
+    /// Whether `address` is this node or a peer not in backoff.
+    pub fn peer_available(&self, address: &str) -> bool {
+        self.state().peers.get(address).is_none_or(|p| !p.backing_off())
+    }
+
     /// The settings.
     pub fn options(&self) -> &Options {
         &self.opts
@@ -412,5 +417,104 @@ impl Replicator {
             let _ = tx.send((g, r));
         }
         Ok(Pending { quorum, groups, rx, deadline, fresh, metrics: self.metrics.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The quorum truth table through the real router and gRPC client, with fake peers.
+
+    use super::*;
+    use crate::remote_write::decode_write_request;
+    use prost::Message;
+    use ringest_grpc::{Server, Status, UnaryHandler};
+    use ringest_proto::prometheus as pb;
+    use std::future::Future;
+
+    /// A peer that answers every write with `code` (`None`: OK).
+    struct Fake(Option<Code>);
+
+    impl UnaryHandler for Fake {
+        fn call(&self, _: Bytes) -> std::pin::Pin<Box<dyn Future<Output = Result<Bytes, Status>> + Send + '_>> {
+            let code = self.0;
+            Box::pin(async move {
+                match code {
+                    None => Ok(Bytes::new()),
+                    Some(code) => Err(Status::new(code, "fake peer")),
+                }
+            })
+        }
+    }
+
+    /// A peer: `Some(outcome)` serves it, `None` is a closed port.
+    async fn peer(outcome: Option<Option<Code>>) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        match outcome {
+            Some(o) => {
+                let s = Server::new(MAX_MESSAGE_BYTES).route(REMOTE_WRITE_PATH, Arc::new(Fake(o)));
+                tokio::spawn(s.serve(l, std::future::pending()));
+            }
+            None => drop(l),
+        }
+        addr
+    }
+
+    /// RF=3 over this node and two peers; every series goes to all three.
+    async fn verdict(local: Option<Kind>, p1: Option<Option<Code>>, p2: Option<Option<Code>>) -> http::StatusCode {
+        let (a1, a2) = (peer(p1).await, peer(p2).await);
+        let me = "127.0.0.1:1".to_string();
+        let json = format!(r#"[{{"hashring": "r", "endpoints": ["{me}", "{a1}", "{a2}"]}}]"#);
+        let parsed = ringest_hashring::parse_config(&json).unwrap();
+        let ring = MultiHashring::new(&parsed.rings, ringest_hashring::Algorithm::Hashmod, 3).unwrap();
+        let opts = Options {
+            replication_factor: 3,
+            local_endpoint: Some(me),
+            forward_timeout: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(1),
+            compression: Compression::Snappy,
+            async_workers: 2,
+        };
+        let rep = Replicator::new(ring, opts, ReplicationMetrics::new(&prometheus::Registry::new()).unwrap());
+        let req = pb::WriteRequest {
+            timeseries: (0..10)
+                .map(|i| pb::TimeSeries {
+                    labels: vec![pb::Label { name: "__name__".into(), value: format!("s{i}") }],
+                    samples: vec![pb::Sample { value: 1.0, timestamp: 1 }],
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let buf = req.encode_to_vec();
+        let mut d = Decoded::default();
+        decode_write_request(&buf, &mut d).unwrap();
+        let mut local_write = |_: &[u32]| match local {
+            None => Ok(()),
+            Some(kind) => Err(Failure { kind, message: "local".into() }),
+        };
+        rep.route("t", 0, &buf, &d, &mut local_write).unwrap().wait().await.status
+    }
+
+    #[tokio::test]
+    async fn thanos_truth_table_with_fake_peers() {
+        use Code::*;
+        use http::StatusCode as S;
+        let ok = Some(None);
+        let code = |c| Some(Some(c));
+        assert_eq!(verdict(None, ok, ok).await, S::OK);
+        assert_eq!(verdict(None, ok, code(Unavailable)).await, S::OK, "one faulty");
+        assert_eq!(verdict(None, ok, None).await, S::OK, "one peer down");
+        assert_eq!(verdict(None, code(AlreadyExists), code(AlreadyExists)).await, S::CONFLICT, "two conflicts");
+        assert_eq!(verdict(Some(Kind::Conflict), code(AlreadyExists), ok).await, S::CONFLICT, "local conflict too");
+        assert_eq!(
+            verdict(None, code(AlreadyExists), code(Internal)).await,
+            S::SERVICE_UNAVAILABLE,
+            "conflict + commit"
+        );
+        assert_eq!(verdict(None, code(Internal), code(Internal)).await, S::SERVICE_UNAVAILABLE, "two commit errors");
+        assert_eq!(verdict(None, None, None).await, S::SERVICE_UNAVAILABLE, "two peers down");
+        assert_eq!(verdict(Some(Kind::NotReady), code(Unavailable), ok).await, S::SERVICE_UNAVAILABLE);
+        assert_eq!(verdict(None, code(InvalidArgument), code(InvalidArgument)).await, S::BAD_REQUEST);
     }
 }

@@ -23,8 +23,6 @@ const POLL: Duration = Duration::from_millis(500);
 /// `thanos_receive_hashring*` and `thanos_receive_config*` metrics.
 #[derive(Debug, Clone)]
 pub struct RingMetrics {
-    /// `thanos_receive_hashring_nodes{name}`.
-    pub nodes: IntGaugeVec,
     /// `thanos_receive_hashring_tenants{name}`.
     pub tenants: IntGaugeVec,
     /// `thanos_receive_hashrings_file_changes_total`.
@@ -52,13 +50,6 @@ impl RingMetrics {
     /// Registers the metrics.
     pub fn new(r: &Registry) -> anyhow::Result<RingMetrics> {
         Ok(RingMetrics {
-            nodes: reg(
-                r,
-                IntGaugeVec::new(
-                    Opts::new("thanos_receive_hashring_nodes", "The number of nodes per hashring."),
-                    &["name"],
-                )?,
-            )?,
             tenants: reg(
                 r,
                 IntGaugeVec::new(
@@ -110,10 +101,8 @@ impl RingMetrics {
     }
 
     fn loaded(&self, ring: &MultiHashring, digest: &[u8]) {
-        self.nodes.reset();
         self.tenants.reset();
-        for (name, nodes, tenants) in ring.rings() {
-            self.nodes.with_label_values(&[name]).set(nodes as i64);
+        for (name, _, tenants) in ring.rings() {
             self.tenants.with_label_values(&[name]).set(tenants as i64);
         }
         // Thanos exports the first 48 bits of the SHA-256 (a float holds them exactly).
@@ -216,5 +205,68 @@ pub async fn watch(
                 // Keep the bad content's digest out: a fix back to the old text is a change too.
             }
         }
+    }
+}
+
+/// `thanos_receive_hashring_nodes`: Thanos' `{name}` series (nodes per hashring), and the
+/// operations guide's per-node `{name, node, state}` series (`state="active"` for this node and
+/// for peers that answer, `"unavailable"` for peers in backoff), so both Thanos' dashboards and
+/// the guide's `count(thanos_receive_hashring_nodes{state="active"})` alert work.
+#[derive(Debug)]
+pub struct HashringNodes {
+    replicator: Arc<Replicator>,
+    desc: prometheus::core::Desc,
+}
+
+impl HashringNodes {
+    /// The collector over `replicator`'s current ring.
+    pub fn new(replicator: Arc<Replicator>) -> anyhow::Result<HashringNodes> {
+        let desc = prometheus::core::Desc::new(
+            "thanos_receive_hashring_nodes".into(),
+            "The number of nodes per hashring.".into(),
+            vec!["name".into()],
+            Default::default(),
+        )?;
+        Ok(HashringNodes { replicator, desc })
+    }
+}
+
+impl prometheus::core::Collector for HashringNodes {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::proto::{Gauge as G, LabelPair, Metric, MetricFamily, MetricType};
+        let pair = |n: &str, v: &str| {
+            let mut l = LabelPair::default();
+            l.set_name(n.into());
+            l.set_value(v.into());
+            l
+        };
+        let gauge = |labels: Vec<LabelPair>, v: f64| {
+            let mut g = G::default();
+            g.set_value(v);
+            let mut m = Metric::default();
+            m.set_label(labels);
+            m.set_gauge(g);
+            m
+        };
+        let mut mf = MetricFamily::default();
+        mf.set_name("thanos_receive_hashring_nodes".into());
+        mf.set_help("The number of nodes per hashring.".into());
+        mf.set_field_type(MetricType::GAUGE);
+        let rings = self.replicator.state().ring.to_json();
+        for ring in rings.as_array().map(Vec::as_slice).unwrap_or_default() {
+            let name = ring["hashring"].as_str().unwrap_or_default();
+            let eps = ring["endpoints"].as_array().map(Vec::as_slice).unwrap_or_default();
+            mf.mut_metric().push(gauge(vec![pair("name", name)], eps.len() as f64));
+            for ep in eps {
+                let addr = ep["address"].as_str().unwrap_or_default();
+                let state = if self.replicator.peer_available(addr) { "active" } else { "unavailable" };
+                mf.mut_metric().push(gauge(vec![pair("name", name), pair("node", addr), pair("state", state)], 1.0));
+            }
+        }
+        vec![mf]
     }
 }

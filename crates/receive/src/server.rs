@@ -98,6 +98,10 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
             let (ring, digest) = ring::load(rc, &ring_metrics)?;
             let repl_metrics = ReplicationMetrics::new(&metrics.registry).context("register replication metrics")?;
             let rep = Arc::new(Replicator::new(ring, rc.replication.clone(), repl_metrics));
+            metrics
+                .registry
+                .register(Box::new(ring::HashringNodes::new(rep.clone())?))
+                .context("register hashring metrics")?;
             Some((rep, ring_metrics, digest))
         }
         None => None,
@@ -108,6 +112,10 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         lockfile: !cfg.no_lockfile,
         retention_ms: cfg.retention_ms,
     };
+    if let (Some(u), Some((rep, _, _))) = (&uploader, &ring) {
+        let rep = rep.clone();
+        u.set_ring_labels(Arc::new(move |tenant: &str| rep.state().ring.external_labels(tenant)));
+    }
     let listener = uploader.clone().map(|u| u as Arc<dyn BlockListener>);
     let tenants = Arc::new(Tenants::new(&cfg.tsdb_path, opts, listener));
     metrics.registry.register(Box::new(TsdbCollector::new(tenants.clone()))).context("register TSDB metrics")?;

@@ -36,7 +36,11 @@ pub struct Uploader {
     shippers: Mutex<BTreeMap<String, Arc<Shipper>>>,
     wake: Notify,
     rt: tokio::runtime::Handle,
+    ring_labels: std::sync::OnceLock<RingLabels>,
 }
+
+/// The hashring's external labels of a tenant.
+pub type RingLabels = Arc<dyn Fn(&str) -> BTreeMap<String, String> + Send + Sync>;
 
 impl std::fmt::Debug for Uploader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,6 +97,7 @@ impl Uploader {
             shippers: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
             rt: start_runtime()?,
+            ring_labels: std::sync::OnceLock::new(),
         }))
     }
 
@@ -101,19 +106,30 @@ impl Uploader {
         &self.bucket
     }
 
+    /// Takes the hashring's external labels into account (RouterIngestor).
+    pub fn set_ring_labels(&self, f: RingLabels) {
+        let _ = self.ring_labels.set(f);
+    }
+
+    /// A tenant's external labels: the hashring's, then `--label` over them, then the tenant
+    /// label (shared spec §6).
+    fn labels_of(&self, tenant: &str) -> BTreeMap<String, String> {
+        let mut labels = self.ring_labels.get().map(|f| f(tenant)).unwrap_or_default();
+        labels.extend(self.labels.iter().cloned());
+        labels.insert(self.tenant_label.clone(), tenant.to_string());
+        labels
+    }
+
     fn shipper(&self, tenant: &str) -> Arc<Shipper> {
         let mut shippers = self.shippers.lock();
         shippers
             .entry(tenant.to_string())
             .or_insert_with(|| {
-                // `--label` values, then the tenant label over them (shared spec §6).
-                let mut labels: BTreeMap<String, String> = self.labels.iter().cloned().collect();
-                labels.insert(self.tenant_label.clone(), tenant.to_string());
                 Arc::new(Shipper::new(
                     tenant,
                     &self.root.join(tenant),
                     self.bucket.clone(),
-                    labels,
+                    self.labels_of(tenant),
                     self.opts,
                     self.metrics.clone(),
                 ))
@@ -125,7 +141,16 @@ impl Uploader {
     /// cause; returns whether all tenants synced. Blocks uploaded may now be deleted by
     /// retention, so a compaction pass (which applies retention) is requested.
     pub async fn sync_all(self: &Arc<Self>, tenants: &Tenants) -> bool {
-        let shippers: Vec<Arc<Shipper>> = tenants.all().iter().map(|(name, _)| self.shipper(name)).collect();
+        let shippers: Vec<Arc<Shipper>> = tenants
+            .all()
+            .iter()
+            .map(|(name, _)| {
+                let s = self.shipper(name);
+                // The hashring (and with it a tenant's labels) may have changed since.
+                s.set_labels(self.labels_of(name));
+                s
+            })
+            .collect();
         let bucket = self.bucket.name().to_string();
         let job = self.rt.spawn(async move {
             // Tenants sync side by side (Thanos: one goroutine each), a few at a time, so one

@@ -77,7 +77,7 @@ pub struct Shipper {
     tenant: String,
     dir: PathBuf,
     bucket: Arc<Bucket>,
-    labels: BTreeMap<String, String>,
+    labels: RwLock<BTreeMap<String, String>>,
     opts: ShipperOptions,
     metrics: ShipperMetrics,
     sync_lock: tokio::sync::Mutex<()>,
@@ -114,7 +114,7 @@ impl Shipper {
             tenant: tenant.to_string(),
             dir: dir.to_owned(),
             bucket,
-            labels,
+            labels: RwLock::new(labels),
             opts,
             metrics,
             sync_lock: tokio::sync::Mutex::new(()),
@@ -125,6 +125,12 @@ impl Shipper {
     /// The tenant.
     pub fn tenant(&self) -> &str {
         &self.tenant
+    }
+
+    /// Replaces the external labels (the hashring's changed); blocks uploaded from now on carry
+    /// them.
+    pub fn set_labels(&self, labels: BTreeMap<String, String>) {
+        *self.labels.write() = labels;
     }
 
     /// Whether block `ulid` is known to be in the bucket (local retention may delete it).
@@ -261,7 +267,7 @@ impl Shipper {
         let block_dir = self.dir.join(&m.ulid);
         let (segments, index_file) = hard_link_block(&block_dir, updir).map_err(|e| format!("hard link block: {e}"))?;
         let mut labels = meta::existing_labels(m);
-        labels.extend(self.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        labels.extend(self.labels.read().iter().map(|(k, v)| (k.clone(), v.clone())));
         if labels.is_empty() {
             return Err("empty external labels are not allowed for Thanos block.".into());
         }

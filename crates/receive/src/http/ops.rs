@@ -40,10 +40,28 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
 /// `{"status": "success", "data": [{"name", "tenants", "endpoints", ...}]}`; an empty list
 /// without a hashring.
 pub async fn hashrings(State(st): State<Arc<AppState>>) -> Response {
-    let data = match &st.replicator {
+    let rings = match &st.replicator {
         Some(r) => r.state().ring.to_json(),
         None => serde_json::json!([]),
     };
+    let data: Vec<serde_json::Value> = rings
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|ring| {
+            let endpoints: Vec<&serde_json::Value> =
+                ring["endpoints"].as_array().map(|e| e.iter().map(|ep| &ep["address"]).collect()).unwrap_or_default();
+            serde_json::json!({
+                "name": ring["hashring"],
+                "tenants": ring["tenants"],
+                "tenant_matcher_type": ring["tenant_matcher_type"],
+                "endpoints": endpoints,
+                "algorithm": ring["algorithm"],
+                "external_labels": ring["external_labels"],
+            })
+        })
+        .collect();
     let body = serde_json::json!({ "status": "success", "data": data });
     let mut r = (StatusCode::OK, body.to_string()).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
