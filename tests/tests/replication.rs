@@ -103,6 +103,9 @@ fn rf3_every_acknowledged_sample_is_on_all_three_nodes_and_replicas_are_not_forw
     };
     let resp = conn.send_with_headers(&req, &[("THANOS-REPLICA", "2")]).unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
+    let resp = conn.send_with_headers(&req, &[("THANOS-REPLICA", "4")]).unwrap();
+    assert_eq!(resp.status, 400, "a replica number above RF is refused: {}", resp.text());
+    assert!(resp.text().contains("exceeds the replication factor 3"), "{}", resp.text());
 
     for r in &mut c.nodes {
         assert!(r.terminate().success(), "{}", r.logs());

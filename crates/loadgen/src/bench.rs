@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::check::{self, AckLog, CheckReport, LogHeader};
 use crate::http;
 use crate::plan::{Layout, Plan, ReqId};
-use crate::procstat::Watch;
+use crate::procstat::{Usage, Watch};
 use crate::report::{PhaseReport, table};
 use crate::send::{self, SendOptions, Target};
 use crate::shape::Shape;
@@ -36,6 +36,9 @@ pub enum Kind {
     Prometheus,
     /// VictoriaMetrics single node.
     VictoriaMetrics,
+    /// Three ringest processes in one hashring, RF=3 (quorum 2), written through the first;
+    /// CPU and RSS are the three processes' sums.
+    RingestRf3,
 }
 
 impl Kind {
@@ -45,6 +48,7 @@ impl Kind {
             Kind::Ringest => "ringest",
             Kind::Prometheus => "Prometheus 2.42",
             Kind::VictoriaMetrics => "VictoriaMetrics",
+            Kind::RingestRf3 => "ringest RF=3 x3",
         }
     }
 }
@@ -67,6 +71,19 @@ pub struct Receiver {
     /// Its data directory.
     pub data: PathBuf,
     log: PathBuf,
+    /// The other nodes of a ring.
+    peers: Vec<Receiver>,
+}
+
+fn ringest_args(data: &Path, rw: &str, ops: &str, grpc: &str) -> Vec<String> {
+    vec![
+        "receive".into(),
+        "--label=receive_replica=\"bench\"".into(),
+        format!("--tsdb.path={}", data.display()),
+        format!("--remote-write.address={rw}"),
+        format!("--http-address={ops}"),
+        format!("--grpc-address={grpc}"),
+    ]
 }
 
 impl Receiver {
@@ -78,22 +95,10 @@ impl Receiver {
         let data = dir.join("data");
         let (program, args, path, ready_addr, ready_path): (PathBuf, Vec<String>, &str, String, &'static str) =
             match kind {
-                Kind::Ringest => {
+                Kind::Ringest | Kind::RingestRf3 => {
                     let ops = format!("127.0.0.1:{}", free_port());
-                    (
-                        ringest.to_path_buf(),
-                        vec![
-                            "receive".into(),
-                            "--label=receive_replica=\"bench\"".into(),
-                            format!("--tsdb.path={}", data.display()),
-                            format!("--remote-write.address={addr}"),
-                            format!("--http-address={ops}"),
-                            format!("--grpc-address=127.0.0.1:{}", free_port()),
-                        ],
-                        "/api/v1/receive",
-                        ops,
-                        "/-/ready",
-                    )
+                    let grpc = format!("127.0.0.1:{}", free_port());
+                    (ringest.to_path_buf(), ringest_args(&data, &addr, &ops, &grpc), "/api/v1/receive", ops, "/-/ready")
                 }
                 Kind::Prometheus => {
                     let cfg = dir.join("prometheus.yml");
@@ -133,11 +138,65 @@ impl Receiver {
             ready_addr,
             ready_path,
             data,
-            log: dir.join(format!("{}.log", kind.name().replace(' ', "_"))),
+            log: dir.join(format!("{}.log", kind.name().replace([' ', '='], "_"))),
+            peers: Vec::new(),
         };
+        if kind == Kind::RingestRf3 {
+            r.make_ring(dir, ringest)?;
+        }
         r.spawn()?;
         r.wait_ready(Duration::from_secs(300))?;
+        for p in &mut r.peers {
+            p.wait_ready(Duration::from_secs(300))?;
+        }
         Ok(r)
+    }
+
+    /// Turns this ringest into the first of three nodes of an RF=3 hashring and starts the
+    /// other two.
+    fn make_ring(&mut self, dir: &Path, ringest: &Path) -> anyhow::Result<()> {
+        let grpc = |args: &[String]| {
+            args.iter().find_map(|a| a.strip_prefix("--grpc-address=")).map(str::to_string).unwrap_or_default()
+        };
+        let mut peers = Vec::new();
+        for i in 1..3 {
+            let (rw, ops, g) = (free_port(), free_port(), free_port());
+            let data = dir.join(format!("node{i}"));
+            let args =
+                ringest_args(&data, &format!("127.0.0.1:{rw}"), &format!("127.0.0.1:{ops}"), &format!("127.0.0.1:{g}"));
+            peers.push(Receiver {
+                kind: Kind::Ringest,
+                child: None,
+                args,
+                program: ringest.to_path_buf(),
+                target: Target { addr: format!("127.0.0.1:{rw}"), path: "/api/v1/receive".into(), headers: Vec::new() },
+                ready_addr: format!("127.0.0.1:{ops}"),
+                ready_path: "/-/ready",
+                data,
+                log: dir.join(format!("node{i}.log")),
+                peers: Vec::new(),
+            });
+        }
+        let endpoints: Vec<String> =
+            std::iter::once(grpc(&self.args)).chain(peers.iter().map(|p| grpc(&p.args))).collect();
+        let ring = dir.join("hashrings.json");
+        let quoted: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+        std::fs::write(&ring, format!("[{{\"hashring\": \"default\", \"endpoints\": [{}]}}]", quoted.join(", ")))?;
+        for (node, ep) in std::iter::once(&mut *self).chain(peers.iter_mut()).zip(&endpoints) {
+            node.args.push(format!("--receive.hashrings-file={}", ring.display()));
+            node.args.push(format!("--receive.local-endpoint={ep}"));
+            node.args.push("--receive.replication-factor=3".into());
+        }
+        for p in &mut peers {
+            p.spawn()?;
+        }
+        self.peers = peers;
+        Ok(())
+    }
+
+    /// Process ids: this receiver and the other nodes of its ring.
+    pub fn pids(&self) -> Vec<u32> {
+        std::iter::once(self.pid()).chain(self.peers.iter().map(Receiver::pid)).collect()
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
@@ -256,11 +315,16 @@ fn phase(
     series: usize,
     acked: &std::sync::Mutex<Vec<ReqId>>,
 ) -> PhaseReport {
-    let pid = r.pid();
-    let watch = Watch::start(&[pid]);
+    let pids = r.pids();
+    let watch = Watch::start(&pids);
     let res = send::send(&r.target, plan, rounds, opts, &|id| acked.lock().unwrap().push(id));
-    let usage = watch.finish();
-    PhaseReport::new(name, &res, &[(pid, usage[0])], series)
+    // A ring is measured as one receiver: CPU and peak RSS summed over its processes.
+    let usage = watch.finish().into_iter().reduce(|a, b| Usage {
+        cpu_seconds: a.cpu_seconds + b.cpu_seconds,
+        peak_rss: a.peak_rss + b.peak_rss,
+        end_rss: a.end_rss + b.end_rss,
+    });
+    PhaseReport::new(name, &res, &[(pids[0], usage.unwrap_or_default())], series)
 }
 
 /// Runs the bench; prints progress to stderr.
@@ -300,7 +364,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
                 table(&[creation.clone(), steady.clone(), latency.clone()])
             );
             let restart_seconds = match kind {
-                Kind::VictoriaMetrics => None,
+                Kind::VictoriaMetrics | Kind::RingestRf3 => None,
                 _ => Some(r.crash_restart()?.as_secs_f64()),
             };
             // promtool's text dump of more than a few million samples takes minutes: check the
@@ -420,7 +484,8 @@ impl BenchResult {
                 |v| format!("{v:.2}"),
             ));
         }
-        let peers: Vec<Kind> = kinds.iter().copied().filter(|&k| k != Kind::Ringest).collect();
+        let peers: Vec<Kind> =
+            kinds.iter().copied().filter(|&k| !matches!(k, Kind::Ringest | Kind::RingestRf3)).collect();
         let mut out = String::from("| workload | figure |");
         for k in &kinds {
             out.push_str(&format!(" {} |", k.name()));

@@ -126,7 +126,7 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
     sizes: Vec<usize>,
     /// Receivers to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "ringest,prometheus,victoria-metrics")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ringest,ringest-rf3,prometheus,victoria-metrics")]
     receivers: Vec<Kind>,
     /// The ringest binary (default: next to this one).
     #[arg(long)]

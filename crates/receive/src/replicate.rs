@@ -262,6 +262,9 @@ impl Pending {
             self.metrics.replication_requests.with_label_values(&[result]).inc();
         }
         if v.status == http::StatusCode::OK {
+            for f in self.quorum.failures() {
+                tracing::debug!(err = %f, "request failed, but not needed to achieve quorum");
+            }
             tracing::debug!("replication succeeded");
         }
         v
@@ -346,10 +349,12 @@ impl Replicator {
         let deadline = start + self.opts.forward_timeout;
         let (tx, rx) = mpsc::unbounded_channel();
         let fresh = replica == 0;
-        let mut groups: Vec<Vec<u32>> = Vec::new();
-        // Group of each (endpoint address, replica index): `None` address = this node.
-        let mut index: HashMap<(Option<&str>, usize), usize> = HashMap::new();
         let state = self.state();
+        let mut groups: Vec<Vec<u32>> = Vec::new();
+        // Group of each (endpoint, replica index), the endpoint known by its address in the
+        // ring (cheap to hash); `None` is this node.
+        let mut index: hashbrown::HashMap<(Option<usize>, usize), usize> = hashbrown::HashMap::new();
+        let mut addresses: hashbrown::HashMap<usize, &str> = hashbrown::HashMap::new();
         if fresh {
             let mut labels: Vec<(&[u8], &[u8])> = Vec::with_capacity(16);
             for (i, s) in req.series.iter().enumerate() {
@@ -368,7 +373,9 @@ impl Replicator {
                     let key = if self.is_local(&ep.address, &ep.capnproto_address) {
                         None
                     } else {
-                        Some(ep.address.as_str())
+                        let id = ep as *const ringest_hashring::Endpoint as usize;
+                        addresses.entry(id).or_insert(ep.address.as_str());
+                        Some(id)
                     };
                     let g = *index.entry((key, n)).or_insert_with(|| {
                         groups.push(Vec::new());
@@ -386,8 +393,8 @@ impl Replicator {
         let quorum = Quorum::new(req.series.len(), replicas as u32, success_threshold as u32);
         let mut local_groups = Vec::new();
         let mut body = Vec::new();
-        for (&(addr, n), &g) in &index {
-            let Some(addr) = addr else {
+        for (&(id, n), &g) in &index {
+            let Some(addr) = id.map(|id| addresses[&id]) else {
                 local_groups.push(g);
                 continue;
             };

@@ -253,8 +253,14 @@ pub fn write_tenant(
         }
     };
     let pending = rep.route(tenant, replica, buf, decoded, &mut local).map_err(|f| match f.kind {
-        Kind::BadRequest => (StatusCode::BAD_REQUEST, f.message),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, f.message),
+        Kind::BadRequest => {
+            tracing::error!(tenant, err = %f.message, "write request rejected");
+            (StatusCode::BAD_REQUEST, f.message)
+        }
+        _ => {
+            tracing::error!(tenant, err = %f.message, "failed to distribute timeseries to replicas");
+            (StatusCode::INTERNAL_SERVER_ERROR, f.message)
+        }
     })?;
     Ok(Processed::Replicating { pending, series: decoded.series.len() as u64, samples: decoded.samples.len() as u64 })
 }

@@ -93,6 +93,11 @@ impl Quorum {
         }
     }
 
+    /// The distinct failure messages seen so far.
+    pub fn failures(&self) -> &[String] {
+        &self.messages
+    }
+
     /// Whether every series is decided.
     pub fn done(&self) -> bool {
         self.undecided == 0
