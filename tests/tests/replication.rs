@@ -314,3 +314,57 @@ fn the_hashring_file_changes_under_load_without_loss_4xx_or_unreadiness() {
         }
     }
 }
+
+#[test]
+fn a_router_without_local_endpoint_only_forwards_and_grpc_health_follows_readiness() {
+    let mut c = cluster(3, 3, 1, "hashmod", &[]);
+    let mut router = Ringest::unstarted(&c._tmp.path().join("router"));
+    router.extra = vec![format!("--receive.hashrings-file={}", c.ring_file.display())];
+    router.relaunch();
+    router.wait_ready(Duration::from_secs(60));
+    assert!(router.logs().contains("mode=RouterOnly"), "{}", router.logs());
+    let w = workload("routed", 50);
+    let mut acked = Acked::new();
+    let mut conn = RemoteWriter::connect(&router.rw_addr).unwrap();
+    w.send(&mut conn, 0..2, &mut acked).unwrap_or_else(|e| panic!("{}", e.reason));
+
+    // gRPC health (grpc.health.v1.Health/Check): SERVING (field 1 = 1) while ready.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let ch = ringest_grpc::Channel::new(c.nodes[0].grpc_addr.clone(), ringest_grpc::ChannelOptions::default());
+    let resp =
+        rt.block_on(ch.unary("/grpc.health.v1.Health/Check", bytes::Bytes::new(), Duration::from_secs(2))).unwrap();
+    assert_eq!(&resp[..], &[0x08, 0x01]);
+
+    assert!(router.terminate().success(), "{}", router.logs());
+    assert!(held(&tenant_dir(&router)).is_empty(), "a router stores nothing");
+    for r in &mut c.nodes {
+        assert!(r.terminate().success());
+    }
+    let dumps: Vec<Acked> = c.nodes.iter().map(|r| held(&tenant_dir(r))).collect();
+    for (s, samples) in &acked {
+        let holders: Vec<usize> = (0..3).filter(|&n| dumps[n].get(s) == Some(samples)).collect();
+        assert_eq!(holders.len(), 1, "{s} on exactly one node with RF=1: {holders:?}");
+    }
+}
+
+#[test]
+fn a_bad_hashring_stops_start_up_with_its_cause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("h.json");
+    let cases = [
+        ("[]", "configuration file is empty"),
+        ("[{\"endpoints\": [\"a:1\"]", "parse"),
+        ("[{\"endpoints\": [\"a:1\"], \"shuffle_sharding_config\": {\"shard_size\": 2}}]", "shuffle_sharding_config"),
+        ("[{\"endpoints\": [\"a:1\"], \"algorithm\": \"ketama\"}]", "have 1"),
+    ];
+    for (i, (content, want)) in cases.into_iter().enumerate() {
+        std::fs::write(&file, content).unwrap();
+        let mut r = Ringest::launch(
+            &tmp.path().join(format!("data{i}")),
+            &[&format!("--receive.hashrings-file={}", file.display()), "--receive.replication-factor=3"],
+        );
+        let st = r.wait_exit(Duration::from_secs(30)).unwrap_or_else(|| panic!("{content}: still running"));
+        assert!(!st.success());
+        assert!(r.logs().to_lowercase().contains(want), "{content}: {}", r.logs());
+    }
+}

@@ -392,7 +392,6 @@ impl Replicator {
         let replicas = if fresh { rf } else { 1 };
         let quorum = Quorum::new(req.series.len(), replicas as u32, success_threshold as u32);
         let mut local_groups = Vec::new();
-        let mut body = Vec::new();
         for (&(id, n), &g) in &index {
             let Some(addr) = id.map(|id| addresses[&id]) else {
                 local_groups.push(g);
@@ -405,14 +404,15 @@ impl Replicator {
                 ));
                 continue;
             };
-            body.clear();
+            let size: usize = groups[g].iter().map(|&i| req.series[i as usize].raw(buf).len() + 6).sum();
+            let mut body = Vec::with_capacity(size + tenant.len() + 16);
             encode_thanos_write_request(
                 tenant,
                 n as i64 + 1,
                 groups[g].iter().map(|&i| req.series[i as usize].raw(buf)),
                 &mut body,
             );
-            let msg = Bytes::copy_from_slice(&body);
+            let msg = Bytes::from(body);
             let (tx, opts, metrics) = (tx.clone(), self.opts.clone(), self.metrics.clone());
             tokio::runtime::Handle::current().spawn(async move {
                 let r = peer.send(msg, deadline, &opts, &metrics).await;

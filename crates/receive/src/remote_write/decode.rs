@@ -363,7 +363,10 @@ pub fn decode_thanos_write_request(buf: &[u8]) -> Result<ThanosWrite, DecodeErro
         return Err(err("WriteRequest", "message too large"));
     }
     let mut out = ThanosWrite::default();
+    // Sized from the message (a sample takes ~10-20 bytes, a label ~20) to avoid regrowing.
     let mut legacy = Decoded::default();
+    legacy.labels.reserve(buf.len() / 32);
+    legacy.samples.reserve(buf.len() / 24);
     let mut legacy_tenant = String::new();
     let mut c = Cursor { buf, pos: 0, end: buf.len(), message: "thanos.WriteRequest" };
     while c.more() {
