@@ -123,7 +123,8 @@ impl std::fmt::Debug for FaultProxy {
 impl FaultProxy {
     /// Starts a proxy in [`Mode::Pass`] on a free loopback port, forwarding to `upstream`.
     pub fn start(upstream: SocketAddr) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fault proxy");
+        // Below the ephemeral range, so no outgoing connection takes it while in Refuse mode.
+        let listener = TcpListener::bind(("127.0.0.1", crate::process::free_port())).expect("bind fault proxy");
         listener.set_nonblocking(true).expect("nonblocking listener");
         let addr = listener.local_addr().expect("proxy address");
         let shared = Arc::new(Shared {

@@ -1,6 +1,6 @@
 //! Replication over the hashring (Thanos' handler fan-out, shared spec §4.8 and §5).
 //!
-//! For a fresh write (replica 0) every series is hashed once (tenant and labels in request
+//! For a fresh write (no replica number) every series is hashed once (tenant and labels in request
 //! order) and placed for each replica index `0..RF` on an endpoint of the tenant's hashring;
 //! series are grouped by (endpoint, replica). The local group is written in-process; every
 //! other group becomes one `thanos.WriteableStore/RemoteWrite` call whose `timeseries` are the
@@ -224,7 +224,6 @@ pub struct Pending {
     groups: Vec<Vec<u32>>,
     rx: mpsc::UnboundedReceiver<(usize, Result<(), Failure>)>,
     deadline: Instant,
-    fresh: bool,
     metrics: ReplicationMetrics,
 }
 
@@ -256,11 +255,9 @@ impl Pending {
             }
         }
         let v = self.quorum.verdict();
-        if self.fresh {
-            let result = if v.status == http::StatusCode::OK { "success" } else { "error" };
-            self.metrics.replications.with_label_values(&[result]).inc();
-            self.metrics.replication_requests.with_label_values(&[result]).inc();
-        }
+        let result = if v.status == http::StatusCode::OK { "success" } else { "error" };
+        self.metrics.replications.with_label_values(&[result]).inc();
+        self.metrics.replication_requests.with_label_values(&[result]).inc();
         if v.status == http::StatusCode::OK {
             for f in self.quorum.failures() {
                 tracing::debug!(err = %f, "request failed, but not needed to achieve quorum");
@@ -326,71 +323,53 @@ impl Replicator {
         self.opts.local_endpoint.as_deref().is_some_and(|l| l == address || l == capnp)
     }
 
-    /// Distributes the series of `req` (decoded from `buf`) for `tenant`: remote groups are
-    /// sent at once (on the runtime of the calling blocking thread), local ones are written
-    /// with `local` before this returns. `replica` is the request's 1-based replica number (0:
-    /// a fresh write, replicated to RF nodes; above 0: already replicated, written locally).
+    /// Distributes the series of a fresh write `req` (decoded from `buf`) for `tenant` to RF
+    /// replicas: remote groups are sent at once (on the runtime of the calling blocking
+    /// thread), the local one is written with `local` before this returns. (A write that
+    /// carries a replica number is never routed: its receiver writes it.)
     pub fn route(
         &self,
         tenant: &str,
-        replica: u64,
         buf: &[u8],
         req: &Decoded,
         local: &mut dyn FnMut(&[u32]) -> Result<(), Failure>,
     ) -> Result<Pending, Failure> {
         let rf = self.opts.replication_factor;
-        if replica as usize > rf {
-            return Err(Failure {
-                kind: Kind::BadRequest,
-                message: format!("write request rejected: replica {replica} exceeds the replication factor {rf}"),
-            });
-        }
-        let start = Instant::now();
-        let deadline = start + self.opts.forward_timeout;
+        let deadline = Instant::now() + self.opts.forward_timeout;
         let (tx, rx) = mpsc::unbounded_channel();
-        let fresh = replica == 0;
         let state = self.state();
         let mut groups: Vec<Vec<u32>> = Vec::new();
         // Group of each (endpoint, replica index), the endpoint known by its address in the
         // ring (cheap to hash); `None` is this node.
         let mut index: hashbrown::HashMap<(Option<usize>, usize), usize> = hashbrown::HashMap::new();
         let mut addresses: hashbrown::HashMap<usize, &str> = hashbrown::HashMap::new();
-        if fresh {
-            let mut labels: Vec<(&[u8], &[u8])> = Vec::with_capacity(16);
-            for (i, s) in req.series.iter().enumerate() {
-                labels.clear();
-                labels.extend(
-                    req.labels[s.labels_start as usize..s.labels_end as usize]
-                        .iter()
-                        .map(|l| (l.name(buf), l.value(buf))),
-                );
-                let hash = ringest_hashring::series_hash(tenant.as_bytes(), labels.iter().copied());
-                for n in 0..rf {
-                    let ep = state
-                        .ring
-                        .get_n(tenant, hash, n)
-                        .map_err(|e| Failure { kind: Kind::Other, message: e.to_string() })?;
-                    let key = if self.is_local(&ep.address, &ep.capnproto_address) {
-                        None
-                    } else {
-                        let id = ep as *const ringest_hashring::Endpoint as usize;
-                        addresses.entry(id).or_insert(ep.address.as_str());
-                        Some(id)
-                    };
-                    let g = *index.entry((key, n)).or_insert_with(|| {
-                        groups.push(Vec::new());
-                        groups.len() - 1
-                    });
-                    groups[g].push(i as u32);
-                }
+        let mut labels: Vec<(&[u8], &[u8])> = Vec::with_capacity(16);
+        for (i, s) in req.series.iter().enumerate() {
+            labels.clear();
+            labels.extend(
+                req.labels[s.labels_start as usize..s.labels_end as usize].iter().map(|l| (l.name(buf), l.value(buf))),
+            );
+            let hash = ringest_hashring::series_hash(tenant.as_bytes(), labels.iter().copied());
+            for n in 0..rf {
+                let ep = state
+                    .ring
+                    .get_n(tenant, hash, n)
+                    .map_err(|e| Failure { kind: Kind::Other, message: e.to_string() })?;
+                let key = if self.is_local(&ep.address, &ep.capnproto_address) {
+                    None
+                } else {
+                    let id = ep as *const ringest_hashring::Endpoint as usize;
+                    addresses.entry(id).or_insert(ep.address.as_str());
+                    Some(id)
+                };
+                let g = *index.entry((key, n)).or_insert_with(|| {
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                });
+                groups[g].push(i as u32);
             }
-        } else {
-            index.insert((None, replica as usize - 1), 0);
-            groups.push((0..req.series.len() as u32).collect());
         }
-        let success_threshold = if fresh { ringest_hashring::write_quorum(rf) } else { 1 };
-        let replicas = if fresh { rf } else { 1 };
-        let quorum = Quorum::new(req.series.len(), replicas as u32, success_threshold as u32);
+        let quorum = Quorum::new(req.series.len(), rf as u32, ringest_hashring::write_quorum(rf) as u32);
         let mut local_groups = Vec::new();
         for (&(id, n), &g) in &index {
             let Some(addr) = id.map(|id| addresses[&id]) else {
@@ -423,7 +402,7 @@ impl Replicator {
             let r = local(&groups[g]);
             let _ = tx.send((g, r));
         }
-        Ok(Pending { quorum, groups, rx, deadline, fresh, metrics: self.metrics.clone() })
+        Ok(Pending { quorum, groups, rx, deadline, metrics: self.metrics.clone() })
     }
 }
 
@@ -500,7 +479,7 @@ mod tests {
             None => Ok(()),
             Some(kind) => Err(Failure { kind, message: "local".into() }),
         };
-        rep.route("t", 0, &buf, &d, &mut local_write).unwrap().wait().await.status
+        rep.route("t", &buf, &d, &mut local_write).unwrap().wait().await.status
     }
 
     #[tokio::test]

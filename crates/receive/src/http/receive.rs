@@ -237,6 +237,16 @@ pub fn write_tenant(
     };
     // A router without a local endpoint treats every write as fresh (Thanos' RouterOnly).
     let replica = if rep.options().local_endpoint.is_none() { 0 } else { replica };
+    let rf = rep.options().replication_factor as u64;
+    if replica > rf {
+        let msg = format!("write request rejected: replica {replica} exceeds the replication factor {rf}");
+        tracing::error!(tenant, err = %msg, "write request rejected");
+        return Err((StatusCode::BAD_REQUEST, msg));
+    }
+    if replica > 0 {
+        // Already replicated by its router: this node's copy, written here and nowhere else.
+        return APPEND.with(|a| write_local(st, tenant, buf, decoded, None, &mut a.borrow_mut())).map(Processed::Done);
+    }
     let mut local = |select: &[u32]| -> Result<(), Failure> {
         let r = APPEND.with(|a| write_local(st, tenant, buf, decoded, Some(select), &mut a.borrow_mut()));
         match r {
@@ -252,15 +262,9 @@ pub fn write_tenant(
             Err((_, m)) => Err(Failure { kind: Kind::Other, message: m }),
         }
     };
-    let pending = rep.route(tenant, replica, buf, decoded, &mut local).map_err(|f| match f.kind {
-        Kind::BadRequest => {
-            tracing::error!(tenant, err = %f.message, "write request rejected");
-            (StatusCode::BAD_REQUEST, f.message)
-        }
-        _ => {
-            tracing::error!(tenant, err = %f.message, "failed to distribute timeseries to replicas");
-            (StatusCode::INTERNAL_SERVER_ERROR, f.message)
-        }
+    let pending = rep.route(tenant, buf, decoded, &mut local).map_err(|f| {
+        tracing::error!(tenant, err = %f.message, "failed to distribute timeseries to replicas");
+        (StatusCode::INTERNAL_SERVER_ERROR, f.message)
     })?;
     Ok(Processed::Replicating { pending, series: decoded.series.len() as u64, samples: decoded.samples.len() as u64 })
 }
