@@ -17,7 +17,7 @@ use http::StatusCode;
 use ringest_grpc::{Code, Status, UnaryHandler};
 
 use crate::http::AppState;
-use crate::http::receive::{Processed, write_tenant};
+use crate::ingest::{Processed, write_tenant};
 use crate::remote_write::decode_thanos_write_request;
 use crate::tenancy::validate_tenant;
 

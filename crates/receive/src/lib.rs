@@ -11,6 +11,7 @@
 pub mod config;
 pub mod grpc;
 pub mod http;
+pub mod ingest;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
