@@ -250,11 +250,22 @@ impl Pending {
                             self.quorum.record(&self.groups[g], Err(&late));
                         }
                     }
+                    outstanding = 0;
                     break;
                 }
             }
         }
         let v = self.quorum.verdict();
+        if outstanding > 0 {
+            // Writes still in flight after an early answer are counted when they end.
+            let (mut rx, metrics) = (self.rx, self.metrics.clone());
+            tokio::spawn(async move {
+                while let Some((_, r)) = rx.recv().await {
+                    let result = if r.is_ok() { "success" } else { "error" };
+                    metrics.forward_requests.with_label_values(&[result]).inc();
+                }
+            });
+        }
         let result = if v.status == http::StatusCode::OK { "success" } else { "error" };
         self.metrics.replications.with_label_values(&[result]).inc();
         self.metrics.replication_requests.with_label_values(&[result]).inc();
