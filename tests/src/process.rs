@@ -97,16 +97,9 @@ impl Ringest {
 
     /// [`Ringest::launch`] with extra environment variables.
     pub fn launch_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Ringest {
-        let mut r = Ringest {
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            child: None,
-            data: data.to_path_buf(),
-            rw_addr: format!("127.0.0.1:{}", free_port()),
-            http_addr: format!("127.0.0.1:{}", free_port()),
-            grpc_addr: format!("127.0.0.1:{}", free_port()),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            log: data.with_extension("log"),
-        };
+        let mut r = Ringest::unstarted(data);
+        r.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        r.extra = extra.iter().map(|s| s.to_string()).collect();
         r.spawn();
         r
     }

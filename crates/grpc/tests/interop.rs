@@ -8,9 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringest_grpc::{Channel, ChannelOptions, Code, Compression, HandlerFuture, Server, Status, UnaryHandler};
+use ringest_grpc::{Channel, ChannelOptions, Code, Compression, Server, Status};
 
-const FAIL_MESSAGE: &str = "conflict: 100% ✓\nsecond line";
+mod common;
+use common::{FAIL_MESSAGE, Handler};
+
+/// Delay of the handler's slow mode.
+const SLOW: Duration = Duration::from_secs(2);
 
 fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(name)
@@ -86,34 +90,16 @@ async fn our_channel_calls_grpcio_server() {
     drop(server);
 }
 
-struct Handler(&'static str);
-
-impl UnaryHandler for Handler {
-    fn call(&self, request: Bytes) -> HandlerFuture<'_> {
-        Box::pin(async move {
-            match self.0 {
-                "echo" => Ok(request),
-                "fail" => Err(Status::new(Code::AlreadyExists, FAIL_MESSAGE)),
-                "panic" => panic!("handler bug"),
-                _ => {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                    Ok(request)
-                }
-            }
-        })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn grpcio_client_calls_our_server() {
     require_grpcio();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = Server::new(4 << 20)
-        .route("/test.Echo/Echo", Arc::new(Handler("echo")))
-        .route("/test.Echo/Fail", Arc::new(Handler("fail")))
-        .route("/test.Echo/Panic", Arc::new(Handler("panic")))
-        .route("/test.Echo/Slow", Arc::new(Handler("slow")))
+        .route("/test.Echo/Echo", Arc::new(Handler("echo", SLOW)))
+        .route("/test.Echo/Fail", Arc::new(Handler("fail", SLOW)))
+        .route("/test.Echo/Panic", Arc::new(Handler("panic", SLOW)))
+        .route("/test.Echo/Slow", Arc::new(Handler("slow", SLOW)))
         .health(Arc::new(|| true));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve(listener, async {

@@ -7,7 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringest_grpc::{Channel, ChannelOptions, Code, Compression, HandlerFuture, Server, Status, UnaryHandler};
+use ringest_grpc::{Channel, ChannelOptions, Code, Compression, Server, Status};
+
+mod common;
+use common::{FAIL_MESSAGE, Handler};
+
+/// Delay of the handler's slow mode.
+const SLOW: Duration = Duration::from_millis(300);
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -15,25 +21,6 @@ use tokio::task::JoinHandle;
 const ECHO: &str = "/test.Echo/Echo";
 const LIMIT: usize = 1 << 20;
 const SECOND: Duration = Duration::from_secs(1);
-
-/// Echoes, fails, panics or sleeps depending on its mode.
-struct Handler(&'static str);
-
-impl UnaryHandler for Handler {
-    fn call(&self, request: Bytes) -> HandlerFuture<'_> {
-        Box::pin(async move {
-            match self.0 {
-                "echo" => Ok(request),
-                "fail" => Err(Status::new(Code::AlreadyExists, "conflict: 100% ✓\nsecond line")),
-                "panic" => panic!("handler bug"),
-                _ => {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    Ok(request)
-                }
-            }
-        })
-    }
-}
 
 struct TestServer {
     addr: SocketAddr,
@@ -49,10 +36,10 @@ impl TestServer {
         let serving = Arc::new(AtomicBool::new(true));
         let probe = serving.clone();
         let server = Server::new(LIMIT)
-            .route(ECHO, Arc::new(Handler("echo")))
-            .route("/test.Echo/Fail", Arc::new(Handler("fail")))
-            .route("/test.Echo/Panic", Arc::new(Handler("panic")))
-            .route("/test.Echo/Slow", Arc::new(Handler("slow")))
+            .route(ECHO, Arc::new(Handler("echo", SLOW)))
+            .route("/test.Echo/Fail", Arc::new(Handler("fail", SLOW)))
+            .route("/test.Echo/Panic", Arc::new(Handler("panic", SLOW)))
+            .route("/test.Echo/Slow", Arc::new(Handler("slow", SLOW)))
             .health(Arc::new(move || probe.load(Ordering::SeqCst)));
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server.serve(listener, async {
@@ -135,7 +122,7 @@ async fn errors_are_preserved() {
     let srv = TestServer::start("127.0.0.1:0").await;
     let ch = channel(srv.addr, Compression::Snappy);
     let err = ch.unary("/test.Echo/Fail", Bytes::new(), SECOND).await.unwrap_err();
-    assert_eq!(err, Status::new(Code::AlreadyExists, "conflict: 100% ✓\nsecond line"));
+    assert_eq!(err, Status::new(Code::AlreadyExists, FAIL_MESSAGE));
     let err = ch.unary("/nope.Svc/Method", Bytes::new(), SECOND).await.unwrap_err();
     assert_eq!(err.code, Code::Unimplemented);
     let err = ch.unary("/test.Echo/Panic", Bytes::new(), SECOND).await.unwrap_err();

@@ -56,9 +56,14 @@ pub struct Metrics {
     pub status: IntGaugeVec,
 }
 
+/// Registers `c` in `r` and returns it (a handle to the same metric).
+pub(crate) fn register<C: Collector + Clone + 'static>(r: &Registry, c: C) -> Result<C, prometheus::Error> {
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
 fn reg<C: Collector + Clone + 'static>(r: &Registry, c: C) -> C {
-    r.register(Box::new(c.clone())).expect("metric registered once");
-    c
+    register(r, c).expect("metric registered once")
 }
 
 impl Metrics {

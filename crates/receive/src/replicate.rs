@@ -66,13 +66,7 @@ pub struct ReplicationMetrics {
 impl ReplicationMetrics {
     /// Registers the metrics.
     pub fn new(r: &prometheus::Registry) -> Result<ReplicationMetrics, prometheus::Error> {
-        fn reg<C: prometheus::core::Collector + Clone + 'static>(
-            r: &prometheus::Registry,
-            c: C,
-        ) -> Result<C, prometheus::Error> {
-            r.register(Box::new(c.clone()))?;
-            Ok(c)
-        }
+        use crate::metrics::register as reg;
         let counter = |name: &str, help: &str| -> Result<IntCounterVec, prometheus::Error> {
             let c = reg(r, IntCounterVec::new(prometheus::Opts::new(name, help), &["result"])?)?;
             for res in ["success", "error"] {

@@ -15,6 +15,7 @@ use ringest_hashring::{MultiHashring, parse_config};
 use sha2::{Digest, Sha256};
 
 use crate::config::{RingConfig, RingSource};
+use crate::metrics::register as reg;
 use crate::replicate::Replicator;
 
 /// How often the file's size and modification time are checked.
@@ -39,11 +40,6 @@ pub struct RingMetrics {
     pub last_ok_time: Gauge,
     /// `thanos_receive_replication_factor`.
     pub replication_factor: Gauge,
-}
-
-fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> anyhow::Result<C> {
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
 }
 
 impl RingMetrics {

@@ -413,26 +413,20 @@ pub fn encode_thanos_write_request<'a>(
     series: impl IntoIterator<Item = &'a [u8]>,
     out: &mut Vec<u8>,
 ) {
-    fn varint(mut v: u64, out: &mut Vec<u8>) {
-        while v >= 0x80 {
-            out.push(v as u8 | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
+    use ringest_tsdb::encoding::put_uvarint;
     for s in series {
         out.push(0x0a);
-        varint(s.len() as u64, out);
+        put_uvarint(out, s.len() as u64);
         out.extend_from_slice(s);
     }
     if !tenant.is_empty() {
         out.push(0x12);
-        varint(tenant.len() as u64, out);
+        put_uvarint(out, tenant.len() as u64);
         out.extend_from_slice(tenant.as_bytes());
     }
     if replica != 0 {
         out.push(0x18);
-        varint(replica as u64, out);
+        put_uvarint(out, replica as u64);
     }
 }
 
