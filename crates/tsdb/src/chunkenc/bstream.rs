@@ -42,30 +42,40 @@ impl BitWriter {
     }
 
     /// Writes the low `nbits` bits of `value` (1 ≤ nbits ≤ 64), most significant first.
-    ///
-    /// The partial last byte and the new bits are joined in one 64-bit accumulator and every
-    /// byte it completes is appended with a single copy.
     #[inline(always)]
     pub fn write_bits(&mut self, buf: &mut Vec<u8>, value: u64, nbits: u32) {
         debug_assert!((1..=64).contains(&nbits));
         if nbits > 56 {
-            self.write_bits(buf, value >> 32, nbits - 32);
-            self.write_bits(buf, value, 32);
-            return;
+            self.write_short(buf, value >> 32, nbits - 32);
+            self.write_short(buf, value, 32);
+        } else {
+            self.write_short(buf, value, nbits);
         }
+    }
+
+    /// Writes up to 56 bits: the partial last byte and the new bits are joined in one 64-bit
+    /// word, stored with a single unaligned 8-byte write over the last byte, and the length is
+    /// set to the bytes that word completes (the hot path of chunk encoding).
+    #[inline(always)]
+    fn write_short(&mut self, buf: &mut Vec<u8>, value: u64, nbits: u32) {
+        debug_assert!((1..=56).contains(&nbits));
         let v = value & low_mask(nbits);
-        let used = if self.free == 0 { 0 } else { 8 - self.free as u32 };
-        let head = if used > 0 { (buf.pop().unwrap_or(0) >> self.free) as u64 } else { 0 };
-        let total = used + nbits;
-        let acc = (head << nbits) | v;
-        let nbytes = total.div_ceil(8);
-        let aligned = acc << (64 - total);
-        // Append all 8 bytes (one fixed-size store) and cut back: cheaper than a copy of
-        // variable length.
+        let used = (8 - self.free as u32) & 7;
         let len = buf.len();
-        buf.extend_from_slice(&aligned.to_be_bytes());
-        buf.truncate(len + nbytes as usize);
-        self.free = (nbytes * 8 - total) as u8;
+        let start = len - (used > 0) as usize;
+        let head = if used > 0 { buf[start] as u64 } else { 0 };
+        let total = used + nbits;
+        let word = (head << 56) | ((v << (64 - nbits)) >> used);
+        let nbytes = total.div_ceil(8) as usize;
+        buf.reserve(8);
+        // SAFETY: `start + 8 <= len + 8 <= capacity` after the reserve, so the 8-byte write
+        // stays inside the allocation; the bytes up to `start + nbytes` (at least `len`) are
+        // initialized by it or before it.
+        unsafe {
+            buf.as_mut_ptr().add(start).cast::<[u8; 8]>().write_unaligned(word.to_be_bytes());
+            buf.set_len(start + nbytes);
+        }
+        self.free = (nbytes as u32 * 8 - total) as u8;
     }
 
     /// Writes a whole byte at the current (possibly unaligned) bit position.

@@ -1,19 +1,23 @@
 //! WAL replay: checkpoint (if any), then segments, into the head.
 //!
-//! Records are read in WAL order. Series records create series at once (a large record on all
-//! cores); samples are resolved to their series as they are read (a sample whose series is not
-//! defined yet is dropped, as in Prometheus) and buffered. Every few million samples the buffer
-//! is handed to a background flush, which sorts it by series (a stable counting sort, so each
-//! series keeps its WAL order) and applies it series by series, one lock per series, on all
-//! cores, while reading goes on. One flush at a time, so batches apply in WAL order. A sample's
-//! verdict and the chunk it lands in depend only on its own series' earlier samples, so the head
-//! is exactly what in-order replay builds; but each series is touched once per flush instead of
-//! once per sample (replay is bound by cache misses, not arithmetic).
-
-use std::path::Path;
-use std::sync::Arc;
+//! The reading thread decodes records in WAL order and routes the work to a few workers that
+//! own disjoint sets of series, chosen by label hash (the same low bits pick the head stripe,
+//! so each worker also owns its stripes and never waits for or bounces the other's cache
+//! lines). A series record's entries are hashed on the reading thread and sent to their owner,
+//! which creates them; a sample goes to the owner of its series. Each worker receives its work in
+//! WAL order, so every series sees its records in WAL order: the head is exactly what in-order
+//! replay builds.
+//!
+//! Replay is bound by cache misses, not arithmetic, so a worker does not apply samples as they
+//! come: it buffers a few million, grouped by series (partitions of adjacent series, then a
+//! stable counting sort within each, so each series keeps its WAL order), and applies them
+//! series by series, touching each series once per flush instead of once per sample. A sample
+//! whose series is not defined yet is dropped, as in Prometheus.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use hashbrown::HashMap;
 
@@ -26,15 +30,23 @@ use crate::labels::{LabelRef, SeriesHasher, validate_sorted};
 use crate::wal::record::{self, kind};
 use crate::wal::{self, Corruption, SegmentReader};
 
-/// Samples buffered before they are sorted and applied (24 bytes each).
+/// Samples a worker buffers before it sorts and applies them (24 bytes each).
 const FLUSH_SAMPLES: usize = 2 << 20;
+/// Samples per message to a worker.
+const BATCH_SAMPLES: usize = 1 << 15;
+/// Series per message to a worker.
+const BATCH_SERIES: usize = 1 << 10;
+/// Messages queued per worker before the reader waits.
+const QUEUE: usize = 8;
+/// Series per partition of a flush: a partition's series (and their open chunks) stay in cache
+/// while its samples are applied.
+const PARTITION_SERIES: usize = 256;
 
-/// Replay index (position in `Replayer::series`) by WAL reference. References are dense from 1
-/// in WALs written by ringest and by Prometheus, so a vector indexed by reference is the common
-/// case; sparse ones go to a map.
+/// Values by WAL reference. References are dense from 1 in WALs written by ringest and by
+/// Prometheus, so a vector indexed by reference is the common case; sparse ones go to a map.
 #[derive(Default)]
 struct Refs {
-    /// Index + 1 (0: undefined).
+    /// Value + 1 (0: undefined).
     dense: Vec<u32>,
     sparse: HashMap<u64, u32>,
 }
@@ -43,14 +55,14 @@ impl Refs {
     /// References up to this many slots past the current length stay dense.
     const GROWTH: u64 = 1 << 20;
 
-    fn insert(&mut self, r: u64, idx: u32) {
+    fn insert(&mut self, r: u64, v: u32) {
         if r < self.dense.len() as u64 + Self::GROWTH {
             if r as usize >= self.dense.len() {
                 self.dense.resize(r as usize + 1, 0);
             }
-            self.dense[r as usize] = idx + 1;
+            self.dense[r as usize] = v + 1;
         } else {
-            self.sparse.insert(r, idx);
+            self.sparse.insert(r, v);
         }
     }
 
@@ -64,7 +76,7 @@ impl Refs {
     }
 }
 
-/// A buffered sample.
+/// A buffered sample of the series at `idx` (a slot in a batch, a series index in a worker).
 #[derive(Clone, Copy)]
 struct Pending {
     idx: u32,
@@ -72,8 +84,8 @@ struct Pending {
     v: f64,
 }
 
-/// What applying a batch did.
-#[derive(Default)]
+/// What applying samples did.
+#[derive(Clone, Copy)]
 struct Applied {
     samples: u64,
     skipped: u64,
@@ -82,31 +94,200 @@ struct Applied {
     maxt: i64,
 }
 
-/// Series by replay index: appended by the reader while a flush reads it.
-type SeriesTable = Arc<boxcar::Vec<Arc<MemSeries>>>;
+impl Default for Applied {
+    fn default() -> Self {
+        Applied { samples: 0, skipped: 0, chunks: 0, mint: i64::MAX, maxt: i64::MIN }
+    }
+}
 
-/// A flush running in the background: its result and the buffer to reuse.
-type Inflight = std::thread::JoinHandle<(Applied, Vec<Pending>)>;
+impl Applied {
+    fn merge(&mut self, o: &Applied) {
+        self.samples += o.samples;
+        self.skipped += o.skipped;
+        self.chunks += o.chunks;
+        self.mint = self.mint.min(o.mint);
+        self.maxt = self.maxt.max(o.maxt);
+    }
+}
 
-struct Replayer<'h> {
-    head: &'h Head,
-    /// Completed chunks found in the head chunk files, by series reference.
-    mapped: BTreeMap<u64, Vec<MappedChunk>>,
-    flush_at: usize,
-    refs: Refs,
-    series: SeriesTable,
-    decoded: Vec<(u64, i64, f64)>,
-    buf: Vec<Pending>,
-    spare: Vec<Pending>,
-    inflight: Option<Inflight>,
-    report: OpenReport,
+/// A series defined by a WAL series record, on its way to its worker.
+struct NewSeries {
+    wal_ref: u64,
+    hash: u128,
+    /// Whether the record's labels were strictly sorted (the batch holds them sorted).
+    sorted: bool,
+    /// Its labels' `(name length, value length)` in `Batch::spans`; the bytes follow each other
+    /// in `Batch::bytes` from `bytes_at`.
+    spans: std::ops::Range<usize>,
+    bytes_at: usize,
+    /// Completed chunks of the head chunk files for this reference.
+    chunks: Vec<MappedChunk>,
+}
+
+/// Work for one worker in WAL order: series (each takes the worker's next slot), then samples by
+/// slot. Samples only name series defined earlier, so creating the batch's series first changes
+/// nothing.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    spans: Vec<(u32, u32)>,
+    series: Vec<NewSeries>,
+    samples: Vec<Pending>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.spans.clear();
+        self.series.clear();
+        self.samples.clear();
+    }
+}
+
+/// What a worker did.
+#[derive(Default)]
+struct WorkerReport {
     applied: Applied,
+    created: u64,
+    /// Samples of series whose labels were invalid (so never defined).
+    undefined_samples: u64,
+}
+
+/// Slot of a series whose labels were invalid.
+const INVALID: u32 = u32::MAX;
+
+/// Owns the series whose hash picks it: creates them and applies their samples.
+struct Worker<'h> {
+    head: &'h Head,
+    /// Series index by slot (slots are handed out by the reader, in order); [`INVALID`] for
+    /// series with invalid labels.
+    slots: Vec<u32>,
+    series: Vec<Arc<MemSeries>>,
+    /// Series index by the WAL reference the series was created with: a later record for the
+    /// same labels (another reference) maps to it.
+    by_ref: Refs,
+    /// Buffered samples by partition (`idx / PARTITION_SERIES`), and how many.
+    parts: Vec<Vec<Pending>>,
+    buffered: usize,
+    flush_at: usize,
+    scratch: Vec<Pending>,
+    ids: LabelIds,
+    report: WorkerReport,
+}
+
+impl<'h> Worker<'h> {
+    fn new(head: &'h Head, flush_at: usize) -> Self {
+        Worker {
+            head,
+            slots: Vec::new(),
+            series: Vec::new(),
+            by_ref: Refs::default(),
+            parts: Vec::new(),
+            buffered: 0,
+            flush_at,
+            scratch: Vec::new(),
+            ids: LabelIds::default(),
+            report: WorkerReport::default(),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Batch>, spare: SyncSender<Batch>) -> WorkerReport {
+        for mut b in rx {
+            self.create(&b);
+            self.buffer(&b.samples);
+            b.clear();
+            let _ = spare.try_send(b);
+        }
+        self.apply();
+        self.head.count_created(self.report.created);
+        self.report
+    }
+
+    fn create(&mut self, b: &Batch) {
+        let mut labels: Vec<LabelRef<'_>> = Vec::with_capacity(32);
+        // The stripe of a new series is a cache miss: start loading a few series ahead.
+        const AHEAD: usize = 4;
+        for ns in b.series.iter().take(AHEAD) {
+            self.head.prefetch_stripe(ns.hash);
+        }
+        for (i, ns) in b.series.iter().enumerate() {
+            if let Some(next) = b.series.get(i + AHEAD) {
+                self.head.prefetch_stripe(next.hash);
+            }
+            let mut at = ns.bytes_at;
+            labels.clear();
+            for &(n, v) in &b.spans[ns.spans.clone()] {
+                let (n, v) = (n as usize, v as usize);
+                labels.push(LabelRef { name: &b.bytes[at..at + n], value: &b.bytes[at + n..at + n + v] });
+                at += n + v;
+            }
+            let slot = if validate_sorted(&labels, ns.sorted).is_err() {
+                tracing::warn!(series_ref = ns.wal_ref, "skipping WAL series record with invalid labels");
+                INVALID
+            } else {
+                let (s, created) = self.head.find_or_insert(ns.hash, &labels, Some(ns.wal_ref), &mut self.ids);
+                if created {
+                    self.report.created += 1;
+                    s.logged.store(true, std::sync::atomic::Ordering::Relaxed);
+                    if !ns.chunks.is_empty() {
+                        // The head's time range covers these chunks too.
+                        let a = &mut self.report.applied;
+                        a.chunks += ns.chunks.len() as u64;
+                        a.mint = a.mint.min(ns.chunks[0].min_t);
+                        a.maxt = a.maxt.max(ns.chunks[ns.chunks.len() - 1].max_t);
+                        s.state.lock().closed = ns
+                            .chunks
+                            .iter()
+                            .map(|c| ClosedChunk { min_t: c.min_t, max_t: c.max_t, chunk_ref: c.chunk_ref })
+                            .collect();
+                    }
+                    let idx = self.series.len() as u32;
+                    self.by_ref.insert(ns.wal_ref, idx);
+                    self.series.push(s);
+                    idx
+                } else {
+                    // An earlier record of this worker created it (same labels, same hash).
+                    self.by_ref.get(s.series_ref).unwrap_or(INVALID)
+                }
+            };
+            self.slots.push(slot);
+        }
+    }
+
+    fn buffer(&mut self, samples: &[Pending]) {
+        let groups = self.series.len().div_ceil(PARTITION_SERIES);
+        if self.parts.len() < groups {
+            self.parts.resize_with(groups, Vec::new);
+        }
+        for p in samples {
+            let idx = self.slots[p.idx as usize];
+            if idx == INVALID {
+                self.report.undefined_samples += 1;
+                continue;
+            }
+            self.parts[idx as usize / PARTITION_SERIES].push(Pending { idx, ..*p });
+        }
+        self.buffered += samples.len();
+        if self.buffered >= self.flush_at {
+            self.apply();
+        }
+    }
+
+    /// Applies the buffered samples, partition by partition.
+    fn apply(&mut self) {
+        let (chunk_range, floor, disk) = (self.head.chunk_range, self.head.floor(), &*self.head.disk);
+        for g in &mut self.parts {
+            apply_partition(&self.series, g, &mut self.scratch, chunk_range, floor, disk, &mut self.report.applied);
+            g.clear();
+        }
+        self.buffered = 0;
+    }
 }
 
 /// Applies the samples of one partition: sorted by series first (a counting sort over the
 /// partition's few series, stable, so each series keeps its WAL order), then one lock per series.
 fn apply_partition(
-    series: &boxcar::Vec<Arc<MemSeries>>,
+    series: &[Arc<MemSeries>],
     group: &[Pending],
     scratch: &mut Vec<Pending>,
     chunk_range: i64,
@@ -158,82 +339,47 @@ fn apply_partition(
     }
 }
 
-/// Series per partition of a flush: a partition's series (and their open chunks) stay in cache
-/// while its samples are applied.
-const PARTITION_SERIES: usize = 256;
-
-/// Partitions `buf` by series (stable: each series keeps its WAL order) into groups of
-/// `PARTITION_SERIES` adjacent series, and applies the groups on all cores. Returns the stats
-/// and the emptied buffer for reuse.
-fn flush_job(
-    series: &boxcar::Vec<Arc<MemSeries>>,
-    n: usize,
-    mut buf: Vec<Pending>,
-    chunk_range: i64,
-    floor: i64,
-    disk: &ChunkDiskMapper,
-) -> (Applied, Vec<Pending>) {
-    let groups = n.div_ceil(PARTITION_SERIES).max(1);
-    let mut parts: Vec<Vec<Pending>> = vec![Vec::new(); groups];
-    let hint = buf.len() / groups + 16;
-    for p in &buf {
-        let g = &mut parts[p.idx as usize / PARTITION_SERIES];
-        if g.capacity() == 0 {
-            g.reserve(hint);
-        }
-        g.push(*p);
-    }
-    buf.clear();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(1);
-    let per = groups.div_ceil(threads);
-    let mut total = Applied { mint: i64::MAX, maxt: i64::MIN, ..Default::default() };
-    std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .chunks(per)
-            .map(|chunk| {
-                s.spawn(move || {
-                    let mut a = Applied { mint: i64::MAX, maxt: i64::MIN, ..Default::default() };
-                    let mut scratch = Vec::new();
-                    for g in chunk {
-                        apply_partition(series, g, &mut scratch, chunk_range, floor, disk, &mut a);
-                    }
-                    a
-                })
-            })
-            .collect();
-        for h in handles {
-            let r = h.join().expect("replay worker panicked");
-            total.samples += r.samples;
-            total.skipped += r.skipped;
-            total.chunks += r.chunks;
-            total.mint = total.mint.min(r.mint);
-            total.maxt = total.maxt.max(r.maxt);
-        }
-    });
-    (total, buf)
+/// The reading side: decodes records and routes their work to the workers.
+struct Replayer<'h> {
+    head: &'h Head,
+    /// Completed chunks found in the head chunk files, by series reference.
+    mapped: BTreeMap<u64, Vec<MappedChunk>>,
+    /// `slot << shift | worker` by WAL reference.
+    refs: Refs,
+    shift: u32,
+    /// Next slot of each worker.
+    next_slot: Vec<u32>,
+    /// Batch being filled for each worker.
+    out: Vec<Batch>,
+    to: Vec<SyncSender<Batch>>,
+    /// Emptied batches coming back from the workers.
+    spare: Receiver<Batch>,
+    hasher: SeriesHasher,
+    report: OpenReport,
 }
 
 impl Replayer<'_> {
     fn record(&mut self, rec: &[u8]) -> Result<(), record::RecordError> {
         match rec.first() {
-            Some(&kind::SERIES) => {
-                self.series_record(rec)?;
-                Ok(())
-            }
+            Some(&kind::SERIES) => self.series_record(rec),
             Some(&kind::SAMPLES) => {
-                record::decode_samples(rec, &mut self.decoded)?;
-                for &(r, t, v) in &self.decoded {
-                    match self.refs.get(r) {
-                        Some(idx) => self.buf.push(Pending { idx, t, v }),
-                        None => {
-                            self.report.unknown_ref_samples += 1;
-                            self.head.metrics.head.replay_unknown_refs.inc();
-                        }
+                let (shift, refs, out) = (self.shift, &self.refs, &mut self.out);
+                let mask = (1u32 << shift) - 1;
+                let before: Vec<usize> = out.iter().map(|b| b.samples.len()).collect();
+                let mut unknown = 0;
+                let res = record::for_each_sample(rec, |r, t, v| match refs.get(r) {
+                    Some(x) => out[(x & mask) as usize].samples.push(Pending { idx: x >> shift, t, v }),
+                    None => unknown += 1,
+                });
+                if let Err(e) = res {
+                    // A malformed record applies no sample at all.
+                    for (b, n) in out.iter_mut().zip(before) {
+                        b.samples.truncate(n);
                     }
+                    return Err(e);
                 }
-                if self.buf.len() >= self.flush_at {
-                    self.flush();
-                }
+                self.report.unknown_ref_samples += unknown;
+                self.send_full();
                 Ok(())
             }
             Some(_) => {
@@ -244,102 +390,55 @@ impl Replayer<'_> {
         }
     }
 
-    /// Creates the series of a series record, on all cores for large records. Samples only
-    /// follow their series record, so indexes can be assigned after the record is done.
+    /// Hashes the entries of a series record and hands each to its worker.
     fn series_record(&mut self, rec: &[u8]) -> Result<(), record::RecordError> {
-        let mut entries: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
-        let mut labels: Vec<LabelRef<'_>> = Vec::new();
         let mut scratch = Vec::new();
+        let mut sorted = Vec::new();
+        let workers = self.out.len() as u64;
         record::decode_series(rec, &mut scratch, |r, l: &[LabelRef<'_>]| {
-            let start = labels.len();
-            labels.extend_from_slice(l);
-            entries.push((r, start..labels.len()));
+            let key = self.hasher.key(l, &mut sorted);
+            let canonical = if key.sorted { l } else { &sorted[..] };
+            // The low bits of the hash also pick the head stripe.
+            let w = (key.hash as u64 % workers) as usize;
+            let slot = self.next_slot[w];
+            self.next_slot[w] += 1;
+            self.refs.insert(r, (slot << self.shift) | w as u32);
+            let b = &mut self.out[w];
+            let (first_span, bytes_at) = (b.spans.len(), b.bytes.len());
+            for x in canonical {
+                b.bytes.extend_from_slice(x.name);
+                b.bytes.extend_from_slice(x.value);
+                b.spans.push((x.name.len() as u32, x.value.len() as u32));
+            }
+            b.series.push(NewSeries {
+                wal_ref: r,
+                hash: key.hash,
+                sorted: key.sorted,
+                spans: first_span..b.spans.len(),
+                bytes_at,
+                chunks: self.mapped.remove(&r).unwrap_or_default(),
+            });
+            self.report.series += 1;
         })?;
-        self.report.series += entries.len() as u64;
-        let head = self.head;
-        let create = |part: &[(u64, std::ops::Range<usize>)]| -> Vec<Option<(Arc<MemSeries>, bool)>> {
-            let mut hasher = SeriesHasher::default();
-            let mut ids = LabelIds::default();
-            part.iter()
-                .map(|(r, range)| {
-                    let l = &labels[range.clone()];
-                    let mut sorted = Vec::new();
-                    let key = hasher.key(l, &mut sorted);
-                    let canonical = if key.sorted { l } else { &sorted[..] };
-                    if validate_sorted(canonical, key.sorted).is_err() {
-                        tracing::warn!(series_ref = r, "skipping WAL series record with invalid labels");
-                        return None;
-                    }
-                    Some(head.get_or_create(key.hash, canonical, Some(*r), &mut ids))
-                })
-                .collect()
-        };
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let created: Vec<Option<(Arc<MemSeries>, bool)>> = if entries.len() < 512 || threads == 1 {
-            create(&entries)
-        } else {
-            let per = entries.len().div_ceil(threads);
-            std::thread::scope(|s| {
-                let handles: Vec<_> = entries.chunks(per).map(|part| s.spawn(|| create(part))).collect();
-                handles.into_iter().flat_map(|h| h.join().expect("series worker panicked")).collect()
-            })
-        };
-        // New series first, then records that named an existing series (a second record for the
-        // same labels, possibly with another ref), found through the ref of its first record.
-        for ((r, _), c) in entries.iter().zip(&created) {
-            if let Some((s, true)) = c {
-                s.logged.store(true, std::sync::atomic::Ordering::Relaxed);
-                if let Some(chunks) = self.mapped.remove(r) {
-                    // The head's time range covers these chunks too.
-                    let a = &mut self.applied;
-                    a.chunks += chunks.len() as u64;
-                    a.mint = a.mint.min(chunks.first().map_or(i64::MAX, |c| c.min_t));
-                    a.maxt = a.maxt.max(chunks.last().map_or(i64::MIN, |c| c.max_t));
-                    s.state.lock().closed = chunks
-                        .into_iter()
-                        .map(|c| ClosedChunk { min_t: c.min_t, max_t: c.max_t, chunk_ref: c.chunk_ref })
-                        .collect();
-                }
-                let idx = self.series.push(s.clone());
-                self.refs.insert(*r, idx as u32);
-            }
-        }
-        for ((r, _), c) in entries.iter().zip(&created) {
-            if let Some((s, false)) = c
-                && let Some(idx) = self.refs.get(s.series_ref)
-            {
-                self.refs.insert(*r, idx);
-            }
-        }
+        self.send_full();
         Ok(())
     }
 
-    /// Hands the buffered samples to a background flush (after the previous one finished).
-    fn flush(&mut self) {
-        if self.buf.is_empty() {
-            return;
+    /// Sends the batches that are full enough.
+    fn send_full(&mut self) {
+        for w in 0..self.out.len() {
+            let b = &self.out[w];
+            if b.samples.len() >= BATCH_SAMPLES || b.series.len() >= BATCH_SERIES {
+                self.send(w);
+            }
         }
-        self.wait_flush();
-        let buf = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
-        let (series, chunk_range, floor) = (self.series.clone(), self.head.chunk_range, self.head.floor());
-        let disk = self.head.disk.clone();
-        let n = self.series.count();
-        self.inflight = Some(std::thread::spawn(move || flush_job(&series, n, buf, chunk_range, floor, &disk)));
     }
 
-    /// Waits for the running flush, if any, and adds up what it did.
-    fn wait_flush(&mut self) {
-        if let Some(h) = self.inflight.take() {
-            let (r, mut buf) = h.join().expect("replay flush panicked");
-            buf.clear();
-            self.spare = buf;
-            let a = &mut self.applied;
-            a.samples += r.samples;
-            a.skipped += r.skipped;
-            a.chunks += r.chunks;
-            a.mint = a.mint.min(r.mint);
-            a.maxt = a.maxt.max(r.maxt);
-        }
+    fn send(&mut self, w: usize) {
+        let next = self.spare.try_recv().unwrap_or_default();
+        let b = std::mem::replace(&mut self.out[w], next);
+        // A worker only stops early by panicking, which the scope reports.
+        let _ = self.to[w].send(b);
     }
 
     /// Replays one segment; returns the corruption that stopped it, if any.
@@ -359,6 +458,35 @@ impl Replayer<'_> {
             }
         }
     }
+
+    /// Reads the checkpoint and the segments after it.
+    fn read(&mut self, wal_dir: &Path) -> Result<(), TsdbError> {
+        let read = |p: &Path| MappedFile::open(p).map_err(super::io("map", p));
+        let mut first_segment = 0;
+        if let Some((n, cp_dir)) = wal::last_checkpoint(wal_dir)? {
+            for i in wal::list_segments(&cp_dir)? {
+                let data = read(&wal::segment_path(&cp_dir, i))?;
+                if let Some(c) = self.segment(i, &data) {
+                    return Err(TsdbError::Replay(format!("checkpoint {}: {c}", cp_dir.display())));
+                }
+            }
+            first_segment = n + 1;
+        }
+        let segments: Vec<u32> = wal::list_segments(wal_dir)?.into_iter().filter(|&i| i >= first_segment).collect();
+        let max_segment = segments.last().copied().unwrap_or(0);
+        for i in segments {
+            let start = std::time::Instant::now();
+            let data = read(&wal::segment_path(wal_dir, i))?;
+            self.report.segments += 1;
+            let corruption = self.segment(i, &data);
+            tracing::info!(segment = i, maxSegment = max_segment, duration = ?start.elapsed(), "WAL segment loaded");
+            if let Some(c) = corruption {
+                self.report.repaired = Some(c);
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Replays `wal_dir` into `head`. A corruption in a WAL segment stops the replay and is
@@ -370,61 +498,64 @@ pub(super) fn replay(
     wal_dir: &Path,
     mapped: BTreeMap<u64, Vec<MappedChunk>>,
 ) -> Result<OpenReport, TsdbError> {
-    replay_with(head, wal_dir, FLUSH_SAMPLES, mapped)
+    // A power of two, so that the worker bits of a hash are also its stripe bits.
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 16);
+    let workers = 1 << cores.ilog2();
+    replay_with(head, wal_dir, FLUSH_SAMPLES, workers, mapped)
 }
 
 fn replay_with(
     head: &Head,
     wal_dir: &Path,
     flush_at: usize,
+    workers: usize,
     mapped: BTreeMap<u64, Vec<MappedChunk>>,
 ) -> Result<OpenReport, TsdbError> {
-    let mut rp = Replayer {
-        flush_at,
-        head,
-        mapped,
-        refs: Refs::default(),
-        series: Arc::new(boxcar::Vec::new()),
-        decoded: Vec::new(),
-        buf: Vec::new(),
-        spare: Vec::new(),
-        inflight: None,
-        report: OpenReport::default(),
-        applied: Applied { mint: i64::MAX, maxt: i64::MIN, ..Default::default() },
-    };
-    let read = |p: &Path| MappedFile::open(p).map_err(super::io("map", p));
-    let mut first_segment = 0;
-    if let Some((n, cp_dir)) = wal::last_checkpoint(wal_dir)? {
-        for i in wal::list_segments(&cp_dir)? {
-            let data = read(&wal::segment_path(&cp_dir, i))?;
-            if let Some(c) = rp.segment(i, &data) {
-                return Err(TsdbError::Replay(format!("checkpoint {}: {c}", cp_dir.display())));
-            }
+    let shift = workers.next_power_of_two().trailing_zeros();
+    let (spare_tx, spare) = sync_channel(workers * QUEUE);
+    std::thread::scope(|scope| {
+        let mut to = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, rx) = sync_channel::<Batch>(QUEUE);
+            let spare_tx = spare_tx.clone();
+            let worker = Worker::new(head, flush_at);
+            handles.push(scope.spawn(move || worker.run(rx, spare_tx)));
+            to.push(tx);
         }
-        first_segment = n + 1;
-    }
-    let segments: Vec<u32> = wal::list_segments(wal_dir)?.into_iter().filter(|&i| i >= first_segment).collect();
-    let max_segment = segments.last().copied().unwrap_or(0);
-    for i in segments {
-        let start = std::time::Instant::now();
-        let data = read(&wal::segment_path(wal_dir, i))?;
-        rp.report.segments += 1;
-        let corruption = rp.segment(i, &data);
-        tracing::info!(segment = i, maxSegment = max_segment, duration = ?start.elapsed(), "WAL segment loaded");
-        if let Some(c) = corruption {
-            rp.report.repaired = Some(c);
-            break;
+        let mut rp = Replayer {
+            head,
+            mapped,
+            refs: Refs::default(),
+            shift,
+            next_slot: vec![0; workers],
+            out: (0..workers).map(|_| Batch::default()).collect(),
+            to,
+            spare,
+            hasher: SeriesHasher::default(),
+            report: OpenReport::default(),
+        };
+        let read = rp.read(wal_dir);
+        for w in 0..workers {
+            rp.send(w);
         }
-    }
-    rp.flush();
-    rp.wait_flush();
-    let a = &rp.applied;
-    rp.report.samples = a.samples;
-    rp.report.skipped_samples = a.skipped;
-    head.update_min_max(a.mint, a.maxt);
-    head.metrics.head.chunks_created.add(a.chunks);
-    head.metrics.head.chunks.add(a.chunks as i64);
-    Ok(rp.report)
+        rp.to.clear();
+        let mut applied = Applied::default();
+        let mut report = std::mem::take(&mut rp.report);
+        for h in handles {
+            let r = h.join().expect("replay worker panicked");
+            applied.merge(&r.applied);
+            report.unknown_ref_samples += r.undefined_samples;
+        }
+        read?;
+        rp.head.metrics.head.replay_unknown_refs.add(report.unknown_ref_samples);
+        report.samples = applied.samples;
+        report.skipped_samples = applied.skipped;
+        head.update_min_max(applied.mint, applied.maxt);
+        head.metrics.head.chunks_created.add(applied.chunks);
+        head.metrics.head.chunks.add(applied.chunks as i64);
+        Ok(report)
+    })
 }
 
 #[cfg(test)]
@@ -439,9 +570,9 @@ mod tests {
 
     type Dumped = Vec<(Labels, Vec<(i64, u64)>)>;
 
-    fn replayed(dir: &Path, flush_at: usize) -> (Dumped, OpenReport) {
+    fn replayed(dir: &Path, flush_at: usize, workers: usize) -> (Dumped, OpenReport) {
         let head = Head::new(2 * 3600 * 1000, Default::default(), Arc::new(ChunkDiskMapper::in_memory()));
-        let report = replay_with(&head, dir, flush_at, BTreeMap::new()).unwrap();
+        let report = replay_with(&head, dir, flush_at, workers, BTreeMap::new()).unwrap();
         let mut out = Vec::new();
         head.for_each_series(|s| {
             let samples = s.state.lock().samples(&head.disk).into_iter().map(|(t, v)| (t, v.to_bits())).collect();
@@ -451,8 +582,8 @@ mod tests {
         (out, report)
     }
 
-    /// Flushing every sample, every few samples or once gives the same head: the buffered,
-    /// partitioned, parallel apply is the in-order replay.
+    /// Any number of workers, flushing every sample, every few samples or once, gives the same
+    /// head: the routed, buffered, partitioned apply is the in-order replay.
     #[test]
     fn flush_size_does_not_change_the_result() {
         let dir = tempfile::tempdir().unwrap();
@@ -492,14 +623,54 @@ mod tests {
             w.log(&[&rec, &srec]).unwrap();
         }
         w.close().unwrap();
-        let (want, report) = replayed(dir.path(), usize::MAX);
+        let (want, report) = replayed(dir.path(), usize::MAX, 1);
         assert_eq!(report.unknown_ref_samples, 40);
         assert!(report.skipped_samples > 0, "some samples were refused");
         assert_eq!(want.len(), 500);
-        for flush_at in [1, 7, 1000, 4096] {
-            let (got, r) = replayed(dir.path(), flush_at);
-            assert_eq!((r.samples, r.skipped_samples), (report.samples, report.skipped_samples));
-            assert!(got == want, "flush every {flush_at} samples changed the head");
+        for workers in [1, 2, 4] {
+            for flush_at in [1, 7, 1000, 4096, usize::MAX] {
+                let (got, r) = replayed(dir.path(), flush_at, workers);
+                assert_eq!(
+                    (r.samples, r.skipped_samples, r.unknown_ref_samples),
+                    (report.samples, report.skipped_samples, report.unknown_ref_samples)
+                );
+                assert!(got == want, "{workers} workers, flush every {flush_at} samples changed the head");
+            }
+        }
+    }
+
+    /// A samples record cut short in the middle of a segment stops the replay there: the
+    /// samples before it are applied, none of the bad record's (even those it decoded before
+    /// the fault, routed to any worker), none after it.
+    #[test]
+    fn malformed_samples_record_applies_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(dir.path(), 0, WalOptions::default(), Default::default()).unwrap();
+        let mut series = Vec::new();
+        record::begin_series(&mut series);
+        for k in 1..=64u64 {
+            let id = format!("{k}");
+            record::push_series(&mut series, k, [lr("__name__", "m"), lr("id", &id)].into_iter());
+        }
+        let samples = |t: i64| {
+            let mut rec = Vec::new();
+            record::encode_samples(&mut rec, (1..=64u64).map(|k| (k, t, k as f64)));
+            rec
+        };
+        let mut bad = samples(2000);
+        bad.truncate(bad.len() - 3);
+        w.log(&[&series, &samples(1000)]).unwrap();
+        w.log(&[&bad]).unwrap();
+        w.log(&[&samples(3000)]).unwrap();
+        w.close().unwrap();
+        for workers in [1, 2, 4] {
+            let (got, report) = replayed(dir.path(), usize::MAX, workers);
+            assert!(report.repaired.is_some(), "the bad record is reported");
+            assert_eq!(got.len(), 64);
+            for (labels, samples) in &got {
+                let k: f64 = labels.get("id").unwrap().parse().unwrap();
+                assert_eq!(samples, &vec![(1000, k.to_bits())], "{labels}");
+            }
         }
     }
 }

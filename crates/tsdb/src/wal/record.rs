@@ -98,11 +98,22 @@ pub fn decode_series<'a>(
     Ok(())
 }
 
-/// Calls `f(ref, t, value)` for every sample of a samples record (type byte included).
-/// Nothing is reported before the whole record has been validated, so a malformed record
-/// applies no sample at all.
+/// Decodes a samples record (type byte included) into `out`. Nothing is left in `out` for a
+/// malformed record.
 pub fn decode_samples(rec: &[u8], out: &mut Vec<(u64, i64, f64)>) -> Result<(), RecordError> {
     out.clear();
+    let res = for_each_sample(rec, |r, t, v| out.push((r, t, v)));
+    if res.is_err() {
+        out.clear();
+    }
+    res
+}
+
+/// Calls `f(ref, t, value)` for every sample of a samples record (type byte included), in
+/// order. On a malformed record it stops with the error after the samples before the fault:
+/// callers that must not apply part of a record undo what `f` did.
+#[inline]
+pub fn for_each_sample(rec: &[u8], mut f: impl FnMut(u64, i64, f64)) -> Result<(), RecordError> {
     let mut d = Decoder::new(rec.get(1..).ok_or(RecordError::Empty)?);
     if d.remaining() == 0 {
         return Ok(());
@@ -113,7 +124,7 @@ pub fn decode_samples(rec: &[u8], out: &mut Vec<(u64, i64, f64)>) -> Result<(), 
         let dr = d.varint().ok_or(RecordError::Malformed("samples"))?;
         let dt = d.varint().ok_or(RecordError::Malformed("samples"))?;
         let v = d.be64().ok_or(RecordError::Malformed("samples"))?;
-        out.push((base_ref.wrapping_add(dr as u64), base_t.wrapping_add(dt), f64::from_bits(v)));
+        f(base_ref.wrapping_add(dr as u64), base_t.wrapping_add(dt), f64::from_bits(v));
     }
     Ok(())
 }
