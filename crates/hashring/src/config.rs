@@ -51,6 +51,12 @@ impl Endpoint {
         Endpoint { address, capnproto_address, az: String::new() }
     }
 
+    /// The same endpoint in availability zone `az` (ketama spreads replicas over zones).
+    pub fn with_az(mut self, az: impl Into<String>) -> Endpoint {
+        self.az = az.into();
+        self
+    }
+
     /// Whether `addr` is this endpoint's gRPC or Cap'n Proto address (exact
     /// string comparison; used to recognise `--receive.local-endpoint`).
     pub fn has_address(&self, addr: &str) -> bool {

@@ -70,8 +70,7 @@ mod tests {
 
     #[test]
     fn rejects_az() {
-        let mut e = Endpoint::new("a");
-        e.az = "z".into();
+        let e = Endpoint::new("a").with_az("z");
         assert_eq!(HashmodRing::new(vec![e]).unwrap_err(), HashringError::HashmodAz);
     }
 }

@@ -13,13 +13,7 @@ fn eps(addrs: &[&str]) -> Vec<Endpoint> {
 }
 
 fn az_eps(list: &[(&str, &str)]) -> Vec<Endpoint> {
-    list.iter()
-        .map(|(a, z)| {
-            let mut e = Endpoint::new(*a);
-            e.az = (*z).to_owned();
-            e
-        })
-        .collect()
+    list.iter().map(|(a, z)| Endpoint::new(*a).with_az(*z)).collect()
 }
 
 fn hash_of(tenant: &str, labels: &[(&str, &str)]) -> u64 {

@@ -7,11 +7,11 @@ use proptest::prelude::*;
 use ringest_hashring::{Endpoint, HashmodRing, HashringError, KetamaRing, series_hash};
 
 fn node(i: usize, zone: Option<usize>) -> Endpoint {
-    let mut e = Endpoint::new(format!("receive-{i}.receive.svc:10901"));
-    if let Some(z) = zone {
-        e.az = format!("zone-{z}");
+    let e = Endpoint::new(format!("receive-{i}.receive.svc:10901"));
+    match zone {
+        Some(z) => e.with_az(format!("zone-{z}")),
+        None => e,
     }
-    e
 }
 
 /// Deterministic uniform keys.
@@ -168,13 +168,7 @@ fn assignments(ring: &KetamaRing, ks: &[u64], rf: usize) -> BTreeMap<String, Has
 }
 
 fn az_nodes(list: &[(&str, &str)]) -> Vec<Endpoint> {
-    list.iter()
-        .map(|(a, z)| {
-            let mut e = Endpoint::new(*a);
-            e.az = (*z).to_owned();
-            e
-        })
-        .collect()
+    list.iter().map(|(a, z)| Endpoint::new(*a).with_az(*z)).collect()
 }
 
 /// Growing a ring never gives an existing node a replica it did not have
