@@ -340,8 +340,7 @@ fn apply_partition(
 }
 
 /// The reading side: decodes records and routes their work to the workers.
-struct Replayer<'h> {
-    head: &'h Head,
+struct Replayer {
     /// Completed chunks found in the head chunk files, by series reference.
     mapped: BTreeMap<u64, Vec<MappedChunk>>,
     /// `slot << shift | worker` by WAL reference.
@@ -358,7 +357,7 @@ struct Replayer<'h> {
     report: OpenReport,
 }
 
-impl Replayer<'_> {
+impl Replayer {
     fn record(&mut self, rec: &[u8]) -> Result<(), record::RecordError> {
         match rec.first() {
             Some(&kind::SERIES) => self.series_record(rec),
@@ -524,7 +523,6 @@ fn replay_with(
             to.push(tx);
         }
         let mut rp = Replayer {
-            head,
             mapped,
             refs: Refs::default(),
             shift,
@@ -548,7 +546,7 @@ fn replay_with(
             report.unknown_ref_samples += r.undefined_samples;
         }
         read?;
-        rp.head.metrics.head.replay_unknown_refs.add(report.unknown_ref_samples);
+        head.metrics.head.replay_unknown_refs.add(report.unknown_ref_samples);
         report.samples = applied.samples;
         report.skipped_samples = applied.skipped;
         head.update_min_max(applied.mint, applied.maxt);
