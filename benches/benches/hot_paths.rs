@@ -1,6 +1,7 @@
 //! Hot paths, per sample: remote-write decode (snappy + protobuf), series hash, head append
 //! (validation and lookup), WAL encode + write, commit (WAL + apply), the full ingest pipeline
-//! (decode + append + WAL + apply) on 100k active series, and XOR chunk encode/decode.
+//! (decode + append + WAL + apply) on 100k active series, gRPC framed snappy (replication), and
+//! XOR chunk encode/decode.
 //! Every group reports elements = samples, so criterion prints time per sample.
 
 use std::hint::black_box;
@@ -146,6 +147,18 @@ fn pipeline(c: &mut Criterion) {
             decompress(black_box(&reqs[1][0]), &mut out, 32 << 20).unwrap();
             decode_write_request(&out, &mut decoded).unwrap();
         })
+    });
+    g.finish();
+
+    // What a replicated write costs on top: the router compresses the forwarded series in
+    // gRPC's framed snappy, the peer decompresses them (same body as the request above).
+    let mut g = c.benchmark_group("grpc_framed_snappy");
+    g.throughput(Throughput::Elements(PER_REQUEST as u64));
+    decompress(&reqs[1][0], &mut out, 32 << 20).unwrap();
+    let framed = ringest_grpc::snappy_compress(&out).unwrap();
+    g.bench_function("compress", |b| b.iter(|| ringest_grpc::snappy_compress(black_box(&out)).unwrap()));
+    g.bench_function("decompress", |b| {
+        b.iter(|| ringest_grpc::snappy_decompress(black_box(&framed), 32 << 20).unwrap())
     });
     g.finish();
 }

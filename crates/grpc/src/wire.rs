@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::io::{Read, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -14,6 +13,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use crate::status::{Code, Status, percent_decode, percent_encode};
+
+mod framed_snappy;
 
 /// `grpc-accept-encoding` we advertise.
 pub(crate) const ACCEPT_ENCODING: &str = "snappy,identity";
@@ -75,27 +76,22 @@ impl Compression {
 
 /// Compresses with the snappy framing format (stream identifier + checksummed chunks).
 pub fn snappy_compress(data: &[u8]) -> Result<Bytes, Status> {
-    let mut enc = snap::write::FrameEncoder::new(Vec::with_capacity(data.len() / 2 + 64));
-    enc.write_all(data).map_err(|e| Status::new(Code::Internal, format!("grpc: snappy compress: {e}")))?;
-    let out = enc.into_inner().map_err(|e| Status::new(Code::Internal, format!("grpc: snappy compress: {e}")))?;
+    let mut out = Vec::new();
+    framed_snappy::compress_into(data, &mut out)
+        .map_err(|e| Status::new(Code::Internal, format!("grpc: snappy compress: {e}")))?;
     Ok(Bytes::from(out))
 }
 
 /// Decompresses framed snappy, never producing (or allocating for) more than `max` bytes.
 pub fn snappy_decompress(data: &[u8], max: usize) -> Result<Bytes, Status> {
-    let mut out = Vec::new();
-    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-    snap::read::FrameDecoder::new(data)
-        .take(limit)
-        .read_to_end(&mut out)
-        .map_err(|e| Status::new(Code::Internal, format!("grpc: failed to decompress the received message: {e}")))?;
-    if out.len() > max {
-        return Err(Status::new(
+    match framed_snappy::decompress(data, max) {
+        Ok(out) => Ok(Bytes::from(out)),
+        Err(framed_snappy::FrameError::TooLarge(_)) => Err(Status::new(
             Code::ResourceExhausted,
             format!("grpc: received message after decompression larger than max {max}"),
-        ));
+        )),
+        Err(e) => Err(Status::new(Code::Internal, format!("grpc: failed to decompress the received message: {e}"))),
     }
-    Ok(Bytes::from(out))
 }
 
 /// Parses a `grpc-timeout` value: 1 to 8 ASCII digits followed by a unit `H M S m u n`.

@@ -12,7 +12,7 @@ use http::StatusCode;
 use ringest_tsdb::labels::write_go_quoted;
 use ringest_tsdb::{AppendBuffers, LabelError, LabelRef, Tsdb, TsdbError};
 
-use crate::remote_write::{Decoded, LabelSpan};
+use crate::remote_write::{Decoded, LabelSpan, SeriesSpan};
 
 /// What happened to one request.
 #[derive(Debug, Default)]
@@ -98,8 +98,15 @@ pub fn write_selected(
     let mut report = WriteReport { series: count as u64, samples, ..Default::default() };
     let mut app = db.appender(bufs);
     let mut refs: Vec<LabelRef<'_>> = Vec::with_capacity(16);
+    let spans_of = |s: &SeriesSpan| &req.labels[s.labels_start as usize..s.labels_end as usize];
+    // Hash every series first so the appender can prefetch the head lookups ahead.
     for s in (0..count).map(nth) {
-        let spans = &req.labels[s.labels_start as usize..s.labels_end as usize];
+        refs.clear();
+        refs.extend(spans_of(s).iter().map(|l| LabelRef { name: l.name(buf), value: l.value(buf) }));
+        app.prepare(&refs);
+    }
+    for s in (0..count).map(nth) {
+        let spans = spans_of(s);
         refs.clear();
         refs.extend(spans.iter().map(|l| LabelRef { name: l.name(buf), value: l.value(buf) }));
         let samples = &req.samples[s.samples_start as usize..s.samples_end as usize];
@@ -107,7 +114,7 @@ pub fn write_selected(
             report.histograms.0 += s.histograms as u64;
             report.histograms.1.get_or_insert_with(|| series_string(buf, spans));
         }
-        match app.append(&refs, samples, max_t) {
+        match app.append_prepared(&refs, samples, max_t) {
             Ok(o) => {
                 let refused = [
                     (OUT_OF_ORDER, o.out_of_order),

@@ -1,25 +1,26 @@
 //! The in-memory head: series found by the hash of their labels, each with an open XOR chunk.
 //!
-//! Series live in a striped hash table (16384 stripes, short critical sections). A series is
-//! created (labels validated, sorted and interned) only the first time its label hash is seen;
-//! every later sample of that series costs one hash and one stripe lookup. Appending follows
-//! Prometheus' in-order rules and chunk cutting exactly (see [`series`]).
+//! Series live in a striped hash table (4096 stripes, short critical sections; see [`stripe`]).
+//! A series is created (labels validated, sorted and interned) only the first time its label
+//! hash is seen; every later sample of that series costs one hash and one stripe lookup, whose
+//! cache misses callers with many series at hand hide by prefetching ([`Head::prefetch_stripe`],
+//! then [`Head::prefetch_slot`]). Appending follows Prometheus' in-order rules and chunk cutting
+//! exactly (see [`series`]).
 
 pub(crate) mod chunk_disk;
 pub(crate) mod series;
+pub(crate) mod stripe;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-
-use hashbrown::HashTable;
-use parking_lot::Mutex;
 
 use crate::labels::{Label, LabelRef, Labels};
 use crate::metrics::TsdbMetrics;
 use crate::symbols::{SymbolId, Symbols};
 pub(crate) use series::MemSeries;
+use stripe::Stripe;
 
-const STRIPES: usize = 1 << 14;
+const STRIPES: usize = 1 << 12;
 
 /// Interns label sets, reusing the symbol ids of the previous label set's labels where the
 /// bytes are the same: series created one after the other (a request's new series, a WAL series
@@ -63,10 +64,6 @@ impl LabelIds {
     }
 }
 
-/// One stripe of the series index. Each entry keeps the series' table hash, so growing a stripe
-/// and probing it on insert do not touch the series themselves.
-type Stripe = Mutex<HashTable<(u64, Arc<MemSeries>)>>;
-
 /// The head block of one TSDB.
 pub(crate) struct Head {
     stripes: Box<[Stripe]>,
@@ -95,15 +92,10 @@ fn stripe_of(hash: u128) -> usize {
     (hash as u64 as usize) & (STRIPES - 1)
 }
 
-#[inline]
-fn table_hash(hash: u128) -> u64 {
-    (hash >> 64) as u64
-}
-
 impl Head {
     pub(crate) fn new(chunk_range: i64, metrics: Arc<TsdbMetrics>, disk: Arc<chunk_disk::ChunkDiskMapper>) -> Self {
         Head {
-            stripes: (0..STRIPES).map(|_| Mutex::new(HashTable::new())).collect(),
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
             symbols: Symbols::new(),
             symbol_gate: parking_lot::RwLock::new(()),
             next_ref: AtomicU64::new(1),
@@ -118,26 +110,25 @@ impl Head {
         }
     }
 
-    /// Asks the CPU to start loading the stripe of `hash` (replay creates series in batches and
-    /// hides the cache miss of the next series' stripe behind the current one).
+    /// Asks the CPU to start loading the stripe of `hash`: the first step of hiding a lookup's
+    /// cache misses behind other work (replay creating a batch of series, an appender with a
+    /// request's series).
     #[inline]
     pub(crate) fn prefetch_stripe(&self, hash: u128) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let p = &self.stripes[stripe_of(hash)] as *const Stripe as *const i8;
-            // SAFETY: a prefetch hint on a valid address; it never faults or changes memory.
-            unsafe { std::arch::x86_64::_mm_prefetch(p, std::arch::x86_64::_MM_HINT_T0) };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = hash;
+        self.stripes[stripe_of(hash)].prefetch();
+    }
+
+    /// The second step, some work after [`Head::prefetch_stripe`]: asks the CPU to load the
+    /// stripe slots where the lookup of `hash` starts.
+    #[inline]
+    pub(crate) fn prefetch_slot(&self, hash: u128) {
+        self.stripes[stripe_of(hash)].prefetch_slot(hash);
     }
 
     /// Finds a series by its label hash.
     #[inline]
     pub(crate) fn get(&self, hash: u128) -> Option<Arc<MemSeries>> {
-        let stripe = self.stripes[stripe_of(hash)].lock();
-        let th = table_hash(hash);
-        stripe.find(th, |(h, s)| *h == th && s.hash == hash).map(|(_, s)| s.clone())
+        self.stripes[stripe_of(hash)].lock().find(hash).cloned()
     }
 
     /// Finds or creates the series with canonical (sorted, validated) `labels`. With `with_ref`
@@ -176,9 +167,8 @@ impl Head {
         ids: &mut LabelIds,
     ) -> (Arc<MemSeries>, bool) {
         let interned = ids.intern(&self.symbols, labels);
-        let th = table_hash(hash);
         let mut stripe = self.stripes[stripe_of(hash)].lock();
-        if let Some((_, s)) = stripe.find(th, |(h, s)| *h == th && s.hash == hash) {
+        if let Some(s) = stripe.find(hash) {
             return (s.clone(), false);
         }
         let series_ref = match with_ref {
@@ -189,23 +179,17 @@ impl Head {
             None => self.next_ref.fetch_add(1, Relaxed),
         };
         let s = Arc::new(MemSeries::new(hash, series_ref, interned));
-        stripe.insert_unique(th, (th, s.clone()), |(h, _)| *h);
+        stripe.insert(s.clone());
         (s, true)
     }
 
     /// Removes `s` from the index (the caller holds the WAL lock). Returns whether it was there.
     pub(crate) fn remove(&self, s: &Arc<MemSeries>) -> bool {
-        let th = table_hash(s.hash);
-        let mut stripe = self.stripes[stripe_of(s.hash)].lock();
-        match stripe.find_entry(th, |(h, x)| *h == th && Arc::ptr_eq(x, s)) {
-            Ok(e) => {
-                e.remove();
-                drop(stripe);
-                self.num_series.fetch_sub(1, Relaxed);
-                true
-            }
-            Err(_) => false,
+        let removed = self.stripes[stripe_of(s.hash)].lock().remove(s);
+        if removed {
+            self.num_series.fetch_sub(1, Relaxed);
         }
+        removed
     }
 
     /// Frees the label strings no series in the index uses (after truncation removed series).
@@ -216,7 +200,7 @@ impl Head {
         let mut live = vec![0u64; bound.div_ceil(64)];
         // Under the stripe locks, without cloning the series handles.
         for stripe in self.stripes.iter() {
-            for (_, s) in stripe.lock().iter() {
+            for s in stripe.lock().iter() {
                 for &id in s.labels.iter() {
                     live[id as usize / 64] |= 1 << (id % 64);
                 }
@@ -294,7 +278,7 @@ impl Head {
     /// Calls `f` for every series (stripe by stripe; no global lock).
     pub(crate) fn for_each_series(&self, mut f: impl FnMut(&Arc<MemSeries>)) {
         for stripe in self.stripes.iter() {
-            let series: Vec<Arc<MemSeries>> = stripe.lock().iter().map(|(_, s)| s.clone()).collect();
+            let series: Vec<Arc<MemSeries>> = stripe.lock().iter().cloned().collect();
             for s in &series {
                 f(s);
             }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use super::{Tsdb, TsdbError};
 use crate::head::series::{AppendCtx, Verdict, verdict};
 use crate::head::{LabelIds, MemSeries};
-use crate::labels::{LabelError, LabelRef, SeriesHasher, validate_sorted};
+use crate::labels::{LabelError, LabelRef, SeriesHasher, SeriesKey, validate_sorted};
 use crate::wal::record;
 
 /// Reusable scratch space for appenders (keep one per worker thread).
@@ -20,6 +20,9 @@ pub struct AppendBuffers {
     samples: Vec<(i64, f64)>,
     to_mark: Vec<Arc<MemSeries>>,
     label_scratch: Vec<(String, String)>,
+    /// Keys of prepared series ([`Appender::prepare`]) and how many were appended.
+    prepared: Vec<SeriesKey>,
+    next_prepared: usize,
 }
 
 impl std::fmt::Debug for AppendBuffers {
@@ -84,6 +87,8 @@ impl<'a> Appender<'a> {
         bufs.pending.clear();
         bufs.samples.clear();
         bufs.to_mark.clear();
+        bufs.prepared.clear();
+        bufs.next_prepared = 0;
         let _symbols = db.head.symbol_gate.read();
         Appender { db, bufs, min_valid: None, _symbols }
     }
@@ -105,8 +110,58 @@ impl<'a> Appender<'a> {
         samples: &[(i64, f64)],
         max_t: i64,
     ) -> Result<SeriesOutcome, LabelError> {
+        let key = self.bufs.hasher.key(labels, &mut Vec::new());
+        self.append_keyed(key, labels, samples, max_t)
+    }
+
+    /// Hashes the labels of a series that [`Appender::append_prepared`] will append later and
+    /// starts loading its place in the head. Preparing all of a request's series first, then
+    /// appending them in the same order, lets the appender prefetch each lookup a few series
+    /// ahead instead of waiting for it: the lookups are cache misses, the hashing is not.
+    pub fn prepare(&mut self, labels: &[LabelRef<'_>]) {
+        let key = self.bufs.hasher.key(labels, &mut Vec::new());
+        self.db.head.prefetch_stripe(key.hash);
+        self.bufs.prepared.push(key);
+    }
+
+    /// [`Appender::append`] for the next series given to [`Appender::prepare`] (same labels,
+    /// same order). Without a prepared series left it hashes `labels` itself.
+    pub fn append_prepared(
+        &mut self,
+        labels: &[LabelRef<'_>],
+        samples: &[(i64, f64)],
+        max_t: i64,
+    ) -> Result<SeriesOutcome, LabelError> {
+        /// Series between a slot prefetch and its lookup.
+        const AHEAD: usize = 6;
+        let i = self.bufs.next_prepared;
+        let Some(&key) = self.bufs.prepared.get(i) else {
+            return self.append(labels, samples, max_t);
+        };
+        self.bufs.next_prepared = i + 1;
+        if i == 0 {
+            for k in self.bufs.prepared.iter().take(AHEAD) {
+                self.db.head.prefetch_slot(k.hash);
+            }
+        }
+        if let Some(k) = self.bufs.prepared.get(i + AHEAD) {
+            self.db.head.prefetch_slot(k.hash);
+        }
+        self.append_keyed(key, labels, samples, max_t)
+    }
+
+    fn append_keyed(
+        &mut self,
+        key: SeriesKey,
+        labels: &[LabelRef<'_>],
+        samples: &[(i64, f64)],
+        max_t: i64,
+    ) -> Result<SeriesOutcome, LabelError> {
         let mut sorted = Vec::new();
-        let key = self.bufs.hasher.key(labels, &mut sorted);
+        if !key.sorted {
+            sorted.extend_from_slice(labels);
+            sorted.sort_by(|a, b| a.name.cmp(b.name));
+        }
         let canonical: &[LabelRef<'_>] = if key.sorted { labels } else { &sorted };
         if samples.is_empty() {
             // Nothing to store: validate the labels, but create no series.

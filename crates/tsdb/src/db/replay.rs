@@ -205,14 +205,21 @@ impl<'h> Worker<'h> {
 
     fn create(&mut self, b: &Batch) {
         let mut labels: Vec<LabelRef<'_>> = Vec::with_capacity(32);
-        // The stripe of a new series is a cache miss: start loading a few series ahead.
+        // The stripe and slots of a new series are cache misses: start loading the stripe eight
+        // series ahead and, once it is in, the slots four ahead.
         const AHEAD: usize = 4;
-        for ns in b.series.iter().take(AHEAD) {
+        for ns in b.series.iter().take(2 * AHEAD) {
             self.head.prefetch_stripe(ns.hash);
         }
+        for ns in b.series.iter().take(AHEAD) {
+            self.head.prefetch_slot(ns.hash);
+        }
         for (i, ns) in b.series.iter().enumerate() {
-            if let Some(next) = b.series.get(i + AHEAD) {
+            if let Some(next) = b.series.get(i + 2 * AHEAD) {
                 self.head.prefetch_stripe(next.hash);
+            }
+            if let Some(next) = b.series.get(i + AHEAD) {
+                self.head.prefetch_slot(next.hash);
             }
             let mut at = ns.bytes_at;
             labels.clear();
