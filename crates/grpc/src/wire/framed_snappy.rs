@@ -42,29 +42,33 @@ pub fn compress_into(data: &[u8], out: &mut Vec<u8>) -> Result<(), snap::Error> 
     if data.is_empty() {
         return Ok(());
     }
-    let mut enc = Encoder::new();
-    out.reserve(STREAM_IDENTIFIER.len() + data.len() / 2 + 64);
-    out.extend_from_slice(STREAM_IDENTIFIER);
-    for chunk in data.chunks(MAX_CHUNK_INPUT) {
-        let header = out.len();
-        out.resize(header + 8 + max_compress_len(chunk.len()), 0);
-        let n = enc.compress(chunk, &mut out[header + 8..])?;
-        // Same rule as Go's and snap's writers: store the chunk if compression saves less than
-        // an eighth.
-        let (kind, body) = if n >= chunk.len() - chunk.len() / 8 {
-            out.truncate(header + 8);
-            out.extend_from_slice(chunk);
-            (UNCOMPRESSED, chunk.len())
-        } else {
-            out.truncate(header + 8 + n);
-            (COMPRESSED, n)
-        };
-        let len = (body + 4) as u32;
-        out[header] = kind;
-        out[header + 1..header + 4].copy_from_slice(&len.to_le_bytes()[..3]);
-        out[header + 4..header + 8].copy_from_slice(&masked_crc(chunk).to_le_bytes());
-    }
-    Ok(())
+    SCRATCH.with_borrow_mut(|scratch| {
+        if scratch.is_empty() {
+            scratch.resize(max_compress_len(MAX_CHUNK_INPUT), 0);
+        }
+        let mut enc = Encoder::new();
+        out.reserve(STREAM_IDENTIFIER.len() + data.len() / 2 + 64);
+        out.extend_from_slice(STREAM_IDENTIFIER);
+        for chunk in data.chunks(MAX_CHUNK_INPUT) {
+            let n = enc.compress(chunk, scratch)?;
+            // Same rule as Go's and snap's writers: store the chunk if compression saves less
+            // than an eighth.
+            let (kind, body) =
+                if n >= chunk.len() - chunk.len() / 8 { (UNCOMPRESSED, chunk) } else { (COMPRESSED, &scratch[..n]) };
+            let len = (body.len() + 4) as u32;
+            out.push(kind);
+            out.extend_from_slice(&len.to_le_bytes()[..3]);
+            out.extend_from_slice(&masked_crc(chunk).to_le_bytes());
+            out.extend_from_slice(body);
+        }
+        Ok(())
+    })
+}
+
+thread_local! {
+    /// Compressed chunks are written here first: a small buffer that stays in cache, where
+    /// compressing straight into the output would zero its worst-case size chunk by chunk.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Decodes a framed-snappy stream, refusing (before allocating for it) output over `max` bytes.
