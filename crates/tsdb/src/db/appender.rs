@@ -125,7 +125,8 @@ impl<'a> Appender<'a> {
     }
 
     /// [`Appender::append`] for the next series given to [`Appender::prepare`] (same labels,
-    /// same order). Without a prepared series left it hashes `labels` itself.
+    /// same order; plain `append` calls in between do not count). Without a prepared series
+    /// left it hashes `labels` itself.
     pub fn append_prepared(
         &mut self,
         labels: &[LabelRef<'_>],
@@ -139,6 +140,11 @@ impl<'a> Appender<'a> {
             return self.append(labels, samples, max_t);
         };
         self.bufs.next_prepared = i + 1;
+        debug_assert_eq!(
+            key,
+            self.bufs.hasher.key(labels, &mut Vec::new()),
+            "append_prepared out of step with prepare"
+        );
         if i == 0 {
             for k in self.bufs.prepared.iter().take(AHEAD) {
                 self.db.head.prefetch_slot(k.hash);
