@@ -156,6 +156,13 @@ fn name_lt(a: &[u8], b: &[u8]) -> bool {
     a.len() < b.len()
 }
 
+/// Leaves `labels` in `sorted`, ordered by name (stable: duplicate names keep their order).
+pub(crate) fn sort_by_name<'a>(labels: &[LabelRef<'a>], sorted: &mut Vec<LabelRef<'a>>) {
+    sorted.clear();
+    sorted.extend_from_slice(labels);
+    sorted.sort_by(|a, b| a.name.cmp(b.name));
+}
+
 /// Computes series identities, reusing its buffers across calls.
 #[derive(Debug, Default)]
 pub struct SeriesHasher {
@@ -179,9 +186,7 @@ impl SeriesHasher {
         let canonical: &[LabelRef<'a>] = if in_order {
             labels
         } else {
-            sorted.clear();
-            sorted.extend_from_slice(labels);
-            sorted.sort_by(|a, b| a.name.cmp(b.name));
+            sort_by_name(labels, sorted);
             sorted
         };
         self.key.clear();

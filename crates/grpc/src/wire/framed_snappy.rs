@@ -72,7 +72,7 @@ thread_local! {
 }
 
 /// Decodes a framed-snappy stream, refusing (before allocating for it) output over `max` bytes.
-pub fn decompress(mut data: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
+pub fn decompress(data: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
     let total = declared_len(data);
     if total > max {
         return Err(FrameError::TooLarge(max));
@@ -80,16 +80,8 @@ pub fn decompress(mut data: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
     let mut out = Vec::with_capacity(total);
     let mut dec = Decoder::new();
     let mut started = false;
-    while !data.is_empty() {
-        if data.len() < 4 {
-            return Err(FrameError::Corrupt("truncated chunk header"));
-        }
-        let kind = data[0];
-        let len = u32::from_le_bytes([data[1], data[2], data[3], 0]) as usize;
-        let Some(body) = data.get(4..4 + len) else {
-            return Err(FrameError::Corrupt("truncated chunk"));
-        };
-        data = &data[4 + len..];
+    for chunk in chunks(data) {
+        let (kind, body) = chunk?;
         if kind == 0xff {
             if body != &STREAM_IDENTIFIER[4..] {
                 return Err(FrameError::Corrupt("bad stream identifier"));
@@ -115,10 +107,8 @@ pub fn decompress(mut data: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
                 if n > MAX_CHUNK_INPUT {
                     return Err(FrameError::Corrupt("chunk longer than 64 KiB"));
                 }
+                // Within `max`: `declared_len` counted this chunk.
                 let start = out.len();
-                if start + n > max {
-                    return Err(FrameError::TooLarge(max));
-                }
                 if kind == COMPRESSED {
                     out.resize(start + n, 0);
                     dec.decompress(body, &mut out[start..]).map_err(|_| FrameError::Corrupt("bad compressed chunk"))?;
@@ -137,21 +127,39 @@ pub fn decompress(mut data: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
     Ok(out)
 }
 
+/// The chunks of a stream as (type, body), ending with an error at a truncated chunk.
+fn chunks(mut data: &[u8]) -> impl Iterator<Item = Result<(u8, &[u8]), FrameError>> {
+    std::iter::from_fn(move || {
+        if data.is_empty() {
+            return None;
+        }
+        let len = match data.get(1..4) {
+            Some(l) => u32::from_le_bytes([l[0], l[1], l[2], 0]) as usize,
+            None => {
+                data = &[];
+                return Some(Err(FrameError::Corrupt("truncated chunk header")));
+            }
+        };
+        let Some(body) = data.get(4..4 + len) else {
+            data = &[];
+            return Some(Err(FrameError::Corrupt("truncated chunk")));
+        };
+        let kind = data[0];
+        data = &data[4 + len..];
+        Some(Ok((kind, body)))
+    })
+}
+
 /// The output length the chunk headers of a stream announce, for sizing the output once
 /// (malformed chunks count as nothing here; decoding reports them).
-fn declared_len(mut data: &[u8]) -> usize {
-    let mut total = 0usize;
-    while data.len() >= 4 {
-        let len = u32::from_le_bytes([data[1], data[2], data[3], 0]) as usize;
-        let Some(body) = data.get(4..4 + len) else { break };
-        total = total.saturating_add(match (data[0], body.get(4..)) {
+fn declared_len(data: &[u8]) -> usize {
+    chunks(data).map_while(Result::ok).fold(0usize, |total, (kind, body)| {
+        total.saturating_add(match (kind, body.get(4..)) {
             (COMPRESSED, Some(b)) => decompress_len(b).unwrap_or(0),
             (UNCOMPRESSED, Some(b)) => b.len(),
             _ => 0,
-        });
-        data = &data[4 + len..];
-    }
-    total
+        })
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use super::{Tsdb, TsdbError};
 use crate::head::series::{AppendCtx, Verdict, verdict};
 use crate::head::{LabelIds, MemSeries};
-use crate::labels::{LabelError, LabelRef, SeriesHasher, SeriesKey, validate_sorted};
+use crate::labels::{LabelError, LabelRef, SeriesHasher, SeriesKey, sort_by_name, validate_sorted};
 use crate::wal::record;
 
 /// Reusable scratch space for appenders (keep one per worker thread).
@@ -110,8 +110,9 @@ impl<'a> Appender<'a> {
         samples: &[(i64, f64)],
         max_t: i64,
     ) -> Result<SeriesOutcome, LabelError> {
-        let key = self.bufs.hasher.key(labels, &mut Vec::new());
-        self.append_keyed(key, labels, samples, max_t)
+        let mut sorted = Vec::new();
+        let key = self.bufs.hasher.key(labels, &mut sorted);
+        self.append_keyed(key, if key.sorted { labels } else { &sorted }, samples, max_t)
     }
 
     /// Hashes the labels of a series that [`Appender::append_prepared`] will append later and
@@ -153,22 +154,21 @@ impl<'a> Appender<'a> {
         if let Some(k) = self.bufs.prepared.get(i + AHEAD) {
             self.db.head.prefetch_slot(k.hash);
         }
-        self.append_keyed(key, labels, samples, max_t)
+        let mut sorted = Vec::new();
+        if !key.sorted {
+            sort_by_name(labels, &mut sorted);
+        }
+        self.append_keyed(key, if key.sorted { labels } else { &sorted }, samples, max_t)
     }
 
+    /// Appends the series with identity `key` and `canonical` (name-ordered) labels.
     fn append_keyed(
         &mut self,
         key: SeriesKey,
-        labels: &[LabelRef<'_>],
+        canonical: &[LabelRef<'_>],
         samples: &[(i64, f64)],
         max_t: i64,
     ) -> Result<SeriesOutcome, LabelError> {
-        let mut sorted = Vec::new();
-        if !key.sorted {
-            sorted.extend_from_slice(labels);
-            sorted.sort_by(|a, b| a.name.cmp(b.name));
-        }
-        let canonical: &[LabelRef<'_>] = if key.sorted { labels } else { &sorted };
         if samples.is_empty() {
             // Nothing to store: validate the labels, but create no series.
             if self.db.head.get(key.hash).is_none() {

@@ -112,14 +112,7 @@ impl StripeGuard<'_> {
         if (self.table.len + 1) * 4 > self.table.slots.len() * 3 {
             self.grow();
         }
-        let tag = tag_of(series.hash);
-        let slots = &mut self.table.slots;
-        let mask = slots.len() - 1;
-        let mut i = tag as usize & mask;
-        while slots[i].series.is_some() {
-            i = (i + 1) & mask;
-        }
-        slots[i] = Slot { tag, series: Some(series) };
+        put(&mut self.table.slots, Slot { tag: tag_of(series.hash), series: Some(series) });
         self.table.len += 1;
     }
 
@@ -168,19 +161,22 @@ impl StripeGuard<'_> {
     fn grow(&mut self) {
         let cap = (self.table.slots.len() * 2).max(8);
         let old = std::mem::replace(&mut self.table.slots, (0..cap).map(|_| Slot::default()).collect());
-        let mask = cap - 1;
-        for slot in old.into_vec() {
-            if slot.series.is_some() {
-                let mut i = slot.tag as usize & mask;
-                while self.table.slots[i].series.is_some() {
-                    i = (i + 1) & mask;
-                }
-                self.table.slots[i] = slot;
-            }
+        for slot in old.into_vec().into_iter().filter(|s| s.series.is_some()) {
+            put(&mut self.table.slots, slot);
         }
         self.stripe.slots_hint.store(self.table.slots.as_ptr() as *mut Slot, Relaxed);
-        self.stripe.mask_hint.store(mask, Relaxed);
+        self.stripe.mask_hint.store(cap - 1, Relaxed);
     }
+}
+
+/// Puts `slot` in the first free slot of its probe run (there is one: the table is never full).
+fn put(slots: &mut [Slot], slot: Slot) {
+    let mask = slots.len() - 1;
+    let mut i = slot.tag as usize & mask;
+    while slots[i].series.is_some() {
+        i = (i + 1) & mask;
+    }
+    slots[i] = slot;
 }
 
 #[cfg(test)]
