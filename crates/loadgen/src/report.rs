@@ -81,7 +81,7 @@ impl PhaseReport {
         let (mut acked, mut dropped, mut retries) = (0u64, 0u64, 0u64);
         for o in &r.outcomes {
             *status.entry(o.status.to_string()).or_default() += 1;
-            retries += (o.attempts - 1) as u64;
+            retries += o.attempts.saturating_sub(1) as u64;
             if (200..300).contains(&o.status) {
                 acked += o.samples as u64;
             } else {
@@ -112,9 +112,26 @@ impl PhaseReport {
             errors: r.errors.clone(),
         }
     }
+
+    /// The watched receivers as one (a ring): CPU seconds and peak RSS summed.
+    pub fn total(&self) -> Option<ReceiverReport> {
+        let first = self.receivers.first()?;
+        let cpu: f64 = self.receivers.iter().map(|r| r.cpu_seconds).sum();
+        let rss: u64 = self.receivers.iter().map(|r| r.peak_rss_bytes).sum();
+        // Per-series RSS was computed per receiver against the same series count.
+        let per_series: f64 = self.receivers.iter().map(|r| r.peak_rss_per_series_bytes).sum();
+        Some(ReceiverReport {
+            pid: first.pid,
+            cpu_seconds: cpu,
+            samples_per_cpu_second: if cpu > 0.0 { self.samples_acked as f64 / cpu } else { 0.0 },
+            peak_rss_bytes: rss,
+            peak_rss_per_series_bytes: per_series,
+        })
+    }
 }
 
-/// A plain-text table of phase reports.
+/// A plain-text table of phase reports. With several receivers the CPU and RSS columns are
+/// their sums (a ring measured as one), and a line per receiver follows each phase.
 pub fn table(reports: &[PhaseReport]) -> String {
     let mut out = format!(
         "{:<12} {:>8} {:>11} {:>9} {:>12} {:>9} {:>9} {:>9} {:>9} {:>10} {:>12} {:>10}  {}\n",
@@ -133,7 +150,8 @@ pub fn table(reports: &[PhaseReport]) -> String {
         "status"
     );
     for r in reports {
-        let rx = r.receivers.first();
+        let total = r.total();
+        let rx = total.as_ref();
         out.push_str(&format!(
             "{:<12} {:>8} {:>11} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10} {:>12} {:>10}  {}\n",
             r.phase,
@@ -150,6 +168,18 @@ pub fn table(reports: &[PhaseReport]) -> String {
             rx.map(|x| format!("{:.0} B", x.peak_rss_per_series_bytes)).unwrap_or_else(|| "-".into()),
             r.status.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(" "),
         ));
+        if r.receivers.len() > 1 {
+            for x in &r.receivers {
+                out.push_str(&format!(
+                    "{:<12} {:>83} {:>10.2} {:>12.0} {:>8.0} B\n",
+                    "",
+                    format!("pid {}", x.pid),
+                    x.cpu_seconds,
+                    x.samples_per_cpu_second,
+                    x.peak_rss_per_series_bytes,
+                ));
+            }
+        }
     }
     out
 }
@@ -164,5 +194,36 @@ mod tests {
         let l = latency(&v);
         assert_eq!((l.p50, l.p99, l.max), (51.0, 99.0, 100.0));
         assert_eq!(latency(&[]).p99, 0.0);
+    }
+
+    #[test]
+    fn several_receivers_are_summed() {
+        let rx = |pid, cpu: f64, rss: u64| ReceiverReport {
+            pid,
+            cpu_seconds: cpu,
+            samples_per_cpu_second: 1000.0 / cpu,
+            peak_rss_bytes: rss,
+            peak_rss_per_series_bytes: rss as f64 / 10.0,
+        };
+        let r = PhaseReport {
+            phase: "steady".into(),
+            requests: 1,
+            samples_acked: 1000,
+            samples_dropped: 0,
+            status: BTreeMap::new(),
+            retries: 0,
+            wall_seconds: 1.0,
+            samples_per_second: 1000.0,
+            latency_ms: Latency::default(),
+            receivers: vec![rx(7, 2.0, 100), rx(8, 1.0, 50), rx(9, 1.0, 50)],
+            errors: vec![],
+        };
+        let t = r.total().unwrap();
+        assert_eq!((t.cpu_seconds, t.samples_per_cpu_second, t.peak_rss_bytes), (4.0, 250.0, 200));
+        assert_eq!(t.peak_rss_per_series_bytes, 20.0);
+        let text = table(&[r]);
+        assert_eq!(text.lines().count(), 5, "{text}");
+        assert!(text.lines().nth(1).unwrap().contains(" 4.00 "), "{text}");
+        assert!(text.lines().nth(2).unwrap().contains("pid 7"), "{text}");
     }
 }

@@ -3,6 +3,7 @@
 //! errors, other 4xx dropped. Optionally paced to an offered load.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::http::{Conn, HttpResponse};
@@ -125,9 +126,12 @@ pub fn send(
     .into_iter()
     .chain(target.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     .collect();
+    // Set when a request gave up on a receiver it could not reach: the other requests are then
+    // dropped at once instead of each retrying for `give_up_after`.
+    let unreachable = AtomicBool::new(false);
     std::thread::scope(|s| {
         for shard in 0..shards {
-            let (result, headers, rounds) = (&result, &headers, rounds.clone());
+            let (result, headers, rounds, unreachable) = (&result, &headers, rounds.clone(), &unreachable);
             s.spawn(move || {
                 let mut local = PhaseResult::default();
                 let mut conn: Option<Conn> = None;
@@ -135,6 +139,10 @@ pub fn send(
                 let mut sent_samples = 0f64;
                 for round in rounds {
                     for req in &plan.round(round)[shard] {
+                        if unreachable.load(Ordering::Relaxed) {
+                            local.outcomes.push(Outcome { id: req.id, status: 0, samples: req.samples, attempts: 0 });
+                            continue;
+                        }
                         if let Some(rate) = shard_rate {
                             let due = start + Duration::from_secs_f64(sent_samples / rate);
                             if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -167,11 +175,16 @@ pub fn send(
                             if !retryable(status) || first_try.elapsed() > opts.give_up_after {
                                 break status;
                             }
+                            if unreachable.load(Ordering::Relaxed) {
+                                break status;
+                            }
                             std::thread::sleep(backoff);
                             backoff = (backoff * 2).min(opts.max_backoff);
                         };
                         if (200..300).contains(&status) {
                             on_ack(req.id);
+                        } else if status == 0 {
+                            unreachable.store(true, Ordering::Relaxed);
                         }
                         local.outcomes.push(Outcome { id: req.id, status, samples: req.samples, attempts });
                     }
@@ -190,4 +203,34 @@ pub fn send(
     let mut r = result.into_inner().unwrap();
     r.wall = start.elapsed();
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Layout;
+    use crate::shape::Shape;
+
+    #[test]
+    fn an_unreachable_receiver_ends_the_phase() {
+        // A port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let target = Target::parse(&format!("http://127.0.0.1:{port}/api/v1/receive")).unwrap();
+        let layout = Layout { shape: Shape::avalanche(400), shards: 2, max_samples_per_send: 20 };
+        let plan = Plan::build(&layout, 0..3);
+        let requests: usize = (0..3).map(|r| plan.round(r).iter().map(Vec::len).sum::<usize>()).sum();
+        let opts = SendOptions {
+            min_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(20),
+            give_up_after: Duration::from_millis(300),
+            ..SendOptions::default()
+        };
+        let t = Instant::now();
+        let r = send(&target, &plan, 0..3, &opts, &|_| panic!("nothing can be acknowledged"));
+        // Without the stop each of the 60 requests would retry for 300 ms, 9 s per shard.
+        assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+        assert_eq!(r.outcomes.len(), requests);
+        assert!(r.outcomes.iter().all(|o| o.status == 0));
+        assert!(r.errors.iter().any(|e| e.contains(&port.to_string())), "{:?}", r.errors);
+    }
 }
