@@ -29,12 +29,17 @@ impl HashmodRing {
     /// The endpoint for replica `n` of the series with hash `hash`.
     #[inline]
     pub fn get_n(&self, hash: u64, n: usize) -> Result<&Endpoint, HashringError> {
+        Ok(&self.endpoints[self.get_n_index(hash, n)?])
+    }
+
+    /// [`get_n`](Self::get_n) as an index into [`endpoints`](Self::endpoints).
+    #[inline]
+    pub fn get_n_index(&self, hash: u64, n: usize) -> Result<usize, HashringError> {
         let len = self.endpoints.len();
         if n >= len {
             return Err(HashringError::InsufficientNodes { have: len as u64, want: n as u64 + 1 });
         }
-        let idx = hash.wrapping_add(n as u64) % len as u64;
-        Ok(&self.endpoints[idx as usize])
+        Ok((hash.wrapping_add(n as u64) % len as u64) as usize)
     }
 
     /// The endpoints, sorted by address.

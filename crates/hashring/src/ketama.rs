@@ -141,6 +141,12 @@ impl KetamaRing {
     /// `n >= replication_factor` ⇒ [`HashringError::ReplicaOutOfRange`].
     #[inline]
     pub fn get_n(&self, hash: u64, n: usize) -> Result<&Endpoint, HashringError> {
+        Ok(&self.endpoints[self.get_n_index(hash, n)?])
+    }
+
+    /// [`get_n`](Self::get_n) as an index into [`endpoints`](Self::endpoints).
+    #[inline]
+    pub fn get_n_index(&self, hash: u64, n: usize) -> Result<usize, HashringError> {
         let len = self.endpoints.len();
         if n >= len {
             return Err(HashringError::InsufficientNodes { have: len as u64, want: n as u64 + 1 });
@@ -149,8 +155,7 @@ impl KetamaRing {
             return Err(HashringError::ReplicaOutOfRange { replica: n, replication_factor: self.replication_factor });
         }
         let k = self.section_for(hash);
-        let idx = self.replicas[k * self.replication_factor + n];
-        Ok(&self.endpoints[idx as usize])
+        Ok(self.replicas[k * self.replication_factor + n] as usize)
     }
 
     /// Index of the first section with hash `>= hash`, wrapping to 0.

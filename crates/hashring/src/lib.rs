@@ -50,7 +50,7 @@ pub use glob::{glob_match, validate_glob};
 pub use hash::{SeriesHasher, section_hash, series_hash};
 pub use hashmod::HashmodRing;
 pub use ketama::KetamaRing;
-pub use multi::MultiHashring;
+pub use multi::{MultiHashring, TenantRing};
 
 use std::fmt;
 use std::str::FromStr;

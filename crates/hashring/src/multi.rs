@@ -36,16 +36,16 @@ enum Ring {
 impl Ring {
     #[inline]
     fn get_n(&self, hash: u64, n: usize) -> Result<&Endpoint, HashringError> {
+        Ok(&self.endpoints()[self.get_n_index(hash, n)?])
+    }
+
+    #[inline]
+    fn get_n_index(&self, hash: u64, n: usize) -> Result<usize, HashringError> {
         match self {
-            Ring::Hashmod(r) => r.get_n(hash, n),
-            Ring::Ketama(r) => r.get_n(hash, n),
-            Ring::Single(e) => {
-                if n > 0 {
-                    Err(HashringError::InsufficientNodes { have: 1, want: n as u64 + 1 })
-                } else {
-                    Ok(e)
-                }
-            }
+            Ring::Hashmod(r) => r.get_n_index(hash, n),
+            Ring::Ketama(r) => r.get_n_index(hash, n),
+            Ring::Single(_) if n > 0 => Err(HashringError::InsufficientNodes { have: 1, want: n as u64 + 1 }),
+            Ring::Single(_) => Ok(0),
         }
     }
 
@@ -75,6 +75,27 @@ impl TenantSet {
             TenantSet::Glob(patterns) => patterns.iter().any(|p| glob_match(p, tenant).unwrap_or(false)),
             TenantSet::Never => false,
         }
+    }
+}
+
+/// The ring of one tenant (see [`MultiHashring::for_tenant`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TenantRing<'a> {
+    ring: &'a Ring,
+}
+
+impl<'a> TenantRing<'a> {
+    /// The ring's endpoints; [`get_n_index`](Self::get_n_index) indexes them.
+    pub fn endpoints(&self) -> &'a [Endpoint] {
+        self.ring.endpoints()
+    }
+
+    /// Index in [`endpoints`](Self::endpoints) of the endpoint for replica `n` (0-based) of
+    /// the series whose [`series_hash`](crate::series_hash) is `hash`: the endpoint
+    /// [`MultiHashring::get_n`] returns.
+    #[inline]
+    pub fn get_n_index(&self, hash: u64, n: usize) -> Result<usize, HashringError> {
+        self.ring.get_n_index(hash, n)
     }
 }
 
@@ -187,6 +208,11 @@ impl MultiHashring {
         self.entries[i].ring.get_n(hash, n)
     }
 
+    /// The ring serving `tenant`, resolved once for all of a request's series.
+    pub fn for_tenant(&self, tenant: &str) -> Result<TenantRing<'_>, HashringError> {
+        Ok(TenantRing { ring: &self.entries[self.ring_index(tenant)?].ring })
+    }
+
     /// `(name, endpoints, tenants listed)` per configured ring, in file order,
     /// for `thanos_receive_hashring_nodes` / `thanos_receive_hashring_tenants`.
     /// Empty for [`MultiHashring::single_node`].
@@ -269,5 +295,31 @@ mod tests {
     fn empty_multi_ring_has_no_match() {
         let m = MultiHashring::new(&[], Algorithm::Hashmod, 1).unwrap();
         assert_eq!(m.get_n("t", 1, 0).unwrap_err(), HashringError::NoMatchingHashring);
+    }
+
+    #[test]
+    fn tenant_ring_indexes_the_endpoints_get_n_returns() {
+        let json = r#"[
+            {"hashring": "a", "tenants": ["t1"], "endpoints": ["h:1", "h:2", "h:3", "h:4"]},
+            {"hashring": "b", "algorithm": "ketama", "endpoints": ["k:1", "k:2", "k:3", "k:4", "k:5"]}
+        ]"#;
+        let parsed = crate::parse_config(json).unwrap();
+        let m = MultiHashring::new(&parsed.rings, Algorithm::Hashmod, 3).unwrap();
+        for tenant in ["t1", "other"] {
+            let r = m.for_tenant(tenant).unwrap();
+            let mut seen = HashSet::new();
+            for k in 0..2000u64 {
+                let h = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                for n in 0..3 {
+                    let i = r.get_n_index(h, n).unwrap();
+                    assert_eq!(&r.endpoints()[i], m.get_n(tenant, h, n).unwrap(), "{tenant} {h} {n}");
+                    seen.insert(r.endpoints()[i].address.clone());
+                }
+            }
+            assert_eq!(seen.len(), if tenant == "t1" { 4 } else { 5 });
+        }
+        let single = MultiHashring::single_node("s:1");
+        assert_eq!(single.for_tenant("x").unwrap().get_n_index(7, 0), Ok(0));
+        assert!(single.for_tenant("x").unwrap().get_n_index(7, 1).is_err());
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! For a fresh write (no replica number) every series is hashed once (tenant and labels in request
 //! order) and placed for each replica index `0..RF` on an endpoint of the tenant's hashring;
-//! series are grouped by (endpoint, replica). The local group is written in-process; every
-//! other group becomes one `thanos.WriteableStore/RemoteWrite` call whose `timeseries` are the
+//! series are grouped by (endpoint, replica). This node's groups are written in-process as one
+//! append; every other group becomes one `thanos.WriteableStore/RemoteWrite` call whose `timeseries` are the
 //! request's own encoded series bytes (nothing is re-encoded), with the 1-based replica number,
 //! so the receiving node writes it locally and never replicates it again. The request is
 //! answered as soon as every series reached the quorum (or cannot), within one
@@ -343,48 +343,40 @@ impl Replicator {
         let deadline = Instant::now() + self.opts.forward_timeout;
         let (tx, rx) = mpsc::unbounded_channel();
         let state = self.state();
+        let other = |e: ringest_hashring::HashringError| Failure { kind: Kind::Other, message: e.to_string() };
+        let ring = state.ring.for_tenant(tenant).map_err(other)?;
+        let endpoints = ring.endpoints();
+        // Group of each (endpoint index, replica index), u32::MAX until the first series.
+        let mut group_of = vec![u32::MAX; endpoints.len() * rf];
+        let mut keys: Vec<(usize, usize)> = Vec::new();
         let mut groups: Vec<Vec<u32>> = Vec::new();
-        // Group of each (endpoint, replica index), the endpoint known by its address in the
-        // ring (cheap to hash); `None` is this node.
-        let mut index: hashbrown::HashMap<(Option<usize>, usize), usize> = hashbrown::HashMap::new();
-        let mut addresses: hashbrown::HashMap<usize, &str> = hashbrown::HashMap::new();
-        let mut labels: Vec<(&[u8], &[u8])> = Vec::with_capacity(16);
         for (i, s) in req.series.iter().enumerate() {
-            labels.clear();
-            labels.extend(
-                req.labels[s.labels_start as usize..s.labels_end as usize].iter().map(|l| (l.name(buf), l.value(buf))),
-            );
-            let hash = ringest_hashring::series_hash(tenant.as_bytes(), labels.iter().copied());
+            let spans = &req.labels[s.labels_start as usize..s.labels_end as usize];
+            let hash =
+                ringest_hashring::series_hash(tenant.as_bytes(), spans.iter().map(|l| (l.name(buf), l.value(buf))));
             for n in 0..rf {
-                let ep = state
-                    .ring
-                    .get_n(tenant, hash, n)
-                    .map_err(|e| Failure { kind: Kind::Other, message: e.to_string() })?;
-                let key = if self.is_local(&ep.address, &ep.capnproto_address) {
-                    None
-                } else {
-                    let id = ep as *const ringest_hashring::Endpoint as usize;
-                    addresses.entry(id).or_insert(ep.address.as_str());
-                    Some(id)
-                };
-                let g = *index.entry((key, n)).or_insert_with(|| {
+                let e = ring.get_n_index(hash, n).map_err(other)?;
+                let slot = &mut group_of[e * rf + n];
+                if *slot == u32::MAX {
+                    *slot = groups.len() as u32;
                     groups.push(Vec::new());
-                    groups.len() - 1
-                });
-                groups[g].push(i as u32);
+                    keys.push((e, n));
+                }
+                groups[*slot as usize].push(i as u32);
             }
         }
         let quorum = Quorum::new(req.series.len(), rf as u32, ringest_hashring::write_quorum(rf) as u32);
         let mut local_groups = Vec::new();
-        for (&(id, n), &g) in &index {
-            let Some(addr) = id.map(|id| addresses[&id]) else {
+        for (g, &(e, n)) in keys.iter().enumerate() {
+            let ep = &endpoints[e];
+            if self.is_local(&ep.address, &ep.capnproto_address) {
                 local_groups.push(g);
                 continue;
-            };
-            let Some(peer) = state.peers.get(addr).cloned() else {
+            }
+            let Some(peer) = state.peers.get(&ep.address).cloned() else {
                 let _ = tx.send((
                     g,
-                    Err(Failure { kind: Kind::Other, message: format!("no connection to endpoint {addr}") }),
+                    Err(Failure { kind: Kind::Other, message: format!("no connection to endpoint {}", ep.address) }),
                 ));
                 continue;
             };
@@ -403,9 +395,23 @@ impl Replicator {
                 let _ = tx.send((g, r));
             });
         }
-        for g in local_groups {
-            let r = local(&groups[g]);
-            let _ = tx.send((g, r));
+        // This node's groups (one per replica index it holds) are written as one append, in
+        // request order; the outcome counts for each of them.
+        match local_groups[..] {
+            [] => {}
+            [g] => {
+                let r = local(&groups[g]);
+                let _ = tx.send((g, r));
+            }
+            _ => {
+                let mut select: Vec<u32> = local_groups.iter().flat_map(|&g| groups[g].iter().copied()).collect();
+                select.sort_unstable();
+                select.dedup();
+                let r = local(&select);
+                for g in local_groups {
+                    let _ = tx.send((g, r.clone()));
+                }
+            }
         }
         Ok(Pending { quorum, groups, rx, deadline, metrics: self.metrics.clone() })
     }
@@ -480,11 +486,19 @@ mod tests {
         let buf = req.encode_to_vec();
         let mut d = Decoded::default();
         decode_write_request(&buf, &mut d).unwrap();
-        let mut local_write = |_: &[u32]| match local {
-            None => Ok(()),
-            Some(kind) => Err(Failure { kind, message: "local".into() }),
+        let mut calls = Vec::new();
+        let mut local_write = |select: &[u32]| {
+            calls.push(select.to_vec());
+            match local {
+                None => Ok(()),
+                Some(kind) => Err(Failure { kind, message: "local".into() }),
+            }
         };
-        rep.route("t", &buf, &d, &mut local_write).unwrap().wait().await.status
+        let status = rep.route("t", &buf, &d, &mut local_write).unwrap().wait().await.status;
+        // Every series has one replica here, whatever its replica index: one append of all
+        // of them, in request order.
+        assert_eq!(calls, vec![(0..10).collect::<Vec<u32>>()]);
+        status
     }
 
     #[tokio::test]
