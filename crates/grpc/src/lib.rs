@@ -11,6 +11,6 @@ mod status;
 mod wire;
 
 pub use client::{Channel, ChannelOptions};
-pub use server::{HEALTH_CHECK_PATH, HandlerFuture, Server, UnaryHandler};
+pub use server::{HEALTH_CHECK_PATH, HandlerFuture, Message, Server, UnaryHandler};
 pub use status::{Code, Status};
 pub use wire::{Compression, format_timeout, parse_timeout, snappy_compress, snappy_decompress};

@@ -25,16 +25,44 @@ pub const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
 /// The boxed future a [`UnaryHandler`] returns.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Bytes, Status>> + Send + 'a>>;
 
-/// A unary method: raw (decompressed) request message in, raw response message out.
+/// A unary method: request message in, raw response message out.
 pub trait UnaryHandler: Send + Sync + 'static {
-    fn call(&self, request: Bytes) -> HandlerFuture<'_>;
+    fn call(&self, request: Message) -> HandlerFuture<'_>;
+}
+
+/// A request message as received, decompressed by the handler when and where it suits it
+/// (e.g. on the thread that decodes it, into a buffer that thread keeps).
+#[derive(Debug, Clone)]
+pub struct Message {
+    data: Bytes,
+    compressed: bool,
+    compression: Compression,
+    max: usize,
+}
+
+impl Message {
+    /// An uncompressed message.
+    pub fn new(data: Bytes) -> Message {
+        Message { data, compressed: false, compression: Compression::None, max: usize::MAX }
+    }
+
+    /// The message's bytes, decompressed if need be.
+    pub fn into_bytes(self) -> Result<Bytes, Status> {
+        self.compression.unframe(self.compressed, self.data, self.max)
+    }
+
+    /// The message's bytes: as received, or decompressed into `scratch` (which is lengthened
+    /// if it is too short and never shortened, so a kept buffer is zeroed only as it grows).
+    pub fn bytes_in<'a>(&'a self, scratch: &'a mut Vec<u8>) -> Result<&'a [u8], Status> {
+        self.compression.unframe_into(self.compressed, &self.data, self.max, scratch)
+    }
 }
 
 /// Answers `grpc.health.v1.Health/Check` from a probe; the requested service name is ignored.
 struct Health(Arc<dyn Fn() -> bool + Send + Sync>);
 
 impl UnaryHandler for Health {
-    fn call(&self, _request: Bytes) -> HandlerFuture<'_> {
+    fn call(&self, _request: Message) -> HandlerFuture<'_> {
         // HealthCheckResponse { status = 1 (field 1, varint) }: SERVING = 1, NOT_SERVING = 2.
         let status = if (self.0)() { 1 } else { 2 };
         Box::pin(async move { Ok(Bytes::from(vec![0x08, status])) })
@@ -162,7 +190,7 @@ impl Server {
             read_unary(req.into_body(), max, |e| Status::new(Code::Cancelled, format!("reading request: {e}"))).await?;
         let (compressed, data) =
             body.message.ok_or_else(|| Status::new(Code::Internal, "grpc: unary call without a request message"))?;
-        let request = compression.unframe(compressed, data, max)?;
+        let request = Message { data, compressed, compression, max };
         // A spawned task isolates handler panics; the task keeps running if the call times out.
         let response = tokio::spawn(async move { handler.call(request).await }).await.map_err(|e| {
             tracing::error!(error = %e, "gRPC handler panicked or was cancelled");

@@ -67,10 +67,41 @@ impl Compression {
         match (compressed, self) {
             (false, _) => Ok(data),
             (true, Compression::Snappy) => snappy_decompress(&data, max),
-            (true, Compression::None) => {
-                Err(Status::new(Code::Internal, "grpc: compressed flag set with identity or empty encoding"))
-            }
+            (true, Compression::None) => Err(identity_compressed()),
         }
+    }
+
+    /// [`unframe`](Self::unframe) into `scratch` (see [`framed_snappy::decompress_into`]); an
+    /// uncompressed message is returned as it is.
+    pub(crate) fn unframe_into<'a>(
+        self,
+        compressed: bool,
+        data: &'a [u8],
+        max: usize,
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8], Status> {
+        match (compressed, self) {
+            (false, _) => Ok(data),
+            (true, Compression::Snappy) => match framed_snappy::decompress_into(data, max, scratch) {
+                Ok(n) => Ok(&scratch[..n]),
+                Err(e) => Err(decompress_error(e, max)),
+            },
+            (true, Compression::None) => Err(identity_compressed()),
+        }
+    }
+}
+
+fn identity_compressed() -> Status {
+    Status::new(Code::Internal, "grpc: compressed flag set with identity or empty encoding")
+}
+
+fn decompress_error(e: framed_snappy::FrameError, max: usize) -> Status {
+    match e {
+        framed_snappy::FrameError::TooLarge(_) => Status::new(
+            Code::ResourceExhausted,
+            format!("grpc: received message after decompression larger than max {max}"),
+        ),
+        e => Status::new(Code::Internal, format!("grpc: failed to decompress the received message: {e}")),
     }
 }
 
@@ -84,14 +115,7 @@ pub fn snappy_compress(data: &[u8]) -> Result<Bytes, Status> {
 
 /// Decompresses framed snappy, never producing (or allocating for) more than `max` bytes.
 pub fn snappy_decompress(data: &[u8], max: usize) -> Result<Bytes, Status> {
-    match framed_snappy::decompress(data, max) {
-        Ok(out) => Ok(Bytes::from(out)),
-        Err(framed_snappy::FrameError::TooLarge(_)) => Err(Status::new(
-            Code::ResourceExhausted,
-            format!("grpc: received message after decompression larger than max {max}"),
-        )),
-        Err(e) => Err(Status::new(Code::Internal, format!("grpc: failed to decompress the received message: {e}"))),
-    }
+    framed_snappy::decompress(data, max).map(Bytes::from).map_err(|e| decompress_error(e, max))
 }
 
 /// Parses a `grpc-timeout` value: 1 to 8 ASCII digits followed by a unit `H M S m u n`.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::StatusCode;
-use ringest_grpc::{Code, Status, UnaryHandler};
+use ringest_grpc::{Code, Message, Status, UnaryHandler};
 
 use crate::http::AppState;
 use crate::ingest::{Processed, write_tenant};
@@ -45,7 +45,7 @@ fn status(code: StatusCode, message: String) -> Status {
 }
 
 impl UnaryHandler for RemoteWriteHandler {
-    fn call(&self, request: Bytes) -> Pin<Box<dyn Future<Output = Result<Bytes, Status>> + Send + '_>> {
+    fn call(&self, request: Message) -> Pin<Box<dyn Future<Output = Result<Bytes, Status>> + Send + '_>> {
         Box::pin(async move {
             let st = self.st.clone();
             if !st.probe.is_ready() {
@@ -53,20 +53,13 @@ impl UnaryHandler for RemoteWriteHandler {
             }
             let st2 = st.clone();
             let work = tokio::task::spawn_blocking(move || {
-                let w = decode_thanos_write_request(&request)
-                    .map_err(|e| Status { code: Code::InvalidArgument, message: e.to_string() })?;
-                let replica = u64::try_from(w.replica)
-                    .map_err(|_| Status { code: Code::InvalidArgument, message: "negative replica".into() })?;
-                let mut out = Vec::with_capacity(w.tenants.len());
-                for (tenant, decoded) in &w.tenants {
-                    let tenant = if tenant.is_empty() { st2.default_tenant.clone() } else { tenant.clone() };
-                    validate_tenant(&tenant)
-                        .map_err(|e| Status { code: Code::InvalidArgument, message: e.to_string() })?;
-                    let p = write_tenant(&st2, &tenant, replica, &request, decoded)
-                        .map_err(|(code, msg)| status(code, msg))?;
-                    out.push(p);
-                }
-                Ok::<_, Status>(out)
+                SCRATCH.with_borrow_mut(|scratch| {
+                    let out = write(&st2, &request, scratch);
+                    if scratch.len() > KEEP_SCRATCH_BYTES {
+                        *scratch = Vec::new();
+                    }
+                    out
+                })
             });
             let processed = work.await.map_err(|e| Status { code: Code::Internal, message: e.to_string() })??;
             let mut worst: Option<(StatusCode, String)> = None;
@@ -88,6 +81,30 @@ impl UnaryHandler for RemoteWriteHandler {
             }
         })
     }
+}
+
+/// Decompressed requests are decoded from here: one buffer per blocking thread, kept unless a
+/// request made it larger than this.
+const KEEP_SCRATCH_BYTES: usize = 8 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Decompresses, decodes and writes (or routes) one request, on a blocking thread.
+fn write(st: &AppState, request: &Message, scratch: &mut Vec<u8>) -> Result<Vec<Processed>, Status> {
+    let buf = request.bytes_in(scratch)?;
+    let w =
+        decode_thanos_write_request(buf).map_err(|e| Status { code: Code::InvalidArgument, message: e.to_string() })?;
+    let replica = u64::try_from(w.replica)
+        .map_err(|_| Status { code: Code::InvalidArgument, message: "negative replica".into() })?;
+    let mut out = Vec::with_capacity(w.tenants.len());
+    for (tenant, decoded) in &w.tenants {
+        let tenant = if tenant.is_empty() { st.default_tenant.clone() } else { tenant.clone() };
+        validate_tenant(&tenant).map_err(|e| Status { code: Code::InvalidArgument, message: e.to_string() })?;
+        out.push(write_tenant(st, &tenant, replica, buf, decoded).map_err(|(code, msg)| status(code, msg))?);
+    }
+    Ok(out)
 }
 
 fn rank(code: StatusCode) -> u8 {

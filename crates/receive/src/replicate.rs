@@ -432,7 +432,10 @@ mod tests {
     struct Fake(Option<Code>);
 
     impl UnaryHandler for Fake {
-        fn call(&self, _: Bytes) -> std::pin::Pin<Box<dyn Future<Output = Result<Bytes, Status>> + Send + '_>> {
+        fn call(
+            &self,
+            _: ringest_grpc::Message,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Result<Bytes, Status>> + Send + '_>> {
             let code = self.0;
             Box::pin(async move {
                 match code {

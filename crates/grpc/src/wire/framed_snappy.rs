@@ -73,11 +73,24 @@ thread_local! {
 
 /// Decodes a framed-snappy stream, refusing (before allocating for it) output over `max` bytes.
 pub fn decompress(data: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
+    let mut out = Vec::new();
+    let n = decompress_into(data, max, &mut out)?;
+    out.truncate(n);
+    Ok(out)
+}
+
+/// [`decompress`] into the front of `out`, which is lengthened if it is too short (and never
+/// shortened, so a buffer kept across calls is zeroed only when it grows); returns how many
+/// bytes of `out` the stream decoded to.
+pub fn decompress_into(data: &[u8], max: usize, out: &mut Vec<u8>) -> Result<usize, FrameError> {
     let total = declared_len(data);
     if total > max {
         return Err(FrameError::TooLarge(max));
     }
-    let mut out = Vec::with_capacity(total);
+    if out.len() < total {
+        out.resize(total, 0);
+    }
+    let mut end = 0;
     let mut dec = Decoder::new();
     let mut started = false;
     for chunk in chunks(data) {
@@ -107,15 +120,15 @@ pub fn decompress(data: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
                 if n > MAX_CHUNK_INPUT {
                     return Err(FrameError::Corrupt("chunk longer than 64 KiB"));
                 }
-                // Within `max`: `declared_len` counted this chunk.
-                let start = out.len();
+                // Within `total`: `declared_len` counted this chunk.
+                let (start, dst) = (end, &mut out[end..end + n]);
                 if kind == COMPRESSED {
-                    out.resize(start + n, 0);
-                    dec.decompress(body, &mut out[start..]).map_err(|_| FrameError::Corrupt("bad compressed chunk"))?;
+                    dec.decompress(body, dst).map_err(|_| FrameError::Corrupt("bad compressed chunk"))?;
                 } else {
-                    out.extend_from_slice(body);
+                    dst.copy_from_slice(body);
                 }
-                if masked_crc(&out[start..]) != want {
+                end += n;
+                if masked_crc(&out[start..end]) != want {
                     return Err(FrameError::Corrupt("checksum mismatch"));
                 }
             }
@@ -124,7 +137,7 @@ pub fn decompress(data: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
             _ => return Err(FrameError::Corrupt("reserved unskippable chunk")),
         }
     }
-    Ok(out)
+    Ok(end)
 }
 
 /// The chunks of a stream as (type, body), ending with an error at a truncated chunk.
@@ -248,5 +261,27 @@ mod tests {
         let out = decompress(&bomb, 8 << 20).unwrap();
         assert_eq!(out.len(), 8 << 20);
         assert_eq!(out.capacity(), 8 << 20, "the output is sized once, from the chunk headers");
+    }
+
+    #[test]
+    fn decompress_into_reuses_a_longer_buffer() {
+        let a: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let b = b"short message, short message, short message".to_vec();
+        let mut buf = Vec::new();
+        let n = decompress_into(&ours(&a), usize::MAX, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &a[..]);
+        let (len, ptr) = (buf.len(), buf.as_ptr());
+        // A shorter stream decodes into the front; the buffer is neither shortened nor moved.
+        let n = decompress_into(&ours(&b), usize::MAX, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &b[..]);
+        assert_eq!((buf.len(), buf.as_ptr()), (len, ptr));
+        // Stored (uncompressed) chunks from snap's writer, and errors, through the same path.
+        let n = decompress_into(&theirs(&a), usize::MAX, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &a[..]);
+        let mut bad = ours(&b);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(decompress_into(&bad, usize::MAX, &mut buf).is_err());
+        assert_eq!(decompress_into(&ours(&a), 1000, &mut buf), Err(FrameError::TooLarge(1000)));
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringest_grpc::{Code, HandlerFuture, Status, UnaryHandler};
+use ringest_grpc::{Code, HandlerFuture, Message, Status, UnaryHandler};
 
 /// The error message of the `fail` mode (non-ASCII, `%` and a newline: grpc-message encoding).
 pub const FAIL_MESSAGE: &str = "conflict: 100% ✓\nsecond line";
@@ -13,8 +13,9 @@ pub const FAIL_MESSAGE: &str = "conflict: 100% ✓\nsecond line";
 pub struct Handler(pub &'static str, pub Duration);
 
 impl UnaryHandler for Handler {
-    fn call(&self, request: Bytes) -> HandlerFuture<'_> {
+    fn call(&self, request: Message) -> HandlerFuture<'_> {
         Box::pin(async move {
+            let request: Bytes = request.into_bytes()?;
             match self.0 {
                 "echo" => Ok(request),
                 "fail" => Err(Status::new(Code::AlreadyExists, FAIL_MESSAGE)),
