@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::status::{Code, Status};
-use crate::wire::{ACCEPT_ENCODING, Compression, GrpcBody, format_timeout, read_status, read_unary};
+use crate::wire::{ACCEPT_ENCODING, Compression, Encoded, GrpcBody, format_timeout, read_status, read_unary};
 
 /// Client settings for one peer.
 #[derive(Debug, Clone)]
@@ -71,18 +71,30 @@ impl Channel {
     /// Calls a unary method with a raw request message and returns the raw response message.
     /// The whole call, including dialing, is bounded by `timeout`.
     pub async fn unary(&self, path: &str, request: Bytes, timeout: Duration) -> Result<Bytes, Status> {
+        self.unary_encoded(path, self.inner.opts.compression.encode(request)?, timeout).await
+    }
+
+    /// [`unary`](Self::unary) with a request already encoded (see [`Compression::encoder`]);
+    /// it is sent with its own compression.
+    pub async fn unary_encoded(&self, path: &str, request: Encoded, timeout: Duration) -> Result<Bytes, Status> {
         let deadline = Instant::now() + timeout;
         tokio::time::timeout_at(deadline, self.call(path, request, deadline))
             .await
             .unwrap_or_else(|_| Err(Status::new(Code::DeadlineExceeded, "context deadline exceeded")))
     }
 
-    async fn call(&self, path: &str, request: Bytes, deadline: Instant) -> Result<Bytes, Status> {
-        let chunks = self.inner.opts.compression.frame(request)?;
+    /// The compression requests built for this channel should use.
+    pub fn compression(&self) -> Compression {
+        self.inner.opts.compression
+    }
+
+    async fn call(&self, path: &str, request: Encoded, deadline: Instant) -> Result<Bytes, Status> {
+        let compression = request.compression;
+        let chunks = request.frame()?;
         let mut retried = false;
         loop {
             let conn = self.connection().await?;
-            let req = self.request(path, &chunks, deadline)?;
+            let req = self.request(path, &chunks, compression, deadline)?;
             match conn.sender.clone().try_send_request(req).await {
                 Ok(resp) => return self.response(resp, conn.id).await,
                 Err(mut e) => {
@@ -101,7 +113,13 @@ impl Channel {
         }
     }
 
-    fn request(&self, path: &str, chunks: &[Bytes; 2], deadline: Instant) -> Result<Request<GrpcBody>, Status> {
+    fn request(
+        &self,
+        path: &str,
+        chunks: &[Bytes; 2],
+        compression: Compression,
+        deadline: Instant,
+    ) -> Result<Request<GrpcBody>, Status> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let mut req = Request::builder()
             .method(Method::POST)
@@ -111,7 +129,7 @@ impl Channel {
             .header(header::USER_AGENT, "ringest-grpc/0.1")
             .header("grpc-accept-encoding", ACCEPT_ENCODING)
             .header("grpc-timeout", format_timeout(remaining));
-        if self.inner.opts.compression == Compression::Snappy {
+        if compression == Compression::Snappy {
             req = req.header("grpc-encoding", "snappy");
         }
         req.body(GrpcBody::new(chunks.clone(), None))

@@ -50,16 +50,7 @@ impl Compression {
     /// Turns a payload into the two body chunks of one Length-Prefixed-Message: the 5-byte prefix
     /// and the (possibly compressed) payload. Identity payloads are not copied.
     pub(crate) fn frame(self, payload: Bytes) -> Result<[Bytes; 2], Status> {
-        let (flag, payload) = match self {
-            Compression::None => (0u8, payload),
-            Compression::Snappy => (1u8, snappy_compress(&payload)?),
-        };
-        let len = u32::try_from(payload.len()).map_err(|_| {
-            Status::new(Code::ResourceExhausted, format!("grpc: message too large to send ({} bytes)", payload.len()))
-        })?;
-        let mut prefix = [flag, 0, 0, 0, 0];
-        prefix[1..].copy_from_slice(&len.to_be_bytes());
-        Ok([Bytes::copy_from_slice(&prefix), payload])
+        self.encode(payload)?.frame()
     }
 
     /// Undoes `frame` for a received message (`compressed` is the prefix flag).
@@ -91,6 +82,85 @@ impl Compression {
     }
 }
 
+/// A request message in its wire form for one compression, built in pieces with
+/// [`Compression::encoder`]: compressed as it is written, not after.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub(crate) compression: Compression,
+    pub(crate) payload: Bytes,
+}
+
+/// Builds an [`Encoded`] message from pieces.
+pub struct MessageEncoder(EncoderKind);
+
+enum EncoderKind {
+    /// Pieces joined as they are.
+    Identity(Vec<u8>),
+    /// Pieces compressed window by window.
+    Snappy(Box<framed_snappy::Compressor>),
+}
+
+impl Compression {
+    /// An encoder for a message sent with this compression; `size_hint` is the message's
+    /// uncompressed size if known.
+    pub fn encoder(self, size_hint: usize) -> MessageEncoder {
+        match self {
+            Compression::None => MessageEncoder(EncoderKind::Identity(Vec::with_capacity(size_hint))),
+            Compression::Snappy => MessageEncoder(EncoderKind::Snappy(Box::default())),
+        }
+    }
+
+    /// `payload` (uncompressed) encoded for this compression.
+    pub(crate) fn encode(self, payload: Bytes) -> Result<Encoded, Status> {
+        let payload = match self {
+            Compression::None => payload,
+            Compression::Snappy => snappy_compress(&payload)?,
+        };
+        Ok(Encoded { compression: self, payload })
+    }
+}
+
+impl Encoded {
+    /// The two body chunks of one Length-Prefixed-Message: the 5-byte prefix and the payload.
+    pub(crate) fn frame(self) -> Result<[Bytes; 2], Status> {
+        let flag = u8::from(self.compression == Compression::Snappy);
+        let len = u32::try_from(self.payload.len()).map_err(|_| {
+            let msg = format!("grpc: message too large to send ({} bytes)", self.payload.len());
+            Status::new(Code::ResourceExhausted, msg)
+        })?;
+        let mut prefix = [flag, 0, 0, 0, 0];
+        prefix[1..].copy_from_slice(&len.to_be_bytes());
+        Ok([Bytes::copy_from_slice(&prefix), self.payload])
+    }
+}
+
+impl MessageEncoder {
+    /// Appends `data` to the message.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), Status> {
+        match &mut self.0 {
+            EncoderKind::Identity(v) => {
+                v.extend_from_slice(data);
+                Ok(())
+            }
+            EncoderKind::Snappy(c) => c.write(data).map_err(compress_error),
+        }
+    }
+
+    /// The message.
+    pub fn finish(self) -> Result<Encoded, Status> {
+        Ok(match self.0 {
+            EncoderKind::Identity(v) => Encoded { compression: Compression::None, payload: Bytes::from(v) },
+            EncoderKind::Snappy(c) => {
+                Encoded { compression: Compression::Snappy, payload: Bytes::from(c.finish().map_err(compress_error)?) }
+            }
+        })
+    }
+}
+
+fn compress_error(e: snap::Error) -> Status {
+    Status::new(Code::Internal, format!("grpc: snappy compress: {e}"))
+}
+
 fn identity_compressed() -> Status {
     Status::new(Code::Internal, "grpc: compressed flag set with identity or empty encoding")
 }
@@ -108,8 +178,7 @@ fn decompress_error(e: framed_snappy::FrameError, max: usize) -> Status {
 /// Compresses with the snappy framing format (stream identifier + checksummed chunks).
 pub fn snappy_compress(data: &[u8]) -> Result<Bytes, Status> {
     let mut out = Vec::new();
-    framed_snappy::compress_into(data, &mut out)
-        .map_err(|e| Status::new(Code::Internal, format!("grpc: snappy compress: {e}")))?;
+    framed_snappy::compress_into(data, &mut out).map_err(compress_error)?;
     Ok(Bytes::from(out))
 }
 

@@ -91,6 +91,25 @@ async fn echo_with_both_compressions_and_near_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn messages_encoded_in_pieces() {
+    let srv = TestServer::start("127.0.0.1:0").await;
+    let msg = noise(300_000, 3);
+    for compression in [Compression::None, Compression::Snappy] {
+        // The channel's own compression does not matter: the message is sent with its own.
+        let ch = channel(srv.addr, Compression::Snappy);
+        for piece in [1000, 65_536, 100_000] {
+            let mut enc = compression.encoder(msg.len());
+            for p in msg.chunks(piece) {
+                enc.write(p).unwrap();
+            }
+            let got = ch.unary_encoded(ECHO, enc.finish().unwrap(), 5 * SECOND).await.unwrap();
+            assert_eq!(got, msg, "{compression:?} in pieces of {piece}");
+        }
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn size_limits() {
     let srv = TestServer::start("127.0.0.1:0").await;
     for compression in [Compression::None, Compression::Snappy] {

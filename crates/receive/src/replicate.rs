@@ -17,14 +17,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use prometheus::{HistogramVec, IntCounterVec};
-use ringest_grpc::{Channel, ChannelOptions, Code, Compression};
+use ringest_grpc::{Channel, ChannelOptions, Code, Compression, Encoded};
 use ringest_hashring::MultiHashring;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::remote_write::{Decoded, encode_thanos_write_request};
+use crate::remote_write::{Decoded, write_thanos_write_request};
 pub use quorum::{Failure, Kind, Quorum, Verdict};
 
 /// The replication RPC.
@@ -155,7 +154,7 @@ impl Peer {
 
     async fn send(
         &self,
-        body: Bytes,
+        body: Encoded,
         deadline: Instant,
         opts: &Options,
         m: &ReplicationMetrics,
@@ -174,7 +173,7 @@ impl Peer {
         };
         m.forward_delay.with_label_values(&[&self.address]).observe(waited.elapsed().as_secs_f64());
         let left = deadline.saturating_duration_since(Instant::now());
-        match self.channel.unary(REMOTE_WRITE_PATH, body, left).await {
+        match self.channel.unary_encoded(REMOTE_WRITE_PATH, body, left).await {
             Ok(_) => {
                 self.mark_up();
                 Ok(())
@@ -380,15 +379,13 @@ impl Replicator {
                 ));
                 continue;
             };
+            // Compressed as it is built, a window at a time, while the copied series are in cache.
             let size: usize = groups[g].iter().map(|&i| req.series[i as usize].raw(buf).len() + 6).sum();
-            let mut body = Vec::with_capacity(size + tenant.len() + 16);
-            encode_thanos_write_request(
-                tenant,
-                n as i64 + 1,
-                groups[g].iter().map(|&i| req.series[i as usize].raw(buf)),
-                &mut body,
-            );
-            let msg = Bytes::from(body);
+            let mut enc = self.opts.compression.encoder(size + tenant.len() + 16);
+            let series = groups[g].iter().map(|&i| req.series[i as usize].raw(buf));
+            let msg = write_thanos_write_request(tenant, n as i64 + 1, series, &mut |b| enc.write(b))
+                .and_then(|()| enc.finish())
+                .map_err(|st| Failure { kind: Kind::Other, message: st.message })?;
             let (tx, opts, metrics) = (tx.clone(), self.opts.clone(), self.metrics.clone());
             tokio::runtime::Handle::current().spawn(async move {
                 let r = peer.send(msg, deadline, &opts, &metrics).await;
@@ -423,6 +420,7 @@ mod tests {
 
     use super::*;
     use crate::remote_write::decode_write_request;
+    use bytes::Bytes;
     use prost::Message;
     use ringest_grpc::{Server, Status, UnaryHandler};
     use ringest_proto::prometheus as pb;

@@ -42,27 +42,80 @@ pub fn compress_into(data: &[u8], out: &mut Vec<u8>) -> Result<(), snap::Error> 
     if data.is_empty() {
         return Ok(());
     }
+    out.reserve(STREAM_IDENTIFIER.len() + data.len() / 2 + 64);
+    let mut enc = Encoder::new();
+    for (i, chunk) in data.chunks(MAX_CHUNK_INPUT).enumerate() {
+        put_chunk(&mut enc, chunk, i == 0, out)?;
+    }
+    Ok(())
+}
+
+/// Appends one chunk (after the stream identifier if `first`).
+fn put_chunk(enc: &mut Encoder, chunk: &[u8], first: bool, out: &mut Vec<u8>) -> Result<(), snap::Error> {
+    if first {
+        out.extend_from_slice(STREAM_IDENTIFIER);
+    }
     SCRATCH.with_borrow_mut(|scratch| {
         if scratch.is_empty() {
             scratch.resize(max_compress_len(MAX_CHUNK_INPUT), 0);
         }
-        let mut enc = Encoder::new();
-        out.reserve(STREAM_IDENTIFIER.len() + data.len() / 2 + 64);
-        out.extend_from_slice(STREAM_IDENTIFIER);
-        for chunk in data.chunks(MAX_CHUNK_INPUT) {
-            let n = enc.compress(chunk, scratch)?;
-            // Same rule as Go's and snap's writers: store the chunk if compression saves less
-            // than an eighth.
-            let (kind, body) =
-                if n >= chunk.len() - chunk.len() / 8 { (UNCOMPRESSED, chunk) } else { (COMPRESSED, &scratch[..n]) };
-            let len = (body.len() + 4) as u32;
-            out.push(kind);
-            out.extend_from_slice(&len.to_le_bytes()[..3]);
-            out.extend_from_slice(&masked_crc(chunk).to_le_bytes());
-            out.extend_from_slice(body);
-        }
+        let n = enc.compress(chunk, scratch)?;
+        // Same rule as Go's and snap's writers: store the chunk if compression saves less than
+        // an eighth.
+        let (kind, body) =
+            if n >= chunk.len() - chunk.len() / 8 { (UNCOMPRESSED, chunk) } else { (COMPRESSED, &scratch[..n]) };
+        let len = (body.len() + 4) as u32;
+        out.push(kind);
+        out.extend_from_slice(&len.to_le_bytes()[..3]);
+        out.extend_from_slice(&masked_crc(chunk).to_le_bytes());
+        out.extend_from_slice(body);
         Ok(())
     })
+}
+
+/// Compresses a stream written in pieces: the pieces gather in a 64 KiB window that is
+/// compressed as soon as it is full, while it is still in cache. The output is the same as
+/// [`compress_into`] of the pieces joined.
+#[derive(Default)]
+pub struct Compressor {
+    window: Vec<u8>,
+    out: Vec<u8>,
+    enc: Option<Encoder>,
+    chunks: usize,
+}
+
+impl Compressor {
+    /// Appends `data` to the stream.
+    pub fn write(&mut self, mut data: &[u8]) -> Result<(), snap::Error> {
+        while !data.is_empty() {
+            if self.window.capacity() == 0 {
+                self.window.reserve_exact(MAX_CHUNK_INPUT);
+            }
+            let take = data.len().min(MAX_CHUNK_INPUT - self.window.len());
+            self.window.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.window.len() == MAX_CHUNK_INPUT {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), snap::Error> {
+        let enc = self.enc.get_or_insert_with(Encoder::new);
+        put_chunk(enc, &self.window, self.chunks == 0, &mut self.out)?;
+        self.chunks += 1;
+        self.window.clear();
+        Ok(())
+    }
+
+    /// The compressed stream.
+    pub fn finish(mut self) -> Result<Vec<u8>, snap::Error> {
+        if !self.window.is_empty() {
+            self.flush()?;
+        }
+        Ok(self.out)
+    }
 }
 
 thread_local! {
@@ -283,5 +336,21 @@ mod tests {
         bad[last] ^= 1;
         assert!(decompress_into(&bad, usize::MAX, &mut buf).is_err());
         assert_eq!(decompress_into(&ours(&a), 1000, &mut buf), Err(FrameError::TooLarge(1000)));
+    }
+
+    #[test]
+    fn compressor_matches_the_joined_stream() {
+        let data: Vec<u8> = (0..300_000u32).flat_map(|i| ((i / 7) % 1013).to_le_bytes()).collect();
+        let random: Vec<u8> = (0..70_000u64).map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8).collect();
+        for input in [&data[..], &random[..], b"tiny", &data[..MAX_CHUNK_INPUT], &[][..]] {
+            for piece in [1, 7, 333, 4096, MAX_CHUNK_INPUT, MAX_CHUNK_INPUT + 1, 1 << 20] {
+                let mut c = Compressor::default();
+                for p in input.chunks(piece) {
+                    c.write(p).unwrap();
+                }
+                assert_eq!(c.finish().unwrap(), ours(input), "{} bytes in pieces of {piece}", input.len());
+            }
+        }
+        assert_eq!(ours(&random), theirs(&random));
     }
 }

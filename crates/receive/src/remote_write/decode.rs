@@ -413,21 +413,40 @@ pub fn encode_thanos_write_request<'a>(
     series: impl IntoIterator<Item = &'a [u8]>,
     out: &mut Vec<u8>,
 ) {
+    let _ = write_thanos_write_request::<std::convert::Infallible>(tenant, replica, series, &mut |b| {
+        out.extend_from_slice(b);
+        Ok(())
+    });
+}
+
+/// [`encode_thanos_write_request`] as a sequence of pieces handed to `put` (e.g. a
+/// compressor), stopping at its first error.
+pub fn write_thanos_write_request<'a, E>(
+    tenant: &str,
+    replica: i64,
+    series: impl IntoIterator<Item = &'a [u8]>,
+    put: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
     use ringest_tsdb::encoding::put_uvarint;
+    let mut head = Vec::with_capacity(11);
+    let mut field = |tag: u8, len: u64, put: &mut dyn FnMut(&[u8]) -> Result<(), E>| {
+        head.clear();
+        head.push(tag);
+        put_uvarint(&mut head, len);
+        put(&head)
+    };
     for s in series {
-        out.push(0x0a);
-        put_uvarint(out, s.len() as u64);
-        out.extend_from_slice(s);
+        field(0x0a, s.len() as u64, put)?;
+        put(s)?;
     }
     if !tenant.is_empty() {
-        out.push(0x12);
-        put_uvarint(out, tenant.len() as u64);
-        out.extend_from_slice(tenant.as_bytes());
+        field(0x12, tenant.len() as u64, put)?;
+        put(tenant.as_bytes())?;
     }
     if replica != 0 {
-        out.push(0x18);
-        put_uvarint(out, replica as u64);
+        field(0x18, replica as u64, put)?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
