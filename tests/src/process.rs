@@ -65,6 +65,8 @@ pub struct Ringest {
     pub log: PathBuf,
     /// Extra environment variables (kept across restarts until cleared).
     pub env: Vec<(String, String)>,
+    /// Length of the log when the process was last spawned.
+    log_start: usize,
 }
 
 impl Ringest {
@@ -92,6 +94,7 @@ impl Ringest {
             grpc_addr: format!("127.0.0.1:{}", free_port()),
             extra: Vec::new(),
             log: data.with_extension("log"),
+            log_start: 0,
         }
     }
 
@@ -106,6 +109,7 @@ impl Ringest {
 
     fn spawn(&mut self) {
         std::fs::create_dir_all(&self.data).expect("data dir");
+        self.log_start = self.logs().len();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
         let child = Command::new(ringest_bin())
             .arg("receive")
@@ -131,11 +135,25 @@ impl Ringest {
     /// Polls `/-/ready` until it answers 200 (panics with the log after `timeout`).
     pub fn wait_ready(&mut self, timeout: Duration) {
         let start = Instant::now();
+        let mut port_retries = 3;
         while start.elapsed() < timeout {
             if let Some(c) = self.child.as_mut()
                 && let Ok(Some(st)) = c.try_wait()
             {
-                panic!("ringest exited with {st} before ready:\n{}", self.logs());
+                // A port found free can be taken by another process before ringest binds it:
+                // the remote-write and HTTP ports are then picked again (the gRPC port may be
+                // named in a hashring, so a clash there still fails).
+                let logs = self.logs();
+                let clash = logs.get(self.log_start..).unwrap_or("");
+                let retry = clash.contains("Address already in use")
+                    && !clash.contains(&format!("--grpc-address={}", self.grpc_addr));
+                if retry && port_retries > 0 {
+                    port_retries -= 1;
+                    self.child = None;
+                    self.relaunch();
+                    continue;
+                }
+                panic!("ringest exited with {st} before ready:\n{logs}");
             }
             if http_get(&self.http_addr, "/-/ready").map(|r| r.status == 200).unwrap_or(false) {
                 return;

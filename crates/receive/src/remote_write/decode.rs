@@ -405,22 +405,9 @@ pub fn decode_thanos_write_request(buf: &[u8]) -> Result<ThanosWrite, DecodeErro
     Ok(out)
 }
 
-/// Appends a `thanos.WriteRequest` in the form every Thanos version reads (fields 1-3, one
-/// tenant) to `out`, the series copied as they were received.
-pub fn encode_thanos_write_request<'a>(
-    tenant: &str,
-    replica: i64,
-    series: impl IntoIterator<Item = &'a [u8]>,
-    out: &mut Vec<u8>,
-) {
-    let _ = write_thanos_write_request::<std::convert::Infallible>(tenant, replica, series, &mut |b| {
-        out.extend_from_slice(b);
-        Ok(())
-    });
-}
-
-/// [`encode_thanos_write_request`] as a sequence of pieces handed to `put` (e.g. a
-/// compressor), stopping at its first error.
+/// Writes a `thanos.WriteRequest` in the form every Thanos version reads (fields 1-3, one
+/// tenant), the series copied as they were received, as a sequence of pieces handed to `put`
+/// (e.g. a compressor), stopping at its first error.
 pub fn write_thanos_write_request<'a, E>(
     tenant: &str,
     replica: i64,
@@ -454,6 +441,19 @@ mod tests {
     use super::*;
     use prost::Message;
     use ringest_proto::prometheus as pb;
+
+    fn encode_thanos_write_request<'a>(
+        tenant: &str,
+        replica: i64,
+        series: impl IntoIterator<Item = &'a [u8]>,
+        out: &mut Vec<u8>,
+    ) {
+        let put = &mut |b: &[u8]| {
+            out.extend_from_slice(b);
+            Ok::<(), std::convert::Infallible>(())
+        };
+        write_thanos_write_request(tenant, replica, series, put).unwrap();
+    }
 
     fn label(n: &str, v: &str) -> pb::Label {
         pb::Label { name: n.into(), value: v.into() }
