@@ -83,11 +83,6 @@ impl Channel {
             .unwrap_or_else(|_| Err(Status::new(Code::DeadlineExceeded, "context deadline exceeded")))
     }
 
-    /// The compression requests built for this channel should use.
-    pub fn compression(&self) -> Compression {
-        self.inner.opts.compression
-    }
-
     async fn call(&self, path: &str, request: Encoded, deadline: Instant) -> Result<Bytes, Status> {
         let compression = request.compression;
         let chunks = request.frame()?;

@@ -32,7 +32,7 @@ pub trait UnaryHandler: Send + Sync + 'static {
 
 /// A request message as received, decompressed by the handler when and where it suits it
 /// (e.g. on the thread that decodes it, into a buffer that thread keeps).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Message {
     data: Bytes,
     compressed: bool,

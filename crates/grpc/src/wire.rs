@@ -80,27 +80,7 @@ impl Compression {
             (true, Compression::None) => Err(identity_compressed()),
         }
     }
-}
 
-/// A request message in its wire form for one compression, built in pieces with
-/// [`Compression::encoder`]: compressed as it is written, not after.
-#[derive(Debug, Clone)]
-pub struct Encoded {
-    pub(crate) compression: Compression,
-    pub(crate) payload: Bytes,
-}
-
-/// Builds an [`Encoded`] message from pieces.
-pub struct MessageEncoder(EncoderKind);
-
-enum EncoderKind {
-    /// Pieces joined as they are.
-    Identity(Vec<u8>),
-    /// Pieces compressed window by window.
-    Snappy(Box<framed_snappy::Compressor>),
-}
-
-impl Compression {
     /// An encoder for a message sent with this compression; `size_hint` is the message's
     /// uncompressed size if known.
     pub fn encoder(self, size_hint: usize) -> MessageEncoder {
@@ -118,6 +98,24 @@ impl Compression {
         };
         Ok(Encoded { compression: self, payload })
     }
+}
+
+/// A request message in its wire form for one compression; [`Compression::encoder`] builds one
+/// in pieces, compressing as it is written.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub(crate) compression: Compression,
+    pub(crate) payload: Bytes,
+}
+
+/// Builds an [`Encoded`] message from pieces.
+pub struct MessageEncoder(EncoderKind);
+
+enum EncoderKind {
+    /// Pieces joined as they are.
+    Identity(Vec<u8>),
+    /// Pieces compressed window by window.
+    Snappy(Box<framed_snappy::Compressor>),
 }
 
 impl Encoded {

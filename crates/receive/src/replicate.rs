@@ -394,20 +394,13 @@ impl Replicator {
         }
         // This node's groups (one per replica index it holds) are written as one append, in
         // request order; the outcome counts for each of them.
-        match local_groups[..] {
-            [] => {}
-            [g] => {
-                let r = local(&groups[g]);
-                let _ = tx.send((g, r));
-            }
-            _ => {
-                let mut select: Vec<u32> = local_groups.iter().flat_map(|&g| groups[g].iter().copied()).collect();
-                select.sort_unstable();
-                select.dedup();
-                let r = local(&select);
-                for g in local_groups {
-                    let _ = tx.send((g, r.clone()));
-                }
+        if !local_groups.is_empty() {
+            let mut select: Vec<u32> = local_groups.iter().flat_map(|&g| groups[g].iter().copied()).collect();
+            select.sort_unstable();
+            select.dedup();
+            let r = local(&select);
+            for g in local_groups {
+                let _ = tx.send((g, r.clone()));
             }
         }
         Ok(Pending { quorum, groups, rx, deadline, metrics: self.metrics.clone() })

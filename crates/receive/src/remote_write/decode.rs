@@ -414,24 +414,24 @@ pub fn write_thanos_write_request<'a, E>(
     series: impl IntoIterator<Item = &'a [u8]>,
     put: &mut dyn FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<(), E> {
-    use ringest_tsdb::encoding::put_uvarint;
-    let mut head = Vec::with_capacity(11);
-    let mut field = |tag: u8, len: u64, put: &mut dyn FnMut(&[u8]) -> Result<(), E>| {
-        head.clear();
-        head.push(tag);
-        put_uvarint(&mut head, len);
-        put(&head)
-    };
+    // A field's key and its varint (a length, or the replica number).
+    fn key(buf: &mut Vec<u8>, tag: u8, n: u64) -> &[u8] {
+        buf.clear();
+        buf.push(tag);
+        ringest_tsdb::encoding::put_uvarint(buf, n);
+        buf
+    }
+    let mut buf = Vec::with_capacity(11);
     for s in series {
-        field(0x0a, s.len() as u64, put)?;
+        put(key(&mut buf, 0x0a, s.len() as u64))?;
         put(s)?;
     }
     if !tenant.is_empty() {
-        field(0x12, tenant.len() as u64, put)?;
+        put(key(&mut buf, 0x12, tenant.len() as u64))?;
         put(tenant.as_bytes())?;
     }
     if replica != 0 {
-        field(0x18, replica as u64, put)?;
+        put(key(&mut buf, 0x18, replica as u64))?;
     }
     Ok(())
 }
