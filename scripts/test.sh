@@ -26,6 +26,11 @@ command -v moto_server >/dev/null 2>&1 || export MOTO_SERVER="$(python3 -c 'impo
 echo "moto_server: $(command -v moto_server || echo "$MOTO_SERVER")"
 python3 -c 'import grpc' 2>/dev/null || { echo "==> installing grpcio (PyPI: a real gRPC implementation for ringest-grpc's interop tests)"; python3 -m pip install -q grpcio; }
 
+echo "==> the real Thanos (scripts/thanos.sh: built from the Go module proxy at the pinned release, cached by version)"
+THANOS_BIN="$(scripts/thanos.sh)"
+export THANOS_BIN
+"$THANOS_BIN" --version 2>&1 | head -1
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 

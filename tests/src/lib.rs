@@ -1,15 +1,18 @@
-//! End-to-end test harness: starts real `ringest` processes (and Prometheus 2.42, promtool)
-//! on loopback ports and talks to them from outside, as a user's tools would.
+//! End-to-end test harness: starts real `ringest` processes (and the real Thanos, Prometheus
+//! 2.42, promtool) on loopback ports and talks to them from outside, as a user's tools would.
 //!
 //! The binary under test is `$RINGEST_BIN` if set (the test command builds a release binary
-//! and sets it), else it is built with `cargo build -p ringest` on first use.
+//! and sets it), else it is built with `cargo build -p ringest` on first use. Thanos is
+//! `$THANOS_BIN`, else built by `scripts/thanos.sh` on first use.
 
 pub mod client;
 pub mod faultproxy;
 pub mod oracle;
 pub mod process;
+pub mod ring;
 pub mod s3;
+pub mod thanos;
 pub mod workload;
 
 pub use client::{HttpResponse, RemoteWriter, http_get, http_request};
-pub use process::{Ringest, free_port, ringest_bin};
+pub use process::{Impl, Receiver, free_port, ringest_bin};

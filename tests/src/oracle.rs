@@ -114,6 +114,7 @@ impl Prometheus {
     pub fn start(dir: &Path, config: &str, extra: &[&str]) -> Prometheus {
         let addr = format!("127.0.0.1:{}", free_port());
         let data = dir.join("prometheus-data");
+        std::fs::create_dir_all(dir).expect("prometheus dir");
         let cfg_path = dir.join("prometheus.yml");
         std::fs::write(&cfg_path, config.replace("{{self}}", &addr)).expect("write config");
         let log = dir.join("prometheus.log");

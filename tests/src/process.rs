@@ -1,4 +1,5 @@
-//! Starting and stopping `ringest` processes.
+//! Starting and stopping receivers: `ringest receive` or the real `thanos receive`, started with
+//! the same flags (that is the drop-in promise), on loopback ports.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -48,8 +49,28 @@ pub fn ringest_bin() -> PathBuf {
     .clone()
 }
 
-/// A running `ringest receive`.
-pub struct Ringest {
+/// Which implementation a [`Receiver`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Impl {
+    /// `ringest receive` (the binary under test).
+    Ringest,
+    /// `thanos receive`, the real Go binary at the pinned release ([`crate::thanos::thanos_bin`]).
+    Thanos,
+}
+
+impl Impl {
+    fn program(self) -> PathBuf {
+        match self {
+            Impl::Ringest => ringest_bin(),
+            Impl::Thanos => crate::thanos::thanos_bin(),
+        }
+    }
+}
+
+/// A running `ringest receive` or `thanos receive`.
+pub struct Receiver {
+    /// The implementation it runs.
+    pub imp: Impl,
     child: Option<Child>,
     /// Data directory (`--tsdb.path`).
     pub data: PathBuf,
@@ -67,25 +88,33 @@ pub struct Ringest {
     pub env: Vec<(String, String)>,
     /// Length of the log when the process was last spawned.
     log_start: usize,
+    /// Cap'n Proto port of a Thanos receiver.
+    capnp_port: u16,
 }
 
-impl Ringest {
+impl Receiver {
     /// Starts a receiver on `data` with fresh ports and waits until it is ready.
-    pub fn start(data: &Path, extra: &[&str]) -> Ringest {
+    pub fn start(data: &Path, extra: &[&str]) -> Receiver {
         let mut r = Self::launch(data, extra);
         r.wait_ready(Duration::from_secs(60));
         r
     }
 
     /// Starts a receiver on `data` with fresh ports without waiting for it.
-    pub fn launch(data: &Path, extra: &[&str]) -> Ringest {
+    pub fn launch(data: &Path, extra: &[&str]) -> Receiver {
         Self::launch_with_env(data, extra, &[])
     }
 
     /// A receiver with fresh ports that is not started yet: set `extra` (its addresses are
-    /// known, e.g. for a hashring), then [`Ringest::relaunch`].
-    pub fn unstarted(data: &Path) -> Ringest {
-        Ringest {
+    /// known, e.g. for a hashring), then [`Receiver::relaunch`].
+    pub fn unstarted(data: &Path) -> Receiver {
+        Self::unstarted_as(Impl::Ringest, data)
+    }
+
+    /// [`Receiver::unstarted`] running `imp`.
+    pub fn unstarted_as(imp: Impl, data: &Path) -> Receiver {
+        Receiver {
+            imp,
             env: Vec::new(),
             child: None,
             data: data.to_path_buf(),
@@ -95,12 +124,13 @@ impl Ringest {
             extra: Vec::new(),
             log: data.with_extension("log"),
             log_start: 0,
+            capnp_port: if imp == Impl::Thanos { free_port() } else { 0 },
         }
     }
 
-    /// [`Ringest::launch`] with extra environment variables.
-    pub fn launch_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Ringest {
-        let mut r = Ringest::unstarted(data);
+    /// [`Receiver::launch`] with extra environment variables.
+    pub fn launch_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Receiver {
+        let mut r = Receiver::unstarted(data);
         r.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         r.extra = extra.iter().map(|s| s.to_string()).collect();
         r.spawn();
@@ -111,20 +141,36 @@ impl Ringest {
         std::fs::create_dir_all(&self.data).expect("data dir");
         self.log_start = self.logs().len();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
-        let child = Command::new(ringest_bin())
+        let child = Command::new(self.imp.program())
             .arg("receive")
             .arg(format!("--tsdb.path={}", self.data.display()))
             .arg(format!("--remote-write.address={}", self.rw_addr))
             .arg(format!("--http-address={}", self.http_addr))
             .arg(format!("--grpc-address={}", self.grpc_addr))
-            .arg("--label=receive_replica=\"e2e\"")
+            .args(self.default_label())
+            .args(self.imp_flags())
             .args(&self.extra)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
-            .expect("start ringest");
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", self.imp));
         self.child = Some(child);
+    }
+
+    /// `--label=receive_replica="e2e"` unless the test gives labels of its own.
+    fn default_label(&self) -> Option<&'static str> {
+        (!self.extra.iter().any(|a| a.starts_with("--label"))).then_some("--label=receive_replica=\"e2e\"")
+    }
+
+    /// Flags one implementation needs to share a host with others: every Thanos listens for
+    /// Cap'n Proto replication on 0.0.0.0:19391 unless told otherwise (in a pod each has its own
+    /// address). ringest does not serve Cap'n Proto and refuses the flag.
+    fn imp_flags(&self) -> Vec<String> {
+        match self.imp {
+            Impl::Ringest => Vec::new(),
+            Impl::Thanos => vec![format!("--receive.capnproto-address=127.0.0.1:{}", self.capnp_port)],
+        }
     }
 
     /// Process id.
@@ -145,7 +191,7 @@ impl Ringest {
                 // named in a hashring, so a clash there still fails).
                 let logs = self.logs();
                 let clash = logs.get(self.log_start..).unwrap_or("");
-                let retry = clash.contains("Address already in use")
+                let retry = clash.to_lowercase().contains("address already in use")
                     && !clash.contains(&format!("--grpc-address={}", self.grpc_addr));
                 if retry && port_retries > 0 {
                     port_retries -= 1;
@@ -153,14 +199,14 @@ impl Ringest {
                     self.relaunch();
                     continue;
                 }
-                panic!("ringest exited with {st} before ready:\n{logs}");
+                panic!("{:?} exited with {st} before ready:\n{logs}", self.imp);
             }
             if http_get(&self.http_addr, "/-/ready").map(|r| r.status == 200).unwrap_or(false) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("ringest not ready after {timeout:?}:\n{}", self.logs());
+        panic!("{:?} not ready after {timeout:?}:\n{}", self.imp, self.logs());
     }
 
     /// The process' log so far.
@@ -237,7 +283,7 @@ impl Ringest {
     }
 }
 
-impl Drop for Ringest {
+impl Drop for Receiver {
     fn drop(&mut self) {
         self.kill9();
     }

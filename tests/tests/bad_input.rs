@@ -5,13 +5,13 @@ use std::time::{Duration, Instant};
 
 use ringest_e2e::client::{encode, encode_exact, series};
 use ringest_e2e::oracle::{labels_string, ringest_dump};
-use ringest_e2e::{HttpResponse, RemoteWriter, Ringest, http_request};
+use ringest_e2e::{HttpResponse, Receiver, RemoteWriter, http_request};
 use ringest_proto::prometheus as pb;
 
 const T0: i64 = 1_800_000_000_000;
 const RW: &[(&str, &str)] = &[("Content-Encoding", "snappy"), ("Content-Type", "application/x-protobuf")];
 
-fn post(r: &Ringest, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+fn post(r: &Receiver, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
     http_request(&r.rw_addr, "POST", "/api/v1/receive", headers, body).expect("request")
 }
 
@@ -36,7 +36,7 @@ fn vmhwm_kib(pid: u32) -> u64 {
 #[test]
 fn transport_level_rows() {
     let tmp = tempfile::tempdir().unwrap();
-    let r = Ringest::start(&tmp.path().join("data"), &[]);
+    let r = Receiver::start(&tmp.path().join("data"), &[]);
     let ok_body = encode(&req(vec![series(&[("__name__", "ok")], &[(T0, 1.0)])]));
 
     // Methods and paths.
@@ -124,7 +124,7 @@ fn transport_level_rows() {
 fn tenants_are_single_safe_path_components() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let mut r = Ringest::start(&data, &[]);
+    let mut r = Receiver::start(&data, &[]);
     let body = encode(&req(vec![series(&[("__name__", "m")], &[(T0, 1.0)])]));
     for bad in ["..", ".", "../evil", "a/b", "/etc", "a\\b"] {
         let h = [RW[0], RW[1], ("THANOS-TENANT", bad)];
@@ -154,47 +154,52 @@ fn tenants_are_single_safe_path_components() {
 }
 
 #[test]
-fn label_rows_answer_400_naming_the_series_and_keep_valid_series() {
+fn label_rows_answer_409_as_thanos_naming_the_series_and_keep_valid_series() {
     let tmp = tempfile::tempdir().unwrap();
-    let r = Ringest::start(&tmp.path().join("data"), &[]);
+    let r = Receiver::start(&tmp.path().join("data"), &[]);
     let good = series(&[("__name__", "good"), ("job", "x")], &[(T0, 7.0)]);
     let cases: Vec<(pb::TimeSeries, &str, &str)> = vec![
         (series(&[("__name__", "a"), ("", "v")], &[(T0, 1.0)]), "empty name or value", "{__name__=\"a\", =\"v\"}"),
         (series(&[("__name__", "b"), ("job", "")], &[(T0, 1.0)]), "empty name or value", "{__name__=\"b\", job=\"\"}"),
         (series(&[("__name__", "c"), ("job", "1"), ("job", "2")], &[(T0, 1.0)]), "duplicate label names", "job=\"2\""),
         (series(&[], &[(T0, 1.0)]), "label set is empty", "{}"),
+        (series(&[("job", "x"), ("__name__", "unsorted")], &[(T0, 3.0)]), "out of order labels", "job=\"x\""),
+        (series(&[("b", "1"), ("a", "")], &[(T0, 3.0)]), "empty name or value", "{b=\"1\", a=\"\"}"),
     ];
+    // Thanos refuses these label sets with 409 (a conflict: the sender drops the series).
     for (bad, reason, shown) in cases {
         let resp = post(&r, RW, &encode(&req(vec![good.clone(), bad])));
-        expect(&resp, 400, reason);
+        expect(&resp, 409, reason);
         assert!(resp.text().contains(shown), "{} does not show {shown}", resp.text());
     }
-    // Invalid UTF-8 (prost refuses to build it, so patch the encoded bytes).
+    // Invalid UTF-8 (prost refuses to build it, so patch the encoded bytes): Thanos stores it,
+    // ringest refuses it as a client error.
     let mut raw = encode_exact(&req(vec![good.clone(), series(&[("__name__", "u"), ("job", "XY")], &[(T0, 1.0)])]));
     let pos = raw.windows(2).position(|w| w == b"XY").unwrap();
     raw[pos] = 0xc3;
     raw[pos + 1] = 0x28;
     let resp = post(&r, RW, &snap::raw::Encoder::new().compress_vec(&raw).unwrap());
     expect(&resp, 400, "not valid UTF-8");
-    // Unsorted labels are sorted and accepted.
-    let unsorted = series(&[("job", "x"), ("__name__", "sorted_later")], &[(T0, 3.0)]);
-    expect(&post(&r, RW, &encode(&req(vec![unsorted]))), 200, "");
+    // An unsorted label set is refused even when its sorted form is a series that exists.
+    let unsorted = series(&[("job", "x"), ("__name__", "good")], &[(T0 + 1000, 3.0)]);
+    expect(&post(&r, RW, &encode(&req(vec![unsorted]))), 409, "out of order labels");
     // The valid series of the refused requests were written; invalid ones were not.
     let dump = ringest_dump(&r.tenant_dir("default-tenant"));
     let names: Vec<&String> = dump.keys().collect();
-    assert_eq!(names, vec!["{__name__=\"good\", job=\"x\"}", "{__name__=\"sorted_later\", job=\"x\"}"]);
+    assert_eq!(names, vec!["{__name__=\"good\", job=\"x\"}"]);
+    assert_eq!(dump["{__name__=\"good\", job=\"x\"}"].len(), 1);
     // Native histograms are not supported yet: 400, floats of the request still written.
     let mut h = series(&[("__name__", "hist")], &[]);
     h.histograms.push(pb::Histogram { timestamp: T0, ..Default::default() });
     let resp = post(&r, RW, &encode(&req(vec![h, series(&[("__name__", "float")], &[(T0, 1.0)])])));
     expect(&resp, 400, "native histograms are not supported");
-    assert_eq!(ringest_dump(&r.tenant_dir("default-tenant")).len(), 3);
+    assert_eq!(ringest_dump(&r.tenant_dir("default-tenant")).len(), 2);
 }
 
 #[test]
 fn special_values_round_trip_bit_exact() {
     let tmp = tempfile::tempdir().unwrap();
-    let r = Ringest::start(&tmp.path().join("data"), &[]);
+    let r = Receiver::start(&tmp.path().join("data"), &[]);
     let values =
         [f64::NAN, f64::from_bits(0x7ff0_0000_0000_0002), f64::INFINITY, f64::NEG_INFINITY, -0.0, 5e-324, 1e308];
     let samples: Vec<(i64, f64)> = values.iter().enumerate().map(|(i, &v)| (T0 + i as i64 * 1000, v)).collect();
@@ -208,7 +213,7 @@ fn special_values_round_trip_bit_exact() {
 #[test]
 fn conflicts_answer_409_and_keep_the_original_values() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut r = Ringest::start(&tmp.path().join("data"), &["--tsdb.too-far-in-future.time-window=5m"]);
+    let mut r = Receiver::start(&tmp.path().join("data"), &["--tsdb.too-far-in-future.time-window=5m"]);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let l = [("__name__", "c"), ("job", "x")];
     let original: Vec<(i64, f64)> = (0..5).map(|i| (now - 60_000 + i * 10_000, i as f64)).collect();

@@ -12,7 +12,7 @@ use ringest_e2e::oracle::{
     Prometheus, assert_exact, assert_exact_with, copy_dir, labels_string, promtool_value_matches,
 };
 use ringest_e2e::workload::{Acked, Workload};
-use ringest_e2e::{RemoteWriter, Ringest, http_get};
+use ringest_e2e::{Receiver, RemoteWriter, http_get};
 use ringest_proto::prometheus as pb;
 
 const H: i64 = 3_600_000;
@@ -48,7 +48,7 @@ fn edges() -> SeriesInput {
 /// Loads five hours (300 rounds of 1 minute) with the edges series interleaved in time order
 /// (a sample far ahead of the others would make them out of bounds). Returns what was acked;
 /// on a failed request, `Err` with what was acked before and the samples of that request.
-fn load_rounds(r: &Ringest, rounds: std::ops::Range<usize>, acked: &mut Acked) -> Result<(), Acked> {
+fn load_rounds(r: &Receiver, rounds: std::ops::Range<usize>, acked: &mut Acked) -> Result<(), Acked> {
     let mut conn = RemoteWriter::connect(&r.rw_addr).unwrap();
     let (labels, samples) = edges();
     let key = labels_string(&labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect::<Vec<_>>());
@@ -89,7 +89,7 @@ fn load_rounds(r: &Ringest, rounds: std::ops::Range<usize>, acked: &mut Acked) -
     Ok(())
 }
 
-fn load(r: &Ringest) -> Acked {
+fn load(r: &Receiver) -> Acked {
     let mut acked = Acked::new();
     load_rounds(r, 0..300, &mut acked).unwrap_or_else(|_| panic!("load not acknowledged:\n{}", r.logs()));
     acked
@@ -144,7 +144,7 @@ fn promtool(args: &[&str]) -> String {
 #[test]
 fn five_hours_become_aligned_blocks_that_promtool_and_prometheus_read() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut r = Ringest::start(&tmp.path().join("data"), &[]);
+    let mut r = Receiver::start(&tmp.path().join("data"), &[]);
     let acked = load(&r);
     let tenant = r.tenant_dir("default-tenant");
     // Blocks appear without a restart (writes trigger the check; a minute at most otherwise).
@@ -273,7 +273,7 @@ fn kill9_at_every_step_of_block_creation_and_checkpointing() {
     ];
     for fp in points {
         let tmp = tempfile::tempdir().unwrap();
-        let mut r = Ringest::launch_with_env(&tmp.path().join("data"), &[], &[("RINGEST_FAILPOINT", fp)]);
+        let mut r = Receiver::launch_with_env(&tmp.path().join("data"), &[], &[("RINGEST_FAILPOINT", fp)]);
         r.wait_ready(Duration::from_secs(60));
         let mut acked = Acked::new();
         // Acknowledged writes until the compaction they trigger kills the process; checkpoints
@@ -344,7 +344,7 @@ fn proc_status_kib(pid: u32, key: &str) -> u64 {
 #[test]
 fn completed_chunks_stay_off_the_heap_and_a_cut_gives_memory_back() {
     let tmp = tempfile::tempdir().unwrap();
-    let r = Ringest::start(&tmp.path().join("data"), &[]);
+    let r = Receiver::start(&tmp.path().join("data"), &[]);
     let pid = r.pid();
     let tenant = r.tenant_dir("default-tenant");
     let n = 10_000usize;

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ringest_e2e::{Ringest, free_port, http_get, ringest_bin};
+use ringest_e2e::{Receiver, free_port, http_get, ringest_bin};
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(ringest_bin()).args(args).output().expect("run ringest");
@@ -68,7 +68,7 @@ fn refusals_name_the_problem() {
 #[test]
 fn logs_probes_and_clean_shutdown() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut r = Ringest::start(&tmp.path().join("data"), &["--enable-auto-gomemlimit", "--log.level=debug"]);
+    let mut r = Receiver::start(&tmp.path().join("data"), &["--enable-auto-gomemlimit", "--log.level=debug"]);
     let healthy = http_get(&r.http_addr, "/-/healthy").unwrap();
     assert_eq!((healthy.status, healthy.text().as_str()), (200, "OK"));
     let ready = http_get(&r.http_addr, "/-/ready").unwrap();
@@ -123,7 +123,7 @@ fn logs_probes_and_clean_shutdown() {
     }
     // JSON logs.
     let tmp2 = tempfile::tempdir().unwrap();
-    let r2 = Ringest::start(&tmp2.path().join("data"), &["--log.format=json"]);
+    let r2 = Receiver::start(&tmp2.path().join("data"), &["--log.format=json"]);
     std::thread::sleep(Duration::from_millis(50));
     let first = r2.logs().lines().next().unwrap().to_string();
     assert!(
@@ -134,7 +134,7 @@ fn logs_probes_and_clean_shutdown() {
     );
 }
 
-fn fill(r: &Ringest, series: usize, rounds: usize) {
+fn fill(r: &Receiver, series: usize, rounds: usize) {
     let w = ringest_e2e::workload::Workload {
         series,
         batch: 2000,
@@ -158,7 +158,7 @@ fn fill(r: &Ringest, series: usize, rounds: usize) {
 #[test]
 fn not_ready_while_the_wal_replays() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut r = Ringest::start(&tmp.path().join("data"), &[]);
+    let mut r = Receiver::start(&tmp.path().join("data"), &[]);
     fill(&r, 25_000, 30); // 4 x 25k series x 30 samples
     r.kill9();
     r.relaunch();
@@ -208,7 +208,7 @@ fn stuck_request(addr: &str) -> std::net::TcpStream {
 #[test]
 fn sigterm_drains_in_flight_requests_and_a_second_signal_exits_at_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut r = Ringest::start(&tmp.path().join("data"), &[]);
+    let mut r = Receiver::start(&tmp.path().join("data"), &[]);
     let _stuck = stuck_request(&r.rw_addr);
     std::thread::sleep(Duration::from_millis(100));
     r.signal(libc::SIGTERM);
@@ -225,7 +225,7 @@ fn sigterm_drains_in_flight_requests_and_a_second_signal_exits_at_once() {
 #[test]
 fn grace_period_bounds_the_drain() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut r = Ringest::start(&tmp.path().join("data"), &["--http-grace-period=1s"]);
+    let mut r = Receiver::start(&tmp.path().join("data"), &["--http-grace-period=1s"]);
     let _stuck = stuck_request(&r.rw_addr);
     std::thread::sleep(Duration::from_millis(100));
     r.signal(libc::SIGTERM);
@@ -241,7 +241,7 @@ fn grace_period_bounds_the_drain() {
 #[test]
 fn tsdb_status_in_both_shapes() {
     let tmp = tempfile::tempdir().unwrap();
-    let r = Ringest::start(&tmp.path().join("data"), &[]);
+    let r = Receiver::start(&tmp.path().join("data"), &[]);
     let mut w = ringest_e2e::RemoteWriter::connect(&r.rw_addr).unwrap();
     let req = ringest_proto::prometheus::WriteRequest {
         timeseries: (0..5)

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use ringest_e2e::oracle::{promtool_dump, promtool_value_matches, ringest_dump};
 use ringest_e2e::workload::{Acked, Workload};
-use ringest_e2e::{RemoteWriter, Ringest};
+use ringest_e2e::{Receiver, RemoteWriter};
 
 const T0: i64 = 1_800_000_000_000;
 
-fn assert_all_present(r: &Ringest, acked: &Acked, sent: &Acked) {
+fn assert_all_present(r: &Receiver, acked: &Acked, sent: &Acked) {
     let dir = r.tenant_dir("default-tenant");
     let ours = ringest_dump(&dir);
     let prom = promtool_dump(&dir);
@@ -45,7 +45,7 @@ fn assert_all_present(r: &Ringest, acked: &Acked, sent: &Acked) {
 #[test]
 fn kill9_under_load_loses_no_acknowledged_sample() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut r = Ringest::start(&tmp.path().join("data"), &[]);
+    let mut r = Receiver::start(&tmp.path().join("data"), &[]);
     let w = Workload { series: 2000, batch: 500, start_ms: T0, step_ms: 15_000, name: "load".into() };
 
     // Load 1: acknowledged in full.
@@ -114,7 +114,7 @@ fn kill9_under_load_loses_no_acknowledged_sample() {
 }
 
 /// Writes rounds one request at a time, each request in its own WAL records.
-fn fill(r: &Ringest, rounds: usize) -> (Workload, Acked) {
+fn fill(r: &Receiver, rounds: usize) -> (Workload, Acked) {
     let w = Workload { series: 300, batch: 100, start_ms: T0, step_ms: 10_000, name: "wal".into() };
     let mut acked = Acked::new();
     let mut c = RemoteWriter::connect(&r.rw_addr).unwrap();
@@ -134,7 +134,7 @@ fn last_segment(dir: &std::path::Path) -> std::path::PathBuf {
     segs.pop().expect("a non-empty segment")
 }
 
-fn prefix_kept(r: &Ringest, acked: &Acked, w: &Workload, rounds: usize) -> usize {
+fn prefix_kept(r: &Receiver, acked: &Acked, w: &Workload, rounds: usize) -> usize {
     let ours = ringest_dump(&r.tenant_dir("default-tenant"));
     // Records are replayed in order: the kept rounds form a prefix, and each kept sample is exact.
     let mut kept_rounds = 0;
@@ -159,7 +159,7 @@ fn prefix_kept(r: &Ringest, acked: &Acked, w: &Workload, rounds: usize) -> usize
 #[test]
 fn torn_wal_tail_is_repaired_and_writes_continue() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut r = Ringest::start(&tmp.path().join("data"), &[]);
+    let mut r = Receiver::start(&tmp.path().join("data"), &[]);
     let (w, acked) = fill(&r, 30);
     r.kill9();
     let seg = last_segment(&r.tenant_dir("default-tenant"));
@@ -189,7 +189,7 @@ fn torn_wal_tail_is_repaired_and_writes_continue() {
 #[test]
 fn flipped_bit_in_last_segment_keeps_records_before_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut r = Ringest::start(&tmp.path().join("data"), &["--no-tsdb.wal-compression"]);
+    let mut r = Receiver::start(&tmp.path().join("data"), &["--no-tsdb.wal-compression"]);
     let (w, acked) = fill(&r, 30);
     // kill -9: a clean shutdown would flush everything into a block and empty the WAL.
     r.kill9();
@@ -241,7 +241,7 @@ fn disk_full_answers_503_keeps_acknowledged_data_and_recovers() {
     // Ballast to free later, leaving about 1 MiB for the WAL.
     let ballast = mnt.join("ballast");
     std::fs::write(&ballast, vec![7u8; 5 << 20]).unwrap();
-    let mut r = Ringest::start(&mnt.join("data"), &["--no-tsdb.wal-compression"]);
+    let mut r = Receiver::start(&mnt.join("data"), &["--no-tsdb.wal-compression"]);
     let mut acked = Acked::new();
     let mut refused = 0;
     let mut conn = RemoteWriter::connect(&r.rw_addr).unwrap();

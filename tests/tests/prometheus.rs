@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-use ringest_e2e::Ringest;
+use ringest_e2e::Receiver;
 use ringest_e2e::oracle::{Prometheus, promtool_dump};
 
 #[test]
 fn prometheus_remote_write_matches_what_prometheus_stored() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut r = Ringest::start(&tmp.path().join("ringest"), &[]);
+    let mut r = Receiver::start(&tmp.path().join("ringest"), &[]);
     let config = format!(
         r#"
 global:

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ringest_e2e::client::series;
 use ringest_e2e::oracle::{labels_string, ringest_dump};
 use ringest_e2e::workload::{Acked, Workload};
-use ringest_e2e::{RemoteWriter, Ringest, http_get};
+use ringest_e2e::{Receiver, RemoteWriter, http_get};
 use ringest_proto::prometheus as pb;
 
 const T0: i64 = 1_800_000_000_000;
@@ -16,7 +16,7 @@ const T0: i64 = 1_800_000_000_000;
 struct Cluster {
     _tmp: tempfile::TempDir,
     ring_file: PathBuf,
-    nodes: Vec<Ringest>,
+    nodes: Vec<Receiver>,
 }
 
 fn ring_json(endpoints: &[&str], algorithm: &str) -> String {
@@ -28,7 +28,7 @@ fn ring_json(endpoints: &[&str], algorithm: &str) -> String {
 fn cluster(n: usize, in_ring: usize, rf: usize, algorithm: &str, extra: &[&str]) -> Cluster {
     let tmp = tempfile::tempdir().unwrap();
     let ring_file = tmp.path().join("hashrings.json");
-    let mut nodes: Vec<Ringest> = (0..n).map(|i| Ringest::unstarted(&tmp.path().join(format!("node{i}")))).collect();
+    let mut nodes: Vec<Receiver> = (0..n).map(|i| Receiver::unstarted(&tmp.path().join(format!("node{i}")))).collect();
     let eps: Vec<String> = nodes.iter().map(|r| r.grpc_addr.clone()).collect();
     let eps_ref: Vec<&str> = eps.iter().take(in_ring).map(String::as_str).collect();
     std::fs::write(&ring_file, ring_json(&eps_ref, algorithm)).unwrap();
@@ -52,7 +52,7 @@ fn workload(name: &str, series: usize) -> Workload {
     Workload { series, batch: 100, start_ms: T0, step_ms: 15_000, name: name.into() }
 }
 
-fn tenant_dir(r: &Ringest) -> PathBuf {
+fn tenant_dir(r: &Receiver) -> PathBuf {
     r.tenant_dir("default-tenant")
 }
 
@@ -318,7 +318,7 @@ fn the_hashring_file_changes_under_load_without_loss_4xx_or_unreadiness() {
 #[test]
 fn a_router_without_local_endpoint_only_forwards_and_grpc_health_follows_readiness() {
     let mut c = cluster(3, 3, 1, "hashmod", &[]);
-    let mut router = Ringest::unstarted(&c._tmp.path().join("router"));
+    let mut router = Receiver::unstarted(&c._tmp.path().join("router"));
     router.extra = vec![format!("--receive.hashrings-file={}", c.ring_file.display())];
     router.relaunch();
     router.wait_ready(Duration::from_secs(60));
@@ -359,7 +359,7 @@ fn a_bad_hashring_stops_start_up_with_its_cause() {
     ];
     for (i, (content, want)) in cases.into_iter().enumerate() {
         std::fs::write(&file, content).unwrap();
-        let mut r = Ringest::launch(
+        let mut r = Receiver::launch(
             &tmp.path().join(format!("data{i}")),
             &[&format!("--receive.hashrings-file={}", file.display()), "--receive.replication-factor=3"],
         );

@@ -11,7 +11,7 @@ use ringest_e2e::faultproxy::{FaultProxy, Mode};
 use ringest_e2e::oracle::{assert_exact, assert_exact_with, copy_dir};
 use ringest_e2e::s3::{Moto, MotoOpts, sha256};
 use ringest_e2e::workload::{Acked, Workload};
-use ringest_e2e::{RemoteWriter, Ringest, free_port, http_get};
+use ringest_e2e::{Receiver, RemoteWriter, free_port, http_get};
 
 const H: i64 = 3_600_000;
 const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % (2 * H) + 17 * 60_000;
@@ -24,7 +24,7 @@ fn workload() -> Workload {
 
 /// Five hours of one-minute rounds: blocks are cut while it runs. Returns what was acked and
 /// the samples of a request cut short (if the process died).
-fn load(r: &Ringest) -> (Acked, Acked) {
+fn load(r: &Receiver) -> (Acked, Acked) {
     let mut acked = Acked::new();
     let mut maybe = Acked::new();
     let mut conn = RemoteWriter::connect(&r.rw_addr).unwrap();
@@ -169,7 +169,7 @@ fn moto() -> Moto {
     m
 }
 
-fn metric(r: &Ringest, name: &str) -> f64 {
+fn metric(r: &Receiver, name: &str) -> f64 {
     r.metric(name).unwrap_or_else(|| panic!("no metric {name}:\n{}", r.metrics()))
 }
 
@@ -180,7 +180,7 @@ fn blocks_reach_s3_in_thanos_layout_with_meta_json_last() {
     let creds = moto.credentials();
     let cfg = config_file(tmp.path(), "bucket.yml", &s3_yaml(&moto.endpoint(), BUCKET, (&creds.0, &creds.1), ""));
     let mut r =
-        Ringest::start(&tmp.path().join("data"), &[&cfg, "--hash-func=SHA256", "--shipper.upload-concurrency=2"]);
+        Receiver::start(&tmp.path().join("data"), &[&cfg, "--hash-func=SHA256", "--shipper.upload-concurrency=2"]);
     let (acked, maybe) = load(&r);
     assert!(maybe.is_empty(), "load refused:\n{}", r.logs());
     let tenant = r.tenant_dir(TENANT);
@@ -248,7 +248,7 @@ fn an_s3_outage_keeps_blocks_on_disk_until_they_are_uploaded() {
     let creds = moto.credentials();
     let cfg = config_file(tmp.path(), "bucket.yml", &s3_yaml(&proxy.endpoint(), BUCKET, (&creds.0, &creds.1), ""));
     // With 1h retention, every block but the newest is beyond retention as soon as it is cut.
-    let mut r = Ringest::start(&tmp.path().join("data"), &[&cfg, "--tsdb.retention=1h"]);
+    let mut r = Receiver::start(&tmp.path().join("data"), &[&cfg, "--tsdb.retention=1h"]);
     let (acked, maybe) = load(&r);
     assert!(maybe.is_empty(), "ingestion must not depend on the bucket:\n{}", r.logs());
     let tenant = r.tenant_dir(TENANT);
@@ -296,7 +296,7 @@ fn kill9_in_the_middle_of_an_upload_uploads_the_block_again() {
         let prefix = point.replace('.', "-");
         let yaml = s3_yaml(&moto.endpoint(), BUCKET, (&creds.0, &creds.1), "") + &format!("prefix: {prefix}\n");
         let cfg = config_file(tmp.path(), "bucket.yml", &yaml);
-        let mut r = Ringest::launch_with_env(&tmp.path().join("data"), &[&cfg], &[("RINGEST_FAILPOINT", point)]);
+        let mut r = Receiver::launch_with_env(&tmp.path().join("data"), &[&cfg], &[("RINGEST_FAILPOINT", point)]);
         r.wait_ready(Duration::from_secs(60));
         let (acked, maybe) = load(&r);
         let st = r.wait_exit(Duration::from_secs(120));
@@ -341,7 +341,7 @@ fn kill9_in_the_middle_of_an_upload_uploads_the_block_again() {
 /// A data directory holding blocks (loaded without a bucket, then SIGTERM).
 fn data_with_blocks(root: &Path) -> PathBuf {
     let data = root.join("seed");
-    let mut r = Ringest::start(&data, &[]);
+    let mut r = Receiver::start(&data, &[]);
     let (_, maybe) = load(&r);
     assert!(maybe.is_empty());
     assert!(r.terminate().success());
@@ -399,7 +399,7 @@ fn each_s3_failure_is_explained_counted_and_does_not_touch_ingestion() {
         copy_dir(&seed, &data);
         let blocks = local_blocks(&data.join(TENANT));
         let cfg = config_file(tmp.path(), &format!("case{i}.yml"), yaml);
-        let mut r = Ringest::start(&data, &[&cfg, "--http-grace-period=5s", "--tsdb.retention=1h"]);
+        let mut r = Receiver::start(&data, &[&cfg, "--http-grace-period=5s", "--tsdb.retention=1h"]);
         wait_for(name, Duration::from_secs(30), || r.logs().contains("msg=\"upload failed\""));
         let logs = r.logs();
         let lines: Vec<&str> = logs.lines().filter(|l| l.contains("msg=\"upload failed\"")).collect();
@@ -432,7 +432,7 @@ fn each_s3_failure_is_explained_counted_and_does_not_touch_ingestion() {
     copy_dir(&seed, &data);
     let yaml = s3_yaml(&flaky.endpoint(), BUCKET, (&key, &secret), "").replace("max_retries: 2", "max_retries: 6");
     let cfg = config_file(tmp.path(), "flaky.yml", &yaml);
-    let mut r = Ringest::start(&data, &[&cfg]);
+    let mut r = Receiver::start(&data, &[&cfg]);
     let local = local_blocks(&data.join(TENANT));
     wait_for("uploads through a flaky endpoint", Duration::from_secs(90), || {
         local.is_subset(&shipped(&moto.list_objects(BUCKET)))
@@ -446,7 +446,7 @@ fn a_filesystem_bucket_gets_the_same_layout() {
     let tmp = tempfile::tempdir().unwrap();
     let bucket = tmp.path().join("bucket");
     let cfg = format!("--objstore.config={{type: FILESYSTEM, config: {{directory: {}}}}}", bucket.display());
-    let mut r = Ringest::start(&tmp.path().join("data"), &[&cfg]);
+    let mut r = Receiver::start(&tmp.path().join("data"), &[&cfg]);
     let (acked, maybe) = load(&r);
     assert!(maybe.is_empty());
     assert!(r.terminate().success(), "{}", r.logs());
@@ -482,7 +482,7 @@ fn a_bad_bucket_configuration_stops_start_up_with_its_cause() {
         ("--objstore.config={type: FILESYSTEM, config: {}}", "missing directory for filesystem bucket"),
         ("--objstore.config-file=/nonexistent/bucket.yml", "/nonexistent/bucket.yml"),
     ] {
-        let mut r = Ringest::launch(&tmp.path().join("data"), &[cfg]);
+        let mut r = Receiver::launch(&tmp.path().join("data"), &[cfg]);
         let st = r.wait_exit(Duration::from_secs(30)).unwrap_or_else(|| panic!("{cfg}: still running"));
         assert!(!st.success(), "{cfg}");
         assert!(r.logs().contains(want), "{cfg}: {}", r.logs());
@@ -517,7 +517,7 @@ fn hashring_external_labels_reach_meta_json_below_label_flags() {
     let tmp = tempfile::tempdir().unwrap();
     let bucket = tmp.path().join("bucket");
     let ring_file = tmp.path().join("hashrings.json");
-    let mut r = Ringest::unstarted(&tmp.path().join("data"));
+    let mut r = Receiver::unstarted(&tmp.path().join("data"));
     std::fs::write(
         &ring_file,
         format!(

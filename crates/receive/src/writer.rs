@@ -2,15 +2,17 @@
 //! status code and message a client gets (Thanos' `Writer.Write` plus its error aggregation).
 //!
 //! Status policy (one place): a TSDB/WAL failure writes nothing and answers 503 so senders
-//! retry; invalid label sets and unsupported native histograms answer 400; samples refused as
-//! out-of-order, duplicate-with-another-value or out-of-bounds (too old, or beyond
-//! `--tsdb.too-far-in-future.time-window`) answer 409. In the 4xx cases the request's valid
-//! samples are still written (partial write, as Thanos). The message lists every reason,
+//! retry; label sets that are not valid UTF-8 and unsupported native histograms answer 400;
+//! label sets Thanos refuses (empty, an empty name or value, a duplicate name, names not
+//! sorted) and samples refused as out-of-order, duplicate-with-another-value or out-of-bounds
+//! (too old, or beyond `--tsdb.too-far-in-future.time-window`) answer 409, as Thanos does, so
+//! that every node of a mixed ring gives the same answer. In the 4xx cases the request's
+//! valid samples are still written (partial write, as Thanos). The message lists every reason,
 //! deduplicated and sorted, as `N errors: a; b`, each with the first offending series.
 
 use http::StatusCode;
 use ringest_tsdb::labels::write_go_quoted;
-use ringest_tsdb::{AppendBuffers, LabelError, LabelRef, Tsdb, TsdbError};
+use ringest_tsdb::{AppendBuffers, LabelError, LabelRef, Tsdb, TsdbError, validate_request_order};
 
 use crate::remote_write::{Decoded, LabelSpan, SeriesSpan};
 
@@ -24,9 +26,20 @@ pub struct WriteReport {
     /// Samples newly stored.
     pub appended: u64,
     /// Refused label sets: reason, count, first offending series.
-    label_errors: Vec<(String, u64, String)>,
+    label_errors: Vec<LabelRefusal>,
     sample_errors: [(u64, Option<String>); 4],
     histograms: (u64, Option<String>),
+}
+
+/// Label sets refused for one reason.
+#[derive(Debug)]
+struct LabelRefusal {
+    reason: &'static str,
+    log: &'static str,
+    /// 400 rather than Thanos' 409: only for checks Thanos does not make (UTF-8).
+    client_error: bool,
+    count: u64,
+    first: String,
 }
 
 const OUT_OF_ORDER: usize = 0;
@@ -99,16 +112,28 @@ pub fn write_selected(
     let mut app = db.appender(bufs);
     let mut refs: Vec<LabelRef<'_>> = Vec::with_capacity(16);
     let spans_of = |s: &SeriesSpan| &req.labels[s.labels_start as usize..s.labels_end as usize];
-    // Hash every series first so the appender can prefetch the head lookups ahead.
-    for s in (0..count).map(nth) {
+    // Hash every series first so the appender can prefetch the head lookups ahead. Series whose
+    // names are not strictly sorted (remote write sends them sorted) are refused, as Thanos does.
+    let mut unsorted: Vec<usize> = Vec::new();
+    for (k, s) in (0..count).map(nth).enumerate() {
         refs.clear();
         refs.extend(spans_of(s).iter().map(|l| LabelRef { name: l.name(buf), value: l.value(buf) }));
-        app.prepare(&refs);
+        if !app.prepare(&refs) {
+            unsorted.push(k);
+        }
     }
-    for s in (0..count).map(nth) {
+    let mut unsorted = unsorted.into_iter().peekable();
+    for (k, s) in (0..count).map(nth).enumerate() {
         let spans = spans_of(s);
         refs.clear();
         refs.extend(spans.iter().map(|l| LabelRef { name: l.name(buf), value: l.value(buf) }));
+        if unsorted.next_if_eq(&k).is_some() {
+            app.skip_prepared();
+            if let Some(e) = validate_request_order(&refs) {
+                report.label_error(&e, buf, spans);
+            }
+            continue;
+        }
         let samples = &req.samples[s.samples_start as usize..s.samples_end as usize];
         if s.histograms > 0 {
             report.histograms.0 += s.histograms as u64;
@@ -133,14 +158,7 @@ pub fn write_selected(
                     }
                 }
             }
-            Err(e) => {
-                let reason = label_reason(&e);
-                if let Some(entry) = report.label_errors.iter_mut().find(|(r, _, _)| *r == reason) {
-                    entry.1 += 1;
-                } else {
-                    report.label_errors.push((reason, 1, series_string(buf, spans)));
-                }
-            }
+            Err(e) => report.label_error(&e, buf, spans),
         }
     }
     let out = app.commit().map_err(|e| match e {
@@ -156,33 +174,47 @@ pub fn write_selected(
     Ok(report)
 }
 
-fn label_reason(e: &LabelError) -> String {
+/// The reason a client reads (Thanos' error texts) and the warning logged, for a label error.
+fn label_texts(e: &LabelError) -> (&'static str, &'static str) {
     match e {
         LabelError::EmptyName | LabelError::EmptyValue(_) => {
-            "label set contains a label with empty name or value".into()
+            ("label set contains a label with empty name or value", "Error on series with empty label name or value")
         }
-        LabelError::DuplicateName(_) => "label set contains duplicate label names".into(),
-        LabelError::InvalidUtf8 => "label set contains a label name or value that is not valid UTF-8".into(),
-        LabelError::Empty => "label set is empty".into(),
+        LabelError::DuplicateName(_) => {
+            ("label set contains duplicate label names", "Error on series with duplicate labels")
+        }
+        LabelError::OutOfOrder(..) => ("out of order labels", "Error on series with out-of-order labels"),
+        LabelError::InvalidUtf8 => {
+            ("label set contains a label name or value that is not valid UTF-8", "Error on series with invalid labels")
+        }
+        LabelError::Empty => ("label set is empty", "Error on series with empty label name or value"),
     }
 }
 
 impl WriteReport {
+    /// Counts a refused label set (reason, and the first series refused for it).
+    fn label_error(&mut self, e: &LabelError, buf: &[u8], spans: &[LabelSpan]) {
+        let (reason, log) = label_texts(e);
+        match self.label_errors.iter_mut().find(|r| r.reason == reason) {
+            Some(r) => r.count += 1,
+            None => self.label_errors.push(LabelRefusal {
+                reason,
+                log,
+                client_error: matches!(e, LabelError::InvalidUtf8),
+                count: 1,
+                first: series_string(buf, spans),
+            }),
+        }
+    }
+
     fn log_summary(&self, tenant: &str) {
         for (i, (n, _)) in self.sample_errors.iter().enumerate() {
             if *n > 0 {
                 tracing::warn!(tenant, numDropped = n, "{}", SAMPLE_LOGS[i]);
             }
         }
-        for (reason, n, _) in &self.label_errors {
-            let msg = if reason.contains("duplicate") {
-                "Error on series with duplicate labels"
-            } else if reason.contains("empty name or value") {
-                "Error on series with empty label name or value"
-            } else {
-                "Error on series with invalid labels"
-            };
-            tracing::warn!(tenant, numDropped = n, reason = %reason, "{msg}");
+        for r in &self.label_errors {
+            tracing::warn!(tenant, numDropped = r.count, reason = r.reason, "{}", r.log);
         }
         if self.histograms.0 > 0 {
             tracing::warn!(
@@ -197,8 +229,9 @@ impl WriteReport {
     pub fn response(&self) -> (StatusCode, String) {
         let mut bad: Vec<String> = Vec::new();
         let mut conflict: Vec<String> = Vec::new();
-        for (reason, n, first) in &self.label_errors {
-            bad.push(format!("add {n} series: {reason} (first: {first})"));
+        for r in &self.label_errors {
+            let msg = format!("add {} series: {} (first: {})", r.count, r.reason, r.first);
+            if r.client_error { bad.push(msg) } else { conflict.push(msg) }
         }
         if self.histograms.0 > 0 {
             bad.push(format!(
@@ -243,6 +276,20 @@ pub fn join_reasons(reasons: &[String]) -> String {
 mod tests {
     use super::*;
 
+    /// Label bytes and their spans, as the decoder records them.
+    fn labels_of(pairs: &[(&str, &str)]) -> (Vec<u8>, Vec<LabelSpan>) {
+        let mut bytes = Vec::new();
+        let mut spans = Vec::new();
+        for (n, v) in pairs {
+            let name_off = bytes.len() as u32;
+            bytes.extend_from_slice(n.as_bytes());
+            let value_off = bytes.len() as u32;
+            bytes.extend_from_slice(v.as_bytes());
+            spans.push(LabelSpan { name_off, name_len: n.len() as u32, value_off, value_len: v.len() as u32 });
+        }
+        (bytes, spans)
+    }
+
     #[test]
     fn statuses_and_messages() {
         let ok = WriteReport::default();
@@ -259,10 +306,14 @@ mod tests {
         assert_eq!(code, StatusCode::CONFLICT);
         assert!(msg.starts_with("2 errors: add 1 samples: duplicate sample for timestamp"), "{msg}");
 
-        r.label_errors.push(("label set contains duplicate label names".into(), 1, "{a=\"1\", a=\"2\"}".into()));
+        let (bytes, spans) = labels_of(&[("a", "1"), ("a", "2")]);
+        r.label_error(&LabelError::DuplicateName("a".into()), &bytes, &spans);
         let (code, msg) = r.response();
-        assert_eq!(code, StatusCode::BAD_REQUEST, "invalid labels win over conflicts");
+        assert_eq!(code, StatusCode::CONFLICT, "label sets Thanos refuses are conflicts too");
         assert!(msg.starts_with("3 errors: "), "{msg}");
         assert!(msg.contains("(first: {a=\"1\", a=\"2\"})"), "{msg}");
+
+        r.label_error(&LabelError::InvalidUtf8, &bytes, &spans);
+        assert_eq!(r.response().0, StatusCode::BAD_REQUEST, "invalid UTF-8 wins over conflicts");
     }
 }

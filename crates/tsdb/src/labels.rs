@@ -104,6 +104,9 @@ pub enum LabelError {
     /// The series has no labels at all.
     #[error("label set is empty")]
     Empty,
+    /// A label name is smaller than the one before it (remote write sends names sorted).
+    #[error("label set contains labels out of order ({0:?} after {1:?})")]
+    OutOfOrder(String, String),
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -134,6 +137,27 @@ pub fn validate_sorted(labels: &[LabelRef<'_>], strictly_sorted: bool) -> Result
         }
     }
     Ok(())
+}
+
+/// Why labels that are not strictly sorted by name (in the order a request gave them) cannot
+/// be stored, checked as Thanos' receiver checks them: an empty name or value (or invalid
+/// UTF-8) first, then a name equal to the one before it (duplicate), then one smaller than it
+/// (out of order). Returns `None` for labels that are strictly sorted and valid.
+pub fn validate_request_order(labels: &[LabelRef<'_>]) -> Option<LabelError> {
+    let mut sorted = Vec::with_capacity(labels.len());
+    sort_by_name(labels, &mut sorted);
+    if let Err(e @ (LabelError::Empty | LabelError::EmptyName | LabelError::EmptyValue(_) | LabelError::InvalidUtf8)) =
+        validate_sorted(&sorted, true)
+    {
+        return Some(e);
+    }
+    labels.windows(2).find(|w| !name_lt(w[0].name, w[1].name)).map(|w| {
+        if w[0].name == w[1].name {
+            LabelError::DuplicateName(lossy(w[1].name))
+        } else {
+            LabelError::OutOfOrder(lossy(w[1].name), lossy(w[0].name))
+        }
+    })
 }
 
 /// `a < b` bytewise, eight bytes at a time without a `memcmp` call: every series' names are
@@ -260,6 +284,18 @@ mod tests {
         let bad = [LabelRef { name: b"a", value: b"\xff\xfe" }];
         assert_eq!(validate_sorted(&bad, true), Err(LabelError::InvalidUtf8));
         assert!(validate_sorted(&[lr("__name__", "up"), lr("job", "x")], true).is_ok());
+        assert_eq!(validate_request_order(&[lr("__name__", "up"), lr("job", "x")]), None);
+        assert_eq!(
+            validate_request_order(&[lr("job", "x"), lr("__name__", "up")]),
+            Some(LabelError::OutOfOrder("__name__".into(), "job".into()))
+        );
+        assert_eq!(
+            validate_request_order(&[lr("a", "1"), lr("b", "2"), lr("a", "3")]),
+            Some(LabelError::OutOfOrder("a".into(), "b".into())),
+            "only adjacent names are compared, as Thanos does"
+        );
+        assert_eq!(validate_request_order(&[lr("a", "1"), lr("a", "2")]), Some(LabelError::DuplicateName("a".into())));
+        assert_eq!(validate_request_order(&[lr("b", "1"), lr("a", "")]), Some(LabelError::EmptyValue("a".into())));
         // Prometheus 3 accepts any UTF-8 in names.
         assert!(validate_sorted(&[lr("resource cpu.usage", "é")], true).is_ok());
     }

@@ -28,4 +28,4 @@ pub mod wal;
 
 pub use db::{AppendBuffers, Appender, CommitOutcome, OpenReport, Options, SeriesOutcome, Tsdb, TsdbError};
 pub use head::series::Verdict;
-pub use labels::{Label, LabelError, LabelRef, Labels};
+pub use labels::{Label, LabelError, LabelRef, Labels, validate_request_order};

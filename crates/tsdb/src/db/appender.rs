@@ -119,10 +119,20 @@ impl<'a> Appender<'a> {
     /// starts loading its place in the head. Preparing all of a request's series first, then
     /// appending them in the same order, lets the appender prefetch each lookup a few series
     /// ahead instead of waiting for it: the lookups are cache misses, the hashing is not.
-    pub fn prepare(&mut self, labels: &[LabelRef<'_>]) {
+    ///
+    /// Returns whether the labels are strictly sorted by name (no duplicate names), as remote
+    /// write sends them; a caller that refuses other label sets skips them with
+    /// [`Appender::skip_prepared`].
+    pub fn prepare(&mut self, labels: &[LabelRef<'_>]) -> bool {
         let key = self.bufs.hasher.key(labels, &mut Vec::new());
         self.db.head.prefetch_stripe(key.hash);
         self.bufs.prepared.push(key);
+        key.sorted
+    }
+
+    /// Passes over the next prepared series without appending it.
+    pub fn skip_prepared(&mut self) {
+        self.bufs.next_prepared = (self.bufs.next_prepared + 1).min(self.bufs.prepared.len());
     }
 
     /// [`Appender::append`] for the next series given to [`Appender::prepare`] (same labels,
