@@ -163,13 +163,22 @@ impl Receiver {
         (!self.extra.iter().any(|a| a.starts_with("--label"))).then_some("--label=receive_replica=\"e2e\"")
     }
 
-    /// Flags one implementation needs to share a host with others: every Thanos listens for
-    /// Cap'n Proto replication on 0.0.0.0:19391 unless told otherwise (in a pod each has its own
-    /// address). ringest does not serve Cap'n Proto and refuses the flag.
+    /// Flags one implementation needs here. Every Thanos listens for Cap'n Proto replication on
+    /// 0.0.0.0:19391 unless told otherwise (in a pod each has its own address; ringest does not
+    /// serve Cap'n Proto and refuses the flag). And Thanos v0.42.5 crashes (nil pointer in
+    /// `MultiTSDB.Prune`) when its idle-tenant pruning job, which runs in the first minute of
+    /// every fourth wall-clock hour when `--tsdb.retention` is set, meets a tenant TSDB still
+    /// opening: the tests turn its retention off unless they set one.
     fn imp_flags(&self) -> Vec<String> {
         match self.imp {
             Impl::Ringest => Vec::new(),
-            Impl::Thanos => vec![format!("--receive.capnproto-address=127.0.0.1:{}", self.capnp_port)],
+            Impl::Thanos => {
+                let mut f = vec![format!("--receive.capnproto-address=127.0.0.1:{}", self.capnp_port)];
+                if !self.extra.iter().any(|a| a.starts_with("--tsdb.retention")) {
+                    f.push("--tsdb.retention=0d".into());
+                }
+                f
+            }
         }
     }
 

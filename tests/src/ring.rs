@@ -60,12 +60,17 @@ impl Ring {
     }
 
     /// Replaces node `i` by `imp` on the same data directory and gRPC endpoint, as a rolling
-    /// update replaces a pod: SIGTERM (the old one flushes and uploads), then start the new one
+    /// update replaces a pod: SIGTERM (the old one flushes and uploads) or, with `crash`,
+    /// kill -9 (the new one finds the old one's WAL and head chunks), then start the new one
     /// with the same flags and wait until it is ready.
-    pub fn replace(&mut self, i: usize, imp: Impl) {
+    pub fn replace(&mut self, i: usize, imp: Impl, crash: bool) {
         let old = &mut self.nodes[i];
-        let st = old.terminate();
-        assert!(st.success(), "{:?} node {i} exited with {st}:\n{}", old.imp, old.logs());
+        if crash {
+            old.kill9();
+        } else {
+            let st = old.terminate();
+            assert!(st.success(), "{:?} node {i} exited with {st}:\n{}", old.imp, old.logs());
+        }
         let mut new = Receiver::unstarted_as(imp, &old.data);
         new.grpc_addr = old.grpc_addr.clone();
         new.extra = old.extra.clone();
@@ -126,6 +131,16 @@ impl LoadRun {
         );
     }
 
+    /// This run and a later one of the same workload as one run.
+    pub fn then(mut self, later: LoadRun) -> LoadRun {
+        assert_eq!(self.log.header.end_round, later.log.header.first_round, "consecutive rounds");
+        self.outcomes.extend(later.outcomes);
+        self.errors.extend(later.errors);
+        self.log.acked.extend(later.log.acked);
+        self.log.header.end_round = later.log.header.end_round;
+        self
+    }
+
     /// Checks the log against a promtool dump of `dir`.
     pub fn check(&self, dir: &Path) -> CheckReport {
         let dump = check::promtool_dump(dir).unwrap_or_else(|e| panic!("promtool dump of {}: {e}", dir.display()));
@@ -135,7 +150,18 @@ impl LoadRun {
 
 /// Sends all rounds of `layout` to `addr` (tenant header if given), paced at `rate` samples/s.
 pub fn run_load(layout: &Layout, rounds: usize, addr: &str, tenant: Option<&str>, rate: Option<f64>) -> LoadRun {
-    let plan = Plan::build(layout, 0..rounds);
+    run_rounds(layout, 0..rounds, addr, tenant, rate)
+}
+
+/// [`run_load`] of rounds `rounds` only (a later part of the same workload).
+pub fn run_rounds(
+    layout: &Layout,
+    rounds: std::ops::Range<usize>,
+    addr: &str,
+    tenant: Option<&str>,
+    rate: Option<f64>,
+) -> LoadRun {
+    let plan = Plan::build(layout, rounds.clone());
     let mut target = Target { addr: addr.to_string(), path: "/api/v1/receive".into(), headers: Vec::new() };
     if let Some(t) = tenant {
         target = target.with_header("THANOS-TENANT", t);
@@ -144,14 +170,118 @@ pub fn run_load(layout: &Layout, rounds: usize, addr: &str, tenant: Option<&str>
     // write to succeed at once check the attempts.
     let opts = SendOptions { rate, give_up_after: Duration::from_secs(20), ..SendOptions::default() };
     let acked: Mutex<Vec<ReqId>> = Mutex::new(Vec::new());
-    let res = send::send(&target, &plan, 0..rounds, &opts, &|id| acked.lock().unwrap().push(id));
+    let res = send::send(&target, &plan, rounds.clone(), &opts, &|id| acked.lock().unwrap().push(id));
     LoadRun {
         outcomes: res.outcomes,
         errors: res.errors,
         log: AckLog {
-            header: LogHeader { layout: layout.clone(), first_round: 0, end_round: rounds },
+            header: LogHeader { layout: layout.clone(), first_round: rounds.start, end_round: rounds.end },
             acked: acked.into_inner().unwrap(),
         },
+    }
+}
+
+/// A load that goes on across steps: one sample per series a second (the timestamps follow the
+/// wall clock, as a scraper's do), sent a round at a time through whichever node the caller
+/// names, with every acknowledgement recorded under a tag.
+pub struct Load {
+    layout: Layout,
+    started: std::time::Instant,
+    next_round: usize,
+    acked: Vec<(&'static str, usize, ReqId)>,
+    /// The step recorded with every acknowledgement from now on (for diagnosis).
+    pub step: usize,
+    /// Every request's outcome, with the tag of its step.
+    pub outcomes: Vec<(&'static str, Outcome)>,
+    /// The first error bodies.
+    pub errors: Vec<String>,
+}
+
+impl Load {
+    /// `series` series named `<prefix>...`, starting now.
+    pub fn new(prefix: &str, series: usize) -> Load {
+        let mut shape = Shape::node(series);
+        shape.prefix = prefix.into();
+        shape.interval_ms = 1000;
+        shape.start_ms = now_ms();
+        Load {
+            layout: Layout { shape, shards: 2, max_samples_per_send: 200 },
+            started: std::time::Instant::now(),
+            next_round: 0,
+            step: 0,
+            acked: Vec::new(),
+            outcomes: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Sends the next round through `addr`, recording under `tag`: round `r` goes out `r`
+    /// seconds after the first (at once if late).
+    pub fn round(&mut self, addr: &str, tag: &'static str) {
+        let r = self.next_round;
+        let due = self.started + Duration::from_secs(r as u64);
+        if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let plan = Plan::build(&self.layout, r..r + 1);
+        let target = Target { addr: addr.to_string(), path: "/api/v1/receive".into(), headers: Vec::new() };
+        let opts = SendOptions { give_up_after: Duration::from_secs(20), ..SendOptions::default() };
+        let acked: Mutex<Vec<ReqId>> = Mutex::new(Vec::new());
+        let res = send::send(&target, &plan, r..r + 1, &opts, &|id| acked.lock().unwrap().push(id));
+        self.acked.extend(acked.into_inner().unwrap().into_iter().map(|id| (tag, self.step, id)));
+        self.outcomes.extend(res.outcomes.into_iter().map(|o| (tag, o)));
+        self.errors.extend(res.errors.into_iter().take(5usize.saturating_sub(self.errors.len())));
+        self.next_round += 1;
+    }
+
+    /// Sends `n` rounds through `addr` under `tag`.
+    pub fn rounds(&mut self, addr: &str, n: usize, tag: &'static str) {
+        for _ in 0..n {
+            self.round(addr, tag);
+        }
+    }
+
+    /// Sends rounds through `addr` under `tag` until `done` says so (at least one).
+    pub fn until(&mut self, addr: &str, tag: &'static str, done: &std::sync::atomic::AtomicBool) {
+        loop {
+            self.round(addr, tag);
+            if done.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+        }
+    }
+
+    /// Every request answered 2xx at the first attempt.
+    pub fn assert_all_2xx_first_time(&self) {
+        let bad: Vec<_> =
+            self.outcomes.iter().filter(|(_, o)| !(200..300).contains(&o.status) || o.attempts != 1).collect();
+        assert!(
+            bad.is_empty(),
+            "{} of {} requests not answered 2xx at once (first {:?}); errors: {:?}",
+            bad.len(),
+            self.outcomes.len(),
+            bad.first(),
+            self.errors
+        );
+    }
+
+    /// The acknowledgement log of the requests tagged with one of `tags` (every round sent is
+    /// in its range, so the others count as sent, not acknowledged).
+    pub fn log(&self, tags: &[&str]) -> AckLog {
+        self.log_of_step(tags, None)
+    }
+
+    /// [`Load::log`] of one step only (`None`: every step).
+    pub fn log_of_step(&self, tags: &[&str], step: Option<usize>) -> AckLog {
+        AckLog {
+            header: LogHeader { layout: self.layout.clone(), first_round: 0, end_round: self.next_round },
+            acked: self
+                .acked
+                .iter()
+                .filter(|(t, s, _)| tags.contains(t) && step.is_none_or(|x| x == *s))
+                .map(|(_, _, id)| *id)
+                .collect(),
+        }
     }
 }
 

@@ -99,6 +99,14 @@ impl Drop for Component {
     }
 }
 
+/// Thanos' objstore YAML for bucket `bucket` of a loopback S3 server.
+pub fn s3_objstore(endpoint: &str, bucket: &str) -> String {
+    format!(
+        "type: S3\nconfig:\n  bucket: {bucket}\n  endpoint: {endpoint}\n  access_key: test\n  secret_key: test\n  \
+         insecure: true\n"
+    )
+}
+
 /// Percent-encodes a query-string value.
 pub fn query_escape(s: &str) -> String {
     let mut out = String::new();

@@ -368,6 +368,12 @@ const FAMILIES: &[(&str, &str, Kind, Read)] = &[
     ("prometheus_tsdb_wal_corruptions_total", "Total number of WAL corruptions.", Kind::Counter, |d| {
         d.metrics().wal.corruptions.get() as f64
     }),
+    (
+        "prometheus_tsdb_mmap_chunk_corruptions_total",
+        "Total number of memory-mapped chunk corruptions.",
+        Kind::Counter,
+        |d| d.metrics().mmap_chunk_corruptions.get() as f64,
+    ),
     ("prometheus_tsdb_wal_writes_failed_total", "Total number of write log writes that failed.", Kind::Counter, |d| {
         d.metrics().wal.writes_failed.get() as f64
     }),

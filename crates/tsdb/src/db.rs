@@ -230,8 +230,19 @@ impl Tsdb {
         let metrics = Arc::new(TsdbMetrics::default());
         let (blocks, floor) = load_blocks(dir)?;
         metrics.blocks_loaded.set(blocks.len() as i64);
-        let (disk, mapped) = ChunkDiskMapper::open(&dir.join("chunks_head"), floor)?;
-        let head = Head::new(opts.chunk_range, metrics.clone(), Arc::new(disk));
+        tracing::info!("Replaying on-disk memory mappable chunks if any");
+        let start = Instant::now();
+        let chunk_files = ChunkDiskMapper::open(&dir.join("chunks_head"), floor)?;
+        if chunk_files.corrupt {
+            metrics.mmap_chunk_corruptions.inc();
+        }
+        let mapped = chunk_files.chunks;
+        tracing::info!(
+            duration = ?start.elapsed(),
+            chunks = mapped.values().map(Vec::len).sum::<usize>(),
+            "On-disk memory mappable chunks replay completed"
+        );
+        let head = Head::new(opts.chunk_range, metrics.clone(), Arc::new(chunk_files.mapper));
         head.raise_floor(floor);
         let start = Instant::now();
         tracing::info!("Replaying WAL, this may take a while");

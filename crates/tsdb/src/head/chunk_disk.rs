@@ -123,6 +123,16 @@ fn parse_chunk(data: &[u8], off: usize) -> Result<(u64, i64, i64, std::ops::Rang
     Ok((sref, mint, maxt, start..end, end + 4))
 }
 
+/// What [`ChunkDiskMapper::open`] found.
+pub(crate) struct Opened {
+    /// The mapper, writing after the last file.
+    pub mapper: ChunkDiskMapper,
+    /// The chunks still needed, by series reference, in write order.
+    pub chunks: BTreeMap<u64, Vec<MappedChunk>>,
+    /// Whether a corrupt file was cut back.
+    pub corrupt: bool,
+}
+
 impl ChunkDiskMapper {
     /// Keeps every chunk in memory (read-only opens).
     pub(crate) fn in_memory() -> Self {
@@ -137,7 +147,10 @@ impl ChunkDiskMapper {
     /// Opens `dir` (created if missing): reads every chunk of the existing files (those with
     /// `max_t < min_valid` are skipped), cuts the files back at the first bad chunk (deleting
     /// later files), and starts a new file for writes. Returns the chunks by series reference.
-    pub(crate) fn open(dir: &Path, min_valid: i64) -> Result<(Self, BTreeMap<u64, Vec<MappedChunk>>), ChunkDiskError> {
+    /// Opens the files of `dir`: the mapper (writing after the last file) and every chunk that
+    /// ends at or after `min_valid`, by series reference. A corrupt file is cut back at its
+    /// first bad chunk and later files are deleted; `corrupt` says whether that happened.
+    pub(crate) fn open(dir: &Path, min_valid: i64) -> Result<Opened, ChunkDiskError> {
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
         let mut numbers: Vec<u32> = std::fs::read_dir(dir)
             .map_err(io("list", dir))?
@@ -208,13 +221,13 @@ impl ChunkDiskMapper {
         // A chunk's series may have chunks in several files; keep each series' chunks in time
         // order (files and offsets are in write order already).
         let next = numbers.last().map_or(1, |&n| n + 1);
-        let m = ChunkDiskMapper {
+        let mapper = ChunkDiskMapper {
             dir: Some(dir.to_owned()),
             w: Mutex::new(Writer { cur: next - 1, file: None, flushed: MAX_FILE_SIZE, buf: Vec::new(), max_t }),
             files: RwLock::new(BTreeMap::new()),
             fallback: Mutex::new(BTreeMap::new()),
         };
-        Ok((m, chunks))
+        Ok(Opened { mapper, chunks, corrupt: broken })
     }
 
     fn start_file(&self, w: &mut Writer) -> Result<(), ChunkDiskError> {
@@ -384,8 +397,8 @@ mod tests {
     #[test]
     fn write_read_reopen_and_cut_back_at_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        let (m, found) = ChunkDiskMapper::open(dir.path(), i64::MIN).unwrap();
-        assert!(found.is_empty());
+        let Opened { mapper: m, chunks: found, corrupt } = ChunkDiskMapper::open(dir.path(), i64::MIN).unwrap();
+        assert!(found.is_empty() && !corrupt);
         let refs: Vec<u64> =
             (0..5000u64).map(|i| m.write(i % 7 + 1, i as i64 * 10, i as i64 * 10 + 5, &vec![i as u8; 300])).collect();
         // Some from the buffer, some from the file.
@@ -394,7 +407,8 @@ mod tests {
         }
         m.flush().unwrap();
         drop(m);
-        let (m, found) = ChunkDiskMapper::open(dir.path(), 20_000).unwrap();
+        let Opened { mapper: m, chunks: found, corrupt } = ChunkDiskMapper::open(dir.path(), 20_000).unwrap();
+        assert!(!corrupt);
         let n: usize = found.values().map(Vec::len).sum();
         assert_eq!(n, 5000 - 2000, "chunks ending before min_valid are skipped");
         for (sref, cs) in &found {
@@ -412,9 +426,10 @@ mod tests {
         let mid = data.len() / 2;
         data[mid] ^= 0xff;
         std::fs::write(&p, &data).unwrap();
-        let (_, found) = ChunkDiskMapper::open(dir.path(), i64::MIN).unwrap();
+        let Opened { chunks: found, corrupt, .. } = ChunkDiskMapper::open(dir.path(), i64::MIN).unwrap();
         let n: usize = found.values().map(Vec::len).sum();
         assert!(n > 1000 && n < 5000, "{n}");
+        assert!(corrupt);
         assert!(std::fs::metadata(&p).unwrap().len() <= mid as u64);
     }
 

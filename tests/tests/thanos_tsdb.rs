@@ -1,0 +1,72 @@
+//! Each implementation opens the head the other left behind when it was killed with -9: the
+//! WAL and the head chunk files (`chunks_head/`), Prometheus 3.x's as Thanos v0.42 writes them
+//! and ringest's. The workload is large enough that both have written megabytes of head chunks
+//! (Prometheus buffers 4 MiB of them, ringest 256 KiB), so the successor must read them, not
+//! just the WAL. The successor then takes more writes of the same series, is stopped cleanly
+//! (its head flushed into blocks), and promtool must find every acknowledged sample.
+
+use std::time::Duration;
+
+use ringest_e2e::Impl::{self, Ringest as R, Thanos as T};
+use ringest_e2e::Receiver;
+use ringest_e2e::ring::{layout, run_load, run_rounds};
+
+const TENANT: &str = "default-tenant";
+
+fn chunks_head_bytes(r: &Receiver) -> u64 {
+    std::fs::read_dir(r.tenant_dir(TENANT).join("chunks_head"))
+        .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
+
+fn successor_reads_the_head_of(first: Impl, second: Impl, series: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut a = Receiver::unstarted_as(first, &data);
+    a.relaunch();
+    a.wait_ready(Duration::from_secs(60));
+    let l = layout("handover", series, 130, 2);
+    let before = run_load(&l, 125, &a.rw_addr, None, None);
+    before.assert_all_2xx_first_time(&format!("{first:?}"));
+    a.kill9();
+    let chunk_bytes = chunks_head_bytes(&a);
+    assert!(chunk_bytes > 1 << 20, "{first:?} wrote only {chunk_bytes} bytes of head chunks");
+
+    let mut b = Receiver::unstarted_as(second, &data);
+    b.log = tmp.path().join("second.log");
+    b.relaunch();
+    b.wait_ready(Duration::from_secs(120));
+    let series_now = b.metric(&format!("prometheus_tsdb_head_series{{tenant=\"{TENANT}\"}}"));
+    assert_eq!(series_now, Some(series as f64), "{second:?} after {first:?}:\n{}", b.logs());
+    let corrupt = b.metric(&format!("prometheus_tsdb_mmap_chunk_corruptions_total{{tenant=\"{TENANT}\"}}"));
+    assert_eq!(corrupt, Some(0.0), "{second:?} found {first:?}'s head chunk files corrupt:\n{}", b.logs());
+    if second == R {
+        // ringest says how many chunks it took from the files (a full chunk per series at least).
+        let line =
+            b.logs().lines().find(|l| l.contains("On-disk memory mappable chunks replay completed")).map(String::from);
+        let chunks: usize = line
+            .as_deref()
+            .and_then(|l| l.split(" chunks=").nth(1)?.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no chunk count in {line:?}"));
+        assert!(chunks >= series / 2, "ringest read {chunks} chunks of {first:?}'s files");
+    }
+
+    let after = run_rounds(&l, 125..130, &b.rw_addr, None, None);
+    after.assert_all_2xx_first_time(&format!("{second:?} after {first:?}"));
+    let st = b.terminate();
+    assert!(st.success(), "{second:?} exited with {st}:\n{}", b.logs());
+    let run = before.then(after);
+    let rep = run.check(&b.tenant_dir(TENANT));
+    assert!(rep.ok() && rep.intact == rep.acked, "{second:?} after {first:?}: {rep:?}");
+}
+
+#[test]
+fn ringest_opens_the_wal_and_head_chunks_thanos_left() {
+    // 30k series: Thanos' head chunks pass its 4 MiB write buffer.
+    successor_reads_the_head_of(T, R, 30_000);
+}
+
+#[test]
+fn thanos_opens_the_wal_and_head_chunks_ringest_left() {
+    successor_reads_the_head_of(R, T, 10_000);
+}
