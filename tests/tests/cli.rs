@@ -287,3 +287,85 @@ fn tsdb_status_in_both_shapes() {
     let bad = http_get(&r.http_addr, "/api/v1/status/tsdb?limit=0").unwrap();
     assert_eq!(bad.status, 400);
 }
+
+/// `--name` → default as `thanos receive --help` prints it (`None`: no default shown), or
+/// `"bool"` for `--[no-]name` switches. Kingpin's own `--help-long`/`--help-man` are left out.
+fn thanos_flags() -> std::collections::BTreeMap<String, Option<String>> {
+    let out = Command::new(ringest_e2e::thanos::thanos_bin()).args(["receive", "--help"]).output().expect("thanos");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let mut flags = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        let t = t.strip_prefix("-h, ").unwrap_or(t);
+        let Some(rest) = t.strip_prefix("--") else { continue };
+        if line.len() - t.len() > 8 {
+            continue; // a wrapped help line that starts with a flag name
+        }
+        let spec = rest.split("  ").next().unwrap_or(rest).trim();
+        if let Some(name) = spec.strip_prefix("[no-]") {
+            flags.insert(name.to_string(), Some("bool".into()));
+            continue;
+        }
+        let (name, value) = spec.split_once('=').map_or((spec, None), |(n, v)| (n, Some(v)));
+        // Placeholders (`<file-path>`, `key="value" ...`, `RECEIVE.LOCAL-ENDPOINT`) are not defaults.
+        let placeholder = |v: &str| {
+            v.starts_with('<')
+                || v.ends_with("...")
+                || (v.bytes().any(|b| b.is_ascii_alphabetic()) && v.to_uppercase() == v && !v.starts_with('"'))
+        };
+        let default = value.filter(|v| !placeholder(v)).map(|v| v.trim_matches('"').to_string());
+        flags.insert(name.to_string(), default);
+    }
+    flags
+}
+
+#[test]
+fn every_flag_of_the_real_thanos_receive_is_known_with_its_default() {
+    let thanos = thanos_flags();
+    assert!(thanos.len() > 70, "parsed {} flags of thanos receive --help", thanos.len());
+    assert_eq!(thanos.get("tsdb.retention"), Some(&Some("15d".to_string())), "{thanos:?}");
+    assert_eq!(thanos.get("tsdb.wal-compression"), Some(&Some("bool".to_string())), "{thanos:?}");
+    let with_defaults = thanos.values().filter(|d| d.as_deref().is_some_and(|d| d != "bool" && !d.is_empty())).count();
+    assert!(with_defaults > 30, "{with_defaults} defaults parsed: {thanos:?}");
+    let (code, out, _) = run(&["receive", "--help"]);
+    assert_eq!(code, 0);
+    // ringest's help: `--name <VALUE>` then the help text, ending `[default: x]` for valued
+    // flags and `(default: true|false; ...)` for switches.
+    let mut ours: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in out.lines() {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix("--") {
+            let name = rest.split([' ', '<']).next().unwrap().to_string();
+            ours.insert(name.clone(), String::new());
+            current = Some(name);
+        } else if let Some(c) = &current {
+            ours.get_mut(c).unwrap().push_str(t);
+            ours.get_mut(c).unwrap().push(' ');
+        }
+    }
+    let mut problems = Vec::new();
+    for (name, default) in &thanos {
+        if name == "help" || name == "version" {
+            continue;
+        }
+        let Some(help) = ours.get(name) else {
+            problems.push(format!("--{name}: not a ringest receive flag"));
+            continue;
+        };
+        match default.as_deref() {
+            Some("bool") => {
+                if !help.contains("(default: true;") && !help.contains("(default: false;") {
+                    problems.push(format!("--{name}: ringest does not take it as a switch: {help}"));
+                }
+            }
+            Some(d) if !d.is_empty() => {
+                if !help.contains(&format!("[default: {d}]")) {
+                    problems.push(format!("--{name}: Thanos' default is {d:?}, ringest's help says {help}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(problems.is_empty(), "{} differences from thanos receive:\n{}", problems.len(), problems.join("\n"));
+}
