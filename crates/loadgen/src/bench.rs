@@ -1,6 +1,7 @@
-//! The side-by-side benchmark: the same pre-encoded workload against ringest, Prometheus 2.42
+//! The side-by-side benchmark: the same pre-encoded workload against ringest, Thanos Receive
+//! (the real binary, one node and an RF=3 ring, started with ringest's flags), Prometheus 2.42
 //! (`--web.enable-remote-write-receiver`) and VictoriaMetrics, one after the other in one run,
-//! and one table of ringest's ratios to each peer.
+//! and one table of ringest's ratios to each peer (rings against ringest's ring).
 //!
 //! Per workload size: a creation phase (round 0: every series new), a steady phase (as fast as
 //! the receiver acknowledges), a latency phase at a fixed offered load, then kill -9 and the time
@@ -39,6 +40,10 @@ pub enum Kind {
     /// Three ringest processes in one hashring, RF=3 (quorum 2), written through the first;
     /// CPU and RSS are the three processes' sums.
     RingestRf3,
+    /// Thanos Receive, the real `thanos` binary, with the same flags as ringest.
+    Thanos,
+    /// Three Thanos Receive processes in one hashring, RF=3, as [`Kind::RingestRf3`].
+    ThanosRf3,
 }
 
 impl Kind {
@@ -49,7 +54,24 @@ impl Kind {
             Kind::Prometheus => "Prometheus 2.42",
             Kind::VictoriaMetrics => "VictoriaMetrics",
             Kind::RingestRf3 => "ringest RF=3 x3",
+            Kind::Thanos => "Thanos Receive",
+            Kind::ThanosRf3 => "Thanos RF=3 x3",
         }
+    }
+
+    /// Whether this is a ring of three processes.
+    pub fn is_ring(self) -> bool {
+        matches!(self, Kind::RingestRf3 | Kind::ThanosRf3)
+    }
+
+    /// Whether this is ringest (which the ratios are about).
+    pub fn is_ringest(self) -> bool {
+        matches!(self, Kind::Ringest | Kind::RingestRf3)
+    }
+
+    /// The ringest receiver to compare this peer with: a ring with a ring, a node with a node.
+    fn counterpart(self) -> Kind {
+        if self.is_ring() { Kind::RingestRf3 } else { Kind::Ringest }
     }
 }
 
@@ -75,30 +97,66 @@ pub struct Receiver {
     peers: Vec<Receiver>,
 }
 
-fn ringest_args(data: &Path, rw: &str, ops: &str, grpc: &str) -> Vec<String> {
-    vec![
+/// `receive` flags, the same for ringest and Thanos, plus what a Thanos needs here: its own
+/// Cap'n Proto port (every Thanos binds 0.0.0.0:19391 otherwise) and no retention (v0.42.5's
+/// idle-tenant pruning, which runs in the first minute of every fourth hour when retention is
+/// set, can crash on a tenant still opening).
+fn receive_args(thanos: bool, data: &Path, rw: &str, ops: &str, grpc: &str) -> Vec<String> {
+    let mut args = vec![
         "receive".into(),
         "--label=receive_replica=\"bench\"".into(),
         format!("--tsdb.path={}", data.display()),
         format!("--remote-write.address={rw}"),
         format!("--http-address={ops}"),
         format!("--grpc-address={grpc}"),
-    ]
+    ];
+    if thanos {
+        args.push(format!("--receive.capnproto-address=127.0.0.1:{}", free_port()));
+        args.push("--tsdb.retention=0d".into());
+    }
+    args
+}
+
+/// The receiver binaries the bench runs.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `ringest`.
+    pub ringest: PathBuf,
+    /// `thanos` (needed for the Thanos receivers only).
+    pub thanos: Option<PathBuf>,
+}
+
+impl Binaries {
+    fn of(&self, kind: Kind) -> anyhow::Result<PathBuf> {
+        match kind {
+            Kind::Thanos | Kind::ThanosRf3 => self.thanos.clone().ok_or_else(|| {
+                anyhow::anyhow!("{} needs the thanos binary: --thanos (scripts/thanos.sh builds it)", kind.name())
+            }),
+            _ => Ok(self.ringest.clone()),
+        }
+    }
 }
 
 impl Receiver {
-    /// Starts a receiver of `kind` with data under `dir` (`ringest` is the ringest binary).
-    pub fn start(kind: Kind, dir: &Path, ringest: &Path) -> anyhow::Result<Receiver> {
+    /// Starts a receiver of `kind` with data under `dir`.
+    pub fn start(kind: Kind, dir: &Path, bins: &Binaries) -> anyhow::Result<Receiver> {
         std::fs::create_dir_all(dir)?;
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let data = dir.join("data");
         let (program, args, path, ready_addr, ready_path): (PathBuf, Vec<String>, &str, String, &'static str) =
             match kind {
-                Kind::Ringest | Kind::RingestRf3 => {
+                Kind::Ringest | Kind::RingestRf3 | Kind::Thanos | Kind::ThanosRf3 => {
                     let ops = format!("127.0.0.1:{}", free_port());
                     let grpc = format!("127.0.0.1:{}", free_port());
-                    (ringest.to_path_buf(), ringest_args(&data, &addr, &ops, &grpc), "/api/v1/receive", ops, "/-/ready")
+                    let thanos = matches!(kind, Kind::Thanos | Kind::ThanosRf3);
+                    (
+                        bins.of(kind)?,
+                        receive_args(thanos, &data, &addr, &ops, &grpc),
+                        "/api/v1/receive",
+                        ops,
+                        "/-/ready",
+                    )
                 }
                 Kind::Prometheus => {
                     let cfg = dir.join("prometheus.yml");
@@ -141,8 +199,8 @@ impl Receiver {
             log: dir.join(format!("{}.log", kind.name().replace([' ', '='], "_"))),
             peers: Vec::new(),
         };
-        if kind == Kind::RingestRf3 {
-            r.make_ring(dir, ringest)?;
+        if kind.is_ring() {
+            r.make_ring(dir)?;
         }
         r.spawn()?;
         r.wait_ready(Duration::from_secs(300))?;
@@ -152,9 +210,10 @@ impl Receiver {
         Ok(r)
     }
 
-    /// Turns this ringest into the first of three nodes of an RF=3 hashring and starts the
-    /// other two.
-    fn make_ring(&mut self, dir: &Path, ringest: &Path) -> anyhow::Result<()> {
+    /// Turns this receiver into the first of three nodes of an RF=3 hashring and starts the
+    /// other two (the same program).
+    fn make_ring(&mut self, dir: &Path) -> anyhow::Result<()> {
+        let thanos = self.kind == Kind::ThanosRf3;
         let grpc = |args: &[String]| {
             args.iter().find_map(|a| a.strip_prefix("--grpc-address=")).map(str::to_string).unwrap_or_default()
         };
@@ -162,13 +221,14 @@ impl Receiver {
         for i in 1..3 {
             let (rw, ops, g) = (free_port(), free_port(), free_port());
             let data = dir.join(format!("node{i}"));
-            let args =
-                ringest_args(&data, &format!("127.0.0.1:{rw}"), &format!("127.0.0.1:{ops}"), &format!("127.0.0.1:{g}"));
+            let (rw_addr, ops_addr, grpc_addr) =
+                (format!("127.0.0.1:{rw}"), format!("127.0.0.1:{ops}"), format!("127.0.0.1:{g}"));
+            let args = receive_args(thanos, &data, &rw_addr, &ops_addr, &grpc_addr);
             peers.push(Receiver {
-                kind: Kind::Ringest,
+                kind: self.kind,
                 child: None,
                 args,
-                program: ringest.to_path_buf(),
+                program: self.program.clone(),
                 target: Target { addr: format!("127.0.0.1:{rw}"), path: "/api/v1/receive".into(), headers: Vec::new() },
                 ready_addr: format!("127.0.0.1:{ops}"),
                 ready_path: "/-/ready",
@@ -262,8 +322,8 @@ pub struct BenchOptions {
     pub sizes: Vec<usize>,
     /// Receivers, in order.
     pub receivers: Vec<Kind>,
-    /// The ringest binary.
-    pub ringest: PathBuf,
+    /// The receiver binaries.
+    pub bins: Binaries,
     /// Concurrent senders.
     pub shards: usize,
     /// Samples per request.
@@ -351,7 +411,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
         for &kind in &o.receivers {
             let dir = root.join(format!("{}-{size}", kind.name().replace(' ', "_")));
             let _ = std::fs::remove_dir_all(&dir);
-            let mut r = Receiver::start(kind, &dir, &o.ringest)?;
+            let mut r = Receiver::start(kind, &dir, &o.bins)?;
             let acked = std::sync::Mutex::new(Vec::new());
             let fast = SendOptions::default();
             let paced = SendOptions { rate: Some(o.latency_rate), ..SendOptions::default() };
@@ -364,7 +424,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
                 table(&[creation.clone(), steady.clone(), latency.clone()])
             );
             let restart_seconds = match kind {
-                Kind::VictoriaMetrics | Kind::RingestRf3 => None,
+                Kind::VictoriaMetrics | Kind::RingestRf3 | Kind::ThanosRf3 => None,
                 _ => Some(r.crash_restart()?.as_secs_f64()),
             };
             // promtool's text dump of more than a few million samples takes minutes: check the
@@ -484,14 +544,15 @@ impl BenchResult {
                 |v| format!("{v:.2}"),
             ));
         }
+        // Each peer against ringest in the same shape: a ring against ringest's ring.
         let peers: Vec<Kind> =
-            kinds.iter().copied().filter(|&k| !matches!(k, Kind::Ringest | Kind::RingestRf3)).collect();
+            kinds.iter().copied().filter(|&k| !k.is_ringest() && kinds.contains(&k.counterpart())).collect();
         let mut out = String::from("| workload | figure |");
         for k in &kinds {
             out.push_str(&format!(" {} |", k.name()));
         }
         for p in &peers {
-            out.push_str(&format!(" ringest vs {} |", p.name()));
+            out.push_str(&format!(" {} vs {} |", p.counterpart().name(), p.name()));
         }
         out.push('\n');
         out.push_str(&"| --- ".repeat(2 + kinds.len() + peers.len()));
@@ -501,8 +562,8 @@ impl BenchResult {
             for (_, v) in &row.values {
                 out.push_str(&format!(" {} |", v.map(row.fmt).unwrap_or_else(|| "-".into())));
             }
-            let ours = row.values.iter().find(|(k, _)| *k == Kind::Ringest).and_then(|(_, v)| *v);
             for p in &peers {
+                let ours = row.values.iter().find(|(k, _)| *k == p.counterpart()).and_then(|(_, v)| *v);
                 let theirs = row.values.iter().find(|(k, _)| k == p).and_then(|(_, v)| *v);
                 let ratio = match (ours, theirs) {
                     (Some(a), Some(b)) if a > 0.0 && b > 0.0 => Some(if row.higher_is_better { a / b } else { b / a }),

@@ -126,11 +126,20 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
     sizes: Vec<usize>,
     /// Receivers to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "ringest,ringest-rf3,prometheus,victoria-metrics")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "ringest,ringest-rf3,thanos,thanos-rf3,prometheus,victoria-metrics"
+    )]
     receivers: Vec<Kind>,
     /// The ringest binary (default: next to this one).
     #[arg(long)]
     ringest: Option<PathBuf>,
+    /// The thanos binary, for the Thanos receivers (default: $THANOS_BIN; scripts/thanos.sh
+    /// builds it).
+    #[arg(long)]
+    thanos: Option<PathBuf>,
     /// Concurrent senders.
     #[arg(long, default_value_t = 8)]
     shards: usize,
@@ -242,7 +251,10 @@ fn bench(a: BenchArgs) -> anyhow::Result<bool> {
     let o = BenchOptions {
         sizes: if a.smoke { vec![2000] } else { a.sizes },
         receivers: a.receivers,
-        ringest,
+        bins: bench::Binaries {
+            ringest,
+            thanos: a.thanos.or_else(|| std::env::var_os("THANOS_BIN").map(PathBuf::from)),
+        },
         shards: a.shards,
         max_samples_per_send: if a.smoke { 200 } else { a.max_samples_per_send },
         latency_rate: if a.smoke { 20_000.0 } else { a.latency_rate },
