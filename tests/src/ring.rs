@@ -117,18 +117,9 @@ pub struct LoadRun {
 }
 
 impl LoadRun {
-    /// Requests that did not get a 2xx at the first attempt, with the errors seen.
+    /// Every request answered 2xx at the first attempt (else the failures and errors seen).
     pub fn assert_all_2xx_first_time(&self, what: &str) {
-        let bad: Vec<&Outcome> =
-            self.outcomes.iter().filter(|o| !(200..300).contains(&o.status) || o.attempts != 1).collect();
-        assert!(
-            bad.is_empty(),
-            "{what}: {} of {} requests were not answered 2xx at once (first {:?}); errors: {:?}",
-            bad.len(),
-            self.outcomes.len(),
-            bad.first(),
-            self.errors
-        );
+        assert_2xx_at_once(what, self.outcomes.iter(), &self.errors);
     }
 
     /// This run and a later one of the same workload as one run.
@@ -146,6 +137,18 @@ impl LoadRun {
         let dump = check::promtool_dump(dir).unwrap_or_else(|e| panic!("promtool dump of {}: {e}", dir.display()));
         check::check(&self.log, &dump)
     }
+}
+
+fn assert_2xx_at_once<'a>(what: &str, outcomes: impl Iterator<Item = &'a Outcome>, errors: &[String]) {
+    let all: Vec<&Outcome> = outcomes.collect();
+    let bad: Vec<&&Outcome> = all.iter().filter(|o| !(200..300).contains(&o.status) || o.attempts != 1).collect();
+    assert!(
+        bad.is_empty(),
+        "{what}: {} of {} requests were not answered 2xx at once (first {:?}); errors: {errors:?}",
+        bad.len(),
+        all.len(),
+        bad.first()
+    );
 }
 
 /// Sends all rounds of `layout` to `addr` (tenant header if given), paced at `rate` samples/s.
@@ -253,16 +256,7 @@ impl Load {
 
     /// Every request answered 2xx at the first attempt.
     pub fn assert_all_2xx_first_time(&self) {
-        let bad: Vec<_> =
-            self.outcomes.iter().filter(|(_, o)| !(200..300).contains(&o.status) || o.attempts != 1).collect();
-        assert!(
-            bad.is_empty(),
-            "{} of {} requests not answered 2xx at once (first {:?}); errors: {:?}",
-            bad.len(),
-            self.outcomes.len(),
-            bad.first(),
-            self.errors
-        );
+        assert_2xx_at_once("the load", self.outcomes.iter().map(|(_, o)| o), &self.errors);
     }
 
     /// The acknowledgement log of the requests tagged with one of `tags` (every round sent is
