@@ -47,7 +47,7 @@ echo "==> build the release binaries the end-to-end tests and the bench run"
 cargo build --release -p ringest -p ringest-loadgen
 export RINGEST_BIN="$PWD/target/release/ringest"
 
-echo "==> bench smoke run (ringest, Prometheus 2.42, VictoriaMetrics; tiny workload)"
+echo "==> bench smoke run (ringest, Thanos Receive, Prometheus 2.42, VictoriaMetrics; tiny workload)"
 target/release/ringest-loadgen bench --smoke
 
 echo "==> tests (unit, property, end-to-end against promtool and Prometheus 2.42)"

@@ -16,3 +16,12 @@ pub mod workload;
 
 pub use client::{HttpResponse, RemoteWriter, http_get, http_request};
 pub use process::{Impl, Receiver, free_port, ringest_bin};
+
+/// Polls `ok` every 250 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: std::time::Duration, mut ok: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}

@@ -101,6 +101,19 @@ pub fn layout(prefix: &str, series: usize, rounds: usize, shards: usize) -> Layo
     Layout { shape, shards, max_samples_per_send: 200 }
 }
 
+/// Like [`layout`], but starting on the 2h block boundary before it, so that a head cuts each
+/// series' first chunk at 120 samples whatever the time of day. (A head ends its chunks at the
+/// next block boundary and spreads samples evenly until it: a history that starts half an hour
+/// before a boundary stays in one open chunk, and nothing reaches `chunks_head/`.) The history
+/// is at most 2h plus `rounds` intervals old, well within the 3h a head spans before it is
+/// compacted.
+pub fn layout_from_block_start(prefix: &str, series: usize, rounds: usize, shards: usize) -> Layout {
+    const BLOCK_MS: i64 = 2 * 3600 * 1000;
+    let mut l = layout(prefix, series, rounds, shards);
+    l.shape.start_ms = l.shape.start_ms.div_euclid(BLOCK_MS) * BLOCK_MS;
+    l
+}
+
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64

@@ -11,7 +11,7 @@ use ringest_e2e::faultproxy::{FaultProxy, Mode};
 use ringest_e2e::oracle::{assert_exact, assert_exact_with, copy_dir};
 use ringest_e2e::s3::{Moto, MotoOpts, sha256};
 use ringest_e2e::workload::{Acked, Workload};
-use ringest_e2e::{Receiver, RemoteWriter, free_port, http_get};
+use ringest_e2e::{Receiver, RemoteWriter, free_port, http_get, wait_for};
 
 const H: i64 = 3_600_000;
 const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % (2 * H) + 17 * 60_000;
@@ -59,14 +59,6 @@ fn local_blocks(tenant: &Path) -> BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// Blocks whose meta.json is in the bucket.

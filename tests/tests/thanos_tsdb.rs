@@ -1,15 +1,15 @@
 //! Each implementation opens the head the other left behind when it was killed with -9: the
 //! WAL and the head chunk files (`chunks_head/`), Prometheus 3.x's as Thanos v0.42 writes them
 //! and ringest's. The workload is large enough that both have written megabytes of head chunks
-//! (Prometheus buffers 4 MiB of them, ringest 256 KiB), so the successor must read them, not
-//! just the WAL. The successor then takes more writes of the same series, is stopped cleanly
+//! (Prometheus buffers 4 MiB of them, ringest 256 KiB) before the kill, so the successor must
+//! read them, not just the WAL. The successor then takes more writes of the same series, is stopped cleanly
 //! (its head flushed into blocks), and promtool must find every acknowledged sample.
 
 use std::time::Duration;
 
 use ringest_e2e::Impl::{self, Ringest as R, Thanos as T};
-use ringest_e2e::Receiver;
-use ringest_e2e::ring::{layout, run_load, run_rounds};
+use ringest_e2e::ring::{layout_from_block_start, run_load, run_rounds};
+use ringest_e2e::{Receiver, wait_for};
 
 const TENANT: &str = "default-tenant";
 
@@ -25,12 +25,13 @@ fn successor_reads_the_head_of(first: Impl, second: Impl, series: usize) {
     let mut a = Receiver::unstarted_as(first, &data);
     a.relaunch();
     a.wait_ready(Duration::from_secs(60));
-    let l = layout("handover", series, 130, 2);
+    let l = layout_from_block_start("handover", series, 130, 2);
     let before = run_load(&l, 125, &a.rw_addr, None, None);
     before.assert_all_2xx_first_time(&format!("{first:?}"));
+    // ringest writes a cut chunk out with the next 256 KiB; Prometheus 3.x moves cut chunks to
+    // its files once a minute (its block-reload tick), so Thanos' are on disk within a minute.
+    wait_for(&format!("{first:?} to write head chunks"), Duration::from_secs(90), || chunks_head_bytes(&a) > 1 << 20);
     a.kill9();
-    let chunk_bytes = chunks_head_bytes(&a);
-    assert!(chunk_bytes > 1 << 20, "{first:?} wrote only {chunk_bytes} bytes of head chunks");
 
     let mut b = Receiver::unstarted_as(second, &data);
     b.log = tmp.path().join("second.log");
