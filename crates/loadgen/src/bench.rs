@@ -79,6 +79,15 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
+/// A receiver could not bind a port found free a moment before (another process took it in
+/// between); starting again on fresh ports is the remedy.
+#[derive(Debug, thiserror::Error)]
+#[error("{receiver} lost a just-probed port to another process; the end of its log:\n{log}")]
+pub struct PortTaken {
+    receiver: &'static str,
+    log: String,
+}
+
 /// A running receiver.
 #[derive(Debug)]
 pub struct Receiver {
@@ -281,7 +290,14 @@ impl Receiver {
         let start = Instant::now();
         while start.elapsed() < timeout {
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
-                anyhow::bail!("{} exited with {st}; log: {}", self.kind.name(), self.log.display());
+                // The log goes with the work directory: its end is quoted here.
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+                if log.contains("address already in use") {
+                    return Err(PortTaken { receiver: self.kind.name(), log: tail }.into());
+                }
+                anyhow::bail!("{} exited with {st}; the end of its log:\n{tail}", self.kind.name());
             }
             if http::get(&self.ready_addr, self.ready_path).map(|r| r.status == 200).unwrap_or(false) {
                 return Ok(());
@@ -411,7 +427,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
         for &kind in &o.receivers {
             let dir = root.join(format!("{}-{size}", kind.name().replace(' ', "_")));
             let _ = std::fs::remove_dir_all(&dir);
-            let mut r = Receiver::start(kind, &dir, &o.bins)?;
+            let mut r = start_on_free_ports(kind, &dir, &o.bins)?;
             let acked = std::sync::Mutex::new(Vec::new());
             let fast = SendOptions::default();
             let paced = SendOptions { rate: Some(o.latency_rate), ..SendOptions::default() };
@@ -456,6 +472,22 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
         max_samples_per_send: o.max_samples_per_send,
         latency_rate: o.latency_rate,
     })
+}
+
+/// [`Receiver::start`], again on fresh ports (at most twice) when a port found free was taken
+/// before the receiver bound it.
+fn start_on_free_ports(kind: Kind, dir: &Path, bins: &Binaries) -> anyhow::Result<Receiver> {
+    let mut attempt = 1;
+    loop {
+        match Receiver::start(kind, dir, bins) {
+            Err(e) if attempt < 3 && e.is::<PortTaken>() => {
+                eprintln!("{e}\nstarting {} again on fresh ports", kind.name());
+                let _ = std::fs::remove_dir_all(dir);
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
 }
 
 fn human_bytes(b: f64) -> String {
