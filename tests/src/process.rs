@@ -1,7 +1,6 @@
 //! Starting and stopping receivers: `ringest receive` or the real `thanos receive`, started with
 //! the same flags (that is the drop-in promise), on loopback ports.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -9,25 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::http_get;
 
-/// A free loopback port for a server to listen on. Taken below the kernel's ephemeral range
-/// (32768 and up), so no outgoing connection of a test (a peer's gRPC client, an HTTP client)
-/// can take it between this check and the server's bind; spread over the range by process id
-/// and a counter so that concurrent tests and test binaries do not pick the same one.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const LOW: u32 = 10_000;
-    const SPAN: u32 = 22_000;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let seed = std::process::id().wrapping_mul(7919);
-    for _ in 0..SPAN {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = (LOW + seed.wrapping_add(n.wrapping_mul(104_729)) % SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
+pub use ringest_loadgen::port::free_port;
 
 /// Path of the `ringest` binary under test.
 pub fn ringest_bin() -> PathBuf {

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::check::{self, AckLog, CheckReport, LogHeader};
 use crate::http;
 use crate::plan::{Layout, Plan, ReqId};
+use crate::port::free_port;
 use crate::procstat::{Usage, Watch};
 use crate::report::{PhaseReport, table};
 use crate::send::{self, SendOptions, Target};
@@ -73,10 +74,6 @@ impl Kind {
     fn counterpart(self) -> Kind {
         if self.is_ring() { Kind::RingestRf3 } else { Kind::Ringest }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
 /// A receiver could not bind a port found free a moment before (another process took it in

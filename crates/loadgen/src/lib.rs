@@ -16,6 +16,7 @@ pub mod check;
 pub mod encode;
 pub mod http;
 pub mod plan;
+pub mod port;
 pub mod procstat;
 pub mod report;
 pub mod send;
