@@ -11,6 +11,7 @@
 //! deduplicated and sorted, as `N errors: a; b`, each with the first offending series.
 
 use http::StatusCode;
+use ringest_tsdb::labels::SeriesKey;
 use ringest_tsdb::labels::write_go_quoted;
 use ringest_tsdb::{AppendBuffers, LabelError, LabelRef, Tsdb, TsdbError, validate_request_order};
 
@@ -116,6 +117,11 @@ pub fn write_selected(
     // names are not strictly sorted (remote write sends them sorted) are refused, as Thanos does.
     let mut unsorted: Vec<usize> = Vec::new();
     for (k, s) in (0..count).map(nth).enumerate() {
+        if let Some(encoded) = s.encoded_labels(buf) {
+            // Sorted and canonically encoded: hashed as received, no label copied.
+            app.prepare_key(SeriesKey::of_encoded(encoded));
+            continue;
+        }
         refs.clear();
         refs.extend(spans_of(s).iter().map(|l| LabelRef { name: l.name(buf), value: l.value(buf) }));
         if !app.prepare(&refs) {

@@ -163,7 +163,7 @@ pub fn validate_request_order(labels: &[LabelRef<'_>]) -> Option<LabelError> {
 /// `a < b` bytewise, eight bytes at a time without a `memcmp` call: every series' names are
 /// checked for order on every write, and they are short and often share long prefixes.
 #[inline]
-fn name_lt(a: &[u8], b: &[u8]) -> bool {
+pub fn name_lt(a: &[u8], b: &[u8]) -> bool {
     let (mut a8, mut b8) = (a.chunks_exact(8), b.chunks_exact(8));
     for (x, y) in (&mut a8).zip(&mut b8) {
         let (x, y) = (u64::from_be_bytes(x.try_into().unwrap()), u64::from_be_bytes(y.try_into().unwrap()));
@@ -188,6 +188,12 @@ pub(crate) fn sort_by_name<'a>(labels: &[LabelRef<'a>], sorted: &mut Vec<LabelRe
 }
 
 /// Computes series identities, reusing its buffers across calls.
+///
+/// A series' identity is the XXH3-128 of its labels, sorted by name, in protobuf's encoding of
+/// `repeated Label labels = 1` (`Label{name = 1, value = 2}`, both fields always written, minimal
+/// varints): the bytes a remote-write or Thanos `TimeSeries` already holds when its sender
+/// wrote sorted labels the usual way. A decoder that finds such bytes hashes them in place
+/// ([`SeriesKey::of_encoded`]) instead of copying every label into a key first.
 #[derive(Debug, Default)]
 pub struct SeriesHasher {
     key: Vec<u8>,
@@ -200,6 +206,27 @@ pub struct SeriesKey {
     pub hash: u128,
     /// Whether the request labels were already strictly sorted by name.
     pub sorted: bool,
+}
+
+impl SeriesKey {
+    /// The key of labels strictly sorted by name whose canonical encoding (see
+    /// [`SeriesHasher`]) is `encoded`, e.g. the label fields of a `TimeSeries` as received.
+    #[inline]
+    pub fn of_encoded(encoded: &[u8]) -> SeriesKey {
+        SeriesKey { hash: xxhash_rust::xxh3::xxh3_128(encoded), sorted: true }
+    }
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut x: usize) {
+    while x >= 0x80 {
+        out.push(x as u8 | 0x80);
+        x >>= 7;
+    }
+    out.push(x as u8);
+}
+
+fn uvarint_len(x: usize) -> usize {
+    (usize::BITS - (x | 1).leading_zeros()).div_ceil(7) as usize
 }
 
 impl SeriesHasher {
@@ -215,12 +242,17 @@ impl SeriesHasher {
         };
         self.key.clear();
         for l in canonical {
+            let (n, v) = (l.name.len(), l.value.len());
+            self.key.push(0x0a);
+            put_uvarint(&mut self.key, 2 + uvarint_len(n) + n + uvarint_len(v) + v);
+            self.key.push(0x0a);
+            put_uvarint(&mut self.key, n);
             self.key.extend_from_slice(l.name);
-            self.key.push(0xff);
+            self.key.push(0x12);
+            put_uvarint(&mut self.key, v);
             self.key.extend_from_slice(l.value);
-            self.key.push(0xff);
         }
-        SeriesKey { hash: xxhash_rust::xxh3::xxh3_128(&self.key), sorted: in_order }
+        SeriesKey { hash: SeriesKey::of_encoded(&self.key).hash, sorted: in_order }
     }
 }
 

@@ -6,6 +6,8 @@
 //! Label strings are not checked for UTF-8 here: the TSDB validates them when it creates a
 //! series (an existing series matched by hash has identical, already validated bytes).
 
+use ringest_tsdb::labels::name_lt;
+
 /// A label as byte ranges of the decompressed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LabelSpan {
@@ -51,6 +53,11 @@ pub struct SeriesSpan {
     pub raw_start: u32,
     /// End of the encoded `TimeSeries` message.
     pub raw_end: u32,
+    /// `(start, end)` of the label fields as received, when they are the canonical encoding
+    /// of labels strictly sorted by name (`ringest_tsdb::labels::SeriesHasher`): contiguous
+    /// `Label` fields of one-byte tags and lengths, each `name` then `value`. The series key
+    /// is then hashed from these bytes in place.
+    pub labels_encoded: Option<(u32, u32)>,
 }
 
 impl SeriesSpan {
@@ -58,6 +65,12 @@ impl SeriesSpan {
     #[inline]
     pub fn raw<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
         &buf[self.raw_start as usize..self.raw_end as usize]
+    }
+
+    /// The canonically encoded label fields in `buf` (see [`SeriesSpan::labels_encoded`]).
+    #[inline]
+    pub fn encoded_labels<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
+        self.labels_encoded.map(|(s, e)| &buf[s as usize..e as usize])
     }
 }
 
@@ -209,10 +222,10 @@ fn wrong_type(c: &Cursor<'_>, field: u64, wt: u64) -> DecodeError {
     err(c.message, format!("wrong wire type {wt} for field {field}"))
 }
 
+/// A label, and whether it is encoded exactly as `0a <len> name 12 <len> value` with one-byte
+/// lengths (canonical: the way every encoder writes a label shorter than 128 bytes).
 #[inline(always)]
-fn decode_label(mut c: Cursor<'_>) -> Result<LabelSpan, DecodeError> {
-    // Fast path: exactly `0a <len> name 12 <len> value` with one-byte lengths, as every encoder
-    // writes a label shorter than 128 bytes.
+fn decode_label(mut c: Cursor<'_>) -> Result<(LabelSpan, bool), DecodeError> {
     let (b, p, e) = (c.buf, c.pos, c.end);
     if e - p >= 4 && b[p] == 0x0a && b[p + 1] < 0x80 {
         let (ns, nl) = (p + 2, b[p + 1] as usize);
@@ -220,12 +233,9 @@ fn decode_label(mut c: Cursor<'_>) -> Result<LabelSpan, DecodeError> {
         if vp + 2 <= e && b[vp] == 0x12 && b[vp + 1] < 0x80 {
             let (vs, vl) = (vp + 2, b[vp + 1] as usize);
             if vs + vl == e {
-                return Ok(LabelSpan {
-                    name_off: ns as u32,
-                    name_len: nl as u32,
-                    value_off: vs as u32,
-                    value_len: vl as u32,
-                });
+                let l =
+                    LabelSpan { name_off: ns as u32, name_len: nl as u32, value_off: vs as u32, value_len: vl as u32 };
+                return Ok((l, true));
             }
         }
     }
@@ -247,7 +257,7 @@ fn decode_label(mut c: Cursor<'_>) -> Result<LabelSpan, DecodeError> {
             _ => c.skip(wt)?,
         }
     }
-    Ok(l)
+    Ok((l, false))
 }
 
 #[inline(always)]
@@ -284,7 +294,11 @@ fn decode_series(mut c: Cursor<'_>, out: &mut Decoded) -> Result<(), DecodeError
         samples_start: out.samples.len() as u32,
         ..Default::default()
     };
+    // Whether the label fields so far are canonical and sorted, where they start and end, and
+    // the last name.
+    let (mut canonical, mut region, mut last): (bool, (usize, usize), &[u8]) = (true, (0, 0), &[]);
     while c.more() {
+        let at = c.pos;
         let (field, wt) = c.key()?;
         if (1..=4).contains(&field) && wt != LEN {
             return Err(wrong_type(&c, field, wt));
@@ -292,7 +306,18 @@ fn decode_series(mut c: Cursor<'_>, out: &mut Decoded) -> Result<(), DecodeError
         match field {
             1 => {
                 let r = c.len_field()?;
-                out.labels.push(decode_label(c.sub(r, "Label"))?);
+                let (l, plain) = decode_label(c.sub(r, "Label"))?;
+                if canonical {
+                    let name = l.name(c.buf);
+                    let first = out.labels.len() as u32 == s.labels_start;
+                    // A one-byte tag and length, right after the previous label, in name order.
+                    canonical = plain && r.0 == at + 2 && (first || (at == region.1 && name_lt(last, name)));
+                    if first {
+                        region.0 = at;
+                    }
+                    (region.1, last) = (r.1, name);
+                }
+                out.labels.push(l);
             }
             2 => {
                 let r = c.len_field()?;
@@ -311,6 +336,9 @@ fn decode_series(mut c: Cursor<'_>, out: &mut Decoded) -> Result<(), DecodeError
     }
     s.labels_end = out.labels.len() as u32;
     s.samples_end = out.samples.len() as u32;
+    if canonical && s.labels_end > s.labels_start {
+        s.labels_encoded = Some((region.0 as u32, region.1 as u32));
+    }
     out.series.push(s);
     Ok(())
 }
@@ -571,6 +599,93 @@ mod tests {
             ]
         );
         assert_eq!(d.samples, vec![(1000, 2.5)]);
+    }
+
+    /// The series key of the labels as decoded (copied into a key by the TSDB's hasher).
+    fn hashed(buf: &[u8], d: &Decoded, s: &SeriesSpan) -> ringest_tsdb::labels::SeriesKey {
+        let refs: Vec<ringest_tsdb::LabelRef<'_>> = d.labels[s.labels_start as usize..s.labels_end as usize]
+            .iter()
+            .map(|l| ringest_tsdb::LabelRef { name: l.name(buf), value: l.value(buf) })
+            .collect();
+        ringest_tsdb::labels::SeriesHasher::default().key(&refs, &mut Vec::new())
+    }
+
+    /// Labels as prost writes them, sorted, are hashed in place, to the key the TSDB's hasher
+    /// gives the same labels; anything else is left to the hasher.
+    #[test]
+    fn sorted_labels_as_encoded_are_the_series_key() {
+        let series = |labels: Vec<pb::Label>| pb::TimeSeries {
+            labels,
+            samples: vec![pb::Sample { value: 1.0, timestamp: 1 }],
+            exemplars: vec![],
+            histograms: vec![],
+        };
+        let long = "v".repeat(127);
+        let longer = "v".repeat(128);
+        let req = pb::WriteRequest {
+            timeseries: vec![
+                series(vec![label("__name__", "up"), label("job", "a")]),
+                series(vec![label("a", &long), label("b", "")]),
+                series(vec![label("a", "x"), label("b", &longer)]),
+                series(vec![label("job", "a"), label("__name__", "up")]),
+                series(vec![label("a", "1"), label("a", "2")]),
+                series(vec![]),
+            ],
+            metadata: vec![],
+        };
+        let buf = req.encode_to_vec();
+        let mut d = Decoded::default();
+        decode_write_request(&buf, &mut d).unwrap();
+        let encoded: Vec<bool> = d.series.iter().map(|s| s.labels_encoded.is_some()).collect();
+        // In place: sorted, one-byte lengths. Not: an empty value (prost omits the field), a
+        // 128-byte value, unsorted names, a duplicate name, no labels.
+        assert_eq!(encoded, [true, false, false, false, false, false]);
+        let s = &d.series[0];
+        let key = ringest_tsdb::labels::SeriesKey::of_encoded(s.encoded_labels(&buf).unwrap());
+        assert_eq!(key, hashed(&buf, &d, s));
+        // The same labels unsorted, or a label written the long way, have the same key.
+        assert_eq!(hashed(&buf, &d, &d.series[3]).hash, key.hash);
+        // `__name__="up", job="a"` with the first name's length as a 2-byte varint.
+        let two_byte_len = {
+            let mut name = vec![0x0a, 0x88, 0x00];
+            name.extend(b"__name__");
+            name.extend([0x12, 0x02]);
+            name.extend(b"up");
+            let mut job = vec![0x0a, 0x03];
+            job.extend(b"job");
+            job.extend([0x12, 0x01, b'a']);
+            let mut ts = vec![0x0a, name.len() as u8];
+            ts.extend(&name);
+            ts.extend([0x0a, job.len() as u8]);
+            ts.extend(&job);
+            let mut req = vec![0x0a, ts.len() as u8];
+            req.extend(ts);
+            req
+        };
+        let mut d2 = Decoded::default();
+        decode_write_request(&two_byte_len, &mut d2).unwrap();
+        assert_eq!(d2.series[0].labels_encoded, None);
+        assert_eq!(hashed(&two_byte_len, &d2, &d2.series[0]), key);
+        // A sample between two labels: not contiguous.
+        let mut split = request().timeseries.remove(0);
+        split.exemplars.clear();
+        let mut body = Vec::new();
+        for (i, l) in split.labels.iter().enumerate() {
+            body.push(0x0a);
+            l.encode_length_delimited(&mut body).unwrap();
+            if i == 0 {
+                body.push(0x12);
+                split.samples[0].encode_length_delimited(&mut body).unwrap();
+            }
+        }
+        let mut req = vec![0x0a];
+        prost::encoding::encode_varint(body.len() as u64, &mut req);
+        req.extend(body);
+        let mut d3 = Decoded::default();
+        decode_write_request(&req, &mut d3).unwrap();
+        assert_eq!(d3.series[0].labels_end - d3.series[0].labels_start, 2);
+        assert_eq!(d3.series[0].labels_encoded, None);
+        assert_eq!(hashed(&req, &d3, &d3.series[0]), key);
     }
 
     proptest::proptest! {

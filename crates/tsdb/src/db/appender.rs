@@ -130,6 +130,13 @@ impl<'a> Appender<'a> {
         key.sorted
     }
 
+    /// [`Appender::prepare`] for a series whose key the caller already has: labels strictly
+    /// sorted by name, hashed where they were received ([`SeriesKey::of_encoded`]).
+    pub fn prepare_key(&mut self, key: SeriesKey) {
+        self.db.head.prefetch_stripe(key.hash);
+        self.bufs.prepared.push(key);
+    }
+
     /// Passes over the next prepared series without appending it.
     pub fn skip_prepared(&mut self) {
         self.bufs.next_prepared = (self.bufs.next_prepared + 1).min(self.bufs.prepared.len());
