@@ -243,13 +243,21 @@ impl SeriesHasher {
         self.key.clear();
         for l in canonical {
             let (n, v) = (l.name.len(), l.value.len());
-            self.key.push(0x0a);
-            put_uvarint(&mut self.key, 2 + uvarint_len(n) + n + uvarint_len(v) + v);
-            self.key.push(0x0a);
-            put_uvarint(&mut self.key, n);
-            self.key.extend_from_slice(l.name);
-            self.key.push(0x12);
-            put_uvarint(&mut self.key, v);
+            let inner = 2 + uvarint_len(n) + n + uvarint_len(v) + v;
+            if inner < 0x80 {
+                // Every length one byte: the common case, without varint loops.
+                self.key.extend_from_slice(&[0x0a, inner as u8, 0x0a, n as u8]);
+                self.key.extend_from_slice(l.name);
+                self.key.extend_from_slice(&[0x12, v as u8]);
+            } else {
+                self.key.push(0x0a);
+                put_uvarint(&mut self.key, inner);
+                self.key.push(0x0a);
+                put_uvarint(&mut self.key, n);
+                self.key.extend_from_slice(l.name);
+                self.key.push(0x12);
+                put_uvarint(&mut self.key, v);
+            }
             self.key.extend_from_slice(l.value);
         }
         SeriesKey { hash: SeriesKey::of_encoded(&self.key).hash, sorted: in_order }
