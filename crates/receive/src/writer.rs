@@ -131,10 +131,10 @@ pub fn write_selected(
     let mut unsorted = unsorted.into_iter().peekable();
     for (k, s) in (0..count).map(nth).enumerate() {
         let spans = spans_of(s);
-        refs.clear();
-        refs.extend(spans.iter().map(|l| LabelRef { name: l.name(buf), value: l.value(buf) }));
         if unsorted.next_if_eq(&k).is_some() {
             app.skip_prepared();
+            refs.clear();
+            refs.extend(spans.iter().map(|l| LabelRef { name: l.name(buf), value: l.value(buf) }));
             if let Some(e) = validate_request_order(&refs) {
                 report.label_error(&e, buf, spans);
             }
@@ -145,7 +145,16 @@ pub fn write_selected(
             report.histograms.0 += s.histograms as u64;
             report.histograms.1.get_or_insert_with(|| series_string(buf, spans));
         }
-        match app.append_prepared(&refs, samples, max_t) {
+        // The labels are built only for a series the head does not have yet.
+        let refs = &mut refs;
+        let labels = move || {
+            // Moving the borrow in makes the closure `FnOnce`: it may hand out the vector.
+            let refs = refs;
+            refs.clear();
+            refs.extend(spans.iter().map(|l| LabelRef { name: l.name(buf), value: l.value(buf) }));
+            &refs[..]
+        };
+        match app.append_prepared(labels, samples, max_t) {
             Ok(o) => {
                 let refused = [
                     (OUT_OF_ORDER, o.out_of_order),

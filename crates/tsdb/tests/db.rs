@@ -177,8 +177,8 @@ fn prepared_appends_match_plain_appends() {
             a.prepare(l);
         }
         let mut got: Vec<_> =
-            rest.iter().map(|(l, s)| a.append_prepared(l, s, T0 + 2500).map_err(|e| e.to_string())).collect();
-        got.push(a.append_prepared(&last.0, &last.1, T0 + 2500).map_err(|e| e.to_string()));
+            rest.iter().map(|(l, s)| a.append_prepared(|| l, s, T0 + 2500).map_err(|e| e.to_string())).collect();
+        got.push(a.append_prepared(|| &last.0, &last.1, T0 + 2500).map_err(|e| e.to_string()));
         a.commit().unwrap();
         assert_eq!(got, want, "round {round}");
     }

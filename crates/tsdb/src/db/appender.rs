@@ -112,7 +112,7 @@ impl<'a> Appender<'a> {
     ) -> Result<SeriesOutcome, LabelError> {
         let mut sorted = Vec::new();
         let key = self.bufs.hasher.key(labels, &mut sorted);
-        self.append_keyed(key, if key.sorted { labels } else { &sorted }, samples, max_t)
+        self.append_keyed(key, || if key.sorted { labels } else { &sorted }, samples, max_t)
     }
 
     /// Hashes the labels of a series that [`Appender::append_prepared`] will append later and
@@ -142,12 +142,14 @@ impl<'a> Appender<'a> {
         self.bufs.next_prepared = (self.bufs.next_prepared + 1).min(self.bufs.prepared.len());
     }
 
-    /// [`Appender::append`] for the next series given to [`Appender::prepare`] (same labels,
-    /// same order; plain `append` calls in between do not count). Without a prepared series
-    /// left it hashes `labels` itself.
-    pub fn append_prepared(
+    /// [`Appender::append`] for the next series given to [`Appender::prepare`] or
+    /// [`Appender::prepare_key`] (same labels, same order; plain `append` calls in between do
+    /// not count). `labels` gives the series' labels; it is called only when they are needed
+    /// (a series not in the head yet, or one prepared unsorted), so a caller whose series
+    /// exist builds none. Without a prepared series left it hashes the labels itself.
+    pub fn append_prepared<'r, 'l: 'r>(
         &mut self,
-        labels: &[LabelRef<'_>],
+        labels: impl FnOnce() -> &'r [LabelRef<'l>],
         samples: &[(i64, f64)],
         max_t: i64,
     ) -> Result<SeriesOutcome, LabelError> {
@@ -155,14 +157,9 @@ impl<'a> Appender<'a> {
         const AHEAD: usize = 6;
         let i = self.bufs.next_prepared;
         let Some(&key) = self.bufs.prepared.get(i) else {
-            return self.append(labels, samples, max_t);
+            return self.append(labels(), samples, max_t);
         };
         self.bufs.next_prepared = i + 1;
-        debug_assert_eq!(
-            key,
-            self.bufs.hasher.key(labels, &mut Vec::new()),
-            "append_prepared out of step with prepare"
-        );
         if i == 0 {
             for k in self.bufs.prepared.iter().take(AHEAD) {
                 self.db.head.prefetch_slot(k.hash);
@@ -171,25 +168,33 @@ impl<'a> Appender<'a> {
         if let Some(k) = self.bufs.prepared.get(i + AHEAD) {
             self.db.head.prefetch_slot(k.hash);
         }
-        let mut sorted = Vec::new();
-        if !key.sorted {
-            sort_by_name(labels, &mut sorted);
+        if key.sorted {
+            if cfg!(debug_assertions) {
+                let l = labels();
+                let again = self.bufs.hasher.key(l, &mut Vec::new());
+                debug_assert_eq!(key, again, "append_prepared out of step with prepare");
+                return self.append_keyed(key, || l, samples, max_t);
+            }
+            return self.append_keyed(key, labels, samples, max_t);
         }
-        self.append_keyed(key, if key.sorted { labels } else { &sorted }, samples, max_t)
+        let mut sorted = Vec::new();
+        sort_by_name(labels(), &mut sorted);
+        self.append_keyed(key, || &sorted, samples, max_t)
     }
 
-    /// Appends the series with identity `key` and `canonical` (name-ordered) labels.
-    fn append_keyed(
+    /// Appends the series with identity `key` and `canonical` (name-ordered) labels, asked
+    /// for only when the series is not in the head.
+    fn append_keyed<'r, 'l: 'r>(
         &mut self,
         key: SeriesKey,
-        canonical: &[LabelRef<'_>],
+        canonical: impl FnOnce() -> &'r [LabelRef<'l>],
         samples: &[(i64, f64)],
         max_t: i64,
     ) -> Result<SeriesOutcome, LabelError> {
         if samples.is_empty() {
             // Nothing to store: validate the labels, but create no series.
             if self.db.head.get(key.hash).is_none() {
-                validate_sorted(canonical, key.sorted)?;
+                validate_sorted(canonical(), key.sorted)?;
             }
             return Ok(SeriesOutcome::default());
         }
@@ -201,6 +206,7 @@ impl<'a> Appender<'a> {
                 s
             }
             None => {
+                let canonical = canonical();
                 validate_sorted(canonical, key.sorted)?;
                 let (s, created) = self.db.head.get_or_create(key.hash, canonical, None, &mut self.bufs.ids);
                 if created || !s.logged.load(Ordering::Acquire) {
