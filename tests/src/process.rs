@@ -271,6 +271,13 @@ impl Receiver {
     pub fn tenant_dir(&self, tenant: &str) -> PathBuf {
         self.data.join(tenant)
     }
+
+    /// Bytes in a tenant's head chunk files (`chunks_head/`).
+    pub fn head_chunk_bytes(&self, tenant: &str) -> u64 {
+        std::fs::read_dir(self.tenant_dir(tenant).join("chunks_head"))
+            .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for Receiver {

@@ -61,7 +61,7 @@ fn a_thanos_ring_is_replaced_by_ringest_pod_by_pod_and_back_under_load() {
         // on its way to that node (both implementations answer at quorum), so it is checked
         // on two nodes only.
         load.rounds(&via, 1, "handover");
-        let chunks = chunks_head_bytes(&ring.nodes[i].tenant_dir("default-tenant"));
+        let chunks = ring.nodes[i].head_chunk_bytes("default-tenant");
         if crash && before == R {
             // More than a file header: chunks the new process must read (or cut back) itself.
             assert!(
@@ -143,13 +143,6 @@ fn a_thanos_ring_is_replaced_by_ringest_pod_by_pod_and_back_under_load() {
     ]);
     assert!(ok, "thanos tools bucket verify failed:\n{out}\n{err}");
     assert!(!err.contains("level=error") && !err.contains("found overlapped blocks"), "{err}");
-}
-
-/// Bytes in a tenant's `chunks_head/` files.
-fn chunks_head_bytes(tenant: &std::path::Path) -> u64 {
-    std::fs::read_dir(tenant.join("chunks_head"))
-        .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
-        .unwrap_or(0)
 }
 
 /// Every sample acknowledged in `log` is intact on at least two of the nodes' dumps.

@@ -2,8 +2,9 @@
 //! WAL and the head chunk files (`chunks_head/`), Prometheus 3.x's as Thanos v0.42 writes them
 //! and ringest's. The workload is large enough that both have written megabytes of head chunks
 //! (Prometheus buffers 4 MiB of them, ringest 256 KiB) before the kill, so the successor must
-//! read them, not just the WAL. The successor then takes more writes of the same series, is stopped cleanly
-//! (its head flushed into blocks), and promtool must find every acknowledged sample.
+//! read them, not just the WAL. The successor then takes more writes of the same series, is
+//! stopped cleanly (its head flushed into blocks), and promtool must find every acknowledged
+//! sample.
 
 use std::time::Duration;
 
@@ -12,12 +13,6 @@ use ringest_e2e::ring::{layout_from_block_start, run_load, run_rounds};
 use ringest_e2e::{Receiver, wait_for};
 
 const TENANT: &str = "default-tenant";
-
-fn chunks_head_bytes(r: &Receiver) -> u64 {
-    std::fs::read_dir(r.tenant_dir(TENANT).join("chunks_head"))
-        .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
-        .unwrap_or(0)
-}
 
 fn successor_reads_the_head_of(first: Impl, second: Impl, series: usize) {
     let tmp = tempfile::tempdir().unwrap();
@@ -30,7 +25,9 @@ fn successor_reads_the_head_of(first: Impl, second: Impl, series: usize) {
     before.assert_all_2xx_first_time(&format!("{first:?}"));
     // ringest writes a cut chunk out with the next 256 KiB; Prometheus 3.x moves cut chunks to
     // its files once a minute (its block-reload tick), so Thanos' are on disk within a minute.
-    wait_for(&format!("{first:?} to write head chunks"), Duration::from_secs(90), || chunks_head_bytes(&a) > 1 << 20);
+    wait_for(&format!("{first:?} to write head chunks"), Duration::from_secs(90), || {
+        a.head_chunk_bytes(TENANT) > 1 << 20
+    });
     a.kill9();
 
     let mut b = Receiver::unstarted_as(second, &data);

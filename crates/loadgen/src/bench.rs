@@ -289,8 +289,8 @@ impl Receiver {
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
                 // The log goes with the work directory: its end is quoted here.
                 let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                let tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(15)..].join("\n");
                 if log.contains("address already in use") {
                     return Err(PortTaken { receiver: self.kind.name(), log: tail }.into());
                 }

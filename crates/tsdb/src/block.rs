@@ -20,7 +20,7 @@ pub use meta::{BlockMeta, BlockStats, Compaction, META_FILENAME};
 pub use postings::{MatchKind, Matcher};
 
 use crate::chunkenc::{XorIter, xor_num_samples};
-use crate::db::SeriesData;
+use crate::labels::SeriesData;
 use crate::labels::{Label, Labels};
 
 /// Suffix of a block being written.

@@ -19,8 +19,9 @@ use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 
+pub use crate::labels::SeriesData;
 pub use appender::{AppendBuffers, Appender, CommitOutcome, SeriesOutcome};
-pub use stats::{Cardinality, HeadStats, SeriesData, Stat};
+pub use stats::{Cardinality, HeadStats, Stat};
 
 use crate::block::{self, Block, BlockError};
 use crate::fsutil::LockFile;

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::encoding::put_uvarint;
+
 /// A label borrowed from a request or a WAL record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LabelRef<'a> {
@@ -187,6 +189,15 @@ pub(crate) fn sort_by_name<'a>(labels: &[LabelRef<'a>], sorted: &mut Vec<LabelRe
     sorted.sort_by(|a, b| a.name.cmp(b.name));
 }
 
+/// One series with its samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesData {
+    /// The labels.
+    pub labels: Labels,
+    /// Samples in time order.
+    pub samples: Vec<(i64, f64)>,
+}
+
 /// Computes series identities, reusing its buffers across calls.
 ///
 /// A series' identity is the XXH3-128 of its labels, sorted by name, in protobuf's encoding of
@@ -217,14 +228,6 @@ impl SeriesKey {
     }
 }
 
-fn put_uvarint(out: &mut Vec<u8>, mut x: usize) {
-    while x >= 0x80 {
-        out.push(x as u8 | 0x80);
-        x >>= 7;
-    }
-    out.push(x as u8);
-}
-
 fn uvarint_len(x: usize) -> usize {
     (usize::BITS - (x | 1).leading_zeros()).div_ceil(7) as usize
 }
@@ -251,12 +254,12 @@ impl SeriesHasher {
                 self.key.extend_from_slice(&[0x12, v as u8]);
             } else {
                 self.key.push(0x0a);
-                put_uvarint(&mut self.key, inner);
+                put_uvarint(&mut self.key, inner as u64);
                 self.key.push(0x0a);
-                put_uvarint(&mut self.key, n);
+                put_uvarint(&mut self.key, n as u64);
                 self.key.extend_from_slice(l.name);
                 self.key.push(0x12);
-                put_uvarint(&mut self.key, v);
+                put_uvarint(&mut self.key, v as u64);
             }
             self.key.extend_from_slice(l.value);
         }

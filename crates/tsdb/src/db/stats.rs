@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::Tsdb;
-use crate::labels::Labels;
+use crate::labels::{Labels, SeriesData};
 
 /// Head statistics as Prometheus reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,15 +40,6 @@ pub struct Cardinality {
     pub memory_in_bytes_by_label_name: Vec<Stat>,
     /// Series per `name=value` pair, largest first.
     pub series_count_by_label_value_pair: Vec<Stat>,
-}
-
-/// One series with its samples.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SeriesData {
-    /// The labels.
-    pub labels: Labels,
-    /// Samples in time order.
-    pub samples: Vec<(i64, f64)>,
 }
 
 fn top(map: HashMap<String, u64>, limit: usize) -> Vec<Stat> {
