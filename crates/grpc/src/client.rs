@@ -111,7 +111,7 @@ impl Channel {
     fn request(
         &self,
         path: &str,
-        chunks: &[Bytes; 2],
+        chunks: &[Bytes; 3],
         compression: Compression,
         deadline: Instant,
     ) -> Result<Request<GrpcBody>, Status> {

@@ -14,5 +14,6 @@ pub use client::{Channel, ChannelOptions};
 pub use server::{HEALTH_CHECK_PATH, HandlerFuture, Message, Server, UnaryHandler};
 pub use status::{Code, Status};
 pub use wire::{
-    Compression, Encoded, MessageEncoder, format_timeout, parse_timeout, snappy_compress, snappy_decompress,
+    Compression, Encoded, MessageEncoder, SharedStart, format_timeout, parse_timeout, snappy_compress,
+    snappy_decompress,
 };

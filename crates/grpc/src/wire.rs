@@ -47,9 +47,9 @@ impl Compression {
         }
     }
 
-    /// Turns a payload into the two body chunks of one Length-Prefixed-Message: the 5-byte prefix
-    /// and the (possibly compressed) payload. Identity payloads are not copied.
-    pub(crate) fn frame(self, payload: Bytes) -> Result<[Bytes; 2], Status> {
+    /// Turns a payload into the body chunks of one Length-Prefixed-Message (see
+    /// [`Encoded::frame`]). Identity payloads are not copied.
+    pub(crate) fn frame(self, payload: Bytes) -> Result<[Bytes; 3], Status> {
         self.encode(payload)?.frame()
     }
 
@@ -85,8 +85,8 @@ impl Compression {
     /// uncompressed size if known.
     pub fn encoder(self, size_hint: usize) -> MessageEncoder {
         match self {
-            Compression::None => MessageEncoder(EncoderKind::Identity(Vec::with_capacity(size_hint))),
-            Compression::Snappy => MessageEncoder(EncoderKind::Snappy(Box::default())),
+            Compression::None => MessageEncoder::new(EncoderKind::Identity(Vec::with_capacity(size_hint))),
+            Compression::Snappy => MessageEncoder::new(EncoderKind::Snappy(Box::default())),
         }
     }
 
@@ -96,7 +96,7 @@ impl Compression {
             Compression::None => payload,
             Compression::Snappy => snappy_compress(&payload)?,
         };
-        Ok(Encoded { compression: self, payload })
+        Ok(Encoded { compression: self, head: Bytes::new(), payload })
     }
 }
 
@@ -105,11 +105,29 @@ impl Compression {
 #[derive(Debug, Clone)]
 pub struct Encoded {
     pub(crate) compression: Compression,
+    /// The start of the payload, when it is shared with other messages ([`SharedStart`]).
+    pub(crate) head: Bytes,
+    /// The rest of the payload.
     pub(crate) payload: Bytes,
 }
 
 /// Builds an [`Encoded`] message from pieces.
-pub struct MessageEncoder(EncoderKind);
+pub struct MessageEncoder {
+    kind: EncoderKind,
+    /// Encoded bytes that go before this encoder's own ([`SharedStart::encoder`]).
+    head: Bytes,
+}
+
+/// The encoded start of several messages that differ only after it (e.g. the same series
+/// forwarded to two peers with different replica numbers): encoded, and compressed, once.
+/// [`SharedStart::encoder`] continues it into one message.
+#[derive(Debug, Clone)]
+pub struct SharedStart {
+    bytes: Bytes,
+    compression: Compression,
+    /// Whether a snappy stream has started (its identifier is in `bytes`).
+    started: bool,
+}
 
 enum EncoderKind {
     /// Pieces joined as they are.
@@ -119,23 +137,40 @@ enum EncoderKind {
 }
 
 impl Encoded {
-    /// The two body chunks of one Length-Prefixed-Message: the 5-byte prefix and the payload.
-    pub(crate) fn frame(self) -> Result<[Bytes; 2], Status> {
+    /// The body chunks of one Length-Prefixed-Message: the 5-byte prefix, then the payload in
+    /// two pieces (its shared start, often empty, and the rest).
+    pub(crate) fn frame(self) -> Result<[Bytes; 3], Status> {
         let flag = u8::from(self.compression == Compression::Snappy);
-        let len = u32::try_from(self.payload.len()).map_err(|_| {
-            let msg = format!("grpc: message too large to send ({} bytes)", self.payload.len());
+        let total = self.head.len() + self.payload.len();
+        let len = u32::try_from(total).map_err(|_| {
+            let msg = format!("grpc: message too large to send ({total} bytes)");
             Status::new(Code::ResourceExhausted, msg)
         })?;
         let mut prefix = [flag, 0, 0, 0, 0];
         prefix[1..].copy_from_slice(&len.to_be_bytes());
-        Ok([Bytes::copy_from_slice(&prefix), self.payload])
+        Ok([Bytes::copy_from_slice(&prefix), self.head, self.payload])
     }
 }
 
 impl MessageEncoder {
+    fn new(kind: EncoderKind) -> MessageEncoder {
+        MessageEncoder { kind, head: Bytes::new() }
+    }
+
+    /// Ends the part written so far as the start shared by several messages (see
+    /// [`SharedStart`]).
+    pub fn share(mut self) -> Result<SharedStart, Status> {
+        let (own, compression, started) = match &mut self.kind {
+            EncoderKind::Identity(v) => (std::mem::take(v), Compression::None, false),
+            EncoderKind::Snappy(c) => (c.split().map_err(compress_error)?, Compression::Snappy, c.started()),
+        };
+        let bytes = if self.head.is_empty() { Bytes::from(own) } else { [&self.head[..], &own].concat().into() };
+        Ok(SharedStart { bytes, compression, started })
+    }
+
     /// Appends `data` to the message.
     pub fn write(&mut self, data: &[u8]) -> Result<(), Status> {
-        match &mut self.0 {
+        match &mut self.kind {
             EncoderKind::Identity(v) => {
                 v.extend_from_slice(data);
                 Ok(())
@@ -146,12 +181,22 @@ impl MessageEncoder {
 
     /// The message.
     pub fn finish(self) -> Result<Encoded, Status> {
-        Ok(match self.0 {
-            EncoderKind::Identity(v) => Encoded { compression: Compression::None, payload: Bytes::from(v) },
-            EncoderKind::Snappy(c) => {
-                Encoded { compression: Compression::Snappy, payload: Bytes::from(c.finish().map_err(compress_error)?) }
-            }
-        })
+        let (compression, payload) = match self.kind {
+            EncoderKind::Identity(v) => (Compression::None, v),
+            EncoderKind::Snappy(c) => (Compression::Snappy, c.finish().map_err(compress_error)?),
+        };
+        Ok(Encoded { compression, head: self.head, payload: Bytes::from(payload) })
+    }
+}
+
+impl SharedStart {
+    /// An encoder for one message that starts with this shared start.
+    pub fn encoder(&self) -> MessageEncoder {
+        let kind = match self.compression {
+            Compression::None => EncoderKind::Identity(Vec::new()),
+            Compression::Snappy => EncoderKind::Snappy(Box::new(framed_snappy::Compressor::continuing(self.started))),
+        };
+        MessageEncoder { kind, head: self.bytes.clone() }
     }
 }
 
@@ -345,6 +390,25 @@ mod tests {
 
     fn framed(c: Compression, payload: &[u8]) -> Vec<u8> {
         c.frame(Bytes::copy_from_slice(payload)).unwrap().concat()
+    }
+
+    /// Messages built on one shared start arrive whole, each with its own end, compressed or not.
+    #[test]
+    fn messages_sharing_a_start() {
+        let start: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 997).to_le_bytes()).collect();
+        for c in [Compression::None, Compression::Snappy] {
+            let mut enc = c.encoder(start.len());
+            enc.write(&start).unwrap();
+            let shared = enc.share().unwrap();
+            for tail in [&b"\x18\x01"[..], b"\x12\x03abc\x18\x03", b""] {
+                let mut e = shared.encoder();
+                e.write(tail).unwrap();
+                let chunks = e.finish().unwrap().frame().unwrap().to_vec();
+                let (compressed, data) = read(chunks, 1 << 20).unwrap().message.unwrap();
+                let got = c.unframe(compressed, data, 1 << 20).unwrap();
+                assert_eq!(got, [&start[..], tail].concat(), "{c:?} + {tail:?}");
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! series are grouped by (endpoint, replica). This node's groups are written in-process as one
 //! append; every other group becomes one `thanos.WriteableStore/RemoteWrite` call whose `timeseries` are the
 //! request's own encoded series bytes (nothing is re-encoded), with the 1-based replica number,
-//! so the receiving node writes it locally and never replicates it again. The request is
+//! so the receiving node writes it locally and never replicates it again. Groups with the same
+//! series (in a ring of RF nodes, a home's series go to each peer under another replica number)
+//! share one encoded, compressed copy of them; only the tenant and replica fields that end each
+//! message are their own. The request is
 //! answered as soon as every series reached the quorum (or cannot), within one
 //! `--receive-forward-timeout` for the whole fan-out; writes still in flight then finish on
 //! their own. A peer that answered Unavailable (or could not be dialed) is skipped for a
@@ -19,11 +22,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use prometheus::{HistogramVec, IntCounterVec};
-use ringest_grpc::{Channel, ChannelOptions, Code, Compression, Encoded};
+use ringest_grpc::{Channel, ChannelOptions, Code, Compression, Encoded, SharedStart};
 use ringest_hashring::MultiHashring;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::remote_write::{Decoded, write_thanos_write_request};
+use crate::remote_write::{Decoded, write_thanos_request_end, write_thanos_series};
 pub use quorum::{Failure, Kind, Quorum, Verdict};
 
 /// The replication RPC.
@@ -366,6 +369,10 @@ impl Replicator {
         }
         let quorum = Quorum::new(req.series.len(), rf as u32, ringest_hashring::write_quorum(rf) as u32);
         let mut local_groups = Vec::new();
+        // Encoded series of the groups sent so far: groups with the same series (in a ring of
+        // RF nodes, the series of one home go to each peer under another replica number)
+        // share them, encoded and compressed once.
+        let mut starts: Vec<(usize, SharedStart)> = Vec::new();
         for (g, &(e, n)) in keys.iter().enumerate() {
             let ep = &endpoints[e];
             if self.is_local(&ep.address, &ep.capnproto_address) {
@@ -379,13 +386,25 @@ impl Replicator {
                 ));
                 continue;
             };
-            // Compressed as it is built, a window at a time, while the copied series are in cache.
-            let size: usize = groups[g].iter().map(|&i| req.series[i as usize].raw(buf).len() + 6).sum();
-            let mut enc = self.opts.compression.encoder(size + tenant.len() + 16);
-            let series = groups[g].iter().map(|&i| req.series[i as usize].raw(buf));
-            let msg = write_thanos_write_request(tenant, n as i64 + 1, series, &mut |b| enc.write(b))
+            let failed = |st: ringest_grpc::Status| Failure { kind: Kind::Other, message: st.message };
+            let start = match starts.iter().find(|(h, _)| groups[*h] == groups[g]) {
+                Some((_, start)) => start.clone(),
+                None => {
+                    // Compressed as it is built, a window at a time, while the copied series
+                    // are in cache.
+                    let size: usize = groups[g].iter().map(|&i| req.series[i as usize].raw(buf).len() + 6).sum();
+                    let mut enc = self.opts.compression.encoder(size);
+                    let series = groups[g].iter().map(|&i| req.series[i as usize].raw(buf));
+                    write_thanos_series(series, &mut |b| enc.write(b)).map_err(failed)?;
+                    let start = enc.share().map_err(failed)?;
+                    starts.push((g, start.clone()));
+                    start
+                }
+            };
+            let mut enc = start.encoder();
+            let msg = write_thanos_request_end(tenant, n as i64 + 1, &mut |b| enc.write(b))
                 .and_then(|()| enc.finish())
-                .map_err(|st| Failure { kind: Kind::Other, message: st.message })?;
+                .map_err(failed)?;
             let (tx, opts, metrics) = (tx.clone(), self.opts.clone(), self.metrics.clone());
             tokio::runtime::Handle::current().spawn(async move {
                 let r = peer.send(msg, deadline, &opts, &metrics).await;

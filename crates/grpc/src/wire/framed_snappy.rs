@@ -109,6 +109,28 @@ impl Compressor {
         Ok(())
     }
 
+    /// Ends every chunk written so far and hands them out: the stream so far. Later writes
+    /// continue the same stream (without a second stream identifier), so the bytes returned
+    /// here followed by those of [`Compressor::finish`] are one valid stream, as are the same
+    /// bytes followed by the output of any [`Compressor::continuing`] it.
+    pub fn split(&mut self) -> Result<Vec<u8>, snap::Error> {
+        if !self.window.is_empty() {
+            self.flush()?;
+        }
+        Ok(std::mem::take(&mut self.out))
+    }
+
+    /// Whether the stream has started (its identifier is written).
+    pub fn started(&self) -> bool {
+        self.chunks > 0
+    }
+
+    /// A compressor for what follows a [`Compressor::split`] of a stream that has `started`,
+    /// on its own.
+    pub fn continuing(started: bool) -> Compressor {
+        Compressor { chunks: usize::from(started), ..Compressor::default() }
+    }
+
     /// The compressed stream.
     pub fn finish(mut self) -> Result<Vec<u8>, snap::Error> {
         if !self.window.is_empty() {
@@ -352,5 +374,28 @@ mod tests {
             }
         }
         assert_eq!(ours(&random), theirs(&random));
+    }
+
+    /// A stream split after a shared start, continued by several tails: each joined stream is
+    /// read back by snap's reader and ours, whatever the split point (none written yet, inside
+    /// a chunk, on a chunk boundary).
+    #[test]
+    fn split_streams_continue_with_any_tail() {
+        let data: Vec<u8> = (0..150_000u32).flat_map(|i| ((i / 5) % 877).to_le_bytes()).collect();
+        for shared in [0, 10, MAX_CHUNK_INPUT, MAX_CHUNK_INPUT + 3, data.len()] {
+            let mut c = Compressor::default();
+            c.write(&data[..shared]).unwrap();
+            let head = c.split().unwrap();
+            for tail in [&b""[..], b"\x12\x04abcd\x18\x02", &data[..70_000]] {
+                let mut t = Compressor::continuing(c.started());
+                t.write(tail).unwrap();
+                let stream = [head.clone(), t.finish().unwrap()].concat();
+                let want = [&data[..shared], tail].concat();
+                let mut theirs = Vec::new();
+                snap::read::FrameDecoder::new(&stream[..]).read_to_end(&mut theirs).unwrap();
+                assert_eq!(theirs, want, "snap reads a split at {shared} + {} bytes", tail.len());
+                assert_eq!(decompress(&stream, usize::MAX).unwrap(), want, "we read it too");
+            }
+        }
     }
 }
