@@ -102,7 +102,7 @@ fn write(st: &AppState, request: &Message, scratch: &mut Vec<u8>) -> Result<Vec<
     for (tenant, decoded) in &w.tenants {
         let tenant = if tenant.is_empty() { st.default_tenant.clone() } else { tenant.clone() };
         validate_tenant(&tenant).map_err(|e| Status { code: Code::InvalidArgument, message: e.to_string() })?;
-        out.push(write_tenant(st, &tenant, replica, buf, decoded).map_err(|(code, msg)| status(code, msg))?);
+        out.push(write_tenant(st, &tenant, replica, buf, decoded).map_err(|e| status(e.status(), e.to_string()))?);
     }
     Ok(out)
 }

@@ -11,6 +11,7 @@ use ringest_tsdb::AppendBuffers;
 use crate::http::AppState;
 use crate::remote_write::Decoded;
 use crate::replicate::{Failure, Kind, Pending};
+use crate::tenancy::TenantError;
 use crate::writer::{self, WriteError, WriteReport};
 
 /// A write handed to the TSDB, or to the replicator.
@@ -29,6 +30,48 @@ pub enum Processed {
     },
 }
 
+/// Why a write failed as a whole (nothing of it was written here).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The replica number is over the replication factor.
+    #[error("write request rejected: replica {replica} exceeds the replication factor {rf}")]
+    BadReplica {
+        /// The request's replica number.
+        replica: u64,
+        /// `--receive.replication-factor`.
+        rf: u64,
+    },
+    /// The tenant's TSDB is closed: the node is shutting down.
+    #[error(transparent)]
+    NotReady(TenantError),
+    /// The tenant's TSDB could not be opened.
+    #[error(transparent)]
+    Open(TenantError),
+    /// The TSDB could not write the WAL, or closed during the write.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The series could not be distributed over the hashring.
+    #[error("{0}")]
+    Route(String),
+}
+
+impl IngestError {
+    /// The HTTP status a client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            IngestError::BadReplica { .. } => StatusCode::BAD_REQUEST,
+            IngestError::NotReady(_) | IngestError::Write(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Open(_) | IngestError::Route(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Whether the node is not ready for writes (Thanos counts it apart from other failures
+    /// when it decides a quorum).
+    fn not_ready(&self) -> bool {
+        matches!(self, IngestError::NotReady(_) | IngestError::Write(WriteError::Closed))
+    }
+}
+
 /// Writes the decoded series of one tenant: locally without a hashring, else through the
 /// replicator (whose local share is written here, on this blocking thread).
 pub fn write_tenant(
@@ -37,7 +80,7 @@ pub fn write_tenant(
     replica: u64,
     buf: &[u8],
     decoded: &Decoded,
-) -> Result<Processed, (StatusCode, String)> {
+) -> Result<Processed, IngestError> {
     let Some(rep) = &st.replicator else {
         return APPEND.with(|a| write_local(st, tenant, buf, decoded, None, &mut a.borrow_mut())).map(Processed::Done);
     };
@@ -45,9 +88,9 @@ pub fn write_tenant(
     let replica = if rep.options().local_endpoint.is_none() { 0 } else { replica };
     let rf = rep.options().replication_factor as u64;
     if replica > rf {
-        let msg = format!("write request rejected: replica {replica} exceeds the replication factor {rf}");
-        tracing::error!(tenant, err = %msg, "write request rejected");
-        return Err((StatusCode::BAD_REQUEST, msg));
+        let e = IngestError::BadReplica { replica, rf };
+        tracing::error!(tenant, err = %e, "write request rejected");
+        return Err(e);
     }
     if replica > 0 {
         // Already replicated by its router: this node's copy, written here and nowhere else.
@@ -62,15 +105,15 @@ pub fn write_tenant(
                 (StatusCode::BAD_REQUEST, m) => Err(Failure { kind: Kind::BadRequest, message: m }),
                 (_, m) => Err(Failure { kind: Kind::Other, message: m }),
             },
-            Err((StatusCode::SERVICE_UNAVAILABLE, m)) if m.contains("not ready") => {
-                Err(Failure { kind: Kind::NotReady, message: m })
+            Err(e) => {
+                let kind = if e.not_ready() { Kind::NotReady } else { Kind::Other };
+                Err(Failure { kind, message: e.to_string() })
             }
-            Err((_, m)) => Err(Failure { kind: Kind::Other, message: m }),
         }
     };
     let pending = rep.route(tenant, buf, decoded, &mut local).map_err(|f| {
         tracing::error!(tenant, err = %f.message, "failed to distribute timeseries to replicas");
-        (StatusCode::INTERNAL_SERVER_ERROR, f.message)
+        IngestError::Route(f.message)
     })?;
     Ok(Processed::Replicating { pending, series: decoded.series.len() as u64, samples: decoded.samples.len() as u64 })
 }
@@ -87,10 +130,10 @@ fn write_local(
     decoded: &Decoded,
     select: Option<&[u32]>,
     append: &mut AppendBuffers,
-) -> Result<WriteReport, (StatusCode, String)> {
+) -> Result<WriteReport, IngestError> {
     let db = st.tenants.get_or_open(tenant).map_err(|e| match e {
-        crate::tenancy::TenantError::Closed => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        e => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        TenantError::Closed => IngestError::NotReady(e),
+        e => IngestError::Open(e),
     })?;
     let max_t = if st.too_far_in_future_ms > 0 {
         let now = std::time::SystemTime::now()
@@ -101,10 +144,34 @@ fn write_local(
     } else {
         i64::MAX
     };
-    let report = writer::write_selected(tenant, &db, buf, decoded, select, max_t, append)
-        .map_err(|e: WriteError| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let report = writer::write_selected(tenant, &db, buf, decoded, select, max_t, append)?;
     if db.compactable() {
         st.tenants.request_compaction();
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringest_tsdb::TsdbError;
+
+    /// A closed TSDB, found when the tenant is opened or when the WAL is written, is "not
+    /// ready" (503, counted apart by the quorum); a WAL failure is a plain 503.
+    #[test]
+    fn statuses_and_not_ready() {
+        let not_ready = [IngestError::NotReady(TenantError::Closed), IngestError::Write(WriteError::Closed)];
+        for e in &not_ready {
+            assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE, "{e}");
+            assert!(e.not_ready(), "{e}");
+            assert!(e.to_string().contains("TSDB not ready: shutting down"), "{e}");
+        }
+        let wal = IngestError::Write(WriteError::Wal(TsdbError::Replay("disk full".into())));
+        assert_eq!(wal.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!wal.not_ready());
+        let replica = IngestError::BadReplica { replica: 4, rf: 3 };
+        assert_eq!(replica.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(replica.to_string(), "write request rejected: replica 4 exceeds the replication factor 3");
+        assert_eq!(IngestError::Route("no hashring".into()).status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

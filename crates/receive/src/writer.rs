@@ -75,9 +75,12 @@ fn series_string(buf: &[u8], labels: &[LabelSpan]) -> String {
 /// Errors that make the whole request fail (nothing written).
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    /// The TSDB could not write the WAL or is closed.
-    #[error("target not available: {0}")]
-    Unavailable(String),
+    /// The TSDB is closed: the node is shutting down.
+    #[error("target not available: TSDB not ready: shutting down")]
+    Closed,
+    /// The TSDB could not write the WAL.
+    #[error("target not available: write to WAL: {0}")]
+    Wal(TsdbError),
 }
 
 /// Appends the request's series to `db` (the TSDB of `tenant`). `max_t` is the newest
@@ -177,8 +180,8 @@ pub fn write_selected(
         }
     }
     let out = app.commit().map_err(|e| match e {
-        TsdbError::Closed => WriteError::Unavailable("TSDB not ready: shutting down".into()),
-        e => WriteError::Unavailable(format!("write to WAL: {e}")),
+        TsdbError::Closed => WriteError::Closed,
+        e => WriteError::Wal(e),
     })?;
     report.appended = out.appended;
     if out.lost_races > 0 {

@@ -204,7 +204,7 @@ fn process_with(
         tracing::debug!(metadata = decoded.metadata, "empty remote write request or metadata only; skipping");
         return Ok(Processed::Done(WriteReport::default()));
     }
-    write_tenant(st, tenant, replica, decompressed, decoded)
+    write_tenant(st, tenant, replica, decompressed, decoded).map_err(|e| (e.status(), e.to_string()))
 }
 
 #[cfg(test)]
