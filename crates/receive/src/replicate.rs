@@ -428,10 +428,11 @@ impl Replicator {
 
 #[cfg(test)]
 mod tests {
-    //! The quorum truth table through the real router and gRPC client, with fake peers.
+    //! The quorum truth table through the real router and gRPC client, with fake peers; what
+    //! each peer receives, with peers that record it.
 
     use super::*;
-    use crate::remote_write::decode_write_request;
+    use crate::remote_write::{decode_thanos_write_request, decode_write_request};
     use bytes::Bytes;
     use prost::Message;
     use ringest_grpc::{Server, Status, UnaryHandler};
@@ -534,5 +535,104 @@ mod tests {
         assert_eq!(verdict(None, None, None).await, S::SERVICE_UNAVAILABLE, "two peers down");
         assert_eq!(verdict(Some(Kind::NotReady), code(Unavailable), ok).await, S::SERVICE_UNAVAILABLE);
         assert_eq!(verdict(None, code(InvalidArgument), code(InvalidArgument)).await, S::BAD_REQUEST);
+    }
+
+    /// A message a recording peer got: replica number, tenant, each series' encoded bytes.
+    type Received = (i64, String, Vec<u8>);
+
+    /// A peer that decodes and records every write it gets.
+    struct Recorder(Arc<Mutex<Vec<Received>>>);
+
+    impl UnaryHandler for Recorder {
+        fn call(
+            &self,
+            m: ringest_grpc::Message,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Result<Bytes, Status>> + Send + '_>> {
+            Box::pin(async move {
+                let bytes = m.into_bytes()?;
+                let w = decode_thanos_write_request(&bytes)
+                    .map_err(|e| Status::new(Code::InvalidArgument, e.to_string()))?;
+                let mut log = self.0.lock();
+                for (tenant, d) in &w.tenants {
+                    log.extend(d.series.iter().map(|s| (w.replica, tenant.clone(), s.raw(&bytes).to_vec())));
+                }
+                Ok(Bytes::new())
+            })
+        }
+    }
+
+    /// In a ring of three with RF=3 the series of each home go to both peers under different
+    /// replica numbers, and share one encoded copy: every peer still gets every series it is a
+    /// replica of, exactly once, with the replica number of that placement, compressed or not.
+    #[tokio::test]
+    async fn peers_get_each_series_once_with_its_own_replica_number() {
+        for compression in [Compression::Snappy, Compression::None] {
+            let mut peers = Vec::new();
+            for _ in 0..2 {
+                let log: Arc<Mutex<Vec<Received>>> = Arc::default();
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = l.local_addr().unwrap().to_string();
+                let s = Server::new(MAX_MESSAGE_BYTES).route(REMOTE_WRITE_PATH, Arc::new(Recorder(log.clone())));
+                tokio::spawn(s.serve(l, std::future::pending()));
+                peers.push((addr, log));
+            }
+            let me = "127.0.0.1:1".to_string();
+            let json = format!(r#"[{{"hashring": "r", "endpoints": ["{me}", "{}", "{}"]}}]"#, peers[0].0, peers[1].0);
+            let parsed = ringest_hashring::parse_config(&json).unwrap();
+            let ring = MultiHashring::new(&parsed.rings, ringest_hashring::Algorithm::Hashmod, 3).unwrap();
+            let opts = Options {
+                replication_factor: 3,
+                local_endpoint: Some(me),
+                forward_timeout: Duration::from_secs(5),
+                max_backoff: Duration::from_secs(1),
+                compression,
+                async_workers: 2,
+            };
+            let rep = Replicator::new(ring, opts, ReplicationMetrics::new(&prometheus::Registry::new()).unwrap());
+            let req = pb::WriteRequest {
+                timeseries: (0..400)
+                    .map(|i| pb::TimeSeries {
+                        labels: vec![
+                            pb::Label { name: "__name__".into(), value: format!("s{i}") },
+                            pb::Label { name: "job".into(), value: "x".repeat(i * 37 % 500) },
+                        ],
+                        samples: vec![pb::Sample { value: i as f64, timestamp: 1 }],
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            let buf = req.encode_to_vec();
+            let mut d = Decoded::default();
+            decode_write_request(&buf, &mut d).unwrap();
+            // What each peer must get: (replica number, tenant, series) for every placement on it.
+            let state = rep.state();
+            let ring = state.ring.for_tenant("t").unwrap();
+            let mut want: Vec<Vec<Received>> = vec![Vec::new(), Vec::new()];
+            for s in &d.series {
+                let spans = &d.labels[s.labels_start as usize..s.labels_end as usize];
+                let hash = ringest_hashring::series_hash(b"t", spans.iter().map(|l| (l.name(&buf), l.value(&buf))));
+                for n in 0..3 {
+                    let address = &ring.endpoints()[ring.get_n_index(hash, n).unwrap()].address;
+                    if let Some(p) = peers.iter().position(|(a, _)| a == address) {
+                        want[p].push((n as i64 + 1, "t".into(), s.raw(&buf).to_vec()));
+                    }
+                }
+            }
+            let v = rep.route("t", &buf, &d, &mut |_| Ok(())).unwrap().wait().await;
+            assert_eq!(v.status, http::StatusCode::OK, "{compression:?}: {}", v.message);
+            // The answer comes at quorum; wait for the other peer's copy too.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while peers.iter().zip(&want).any(|((_, log), w)| log.lock().len() < w.len()) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            for ((_, log), mut w) in peers.iter().zip(want) {
+                let mut got = log.lock().clone();
+                got.sort();
+                w.sort();
+                assert_eq!(got.len(), 400, "{compression:?}: every series on every peer (RF=3 of 3)");
+                assert_eq!(got, w, "{compression:?}");
+            }
+        }
     }
 }
