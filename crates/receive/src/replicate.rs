@@ -471,27 +471,30 @@ mod tests {
         addr
     }
 
-    /// RF=3 over this node and two peers; every series goes to all three.
-    async fn verdict(local: Option<Kind>, p1: Option<Option<Code>>, p2: Option<Option<Code>>) -> http::StatusCode {
-        let (a1, a2) = (peer(p1).await, peer(p2).await);
+    /// An RF=3 hashmod ring of this node and two peers, as this node's replicator.
+    fn ring_of(peers: [&str; 2], compression: Compression, timeout: Duration) -> Replicator {
         let me = "127.0.0.1:1".to_string();
-        let json = format!(r#"[{{"hashring": "r", "endpoints": ["{me}", "{a1}", "{a2}"]}}]"#);
+        let json = format!(r#"[{{"hashring": "r", "endpoints": ["{me}", "{}", "{}"]}}]"#, peers[0], peers[1]);
         let parsed = ringest_hashring::parse_config(&json).unwrap();
         let ring = MultiHashring::new(&parsed.rings, ringest_hashring::Algorithm::Hashmod, 3).unwrap();
         let opts = Options {
             replication_factor: 3,
             local_endpoint: Some(me),
-            forward_timeout: Duration::from_secs(2),
+            forward_timeout: timeout,
             max_backoff: Duration::from_secs(1),
-            compression: Compression::Snappy,
+            compression,
             async_workers: 2,
         };
-        let rep = Replicator::new(ring, opts, ReplicationMetrics::new(&prometheus::Registry::new()).unwrap());
+        Replicator::new(ring, opts, ReplicationMetrics::new(&prometheus::Registry::new()).unwrap())
+    }
+
+    /// A remote-write request of `n` series with the labels `labels(i)`, encoded and decoded.
+    fn request(n: usize, labels: impl Fn(usize) -> Vec<pb::Label>) -> (Vec<u8>, Decoded) {
         let req = pb::WriteRequest {
-            timeseries: (0..10)
+            timeseries: (0..n)
                 .map(|i| pb::TimeSeries {
-                    labels: vec![pb::Label { name: "__name__".into(), value: format!("s{i}") }],
-                    samples: vec![pb::Sample { value: 1.0, timestamp: 1 }],
+                    labels: labels(i),
+                    samples: vec![pb::Sample { value: i as f64, timestamp: 1 }],
                     ..Default::default()
                 })
                 .collect(),
@@ -500,6 +503,15 @@ mod tests {
         let buf = req.encode_to_vec();
         let mut d = Decoded::default();
         decode_write_request(&buf, &mut d).unwrap();
+        (buf, d)
+    }
+
+    /// RF=3 over this node and two peers; every series goes to all three.
+    async fn verdict(local: Option<Kind>, p1: Option<Option<Code>>, p2: Option<Option<Code>>) -> http::StatusCode {
+        let (a1, a2) = (peer(p1).await, peer(p2).await);
+        let rep = ring_of([&a1, &a2], Compression::Snappy, Duration::from_secs(2));
+        let name = |i: usize| vec![pb::Label { name: "__name__".into(), value: format!("s{i}") }];
+        let (buf, d) = request(10, name);
         let mut calls = Vec::new();
         let mut local_write = |select: &[u32]| {
             calls.push(select.to_vec());
@@ -576,35 +588,13 @@ mod tests {
                 tokio::spawn(s.serve(l, std::future::pending()));
                 peers.push((addr, log));
             }
-            let me = "127.0.0.1:1".to_string();
-            let json = format!(r#"[{{"hashring": "r", "endpoints": ["{me}", "{}", "{}"]}}]"#, peers[0].0, peers[1].0);
-            let parsed = ringest_hashring::parse_config(&json).unwrap();
-            let ring = MultiHashring::new(&parsed.rings, ringest_hashring::Algorithm::Hashmod, 3).unwrap();
-            let opts = Options {
-                replication_factor: 3,
-                local_endpoint: Some(me),
-                forward_timeout: Duration::from_secs(5),
-                max_backoff: Duration::from_secs(1),
-                compression,
-                async_workers: 2,
-            };
-            let rep = Replicator::new(ring, opts, ReplicationMetrics::new(&prometheus::Registry::new()).unwrap());
-            let req = pb::WriteRequest {
-                timeseries: (0..400)
-                    .map(|i| pb::TimeSeries {
-                        labels: vec![
-                            pb::Label { name: "__name__".into(), value: format!("s{i}") },
-                            pb::Label { name: "job".into(), value: "x".repeat(i * 37 % 500) },
-                        ],
-                        samples: vec![pb::Sample { value: i as f64, timestamp: 1 }],
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            };
-            let buf = req.encode_to_vec();
-            let mut d = Decoded::default();
-            decode_write_request(&buf, &mut d).unwrap();
+            let rep = ring_of([&peers[0].0, &peers[1].0], compression, Duration::from_secs(5));
+            let (buf, d) = request(400, |i| {
+                vec![
+                    pb::Label { name: "__name__".into(), value: format!("s{i}") },
+                    pb::Label { name: "job".into(), value: "x".repeat(i * 37 % 500) },
+                ]
+            });
             // What each peer must get: (replica number, tenant, series) for every placement on it.
             let state = rep.state();
             let ring = state.ring.for_tenant("t").unwrap();
