@@ -102,9 +102,6 @@ pub struct RingConfig {
     pub replication: crate::replicate::Options,
 }
 
-/// The version string of the binary.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
 /// The `ringest` command line.
 pub fn command() -> Command {
     let receive = flags::add_args(
@@ -142,7 +139,7 @@ pub fn command() -> Command {
         .subcommand(dump);
     let root = Command::new("ringest")
         .about("A native drop-in replacement for Thanos Receive.")
-        .version(VERSION)
+        .version(crate::VERSION)
         .subcommand_required(true)
         .subcommand(receive)
         .subcommand(tsdb);

@@ -16,9 +16,9 @@ use bytes::Bytes;
 use http::StatusCode;
 use ringest_grpc::{Code, Message, Status, UnaryHandler};
 
-use crate::http::AppState;
 use crate::ingest::{Processed, write_tenant};
 use crate::remote_write::decode_thanos_write_request;
+use crate::state::AppState;
 use crate::tenancy::validate_tenant;
 
 /// `thanos.WriteableStore/RemoteWrite`.

@@ -12,37 +12,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use http::{HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
 
-use crate::metrics::Metrics;
-use crate::probe::Probe;
-use crate::tenancy::Tenants;
+use crate::state::AppState;
 
 /// Default cap on a request body, compressed and decompressed (Prometheus' 32 MiB).
 pub const DEFAULT_SIZE_LIMIT: usize = 32 << 20;
-
-/// State shared by the handlers.
-#[derive(Debug)]
-pub struct AppState {
-    /// Tenant TSDBs.
-    pub tenants: Arc<Tenants>,
-    /// Health and readiness.
-    pub probe: Arc<Probe>,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// `--receive.tenant-header`.
-    pub tenant_header: HeaderName,
-    /// `--receive.default-tenant-id`.
-    pub default_tenant: String,
-    /// `--receive.replica-header`.
-    pub replica_header: HeaderName,
-    /// `--tsdb.too-far-in-future.time-window` in ms (0: off).
-    pub too_far_in_future_ms: i64,
-    /// Maximum body size, compressed and decompressed.
-    pub size_limit: usize,
-    /// Replication over the hashring (`None`: IngestorOnly, everything is written here).
-    pub replicator: Option<Arc<crate::replicate::Replicator>>,
-}
 
 /// A plain-text error response the way Go's `http.Error` writes it (message + newline).
 pub fn text_error(status: StatusCode, msg: &str) -> Response {

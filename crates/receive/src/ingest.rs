@@ -8,9 +8,9 @@ use std::cell::RefCell;
 use http::StatusCode;
 use ringest_tsdb::AppendBuffers;
 
-use crate::http::AppState;
 use crate::remote_write::Decoded;
 use crate::replicate::{Failure, Kind, Pending};
+use crate::state::AppState;
 use crate::tenancy::TenantError;
 use crate::writer::{self, WriteError, WriteReport};
 
@@ -41,12 +41,9 @@ pub enum IngestError {
         /// `--receive.replication-factor`.
         rf: u64,
     },
-    /// The tenant's TSDB is closed: the node is shutting down.
+    /// The tenant's TSDB is closed (the node is shutting down) or could not be opened.
     #[error(transparent)]
-    NotReady(TenantError),
-    /// The tenant's TSDB could not be opened.
-    #[error(transparent)]
-    Open(TenantError),
+    Tenant(#[from] TenantError),
     /// The TSDB could not write the WAL, or closed during the write.
     #[error(transparent)]
     Write(#[from] WriteError),
@@ -60,15 +57,15 @@ impl IngestError {
     pub fn status(&self) -> StatusCode {
         match self {
             IngestError::BadReplica { .. } => StatusCode::BAD_REQUEST,
-            IngestError::NotReady(_) | IngestError::Write(_) => StatusCode::SERVICE_UNAVAILABLE,
-            IngestError::Open(_) | IngestError::Route(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            IngestError::Tenant(TenantError::Closed) | IngestError::Write(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Tenant(TenantError::Open { .. }) | IngestError::Route(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// Whether the node is not ready for writes (Thanos counts it apart from other failures
     /// when it decides a quorum).
     fn not_ready(&self) -> bool {
-        matches!(self, IngestError::NotReady(_) | IngestError::Write(WriteError::Closed))
+        matches!(self, IngestError::Tenant(TenantError::Closed) | IngestError::Write(WriteError::Closed))
     }
 }
 
@@ -131,10 +128,7 @@ fn write_local(
     select: Option<&[u32]>,
     append: &mut AppendBuffers,
 ) -> Result<WriteReport, IngestError> {
-    let db = st.tenants.get_or_open(tenant).map_err(|e| match e {
-        TenantError::Closed => IngestError::NotReady(e),
-        e => IngestError::Open(e),
-    })?;
+    let db = st.tenants.get_or_open(tenant)?;
     let max_t = if st.too_far_in_future_ms > 0 {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -160,7 +154,7 @@ mod tests {
     /// ready" (503, counted apart by the quorum); a WAL failure is a plain 503.
     #[test]
     fn statuses_and_not_ready() {
-        let not_ready = [IngestError::NotReady(TenantError::Closed), IngestError::Write(WriteError::Closed)];
+        let not_ready = [IngestError::Tenant(TenantError::Closed), IngestError::Write(WriteError::Closed)];
         for e in &not_ready {
             assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE, "{e}");
             assert!(e.not_ready(), "{e}");

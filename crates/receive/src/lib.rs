@@ -4,8 +4,8 @@
 //! Thanos' formats ([`logging`]), the remote-write front end ([`http`], [`remote_write`]),
 //! tenancy with one TSDB per tenant ([`tenancy`]), the hashring ([`ring`]) and replication
 //! over gRPC ([`replicate`], [`grpc`]), uploads to the bucket ([`upload`]), the write policy ([`writer`]), metrics
-//! with Thanos' and Prometheus' names ([`metrics`]), probes and the server lifecycle
-//! ([`server`]). Storage is the `ringest-tsdb` crate; blocking work (decode, append, WAL)
+//! with Thanos' and Prometheus' names ([`metrics`]), the state every handler shares ([`state`]),
+//! probes and the server lifecycle ([`server`]). Storage is the `ringest-tsdb` crate; blocking work (decode, append, WAL)
 //! runs on blocking threads, never on the async reactor.
 
 pub mod config;
@@ -19,7 +19,11 @@ pub mod remote_write;
 pub mod replicate;
 pub mod ring;
 pub mod server;
+pub mod state;
 pub mod tenancy;
 pub mod tools;
 pub mod upload;
 pub mod writer;
+
+/// The version `--version` and `thanos_build_info` report.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -171,7 +171,7 @@ impl Metrics {
             &["version", "revision", "branch", "goversion"],
         )
         .expect("metric");
-        build.with_label_values(&[crate::config::VERSION, "", "", "ringest (rust)"]).set(1);
+        build.with_label_values(&[crate::VERSION, "", "", "ringest (rust)"]).set(1);
         m.registry.register(Box::new(build)).expect("metric registered once");
         #[cfg(target_os = "linux")]
         m.registry

@@ -10,7 +10,7 @@ pub mod decode;
 
 pub use decode::{
     DecodeError, Decoded, LabelSpan, SeriesSpan, ThanosWrite, decode_thanos_write_request, decode_write_request,
-    write_thanos_request_end, write_thanos_series, write_thanos_write_request,
+    write_thanos_request_end, write_thanos_series,
 };
 
 /// Why a body cannot be decompressed.

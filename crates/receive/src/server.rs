@@ -16,11 +16,12 @@ use tokio::sync::watch;
 
 use crate::config::ReceiveConfig;
 use crate::grpc::RemoteWriteHandler;
-use crate::http::{AppState, DEFAULT_SIZE_LIMIT, ops_router, remote_write_router};
+use crate::http::{DEFAULT_SIZE_LIMIT, ops_router, remote_write_router};
 use crate::metrics::{Metrics, TsdbCollector};
 use crate::probe::Probe;
 use crate::replicate::{ReplicationMetrics, Replicator};
 use crate::ring::{self, RingMetrics};
+use crate::state::AppState;
 use crate::tenancy::{BlockListener, Tenants};
 use crate::upload::Uploader;
 

@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http_body::Body as _;
 
-use super::AppState;
+use crate::state::AppState;
 use crate::tenancy::validate_tenant;
 
 /// The tenant label of a request: the tenant header (or the default tenant); names that would

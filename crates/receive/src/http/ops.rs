@@ -6,7 +6,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
-use super::{AppState, text_error};
+use super::text_error;
+use crate::state::AppState;
 
 fn probe_response(ok: bool) -> Response {
     if ok {

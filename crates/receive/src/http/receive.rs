@@ -17,9 +17,10 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::{AppState, text_error};
+use super::text_error;
 use crate::ingest::{Processed, write_tenant};
 use crate::remote_write::{Decoded, SnappyError, decode_write_request, decompress};
+use crate::state::AppState;
 use crate::tenancy::validate_tenant;
 use crate::writer::WriteReport;
 

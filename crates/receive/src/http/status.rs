@@ -15,7 +15,7 @@ use ringest_tsdb::Tsdb;
 use ringest_tsdb::db::Stat;
 use serde_json::{Value, json};
 
-use super::AppState;
+use crate::state::AppState;
 
 fn json_response(status: StatusCode, body: Value, cors: bool) -> Response {
     let mut r = (status, body.to_string()).into_response();

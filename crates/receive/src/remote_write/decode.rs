@@ -433,41 +433,23 @@ pub fn decode_thanos_write_request(buf: &[u8]) -> Result<ThanosWrite, DecodeErro
     Ok(out)
 }
 
-/// Writes a `thanos.WriteRequest` in the form every Thanos version reads (fields 1-3, one
-/// tenant), the series copied as they were received, as a sequence of pieces handed to `put`
-/// (e.g. a compressor), stopping at its first error: [`write_thanos_series`], then
-/// [`write_thanos_request_end`].
-pub fn write_thanos_write_request<'a, E>(
-    tenant: &str,
-    replica: i64,
-    series: impl IntoIterator<Item = &'a [u8]>,
-    put: &mut dyn FnMut(&[u8]) -> Result<(), E>,
-) -> Result<(), E> {
-    write_thanos_series(series, put)?;
-    write_thanos_request_end(tenant, replica, put)
+/// A field's key and its varint (a length, or the replica number), in `buf`.
+fn field_key(buf: &mut Vec<u8>, tag: u8, n: u64) -> &[u8] {
+    buf.clear();
+    buf.push(tag);
+    ringest_tsdb::encoding::put_uvarint(buf, n);
+    buf
 }
 
-/// A field's key and its varint (a length, or the replica number).
-fn field_key(buf: &mut [u8; 11], tag: u8, mut n: u64) -> &[u8] {
-    buf[0] = tag;
-    let mut len = 1;
-    while n >= 0x80 {
-        buf[len] = n as u8 | 0x80;
-        n >>= 7;
-        len += 1;
-    }
-    buf[len] = n as u8;
-    &buf[..=len]
-}
-
-/// The `timeseries` fields of a `thanos.WriteRequest`: the series as received. Several
-/// requests with the same series start with the same bytes (see
-/// `ringest_grpc::SharedStart`).
+/// The `timeseries` fields of a `thanos.WriteRequest` in the form every Thanos version reads,
+/// the series copied as they were received, as pieces handed to `put` (e.g. a compressor),
+/// stopping at its first error. [`write_thanos_request_end`] ends the request; several
+/// requests with the same series start with the same bytes (see `ringest_grpc::SharedStart`).
 pub fn write_thanos_series<'a, E>(
     series: impl IntoIterator<Item = &'a [u8]>,
     put: &mut dyn FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut buf = [0u8; 11];
+    let mut buf = Vec::with_capacity(11);
     for s in series {
         put(field_key(&mut buf, 0x0a, s.len() as u64))?;
         put(s)?;
@@ -481,7 +463,7 @@ pub fn write_thanos_request_end<E>(
     replica: i64,
     put: &mut dyn FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut buf = [0u8; 11];
+    let mut buf = Vec::with_capacity(11);
     if !tenant.is_empty() {
         put(field_key(&mut buf, 0x12, tenant.len() as u64))?;
         put(tenant.as_bytes())?;
@@ -508,7 +490,8 @@ mod tests {
             out.extend_from_slice(b);
             Ok::<(), std::convert::Infallible>(())
         };
-        write_thanos_write_request(tenant, replica, series, put).unwrap();
+        write_thanos_series(series, put).unwrap();
+        write_thanos_request_end(tenant, replica, put).unwrap();
     }
 
     fn label(n: &str, v: &str) -> pb::Label {

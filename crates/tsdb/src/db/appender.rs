@@ -125,13 +125,12 @@ impl<'a> Appender<'a> {
     /// [`Appender::skip_prepared`].
     pub fn prepare(&mut self, labels: &[LabelRef<'_>]) -> bool {
         let key = self.bufs.hasher.key(labels, &mut Vec::new());
-        self.db.head.prefetch_stripe(key.hash);
-        self.bufs.prepared.push(key);
+        self.prepare_key(key);
         key.sorted
     }
 
-    /// [`Appender::prepare`] for a series whose key the caller already has: labels strictly
-    /// sorted by name, hashed where they were received ([`SeriesKey::of_encoded`]).
+    /// [`Appender::prepare`] for a series whose key the caller already has (e.g. labels
+    /// strictly sorted by name, hashed where they were received: [`SeriesKey::of_encoded`]).
     pub fn prepare_key(&mut self, key: SeriesKey) {
         self.db.head.prefetch_stripe(key.hash);
         self.bufs.prepared.push(key);

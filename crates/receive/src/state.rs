@@ -1,0 +1,34 @@
+//! The state every request handler shares, whatever its transport (HTTP, gRPC) and the ingest
+//! service below them.
+
+use std::sync::Arc;
+
+use http::HeaderName;
+
+use crate::metrics::Metrics;
+use crate::probe::Probe;
+use crate::replicate::Replicator;
+use crate::tenancy::Tenants;
+
+/// State shared by the handlers.
+#[derive(Debug)]
+pub struct AppState {
+    /// Tenant TSDBs.
+    pub tenants: Arc<Tenants>,
+    /// Health and readiness.
+    pub probe: Arc<Probe>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// `--receive.tenant-header`.
+    pub tenant_header: HeaderName,
+    /// `--receive.default-tenant-id`.
+    pub default_tenant: String,
+    /// `--receive.replica-header`.
+    pub replica_header: HeaderName,
+    /// `--tsdb.too-far-in-future.time-window` in ms (0: off).
+    pub too_far_in_future_ms: i64,
+    /// Maximum body size, compressed and decompressed.
+    pub size_limit: usize,
+    /// Replication over the hashring (`None`: IngestorOnly, everything is written here).
+    pub replicator: Option<Arc<Replicator>>,
+}
