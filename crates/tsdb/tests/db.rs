@@ -465,6 +465,37 @@ fn replay_reads_checkpoint_then_later_segments() {
     assert_eq!(dump(&db).len(), 3);
 }
 
+/// A damaged checkpoint is not repaired like a WAL tail (the series it holds would be lost):
+/// opening fails and names the checkpoint; the segments after it are left untouched.
+#[test]
+fn damaged_checkpoint_fails_the_open() {
+    use ringest_tsdb::wal::record;
+    use ringest_tsdb::wal::{WalOptions, WalWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    let wal_opts = WalOptions { compress: false, ..Default::default() };
+    let cp = wal.join("checkpoint.00000001");
+    let mut w = WalWriter::create(&cp, 0, wal_opts, Default::default()).unwrap();
+    let mut series = Vec::new();
+    record::begin_series(&mut series);
+    record::push_series(&mut series, 1, [lr("__name__", "a")].into_iter());
+    w.log(&[&series]).unwrap();
+    w.close().unwrap();
+    let mut w = WalWriter::create(&wal, 2, wal_opts, Default::default()).unwrap();
+    let mut samples = Vec::new();
+    record::encode_samples(&mut samples, [(1, T0, 1.0)]);
+    w.log(&[&samples]).unwrap();
+    w.close().unwrap();
+    let seg = cp.join("00000000");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    let segment_2 = std::fs::read(wal.join("00000002")).unwrap();
+    let Err(err) = Tsdb::open(dir.path(), opts()) else { panic!("a damaged checkpoint fails the open") };
+    assert!(err.to_string().contains("checkpoint.00000001"), "{err}");
+    assert_eq!(std::fs::read(wal.join("00000002")).unwrap(), segment_2);
+}
+
 /// Series references far apart (as in a WAL whose series were garbage-collected) replay too.
 #[test]
 fn replay_handles_sparse_references() {
