@@ -1,9 +1,12 @@
-//! A small unary-only gRPC implementation (server and client) over HTTP/2 on hyper 1.x.
+//! gRPC for ringest over HTTP/2 on hyper 1.x: a server hosting tonic services next to raw
+//! unary routes, and a unary client.
 //!
 //! It exists so that ringest can talk to Go Thanos receivers, which compress with
-//! `grpc-encoding: snappy` in the snappy *framing* format, and so that pre-encoded protobuf
-//! messages can be forwarded as raw bytes. Handlers and callers see raw message bytes; protobuf
-//! encoding is the caller's business.
+//! `grpc-encoding: snappy` in the snappy *framing* format (tonic's compression set is closed:
+//! the server translates snappy for its tonic services), and so that pre-encoded protobuf
+//! messages can be forwarded and received as raw bytes: raw handlers and callers see message
+//! bytes, protobuf encoding is their business. Connections (accept loop, HTTP/2 settings,
+//! graceful drain) are this crate's; tonic provides routing, codecs and generated services.
 
 mod client;
 mod server;

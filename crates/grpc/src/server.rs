@@ -1,7 +1,7 @@
-//! Unary gRPC server on hyper's HTTP/2: route table, request validation, limits, deadlines,
-//! panic isolation, `grpc.health.v1.Health/Check`, and graceful shutdown.
+//! gRPC server: tonic's connection handling and services, plus raw unary routes (request
+//! validation, limits, deadlines, panic isolation) for messages this crate frames and
+//! compresses itself, `grpc.health.v1.Health/Check`, and graceful shutdown.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +15,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+mod snappy;
 
 use crate::status::{Code, Status};
 use crate::wire::{ACCEPT_ENCODING, Compression, GrpcBody, parse_timeout, read_unary, status_headers};
@@ -69,21 +71,25 @@ impl UnaryHandler for Health {
     }
 }
 
-/// A unary-only gRPC server. Build it with [`Server::new`] and [`Server::route`], then [`Server::serve`].
+/// A gRPC server on tonic: raw unary routes (request bytes in, response bytes out, framed and
+/// compressed by this crate, so a write's message is never copied through a codec) next to tonic
+/// services. Build it with [`Server::new`], [`Server::route`] and [`Server::service`], then
+/// [`Server::serve`].
 pub struct Server {
     max_message_bytes: usize,
-    routes: HashMap<&'static str, Arc<dyn UnaryHandler>>,
+    raw: Vec<(&'static str, Arc<dyn UnaryHandler>)>,
+    services: tonic::service::Routes,
 }
 
 impl Server {
     /// A server accepting request messages up to `max_message_bytes` (before and after decompression).
     pub fn new(max_message_bytes: usize) -> Server {
-        Server { max_message_bytes, routes: HashMap::new() }
+        Server { max_message_bytes, raw: Vec::new(), services: tonic::service::Routes::default() }
     }
 
-    /// Registers a handler for a full method path such as `/thanos.WriteableStore/RemoteWrite`.
+    /// Registers a raw handler for a full method path such as `/thanos.WriteableStore/RemoteWrite`.
     pub fn route(mut self, path: &'static str, handler: Arc<dyn UnaryHandler>) -> Server {
-        self.routes.insert(path, handler);
+        self.raw.push((path, handler));
         self
     }
 
@@ -91,6 +97,24 @@ impl Server {
     /// `Watch` is not provided and answers `Unimplemented` like any unknown method.
     pub fn health(self, serving: Arc<dyn Fn() -> bool + Send + Sync>) -> Server {
         self.route(HEALTH_CHECK_PATH, Arc::new(Health(serving)))
+    }
+
+    /// Adds a tonic service.
+    pub fn service<S>(mut self, svc: S) -> Server
+    where
+        S: tower_service::Service<
+                Request<tonic::body::Body>,
+                Response = Response<tonic::body::Body>,
+                Error = Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.services = self.services.add_service(snappy::Snappy::new(svc, self.max_message_bytes));
+        self
     }
 
     /// Accepts connections until `shutdown` completes, then stops accepting, sends GOAWAY on every
@@ -101,7 +125,13 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let server = Arc::new(self);
+        let mut routes = self.services;
+        for (path, handler) in self.raw {
+            let raw = RawUnary { handler, max_message_bytes: self.max_message_bytes };
+            let router = std::mem::take(routes.axum_router_mut()).route_service(path, raw);
+            *routes.axum_router_mut() = router;
+        }
+        let routes = routes.prepare();
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
@@ -112,7 +142,7 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        conns.spawn(serve_conn(server.clone(), stream, peer, stop_rx.clone()));
+                        conns.spawn(serve_conn(routes.clone(), stream, peer, stop_rx.clone()));
                     }
                     Err(e) => {
                         // Per-connection accept failures (EMFILE, ECONNABORTED...) must not stop the server.
@@ -127,8 +157,32 @@ impl Server {
         while conns.join_next().await.is_some() {}
         Ok(())
     }
+}
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<GrpcBody> {
+/// A raw unary route as a tower service.
+#[derive(Clone)]
+struct RawUnary {
+    handler: Arc<dyn UnaryHandler>,
+    max_message_bytes: usize,
+}
+
+impl tower_service::Service<Request<axum::body::Body>> for RawUnary {
+    type Response = Response<GrpcBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<GrpcBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<axum::body::Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+impl RawUnary {
+    async fn handle(&self, req: Request<axum::body::Body>) -> Response<GrpcBody> {
         if req.method() != Method::POST {
             return plain(StatusCode::METHOD_NOT_ALLOWED);
         }
@@ -174,13 +228,7 @@ impl Server {
 
     /// Reads the request message, runs the handler; returns the response message and the
     /// compression to answer with (the request's).
-    async fn unary(&self, req: Request<Incoming>) -> Result<(Compression, Bytes), Status> {
-        let path = req.uri().path();
-        let handler = self
-            .routes
-            .get(path)
-            .cloned()
-            .ok_or_else(|| Status::new(Code::Unimplemented, format!("unknown method {path}")))?;
+    async fn unary(&self, req: Request<axum::body::Body>) -> Result<(Compression, Bytes), Status> {
         let compression = Compression::from_header(req.headers().get("grpc-encoding")).map_err(|name| {
             let msg = format!("grpc: Decompressor is not installed for grpc-encoding {name:?}");
             Status::new(Code::Unimplemented, msg)
@@ -191,6 +239,7 @@ impl Server {
         let (compressed, data) =
             body.message.ok_or_else(|| Status::new(Code::Internal, "grpc: unary call without a request message"))?;
         let request = Message { data, compressed, compression, max };
+        let handler = self.handler.clone();
         // A spawned task isolates handler panics; the task keeps running if the call times out.
         let response = tokio::spawn(async move { handler.call(request).await }).await.map_err(|e| {
             tracing::error!(error = %e, "gRPC handler panicked or was cancelled");
@@ -222,20 +271,20 @@ impl Drop for InFlight {
 
 /// Serves one connection until it closes; on shutdown sends GOAWAY and drains in-flight calls.
 async fn serve_conn(
-    server: Arc<Server>,
+    routes: tonic::service::Routes,
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) {
     let (counter, mut in_flight) = watch::channel(0usize);
     let counter = Arc::new(counter);
-    let svc = hyper::service::service_fn(move |req| {
-        let server = server.clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let mut routes = routes.clone();
+        // Until the response body ends: a stream is in flight until its last message.
         let guard = InFlight::start(&counter);
         async move {
-            let resp = server.handle(req).await;
-            drop(guard);
-            Ok::<_, Infallible>(resp)
+            let resp = tower_service::Service::call(&mut routes, req).await?;
+            Ok::<_, Infallible>(resp.map(|body| tonic::body::Body::new(Guarded { body, _guard: guard })))
         }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -265,6 +314,32 @@ async fn serve_conn(
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "gRPC connection ended with an error");
+    }
+}
+
+/// A response body that keeps its call counted as in flight until it ends.
+struct Guarded {
+    body: tonic::body::Body,
+    _guard: InFlight,
+}
+
+impl http_body::Body for Guarded {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, tonic::Status>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

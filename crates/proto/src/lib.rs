@@ -3,10 +3,22 @@
 //! and field numbers).
 //!
 //! The remote-write hot path does not use these types (it has a hand-written zero-copy
-//! decoder); they serve tests, the load generator and, later, gRPC.
+//! decoder); they serve tests, the load generator and the Thanos read APIs (with tonic server
+//! traits for `thanos.Store`, `thanos.info.Info`, `thanos.Status` and `thanos.Exemplars`).
 
 /// Prometheus remote write 1.0 (`package prometheus`).
 #[allow(missing_docs, clippy::all)]
 pub mod prometheus {
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
+}
+
+/// Thanos' StoreAPI, Status and Exemplars (`package thanos`) and Info (`package thanos.info`).
+#[allow(missing_docs, clippy::all)]
+pub mod thanos {
+    include!(concat!(env!("OUT_DIR"), "/thanos.rs"));
+
+    /// `package thanos.info`.
+    pub mod info {
+        include!(concat!(env!("OUT_DIR"), "/thanos.info.rs"));
+    }
 }

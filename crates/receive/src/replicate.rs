@@ -211,6 +211,8 @@ pub struct Replicator {
     state: RwLock<Arc<RingState>>,
     opts: Options,
     metrics: ReplicationMetrics,
+    /// Forwards in flight, the ones still running after their request was answered included.
+    in_flight: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 /// A write whose groups are in flight.
@@ -275,11 +277,36 @@ impl Pending {
     }
 }
 
+/// Counts a forward as in flight until dropped.
+struct Forwarding(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Forwarding {
+    fn start(counter: &Arc<tokio::sync::watch::Sender<usize>>) -> Forwarding {
+        counter.send_modify(|n| *n += 1);
+        Forwarding(counter.clone())
+    }
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 impl Replicator {
     /// A replicator over `ring`.
     pub fn new(ring: MultiHashring, opts: Options, metrics: ReplicationMetrics) -> Replicator {
         let state = Self::state_for(ring, &opts, &HashMap::new());
-        Replicator { state: RwLock::new(Arc::new(state)), opts, metrics }
+        let in_flight = Arc::new(tokio::sync::watch::Sender::new(0));
+        Replicator { state: RwLock::new(Arc::new(state)), opts, metrics, in_flight }
+    }
+
+    /// Waits until no forward is in flight: at shutdown, once nothing new can arrive, so the
+    /// replicas still on their way after a quorum answer reach their peers (each is bounded by
+    /// the forward timeout).
+    pub async fn drained(&self) {
+        let mut rx = self.in_flight.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     fn state_for(ring: MultiHashring, opts: &Options, old: &HashMap<String, Arc<Peer>>) -> RingState {
@@ -406,9 +433,11 @@ impl Replicator {
                 .and_then(|()| enc.finish())
                 .map_err(failed)?;
             let (tx, opts, metrics) = (tx.clone(), self.opts.clone(), self.metrics.clone());
+            let forwarding = Forwarding::start(&self.in_flight);
             tokio::runtime::Handle::current().spawn(async move {
                 let r = peer.send(msg, deadline, &opts, &metrics).await;
                 let _ = tx.send((g, r));
+                drop(forwarding);
             });
         }
         // This node's groups (one per replica index it holds) are written as one append, in

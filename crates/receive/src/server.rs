@@ -2,8 +2,9 @@
 //!
 //! Start-up binds both listeners first (so `/-/healthy` answers and `/-/ready` says 503 while
 //! WALs replay), opens every tenant TSDB, then turns ready. Shutdown on SIGTERM/SIGINT: not
-//! ready, stop accepting, drain in-flight requests (bounded by `--http-grace-period`), flush
-//! every head into blocks, upload them (when a bucket is configured; bounded by
+//! ready, stop accepting, drain in-flight requests and the forwards to peers still running
+//! after their request was answered (bounded together by `--http-grace-period`), flush every
+//! head into blocks, upload them (when a bucket is configured; bounded by
 //! `--http-grace-period`), close every WAL cleanly, exit 0. A second signal exits at once.
 
 use std::sync::Arc;
@@ -225,9 +226,14 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     let _ = rw_stop.send(true);
     let _ = grpc_stop.send(true);
     let _ = ring_stop.send(true);
+    let replicator = st.replicator.clone();
     if tokio::time::timeout(cfg.http_grace_period, async {
         let _ = rw.await;
         let _ = grpc.await;
+        // Replicas still on their way to peers after their request was answered.
+        if let Some(r) = replicator {
+            r.drained().await;
+        }
     })
     .await
     .is_err()

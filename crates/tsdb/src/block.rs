@@ -10,14 +10,14 @@
 pub mod chunks;
 pub mod index;
 mod meta;
-pub mod postings;
 
 use std::path::{Path, PathBuf};
 
 pub use chunks::{ChunkReader, ChunkWriter, ENCODING_XOR};
 pub use index::{ChunkMeta, IndexReader, IndexWriter, LabelRefs};
 pub use meta::{BlockMeta, BlockStats, Compaction, META_FILENAME};
-pub use postings::{MatchKind, Matcher};
+
+pub use crate::postings::{MatchKind, Matcher};
 
 use crate::chunkenc::{XorIter, xor_num_samples};
 use crate::labels::SeriesData;
@@ -293,7 +293,7 @@ impl Block {
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesData>, BlockError> {
         let (index, chunks) = self.readers()?;
         let mut out = Vec::new();
-        for id in postings::select(index, matchers)? {
+        for id in crate::postings::select(index, matchers)? {
             let (refs, metas) = index.series(id)?;
             let mut samples = Vec::new();
             for m in metas.iter().filter(|m| m.max_time >= mint && m.min_time <= maxt) {

@@ -8,6 +8,7 @@
 //! exactly (see [`series`]).
 
 pub(crate) mod chunk_disk;
+pub(crate) mod index;
 pub(crate) mod series;
 pub(crate) mod stripe;
 
@@ -85,6 +86,8 @@ pub(crate) struct Head {
     pub(crate) metrics: Arc<TsdbMetrics>,
     /// Where completed chunks go.
     pub(crate) disk: Arc<chunk_disk::ChunkDiskMapper>,
+    /// Label pairs to series, built when first read (see [`index`]).
+    index: parking_lot::RwLock<index::HeadIndex>,
 }
 
 #[inline]
@@ -107,7 +110,59 @@ impl Head {
             chunk_range,
             metrics,
             disk,
+            index: parking_lot::RwLock::new(index::HeadIndex::default()),
         }
+    }
+
+    /// The index with every series created so far in it.
+    fn index(&self) -> parking_lot::RwLockReadGuard<'_, index::HeadIndex> {
+        let mut ix = self.index.write();
+        for stripe in self.stripes.iter() {
+            let new = stripe.lock().take_new();
+            for s in new {
+                ix.add(s);
+            }
+        }
+        parking_lot::RwLockWriteGuard::downgrade(ix)
+    }
+
+    /// The series selected by `matchers` (Prometheus' semantics: a matcher that matches the
+    /// empty string also selects series without the label), in no particular order.
+    pub(crate) fn select(&self, matchers: &[crate::postings::Matcher]) -> Vec<Arc<MemSeries>> {
+        let ix = self.index();
+        let _symbols = self.symbol_gate.read();
+        let lookup = index::Lookup { index: &ix, symbols: &self.symbols };
+        let Ok(ids) = crate::postings::select(&lookup, matchers);
+        ids.into_iter().map(|id| ix.series(id)).filter(|s| !s.removed.load(Relaxed)).cloned().collect()
+    }
+
+    /// Label names of the series in the head, sorted.
+    pub(crate) fn label_names(&self) -> Vec<String> {
+        let ix = self.index();
+        let _symbols = self.symbol_gate.read();
+        let mut out: Vec<String> = ix.names().map(|n| self.symbols.get(n)).collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Values of label `name` in the head, sorted.
+    pub(crate) fn label_values(&self, name: &str) -> Vec<String> {
+        let ix = self.index();
+        let _symbols = self.symbol_gate.read();
+        let Some(n) = self.symbols.lookup(name.as_bytes()) else { return Vec::new() };
+        let mut out: Vec<String> = ix.values(n).map(|v| self.symbols.get(v)).collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Takes the series removed by truncation out of the index and out of the stripes' lists
+    /// of series not indexed yet (before their label strings are freed).
+    pub(crate) fn unindex_removed(&self) {
+        let mut ix = self.index.write();
+        for stripe in self.stripes.iter() {
+            stripe.lock().forget_removed();
+        }
+        ix.drop_removed();
     }
 
     /// Asks the CPU to start loading the stripe of `hash`: the first step of hiding a lookup's

@@ -23,6 +23,7 @@ pub mod fsutil;
 mod head;
 pub mod labels;
 pub mod metrics;
+pub mod postings;
 pub mod symbols;
 pub mod wal;
 

@@ -184,6 +184,25 @@ impl Symbols {
             + 1
     }
 
+    /// The id of `s`, if interned (nothing is added).
+    pub fn lookup(&self, s: &[u8]) -> Option<SymbolId> {
+        let h = hash(s);
+        let shard_no = (h as usize) & (SHARDS - 1);
+        let shard = self.shards[shard_no].lock();
+        let strings = &shard.strings;
+        shard
+            .index
+            .find(h, |&i| strings[i as usize].as_deref() == Some(s))
+            .map(|&i| (i << SHARD_BITS) | shard_no as u32)
+    }
+
+    /// Calls `f` with the string of `id` (without copying it; invalid UTF-8 reads as empty).
+    pub fn with_str<R>(&self, id: SymbolId, f: impl FnOnce(&str) -> R) -> R {
+        let shard = self.shards[(id as usize) & (SHARDS - 1)].lock();
+        let bytes = shard.strings.get((id >> SHARD_BITS) as usize).and_then(|s| s.as_deref()).unwrap_or_default();
+        f(std::str::from_utf8(bytes).unwrap_or_default())
+    }
+
     /// The string of `id`, copied.
     pub fn get(&self, id: SymbolId) -> String {
         let shard = self.shards[(id as usize) & (SHARDS - 1)].lock();

@@ -194,7 +194,34 @@ fn matchers_select_like_prometheus() {
         app.append(&labels, &[(T0, 1.0)], i64::MAX).unwrap();
     }
     app.commit().unwrap();
+    use MatchKind::*;
+    type Case<'a> = (Vec<(MatchKind, &'a str, &'a str)>, usize);
+    let cases: Vec<Case<'_>> = vec![
+        (vec![(Equal, "__name__", "a")], 2),
+        (vec![(Equal, "env", "prod")], 2),
+        (vec![(NotEqual, "env", "prod")], 2),
+        (vec![(Equal, "env", "")], 1),
+        (vec![(Regex, "env", "pr.*"), (Equal, "__name__", "b")], 1),
+        (vec![(NotRegex, "env", "prod|dev")], 1),
+        (vec![(Regex, "env", "dev|")], 2),
+        (vec![(Equal, "nope", "x")], 0),
+        (vec![(Regex, "__name__", ".+")], 4),
+    ];
+    let db_sel = |ms: &[(MatchKind, &str, &str)]| -> Vec<String> {
+        let ms: Vec<Matcher> = ms.iter().map(|(k, n, v)| Matcher::new(*k, n, v).unwrap()).collect();
+        db.select(&ms, i64::MIN, i64::MAX).unwrap().into_iter().map(|s| s.labels.to_string()).collect()
+    };
+    // From the head (its index), then from the block the head becomes: the same answers.
+    let from_head: Vec<Vec<String>> = cases.iter().map(|(ms, _)| db_sel(ms)).collect();
+    for ((ms, n), got) in cases.iter().zip(&from_head) {
+        assert_eq!(got.len(), *n, "{ms:?}: {got:?}");
+    }
+    assert_eq!(db.label_names().unwrap(), vec!["__name__", "env", "x"]);
+    assert_eq!(db.label_values("env").unwrap(), vec!["dev", "prod"]);
     let metas = db.flush_head().unwrap();
+    let from_block: Vec<Vec<String>> = cases.iter().map(|(ms, _)| db_sel(ms)).collect();
+    assert_eq!(from_block, from_head);
+    assert_eq!(db.label_names().unwrap(), vec!["__name__", "env", "x"]);
     assert_eq!(metas.len(), 1);
     assert_eq!(metas[0].stats.num_series, 4);
     assert_eq!(metas[0].max_time, T0 + 1);
@@ -203,7 +230,6 @@ fn matchers_select_like_prometheus() {
         let ms: Vec<Matcher> = ms.iter().map(|(k, n, v)| Matcher::new(*k, n, v).unwrap()).collect();
         b.select(&ms, i64::MIN, i64::MAX).unwrap().into_iter().map(|s| s.labels.to_string()).collect()
     };
-    use MatchKind::*;
     assert_eq!(sel(&[(Equal, "__name__", "a")]).len(), 2);
     assert_eq!(sel(&[(Equal, "env", "prod")]).len(), 2);
     assert_eq!(sel(&[(NotEqual, "env", "prod")]), vec![r#"{__name__="a", env="dev"}"#, r#"{__name__="b"}"#]);

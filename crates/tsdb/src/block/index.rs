@@ -422,7 +422,7 @@ impl IndexReader {
                 lists.push(self.list_at(*off)?);
             }
         }
-        Ok(super::postings::union(lists))
+        Ok(crate::postings::union(lists))
     }
 
     /// The labels (as symbol references) and chunks of series `id`.
@@ -467,5 +467,21 @@ impl IndexReader {
             (d.remaining() == 0).then_some((labels, chunks))
         };
         parse().ok_or_else(|| bad(format!("series {id}: malformed entry")))
+    }
+}
+
+impl crate::postings::Source for IndexReader {
+    type Error = BlockError;
+
+    fn postings(&self, name: &str, value: &str) -> Result<Vec<u32>, BlockError> {
+        IndexReader::postings(self, name, value)
+    }
+
+    fn postings_where(&self, name: &str, keep: &mut dyn FnMut(&str) -> bool) -> Result<Vec<u32>, BlockError> {
+        IndexReader::postings_where(self, name, keep)
+    }
+
+    fn all(&self) -> Result<Vec<u32>, BlockError> {
+        self.all_postings()
     }
 }

@@ -228,6 +228,7 @@ impl Tsdb {
         m.series_removed.add(removed);
         self.metrics.head_truncations.inc();
         if removed > 0 {
+            head.unindex_removed();
             let t = Instant::now();
             let freed = head.gc_symbols();
             tracing::debug!(freed, duration = ?t.elapsed(), "freed label strings of removed series");

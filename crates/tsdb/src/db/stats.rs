@@ -1,9 +1,11 @@
-//! Read access to the head: statistics for `/api/v1/status/tsdb` and full series dumps.
+//! Read access: head statistics for `/api/v1/status/tsdb`, series selected by label matchers
+//! (blocks and head together), label names and values, and full dumps.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::Tsdb;
 use crate::labels::{Labels, SeriesData};
+use crate::postings::Matcher;
 
 /// Head statistics as Prometheus reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,16 +120,37 @@ impl Tsdb {
     /// Every series with its samples in `[mint, maxt]` from the blocks and the head together
     /// (a timestamp held twice is reported once), sorted by labels.
     pub fn read_all(&self, mint: i64, maxt: i64) -> Result<Vec<SeriesData>, super::TsdbError> {
+        self.select(&[], mint, maxt)
+    }
+
+    /// The series selected by `matchers` (Prometheus' semantics: a matcher that matches the
+    /// empty string also selects series without the label) with their samples in
+    /// `[mint, maxt]`, from the blocks and the head together (a timestamp held twice is
+    /// reported once), sorted by labels; series without samples there are left out.
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesData>, super::TsdbError> {
         let mut out: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
         for b in self.blocks() {
             if b.meta().max_time <= mint || b.meta().min_time > maxt {
                 continue;
             }
-            for s in b.select(&[], mint, maxt)? {
+            for s in b.select(matchers, mint, maxt)? {
                 out.entry(s.labels).or_default().extend(s.samples);
             }
         }
-        for s in self.dump_range(mint, maxt) {
+        let head = if matchers.is_empty() {
+            self.dump_range(mint, maxt)
+        } else {
+            let series = self.head.select(matchers);
+            let _symbols = self.head.symbol_gate.read();
+            series
+                .iter()
+                .map(|s| SeriesData {
+                    labels: self.head.labels_of(s),
+                    samples: s.state.lock().samples_in(mint, maxt, &self.head.disk),
+                })
+                .collect()
+        };
+        for s in head {
             if !s.samples.is_empty() {
                 out.entry(s.labels).or_default().extend(s.samples);
             }
@@ -140,5 +163,23 @@ impl Tsdb {
                 SeriesData { labels, samples }
             })
             .collect())
+    }
+
+    /// Label names of the series in the blocks and the head, sorted.
+    pub fn label_names(&self) -> Result<Vec<String>, super::TsdbError> {
+        let mut out: BTreeSet<String> = self.head.label_names().into_iter().collect();
+        for b in self.blocks() {
+            out.extend(b.index()?.label_names().map(str::to_owned));
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Values of label `name` in the blocks and the head, sorted.
+    pub fn label_values(&self, name: &str) -> Result<Vec<String>, super::TsdbError> {
+        let mut out: BTreeSet<String> = self.head.label_values(name).into_iter().collect();
+        for b in self.blocks() {
+            out.extend(b.index()?.label_values(name).map(str::to_owned));
+        }
+        Ok(out.into_iter().collect())
     }
 }

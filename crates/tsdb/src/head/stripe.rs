@@ -27,6 +27,8 @@ struct Slot {
 pub(crate) struct Table {
     slots: Box<[Slot]>,
     len: usize,
+    /// Series inserted since the head index last took them (see `head::index`).
+    new: Vec<Arc<MemSeries>>,
 }
 
 /// A stripe, aligned so that its lock and hints share one cache line with nothing else.
@@ -112,8 +114,19 @@ impl StripeGuard<'_> {
         if (self.table.len + 1) * 4 > self.table.slots.len() * 3 {
             self.grow();
         }
+        self.table.new.push(series.clone());
         put(&mut self.table.slots, Slot { tag: tag_of(series.hash), series: Some(series) });
         self.table.len += 1;
+    }
+
+    /// The series inserted since the last call.
+    pub(crate) fn take_new(&mut self) -> Vec<Arc<MemSeries>> {
+        std::mem::take(&mut self.table.new)
+    }
+
+    /// Drops removed series from the series inserted since the last [`StripeGuard::take_new`].
+    pub(crate) fn forget_removed(&mut self) {
+        self.table.new.retain(|s| !s.removed.load(std::sync::atomic::Ordering::Acquire));
     }
 
     /// Removes exactly this series (not another one with the same hash). Returns whether it

@@ -1,11 +1,8 @@
 //! Label matchers and set operations on sorted postings lists (series ids), with Prometheus'
 //! selection semantics (`PostingsForMatchers`): a matcher that matches the empty string also
-//! selects series that lack the label.
+//! selects series that lack the label. Blocks and the head both answer through [`select`].
 
 use regex::Regex;
-
-use super::BlockError;
-use super::index::IndexReader;
 
 /// How a matcher compares a label value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +15,16 @@ pub enum MatchKind {
     Regex,
     /// `!~`
     NotRegex,
+}
+
+/// A matcher whose regular expression does not compile.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid regular expression {pattern:?}: {reason}")]
+pub struct InvalidMatcher {
+    /// The pattern as given.
+    pub pattern: String,
+    /// Why it does not compile.
+    pub reason: String,
 }
 
 /// A label matcher.
@@ -34,11 +41,11 @@ pub struct Matcher {
 
 impl Matcher {
     /// A matcher; regular expressions are anchored at both ends, as in Prometheus.
-    pub fn new(kind: MatchKind, name: &str, value: &str) -> Result<Self, BlockError> {
+    pub fn new(kind: MatchKind, name: &str, value: &str) -> Result<Self, InvalidMatcher> {
         let re = match kind {
             MatchKind::Regex | MatchKind::NotRegex => Some(
                 Regex::new(&format!("^(?s:{value})$"))
-                    .map_err(|e| BlockError::Invalid(format!("invalid regular expression {value:?}: {e}")))?,
+                    .map_err(|e| InvalidMatcher { pattern: value.to_owned(), reason: e.to_string() })?,
             ),
             _ => None,
         };
@@ -101,18 +108,29 @@ pub fn subtract(a: &[u32], b: &[u32]) -> Vec<u32> {
         .collect()
 }
 
-/// The series ids of `ix` selected by all `matchers`, ascending.
-pub fn select(ix: &IndexReader, matchers: &[Matcher]) -> Result<Vec<u32>, BlockError> {
+/// Where [`select`] reads postings from: a block's index or the head's.
+pub(crate) trait Source {
+    type Error;
+    /// The ids of `name="value"`, sorted (empty if the pair does not occur).
+    fn postings(&self, name: &str, value: &str) -> Result<Vec<u32>, Self::Error>;
+    /// Union of the postings of the values of `name` that satisfy `keep`, sorted.
+    fn postings_where(&self, name: &str, keep: &mut dyn FnMut(&str) -> bool) -> Result<Vec<u32>, Self::Error>;
+    /// Every id, sorted.
+    fn all(&self) -> Result<Vec<u32>, Self::Error>;
+}
+
+/// The ids of `src` selected by all `matchers`, ascending.
+pub(crate) fn select<S: Source>(src: &S, matchers: &[Matcher]) -> Result<Vec<u32>, S::Error> {
     let mut include: Vec<Vec<u32>> = Vec::new();
     let mut exclude: Vec<Vec<u32>> = Vec::new();
     for m in matchers {
         if m.matches("") {
             // Series lacking the label match; of those that have it, drop the failing values.
-            exclude.push(ix.postings_where(&m.name, |v| !m.matches(v))?);
+            exclude.push(src.postings_where(&m.name, &mut |v| !m.matches(v))?);
         } else {
             let hit = match m.kind {
-                MatchKind::Equal => ix.postings(&m.name, &m.value)?,
-                _ => ix.postings_where(&m.name, |v| m.matches(v))?,
+                MatchKind::Equal => src.postings(&m.name, &m.value)?,
+                _ => src.postings_where(&m.name, &mut |v| m.matches(v))?,
             };
             if hit.is_empty() {
                 return Ok(Vec::new());
@@ -124,7 +142,7 @@ pub fn select(ix: &IndexReader, matchers: &[Matcher]) -> Result<Vec<u32>, BlockE
     let mut it = include.into_iter();
     let mut out = match it.next() {
         Some(first) => first,
-        None => ix.all_postings()?,
+        None => src.all()?,
     };
     for l in it {
         out = intersect(&out, &l);
