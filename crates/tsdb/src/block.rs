@@ -20,8 +20,8 @@ pub use meta::{BlockMeta, BlockStats, Compaction, META_FILENAME};
 pub use crate::postings::{MatchKind, Matcher};
 
 use crate::chunkenc::{XorIter, xor_num_samples};
-use crate::labels::SeriesData;
 use crate::labels::{Label, Labels};
+use crate::labels::{RawChunk, SeriesChunks, SeriesData};
 
 /// Suffix of a block being written.
 pub const TMP_CREATION_SUFFIX: &str = ".tmp-for-creation";
@@ -286,6 +286,31 @@ impl Block {
             out.push(Label { name: index.symbol(n)?.to_owned(), value: index.symbol(v)?.to_owned() });
         }
         Ok(Labels(out))
+    }
+
+    /// The series selected by `matchers` with their chunks overlapping `[mint, maxt]`, whole as
+    /// stored, in label order; series without such chunks are left out.
+    pub fn select_chunks(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesChunks>, BlockError> {
+        let (index, chunks) = self.readers()?;
+        let mut out = Vec::new();
+        for id in crate::postings::select(index, matchers)? {
+            let (refs, metas) = index.series(id)?;
+            let mut raw = Vec::new();
+            for m in metas.iter().filter(|m| m.max_time >= mint && m.min_time <= maxt) {
+                let (enc, data) = chunks.chunk(m.chunk_ref)?;
+                if enc != ENCODING_XOR {
+                    return Err(BlockError::Corrupt {
+                        path: self.dir.clone(),
+                        reason: format!("series {id}: chunk encoding {enc} is not supported"),
+                    });
+                }
+                raw.push(RawChunk { min_time: m.min_time, max_time: m.max_time, data: data.to_vec() });
+            }
+            if !raw.is_empty() {
+                out.push(SeriesChunks { labels: self.labels(&refs)?, chunks: raw });
+            }
+        }
+        Ok(out)
     }
 
     /// The series selected by `matchers` with their samples in `[mint, maxt]`, in label order;

@@ -117,6 +117,10 @@ pub struct Tsdb {
     pub(crate) wal: Mutex<Option<WalWriter>>,
     /// Persisted blocks.
     blocks: RwLock<Vec<Arc<Block>>>,
+    /// Held shared by readers of blocks and head together, exclusively by head truncation: a
+    /// reader whose block list predates a new block still finds that block's samples in the
+    /// head.
+    read_gate: RwLock<()>,
     /// Serializes compaction, flush and retention.
     compaction: Mutex<()>,
     metrics: Arc<TsdbMetrics>,
@@ -210,6 +214,7 @@ impl Tsdb {
             head,
             wal: Mutex::new(wal),
             blocks: RwLock::new(blocks),
+            read_gate: RwLock::new(()),
             compaction: Mutex::new(()),
             metrics,
             _lock: lock,

@@ -189,6 +189,26 @@ pub(crate) fn sort_by_name<'a>(labels: &[LabelRef<'a>], sorted: &mut Vec<LabelRe
     sorted.sort_by(|a, b| a.name.cmp(b.name));
 }
 
+/// An XOR chunk as stored, with the times of its first and last sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawChunk {
+    /// Time of the first sample.
+    pub min_time: i64,
+    /// Time of the last sample.
+    pub max_time: i64,
+    /// The chunk's bytes (Prometheus' XOR encoding, header included).
+    pub data: Vec<u8>,
+}
+
+/// One series with its chunks, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesChunks {
+    /// The labels.
+    pub labels: Labels,
+    /// The chunks, by first sample time.
+    pub chunks: Vec<RawChunk>,
+}
+
 /// One series with its samples.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesData {

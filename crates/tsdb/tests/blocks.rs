@@ -334,3 +334,100 @@ fn a_far_future_sample_does_not_cut_empty_windows_one_by_one() {
     db.flush_head().unwrap();
     assert_eq!(everything(&db), want);
 }
+
+/// Samples of raw chunks, in order (the XOR bytes decoded).
+fn decode(chunks: &[ringest_tsdb::RawChunk]) -> Vec<(i64, u64)> {
+    let mut out = Vec::new();
+    for c in chunks {
+        let samples: Vec<(i64, u64)> =
+            ringest_tsdb::chunkenc::XorIter::new(&c.data).map(|(t, v)| (t, v.to_bits())).collect();
+        assert_eq!(samples.first().map(|s| s.0), Some(c.min_time), "a chunk's first sample is its min time");
+        assert_eq!(samples.last().map(|s| s.0), Some(c.max_time), "a chunk's last sample is its max time");
+        out.extend(samples);
+    }
+    out
+}
+
+/// Chunks from blocks and head hold what `select` reads, each sample once; chunks overlapping
+/// the range come whole.
+#[test]
+fn chunks_from_blocks_and_head_hold_every_sample_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
+    let mut want = Model::new();
+    load(&db, T0 + 10 * 60_000, T0 + 5 * H, 60_000, 10, &mut want);
+    assert_eq!(db.compact().unwrap().len(), 1);
+    let up = [Matcher::new(MatchKind::Equal, "__name__", "up").unwrap()];
+    for (ms, mint, maxt) in [
+        (&[][..], i64::MIN, i64::MAX),
+        (&up[..], i64::MIN, i64::MAX),
+        (&up[..], T0 + H, T0 + 3 * H),
+        (&[][..], T0 + 2 * H, T0 + 2 * H + 1),
+    ] {
+        let got = db.select_chunks(ms, mint, maxt).unwrap();
+        let samples = db.select(ms, mint, maxt).unwrap();
+        assert_eq!(got.len(), samples.len(), "{ms:?} {mint}..{maxt}");
+        for (c, s) in got.iter().zip(&samples) {
+            assert_eq!(c.labels, s.labels);
+            let all = decode(&c.chunks);
+            assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "{}: each sample once, in order", c.labels);
+            let inside: Vec<(i64, u64)> = all.iter().copied().filter(|&(t, _)| t >= mint && t <= maxt).collect();
+            let want_inside: Vec<(i64, u64)> = s.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect();
+            assert_eq!(inside, want_inside, "{}", c.labels);
+            assert!(c.chunks.iter().all(|k| k.max_time >= mint && k.min_time <= maxt), "only overlapping chunks");
+        }
+    }
+    let all = db.select_chunks(&[], i64::MIN, i64::MAX).unwrap();
+    let got: Model = all.into_iter().map(|s| (s.labels, decode(&s.chunks))).collect();
+    assert_eq!(got, want);
+}
+
+/// While a writer appends and blocks are cut, every read sees each series' samples exactly once
+/// (strictly increasing times) and every sample acknowledged before the read began.
+#[test]
+fn chunks_are_read_exactly_once_while_blocks_are_cut() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
+    const STEP: i64 = 60_000;
+    const STEPS: i64 = 9 * 60;
+    let acked = AtomicI64::new(-1);
+    let reads = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut bufs = AppendBuffers::default();
+            for k in 0..STEPS {
+                let mut app = db.appender(&mut bufs);
+                for i in 0..20 {
+                    let id = i.to_string();
+                    app.append(&[lr("__name__", "m"), lr("id", &id)], &[(T0 + k * STEP, k as f64)], i64::MAX).unwrap();
+                }
+                app.commit().unwrap();
+                acked.store(k, Ordering::Release);
+                if k % 30 == 29 && db.compactable() {
+                    db.compact().unwrap();
+                }
+            }
+        });
+        let reader = s.spawn(|| {
+            let mut reads = 0;
+            loop {
+                let before = acked.load(Ordering::Acquire);
+                for series in db.select_chunks(&[], i64::MIN, i64::MAX).unwrap() {
+                    let ts: Vec<i64> = decode(&series.chunks).iter().map(|s| s.0).collect();
+                    assert!(ts.windows(2).all(|w| w[0] < w[1]), "{}: a sample read twice", series.labels);
+                    let n = (before + 1) as usize;
+                    assert!(ts.len() >= n, "{}: {} samples, {n} acknowledged", series.labels, ts.len());
+                    let want: Vec<i64> = (0..ts.len() as i64).map(|k| T0 + k * STEP).collect();
+                    assert_eq!(ts, want, "{}: a gap", series.labels);
+                }
+                reads += 1;
+                if before == STEPS - 1 {
+                    return reads;
+                }
+            }
+        });
+        reader.join().unwrap()
+    });
+    assert!(db.blocks().len() >= 3, "blocks were cut during the reads: {}", db.blocks().len());
+    assert!(reads > 1, "{reads}");
+}

@@ -111,7 +111,10 @@ impl Tsdb {
         }
         crate::failpoint::hit("compact.before_truncate");
         let t = Instant::now();
-        self.truncate_head(maxt);
+        {
+            let _readers = self.read_gate.write();
+            self.truncate_head(maxt);
+        }
         self.metrics.head_gc_duration.observe(t.elapsed().as_secs_f64());
         tracing::info!(duration = ?t.elapsed(), "Head GC completed");
         if let Err(e) = self.truncate_wal(maxt, all) {
@@ -123,7 +126,7 @@ impl Tsdb {
     }
 
     /// Writes the block `[mint, maxt)` from the head (no block if it holds no samples).
-    fn write_block(&self, mint: i64, maxt: i64) -> Result<Option<BlockMeta>, TsdbError> {
+    pub(super) fn write_block(&self, mint: i64, maxt: i64) -> Result<Option<BlockMeta>, TsdbError> {
         let head = &self.head;
         let mut series: Vec<Arc<MemSeries>> = Vec::new();
         head.for_each_series(|s| {

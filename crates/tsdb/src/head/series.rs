@@ -301,6 +301,44 @@ impl SeriesState {
         Ok(())
     }
 
+    /// The chunks overlapping `[mint, maxt]`, whole as stored (the open one copied), except
+    /// that samples before `floor` are left out: a chunk reaching below it is re-encoded with
+    /// only its samples from `floor` on, a chunk entirely below it is skipped.
+    pub(crate) fn raw_chunks(
+        &self,
+        mint: i64,
+        maxt: i64,
+        floor: i64,
+        disk: &ChunkDiskMapper,
+        out: &mut Vec<crate::labels::RawChunk>,
+    ) -> Result<(), super::chunk_disk::ChunkDiskError> {
+        for (i, (mn, mx)) in self.ranges().enumerate() {
+            if mx < mint || mn > maxt || mx < floor {
+                continue;
+            }
+            let bytes = match self.closed.get(i) {
+                Some(c) => disk.read(c.chunk_ref)?,
+                None => self.head.as_ref().expect("open chunk").bytes.clone(),
+            };
+            if mn >= floor {
+                out.push(crate::labels::RawChunk { min_time: mn, max_time: mx, data: bytes });
+                continue;
+            }
+            let mut app = XorAppender::new();
+            let mut buf = vec![0u8, 0];
+            let (mut first, mut last) = (None, 0);
+            for (t, v) in XorIter::new(&bytes).filter(|&(t, _)| t >= floor) {
+                app.append(&mut buf, t, v);
+                first.get_or_insert(t);
+                last = t;
+            }
+            if let Some(first) = first {
+                out.push(crate::labels::RawChunk { min_time: first, max_time: last, data: buf });
+            }
+        }
+        Ok(())
+    }
+
     /// Drops the chunks that end before `mint` (the open chunk too). Returns how many.
     pub(crate) fn truncate_before(&mut self, mint: i64) -> usize {
         let before = self.closed.len();
