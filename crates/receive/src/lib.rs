@@ -3,12 +3,14 @@
 //! This crate is the server: the command line with Thanos' flags ([`config`]), logging in
 //! Thanos' formats ([`logging`]), the remote-write front end ([`http`], [`remote_write`]),
 //! tenancy with one TSDB per tenant ([`tenancy`]), the hashring ([`ring`]) and replication
-//! over gRPC ([`replicate`], [`grpc`]), uploads to the bucket ([`upload`]), the write policy ([`writer`]), metrics
+//! over gRPC ([`replicate`], [`grpc`]), the StoreAPI read path ([`store`]) with tenants'
+//! external labels ([`external`]), uploads to the bucket ([`upload`]), the write policy ([`writer`]), metrics
 //! with Thanos' and Prometheus' names ([`metrics`]), the state every handler shares ([`state`]),
 //! probes and the server lifecycle ([`server`]). Storage is the `ringest-tsdb` crate; blocking work (decode, append, WAL)
 //! runs on blocking threads, never on the async reactor.
 
 pub mod config;
+pub mod external;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
@@ -20,6 +22,7 @@ pub mod replicate;
 pub mod ring;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod tenancy;
 pub mod tools;
 pub mod upload;

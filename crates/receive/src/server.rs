@@ -16,6 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::ReceiveConfig;
+use crate::external::ExternalLabels;
 use crate::grpc::RemoteWriteHandler;
 use crate::http::{DEFAULT_SIZE_LIMIT, ops_router, remote_write_router};
 use crate::metrics::{Metrics, TsdbCollector};
@@ -23,8 +24,11 @@ use crate::probe::Probe;
 use crate::replicate::{ReplicationMetrics, Replicator};
 use crate::ring::{self, RingMetrics};
 use crate::state::AppState;
+use crate::store::StoreApi;
 use crate::tenancy::{BlockListener, Tenants};
 use crate::upload::Uploader;
+use ringest_proto::thanos::info::info_server::InfoServer;
+use ringest_proto::thanos::store_server::StoreServer;
 
 /// How often heads are checked for compaction (writes also trigger a check).
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(60);
@@ -76,17 +80,11 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         tracing::debug!(flag = %format!("--{flag}"), reason, "flag accepted and ignored");
     }
     let metrics = Metrics::new();
+    let ext = Arc::new(ExternalLabels::new(&cfg.external_labels, &cfg.tenant_label_name));
     let uploader = match &cfg.objstore {
         Some(bucket) => {
             tracing::info!("loading bucket configuration");
-            Some(Uploader::new(
-                bucket,
-                cfg.shipper,
-                &cfg.tsdb_path,
-                &cfg.external_labels,
-                &cfg.tenant_label_name,
-                &metrics.registry,
-            )?)
+            Some(Uploader::new(bucket, cfg.shipper, &cfg.tsdb_path, ext.clone(), &metrics.registry)?)
         }
         None => {
             tracing::info!("no supported bucket was configured, uploads will be disabled");
@@ -114,9 +112,9 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         lockfile: !cfg.no_lockfile,
         retention_ms: cfg.retention_ms,
     };
-    if let (Some(u), Some((rep, _, _))) = (&uploader, &ring) {
+    if let Some((rep, _, _)) = &ring {
         let rep = rep.clone();
-        u.set_ring_labels(Arc::new(move |tenant: &str| rep.state().ring.external_labels(tenant)));
+        ext.set_ring_labels(Arc::new(move |tenant: &str| rep.state().ring.external_labels(tenant)));
     }
     let listener = uploader.clone().map(|u| u as Arc<dyn BlockListener>);
     let tenants = Arc::new(Tenants::new(&cfg.tsdb_path, opts, listener));
@@ -145,8 +143,11 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     let (grpc_stop, mut grpc_stop_rx) = watch::channel(false);
     let grpc = {
         let probe = probe.clone();
+        let store = StoreApi::new(tenants.clone(), probe.clone(), ext.clone());
         let server = ringest_grpc::Server::new(crate::replicate::MAX_MESSAGE_BYTES)
             .route(crate::replicate::REMOTE_WRITE_PATH, RemoteWriteHandler::new(st.clone()))
+            .service(StoreServer::new(store.clone()).max_encoding_message_size(usize::MAX))
+            .service(InfoServer::new(store))
             .health(Arc::new(move || probe.is_ready()));
         tokio::spawn(async move {
             let stop = async move {

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+
+use crate::external::ExternalLabels;
 use parking_lot::Mutex;
 use prometheus::Registry;
 use ringest_shipper::{Bucket, BucketConfig, BucketMetrics, ShipError, Shipper, ShipperMetrics, ShipperOptions};
@@ -31,16 +33,11 @@ pub struct Uploader {
     opts: ShipperOptions,
     metrics: ShipperMetrics,
     root: std::path::PathBuf,
-    labels: Vec<(String, String)>,
-    tenant_label: String,
+    ext: Arc<ExternalLabels>,
     shippers: Mutex<BTreeMap<String, Arc<Shipper>>>,
     wake: Notify,
     rt: tokio::runtime::Handle,
-    ring_labels: std::sync::OnceLock<RingLabels>,
 }
-
-/// The hashring's external labels of a tenant.
-pub type RingLabels = Arc<dyn Fn(&str) -> BTreeMap<String, String> + Send + Sync>;
 
 impl std::fmt::Debug for Uploader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,8 +77,7 @@ impl Uploader {
         config: &BucketConfig,
         opts: ShipperOptions,
         root: &std::path::Path,
-        labels: &[(String, String)],
-        tenant_label: &str,
+        ext: Arc<ExternalLabels>,
         registry: &Registry,
     ) -> anyhow::Result<Arc<Uploader>> {
         let built = config.build().with_context(|| format!("create {} client", config.kind()))?;
@@ -92,12 +88,10 @@ impl Uploader {
             opts,
             metrics: ShipperMetrics::new(registry).context("register shipper metrics")?,
             root: root.to_owned(),
-            labels: labels.to_vec(),
-            tenant_label: tenant_label.to_string(),
+            ext,
             shippers: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
             rt: start_runtime()?,
-            ring_labels: std::sync::OnceLock::new(),
         }))
     }
 
@@ -106,18 +100,9 @@ impl Uploader {
         &self.bucket
     }
 
-    /// Takes the hashring's external labels into account (RouterIngestor).
-    pub fn set_ring_labels(&self, f: RingLabels) {
-        let _ = self.ring_labels.set(f);
-    }
-
-    /// A tenant's external labels: the hashring's, then `--label` over them, then the tenant
-    /// label (shared spec §6).
+    /// A tenant's external labels.
     fn labels_of(&self, tenant: &str) -> BTreeMap<String, String> {
-        let mut labels = self.ring_labels.get().map(|f| f(tenant)).unwrap_or_default();
-        labels.extend(self.labels.iter().cloned());
-        labels.insert(self.tenant_label.clone(), tenant.to_string());
-        labels
+        self.ext.of(tenant)
     }
 
     fn shipper(&self, tenant: &str) -> Arc<Shipper> {

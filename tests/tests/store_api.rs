@@ -1,0 +1,162 @@
+//! Thanos Query reads ringest through the StoreAPI exactly as it reads Thanos Receive.
+//!
+//! One ringest and one Thanos Receive (the real binary) take the same workload; a real Thanos
+//! Query stands in front of each. The same PromQL queries (raw samples, functions over ranges,
+//! aggregations, regex and negative matchers, an absent series) and the same series, label
+//! names and label values requests get the same answers from both, and the raw samples are
+//! exactly the acknowledged ones (the load's own record).
+
+use std::time::{Duration, Instant};
+
+use ringest_e2e::Impl::{Ringest as R, Thanos as T};
+use ringest_e2e::ring::{LoadRun, Ring, now_ms, run_load};
+use ringest_e2e::thanos::{Component, query_escape};
+use ringest_loadgen::check::{self, Dump};
+use ringest_loadgen::plan::Layout;
+use ringest_loadgen::shape::Shape;
+
+const SERIES: usize = 48;
+const STEP_MS: i64 = 15_000;
+const ROUNDS: usize = 80;
+const PREFIX: &str = "st";
+
+fn layout(start_ms: i64) -> Layout {
+    let mut shape = Shape::node(SERIES);
+    shape.prefix = PREFIX.into();
+    shape.interval_ms = STEP_MS;
+    shape.start_ms = start_ms;
+    Layout { shape, shards: 1, max_samples_per_send: SERIES }
+}
+
+fn query(q: &Component, path: &str, params: &[(&str, String)]) -> serde_json::Value {
+    let mut p = format!("{path}?dedup=false&partial_response=false");
+    for (k, v) in params {
+        p.push_str(&format!("&{k}={}", query_escape(v)));
+    }
+    q.api(&p)["data"].clone()
+}
+
+/// Results sorted by their labels, so two answers compare whatever order they came in.
+fn sorted(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(a) = v.get_mut("result").and_then(|r| r.as_array_mut()) {
+        a.sort_by_key(|s| s["metric"].to_string());
+    } else if let Some(a) = v.as_array_mut() {
+        a.sort_by_key(|s| s.to_string());
+    }
+    v
+}
+
+/// Waits until the querier sees every series of the workload through its store.
+fn wait_for_store(q: &Component, at_s: f64) {
+    let start = Instant::now();
+    loop {
+        let v = query(
+            q,
+            "/api/v1/query",
+            &[("query", format!("count({{__name__=~\"{PREFIX}_.*\"}})")), ("time", format!("{at_s}"))],
+        );
+        if v["result"][0]["value"][1].as_str() == Some(&SERIES.to_string()) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the querier never saw the store: {v}\n{}", q.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every raw sample through the querier, as a checker dump (labels without external ones).
+fn raw(q: &Component, at_s: f64) -> Dump {
+    let v = query(
+        q,
+        "/api/v1/query",
+        &[("query", format!("{{__name__=~\"{PREFIX}_.*\"}}[1h]")), ("time", format!("{at_s}"))],
+    );
+    let mut dump = Dump::new();
+    for s in v["result"].as_array().expect("matrix") {
+        let mut labels: Vec<(String, String)> = s["metric"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| *k != "tenant_id" && *k != "receive_replica")
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        labels.sort();
+        let samples = dump.entry(check::labels_string(&labels)).or_default();
+        for p in s["values"].as_array().unwrap() {
+            let t = (p[0].as_f64().unwrap() * 1000.0).round() as i64;
+            samples.insert(t, p[1].as_str().unwrap().to_string());
+        }
+    }
+    dump
+}
+
+fn load(ring: &Ring, start_ms: i64) -> LoadRun {
+    let run = run_load(&layout(start_ms), ROUNDS, &ring.nodes[0].rw_addr, None, None);
+    run.assert_all_2xx_first_time("the workload");
+    run
+}
+
+#[test]
+fn thanos_query_reads_ringest_as_it_reads_thanos_receive() {
+    let start_ms = (now_ms() - ROUNDS as i64 * STEP_MS - 60_000) / STEP_MS * STEP_MS;
+    let ours = Ring::start(&[R], &[]);
+    let theirs = Ring::start(&[T], &[]);
+    let run = load(&ours, start_ms);
+    load(&theirs, start_ms);
+    let tmp = tempfile::tempdir().unwrap();
+    let querier = |name: &str, ring: &Ring| {
+        Component::start("query", &tmp.path().join(name), &[format!("--endpoint={}", ring.nodes[0].grpc_addr)])
+    };
+    let (q_ours, q_theirs) = (querier("ours", &ours), querier("theirs", &theirs));
+    let end_s = (start_ms + ROUNDS as i64 * STEP_MS) as f64 / 1000.0;
+    wait_for_store(&q_ours, end_s);
+    wait_for_store(&q_theirs, end_s);
+
+    // Exactly the acknowledged samples.
+    let rep = check::check(&run.log, &raw(&q_ours, end_s));
+    assert!(rep.ok() && rep.intact == rep.acked && rep.acked > 0, "raw samples through Thanos Query: {rep:?}");
+
+    let instant = |q: &Component, expr: &str, t: f64| {
+        sorted(query(q, "/api/v1/query", &[("query", expr.to_string()), ("time", format!("{t}"))]))
+    };
+    let exprs = [
+        format!("{{__name__=~\"{PREFIX}_.*\"}}[10m]"),
+        format!("{{__name__=~\"{PREFIX}_.*\"}}"),
+        format!("count_over_time({PREFIX}_cpu_seconds_total[30m])"),
+        format!("sum by (mode) (rate({PREFIX}_cpu_seconds_total{{mode!=\"\"}}[5m]))"),
+        format!("topk(3, {{__name__=~\"{PREFIX}_.*\"}})"),
+        format!("{{__name__=~\"{PREFIX}_.*\", cpu!=\"0\", mode=~\"user|system|idle\"}}"),
+        format!("{{__name__=~\"{PREFIX}_.*\", mode!~\"i.*\"}}"),
+        format!("{{__name__=~\"{PREFIX}_.*\", nope=\"\"}}"),
+        "absent(st_no_such_metric)".to_string(),
+    ];
+    for t in [end_s - 600.0, end_s - 1.0, end_s + 120.0] {
+        for e in &exprs {
+            let (a, b) = (instant(&q_ours, e, t), instant(&q_theirs, e, t));
+            assert_eq!(a, b, "{e} at {t}");
+        }
+    }
+    let range = |q: &Component, expr: &str| {
+        let p = [
+            ("query", expr.to_string()),
+            ("start", format!("{}", start_ms as f64 / 1000.0)),
+            ("end", format!("{end_s}")),
+            ("step", "60".to_string()),
+        ];
+        sorted(query(q, "/api/v1/query_range", &p))
+    };
+    let e = format!("sum by (job) (rate({PREFIX}_cpu_seconds_total[2m]))");
+    assert_eq!(range(&q_ours, &e), range(&q_theirs, &e), "{e} over the whole load");
+
+    let meta = |q: &Component, path: &str, params: &[(&str, String)]| sorted(query(q, path, params));
+    let window = [("start", format!("{}", start_ms as f64 / 1000.0)), ("end", format!("{end_s}"))];
+    let matcher = ("match[]", format!("{{__name__=~\"{PREFIX}_.*\", mode=\"user\"}}"));
+    let series_params = [window[0].clone(), window[1].clone(), matcher.clone()];
+    assert_eq!(meta(&q_ours, "/api/v1/series", &series_params), meta(&q_theirs, "/api/v1/series", &series_params));
+    assert_eq!(meta(&q_ours, "/api/v1/labels", &window), meta(&q_theirs, "/api/v1/labels", &window));
+    for label in ["mode", "__name__", "receive_replica", "tenant_id"] {
+        let path = format!("/api/v1/label/{label}/values");
+        assert_eq!(meta(&q_ours, &path, &window), meta(&q_theirs, &path, &window), "{label} values");
+    }
+    let path = "/api/v1/label/mode/values";
+    assert_eq!(meta(&q_ours, path, &series_params), meta(&q_theirs, path, &series_params), "mode values, matched");
+}
