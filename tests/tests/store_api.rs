@@ -4,7 +4,8 @@
 //! Query stands in front of each. The same PromQL queries (raw samples, functions over ranges,
 //! aggregations, regex and negative matchers, an absent series) and the same series, label
 //! names and label values requests get the same answers from both, and the raw samples are
-//! exactly the acknowledged ones (the load's own record).
+//! exactly the acknowledged ones (the load's own record). Thanos Query's TSDB status page (the
+//! Status API) and exemplars query agree too.
 
 use std::time::{Duration, Instant};
 
@@ -159,4 +160,27 @@ fn thanos_query_reads_ringest_as_it_reads_thanos_receive() {
     }
     let path = "/api/v1/label/mode/values";
     assert_eq!(meta(&q_ours, path, &series_params), meta(&q_theirs, path, &series_params), "mode values, matched");
+
+    // thanos.Status (Thanos Query's TSDB status page) and thanos.Exemplars (none stored).
+    let status = |q: &Component| q.api("/api/v1/status/tsdb?limit=5")["data"].clone();
+    let (a, b) = (status(&q_ours), status(&q_theirs));
+    assert_eq!(a["headStats"]["numSeries"], SERIES, "{a}");
+    assert_eq!(a["headStats"], b["headStats"], "TSDB status");
+    // Top lists: which of several equal counts make the cut is map order in Thanos; the counts
+    // must agree, and the names wherever the counts differ.
+    for list in [
+        "seriesCountByMetricName",
+        "labelValueCountByLabelName",
+        "memoryInBytesByLabelName",
+        "seriesCountByLabelValuePair",
+    ] {
+        let counts = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+            v[list].as_array().unwrap().iter().map(|e| e["value"].clone()).collect()
+        };
+        assert_eq!(counts(&a), counts(&b), "{list}: {a} vs {b}");
+    }
+    assert_eq!(a["memoryInBytesByLabelName"], b["memoryInBytesByLabelName"], "bytes per label name");
+    let ex = [("query", format!("{PREFIX}_cpu_seconds_total")), window[0].clone(), window[1].clone()];
+    let exemplars = |q: &Component| query(q, "/api/v1/query_exemplars", &ex);
+    assert_eq!(exemplars(&q_ours), exemplars(&q_theirs), "exemplars");
 }

@@ -2,6 +2,7 @@
 //! validation, limits, deadlines, panic isolation) for messages this crate frames and
 //! compresses itself, `grpc.health.v1.Health/Check`, and graceful shutdown.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -125,13 +126,10 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let mut routes = self.services;
-        for (path, handler) in self.raw {
-            let raw = RawUnary { handler, max_message_bytes: self.max_message_bytes };
-            let router = std::mem::take(routes.axum_router_mut()).route_service(path, raw);
-            *routes.axum_router_mut() = router;
-        }
-        let routes = routes.prepare();
+        let max_message_bytes = self.max_message_bytes;
+        let raw: HashMap<&'static str, RawUnary> =
+            self.raw.into_iter().map(|(path, handler)| (path, RawUnary { handler, max_message_bytes })).collect();
+        let routes = Routes { raw: Arc::new(raw), services: self.services.prepare() };
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
@@ -159,30 +157,19 @@ impl Server {
     }
 }
 
-/// A raw unary route as a tower service.
+/// A raw unary route.
 #[derive(Clone)]
 struct RawUnary {
     handler: Arc<dyn UnaryHandler>,
     max_message_bytes: usize,
 }
 
-impl tower_service::Service<Request<axum::body::Body>> for RawUnary {
-    type Response = Response<GrpcBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<GrpcBody>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<axum::body::Body>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.handle(req).await) })
-    }
-}
-
 impl RawUnary {
-    async fn handle(&self, req: Request<axum::body::Body>) -> Response<GrpcBody> {
+    async fn handle<B>(&self, req: Request<B>) -> Response<GrpcBody>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
         if req.method() != Method::POST {
             return plain(StatusCode::METHOD_NOT_ALLOWED);
         }
@@ -228,7 +215,11 @@ impl RawUnary {
 
     /// Reads the request message, runs the handler; returns the response message and the
     /// compression to answer with (the request's).
-    async fn unary(&self, req: Request<axum::body::Body>) -> Result<(Compression, Bytes), Status> {
+    async fn unary<B>(&self, req: Request<B>) -> Result<(Compression, Bytes), Status>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
         let compression = Compression::from_header(req.headers().get("grpc-encoding")).map_err(|name| {
             let msg = format!("grpc: Decompressor is not installed for grpc-encoding {name:?}");
             Status::new(Code::Unimplemented, msg)
@@ -271,7 +262,7 @@ impl Drop for InFlight {
 
 /// Serves one connection until it closes; on shutdown sends GOAWAY and drains in-flight calls.
 async fn serve_conn(
-    routes: tonic::service::Routes,
+    routes: Routes,
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     mut stop: watch::Receiver<bool>,
@@ -279,12 +270,17 @@ async fn serve_conn(
     let (counter, mut in_flight) = watch::channel(0usize);
     let counter = Arc::new(counter);
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let mut routes = routes.clone();
+        // Raw routes first, without going through the router: the write path.
+        let raw = routes.raw.get(req.uri().path()).cloned();
+        let mut services = routes.services.clone();
         // Until the response body ends: a stream is in flight until its last message.
         let guard = InFlight::start(&counter);
         async move {
-            let resp = tower_service::Service::call(&mut routes, req).await?;
-            Ok::<_, Infallible>(resp.map(|body| tonic::body::Body::new(Guarded { body, _guard: guard })))
+            let resp = match raw {
+                Some(raw) => raw.handle(req).await.map(tonic::body::Body::new),
+                None => tower_service::Service::call(&mut services, req).await?,
+            };
+            Ok::<_, Infallible>(resp.map(|body| Guarded { body, _guard: guard }))
         }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -315,6 +311,14 @@ async fn serve_conn(
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "gRPC connection ended with an error");
     }
+}
+
+/// Where a connection's calls go: raw routes by exact path, the rest to tonic's router (which
+/// answers `Unimplemented` for unknown methods).
+#[derive(Clone)]
+struct Routes {
+    raw: Arc<HashMap<&'static str, RawUnary>>,
+    services: tonic::service::Routes,
 }
 
 /// A response body that keeps its call counted as in flight until it ends.

@@ -35,6 +35,19 @@ impl ExternalLabels {
         let _ = self.ring.set(f);
     }
 
+    /// `--receive.tenant-label-name`.
+    pub fn tenant_label(&self) -> &str {
+        &self.tenant_label
+    }
+
+    /// `--label` and the tenant label, without the hashrings' (what Thanos matches TSDB
+    /// statistics requests against).
+    pub fn of_flags(&self, tenant: &str) -> BTreeMap<String, String> {
+        let mut labels: BTreeMap<String, String> = self.labels.iter().cloned().collect();
+        labels.insert(self.tenant_label.clone(), tenant.to_string());
+        labels
+    }
+
     /// The external labels of `tenant`, by name.
     pub fn of(&self, tenant: &str) -> BTreeMap<String, String> {
         let mut labels = self.ring.get().map(|f| f(tenant)).unwrap_or_default();

@@ -27,7 +27,9 @@ use crate::state::AppState;
 use crate::store::StoreApi;
 use crate::tenancy::{BlockListener, Tenants};
 use crate::upload::Uploader;
+use ringest_proto::thanos::exemplars_server::ExemplarsServer;
 use ringest_proto::thanos::info::info_server::InfoServer;
+use ringest_proto::thanos::status_server::StatusServer;
 use ringest_proto::thanos::store_server::StoreServer;
 
 /// How often heads are checked for compaction (writes also trigger a check).
@@ -147,7 +149,9 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         let server = ringest_grpc::Server::new(crate::replicate::MAX_MESSAGE_BYTES)
             .route(crate::replicate::REMOTE_WRITE_PATH, RemoteWriteHandler::new(st.clone()))
             .service(StoreServer::new(store.clone()).max_encoding_message_size(usize::MAX))
-            .service(InfoServer::new(store))
+            .service(InfoServer::new(store.clone()))
+            .service(StatusServer::new(store.clone()))
+            .service(ExemplarsServer::new(store))
             .health(Arc::new(move || probe.is_ready()));
         tokio::spawn(async move {
             let stop = async move {

@@ -1,5 +1,6 @@
-//! The StoreAPI read path: `thanos.Store` (Series, LabelNames, LabelValues) and
-//! `thanos.info.Info` over every tenant's blocks and head, answering as Thanos Receive does
+//! The StoreAPI read path: `thanos.Store` (Series, LabelNames, LabelValues),
+//! `thanos.info.Info`, and `thanos.Status` and `thanos.Exemplars` ([`status`]) over every
+//! tenant's blocks and head, answering as Thanos Receive does
 //! (its proxy over one TSDB store per tenant; facts in the shared spec §3.4).
 //!
 //! Per tenant, matchers on the tenant's external labels are checked against them and dropped
@@ -14,7 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use ringest_proto::thanos::info::{InfoRequest, InfoResponse, StoreInfo, TsdbInfo, info_server};
+use ringest_proto::thanos::info::{
+    ExemplarsInfo, InfoRequest, InfoResponse, StatusInfo, StoreInfo, TsdbInfo, info_server,
+};
 use ringest_proto::thanos::{
     AggrChunk, Chunk, Label, LabelMatcher, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest,
     LabelValuesResponse, PartialResponseStrategy, Series, SeriesBatch, SeriesRequest, SeriesResponse, ShardInfo,
@@ -23,6 +26,8 @@ use ringest_proto::thanos::{
 use ringest_tsdb::Tsdb;
 use ringest_tsdb::postings::{MatchKind, Matcher};
 use tonic::{Request, Response, Status};
+
+mod status;
 
 use crate::external::ExternalLabels;
 use crate::probe::Probe;
@@ -358,6 +363,8 @@ impl info_server::Info for StoreApi {
                     supports_without_replica_labels: true,
                     tsdb_infos,
                 }),
+                exemplars: Some(ExemplarsInfo { min_time: 0, max_time: 0 }),
+                status: Some(StatusInfo {}),
                 ..Default::default()
             }))
         })

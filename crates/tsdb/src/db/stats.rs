@@ -84,8 +84,9 @@ impl Tsdb {
             let name = symbols.get(n);
             let value = symbols.get(v);
             *values_per_name.entry(name.clone()).or_default() += 1;
-            let varint = |len: usize| if len < 255 { 1 } else { 4 };
-            let size = (name.len() + varint(name.len()) + value.len() + varint(value.len())) as u64;
+            // Prometheus' `labels.SizeOfLabels` as Thanos builds it (`slicelabels`): both
+            // strings and their 16-byte headers, per series.
+            let size = (name.len() + 16 + value.len() + 16) as u64;
             *memory_per_name.entry(name.clone()).or_default() += size * count;
             per_pair.insert(format!("{name}={value}"), count);
         }
