@@ -184,3 +184,45 @@ fn thanos_query_reads_ringest_as_it_reads_thanos_receive() {
     let exemplars = |q: &Component| query(q, "/api/v1/query_exemplars", &ex);
     assert_eq!(exemplars(&q_ours), exemplars(&q_theirs), "exemplars");
 }
+
+/// `--store.limits.request-series` and `--store.limits.request-samples` refuse a Series call
+/// past them with Thanos' message, count it by reason, and leave smaller calls alone.
+#[test]
+fn store_limits_refuse_large_selects() {
+    let start_ms = (now_ms() - 20 * STEP_MS) / STEP_MS * STEP_MS;
+    let ring =
+        Ring::start(&[R], &["--store.limits.request-series=10".into(), "--store.limits.request-samples=30".into()]);
+    let run = run_load(&layout(start_ms), 20, &ring.nodes[0].rw_addr, None, None);
+    run.assert_all_2xx_first_time("the workload");
+    let tmp = tempfile::tempdir().unwrap();
+    let q = Component::start("query", tmp.path(), &[format!("--endpoint={}", ring.nodes[0].grpc_addr)]);
+    let end_s = (start_ms + 20 * STEP_MS) as f64 / 1000.0;
+    let get = |expr: &str| {
+        let path = format!("/api/v1/query?partial_response=false&query={}&time={end_s}", query_escape(expr));
+        let r = ringest_e2e::client::http_get(&q.http_addr, &path).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()
+    };
+    // The querier must see the store first: a one-series select stays under both limits.
+    let one = format!("{PREFIX}_cpu_seconds_total{{cpu=\"0\"}}");
+    let start = Instant::now();
+    while get(&one)["data"]["result"].as_array().is_none_or(|a| a.is_empty()) {
+        assert!(start.elapsed() < Duration::from_secs(60), "the querier never saw the store:\n{}", q.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let many = get(&format!("{{__name__=~\"{PREFIX}_.*\"}}"));
+    assert_eq!(many["status"], "error", "{many}");
+    assert!(many["error"].as_str().unwrap().contains("failed to send series: limit 10 violated (got "), "{many}");
+    let samples = get(&format!("{PREFIX}_cpu_seconds_total[1h]"));
+    assert_eq!(samples["status"], "error", "{samples}");
+    assert!(
+        samples["error"].as_str().unwrap().contains("failed to send samples: limit 30 violated (got "),
+        "{samples}"
+    );
+    let m = |reason: &str| ring.nodes[0].metric(&format!("thanos_store_selects_dropped_total{{reason=\"{reason}\"}}"));
+    assert!(
+        m("series").unwrap_or(0.0) >= 1.0 && m("chunks").unwrap_or(0.0) >= 1.0,
+        "{:?} {:?}",
+        m("series"),
+        m("chunks")
+    );
+}

@@ -76,6 +76,8 @@ pub struct ReceiveConfig {
     pub shipper: ringest_shipper::ShipperOptions,
     /// Hashring and replication (`None`: IngestorOnly, no hashring).
     pub ring: Option<RingConfig>,
+    /// `--store.limits.request-series` and `--store.limits.request-samples` (0: no limit).
+    pub store_limits: crate::store::Limits,
     /// Flags accepted but ignored, with the reason (logged at debug level at start-up).
     pub ignored_flags: Vec<(&'static str, &'static str)>,
 }
@@ -196,6 +198,11 @@ fn objstore_config(m: &ArgMatches) -> Result<Option<ringest_shipper::BucketConfi
         return Ok(None);
     }
     ringest_shipper::config::parse(&yaml).map(Some).map_err(|e| format!("{origin}: {e}"))
+}
+
+/// An unsigned integer flag.
+fn uint(m: &ArgMatches, name: &str) -> Result<u64, String> {
+    get_str(m, name).unwrap_or_default().parse().map_err(|e| format!("--{name}: {e}"))
 }
 
 /// The hashring flags (Thanos' `determineMode`: a hashring with a local endpoint is
@@ -347,6 +354,10 @@ impl ReceiveConfig {
             objstore: objstore_config(m)?,
             shipper,
             ring,
+            store_limits: crate::store::Limits {
+                series: uint(m, "store.limits.request-series")?,
+                samples: uint(m, "store.limits.request-samples")?,
+            },
             ignored_flags,
         })
     }

@@ -145,7 +145,8 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     let (grpc_stop, mut grpc_stop_rx) = watch::channel(false);
     let grpc = {
         let probe = probe.clone();
-        let store = StoreApi::new(tenants.clone(), probe.clone(), ext.clone());
+        let store = StoreApi::new(tenants.clone(), probe.clone(), ext.clone(), cfg.store_limits, &st.metrics.registry)
+            .context("register StoreAPI metrics")?;
         let server = ringest_grpc::Server::new(crate::replicate::MAX_MESSAGE_BYTES)
             .route(crate::replicate::REMOTE_WRITE_PATH, RemoteWriteHandler::new(st.clone()))
             .service(StoreServer::new(store.clone()).max_encoding_message_size(usize::MAX))

@@ -36,18 +36,44 @@ use crate::tenancy::Tenants;
 /// Bytes of chunks per Series frame (Thanos' remote-read frame limit), less the labels' size.
 const MAX_BYTES_PER_FRAME: i64 = 1 << 20;
 
+/// `--store.limits.request-series` and `--store.limits.request-samples` (0: no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Series per Series call.
+    pub series: u64,
+    /// Samples per Series call (counted from the chunks' headers).
+    pub samples: u64,
+}
+
 /// The StoreAPI of this node.
 #[derive(Debug, Clone)]
 pub struct StoreApi {
     tenants: Arc<Tenants>,
     probe: Arc<Probe>,
     ext: Arc<ExternalLabels>,
+    limits: Limits,
+    /// `thanos_store_selects_dropped_total{reason}`: Series calls refused by a limit.
+    dropped: prometheus::IntCounterVec,
 }
 
 impl StoreApi {
-    /// A StoreAPI over `tenants`.
-    pub fn new(tenants: Arc<Tenants>, probe: Arc<Probe>, ext: Arc<ExternalLabels>) -> StoreApi {
-        StoreApi { tenants, probe, ext }
+    /// A StoreAPI over `tenants`, registering its metrics in `registry`.
+    pub fn new(
+        tenants: Arc<Tenants>,
+        probe: Arc<Probe>,
+        ext: Arc<ExternalLabels>,
+        limits: Limits,
+        registry: &prometheus::Registry,
+    ) -> prometheus::Result<StoreApi> {
+        let dropped = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "thanos_store_selects_dropped_total",
+                "Number of selects that were dropped due to store limits.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(dropped.clone()))?;
+        Ok(StoreApi { tenants, probe, ext, limits, dropped })
     }
 }
 
@@ -169,6 +195,8 @@ fn series_responses(
     tenants: Vec<(String, Arc<Tsdb>)>,
     ext: &ExternalLabels,
     req: &SeriesRequest,
+    limits: Limits,
+    dropped: &prometheus::IntCounterVec,
 ) -> Result<Vec<SeriesResponse>, Status> {
     let ms = matchers(&req.matchers)?;
     if ms.is_empty() {
@@ -189,7 +217,10 @@ fn series_responses(
             tenant_series(&db, &ext, req, &left)
         };
         match result {
-            Ok(f) => frames.extend(f),
+            Ok(f) => {
+                frames.extend(f);
+                check_limits(&frames, limits, dropped)?;
+            }
             Err(e) => {
                 let msg = format!("receive series from {}: rpc error: {e}", tenant_name(&db));
                 if abort {
@@ -220,6 +251,33 @@ fn series_responses(
     Ok(out)
 }
 
+/// Refuses a call whose series or samples so far pass a limit, with Thanos' message.
+fn check_limits(frames: &Frames, limits: Limits, dropped: &prometheus::IntCounterVec) -> Result<(), Status> {
+    let refuse = |what: &str, reason: &str, limit: u64, got: u64| {
+        dropped.with_label_values(&[reason]).inc();
+        Status::unknown(format!("send series response: failed to send {what}: limit {limit} violated (got {got})"))
+    };
+    if limits.series > 0 {
+        // Frames of one series are adjacent only after sorting: count distinct label sets.
+        let series = frames.iter().map(|(l, _)| l).collect::<BTreeSet<_>>().len() as u64;
+        if series > limits.series {
+            return Err(refuse("series", "series", limits.series, series));
+        }
+    }
+    if limits.samples > 0 {
+        let samples: u64 = frames
+            .iter()
+            .flat_map(|(_, s)| &s.chunks)
+            .filter_map(|c| c.raw.as_ref())
+            .map(|c| u64::from(ringest_tsdb::chunkenc::xor_num_samples(&c.data)))
+            .sum();
+        if samples > limits.samples {
+            return Err(refuse("samples", "chunks", limits.samples, samples));
+        }
+    }
+    Ok(())
+}
+
 /// Runs blocking TSDB work off the reactor.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
     tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(format!("read failed: {e}")))?
@@ -233,8 +291,8 @@ impl store_server::Store for StoreApi {
 
     async fn series(&self, request: Request<SeriesRequest>) -> Result<Response<SeriesStream>, Status> {
         let req = request.into_inner();
-        let (tenants, ext) = (self.tenants.all(), self.ext.clone());
-        let out = blocking(move || series_responses(tenants, &ext, &req)).await?;
+        let (tenants, ext, limits, dropped) = (self.tenants.all(), self.ext.clone(), self.limits, self.dropped.clone());
+        let out = blocking(move || series_responses(tenants, &ext, &req, limits, &dropped)).await?;
         let stream = tonic::codegen::tokio_stream::iter(out.into_iter().map(Ok));
         Ok(Response::new(Box::pin(stream)))
     }
