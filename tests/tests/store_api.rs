@@ -183,6 +183,24 @@ fn thanos_query_reads_ringest_as_it_reads_thanos_receive() {
     let ex = [("query", format!("{PREFIX}_cpu_seconds_total")), window[0].clone(), window[1].clone()];
     let exemplars = |q: &Component| query(q, "/api/v1/query_exemplars", &ex);
     assert_eq!(exemplars(&q_ours), exemplars(&q_theirs), "exemplars");
+
+    // go-grpc-prometheus' server metrics, as Thanos exposes them: calls counted by code, every
+    // method of the served APIs present from the start.
+    let node = &ours.nodes[0];
+    let handled = |service: &str, method: &str, kind: &str, code: &str| {
+        node.metric(&format!(
+            "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{kind}\"}}"
+        ))
+    };
+    assert!(handled("thanos.Store", "Series", "server_stream", "OK").unwrap_or(0.0) >= 10.0);
+    assert!(handled("thanos.info.Info", "Info", "unary", "OK").unwrap_or(0.0) >= 1.0);
+    assert!(handled("thanos.Store", "LabelValues", "unary", "OK").unwrap_or(0.0) >= 1.0);
+    assert_eq!(handled("thanos.WriteableStore", "RemoteWrite", "unary", "DataLoss"), Some(0.0));
+    assert_eq!(handled("thanos.Status", "TSDBStatistics", "server_stream", "Internal"), Some(0.0));
+    let started = node.metric(
+        "grpc_server_started_total{grpc_method=\"Series\",grpc_service=\"thanos.Store\",grpc_type=\"server_stream\"}",
+    );
+    assert_eq!(started, handled("thanos.Store", "Series", "server_stream", "OK"), "every Series call ended OK");
 }
 
 /// `--store.limits.request-series` and `--store.limits.request-samples` refuse a Series call

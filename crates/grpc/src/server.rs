@@ -10,14 +10,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+mod observe;
 mod snappy;
+
+pub use observe::{CallKind, Method, Observer};
 
 use crate::status::{Code, Status};
 use crate::wire::{ACCEPT_ENCODING, Compression, GrpcBody, parse_timeout, read_unary, status_headers};
@@ -80,17 +83,33 @@ pub struct Server {
     max_message_bytes: usize,
     raw: Vec<(&'static str, Arc<dyn UnaryHandler>)>,
     services: tonic::service::Routes,
+    /// Methods observed, and whether their metrics start at zero before any call.
+    methods: Vec<(Method, bool)>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl Server {
     /// A server accepting request messages up to `max_message_bytes` (before and after decompression).
     pub fn new(max_message_bytes: usize) -> Server {
-        Server { max_message_bytes, raw: Vec::new(), services: tonic::service::Routes::default() }
+        Server {
+            max_message_bytes,
+            raw: Vec::new(),
+            services: tonic::service::Routes::default(),
+            methods: Vec::new(),
+            observer: None,
+        }
     }
 
     /// Registers a raw handler for a full method path such as `/thanos.WriteableStore/RemoteWrite`.
     pub fn route(mut self, path: &'static str, handler: Arc<dyn UnaryHandler>) -> Server {
+        self.methods.extend(Method::from_path(path, CallKind::Unary).map(|m| (m, path != HEALTH_CHECK_PATH)));
         self.raw.push((path, handler));
+        self
+    }
+
+    /// Reports every call of the known methods to `observer`.
+    pub fn observe(mut self, observer: Arc<dyn Observer>) -> Server {
+        self.observer = Some(observer);
         self
     }
 
@@ -100,8 +119,8 @@ impl Server {
         self.route(HEALTH_CHECK_PATH, Arc::new(Health(serving)))
     }
 
-    /// Adds a tonic service.
-    pub fn service<S>(mut self, svc: S) -> Server
+    /// Adds a tonic service whose methods are `methods` (name and kind).
+    pub fn service<S>(mut self, svc: S, methods: &[(&str, CallKind)]) -> Server
     where
         S: tower_service::Service<
                 Request<tonic::body::Body>,
@@ -114,6 +133,9 @@ impl Server {
             + 'static,
         S::Future: Send + 'static,
     {
+        for &(name, kind) in methods {
+            self.methods.extend(Method::from_path(&format!("/{}/{name}", S::NAME), kind).map(|m| (m, true)));
+        }
         self.services = self.services.add_service(snappy::Snappy::new(svc, self.max_message_bytes));
         self
     }
@@ -129,7 +151,18 @@ impl Server {
         let max_message_bytes = self.max_message_bytes;
         let raw: HashMap<&'static str, RawUnary> =
             self.raw.into_iter().map(|(path, handler)| (path, RawUnary { handler, max_message_bytes })).collect();
-        let routes = Routes { raw: Arc::new(raw), services: self.services.prepare() };
+        if let Some(o) = &self.observer {
+            let preset: Vec<Method> = self.methods.iter().filter(|(_, p)| *p).map(|(m, _)| m.clone()).collect();
+            o.serving(&preset);
+        }
+        let methods: HashMap<String, Arc<Method>> =
+            self.methods.into_iter().map(|(m, _)| (format!("/{}/{}", m.service, m.name), Arc::new(m))).collect();
+        let routes = Routes {
+            raw: Arc::new(raw),
+            services: self.services.prepare(),
+            methods: Arc::new(methods),
+            observer: self.observer,
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
@@ -170,7 +203,7 @@ impl RawUnary {
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
-        if req.method() != Method::POST {
+        if req.method() != http::Method::POST {
             return plain(StatusCode::METHOD_NOT_ALLOWED);
         }
         let grpc_content_type = req
@@ -271,7 +304,12 @@ async fn serve_conn(
     let counter = Arc::new(counter);
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         // Raw routes first, without going through the router: the write path.
-        let raw = routes.raw.get(req.uri().path()).cloned();
+        let path = req.uri().path();
+        let raw = routes.raw.get(path).cloned();
+        let mut call = match (&routes.observer, routes.methods.get(path)) {
+            (Some(o), Some(m)) => Some(observe::Call::start(o.clone(), m.clone())),
+            _ => None,
+        };
         let mut services = routes.services.clone();
         // Until the response body ends: a stream is in flight until its last message.
         let guard = InFlight::start(&counter);
@@ -280,7 +318,11 @@ async fn serve_conn(
                 Some(raw) => raw.handle(req).await.map(tonic::body::Body::new),
                 None => tower_service::Service::call(&mut services, req).await?,
             };
-            Ok::<_, Infallible>(resp.map(|body| Guarded { body, _guard: guard }))
+            // A Trailers-Only response carries its status in the headers.
+            if call.as_mut().is_some_and(|c| c.end_with(resp.headers())) {
+                call = None;
+            }
+            Ok::<_, Infallible>(resp.map(|body| Guarded { body, call, _guard: guard }))
         }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -319,11 +361,15 @@ async fn serve_conn(
 struct Routes {
     raw: Arc<HashMap<&'static str, RawUnary>>,
     services: tonic::service::Routes,
+    methods: Arc<HashMap<String, Arc<Method>>>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 /// A response body that keeps its call counted as in flight until it ends.
 struct Guarded {
     body: tonic::body::Body,
+    /// The call's observation, ended by the trailers.
+    call: Option<observe::Call>,
     _guard: InFlight,
 }
 
@@ -335,7 +381,13 @@ impl http_body::Body for Guarded {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, tonic::Status>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let frame = std::task::ready!(Pin::new(&mut self.body).poll_frame(cx));
+        if let (Some(Ok(f)), Some(call)) = (&frame, self.call.as_mut())
+            && let Some(trailers) = f.trailers_ref()
+        {
+            call.end_with(trailers);
+        }
+        std::task::Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {

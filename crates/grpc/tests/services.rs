@@ -11,7 +11,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use ringest_grpc::{Compression, Server, snappy_compress, snappy_decompress};
+use ringest_grpc::{CallKind, Compression, Server, snappy_compress, snappy_decompress};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{Grpc, NamedService, ServerStreamingService, UnaryService};
 
@@ -160,7 +160,8 @@ async fn call(addr: std::net::SocketAddr, path: &str, msg: &[u8], compression: C
 async fn start() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = Server::new(1 << 20).service(TestService).health(Arc::new(|| true));
+    let methods = [("Echo", CallKind::Unary), ("Repeat", CallKind::ServerStream)];
+    let server = Server::new(1 << 20).service(TestService, &methods).health(Arc::new(|| true));
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(server.serve(listener, async {
         let _ = rx.await;

@@ -35,6 +35,72 @@ pub struct HttpMetrics {
     pub inflight: IntGaugeVec,
 }
 
+/// go-grpc-prometheus' server metrics (`grpc_server_*`), as Thanos registers them: every
+/// method of the served APIs starts at zero, with `grpc_server_handled_total` for every code.
+#[derive(Debug, Clone)]
+pub struct GrpcServerMetrics {
+    started: prometheus::IntCounterVec,
+    handled: prometheus::IntCounterVec,
+    seconds: prometheus::HistogramVec,
+}
+
+/// `grpc_server_handling_seconds` buckets (Thanos' gRPC server).
+const GRPC_BUCKETS: &[f64] = &[0.001, 0.01, 0.1, 0.3, 0.6, 1.0, 3.0, 6.0, 9.0, 20.0, 30.0, 60.0, 90.0, 120.0];
+
+impl GrpcServerMetrics {
+    /// Registers the metrics in `registry`.
+    pub fn new(registry: &prometheus::Registry) -> prometheus::Result<GrpcServerMetrics> {
+        let labels = ["grpc_type", "grpc_service", "grpc_method"];
+        let started = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("grpc_server_started_total", "Total number of RPCs started on the server."),
+            &labels,
+        )?;
+        let handled = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "grpc_server_handled_total",
+                "Total number of RPCs completed on the server, regardless of success or failure.",
+            ),
+            &["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+        )?;
+        let seconds = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "grpc_server_handling_seconds",
+                "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+            )
+            .buckets(GRPC_BUCKETS.to_vec()),
+            &labels,
+        )?;
+        registry.register(Box::new(started.clone()))?;
+        registry.register(Box::new(handled.clone()))?;
+        registry.register(Box::new(seconds.clone()))?;
+        Ok(GrpcServerMetrics { started, handled, seconds })
+    }
+}
+
+impl ringest_grpc::Observer for GrpcServerMetrics {
+    fn serving(&self, methods: &[ringest_grpc::Method]) {
+        for m in methods {
+            let l = [m.kind.as_str(), m.service.as_str(), m.name.as_str()];
+            self.started.with_label_values(&l);
+            self.seconds.with_label_values(&l);
+            for code in 0..=16 {
+                let code = ringest_grpc::Code::from_i32(code).as_str();
+                self.handled.with_label_values(&[l[0], l[1], l[2], code]);
+            }
+        }
+    }
+
+    fn started(&self, m: &ringest_grpc::Method) {
+        self.started.with_label_values(&[m.kind.as_str(), m.service.as_str(), m.name.as_str()]).inc();
+    }
+
+    fn handled(&self, m: &ringest_grpc::Method, code: ringest_grpc::Code, seconds: f64) {
+        let l = [m.kind.as_str(), m.service.as_str(), m.name.as_str()];
+        self.handled.with_label_values(&[l[0], l[1], l[2], code.as_str()]).inc();
+        self.seconds.with_label_values(&l).observe(seconds);
+    }
+}
+
 /// All metrics of one node.
 #[derive(Debug, Clone)]
 pub struct Metrics {

@@ -145,14 +145,22 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     let (grpc_stop, mut grpc_stop_rx) = watch::channel(false);
     let grpc = {
         let probe = probe.clone();
+        use ringest_grpc::CallKind::{ServerStream, Unary};
+        let grpc_metrics = Arc::new(
+            crate::metrics::GrpcServerMetrics::new(&st.metrics.registry).context("register gRPC server metrics")?,
+        );
         let store = StoreApi::new(tenants.clone(), probe.clone(), ext.clone(), cfg.store_limits, &st.metrics.registry)
             .context("register StoreAPI metrics")?;
         let server = ringest_grpc::Server::new(crate::replicate::MAX_MESSAGE_BYTES)
             .route(crate::replicate::REMOTE_WRITE_PATH, RemoteWriteHandler::new(st.clone()))
-            .service(StoreServer::new(store.clone()).max_encoding_message_size(usize::MAX))
-            .service(InfoServer::new(store.clone()))
-            .service(StatusServer::new(store.clone()))
-            .service(ExemplarsServer::new(store))
+            .service(
+                StoreServer::new(store.clone()).max_encoding_message_size(usize::MAX),
+                &[("Series", ServerStream), ("LabelNames", Unary), ("LabelValues", Unary)],
+            )
+            .service(InfoServer::new(store.clone()), &[("Info", Unary)])
+            .service(StatusServer::new(store.clone()), &[("TSDBStatistics", ServerStream)])
+            .service(ExemplarsServer::new(store), &[("Exemplars", ServerStream)])
+            .observe(grpc_metrics)
             .health(Arc::new(move || probe.is_ready()));
         tokio::spawn(async move {
             let stop = async move {
