@@ -86,6 +86,7 @@ pub struct Server {
     /// Methods observed, and whether their metrics start at zero before any call.
     methods: Vec<(Method, bool)>,
     observer: Option<Arc<dyn Observer>>,
+    max_connection_age: Option<Duration>,
 }
 
 impl Server {
@@ -97,6 +98,7 @@ impl Server {
             services: tonic::service::Routes::default(),
             methods: Vec::new(),
             observer: None,
+            max_connection_age: None,
         }
     }
 
@@ -104,6 +106,13 @@ impl Server {
     pub fn route(mut self, path: &'static str, handler: Arc<dyn UnaryHandler>) -> Server {
         self.methods.extend(Method::from_path(path, CallKind::Unary).map(|m| (m, path != HEALTH_CHECK_PATH)));
         self.raw.push((path, handler));
+        self
+    }
+
+    /// Closes each connection gracefully once it is `age` old (grpc-go's `MaxConnectionAge`,
+    /// with no grace: calls in flight finish, new ones go to a new connection).
+    pub fn max_connection_age(mut self, age: Duration) -> Server {
+        self.max_connection_age = Some(age);
         self
     }
 
@@ -173,7 +182,7 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        conns.spawn(serve_conn(routes.clone(), stream, peer, stop_rx.clone()));
+                        conns.spawn(serve_conn(routes.clone(), stream, peer, stop_rx.clone(), self.max_connection_age));
                     }
                     Err(e) => {
                         // Per-connection accept failures (EMFILE, ECONNABORTED...) must not stop the server.
@@ -299,6 +308,7 @@ async fn serve_conn(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     mut stop: watch::Receiver<bool>,
+    max_age: Option<Duration>,
 ) {
     let (counter, mut in_flight) = watch::channel(0usize);
     let counter = Arc::new(counter);
@@ -336,18 +346,31 @@ async fn serve_conn(
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = stopped => {
-            conn.as_mut().graceful_shutdown();
-            let drained = async move {
-                let _ = in_flight.wait_for(|n| *n == 0).await;
-                tokio::time::sleep(DRAIN_GRACE).await;
-            };
-            tokio::select! {
-                r = conn.as_mut() => r,
-                () = drained => Ok(()),
+    let aged = async move {
+        match max_age {
+            Some(age) => tokio::time::sleep(age).await,
+            None => std::future::pending().await,
+        }
+    };
+    let drained = async move {
+        let _ = in_flight.wait_for(|n| *n == 0).await;
+        tokio::time::sleep(DRAIN_GRACE).await;
+    };
+    tokio::pin!(stopped, aged, drained);
+    let (mut stopping, mut old) = (false, false);
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            // Too old: GOAWAY; the calls in flight finish, the client reconnects.
+            () = &mut aged, if !old => {
+                old = true;
+                conn.as_mut().graceful_shutdown();
             }
+            () = &mut stopped, if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = &mut drained, if stopping => break Ok(()),
         }
     };
     if let Err(e) = result {

@@ -218,3 +218,35 @@ async fn unknown_service_is_unimplemented() {
     let r = call(addr, "/nope.Nope/Call", b"x", Compression::None).await;
     assert_eq!(r.status.as_deref(), Some("12"));
 }
+
+/// With a maximum connection age the server closes a connection once it is that old, after
+/// the call in flight on it has finished; the client's next call needs a new connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn old_connections_are_closed_after_their_calls() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let methods = [("Echo", CallKind::Unary), ("Repeat", CallKind::ServerStream)];
+    let age = std::time::Duration::from_millis(300);
+    let server = Server::new(1 << 20).service(TestService, &methods).max_connection_age(age);
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let started = std::time::Instant::now();
+    let req = Request::post(format!("http://{addr}/test.Stream/Echo"))
+        .header("content-type", "application/grpc")
+        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 1, 7])))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.headers().get("grpc-status").map(|v| v.as_bytes()), None, "a streamed answer");
+    let body = resp.into_body().collect().await.unwrap();
+    assert_eq!(body.trailers().and_then(|t| t.get("grpc-status")).map(|v| v.as_bytes()), Some(&b"0"[..]));
+    // The server ends the connection on its own (bounded wait, not a fixed sleep).
+    tokio::time::timeout(std::time::Duration::from_secs(10), conn)
+        .await
+        .expect("connection closed by the server")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() >= age, "not before its age: {:?}", started.elapsed());
+}

@@ -76,6 +76,10 @@ pub struct ReceiveConfig {
     pub shipper: ringest_shipper::ShipperOptions,
     /// Hashring and replication (`None`: IngestorOnly, no hashring).
     pub ring: Option<RingConfig>,
+    /// `--grpc-server-max-connection-age` (`None`: 0, no limit, as grpc-go).
+    pub grpc_max_connection_age: Option<Duration>,
+    /// `--grpc-grace-period`: how long a stopping node waits for gRPC calls in flight.
+    pub grpc_grace_period: Duration,
     /// `--store.limits.request-series` and `--store.limits.request-samples` (0: no limit).
     pub store_limits: crate::store::Limits,
     /// Flags accepted but ignored, with the reason (logged at debug level at start-up).
@@ -354,6 +358,10 @@ impl ReceiveConfig {
             objstore: objstore_config(m)?,
             shipper,
             ring,
+            grpc_max_connection_age: Some(duration(m, "grpc-server-max-connection-age")?)
+                .filter(|&ms| ms > 0)
+                .map(Duration::from_millis),
+            grpc_grace_period: Duration::from_millis(duration(m, "grpc-grace-period")?),
             store_limits: crate::store::Limits {
                 series: uint(m, "store.limits.request-series")?,
                 samples: uint(m, "store.limits.request-samples")?,
@@ -496,6 +504,19 @@ mod tests {
         assert!(parse(&[L, "--no-such-flag=1"]).is_err());
         assert!(parse(&[L, "--tsdb.path=/a", "--tsdb.path=/b"]).is_err(), "non-repeatable flag given twice");
         assert!(parse(&[L, "--tsdb.min-block-duration=2h", "--tsdb.max-block-duration=1h"]).is_err());
+    }
+
+    #[test]
+    fn grpc_connection_age_and_grace_period() {
+        let c = parse(&[L]).unwrap();
+        assert_eq!(c.grpc_max_connection_age, Some(Duration::from_secs(3600)));
+        assert_eq!(c.grpc_grace_period, Duration::from_secs(120));
+        let c = parse(&[L, "--grpc-server-max-connection-age=0s", "--grpc-grace-period=5s"]).unwrap();
+        assert_eq!(c.grpc_max_connection_age, None, "0: no limit, as grpc-go");
+        assert_eq!(c.grpc_grace_period, Duration::from_secs(5));
+        let c = parse(&[L, "--store.limits.request-series=7", "--store.limits.request-samples=9"]).unwrap();
+        assert_eq!(c.store_limits, crate::store::Limits { series: 7, samples: 9 });
+        assert!(parse(&[L, "--store.limits.request-series=-1"]).is_err());
     }
 
     #[test]

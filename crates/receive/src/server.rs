@@ -2,10 +2,11 @@
 //!
 //! Start-up binds both listeners first (so `/-/healthy` answers and `/-/ready` says 503 while
 //! WALs replay), opens every tenant TSDB, then turns ready. Shutdown on SIGTERM/SIGINT: not
-//! ready, stop accepting, drain in-flight requests and the forwards to peers still running
-//! after their request was answered (bounded together by `--http-grace-period`), flush every
-//! head into blocks, upload them (when a bucket is configured; bounded by
-//! `--http-grace-period`), close every WAL cleanly, exit 0. A second signal exits at once.
+//! ready, stop accepting, drain in-flight requests (bounded by `--http-grace-period`), gRPC
+//! calls and the forwards to peers still running after their request was answered (bounded
+//! by `--grpc-grace-period`), flush every head into blocks, upload them (when a bucket is
+//! configured; bounded by `--http-grace-period`), close every WAL cleanly, exit 0. A second
+//! signal exits at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,7 +152,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         );
         let store = StoreApi::new(tenants.clone(), probe.clone(), ext.clone(), cfg.store_limits, &st.metrics.registry)
             .context("register StoreAPI metrics")?;
-        let server = ringest_grpc::Server::new(crate::replicate::MAX_MESSAGE_BYTES)
+        let mut server = ringest_grpc::Server::new(crate::replicate::MAX_MESSAGE_BYTES)
             .route(crate::replicate::REMOTE_WRITE_PATH, RemoteWriteHandler::new(st.clone()))
             .service(
                 StoreServer::new(store.clone()).max_encoding_message_size(usize::MAX),
@@ -162,6 +163,9 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
             .service(ExemplarsServer::new(store), &[("Exemplars", ServerStream)])
             .observe(grpc_metrics)
             .health(Arc::new(move || probe.is_ready()));
+        if let Some(age) = cfg.grpc_max_connection_age {
+            server = server.max_connection_age(age);
+        }
         tokio::spawn(async move {
             let stop = async move {
                 let _ = grpc_stop_rx.wait_for(|s| *s).await;
@@ -241,19 +245,24 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     let _ = grpc_stop.send(true);
     let _ = ring_stop.send(true);
     let replicator = st.replicator.clone();
-    if tokio::time::timeout(cfg.http_grace_period, async {
-        let _ = rw.await;
-        let _ = grpc.await;
-        // Replicas still on their way to peers after their request was answered.
-        if let Some(r) = replicator {
-            r.drained().await;
+    let http = async {
+        if tokio::time::timeout(cfg.http_grace_period, rw).await.is_err() {
+            tracing::warn!(grace_period = ?cfg.http_grace_period, "in-flight requests did not finish within the grace period");
         }
-    })
-    .await
-    .is_err()
-    {
-        tracing::warn!(grace_period = ?cfg.http_grace_period, "in-flight requests did not finish within the grace period");
-    }
+    };
+    let grpc = async {
+        let drained = async {
+            let _ = grpc.await;
+            // Replicas still on their way to peers after their request was answered.
+            if let Some(r) = replicator {
+                r.drained().await;
+            }
+        };
+        if tokio::time::timeout(cfg.grpc_grace_period, drained).await.is_err() {
+            tracing::warn!(grace_period = ?cfg.grpc_grace_period, "gRPC calls and forwards did not finish within the grace period");
+        }
+    };
+    tokio::join!(http, grpc);
     tracing::info!("shutting down storage");
     let _ = compaction_stop.send(true);
     let _ = compaction.await;
