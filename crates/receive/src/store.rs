@@ -309,7 +309,7 @@ impl store_server::Store for StoreApi {
                 let ext = ext.of(&tenant);
                 let Some(left) = strip_external(&ms, &ext) else { continue };
                 let got = if left.is_empty() {
-                    db.label_names()
+                    db.label_names(req.start, req.end)
                 } else {
                     db.select(&left, req.start, req.end)
                         .map(|ss| ss.into_iter().flat_map(|s| s.labels.0.into_iter().map(|l| l.name)).collect())
@@ -363,7 +363,7 @@ impl store_server::Store for StoreApi {
                     Some(v) => db
                         .select(&left, req.start, req.end)
                         .map(|ss| if ss.is_empty() { vec![] } else { vec![v.clone()] }),
-                    None if left.is_empty() => db.label_values(&req.label),
+                    None if left.is_empty() => db.label_values(&req.label, req.start, req.end),
                     None => db
                         .select(&left, req.start, req.end)
                         .map(|ss| ss.into_iter().filter_map(|s| s.labels.get(&req.label).map(str::to_owned)).collect()),

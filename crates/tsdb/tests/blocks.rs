@@ -216,12 +216,16 @@ fn matchers_select_like_prometheus() {
     for ((ms, n), got) in cases.iter().zip(&from_head) {
         assert_eq!(got.len(), *n, "{ms:?}: {got:?}");
     }
-    assert_eq!(db.label_names().unwrap(), vec!["__name__", "env", "x"]);
-    assert_eq!(db.label_values("env").unwrap(), vec!["dev", "prod"]);
+    assert_eq!(db.label_names(i64::MIN, i64::MAX).unwrap(), vec!["__name__", "env", "x"]);
+    assert_eq!(db.label_values("env", i64::MIN, i64::MAX).unwrap(), vec!["dev", "prod"]);
+    assert!(db.label_names(T0 + 1, i64::MAX).unwrap().is_empty(), "nothing after the samples");
+    assert!(db.label_values("env", i64::MIN, T0 - 1).unwrap().is_empty(), "nothing before them");
     let metas = db.flush_head().unwrap();
     let from_block: Vec<Vec<String>> = cases.iter().map(|(ms, _)| db_sel(ms)).collect();
     assert_eq!(from_block, from_head);
-    assert_eq!(db.label_names().unwrap(), vec!["__name__", "env", "x"]);
+    assert_eq!(db.label_names(i64::MIN, i64::MAX).unwrap(), vec!["__name__", "env", "x"]);
+    assert_eq!(db.label_names(T0, T0).unwrap(), vec!["__name__", "env", "x"], "from the block");
+    assert!(db.label_names(T0 + 1, i64::MAX).unwrap().is_empty(), "the block ends at T0 + 1");
     assert_eq!(metas.len(), 1);
     assert_eq!(metas[0].stats.num_series, 4);
     assert_eq!(metas[0].max_time, T0 + 1);

@@ -214,22 +214,33 @@ impl Tsdb {
             .collect())
     }
 
-    /// Label names of the series in the blocks and the head, sorted.
-    pub fn label_names(&self) -> Result<Vec<String>, super::TsdbError> {
-        let mut out: BTreeSet<String> = self.head.label_names().into_iter().collect();
-        for b in self.blocks() {
+    /// Label names of the series in the blocks and the head that overlap `[mint, maxt]`
+    /// (whole blocks and the whole head, as Prometheus' queriers answer), sorted.
+    pub fn label_names(&self, mint: i64, maxt: i64) -> Result<Vec<String>, super::TsdbError> {
+        let mut out: BTreeSet<String> = BTreeSet::new();
+        if self.head_overlaps(mint, maxt) {
+            out.extend(self.head.label_names());
+        }
+        for b in self.blocks().iter().filter(|b| b.meta().max_time > mint && b.meta().min_time <= maxt) {
             out.extend(b.index()?.label_names().map(str::to_owned));
         }
         Ok(out.into_iter().collect())
     }
 
-    /// Values of label `name` in the blocks and the head, sorted.
-    pub fn label_values(&self, name: &str) -> Result<Vec<String>, super::TsdbError> {
-        let mut out: BTreeSet<String> = self.head.label_values(name).into_iter().collect();
-        for b in self.blocks() {
+    /// Values of label `name` in the blocks and the head that overlap `[mint, maxt]`, sorted.
+    pub fn label_values(&self, name: &str, mint: i64, maxt: i64) -> Result<Vec<String>, super::TsdbError> {
+        let mut out: BTreeSet<String> = BTreeSet::new();
+        if self.head_overlaps(mint, maxt) {
+            out.extend(self.head.label_values(name));
+        }
+        for b in self.blocks().iter().filter(|b| b.meta().max_time > mint && b.meta().min_time <= maxt) {
             out.extend(b.index()?.label_values(name).map(str::to_owned));
         }
         Ok(out.into_iter().collect())
+    }
+
+    fn head_overlaps(&self, mint: i64, maxt: i64) -> bool {
+        self.head.min_time() <= maxt && self.head.max_time() >= mint
     }
 }
 
