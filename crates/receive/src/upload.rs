@@ -100,11 +100,6 @@ impl Uploader {
         &self.bucket
     }
 
-    /// A tenant's external labels.
-    fn labels_of(&self, tenant: &str) -> BTreeMap<String, String> {
-        self.ext.of(tenant)
-    }
-
     fn shipper(&self, tenant: &str) -> Arc<Shipper> {
         let mut shippers = self.shippers.lock();
         shippers
@@ -114,7 +109,7 @@ impl Uploader {
                     tenant,
                     &self.root.join(tenant),
                     self.bucket.clone(),
-                    self.labels_of(tenant),
+                    self.ext.of(tenant),
                     self.opts,
                     self.metrics.clone(),
                 ))
@@ -132,7 +127,7 @@ impl Uploader {
             .map(|(name, _)| {
                 let s = self.shipper(name);
                 // The hashring (and with it a tenant's labels) may have changed since.
-                s.set_labels(self.labels_of(name));
+                s.set_labels(self.ext.of(name));
                 s
             })
             .collect();

@@ -288,14 +288,19 @@ impl Block {
         Ok(Labels(out))
     }
 
-    /// The series selected by `matchers` with their chunks overlapping `[mint, maxt]`, whole as
-    /// stored, in label order; series without such chunks are left out.
-    pub fn select_chunks(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesChunks>, BlockError> {
+    /// Calls `f` with each series selected by `matchers` (its label references) and its XOR
+    /// chunks overlapping `[mint, maxt]` (`(meta, bytes)`); any other encoding is an error.
+    fn for_each_selected(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        mut f: impl FnMut(u32, &[LabelRefs], Vec<(&ChunkMeta, &[u8])>) -> Result<(), BlockError>,
+    ) -> Result<(), BlockError> {
         let (index, chunks) = self.readers()?;
-        let mut out = Vec::new();
         for id in crate::postings::select(index, matchers)? {
             let (refs, metas) = index.series(id)?;
-            let mut raw = Vec::new();
+            let mut overlapping = Vec::new();
             for m in metas.iter().filter(|m| m.max_time >= mint && m.min_time <= maxt) {
                 let (enc, data) = chunks.chunk(m.chunk_ref)?;
                 if enc != ENCODING_XOR {
@@ -304,31 +309,37 @@ impl Block {
                         reason: format!("series {id}: chunk encoding {enc} is not supported"),
                     });
                 }
-                raw.push(RawChunk { min_time: m.min_time, max_time: m.max_time, data: data.to_vec() });
+                overlapping.push((m, data));
             }
-            if !raw.is_empty() {
-                out.push(SeriesChunks { labels: self.labels(&refs)?, chunks: raw });
-            }
+            f(id, &refs, overlapping)?;
         }
+        Ok(())
+    }
+
+    /// The series selected by `matchers` with their chunks overlapping `[mint, maxt]`, whole as
+    /// stored, in label order; series without such chunks are left out.
+    pub fn select_chunks(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesChunks>, BlockError> {
+        let mut out = Vec::new();
+        self.for_each_selected(matchers, mint, maxt, |_, refs, chunks| {
+            if !chunks.is_empty() {
+                let chunks = chunks
+                    .into_iter()
+                    .map(|(m, data)| RawChunk { min_time: m.min_time, max_time: m.max_time, data: data.to_vec() })
+                    .collect();
+                out.push(SeriesChunks { labels: self.labels(refs)?, chunks });
+            }
+            Ok(())
+        })?;
         Ok(out)
     }
 
     /// The series selected by `matchers` with their samples in `[mint, maxt]`, in label order;
     /// series without samples there are left out.
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesData>, BlockError> {
-        let (index, chunks) = self.readers()?;
         let mut out = Vec::new();
-        for id in crate::postings::select(index, matchers)? {
-            let (refs, metas) = index.series(id)?;
+        self.for_each_selected(matchers, mint, maxt, |id, refs, chunks| {
             let mut samples = Vec::new();
-            for m in metas.iter().filter(|m| m.max_time >= mint && m.min_time <= maxt) {
-                let (enc, data) = chunks.chunk(m.chunk_ref)?;
-                if enc != ENCODING_XOR {
-                    return Err(BlockError::Corrupt {
-                        path: self.dir.clone(),
-                        reason: format!("series {id}: chunk encoding {enc} is not supported"),
-                    });
-                }
+            for (m, data) in chunks {
                 let mut it = XorIter::new(data);
                 samples.extend(it.by_ref().filter(|&(t, _)| t >= mint && t <= maxt));
                 if it.is_corrupt() {
@@ -339,9 +350,10 @@ impl Block {
                 }
             }
             if !samples.is_empty() {
-                out.push(SeriesData { labels: self.labels(&refs)?, samples });
+                out.push(SeriesData { labels: self.labels(refs)?, samples });
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 }

@@ -130,10 +130,7 @@ impl Tsdb {
     /// reported once), sorted by labels; series without samples there are left out.
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesData>, super::TsdbError> {
         let mut out: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
-        for b in self.blocks() {
-            if b.meta().max_time <= mint || b.meta().min_time > maxt {
-                continue;
-            }
+        for b in self.blocks_overlapping(mint, maxt) {
             for s in b.select(matchers, mint, maxt)? {
                 out.entry(s.labels).or_default().extend(s.samples);
             }
@@ -221,7 +218,7 @@ impl Tsdb {
         if self.head_overlaps(mint, maxt) {
             out.extend(self.head.label_names());
         }
-        for b in self.blocks().iter().filter(|b| b.meta().max_time > mint && b.meta().min_time <= maxt) {
+        for b in self.blocks_overlapping(mint, maxt) {
             out.extend(b.index()?.label_names().map(str::to_owned));
         }
         Ok(out.into_iter().collect())
@@ -233,10 +230,15 @@ impl Tsdb {
         if self.head_overlaps(mint, maxt) {
             out.extend(self.head.label_values(name));
         }
-        for b in self.blocks().iter().filter(|b| b.meta().max_time > mint && b.meta().min_time <= maxt) {
+        for b in self.blocks_overlapping(mint, maxt) {
             out.extend(b.index()?.label_values(name).map(str::to_owned));
         }
         Ok(out.into_iter().collect())
+    }
+
+    /// The blocks with a sample time in `[mint, maxt]` possible (block ends are exclusive).
+    fn blocks_overlapping(&self, mint: i64, maxt: i64) -> Vec<std::sync::Arc<crate::block::Block>> {
+        self.blocks().into_iter().filter(|b| b.meta().max_time > mint && b.meta().min_time <= maxt).collect()
     }
 
     fn head_overlaps(&self, mint: i64, maxt: i64) -> bool {

@@ -85,6 +85,20 @@ pub(crate) struct SeriesState {
     pub(crate) closed: Vec<ClosedChunk>,
 }
 
+/// The samples of XOR chunk `bytes` whose time `keep` accepts, as a new chunk with its first
+/// and last time; `None` if it accepts none.
+fn reencoded(bytes: &[u8], keep: impl Fn(i64) -> bool) -> Option<(i64, i64, Vec<u8>)> {
+    let mut app = XorAppender::new();
+    let mut buf = vec![0u8, 0];
+    let (mut first, mut last) = (None, 0);
+    for (t, v) in XorIter::new(bytes).filter(|&(t, _)| keep(t)) {
+        app.append(&mut buf, t, v);
+        first.get_or_insert(t);
+        last = t;
+    }
+    first.map(|first| (first, last, buf))
+}
+
 /// The verdict on one sample (`memSeries.appendable` with out-of-order ingestion disabled).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -284,18 +298,8 @@ impl SeriesState {
             };
             if mn >= mint && mx <= maxt {
                 out.push((mn, mx, bytes));
-                continue;
-            }
-            let mut app = XorAppender::new();
-            let mut buf = vec![0u8, 0];
-            let (mut first, mut last) = (None, 0);
-            for (t, v) in XorIter::new(&bytes).filter(|&(t, _)| t >= mint && t <= maxt) {
-                app.append(&mut buf, t, v);
-                first.get_or_insert(t);
-                last = t;
-            }
-            if let Some(first) = first {
-                out.push((first, last, buf));
+            } else if let Some(c) = reencoded(&bytes, |t| t >= mint && t <= maxt) {
+                out.push(c);
             }
         }
         Ok(())
@@ -320,20 +324,9 @@ impl SeriesState {
                 Some(c) => disk.read(c.chunk_ref)?,
                 None => self.head.as_ref().expect("open chunk").bytes.clone(),
             };
-            if mn >= floor {
-                out.push(crate::labels::RawChunk { min_time: mn, max_time: mx, data: bytes });
-                continue;
-            }
-            let mut app = XorAppender::new();
-            let mut buf = vec![0u8, 0];
-            let (mut first, mut last) = (None, 0);
-            for (t, v) in XorIter::new(&bytes).filter(|&(t, _)| t >= floor) {
-                app.append(&mut buf, t, v);
-                first.get_or_insert(t);
-                last = t;
-            }
-            if let Some(first) = first {
-                out.push(crate::labels::RawChunk { min_time: first, max_time: last, data: buf });
+            let chunk = if mn >= floor { Some((mn, mx, bytes)) } else { reencoded(&bytes, |t| t >= floor) };
+            if let Some((min_time, max_time, data)) = chunk {
+                out.push(crate::labels::RawChunk { min_time, max_time, data });
             }
         }
         Ok(())
