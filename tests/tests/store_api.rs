@@ -204,7 +204,8 @@ fn thanos_query_reads_ringest_as_it_reads_thanos_receive() {
 }
 
 /// `--store.limits.request-series` and `--store.limits.request-samples` refuse a Series call
-/// past them with Thanos' message, count it by reason, and leave smaller calls alone.
+/// past them with Thanos' message (every series frame a series, every chunk 120 samples), count
+/// it by reason, and leave smaller calls alone.
 #[test]
 fn store_limits_refuse_large_selects() {
     let start_ms = (now_ms() - 20 * STEP_MS) / STEP_MS * STEP_MS;
@@ -220,20 +221,36 @@ fn store_limits_refuse_large_selects() {
         let r = ringest_e2e::client::http_get(&q.http_addr, &path).unwrap();
         serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()
     };
-    // The querier must see the store first: a one-series select stays under both limits.
-    let one = format!("{PREFIX}_cpu_seconds_total{{cpu=\"0\"}}");
+    // The querier must see the store first (label values meet no limit).
+    let get_path = |path: &str| {
+        let r = ringest_e2e::client::http_get(&q.http_addr, path).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()
+    };
     let start = Instant::now();
-    while get(&one)["data"]["result"].as_array().is_none_or(|a| a.is_empty()) {
+    while get_path("/api/v1/label/__name__/values")["data"].as_array().is_none_or(|a| a.is_empty()) {
         assert!(start.elapsed() < Duration::from_secs(60), "the querier never saw the store:\n{}", q.logs());
         std::thread::sleep(Duration::from_millis(200));
     }
-    let many = get(&format!("{{__name__=~\"{PREFIX}_.*\"}}"));
+    // Series without chunks (the series API) meet the series limit only.
+    let few = format!(
+        "/api/v1/series?partial_response=false&match[]={}",
+        query_escape(&format!("{PREFIX}_cpu_seconds_total"))
+    );
+    let few = get_path(&few);
+    assert_eq!(few["status"], "success", "{few}");
+    assert!((1..=10).contains(&few["data"].as_array().unwrap().len()), "{few}");
+    let path = format!(
+        "/api/v1/series?partial_response=false&match[]={}",
+        query_escape(&format!("{{__name__=~\"{PREFIX}_.*\"}}"))
+    );
+    let many = get_path(&path);
     assert_eq!(many["status"], "error", "{many}");
-    assert!(many["error"].as_str().unwrap().contains("failed to send series: limit 10 violated (got "), "{many}");
+    assert!(many["error"].as_str().unwrap().contains("failed to send series: limit 10 violated (got 11)"), "{many}");
+    // One chunk counts as 120 samples.
     let samples = get(&format!("{PREFIX}_cpu_seconds_total[1h]"));
     assert_eq!(samples["status"], "error", "{samples}");
     assert!(
-        samples["error"].as_str().unwrap().contains("failed to send samples: limit 30 violated (got "),
+        samples["error"].as_str().unwrap().contains("failed to send samples: limit 30 violated (got 120)"),
         "{samples}"
     );
     let m = |reason: &str| ring.nodes[0].metric(&format!("thanos_store_selects_dropped_total{{reason=\"{reason}\"}}"));

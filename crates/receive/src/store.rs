@@ -7,9 +7,12 @@
 //! (a contradiction leaves the tenant out; nothing left is Thanos' "no matchers specified
 //! (excluding external labels)", a warning or, with partial responses off, `Aborted`). Series
 //! get the external labels, which win over their own; `without_replica_labels` are taken out of
-//! both; sharding hashes the final labels. Chunks go out whole as stored (each sample once
-//! across blocks and head, see `Tsdb::select_chunks`), about 1 MiB of chunks per frame, every
-//! series sorted by its final labels, warnings first, in batches when the client asks.
+//! both; sharding hashes the final labels. A Series answer streams: the selection is made on
+//! labels alone, then a blocking reader reads each series' chunks and hands its frames over a
+//! short channel as the client takes them (a call holds a few frames, not its answer). Chunks
+//! go out whole as stored (each sample once across blocks and head, see
+//! `ringest_tsdb::db::Reader`), about 1 MiB of chunks per frame, every series sorted by its
+//! final labels, in batches when the client asks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
@@ -23,8 +26,9 @@ use ringest_proto::thanos::{
     LabelValuesResponse, PartialResponseStrategy, Series, SeriesBatch, SeriesRequest, SeriesResponse, ShardInfo,
     ZLabelSet, label_matcher, series_response, store_server,
 };
-use ringest_tsdb::Tsdb;
+use ringest_tsdb::db::Selected;
 use ringest_tsdb::postings::{MatchKind, Matcher};
+use ringest_tsdb::{RawChunk, Tsdb};
 use tonic::{Request, Response, Status};
 
 mod status;
@@ -35,6 +39,9 @@ use crate::tenancy::Tenants;
 
 /// Bytes of chunks per Series frame (Thanos' remote-read frame limit), less the labels' size.
 const MAX_BYTES_PER_FRAME: i64 = 1 << 20;
+
+/// Responses a Series call produces ahead of the client: its memory is about this many frames.
+const FRAMES_IN_FLIGHT: usize = 4;
 
 /// `--store.limits.request-series` and `--store.limits.request-samples` (0: no limit).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -141,141 +148,257 @@ fn in_shard(labels: &[(String, String)], shard: Option<&ShardInfo>) -> bool {
     hash % s.total_shards as u64 == s.shard_index as u64
 }
 
-/// One tenant's answer to a Series request: its series frames (final labels, chunks).
-type Frames = Vec<(Vec<(String, String)>, Series)>;
-
-fn tenant_series(
-    db: &Tsdb,
-    ext: &BTreeMap<String, String>,
-    req: &SeriesRequest,
-    ms: &[Matcher],
-) -> Result<Frames, String> {
-    let removed: BTreeSet<&str> = req.without_replica_labels.iter().map(String::as_str).collect();
-    let series = db.select_chunks(ms, req.min_time, req.max_time).map_err(|e| format!("code = Internal desc = {e}"))?;
-    let mut out = Frames::new();
-    for s in series {
-        let mut labels: BTreeMap<String, String> =
-            s.labels.0.into_iter().filter(|l| !removed.contains(l.name.as_str())).map(|l| (l.name, l.value)).collect();
-        for (k, v) in ext.iter().filter(|(k, _)| !removed.contains(k.as_str())) {
-            labels.insert(k.clone(), v.clone());
-        }
-        let labels: Vec<(String, String)> = labels.into_iter().collect();
-        if !in_shard(&labels, req.shard_info.as_ref()) {
-            continue;
-        }
-        let wire: Vec<Label> = labels.iter().map(|(n, v)| Label { name: n.clone(), value: v.clone() }).collect();
-        if req.skip_chunks {
-            out.push((labels, Series { labels: wire, chunks: Vec::new() }));
-            continue;
-        }
-        let base = MAX_BYTES_PER_FRAME - labels.iter().map(|(n, v)| label_size(n, v)).sum::<i64>();
-        let (mut budget, mut frame) = (base, Vec::new());
-        let last = s.chunks.len().saturating_sub(1);
-        for (i, c) in s.chunks.into_iter().enumerate() {
-            let hash = xxhash_rust::xxh64::xxh64(&c.data, 0);
-            let chunk = AggrChunk {
-                min_time: c.min_time,
-                max_time: c.max_time,
-                raw: Some(Chunk { r#type: ringest_proto::thanos::chunk::Encoding::Xor as i32, data: c.data, hash }),
-                ..Default::default()
-            };
-            budget -= prost::Message::encoded_len(&chunk) as i64;
-            frame.push(chunk);
-            if budget <= 0 || i == last {
-                out.push((labels.clone(), Series { labels: wire.clone(), chunks: std::mem::take(&mut frame) }));
-                budget = base;
-            }
-        }
-    }
-    Ok(out)
+/// A series picked for a Series answer: its final labels, and its tenant's reader and entry.
+struct Picked {
+    labels: Vec<(String, String)>,
+    reader: usize,
+    series: Selected,
 }
 
-/// Everything a Series call sends, in order.
-fn series_responses(
-    tenants: Vec<(String, Arc<Tsdb>)>,
+/// The final labels of a tenant's series: its own, less `removed`, with the external labels
+/// (also less `removed`) added and winning, sorted.
+fn final_labels(
+    labels: ringest_tsdb::Labels,
+    ext: &BTreeMap<String, String>,
+    removed: &BTreeSet<&str>,
+) -> Vec<(String, String)> {
+    let mut out: BTreeMap<String, String> =
+        labels.0.into_iter().filter(|l| !removed.contains(l.name.as_str())).map(|l| (l.name, l.value)).collect();
+    for (k, v) in ext.iter().filter(|(k, _)| !removed.contains(k.as_str())) {
+        out.insert(k.clone(), v.clone());
+    }
+    out.into_iter().collect()
+}
+
+/// Where a Series answer goes, frame by frame, as the client takes them.
+struct Out {
+    tx: tokio::sync::mpsc::Sender<Result<SeriesResponse, Status>>,
+    /// `response_batch_size` (0 or 1: one series per response).
+    batch_size: usize,
+    batch: Vec<Series>,
+}
+
+/// The client went away: stop reading.
+struct Gone;
+
+impl Out {
+    fn send(&mut self, r: series_response::Result) -> Result<(), Gone> {
+        self.tx.blocking_send(Ok(SeriesResponse { result: Some(r) })).map_err(|_| Gone)
+    }
+
+    fn series(&mut self, s: Series) -> Result<(), Gone> {
+        if self.batch_size <= 1 {
+            return self.send(series_response::Result::Series(s));
+        }
+        self.batch.push(s);
+        if self.batch.len() < self.batch_size { Ok(()) } else { self.flush() }
+    }
+
+    fn flush(&mut self) -> Result<(), Gone> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let series = std::mem::take(&mut self.batch);
+        self.send(series_response::Result::Batch(SeriesBatch { series }))
+    }
+
+    fn fail(&mut self, status: Status) {
+        // The client may be gone already; nothing else to tell it.
+        let _ = self.tx.blocking_send(Err(status));
+    }
+}
+
+/// Samples a chunk counts for against `--store.limits.request-samples` (Thanos counts every
+/// chunk as full, whatever it holds).
+const SAMPLES_PER_CHUNK: u64 = 120;
+
+/// Counts what a Series call sent against `--store.limits.*` as Thanos does: every series
+/// frame is a series, every chunk [`SAMPLES_PER_CHUNK`] samples. (Thanos Receive checks only
+/// unbatched responses, so a querier asking for batches escapes its limits; these apply to
+/// every frame.)
+struct Budget<'a> {
+    limits: Limits,
+    dropped: &'a prometheus::IntCounterVec,
+    series: u64,
+    samples: u64,
+}
+
+impl Budget<'_> {
+    /// Takes one more series frame with `chunks` chunks; refuses it past a limit, with Thanos'
+    /// message.
+    fn take(&mut self, chunks: usize) -> Result<(), Status> {
+        let refuse = |what: &str, reason: &str, limit: u64, got: u64| {
+            self.dropped.with_label_values(&[reason]).inc();
+            Status::unknown(format!("send series response: failed to send {what}: limit {limit} violated (got {got})"))
+        };
+        self.series += 1;
+        if self.limits.series > 0 && self.series > self.limits.series {
+            return Err(refuse("series", "series", self.limits.series, self.series));
+        }
+        self.samples += chunks as u64 * SAMPLES_PER_CHUNK;
+        if self.limits.samples > 0 && self.samples > self.limits.samples {
+            return Err(refuse("samples", "chunks", self.limits.samples, self.samples));
+        }
+        Ok(())
+    }
+}
+
+/// Why a Series answer stopped early.
+enum Stop {
+    /// A limit or a failure: the call ends with this status.
+    Fail(Status),
+    /// The client went away.
+    Gone,
+}
+
+impl From<Status> for Stop {
+    fn from(s: Status) -> Stop {
+        Stop::Fail(s)
+    }
+}
+
+impl From<Gone> for Stop {
+    fn from(_: Gone) -> Stop {
+        Stop::Gone
+    }
+}
+
+/// Sends one series as frames of about [`MAX_BYTES_PER_FRAME`] of chunks each.
+fn send_series(
+    out: &mut Out,
+    budget: &mut Budget<'_>,
+    labels: Vec<(String, String)>,
+    chunks: Vec<RawChunk>,
+    skip: bool,
+) -> Result<(), Stop> {
+    let base = MAX_BYTES_PER_FRAME - labels.iter().map(|(n, v)| label_size(n, v)).sum::<i64>();
+    let wire: Vec<Label> = labels.into_iter().map(|(name, value)| Label { name, value }).collect();
+    if skip {
+        budget.take(0)?;
+        return Ok(out.series(Series { labels: wire, chunks: Vec::new() })?);
+    }
+    let (mut room, mut frame) = (base, Vec::new());
+    let last = chunks.len().saturating_sub(1);
+    for (i, c) in chunks.into_iter().enumerate() {
+        let hash = xxhash_rust::xxh64::xxh64(&c.data, 0);
+        let chunk = AggrChunk {
+            min_time: c.min_time,
+            max_time: c.max_time,
+            raw: Some(Chunk { r#type: ringest_proto::thanos::chunk::Encoding::Xor as i32, data: c.data, hash }),
+            ..Default::default()
+        };
+        room -= prost::Message::encoded_len(&chunk) as i64;
+        frame.push(chunk);
+        if room <= 0 || i == last {
+            budget.take(frame.len())?;
+            out.series(Series { labels: wire.clone(), chunks: std::mem::take(&mut frame) })?;
+            room = base;
+        }
+    }
+    Ok(())
+}
+
+/// Answers a Series call into `out`: every tenant's selection first (labels only), merged in
+/// the order of the final labels, then each series' chunks read and sent as the client takes
+/// them, so a call holds the chunks of about one frame at a time.
+fn stream_series(
+    tenants: &[(String, Arc<Tsdb>)],
     ext: &ExternalLabels,
     req: &SeriesRequest,
-    limits: Limits,
-    dropped: &prometheus::IntCounterVec,
-) -> Result<Vec<SeriesResponse>, Status> {
-    let ms = matchers(&req.matchers)?;
-    if ms.is_empty() {
-        return Err(Status::invalid_argument("no matchers specified (excluding selector labels)"));
-    }
+    ms: &[Matcher],
+    budget: &mut Budget<'_>,
+    out: &mut Out,
+) -> Result<(), Stop> {
     let abort = abort_on_error(req.partial_response_disabled, req.partial_response_strategy);
+    let removed: BTreeSet<&str> = req.without_replica_labels.iter().map(String::as_str).collect();
     let mut warnings = Vec::new();
-    let mut frames = Frames::new();
+    // A tenant's failure: the call's end, or a warning with partial responses.
+    let failed = |warnings: &mut Vec<String>, db: &Tsdb, e: String| {
+        let msg = format!("receive series from {}: rpc error: {e}", tenant_name(db));
+        if abort {
+            return Err(Status::aborted(msg));
+        }
+        warnings.push(msg);
+        Ok(())
+    };
+    let (mut readers, mut picked) = (Vec::new(), Vec::new());
     for (tenant, db) in tenants {
         if db.lowest_timestamp() > req.max_time {
             continue;
         }
-        let ext = ext.of(&tenant);
-        let Some(left) = strip_external(&ms, &ext) else { continue };
-        let result = if left.is_empty() {
-            Err("code = InvalidArgument desc = no matchers specified (excluding external labels)".to_string())
-        } else {
-            tenant_series(&db, &ext, req, &left)
-        };
-        match result {
-            Ok(f) => {
-                frames.extend(f);
-                check_limits(&frames, limits, dropped)?;
-            }
+        let ext = ext.of(tenant);
+        let Some(left) = strip_external(ms, &ext) else { continue };
+        if left.is_empty() {
+            failed(
+                &mut warnings,
+                db,
+                "code = InvalidArgument desc = no matchers specified (excluding external labels)".into(),
+            )?;
+            continue;
+        }
+        let selected = db.reader(req.min_time, req.max_time).and_then(|r| Ok((r.select(&left)?, r)));
+        let (selected, reader) = match selected {
+            Ok(v) => v,
             Err(e) => {
-                let msg = format!("receive series from {}: rpc error: {e}", tenant_name(&db));
-                if abort {
-                    return Err(Status::aborted(msg));
-                }
-                warnings.push(msg);
+                failed(&mut warnings, db, format!("code = Internal desc = {e}"))?;
+                continue;
+            }
+        };
+        for series in selected {
+            let labels = final_labels(series.labels.clone(), &ext, &removed);
+            if in_shard(&labels, req.shard_info.as_ref()) {
+                picked.push(Picked { labels, reader: readers.len(), series });
             }
         }
+        readers.push((reader, db));
     }
-    frames.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out: Vec<SeriesResponse> =
-        warnings.into_iter().map(|w| SeriesResponse { result: Some(series_response::Result::Warning(w)) }).collect();
-    let batch = usize::try_from(req.response_batch_size).unwrap_or(0);
-    if batch > 1 {
-        let series: Vec<Series> = frames.into_iter().map(|(_, s)| s).collect();
-        for group in series.chunks(batch) {
-            let b = SeriesBatch { series: group.to_vec() };
-            out.push(SeriesResponse { result: Some(series_response::Result::Batch(b)) });
+    picked.sort_by(|a, b| a.labels.cmp(&b.labels));
+    for w in std::mem::take(&mut warnings) {
+        out.send(series_response::Result::Warning(w))?;
+    }
+    let limit = u64::try_from(req.limit).ok().filter(|&l| l > 0).unwrap_or(u64::MAX);
+    let (mut chunks, mut sent) = (Vec::new(), 0u64);
+    for p in picked {
+        if sent >= limit {
+            break;
         }
-    } else {
-        out.extend(
-            frames.into_iter().map(|(_, s)| SeriesResponse { result: Some(series_response::Result::Series(s)) }),
-        );
+        let (reader, db) = &readers[p.reader];
+        chunks.clear();
+        if let Err(e) = reader.chunks(&p.series, &mut chunks) {
+            failed(&mut warnings, db, format!("code = Internal desc = {e}"))?;
+            continue;
+        }
+        if chunks.is_empty() {
+            continue;
+        }
+        send_series(out, budget, p.labels, std::mem::take(&mut chunks), req.skip_chunks)?;
+        sent += 1;
     }
-    if req.limit > 0 {
-        out.truncate(usize::try_from(req.limit).unwrap_or(usize::MAX));
+    for w in warnings {
+        out.send(series_response::Result::Warning(w))?;
     }
-    Ok(out)
+    Ok(out.flush()?)
 }
 
-/// Refuses a call whose series or samples so far pass a limit, with Thanos' message.
-fn check_limits(frames: &Frames, limits: Limits, dropped: &prometheus::IntCounterVec) -> Result<(), Status> {
-    let refuse = |what: &str, reason: &str, limit: u64, got: u64| {
-        dropped.with_label_values(&[reason]).inc();
-        Status::unknown(format!("send series response: failed to send {what}: limit {limit} violated (got {got})"))
-    };
-    if limits.series > 0 {
-        // Frames of one series are adjacent only after sorting: count distinct label sets.
-        let series = frames.iter().map(|(l, _)| l).collect::<BTreeSet<_>>().len() as u64;
-        if series > limits.series {
-            return Err(refuse("series", "series", limits.series, series));
-        }
+/// A Series answer as the blocking reader produces it.
+struct Frames(tokio::sync::mpsc::Receiver<Result<SeriesResponse, Status>>);
+
+impl tonic::codegen::tokio_stream::Stream for Frames {
+    type Item = Result<SeriesResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
     }
-    if limits.samples > 0 {
-        let samples: u64 = frames
-            .iter()
-            .flat_map(|(_, s)| &s.chunks)
-            .filter_map(|c| c.raw.as_ref())
-            .map(|c| u64::from(ringest_tsdb::chunkenc::xor_num_samples(&c.data)))
-            .sum();
-        if samples > limits.samples {
-            return Err(refuse("samples", "chunks", limits.samples, samples));
-        }
-    }
-    Ok(())
+}
+
+/// The labels of the series `ms` selects with data in `[mint, maxt]` (no sample is read).
+fn selected_labels(
+    db: &Tsdb,
+    ms: &[Matcher],
+    mint: i64,
+    maxt: i64,
+) -> Result<Vec<ringest_tsdb::Labels>, ringest_tsdb::TsdbError> {
+    Ok(db.reader(mint, maxt)?.select(ms)?.into_iter().map(|s| s.labels).collect())
 }
 
 /// Runs blocking TSDB work off the reactor.
@@ -291,10 +414,21 @@ impl store_server::Store for StoreApi {
 
     async fn series(&self, request: Request<SeriesRequest>) -> Result<Response<SeriesStream>, Status> {
         let req = request.into_inner();
+        let ms = matchers(&req.matchers)?;
+        if ms.is_empty() {
+            return Err(Status::invalid_argument("no matchers specified (excluding selector labels)"));
+        }
         let (tenants, ext, limits, dropped) = (self.tenants.all(), self.ext.clone(), self.limits, self.dropped.clone());
-        let out = blocking(move || series_responses(tenants, &ext, &req, limits, &dropped)).await?;
-        let stream = tonic::codegen::tokio_stream::iter(out.into_iter().map(Ok));
-        Ok(Response::new(Box::pin(stream)))
+        let (tx, rx) = tokio::sync::mpsc::channel(FRAMES_IN_FLIGHT);
+        let batch_size = usize::try_from(req.response_batch_size).unwrap_or(0);
+        tokio::task::spawn_blocking(move || {
+            let mut out = Out { tx, batch_size, batch: Vec::new() };
+            let mut budget = Budget { limits, dropped: &dropped, series: 0, samples: 0 };
+            if let Err(Stop::Fail(status)) = stream_series(&tenants, &ext, &req, &ms, &mut budget, &mut out) {
+                out.fail(status);
+            }
+        });
+        Ok(Response::new(Box::pin(Frames(rx))))
     }
 
     async fn label_names(&self, request: Request<LabelNamesRequest>) -> Result<Response<LabelNamesResponse>, Status> {
@@ -311,8 +445,8 @@ impl store_server::Store for StoreApi {
                 let got = if left.is_empty() {
                     db.label_names(req.start, req.end)
                 } else {
-                    db.select(&left, req.start, req.end)
-                        .map(|ss| ss.into_iter().flat_map(|s| s.labels.0.into_iter().map(|l| l.name)).collect())
+                    selected_labels(&db, &left, req.start, req.end)
+                        .map(|ss| ss.into_iter().flat_map(|s| s.0.into_iter().map(|l| l.name)).collect())
                 };
                 match got {
                     Ok(mut n) => {
@@ -360,13 +494,11 @@ impl store_server::Store for StoreApi {
                 let Some(left) = strip_external(&ms, &ext) else { continue };
                 let got = match ext.get(&req.label) {
                     Some(v) if left.is_empty() => Ok(vec![v.clone()]),
-                    Some(v) => db
-                        .select(&left, req.start, req.end)
+                    Some(v) => selected_labels(&db, &left, req.start, req.end)
                         .map(|ss| if ss.is_empty() { vec![] } else { vec![v.clone()] }),
                     None if left.is_empty() => db.label_values(&req.label, req.start, req.end),
-                    None => db
-                        .select(&left, req.start, req.end)
-                        .map(|ss| ss.into_iter().filter_map(|s| s.labels.get(&req.label).map(str::to_owned)).collect()),
+                    None => selected_labels(&db, &left, req.start, req.end)
+                        .map(|ss| ss.into_iter().filter_map(|s| s.get(&req.label).map(str::to_owned)).collect()),
                 };
                 match got {
                     Ok(v) => values.extend(v),

@@ -21,7 +21,7 @@ pub use crate::postings::{MatchKind, Matcher};
 
 use crate::chunkenc::{XorIter, xor_num_samples};
 use crate::labels::{Label, Labels};
-use crate::labels::{RawChunk, SeriesChunks, SeriesData};
+use crate::labels::{RawChunk, SeriesData};
 
 /// Suffix of a block being written.
 pub const TMP_CREATION_SUFFIX: &str = ".tmp-for-creation";
@@ -288,6 +288,58 @@ impl Block {
         Ok(Labels(out))
     }
 
+    /// The ids of the series selected by `matchers` with a chunk overlapping `[mint, maxt]`,
+    /// ascending (label order), with their label references.
+    pub fn select_ids(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(u32, Vec<LabelRefs>)>, BlockError> {
+        let index = self.index()?;
+        let mut out = Vec::new();
+        for id in crate::postings::select(index, matchers)? {
+            let (refs, metas) = index.series(id)?;
+            if metas.iter().any(|m| m.max_time >= mint && m.min_time <= maxt) {
+                out.push((id, refs));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends the XOR chunks of series `id` overlapping `[mint, maxt]`, whole as stored;
+    /// any other encoding is an error.
+    pub fn chunks_of(&self, id: u32, mint: i64, maxt: i64, out: &mut Vec<RawChunk>) -> Result<(), BlockError> {
+        let (_, metas) = self.index()?.series(id)?;
+        for (m, data) in self.overlapping(id, &metas, mint, maxt)? {
+            out.push(RawChunk { min_time: m.min_time, max_time: m.max_time, data: data.to_vec() });
+        }
+        Ok(())
+    }
+
+    /// The chunks in `metas` (of series `id`) overlapping `[mint, maxt]`, with their bytes.
+    fn overlapping<'a>(
+        &'a self,
+        id: u32,
+        metas: &'a [ChunkMeta],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(&'a ChunkMeta, &'a [u8])>, BlockError> {
+        let chunks = self.chunks()?;
+        let mut out = Vec::new();
+        for m in metas.iter().filter(|m| m.max_time >= mint && m.min_time <= maxt) {
+            let (enc, data) = chunks.chunk(m.chunk_ref)?;
+            if enc != ENCODING_XOR {
+                return Err(BlockError::Corrupt {
+                    path: self.dir.clone(),
+                    reason: format!("series {id}: chunk encoding {enc} is not supported"),
+                });
+            }
+            out.push((m, data));
+        }
+        Ok(out)
+    }
+
     /// Calls `f` with each series selected by `matchers` (its label references) and its XOR
     /// chunks overlapping `[mint, maxt]` (`(meta, bytes)`); any other encoding is an error.
     fn for_each_selected(
@@ -297,40 +349,12 @@ impl Block {
         maxt: i64,
         mut f: impl FnMut(u32, &[LabelRefs], Vec<(&ChunkMeta, &[u8])>) -> Result<(), BlockError>,
     ) -> Result<(), BlockError> {
-        let (index, chunks) = self.readers()?;
+        let index = self.index()?;
         for id in crate::postings::select(index, matchers)? {
             let (refs, metas) = index.series(id)?;
-            let mut overlapping = Vec::new();
-            for m in metas.iter().filter(|m| m.max_time >= mint && m.min_time <= maxt) {
-                let (enc, data) = chunks.chunk(m.chunk_ref)?;
-                if enc != ENCODING_XOR {
-                    return Err(BlockError::Corrupt {
-                        path: self.dir.clone(),
-                        reason: format!("series {id}: chunk encoding {enc} is not supported"),
-                    });
-                }
-                overlapping.push((m, data));
-            }
-            f(id, &refs, overlapping)?;
+            f(id, &refs, self.overlapping(id, &metas, mint, maxt)?)?;
         }
         Ok(())
-    }
-
-    /// The series selected by `matchers` with their chunks overlapping `[mint, maxt]`, whole as
-    /// stored, in label order; series without such chunks are left out.
-    pub fn select_chunks(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesChunks>, BlockError> {
-        let mut out = Vec::new();
-        self.for_each_selected(matchers, mint, maxt, |_, refs, chunks| {
-            if !chunks.is_empty() {
-                let chunks = chunks
-                    .into_iter()
-                    .map(|(m, data)| RawChunk { min_time: m.min_time, max_time: m.max_time, data: data.to_vec() })
-                    .collect();
-                out.push(SeriesChunks { labels: self.labels(refs)?, chunks });
-            }
-            Ok(())
-        })?;
-        Ok(out)
     }
 
     /// The series selected by `matchers` with their samples in `[mint, maxt]`, in label order;

@@ -10,6 +10,7 @@
 
 mod appender;
 mod compact;
+mod read;
 mod replay;
 mod stats;
 
@@ -21,6 +22,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use crate::labels::SeriesData;
 pub use appender::{AppendBuffers, Appender, CommitOutcome, SeriesOutcome};
+pub use read::{Reader, Selected};
 pub use stats::{Cardinality, HeadStats, Stat};
 
 use crate::block::{self, Block, BlockError};

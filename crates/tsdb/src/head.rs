@@ -13,7 +13,7 @@ pub(crate) mod series;
 pub(crate) mod stripe;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 
 use crate::labels::{Label, LabelRef, Labels};
 use crate::metrics::TsdbMetrics;
@@ -82,6 +82,9 @@ pub(crate) struct Head {
     /// Lower bound for appends set by persisted blocks (none yet: `i64::MIN`).
     min_valid_floor: AtomicI64,
     num_series: AtomicU64,
+    /// Series counted as created so far (never decreases): the index folds new series in
+    /// only when this moved since its last fold.
+    created: AtomicU64,
     pub(crate) chunk_range: i64,
     pub(crate) metrics: Arc<TsdbMetrics>,
     /// Where completed chunks go.
@@ -107,6 +110,7 @@ impl Head {
             low_water: AtomicI64::new(i64::MAX),
             min_valid_floor: AtomicI64::new(i64::MIN),
             num_series: AtomicU64::new(0),
+            created: AtomicU64::new(0),
             chunk_range,
             metrics,
             disk,
@@ -114,14 +118,25 @@ impl Head {
         }
     }
 
-    /// The index with every series created so far in it.
+    /// The index with every series created so far in it. Readers share it: only when series
+    /// were created since the last fold does one of them take it exclusively to fold them in.
     fn index(&self) -> parking_lot::RwLockReadGuard<'_, index::HeadIndex> {
+        let ix = self.index.read();
+        if ix.folded == self.created.load(Acquire) {
+            return ix;
+        }
+        drop(ix);
         let mut ix = self.index.write();
-        for stripe in self.stripes.iter() {
-            let new = stripe.lock().take_new();
-            for s in new {
-                ix.add(s);
+        // Loaded before the stripes are visited: every series counted by then is in a stripe.
+        let created = self.created.load(Acquire);
+        if ix.folded != created {
+            for stripe in self.stripes.iter() {
+                let new = stripe.lock().take_new();
+                for s in new {
+                    ix.add(s);
+                }
             }
+            ix.folded = created;
         }
         parking_lot::RwLockWriteGuard::downgrade(ix)
     }
@@ -209,6 +224,7 @@ impl Head {
     /// costs more than creating the series).
     pub(crate) fn count_created(&self, n: u64) {
         self.num_series.fetch_add(n, Relaxed);
+        self.created.fetch_add(n, Release);
         self.metrics.head.series_created.add(n);
     }
 

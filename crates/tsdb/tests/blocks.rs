@@ -386,24 +386,62 @@ fn chunks_from_blocks_and_head_hold_every_sample_once() {
     assert_eq!(got, want);
 }
 
-/// While a writer appends and blocks are cut, every read sees each series' samples exactly once
-/// (strictly increasing times) and every sample acknowledged before the read began.
+/// The series written at step `k` of the churn workload: a window of 12 ids moving on by one
+/// every 20 steps, so old series stop, leave the head at its next truncation and live on in
+/// blocks only, while new ones appear.
+fn churn_ids(k: i64) -> std::ops::Range<i64> {
+    k / 20..k / 20 + 12
+}
+
+/// The model of the churn workload once steps `0..=k` are acknowledged: id → sample times.
+fn churn_model(k: i64, step: i64) -> BTreeMap<i64, Vec<i64>> {
+    let mut out: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for j in 0..=k {
+        for id in churn_ids(j) {
+            out.entry(id).or_default().push(T0 + j * step);
+        }
+    }
+    out
+}
+
+/// Writes, block cuts, head truncation with series GC (and the index renumbering that goes with
+/// it) and streaming reads with matchers, all at once: every read returns, for each series its
+/// matchers select, each sample exactly once with its value, everything acknowledged before the
+/// read began and nothing that was never written, and no selected series is missing.
 #[test]
-fn chunks_are_read_exactly_once_while_blocks_are_cut() {
+fn reads_match_the_model_while_blocks_are_cut_and_series_collected() {
     use std::sync::atomic::{AtomicI64, Ordering};
     let dir = tempfile::tempdir().unwrap();
     let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
     const STEP: i64 = 60_000;
     const STEPS: i64 = 9 * 60;
     let acked = AtomicI64::new(-1);
+    // Matchers, and which ids they select.
+    type Selection = (Vec<Matcher>, fn(i64) -> bool);
+    let matchers: Vec<Selection> = vec![
+        (vec![Matcher::new(MatchKind::Equal, "__name__", "m").unwrap()], |_| true),
+        (vec![Matcher::new(MatchKind::Regex, "id", "1.*").unwrap()], |id| id.to_string().starts_with('1')),
+        (
+            vec![
+                Matcher::new(MatchKind::NotEqual, "id", "3").unwrap(),
+                Matcher::new(MatchKind::Equal, "odd", "").unwrap(),
+            ],
+            |id| id != 3 && id % 2 == 0,
+        ),
+        (vec![Matcher::new(MatchKind::Equal, "odd", "yes").unwrap()], |id| id % 2 == 1),
+    ];
     let reads = std::thread::scope(|s| {
         s.spawn(|| {
             let mut bufs = AppendBuffers::default();
             for k in 0..STEPS {
                 let mut app = db.appender(&mut bufs);
-                for i in 0..20 {
-                    let id = i.to_string();
-                    app.append(&[lr("__name__", "m"), lr("id", &id)], &[(T0 + k * STEP, k as f64)], i64::MAX).unwrap();
+                for id in churn_ids(k) {
+                    let name = id.to_string();
+                    let mut labels = vec![lr("__name__", "m"), lr("id", &name)];
+                    if id % 2 == 1 {
+                        labels.push(lr("odd", "yes"));
+                    }
+                    app.append(&labels, &[(T0 + k * STEP, (k * 1000 + id) as f64)], i64::MAX).unwrap();
                 }
                 app.commit().unwrap();
                 acked.store(k, Ordering::Release);
@@ -412,26 +450,77 @@ fn chunks_are_read_exactly_once_while_blocks_are_cut() {
                 }
             }
         });
-        let reader = s.spawn(|| {
-            let mut reads = 0;
-            loop {
-                let before = acked.load(Ordering::Acquire);
-                for series in db.select_chunks(&[], i64::MIN, i64::MAX).unwrap() {
-                    let ts: Vec<i64> = decode(&series.chunks).iter().map(|s| s.0).collect();
-                    assert!(ts.windows(2).all(|w| w[0] < w[1]), "{}: a sample read twice", series.labels);
-                    let n = (before + 1) as usize;
-                    assert!(ts.len() >= n, "{}: {} samples, {n} acknowledged", series.labels, ts.len());
-                    let want: Vec<i64> = (0..ts.len() as i64).map(|k| T0 + k * STEP).collect();
-                    assert_eq!(ts, want, "{}: a gap", series.labels);
-                }
-                reads += 1;
-                if before == STEPS - 1 {
-                    return reads;
-                }
-            }
-        });
-        reader.join().unwrap()
+        let readers: Vec<_> = (0..2)
+            .map(|r| {
+                let (db, acked, matchers) = (&db, &acked, &matchers);
+                s.spawn(move || {
+                    let mut reads = 0usize;
+                    loop {
+                        let (ms, selects) = &matchers[(reads + r) % matchers.len()];
+                        let before = acked.load(Ordering::Acquire);
+                        let reader = db.reader(i64::MIN, i64::MAX).unwrap();
+                        let mut got: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+                        for series in reader.select(ms).unwrap() {
+                            // Give the writer and the cuts room between the selection and the
+                            // chunks: truncation must wait for this read, not take data from it.
+                            std::thread::yield_now();
+                            let mut chunks = Vec::new();
+                            reader.chunks(&series, &mut chunks).unwrap();
+                            let id: i64 = series.labels.get("id").unwrap().parse().unwrap();
+                            let samples = decode(&chunks);
+                            for &(t, v) in &samples {
+                                let k = (t - T0) / STEP;
+                                assert_eq!(f64::from_bits(v), (k * 1000 + id) as f64, "id {id} at {t}");
+                            }
+                            got.insert(id, samples.iter().map(|s| s.0).collect());
+                        }
+                        drop(reader);
+                        let after = acked.load(Ordering::Acquire) + 1;
+                        let (low, high) = (churn_model(before, STEP), churn_model(after, STEP));
+                        for (id, want) in low.iter().filter(|(id, _)| selects(**id)) {
+                            let ts = got.get(id).unwrap_or_else(|| panic!("{ms:?}: series {id} missing"));
+                            assert!(ts.windows(2).all(|w| w[0] < w[1]), "{ms:?}: id {id}: a sample read twice");
+                            assert!(ts.starts_with(want), "{ms:?}: id {id}: acknowledged samples missing");
+                        }
+                        for (id, ts) in &got {
+                            assert!(selects(*id), "{ms:?}: id {id} not selected");
+                            let bound = high.get(id).map(Vec::as_slice).unwrap_or_default();
+                            assert!(bound.starts_with(ts), "{ms:?}: id {id}: samples never written, or a gap");
+                        }
+                        reads += 1;
+                        if before == STEPS - 1 {
+                            return reads;
+                        }
+                    }
+                })
+            })
+            .collect();
+        readers.into_iter().map(|r| r.join().unwrap()).sum::<usize>()
     });
     assert!(db.blocks().len() >= 3, "blocks were cut during the reads: {}", db.blocks().len());
-    assert!(reads > 1, "{reads}");
+    assert!(reads > 2, "{reads}");
+    let m = db.metrics();
+    assert!(m.head.series_removed.get() > 0, "series were collected from the head during the reads");
+}
+
+/// A reader keeps reading the blocks it started with after retention deleted them.
+#[test]
+fn a_reader_outlives_the_blocks_retention_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options { retention_ms: 2 * H, ..Options::default() };
+    let (db, _) = Tsdb::open(dir.path(), o).unwrap();
+    let mut want = Model::new();
+    load(&db, T0, T0 + 7 * H, 10 * 60_000, 4, &mut want);
+    db.compact().unwrap();
+    let reader = db.reader(i64::MIN, i64::MAX).unwrap();
+    let deleted = db.apply_retention(&|_| true).unwrap();
+    assert!(!deleted.is_empty(), "retention deleted a block");
+    assert!(deleted.iter().all(|m| !dir.path().join(&m.ulid).exists()), "its files are gone");
+    let mut got = Model::new();
+    for s in reader.select(&[]).unwrap() {
+        let mut chunks = Vec::new();
+        reader.chunks(&s, &mut chunks).unwrap();
+        got.insert(s.labels, decode(&chunks));
+    }
+    assert_eq!(got, want, "the read saw every sample once, deleted blocks included");
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::Tsdb;
-use crate::labels::{Labels, RawChunk, SeriesChunks, SeriesData};
+use crate::labels::{Labels, SeriesData};
 use crate::postings::Matcher;
 
 /// Head statistics as Prometheus reports them.
@@ -163,54 +163,6 @@ impl Tsdb {
             .collect())
     }
 
-    /// The series selected by `matchers` with their chunks overlapping `[mint, maxt]` from the
-    /// blocks and the head together, sorted by labels, each sample exactly once: the head
-    /// leaves out what the blocks read in the same call hold (everything before the newest
-    /// one's end), and truncation waits for the call, so a block cut meanwhile cannot take
-    /// samples out from under it.
-    pub fn select_chunks(
-        &self,
-        matchers: &[Matcher],
-        mint: i64,
-        maxt: i64,
-    ) -> Result<Vec<SeriesChunks>, super::TsdbError> {
-        let _gate = self.read_gate.read();
-        let blocks = self.blocks();
-        let floor = blocks.iter().map(|b| b.meta().max_time).max().unwrap_or(i64::MIN);
-        let mut out: BTreeMap<Labels, Vec<RawChunk>> = BTreeMap::new();
-        for b in &blocks {
-            if b.meta().max_time <= mint || b.meta().min_time > maxt {
-                continue;
-            }
-            for s in b.select_chunks(matchers, mint, maxt)? {
-                out.entry(s.labels).or_default().extend(s.chunks);
-            }
-        }
-        let series = if matchers.is_empty() {
-            let mut all = Vec::new();
-            self.head.for_each_series(|s| all.push(s.clone()));
-            all
-        } else {
-            self.head.select(matchers)
-        };
-        let _symbols = self.head.symbol_gate.read();
-        let mut raw = Vec::new();
-        for s in &series {
-            raw.clear();
-            s.state.lock().raw_chunks(mint, maxt, floor, &self.head.disk, &mut raw)?;
-            if !raw.is_empty() {
-                out.entry(self.head.labels_of(s)).or_default().append(&mut raw);
-            }
-        }
-        Ok(out
-            .into_iter()
-            .map(|(labels, mut chunks)| {
-                chunks.sort_by_key(|c| c.min_time);
-                SeriesChunks { labels, chunks }
-            })
-            .collect())
-    }
-
     /// Label names of the series in the blocks and the head that overlap `[mint, maxt]`
     /// (whole blocks and the whole head, as Prometheus' queriers answer), sorted.
     pub fn label_names(&self, mint: i64, maxt: i64) -> Result<Vec<String>, super::TsdbError> {
@@ -243,49 +195,5 @@ impl Tsdb {
 
     fn head_overlaps(&self, mint: i64, maxt: i64) -> bool {
         self.head.min_time() <= maxt && self.head.max_time() >= mint
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use crate::block::Block;
-    use crate::chunkenc::XorIter;
-    use crate::{AppendBuffers, LabelRef, Options, Tsdb};
-
-    const H: i64 = 3_600_000;
-    const T0: i64 = 1_699_999_200_000;
-
-    /// After a cut published its block and before the head is truncated, the head still holds
-    /// the block's samples: a read then takes each of them once, from the block.
-    #[test]
-    fn a_read_between_cut_and_truncation_takes_each_sample_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
-        let mut bufs = AppendBuffers::default();
-        let times: Vec<i64> = (0..180).map(|k| T0 + k * 60_000).collect();
-        for &t in &times {
-            let mut app = db.appender(&mut bufs);
-            for id in ["a", "b", "c"] {
-                let labels =
-                    [LabelRef { name: b"__name__", value: b"m" }, LabelRef { name: b"id", value: id.as_bytes() }];
-                app.append(&labels, &[(t, 1.0)], i64::MAX).unwrap();
-            }
-            app.commit().unwrap();
-        }
-        // The steps of a cut of the first 2h window, without the truncation.
-        let maxt = T0 + 2 * H;
-        db.head.raise_floor(maxt);
-        let meta = db.write_block(T0, maxt).unwrap().expect("a block");
-        db.blocks.write().push(Arc::new(Block::open(&db.dir.join(&meta.ulid)).unwrap()));
-        let got = db.select_chunks(&[], i64::MIN, i64::MAX).unwrap();
-        assert_eq!(got.len(), 3);
-        for s in got {
-            let ts: Vec<i64> = s.chunks.iter().flat_map(|c| XorIter::new(&c.data).map(|(t, _)| t)).collect();
-            assert_eq!(ts, times, "{}: every sample once", s.labels);
-            let straddling = s.chunks.iter().filter(|c| c.min_time < maxt && c.max_time >= maxt).count();
-            assert_eq!(straddling, 0, "{}: no chunk reaches across the block's end", s.labels);
-        }
     }
 }

@@ -1,10 +1,11 @@
 //! The head's inverted index: for every label pair, the series that carry it, by dense id.
 //!
 //! Appenders never touch it: a new series goes onto its stripe's list of new series, under the
-//! stripe lock its insertion holds anyway. A reader folds the new series in first (each gets the
-//! next id, so every list stays sorted), then looks up. Head truncation drops the removed series
-//! and renumbers the rest in order, so the lists stay sorted without sorting. Until the first
-//! read nothing is built: a receiver nobody queries keeps only the lists of new series.
+//! stripe lock its insertion holds anyway. A reader that finds series created since the last
+//! fold folds them in first (each gets the next id, so every list stays sorted), then looks up;
+//! otherwise readers share the index. Head truncation drops the removed series and renumbers the
+//! rest in order, so the lists stay sorted without sorting. Until the first read nothing is
+//! built: a receiver nobody queries keeps only the lists of new series.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ type List = SmallVec<[u32; 4]>;
 pub(crate) struct HeadIndex {
     series: Vec<Arc<MemSeries>>,
     postings: HashMap<SymbolId, HashMap<SymbolId, List>>,
+    /// The head's count of created series when new series were last folded in.
+    pub(crate) folded: u64,
 }
 
 impl HeadIndex {
@@ -155,7 +158,7 @@ mod tests {
         let labels: Vec<LabelRef<'_>> =
             pairs.iter().map(|(n, v)| LabelRef { name: n.as_bytes(), value: v.as_bytes() }).collect();
         let key = SeriesHasher::default().key(&labels, &mut Vec::new());
-        head.find_or_insert(key.hash, &labels, None, ids).0
+        head.get_or_create(key.hash, &labels, None, ids).0
     }
 
     /// Label sets from a small vocabulary: labels are often missing, values often shared.

@@ -1,0 +1,175 @@
+//! A read held open across many series: the StoreAPI streams a selection series by series
+//! without holding all their chunks at once.
+//!
+//! A [`Reader`] fixes, when it is made, the blocks it reads and the floor under which the head
+//! is left out (the newest block's end), and holds the read gate so head truncation waits for
+//! it: every sample is read exactly once, from a block or from the head, however long the read
+//! takes and whatever block is cut meanwhile. Its blocks' files are opened (mapped) at once, so
+//! retention may delete them while the read goes on. Appenders never wait for a reader: a
+//! series' lock is held for the copy of its chunks only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::RwLockReadGuard;
+
+use super::{Tsdb, TsdbError};
+use crate::block::Block;
+use crate::head::{Head, MemSeries};
+use crate::labels::{Labels, RawChunk};
+use crate::postings::Matcher;
+
+/// One TSDB read at a fixed set of blocks over `[mint, maxt]`.
+pub struct Reader<'a> {
+    head: &'a Head,
+    _gate: RwLockReadGuard<'a, ()>,
+    blocks: Vec<Arc<Block>>,
+    /// The head holds nothing before this for this read: the blocks hold it.
+    floor: i64,
+    mint: i64,
+    maxt: i64,
+}
+
+/// Where one selected series' data lies.
+enum Part {
+    /// Series id in the reader's block of that position.
+    Block(usize, u32),
+    /// The head series.
+    Head(Arc<MemSeries>),
+}
+
+/// A series chosen by [`Reader::select`]: its labels and where its chunks are.
+pub struct Selected {
+    /// The series' labels.
+    pub labels: Labels,
+    parts: Vec<Part>,
+}
+
+impl Tsdb {
+    /// A reader of the blocks and head overlapping `[mint, maxt]` as they are now.
+    pub fn reader(&self, mint: i64, maxt: i64) -> Result<Reader<'_>, TsdbError> {
+        let gate = self.read_gate.read();
+        let all = self.blocks();
+        let floor = all.iter().map(|b| b.meta().max_time).max().unwrap_or(i64::MIN);
+        let blocks: Vec<Arc<Block>> =
+            all.into_iter().filter(|b| b.meta().max_time > mint && b.meta().min_time <= maxt).collect();
+        for b in &blocks {
+            b.index()?;
+            b.chunks()?;
+        }
+        Ok(Reader { head: &self.head, _gate: gate, blocks, floor, mint, maxt })
+    }
+
+    /// The series selected by `matchers` with their chunks overlapping `[mint, maxt]` from the
+    /// blocks and the head together, sorted by labels, each sample exactly once (see
+    /// [`Reader`]).
+    pub fn select_chunks(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<crate::labels::SeriesChunks>, TsdbError> {
+        let reader = self.reader(mint, maxt)?;
+        let mut out = Vec::new();
+        for s in reader.select(matchers)? {
+            let mut chunks = Vec::new();
+            reader.chunks(&s, &mut chunks)?;
+            if !chunks.is_empty() {
+                out.push(crate::labels::SeriesChunks { labels: s.labels, chunks });
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Reader<'_> {
+    /// The series selected by `matchers` (Prometheus' semantics; none: every series) with data
+    /// in the read's range, sorted by labels, without their chunks.
+    pub fn select(&self, matchers: &[Matcher]) -> Result<Vec<Selected>, TsdbError> {
+        let mut by_labels: BTreeMap<Labels, Vec<Part>> = BTreeMap::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            for (id, refs) in b.select_ids(matchers, self.mint, self.maxt)? {
+                by_labels.entry(b.labels(&refs)?).or_default().push(Part::Block(i, id));
+            }
+        }
+        let head_mint = self.mint.max(self.floor);
+        if self.head.min_time() <= self.maxt && self.head.max_time() >= head_mint {
+            let series = if matchers.is_empty() {
+                let mut all = Vec::new();
+                self.head.for_each_series(|s| all.push(s.clone()));
+                all
+            } else {
+                self.head.select(matchers)
+            };
+            let _symbols = self.head.symbol_gate.read();
+            for s in series {
+                if s.state.lock().has_data_in(head_mint, self.maxt) {
+                    by_labels.entry(self.head.labels_of(&s)).or_default().push(Part::Head(s));
+                }
+            }
+        }
+        Ok(by_labels.into_iter().map(|(labels, parts)| Selected { labels, parts }).collect())
+    }
+
+    /// Appends the chunks of `s` overlapping the read's range, by first sample time: block
+    /// chunks whole as stored, head chunks from the floor on (one reaching under it re-encoded
+    /// from the floor), the open head chunk as it is now. Empty when a series' only head
+    /// samples were left behind by the floor.
+    pub fn chunks(&self, s: &Selected, out: &mut Vec<RawChunk>) -> Result<(), TsdbError> {
+        let start = out.len();
+        for p in &s.parts {
+            match p {
+                Part::Block(i, id) => self.blocks[*i].chunks_of(*id, self.mint, self.maxt, out)?,
+                Part::Head(series) => {
+                    series.state.lock().raw_chunks(self.mint, self.maxt, self.floor, &self.head.disk, out)?
+                }
+            }
+        }
+        out[start..].sort_by_key(|c| c.min_time);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::block::Block;
+    use crate::chunkenc::XorIter;
+    use crate::{AppendBuffers, LabelRef, Options, Tsdb};
+
+    const H: i64 = 3_600_000;
+    const T0: i64 = 1_699_999_200_000;
+
+    /// After a cut published its block and before the head is truncated, the head still holds
+    /// the block's samples: a read then takes each of them once, from the block.
+    #[test]
+    fn a_read_between_cut_and_truncation_takes_each_sample_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
+        let mut bufs = AppendBuffers::default();
+        let times: Vec<i64> = (0..180).map(|k| T0 + k * 60_000).collect();
+        for &t in &times {
+            let mut app = db.appender(&mut bufs);
+            for id in ["a", "b", "c"] {
+                let labels =
+                    [LabelRef { name: b"__name__", value: b"m" }, LabelRef { name: b"id", value: id.as_bytes() }];
+                app.append(&labels, &[(t, 1.0)], i64::MAX).unwrap();
+            }
+            app.commit().unwrap();
+        }
+        // The steps of a cut of the first 2h window, without the truncation.
+        let maxt = T0 + 2 * H;
+        db.head.raise_floor(maxt);
+        let meta = db.write_block(T0, maxt).unwrap().expect("a block");
+        db.blocks.write().push(Arc::new(Block::open(&db.dir.join(&meta.ulid)).unwrap()));
+        let got = db.select_chunks(&[], i64::MIN, i64::MAX).unwrap();
+        assert_eq!(got.len(), 3);
+        for s in got {
+            let ts: Vec<i64> = s.chunks.iter().flat_map(|c| XorIter::new(&c.data).map(|(t, _)| t)).collect();
+            assert_eq!(ts, times, "{}: every sample once", s.labels);
+            let straddling = s.chunks.iter().filter(|c| c.min_time < maxt && c.max_time >= maxt).count();
+            assert_eq!(straddling, 0, "{}: no chunk reaches across the block's end", s.labels);
+        }
+    }
+}
