@@ -27,8 +27,9 @@ use ringest_proto::thanos::{
     ZLabelSet, label_matcher, series_response, store_server,
 };
 use ringest_tsdb::db::Selected;
+use ringest_tsdb::labels::PackedBuilder;
 use ringest_tsdb::postings::{MatchKind, Matcher};
-use ringest_tsdb::{RawChunk, Tsdb};
+use ringest_tsdb::{PackedLabels, RawChunk, Tsdb};
 use tonic::{Request, Response, Status};
 
 mod status;
@@ -132,10 +133,10 @@ fn label_size(name: &str, value: &str) -> i64 {
 }
 
 /// Whether a series with final labels `labels` belongs to the requested shard.
-fn in_shard(labels: &[(String, String)], shard: Option<&ShardInfo>) -> bool {
+fn in_shard(labels: &PackedLabels, shard: Option<&ShardInfo>) -> bool {
     let Some(s) = shard.filter(|s| s.total_shards >= 1) else { return true };
     let mut buf = Vec::new();
-    for (n, v) in labels {
+    for (n, v) in labels.iter() {
         if s.labels.iter().any(|l| l == n) != s.by {
             continue;
         }
@@ -148,26 +149,31 @@ fn in_shard(labels: &[(String, String)], shard: Option<&ShardInfo>) -> bool {
     hash % s.total_shards as u64 == s.shard_index as u64
 }
 
-/// A series picked for a Series answer: its final labels, and its tenant's reader and entry.
+/// A series picked for a Series answer: its final labels, and its tenant's reader and entry
+/// (whose own labels are dropped once the final ones are made).
 struct Picked {
-    labels: Vec<(String, String)>,
+    labels: PackedLabels,
     reader: usize,
     series: Selected,
 }
 
 /// The final labels of a tenant's series: its own, less `removed`, with the external labels
-/// (also less `removed`) added and winning, sorted.
-fn final_labels(
-    labels: ringest_tsdb::Labels,
-    ext: &BTreeMap<String, String>,
-    removed: &BTreeSet<&str>,
-) -> Vec<(String, String)> {
-    let mut out: BTreeMap<String, String> =
-        labels.0.into_iter().filter(|l| !removed.contains(l.name.as_str())).map(|l| (l.name, l.value)).collect();
-    for (k, v) in ext.iter().filter(|(k, _)| !removed.contains(k.as_str())) {
-        out.insert(k.clone(), v.clone());
+/// (also less `removed`) added and winning, sorted by name.
+fn final_labels(own: &PackedLabels, ext: &BTreeMap<String, String>, removed: &BTreeSet<&str>) -> PackedLabels {
+    let mut own = own.iter().filter(|(n, _)| !removed.contains(n) && !ext.contains_key(*n)).peekable();
+    let mut ext = ext.iter().map(|(n, v)| (n.as_str(), v.as_str())).filter(|(n, _)| !removed.contains(n)).peekable();
+    let mut out = PackedBuilder::default();
+    loop {
+        let next = match (own.peek(), ext.peek()) {
+            (Some(o), Some(e)) if o.0 < e.0 => own.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => ext.next(),
+            (Some(_), None) => own.next(),
+            (None, None) => break,
+        };
+        let (n, v) = next.expect("peeked");
+        out.push(n, v);
     }
-    out.into_iter().collect()
+    out.finish()
 }
 
 /// Where a Series answer goes, frame by frame, as the client takes them.
@@ -267,12 +273,12 @@ impl From<Gone> for Stop {
 fn send_series(
     out: &mut Out,
     budget: &mut Budget<'_>,
-    labels: Vec<(String, String)>,
+    labels: &PackedLabels,
     chunks: Vec<RawChunk>,
     skip: bool,
 ) -> Result<(), Stop> {
     let base = MAX_BYTES_PER_FRAME - labels.iter().map(|(n, v)| label_size(n, v)).sum::<i64>();
-    let wire: Vec<Label> = labels.into_iter().map(|(name, value)| Label { name, value }).collect();
+    let wire: Vec<Label> = labels.iter().map(|(n, v)| Label { name: n.to_owned(), value: v.to_owned() }).collect();
     if skip {
         budget.take(0)?;
         return Ok(out.series(Series { labels: wire, chunks: Vec::new() })?);
@@ -344,8 +350,8 @@ fn stream_series(
                 continue;
             }
         };
-        for series in selected {
-            let labels = final_labels(series.labels.clone(), &ext, &removed);
+        for mut series in selected {
+            let labels = final_labels(&std::mem::take(&mut series.labels), &ext, &removed);
             if in_shard(&labels, req.shard_info.as_ref()) {
                 picked.push(Picked { labels, reader: readers.len(), series });
             }
@@ -371,7 +377,7 @@ fn stream_series(
         if chunks.is_empty() {
             continue;
         }
-        send_series(out, budget, p.labels, std::mem::take(&mut chunks), req.skip_chunks)?;
+        send_series(out, budget, &p.labels, std::mem::take(&mut chunks), req.skip_chunks)?;
         sent += 1;
     }
     for w in warnings {
@@ -397,7 +403,7 @@ fn selected_labels(
     ms: &[Matcher],
     mint: i64,
     maxt: i64,
-) -> Result<Vec<ringest_tsdb::Labels>, ringest_tsdb::TsdbError> {
+) -> Result<Vec<PackedLabels>, ringest_tsdb::TsdbError> {
     Ok(db.reader(mint, maxt)?.select(ms)?.into_iter().map(|s| s.labels).collect())
 }
 
@@ -446,7 +452,7 @@ impl store_server::Store for StoreApi {
                     db.label_names(req.start, req.end)
                 } else {
                     selected_labels(&db, &left, req.start, req.end)
-                        .map(|ss| ss.into_iter().flat_map(|s| s.0.into_iter().map(|l| l.name)).collect())
+                        .map(|ss| ss.iter().flat_map(|s| s.iter().map(|(n, _)| n.to_owned())).collect())
                 };
                 match got {
                     Ok(mut n) => {
@@ -559,5 +565,24 @@ impl info_server::Info for StoreApi {
             }))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// External labels are added in name order and win; removed names go from both sides.
+    #[test]
+    fn final_labels_merge_external_labels_and_drop_removed_ones() {
+        let own = PackedLabels::from_sorted([("a", "1"), ("b", "own"), ("replica", "x"), ("z", "9")]);
+        let ext: BTreeMap<String, String> =
+            [("b", "ext"), ("rack", "r1"), ("tenant_id", "t")].map(|(n, v)| (n.to_string(), v.to_string())).into();
+        let removed: BTreeSet<&str> = ["replica", "rack"].into();
+        let got = final_labels(&own, &ext, &removed);
+        assert_eq!(got.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "ext"), ("tenant_id", "t"), ("z", "9")]);
+        let none: BTreeSet<&str> = BTreeSet::new();
+        let all: Vec<String> = final_labels(&own, &ext, &none).iter().map(|(n, v)| format!("{n}={v}")).collect();
+        assert_eq!(all, ["a=1", "b=ext", "rack=r1", "replica=x", "tenant_id=t", "z=9"]);
     }
 }

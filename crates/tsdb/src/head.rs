@@ -356,7 +356,16 @@ impl Head {
         }
     }
 
-    /// The labels of a series as an owned set.
+    /// The labels of `s`, packed (hold the symbol gate, or a read gate truncation waits for).
+    pub(crate) fn packed_labels_of(&self, s: &MemSeries) -> crate::labels::PackedLabels {
+        let mut b = crate::labels::PackedBuilder::default();
+        for &id in s.labels.iter() {
+            self.symbols.with_str(id, |text| b.push_str(text));
+        }
+        b.finish()
+    }
+
+    /// The labels of `s` (hold the symbol gate).
     pub(crate) fn labels_of(&self, s: &MemSeries) -> Labels {
         Labels(
             s.labels

@@ -10,6 +10,10 @@ use std::fmt;
 
 use crate::encoding::put_uvarint;
 
+mod packed;
+
+pub use packed::{PackedBuilder, PackedLabels};
+
 /// A label borrowed from a request or a WAL record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LabelRef<'a> {

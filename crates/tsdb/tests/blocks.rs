@@ -520,7 +520,7 @@ fn a_reader_outlives_the_blocks_retention_deletes() {
     for s in reader.select(&[]).unwrap() {
         let mut chunks = Vec::new();
         reader.chunks(&s, &mut chunks).unwrap();
-        got.insert(s.labels, decode(&chunks));
+        got.insert(s.labels.to_labels(), decode(&chunks));
     }
     assert_eq!(got, want, "the read saw every sample once, deleted blocks included");
 }

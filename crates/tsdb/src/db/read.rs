@@ -8,15 +8,15 @@
 //! retention may delete them while the read goes on. Appenders never wait for a reader: a
 //! series' lock is held for the copy of its chunks only.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::RwLockReadGuard;
+use smallvec::SmallVec;
 
 use super::{Tsdb, TsdbError};
 use crate::block::Block;
 use crate::head::{Head, MemSeries};
-use crate::labels::{Labels, RawChunk};
+use crate::labels::{PackedBuilder, PackedLabels, RawChunk};
 use crate::postings::Matcher;
 
 /// One TSDB read at a fixed set of blocks over `[mint, maxt]`.
@@ -40,9 +40,9 @@ enum Part {
 
 /// A series chosen by [`Reader::select`]: its labels and where its chunks are.
 pub struct Selected {
-    /// The series' labels.
-    pub labels: Labels,
-    parts: Vec<Part>,
+    /// The series' labels (packed: a selection may hold a million of them).
+    pub labels: PackedLabels,
+    parts: SmallVec<[Part; 1]>,
 }
 
 impl Tsdb {
@@ -75,7 +75,7 @@ impl Tsdb {
             let mut chunks = Vec::new();
             reader.chunks(&s, &mut chunks)?;
             if !chunks.is_empty() {
-                out.push(crate::labels::SeriesChunks { labels: s.labels, chunks });
+                out.push(crate::labels::SeriesChunks { labels: s.labels.to_labels(), chunks });
             }
         }
         Ok(out)
@@ -86,10 +86,15 @@ impl Reader<'_> {
     /// The series selected by `matchers` (Prometheus' semantics; none: every series) with data
     /// in the read's range, sorted by labels, without their chunks.
     pub fn select(&self, matchers: &[Matcher]) -> Result<Vec<Selected>, TsdbError> {
-        let mut by_labels: BTreeMap<Labels, Vec<Part>> = BTreeMap::new();
+        let mut found: Vec<(PackedLabels, Part)> = Vec::new();
         for (i, b) in self.blocks.iter().enumerate() {
+            let index = b.index()?;
             for (id, refs) in b.select_ids(matchers, self.mint, self.maxt)? {
-                by_labels.entry(b.labels(&refs)?).or_default().push(Part::Block(i, id));
+                let mut labels = PackedBuilder::default();
+                for (n, v) in refs {
+                    labels.push(index.symbol(n)?, index.symbol(v)?);
+                }
+                found.push((labels.finish(), Part::Block(i, id)));
             }
         }
         let head_mint = self.mint.max(self.floor);
@@ -104,11 +109,20 @@ impl Reader<'_> {
             let _symbols = self.head.symbol_gate.read();
             for s in series {
                 if s.state.lock().has_data_in(head_mint, self.maxt) {
-                    by_labels.entry(self.head.labels_of(&s)).or_default().push(Part::Head(s));
+                    found.push((self.head.packed_labels_of(&s), Part::Head(s)));
                 }
             }
         }
-        Ok(by_labels.into_iter().map(|(labels, parts)| Selected { labels, parts }).collect())
+        // Blocks and head each hold a series once: equal labels are one series' parts.
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<Selected> = Vec::with_capacity(found.len());
+        for (labels, part) in found {
+            match out.last_mut() {
+                Some(last) if last.labels == labels => last.parts.push(part),
+                _ => out.push(Selected { labels, parts: smallvec::smallvec![part] }),
+            }
+        }
+        Ok(out)
     }
 
     /// Appends the chunks of `s` overlapping the read's range, by first sample time: block
