@@ -491,7 +491,7 @@ impl store_server::Store for StoreApi {
         let (tenants, ext) = (self.tenants.all(), self.ext.clone());
         let abort = abort_on_error(req.partial_response_disabled, req.partial_response_strategy);
         blocking(move || {
-            let (mut values, mut warnings) = (BTreeSet::new(), Vec::new());
+            let (mut lists, mut warnings) = (Vec::new(), Vec::new());
             if req.without_replica_labels.contains(&req.label) {
                 return Ok(Response::new(LabelValuesResponse::default()));
             }
@@ -507,7 +507,13 @@ impl store_server::Store for StoreApi {
                         .map(|ss| ss.into_iter().filter_map(|s| s.get(&req.label).map(str::to_owned)).collect()),
                 };
                 match got {
-                    Ok(v) => values.extend(v),
+                    Ok(mut v) => {
+                        if !v.is_sorted() {
+                            v.sort_unstable();
+                        }
+                        v.dedup();
+                        lists.push(v);
+                    }
                     Err(e) => {
                         let msg = format!("fetch label values from store {}: {e}", tenant_name(&db));
                         if abort {
@@ -517,7 +523,7 @@ impl store_server::Store for StoreApi {
                     }
                 }
             }
-            let mut values: Vec<String> = values.into_iter().collect();
+            let mut values = ringest_tsdb::db::merge_sorted(lists);
             if req.limit > 0 {
                 values.truncate(usize::try_from(req.limit).unwrap_or(usize::MAX));
             }

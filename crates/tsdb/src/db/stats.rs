@@ -1,7 +1,7 @@
 //! Read access: head statistics for `/api/v1/status/tsdb`, series selected by label matchers
 //! (blocks and head together), label names and values, and full dumps.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use super::Tsdb;
 use crate::labels::{Labels, SeriesData};
@@ -166,26 +166,26 @@ impl Tsdb {
     /// Label names of the series in the blocks and the head that overlap `[mint, maxt]`
     /// (whole blocks and the whole head, as Prometheus' queriers answer), sorted.
     pub fn label_names(&self, mint: i64, maxt: i64) -> Result<Vec<String>, super::TsdbError> {
-        let mut out: BTreeSet<String> = BTreeSet::new();
+        let mut lists = Vec::new();
         if self.head_overlaps(mint, maxt) {
-            out.extend(self.head.label_names());
+            lists.push(self.head.label_names());
         }
         for b in self.blocks_overlapping(mint, maxt) {
-            out.extend(b.index()?.label_names().map(str::to_owned));
+            lists.push(b.index()?.label_names().map(str::to_owned).collect());
         }
-        Ok(out.into_iter().collect())
+        Ok(merge_sorted(lists))
     }
 
     /// Values of label `name` in the blocks and the head that overlap `[mint, maxt]`, sorted.
     pub fn label_values(&self, name: &str, mint: i64, maxt: i64) -> Result<Vec<String>, super::TsdbError> {
-        let mut out: BTreeSet<String> = BTreeSet::new();
+        let mut lists = Vec::new();
         if self.head_overlaps(mint, maxt) {
-            out.extend(self.head.label_values(name));
+            lists.push(self.head.label_values(name));
         }
         for b in self.blocks_overlapping(mint, maxt) {
-            out.extend(b.index()?.label_values(name).map(str::to_owned));
+            lists.push(b.index()?.label_values(name).map(str::to_owned).collect());
         }
-        Ok(out.into_iter().collect())
+        Ok(merge_sorted(lists))
     }
 
     /// The blocks with a sample time in `[mint, maxt]` possible (block ends are exclusive).
@@ -196,4 +196,15 @@ impl Tsdb {
     fn head_overlaps(&self, mint: i64, maxt: i64) -> bool {
         self.head.min_time() <= maxt && self.head.max_time() >= mint
     }
+}
+
+/// The union of sorted lists, sorted, each string once (one list is taken as it is).
+pub fn merge_sorted(mut lists: Vec<Vec<String>>) -> Vec<String> {
+    if lists.len() <= 1 {
+        return lists.pop().unwrap_or_default();
+    }
+    let mut all: Vec<String> = lists.concat();
+    all.sort_unstable();
+    all.dedup();
+    all
 }
