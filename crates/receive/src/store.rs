@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ringest_proto::thanos::info::{
     ExemplarsInfo, InfoRequest, InfoResponse, StatusInfo, StoreInfo, TsdbInfo, info_server,
@@ -44,6 +45,10 @@ const MAX_BYTES_PER_FRAME: i64 = 1 << 20;
 /// Responses a Series call produces ahead of the client: its memory is about this many frames.
 const FRAMES_IN_FLIGHT: usize = 4;
 
+/// How long a Series call waits for its client to take a frame before it stops (it holds back
+/// head truncation meanwhile).
+pub const SERIES_STALL: Duration = Duration::from_secs(60);
+
 /// `--store.limits.request-series` and `--store.limits.request-samples` (0: no limit).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
@@ -62,6 +67,8 @@ pub struct StoreApi {
     limits: Limits,
     /// `thanos_store_selects_dropped_total{reason}`: Series calls refused by a limit.
     dropped: prometheus::IntCounterVec,
+    /// See [`SERIES_STALL`].
+    stall: Duration,
 }
 
 impl StoreApi {
@@ -81,7 +88,7 @@ impl StoreApi {
             &["reason"],
         )?;
         registry.register(Box::new(dropped.clone()))?;
-        Ok(StoreApi { tenants, probe, ext, limits, dropped })
+        Ok(StoreApi { tenants, probe, ext, limits, dropped, stall: SERIES_STALL })
     }
 }
 
@@ -179,17 +186,42 @@ fn final_labels(own: &PackedLabels, ext: &BTreeMap<String, String>, removed: &BT
 /// Where a Series answer goes, frame by frame, as the client takes them.
 struct Out {
     tx: tokio::sync::mpsc::Sender<Result<SeriesResponse, Status>>,
+    /// How the answer ends when it fails: told after the frames already queued.
+    end: Arc<parking_lot::Mutex<Option<Status>>>,
+    runtime: tokio::runtime::Handle,
+    /// The longest the client may leave a frame untaken before the read gives up.
+    stall: Duration,
     /// `response_batch_size` (0 or 1: one series per response).
     batch_size: usize,
     batch: Vec<Series>,
 }
 
-/// The client went away: stop reading.
+/// The client went away or stopped taking frames: stop reading.
 struct Gone;
 
 impl Out {
+    /// A channel for one answer: the producer's end and the stream tonic sends.
+    fn new(batch_size: usize, stall: Duration) -> (Out, Frames) {
+        let (tx, rx) = tokio::sync::mpsc::channel(FRAMES_IN_FLIGHT);
+        let end = Arc::new(parking_lot::Mutex::new(None));
+        let runtime = tokio::runtime::Handle::current();
+        (Out { tx, end: end.clone(), runtime, stall, batch_size, batch: Vec::new() }, Frames { rx, end })
+    }
+
     fn send(&mut self, r: series_response::Result) -> Result<(), Gone> {
-        self.tx.blocking_send(Ok(SeriesResponse { result: Some(r) })).map_err(|_| Gone)
+        let sent = self.runtime.block_on(self.tx.send_timeout(Ok(SeriesResponse { result: Some(r) }), self.stall));
+        match sent {
+            Ok(()) => Ok(()),
+            Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => Err(Gone),
+            Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+                // A reader that waits on its client holds back head truncation.
+                self.fail(Status::aborted(format!(
+                    "the client took no series frame for {:?}: read stopped",
+                    self.stall
+                )));
+                Err(Gone)
+            }
+        }
     }
 
     fn series(&mut self, s: Series) -> Result<(), Gone> {
@@ -208,9 +240,9 @@ impl Out {
         self.send(series_response::Result::Batch(SeriesBatch { series }))
     }
 
+    /// Ends the answer with `status` once the frames already queued are sent.
     fn fail(&mut self, status: Status) {
-        // The client may be gone already; nothing else to tell it.
-        let _ = self.tx.blocking_send(Err(status));
+        self.end.lock().get_or_insert(status);
     }
 }
 
@@ -386,14 +418,22 @@ fn stream_series(
     Ok(out.flush()?)
 }
 
-/// A Series answer as the blocking reader produces it.
-struct Frames(tokio::sync::mpsc::Receiver<Result<SeriesResponse, Status>>);
+/// A Series answer as the blocking reader produces it: its frames, then how it failed, if it
+/// did.
+struct Frames {
+    rx: tokio::sync::mpsc::Receiver<Result<SeriesResponse, Status>>,
+    end: Arc<parking_lot::Mutex<Option<Status>>>,
+}
 
 impl tonic::codegen::tokio_stream::Stream for Frames {
     type Item = Result<SeriesResponse, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
+        match self.rx.poll_recv(cx) {
+            // The producer is gone: its failure, if any, was set before.
+            std::task::Poll::Ready(None) => std::task::Poll::Ready(self.end.lock().take().map(Err)),
+            other => other,
+        }
     }
 }
 
@@ -425,16 +465,14 @@ impl store_server::Store for StoreApi {
             return Err(Status::invalid_argument("no matchers specified (excluding selector labels)"));
         }
         let (tenants, ext, limits, dropped) = (self.tenants.all(), self.ext.clone(), self.limits, self.dropped.clone());
-        let (tx, rx) = tokio::sync::mpsc::channel(FRAMES_IN_FLIGHT);
-        let batch_size = usize::try_from(req.response_batch_size).unwrap_or(0);
+        let (mut out, frames) = Out::new(usize::try_from(req.response_batch_size).unwrap_or(0), self.stall);
         tokio::task::spawn_blocking(move || {
-            let mut out = Out { tx, batch_size, batch: Vec::new() };
             let mut budget = Budget { limits, dropped: &dropped, series: 0, samples: 0 };
             if let Err(Stop::Fail(status)) = stream_series(&tenants, &ext, &req, &ms, &mut budget, &mut out) {
                 out.fail(status);
             }
         });
-        Ok(Response::new(Box::pin(Frames(rx))))
+        Ok(Response::new(Box::pin(frames)))
     }
 
     async fn label_names(&self, request: Request<LabelNamesRequest>) -> Result<Response<LabelNamesResponse>, Status> {
@@ -576,7 +614,34 @@ impl info_server::Info for StoreApi {
 
 #[cfg(test)]
 mod tests {
+    use tonic::codegen::tokio_stream::StreamExt;
+
     use super::*;
+
+    fn frame(i: usize) -> series_response::Result {
+        series_response::Result::Warning(format!("frame {i}"))
+    }
+
+    /// A client that stops taking frames stops the read after the stall time (the frames
+    /// already queued, then `Aborted`); one that goes away stops it at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_or_departed_client_stops_the_read() {
+        let (mut out, mut frames) = Out::new(1, Duration::from_millis(100));
+        let sent = tokio::task::spawn_blocking(move || (0..100).take_while(|&i| out.send(frame(i)).is_ok()).count());
+        assert_eq!(sent.await.unwrap(), FRAMES_IN_FLIGHT, "the producer stopped once the channel stayed full");
+        for i in 0..FRAMES_IN_FLIGHT {
+            let got = frames.next().await.unwrap().unwrap();
+            assert_eq!(got.result, Some(frame(i)));
+        }
+        let end = frames.next().await.unwrap().unwrap_err();
+        assert_eq!(end.code(), tonic::Code::Aborted, "{end:?}");
+        assert!(frames.next().await.is_none());
+
+        let (mut out, frames) = Out::new(1, Duration::from_secs(3600));
+        drop(frames);
+        let gone = tokio::task::spawn_blocking(move || out.send(frame(0)).is_err());
+        assert!(gone.await.unwrap(), "a departed client ends the read");
+    }
 
     /// External labels are added in name order and win; removed names go from both sides.
     #[test]
