@@ -1,0 +1,407 @@
+//! Series answers that stream. Every tenant's selection is made first, on labels alone (packed,
+//! see `ringest_tsdb::db::Reader`), merged in the order of the final labels; then a blocking
+//! task reads each series' chunks (whole as stored, each sample once across blocks and head)
+//! and hands frames of about 1 MiB of chunks over a short channel as the client takes them,
+//! batched when the client asks. A call holds its selection's labels and a few frames, not its
+//! answer; it stops when the client goes away or takes no frame for [`STALL`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringest_proto::thanos::{
+    AggrChunk, Chunk, Label, Series, SeriesBatch, SeriesRequest, SeriesResponse, ShardInfo, series_response,
+};
+use ringest_tsdb::db::Selected;
+use ringest_tsdb::labels::PackedBuilder;
+use ringest_tsdb::postings::Matcher;
+use ringest_tsdb::{PackedLabels, RawChunk, Tsdb};
+use tonic::Status;
+
+use super::{Limits, abort_on_error, strip_external, tenant_name};
+use crate::external::ExternalLabels;
+
+/// Bytes of chunks per Series frame (Thanos' remote-read frame limit), less the labels' size.
+const MAX_BYTES_PER_FRAME: i64 = 1 << 20;
+
+/// Responses a Series call produces ahead of the client: its memory is about this many frames.
+const FRAMES_IN_FLIGHT: usize = 4;
+
+/// How long a Series call waits for its client to take a frame before it stops (it holds back
+/// head truncation meanwhile).
+pub(super) const STALL: Duration = Duration::from_secs(60);
+
+/// What a Series call needs besides its request.
+pub(super) struct Call {
+    pub(super) tenants: Vec<(String, Arc<Tsdb>)>,
+    pub(super) ext: Arc<ExternalLabels>,
+    pub(super) limits: Limits,
+    pub(super) dropped: prometheus::IntCounterVec,
+    pub(super) stall: Duration,
+}
+
+impl Call {
+    /// Starts answering `req` (with its converted, non-empty matchers `ms`) on a blocking task;
+    /// the answer streams as the client takes it.
+    pub(super) fn answer(self, req: SeriesRequest, ms: Vec<Matcher>) -> Frames {
+        let (mut out, frames) = Out::new(usize::try_from(req.response_batch_size).unwrap_or(0), self.stall);
+        tokio::task::spawn_blocking(move || {
+            let mut budget = Budget { limits: self.limits, dropped: &self.dropped, series: 0, samples: 0 };
+            if let Err(Stop::Fail(status)) = stream_series(&self.tenants, &self.ext, &req, &ms, &mut budget, &mut out) {
+                out.fail(status);
+            }
+        });
+        frames
+    }
+}
+
+/// Serialized size of a label message (without its tag and length), as Thanos counts it.
+fn label_size(name: &str, value: &str) -> i64 {
+    let field = |n: usize| if n == 0 { 0 } else { 1 + prost::length_delimiter_len(n) + n };
+    (field(name.len()) + field(value.len())) as i64
+}
+
+/// Whether a series with final labels `labels` belongs to the requested shard.
+fn in_shard(labels: &PackedLabels, shard: Option<&ShardInfo>) -> bool {
+    let Some(s) = shard.filter(|s| s.total_shards >= 1) else { return true };
+    let mut buf = Vec::new();
+    for (n, v) in labels.iter() {
+        if s.labels.iter().any(|l| l == n) != s.by {
+            continue;
+        }
+        buf.extend_from_slice(n.as_bytes());
+        buf.push(0xff);
+        buf.extend_from_slice(v.as_bytes());
+        buf.push(0xff);
+    }
+    let hash = xxhash_rust::xxh64::xxh64(&buf, 0);
+    hash % s.total_shards as u64 == s.shard_index as u64
+}
+
+/// A series picked for a Series answer: its final labels, and its tenant's reader and entry
+/// (whose own labels are dropped once the final ones are made).
+struct Picked {
+    labels: PackedLabels,
+    reader: usize,
+    series: Selected,
+}
+
+/// The final labels of a tenant's series: its own, less `removed`, with the external labels
+/// (also less `removed`) added and winning, sorted by name.
+fn final_labels(own: &PackedLabels, ext: &BTreeMap<String, String>, removed: &BTreeSet<&str>) -> PackedLabels {
+    let mut own = own.iter().filter(|(n, _)| !removed.contains(n) && !ext.contains_key(*n)).peekable();
+    let mut ext = ext.iter().map(|(n, v)| (n.as_str(), v.as_str())).filter(|(n, _)| !removed.contains(n)).peekable();
+    let mut out = PackedBuilder::default();
+    loop {
+        let next = match (own.peek(), ext.peek()) {
+            (Some(o), Some(e)) if o.0 < e.0 => own.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => ext.next(),
+            (Some(_), None) => own.next(),
+            (None, None) => break,
+        };
+        let (n, v) = next.expect("peeked");
+        out.push(n, v);
+    }
+    out.finish()
+}
+
+/// Where a Series answer goes, frame by frame, as the client takes them.
+struct Out {
+    tx: tokio::sync::mpsc::Sender<Result<SeriesResponse, Status>>,
+    /// How the answer ends when it fails: told after the frames already queued.
+    end: Arc<parking_lot::Mutex<Option<Status>>>,
+    runtime: tokio::runtime::Handle,
+    /// The longest the client may leave a frame untaken before the read gives up.
+    stall: Duration,
+    /// `response_batch_size` (0 or 1: one series per response).
+    batch_size: usize,
+    batch: Vec<Series>,
+}
+
+/// The client went away or stopped taking frames: stop reading.
+struct Gone;
+
+impl Out {
+    /// A channel for one answer: the producer's end and the stream tonic sends.
+    fn new(batch_size: usize, stall: Duration) -> (Out, Frames) {
+        let (tx, rx) = tokio::sync::mpsc::channel(FRAMES_IN_FLIGHT);
+        let end = Arc::new(parking_lot::Mutex::new(None));
+        let runtime = tokio::runtime::Handle::current();
+        (Out { tx, end: end.clone(), runtime, stall, batch_size, batch: Vec::new() }, Frames { rx, end })
+    }
+
+    fn send(&mut self, r: series_response::Result) -> Result<(), Gone> {
+        let sent = self.runtime.block_on(self.tx.send_timeout(Ok(SeriesResponse { result: Some(r) }), self.stall));
+        match sent {
+            Ok(()) => Ok(()),
+            Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => Err(Gone),
+            Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+                // A reader that waits on its client holds back head truncation.
+                self.fail(Status::aborted(format!(
+                    "the client took no series frame for {:?}: read stopped",
+                    self.stall
+                )));
+                Err(Gone)
+            }
+        }
+    }
+
+    fn series(&mut self, s: Series) -> Result<(), Gone> {
+        if self.batch_size <= 1 {
+            return self.send(series_response::Result::Series(s));
+        }
+        self.batch.push(s);
+        if self.batch.len() < self.batch_size { Ok(()) } else { self.flush() }
+    }
+
+    fn flush(&mut self) -> Result<(), Gone> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let series = std::mem::take(&mut self.batch);
+        self.send(series_response::Result::Batch(SeriesBatch { series }))
+    }
+
+    /// Ends the answer with `status` once the frames already queued are sent.
+    fn fail(&mut self, status: Status) {
+        self.end.lock().get_or_insert(status);
+    }
+}
+
+/// Samples a chunk counts for against `--store.limits.request-samples` (Thanos counts every
+/// chunk as full, whatever it holds).
+const SAMPLES_PER_CHUNK: u64 = 120;
+
+/// Counts what a Series call sent against `--store.limits.*` as Thanos does: every series
+/// frame is a series, every chunk [`SAMPLES_PER_CHUNK`] samples. (Thanos Receive checks only
+/// unbatched responses, so a querier asking for batches escapes its limits; these apply to
+/// every frame.)
+struct Budget<'a> {
+    limits: Limits,
+    dropped: &'a prometheus::IntCounterVec,
+    series: u64,
+    samples: u64,
+}
+
+impl Budget<'_> {
+    /// Takes one more series frame with `chunks` chunks; refuses it past a limit, with Thanos'
+    /// message.
+    fn take(&mut self, chunks: usize) -> Result<(), Status> {
+        let refuse = |what: &str, reason: &str, limit: u64, got: u64| {
+            self.dropped.with_label_values(&[reason]).inc();
+            Status::unknown(format!("send series response: failed to send {what}: limit {limit} violated (got {got})"))
+        };
+        self.series += 1;
+        if self.limits.series > 0 && self.series > self.limits.series {
+            return Err(refuse("series", "series", self.limits.series, self.series));
+        }
+        self.samples += chunks as u64 * SAMPLES_PER_CHUNK;
+        if self.limits.samples > 0 && self.samples > self.limits.samples {
+            return Err(refuse("samples", "chunks", self.limits.samples, self.samples));
+        }
+        Ok(())
+    }
+}
+
+/// Why a Series answer stopped early.
+enum Stop {
+    /// A limit or a failure: the call ends with this status.
+    Fail(Status),
+    /// The client went away.
+    Gone,
+}
+
+impl From<Status> for Stop {
+    fn from(s: Status) -> Stop {
+        Stop::Fail(s)
+    }
+}
+
+impl From<Gone> for Stop {
+    fn from(_: Gone) -> Stop {
+        Stop::Gone
+    }
+}
+
+/// Sends one series as frames of about [`MAX_BYTES_PER_FRAME`] of chunks each.
+fn send_series(
+    out: &mut Out,
+    budget: &mut Budget<'_>,
+    labels: &PackedLabels,
+    chunks: Vec<RawChunk>,
+    skip: bool,
+) -> Result<(), Stop> {
+    let base = MAX_BYTES_PER_FRAME - labels.iter().map(|(n, v)| label_size(n, v)).sum::<i64>();
+    let wire: Vec<Label> = labels.iter().map(|(n, v)| Label { name: n.to_owned(), value: v.to_owned() }).collect();
+    if skip {
+        budget.take(0)?;
+        return Ok(out.series(Series { labels: wire, chunks: Vec::new() })?);
+    }
+    let (mut room, mut frame) = (base, Vec::new());
+    let last = chunks.len().saturating_sub(1);
+    for (i, c) in chunks.into_iter().enumerate() {
+        let hash = xxhash_rust::xxh64::xxh64(&c.data, 0);
+        let chunk = AggrChunk {
+            min_time: c.min_time,
+            max_time: c.max_time,
+            raw: Some(Chunk { r#type: ringest_proto::thanos::chunk::Encoding::Xor as i32, data: c.data, hash }),
+            ..Default::default()
+        };
+        room -= prost::Message::encoded_len(&chunk) as i64;
+        frame.push(chunk);
+        if room <= 0 || i == last {
+            budget.take(frame.len())?;
+            out.series(Series { labels: wire.clone(), chunks: std::mem::take(&mut frame) })?;
+            room = base;
+        }
+    }
+    Ok(())
+}
+
+/// Answers a Series call into `out`: every tenant's selection first (labels only), merged in
+/// the order of the final labels, then each series' chunks read and sent as the client takes
+/// them, so a call holds the chunks of about one frame at a time.
+fn stream_series(
+    tenants: &[(String, Arc<Tsdb>)],
+    ext: &ExternalLabels,
+    req: &SeriesRequest,
+    ms: &[Matcher],
+    budget: &mut Budget<'_>,
+    out: &mut Out,
+) -> Result<(), Stop> {
+    let abort = abort_on_error(req.partial_response_disabled, req.partial_response_strategy);
+    let removed: BTreeSet<&str> = req.without_replica_labels.iter().map(String::as_str).collect();
+    let mut warnings = Vec::new();
+    // A tenant's failure: the call's end, or a warning with partial responses.
+    let failed = |warnings: &mut Vec<String>, db: &Tsdb, e: String| {
+        let msg = format!("receive series from {}: rpc error: {e}", tenant_name(db));
+        if abort {
+            return Err(Status::aborted(msg));
+        }
+        warnings.push(msg);
+        Ok(())
+    };
+    let (mut readers, mut picked) = (Vec::new(), Vec::new());
+    for (tenant, db) in tenants {
+        if db.lowest_timestamp() > req.max_time {
+            continue;
+        }
+        let ext = ext.of(tenant);
+        let Some(left) = strip_external(ms, &ext) else { continue };
+        if left.is_empty() {
+            failed(
+                &mut warnings,
+                db,
+                "code = InvalidArgument desc = no matchers specified (excluding external labels)".into(),
+            )?;
+            continue;
+        }
+        let selected = db.reader(req.min_time, req.max_time).and_then(|r| Ok((r.select(&left)?, r)));
+        let (selected, reader) = match selected {
+            Ok(v) => v,
+            Err(e) => {
+                failed(&mut warnings, db, format!("code = Internal desc = {e}"))?;
+                continue;
+            }
+        };
+        for mut series in selected {
+            let labels = final_labels(&std::mem::take(&mut series.labels), &ext, &removed);
+            if in_shard(&labels, req.shard_info.as_ref()) {
+                picked.push(Picked { labels, reader: readers.len(), series });
+            }
+        }
+        readers.push((reader, db));
+    }
+    picked.sort_by(|a, b| a.labels.cmp(&b.labels));
+    for w in std::mem::take(&mut warnings) {
+        out.send(series_response::Result::Warning(w))?;
+    }
+    let limit = u64::try_from(req.limit).ok().filter(|&l| l > 0).unwrap_or(u64::MAX);
+    let (mut chunks, mut sent) = (Vec::new(), 0u64);
+    for p in picked {
+        if sent >= limit {
+            break;
+        }
+        let (reader, db) = &readers[p.reader];
+        chunks.clear();
+        if let Err(e) = reader.chunks(&p.series, &mut chunks) {
+            failed(&mut warnings, db, format!("code = Internal desc = {e}"))?;
+            continue;
+        }
+        if chunks.is_empty() {
+            continue;
+        }
+        send_series(out, budget, &p.labels, std::mem::take(&mut chunks), req.skip_chunks)?;
+        sent += 1;
+    }
+    for w in warnings {
+        out.send(series_response::Result::Warning(w))?;
+    }
+    Ok(out.flush()?)
+}
+
+/// A Series answer as the blocking reader produces it: its frames, then how it failed, if it
+/// did.
+pub(super) struct Frames {
+    rx: tokio::sync::mpsc::Receiver<Result<SeriesResponse, Status>>,
+    end: Arc<parking_lot::Mutex<Option<Status>>>,
+}
+
+impl tonic::codegen::tokio_stream::Stream for Frames {
+    type Item = Result<SeriesResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        match self.rx.poll_recv(cx) {
+            // The producer is gone: its failure, if any, was set before.
+            std::task::Poll::Ready(None) => std::task::Poll::Ready(self.end.lock().take().map(Err)),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::codegen::tokio_stream::StreamExt;
+
+    use super::*;
+
+    fn frame(i: usize) -> series_response::Result {
+        series_response::Result::Warning(format!("frame {i}"))
+    }
+
+    /// A client that stops taking frames stops the read after the stall time (the frames
+    /// already queued, then `Aborted`); one that goes away stops it at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_or_departed_client_stops_the_read() {
+        let (mut out, mut frames) = Out::new(1, Duration::from_millis(100));
+        let sent = tokio::task::spawn_blocking(move || (0..100).take_while(|&i| out.send(frame(i)).is_ok()).count());
+        assert_eq!(sent.await.unwrap(), FRAMES_IN_FLIGHT, "the producer stopped once the channel stayed full");
+        for i in 0..FRAMES_IN_FLIGHT {
+            let got = frames.next().await.unwrap().unwrap();
+            assert_eq!(got.result, Some(frame(i)));
+        }
+        let end = frames.next().await.unwrap().unwrap_err();
+        assert_eq!(end.code(), tonic::Code::Aborted, "{end:?}");
+        assert!(frames.next().await.is_none());
+
+        let (mut out, frames) = Out::new(1, Duration::from_secs(3600));
+        drop(frames);
+        let gone = tokio::task::spawn_blocking(move || out.send(frame(0)).is_err());
+        assert!(gone.await.unwrap(), "a departed client ends the read");
+    }
+
+    /// External labels are added in name order and win; removed names go from both sides.
+    #[test]
+    fn final_labels_merge_external_labels_and_drop_removed_ones() {
+        let own = PackedLabels::from_sorted([("a", "1"), ("b", "own"), ("replica", "x"), ("z", "9")]);
+        let ext: BTreeMap<String, String> =
+            [("b", "ext"), ("rack", "r1"), ("tenant_id", "t")].map(|(n, v)| (n.to_string(), v.to_string())).into();
+        let removed: BTreeSet<&str> = ["replica", "rack"].into();
+        let got = final_labels(&own, &ext, &removed);
+        assert_eq!(got.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "ext"), ("tenant_id", "t"), ("z", "9")]);
+        let none: BTreeSet<&str> = BTreeSet::new();
+        let all: Vec<String> = final_labels(&own, &ext, &none).iter().map(|(n, v)| format!("{n}={v}")).collect();
+        assert_eq!(all, ["a=1", "b=ext", "rack=r1", "replica=x", "tenant_id=t", "z=9"]);
+    }
+}
