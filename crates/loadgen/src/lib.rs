@@ -8,7 +8,8 @@
 //!   the way Prometheus' remote-write queue does;
 //! - [`send`]: one keep-alive connection per shard, retries with backoff on 5xx/429, pacing;
 //! - [`procstat`], [`report`]: receiver CPU and RSS from `/proc`, latency percentiles, tables;
-//! - [`check`]: every acknowledged sample readable with its exact value (via promtool);
+//! - [`check`]: every acknowledged sample readable with its exact value (via promtool, or
+//!   through the StoreAPI of a running receiver: [`store`]);
 //! - [`bench`]: ringest, Prometheus 2.42 and VictoriaMetrics on the same workloads, one table.
 
 pub mod bench;
@@ -21,3 +22,4 @@ pub mod procstat;
 pub mod report;
 pub mod send;
 pub mod shape;
+pub mod store;

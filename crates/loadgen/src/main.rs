@@ -12,6 +12,7 @@ use ringest_loadgen::procstat::Watch;
 use ringest_loadgen::report::{PhaseReport, table};
 use ringest_loadgen::send::{self, SendOptions, Target};
 use ringest_loadgen::shape::{self, Shape};
+use ringest_loadgen::store;
 
 #[derive(Parser)]
 #[command(name = "ringest-loadgen", version, about = "Remote-write load generator and benchmark driver")]
@@ -108,13 +109,51 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["tsdb", "store"])))]
 struct CheckArgs {
     /// Acknowledgement log written by `run --log`.
     #[arg(long)]
     log: PathBuf,
-    /// TSDB directory to read with promtool (a tenant directory of ringest, or Prometheus' data).
+    /// TSDB directory to read with promtool (a tenant directory of ringest, or Prometheus'
+    /// data) of a stopped receiver.
     #[arg(long)]
-    tsdb: PathBuf,
+    tsdb: Option<PathBuf>,
+    /// Read a running receiver through the Thanos StoreAPI at this gRPC address (host:port)
+    /// instead: Series with `__name__=~"<prefix>_.*"` over the logged rounds' time range.
+    #[arg(long)]
+    store: Option<String>,
+    /// With --store: the tenant to read (a matcher on --tenant-label).
+    #[arg(long, default_value = "default-tenant", requires = "store")]
+    tenant: String,
+    /// With --store: the external label naming the tenant (stripped before comparing).
+    #[arg(long, default_value = "tenant_id", requires = "store")]
+    tenant_label: String,
+    /// With --store: more labels to strip before comparing (the external labels that the
+    /// store's Info announces, e.g. replica labels, are stripped anyway).
+    #[arg(long = "strip-label", requires = "store")]
+    strip_labels: Vec<String>,
+}
+
+fn check_cmd(a: CheckArgs) -> anyhow::Result<bool> {
+    let log = AckLog::read(&a.log)?;
+    let dump = match (&a.tsdb, &a.store) {
+        (Some(dir), _) => check::promtool_dump(dir)?,
+        (None, Some(addr)) => {
+            let h = &log.header;
+            let (min, max) = store::workload_range(&h.layout, h.first_round, h.end_round);
+            let s = store::Store::connect(addr)?;
+            let o = store::DumpOptions {
+                tenant: Some(a.tenant.clone()),
+                tenant_label: a.tenant_label.clone(),
+                strip: a.strip_labels.clone(),
+            };
+            store::dump(&s, &h.layout.shape.prefix, min, max, &o)?
+        }
+        (None, None) => anyhow::bail!("--tsdb or --store"),
+    };
+    let rep = check::check(&log, &dump);
+    println!("{}", serde_json::to_string_pretty(&rep)?);
+    Ok(rep.ok())
 }
 
 #[derive(Args)]
@@ -299,12 +338,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Run(a) => run(a),
-        Cmd::Check(a) => (|| {
-            let log = AckLog::read(&a.log)?;
-            let rep = check::check(&log, &check::promtool_dump(&a.tsdb)?);
-            println!("{}", serde_json::to_string_pretty(&rep)?);
-            Ok(rep.ok())
-        })(),
+        Cmd::Check(a) => check_cmd(a),
         Cmd::Bench(a) => bench(a),
     };
     match res {
