@@ -9,6 +9,7 @@ use ringest_loadgen::bench::{self, BenchOptions, Kind};
 use ringest_loadgen::check::{self, AckLog, LogHeader};
 use ringest_loadgen::plan::{Layout, Plan};
 use ringest_loadgen::procstat::Watch;
+use ringest_loadgen::read::Iterations;
 use ringest_loadgen::report::{PhaseReport, table};
 use ringest_loadgen::send::{self, SendOptions, Target};
 use ringest_loadgen::shape::{self, Shape};
@@ -298,6 +299,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<bool> {
         max_samples_per_send: if a.smoke { 200 } else { a.max_samples_per_send },
         latency_rate: if a.smoke { 20_000.0 } else { a.latency_rate },
         workdir: a.workdir,
+        read_iterations: if a.smoke { Iterations::SMOKE } else { Iterations::FULL },
     };
     let result = bench::run(&o)?;
     let md = result.markdown();
@@ -313,7 +315,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<bool> {
     }
     let mut ok = true;
     for r in &result.runs {
-        for p in [&r.creation, &r.steady, &r.latency] {
+        for p in [&r.creation, &r.steady, &r.latency].into_iter().chain(r.under_reads.as_ref()) {
             if p.samples_dropped > 0 || p.samples_acked == 0 {
                 eprintln!(
                     "{} {} series {}: {} samples dropped {:?}",
@@ -328,6 +330,10 @@ fn bench(a: BenchArgs) -> anyhow::Result<bool> {
         }
         if let Some(c) = r.check.as_ref().filter(|c| !c.ok()) {
             eprintln!("ringest check failed: {c:?}");
+            ok = false;
+        }
+        if let Some(c) = r.store_check.as_ref().filter(|c| !c.ok()) {
+            eprintln!("{} check through the StoreAPI failed: {c:?}", r.receiver.name());
             ok = false;
         }
     }
