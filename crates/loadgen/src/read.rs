@@ -52,7 +52,7 @@ pub struct Iterations {
 
 impl Iterations {
     /// The full bench's.
-    pub const FULL: Iterations = Iterations { selective: 100, regex: 20, wide: 3, series: 20, label_values: 50 };
+    pub const FULL: Iterations = Iterations { selective: 100, regex: 20, wide: 3, series: 20, label_values: 1000 };
     /// The smoke run's.
     pub const SMOKE: Iterations = Iterations { selective: 2, regex: 2, wide: 1, series: 2, label_values: 2 };
 }
