@@ -28,8 +28,12 @@ enum Cmd {
     Run(RunArgs),
     /// Verify that every acknowledged sample of a run is stored with its exact value.
     Check(CheckArgs),
-    /// ringest, Prometheus 2.42 and VictoriaMetrics on the same workloads, side by side.
+    /// ringest, Thanos Receive, Prometheus 2.42 and VictoriaMetrics on the same workloads, side
+    /// by side.
     Bench(BenchArgs),
+    /// The bench's read phase alone, against a running receiver's StoreAPI (an avalanche
+    /// workload written by `run`).
+    Read(ReadArgs),
 }
 
 #[derive(Args)]
@@ -200,6 +204,36 @@ struct BenchArgs {
     markdown: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct ReadArgs {
+    /// gRPC address of the StoreAPI (host:port).
+    #[arg(long)]
+    store: String,
+    /// Active series of the avalanche workload written (sets the metric names queried).
+    #[arg(long, default_value_t = 100_000)]
+    series: usize,
+    /// Receiver process id to measure (CPU seconds, RSS); without it only calls are counted.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// One or two calls per query.
+    #[arg(long)]
+    smoke: bool,
+    /// Query the last this many seconds (up to now plus an hour).
+    #[arg(long, default_value_t = 86_400)]
+    seconds: i64,
+}
+
+fn read_cmd(a: ReadArgs) -> anyhow::Result<bool> {
+    let it = if a.smoke { Iterations::SMOKE } else { Iterations::FULL };
+    let queries = ringest_loadgen::read::queries(&Shape::avalanche(a.series), it);
+    let now = now_ms();
+    let range = (now - a.seconds * 1000, now + 3_600_000);
+    let s = store::Store::connect(&a.store)?;
+    let rep = ringest_loadgen::read::measure(&s, a.pid.unwrap_or(0), &queries, range, it.label_values)?;
+    println!("{}", serde_json::to_string_pretty(&rep)?);
+    Ok(rep.queries.iter().all(|q| q.series > 0))
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -346,6 +380,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => run(a),
         Cmd::Check(a) => check_cmd(a),
         Cmd::Bench(a) => bench(a),
+        Cmd::Read(a) => read_cmd(a),
     };
     match res {
         Ok(true) => ExitCode::SUCCESS,
