@@ -725,6 +725,16 @@ impl BenchResult {
             rows.push(rd(w(&under), "p99 latency (ms)", &|r| r.under_reads.as_ref().map(|p| p.latency_ms.p99), |v| {
                 format!("{v:.2}")
             }));
+            rows.push(Row {
+                reads: true,
+                ..mk(
+                    w(&under),
+                    "Series calls completed meanwhile",
+                    true,
+                    &|r| r.under_reads.as_ref().map(|_| r.reads_during_writes as f64),
+                    |v| format!("{v:.0}"),
+                )
+            });
             rows.push(rd(
                 w(&under),
                 "p99 under reads / idle p99",
@@ -759,7 +769,8 @@ impl BenchResult {
                     _ => None,
                 };
                 let none = if row.reads && !p.reads() { "n/a" } else { "-" };
-                out.push_str(&format!(" {} |", ratio.map(|r| format!("{r:.2}x")).unwrap_or_else(|| none.into())));
+                let ratio = ratio.map(|r| if r >= 0.1 { format!("{r:.2}x") } else { format!("{r:.3}x") });
+                out.push_str(&format!(" {} |", ratio.unwrap_or_else(|| none.into())));
             }
             out.push('\n');
         }
