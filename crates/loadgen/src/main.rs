@@ -128,14 +128,14 @@ struct CheckArgs {
     #[arg(long)]
     store: Option<String>,
     /// With --store: the tenant to read (a matcher on --tenant-label).
-    #[arg(long, default_value = "default-tenant", requires = "store")]
+    #[arg(long, default_value = "default-tenant")]
     tenant: String,
     /// With --store: the external label naming the tenant (stripped before comparing).
-    #[arg(long, default_value = "tenant_id", requires = "store")]
+    #[arg(long, default_value = "tenant_id")]
     tenant_label: String,
     /// With --store: more labels to strip before comparing (the external labels that the
     /// store's Info announces, e.g. replica labels, are stripped anyway).
-    #[arg(long = "strip-label", requires = "store")]
+    #[arg(long = "strip-label")]
     strip_labels: Vec<String>,
 }
 
