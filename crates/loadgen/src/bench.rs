@@ -4,9 +4,14 @@
 //! and one table of ringest's ratios to each peer (rings against ringest's ring).
 //!
 //! Per workload size: a creation phase (round 0: every series new), a steady phase (as fast as
-//! the receiver acknowledges), a latency phase at a fixed offered load, then kill -9 and the time
-//! from start to ready on the same data (WAL replay; not applicable to VictoriaMetrics). Every
-//! workload writes 24 samples per series in total.
+//! the receiver acknowledges), a latency phase at a fixed offered load, a read phase (single
+//! nodes with a StoreAPI, ringest and Thanos Receive: see [`crate::read`]; first reads alone,
+//! then the same reads over and over while as many rounds as the latency phase's are written at
+//! its offered load; the other receivers just take those rounds at that load), then kill -9 and
+//! the time from start to ready on the same data (WAL replay; not applicable to
+//! VictoriaMetrics). Every workload writes 24 samples per series in total. After the restart,
+//! the acknowledged samples are read back (promtool for ringest, the StoreAPI for ringest and
+//! Thanos Receive) for workloads up to [`CHECK_MAX_SERIES`].
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,9 +24,11 @@ use crate::http;
 use crate::plan::{Layout, Plan, ReqId};
 use crate::port::free_port;
 use crate::procstat::{Usage, Watch};
+use crate::read::{self, Iterations, ReadReport};
 use crate::report::{PhaseReport, table};
 use crate::send::{self, SendOptions, Target};
 use crate::shape::Shape;
+use crate::store::{self, Store};
 
 /// Total samples per series written by a bench workload.
 pub const ROUNDS: usize = 24;
@@ -70,6 +77,11 @@ impl Kind {
         matches!(self, Kind::Ringest | Kind::RingestRf3)
     }
 
+    /// Whether the bench reads it through the StoreAPI (single nodes that serve one).
+    pub fn reads(self) -> bool {
+        matches!(self, Kind::Ringest | Kind::Thanos)
+    }
+
     /// The ringest receiver to compare this peer with: a ring with a ring, a node with a node.
     fn counterpart(self) -> Kind {
         if self.is_ring() { Kind::RingestRf3 } else { Kind::Ringest }
@@ -94,6 +106,8 @@ pub struct Receiver {
     program: PathBuf,
     /// Where remote-write requests go.
     pub target: Target,
+    /// Its gRPC (StoreAPI) address, for ringest and Thanos Receive.
+    pub grpc: Option<String>,
     ready_addr: String,
     ready_path: &'static str,
     /// Its data directory.
@@ -199,12 +213,14 @@ impl Receiver {
             args,
             program,
             target: Target { addr, path: path.to_string(), headers: Vec::new() },
+            grpc: None,
             ready_addr,
             ready_path,
             data,
             log: dir.join(format!("{}.log", kind.name().replace([' ', '='], "_"))),
             peers: Vec::new(),
         };
+        r.grpc = r.args.iter().find_map(|a| a.strip_prefix("--grpc-address=")).map(str::to_string);
         if kind.is_ring() {
             r.make_ring(dir)?;
         }
@@ -236,6 +252,7 @@ impl Receiver {
                 args,
                 program: self.program.clone(),
                 target: Target { addr: format!("127.0.0.1:{rw}"), path: "/api/v1/receive".into(), headers: Vec::new() },
+                grpc: Some(grpc_addr.clone()),
                 ready_addr: format!("127.0.0.1:{ops}"),
                 ready_path: "/-/ready",
                 data,
@@ -345,6 +362,8 @@ pub struct BenchOptions {
     pub latency_rate: f64,
     /// Where receivers keep their data (a temporary directory if `None`).
     pub workdir: Option<PathBuf>,
+    /// Calls of the read phase.
+    pub read_iterations: Iterations,
 }
 
 /// One receiver on one workload.
@@ -360,10 +379,20 @@ pub struct RunResult {
     pub steady: PhaseReport,
     /// Latency phase.
     pub latency: PhaseReport,
+    /// Read phase, reads alone (ringest and Thanos Receive).
+    pub read: Option<ReadReport>,
+    /// The latency phase's offered load again, with the read phase's calls over and over
+    /// (ringest and Thanos Receive; the other receivers take these rounds without reads).
+    pub under_reads: Option<PhaseReport>,
+    /// Read calls completed during [`RunResult::under_reads`].
+    pub reads_during_writes: u64,
     /// Start to ready after kill -9 (seconds), where applicable.
     pub restart_seconds: Option<f64>,
     /// Check of the acknowledged samples against what promtool reads (ringest only).
     pub check: Option<CheckReport>,
+    /// The same check through the StoreAPI of the restarted receiver (ringest and Thanos
+    /// Receive).
+    pub store_check: Option<CheckReport>,
 }
 
 /// Everything a bench run measured.
@@ -418,9 +447,13 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
             plan.bytes() as f64 / 1048576.0,
             t.elapsed().as_secs_f64()
         );
-        // Latency phase: about 10 s at the offered load, at least one round, at most three.
+        // Latency phase: about 10 s at the offered load, at least one round, at most three; as
+        // many again for the writes under reads.
         let latency_rounds = ((10.0 * o.latency_rate / size as f64).ceil() as usize).clamp(1, 3);
-        let steady_end = ROUNDS - latency_rounds;
+        let steady_end = ROUNDS - 2 * latency_rounds;
+        let latency_end = steady_end + latency_rounds;
+        let queries = read::queries(&layout.shape, o.read_iterations);
+        let range = store::workload_range(&layout, 0, ROUNDS);
         for &kind in &o.receivers {
             let dir = root.join(format!("{}-{size}", kind.name().replace(' ', "_")));
             let _ = std::fs::remove_dir_all(&dir);
@@ -430,23 +463,60 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
             let paced = SendOptions { rate: Some(o.latency_rate), ..SendOptions::default() };
             let creation = phase("creation", &r, &plan, 0..1, &fast, size, &acked);
             let steady = phase("steady", &r, &plan, 1..steady_end, &fast, size, &acked);
-            let latency = phase("latency", &r, &plan, steady_end..ROUNDS, &paced, size, &acked);
-            eprintln!(
-                "{} / {size} series:\n{}",
-                kind.name(),
-                table(&[creation.clone(), steady.clone(), latency.clone()])
-            );
+            let latency = phase("latency", &r, &plan, steady_end..latency_end, &paced, size, &acked);
+            let (mut read, mut under_reads, mut reads_during_writes) = (None, None, 0);
+            if let (true, Some(addr)) = (kind.reads(), r.grpc.clone()) {
+                let s = Store::connect(&addr)?;
+                let rep = read::measure(&s, r.pid(), &queries, range, o.read_iterations.label_values)?;
+                eprintln!("{} / {size} series, reads: {}", kind.name(), serde_json::to_string(&rep)?);
+                read = Some(rep);
+                let stop = std::sync::atomic::AtomicBool::new(false);
+                let (p, calls) = std::thread::scope(|sc| {
+                    let reader = sc.spawn(|| read::cycle(&s, &queries, range, &stop));
+                    let p = phase("under reads", &r, &plan, latency_end..ROUNDS, &paced, size, &acked);
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    (p, reader.join())
+                });
+                reads_during_writes = calls.map_err(|_| anyhow::anyhow!("reader panicked"))??;
+                under_reads = Some(p);
+            } else {
+                // The same rounds at the same load, unmeasured, so every receiver restarts on
+                // the same data.
+                let p = phase("tail", &r, &plan, latency_end..ROUNDS, &paced, size, &acked);
+                anyhow::ensure!(p.samples_dropped == 0, "{}: tail rounds dropped: {:?}", kind.name(), p.errors);
+            }
+            let mut phases = vec![creation.clone(), steady.clone(), latency.clone()];
+            phases.extend(under_reads.clone());
+            eprintln!("{} / {size} series:\n{}", kind.name(), table(&phases));
             let restart_seconds = match kind {
                 Kind::VictoriaMetrics | Kind::RingestRf3 | Kind::ThanosRf3 => None,
                 _ => Some(r.crash_restart()?.as_secs_f64()),
             };
             // promtool's text dump of more than a few million samples takes minutes: check the
             // smaller workloads (the smoke run included).
+            let log = AckLog {
+                header: LogHeader { layout: layout.clone(), first_round: 0, end_round: ROUNDS },
+                acked: acked.into_inner().unwrap(),
+            };
+            let store_check = match (&r.grpc, kind.reads() && size <= CHECK_MAX_SERIES) {
+                (Some(addr), true) => {
+                    let dump = store::dump(
+                        &Store::connect(addr)?,
+                        &layout.shape.prefix,
+                        range.0,
+                        range.1,
+                        &store::DumpOptions::default(),
+                    )?;
+                    let rep = check::check(&log, &dump);
+                    eprintln!(
+                        "check through the StoreAPI: {} acknowledged, {} lost, {} changed, {} invented",
+                        rep.acked, rep.lost, rep.changed, rep.invented
+                    );
+                    Some(rep)
+                }
+                _ => None,
+            };
             let check = if kind == Kind::Ringest && size <= CHECK_MAX_SERIES {
-                let log = AckLog {
-                    header: LogHeader { layout: layout.clone(), first_round: 0, end_round: ROUNDS },
-                    acked: acked.into_inner().unwrap(),
-                };
                 let rep = check::check(&log, &check::promtool_dump(&r.data.join("default-tenant"))?);
                 eprintln!(
                     "check: {} acknowledged, {} lost, {} changed, {} invented",
@@ -460,7 +530,19 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
             if o.workdir.is_none() {
                 let _ = std::fs::remove_dir_all(&dir);
             }
-            runs.push(RunResult { receiver: kind, series: size, creation, steady, latency, restart_seconds, check });
+            runs.push(RunResult {
+                receiver: kind,
+                series: size,
+                creation,
+                steady,
+                latency,
+                read,
+                under_reads,
+                reads_during_writes,
+                restart_seconds,
+                check,
+                store_check,
+            });
         }
     }
     Ok(BenchResult {
@@ -497,6 +579,17 @@ fn human_bytes(b: f64) -> String {
     }
 }
 
+/// Three significant digits or so, for small per-unit costs.
+fn fmt_small(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
 fn si(n: f64) -> String {
     if n >= 1e6 {
         format!("{:.2}M", n / 1e6)
@@ -514,6 +607,8 @@ struct Row {
     higher_is_better: bool,
     values: Vec<(Kind, Option<f64>)>,
     fmt: fn(f64) -> String,
+    /// A StoreAPI read figure: "n/a" for the receivers the bench does not read.
+    reads: bool,
 }
 
 impl BenchResult {
@@ -544,6 +639,11 @@ impl BenchResult {
                 higher_is_better,
                 values: kinds.iter().map(|&k| (k, get(k, size, f))).collect(),
                 fmt,
+                reads: false,
+            };
+            let rd = |workload: String, figure, f: &dyn Fn(&RunResult) -> Option<f64>, fmt| Row {
+                reads: true,
+                ..mk(workload, figure, false, f, fmt)
             };
             rows.push(mk(w("creation"), "series created per CPU-second", true, &|r| per_cpu(&r.creation), si));
             rows.push(mk(w("steady"), "samples per CPU-second", true, &|r| per_cpu(&r.steady), si));
@@ -572,6 +672,75 @@ impl BenchResult {
                 &|r| r.restart_seconds,
                 |v| format!("{v:.2}"),
             ));
+            if !self.runs.iter().any(|r| r.series == size && r.read.is_some()) {
+                continue;
+            }
+            let q = |name: &'static str| {
+                move |r: &RunResult| r.read.as_ref().and_then(|x| x.queries.iter().find(|q| q.name == name)).cloned()
+            };
+            // What each query returned (the first receiver that read), for the workload column.
+            let first = self.runs.iter().find(|r| r.series == size && r.read.is_some());
+            let per_call = |name: &'static str| {
+                first.and_then(q(name)).filter(|x| x.calls > 0).map(|x| x.series / x.calls).unwrap_or(0)
+            };
+            let rw = |s: String| format!("{} series, read: {s}", si(size as f64));
+            rows.push(rd(
+                rw(format!("1 metric ({} series)", per_call("selective"))),
+                "receiver CPU-us per sample returned",
+                &|r| q("selective")(r).and_then(|x| x.cpu_us_per_sample),
+                fmt_small,
+            ));
+            rows.push(rd(
+                rw(format!("regex, 10 metrics ({} series)", per_call("regex"))),
+                "receiver CPU-us per sample returned",
+                &|r| q("regex")(r).and_then(|x| x.cpu_us_per_sample),
+                fmt_small,
+            ));
+            rows.push(rd(
+                rw(format!("regex, 222 of 500 metrics ({} series)", per_call("wide"))),
+                "receiver CPU-us per sample returned",
+                &|r| q("wide")(r).and_then(|x| x.cpu_us_per_sample),
+                fmt_small,
+            ));
+            rows.push(rd(
+                rw(format!("skip_chunks, 10 metrics ({} series)", per_call("series"))),
+                "receiver CPU-us per series returned",
+                &|r| q("series")(r).and_then(|x| x.cpu_us_per_series),
+                fmt_small,
+            ));
+            rows.push(rd(
+                rw("all Series calls".into()),
+                "extra RSS (peak during reads - before)",
+                &|r| r.read.as_ref().map(|x| x.extra_rss as f64),
+                human_bytes,
+            ));
+            let values = first.and_then(|r| r.read.as_ref()).map(|x| x.label_values.values).unwrap_or(0);
+            rows.push(rd(
+                rw(format!("LabelValues({}, {values} values)", read::VALUES_LABEL)),
+                "receiver CPU-ms per call",
+                &|r| r.read.as_ref().map(|x| x.label_values.cpu_ms_per_call),
+                fmt_small,
+            ));
+            let under = format!("{} samples/s offered + reads", si(self.latency_rate));
+            rows.push(rd(w(&under), "p99 latency (ms)", &|r| r.under_reads.as_ref().map(|p| p.latency_ms.p99), |v| {
+                format!("{v:.2}")
+            }));
+            rows.push(Row {
+                reads: true,
+                ..mk(
+                    w(&under),
+                    "Series calls completed meanwhile",
+                    true,
+                    &|r| r.under_reads.as_ref().map(|_| r.reads_during_writes as f64),
+                    |v| format!("{v:.0}"),
+                )
+            });
+            rows.push(rd(
+                w(&under),
+                "p99 under reads / idle p99",
+                &|r| r.under_reads.as_ref().map(|p| p.latency_ms.p99 / r.latency.latency_ms.p99.max(1e-3)),
+                |v| format!("{v:.2}"),
+            ));
         }
         // Each peer against ringest in the same shape: a ring against ringest's ring.
         let peers: Vec<Kind> =
@@ -588,8 +757,9 @@ impl BenchResult {
         out.push_str("|\n");
         for row in rows {
             out.push_str(&format!("| {} | {} |", row.workload, row.figure));
-            for (_, v) in &row.values {
-                out.push_str(&format!(" {} |", v.map(row.fmt).unwrap_or_else(|| "-".into())));
+            for (k, v) in &row.values {
+                let none = if row.reads && !k.reads() { "n/a" } else { "-" };
+                out.push_str(&format!(" {} |", v.map(row.fmt).unwrap_or_else(|| none.into())));
             }
             for p in &peers {
                 let ours = row.values.iter().find(|(k, _)| *k == p.counterpart()).and_then(|(_, v)| *v);
@@ -598,7 +768,9 @@ impl BenchResult {
                     (Some(a), Some(b)) if a > 0.0 && b > 0.0 => Some(if row.higher_is_better { a / b } else { b / a }),
                     _ => None,
                 };
-                out.push_str(&format!(" {} |", ratio.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".into())));
+                let none = if row.reads && !p.reads() { "n/a" } else { "-" };
+                let ratio = ratio.map(|r| if r >= 0.1 { format!("{r:.2}x") } else { format!("{r:.3}x") });
+                out.push_str(&format!(" {} |", ratio.unwrap_or_else(|| none.into())));
             }
             out.push('\n');
         }

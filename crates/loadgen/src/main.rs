@@ -9,9 +9,11 @@ use ringest_loadgen::bench::{self, BenchOptions, Kind};
 use ringest_loadgen::check::{self, AckLog, LogHeader};
 use ringest_loadgen::plan::{Layout, Plan};
 use ringest_loadgen::procstat::Watch;
+use ringest_loadgen::read::Iterations;
 use ringest_loadgen::report::{PhaseReport, table};
 use ringest_loadgen::send::{self, SendOptions, Target};
 use ringest_loadgen::shape::{self, Shape};
+use ringest_loadgen::store;
 
 #[derive(Parser)]
 #[command(name = "ringest-loadgen", version, about = "Remote-write load generator and benchmark driver")]
@@ -26,8 +28,12 @@ enum Cmd {
     Run(RunArgs),
     /// Verify that every acknowledged sample of a run is stored with its exact value.
     Check(CheckArgs),
-    /// ringest, Prometheus 2.42 and VictoriaMetrics on the same workloads, side by side.
+    /// ringest, Thanos Receive, Prometheus 2.42 and VictoriaMetrics on the same workloads, side
+    /// by side.
     Bench(BenchArgs),
+    /// The bench's read phase alone, against a running receiver's StoreAPI (an avalanche
+    /// workload written by `run`).
+    Read(ReadArgs),
 }
 
 #[derive(Args)]
@@ -108,13 +114,51 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["tsdb", "store"])))]
 struct CheckArgs {
     /// Acknowledgement log written by `run --log`.
     #[arg(long)]
     log: PathBuf,
-    /// TSDB directory to read with promtool (a tenant directory of ringest, or Prometheus' data).
+    /// TSDB directory to read with promtool (a tenant directory of ringest, or Prometheus'
+    /// data) of a stopped receiver.
     #[arg(long)]
-    tsdb: PathBuf,
+    tsdb: Option<PathBuf>,
+    /// Read a running receiver through the Thanos StoreAPI at this gRPC address (host:port)
+    /// instead: Series with `__name__=~"<prefix>_.*"` over the logged rounds' time range.
+    #[arg(long)]
+    store: Option<String>,
+    /// With --store: the tenant to read (a matcher on --tenant-label).
+    #[arg(long, default_value = "default-tenant")]
+    tenant: String,
+    /// With --store: the external label naming the tenant (stripped before comparing).
+    #[arg(long, default_value = "tenant_id")]
+    tenant_label: String,
+    /// With --store: more labels to strip before comparing (the external labels that the
+    /// store's Info announces, e.g. replica labels, are stripped anyway).
+    #[arg(long = "strip-label")]
+    strip_labels: Vec<String>,
+}
+
+fn check_cmd(a: CheckArgs) -> anyhow::Result<bool> {
+    let log = AckLog::read(&a.log)?;
+    let dump = match (&a.tsdb, &a.store) {
+        (Some(dir), _) => check::promtool_dump(dir)?,
+        (None, Some(addr)) => {
+            let h = &log.header;
+            let (min, max) = store::workload_range(&h.layout, h.first_round, h.end_round);
+            let s = store::Store::connect(addr)?;
+            let o = store::DumpOptions {
+                tenant: Some(a.tenant.clone()),
+                tenant_label: a.tenant_label.clone(),
+                strip: a.strip_labels.clone(),
+            };
+            store::dump(&s, &h.layout.shape.prefix, min, max, &o)?
+        }
+        (None, None) => anyhow::bail!("--tsdb or --store"),
+    };
+    let rep = check::check(&log, &dump);
+    println!("{}", serde_json::to_string_pretty(&rep)?);
+    Ok(rep.ok())
 }
 
 #[derive(Args)]
@@ -158,6 +202,36 @@ struct BenchArgs {
     /// Write the summary table (Markdown) here.
     #[arg(long)]
     markdown: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ReadArgs {
+    /// gRPC address of the StoreAPI (host:port).
+    #[arg(long)]
+    store: String,
+    /// Active series of the avalanche workload written (sets the metric names queried).
+    #[arg(long, default_value_t = 100_000)]
+    series: usize,
+    /// Receiver process id to measure (CPU seconds, RSS); without it only calls are counted.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// One or two calls per query.
+    #[arg(long)]
+    smoke: bool,
+    /// Query the last this many seconds (up to now plus an hour).
+    #[arg(long, default_value_t = 86_400)]
+    seconds: i64,
+}
+
+fn read_cmd(a: ReadArgs) -> anyhow::Result<bool> {
+    let it = if a.smoke { Iterations::SMOKE } else { Iterations::FULL };
+    let queries = ringest_loadgen::read::queries(&Shape::avalanche(a.series), it);
+    let now = now_ms();
+    let range = (now - a.seconds * 1000, now + 3_600_000);
+    let s = store::Store::connect(&a.store)?;
+    let rep = ringest_loadgen::read::measure(&s, a.pid.unwrap_or(0), &queries, range, it.label_values)?;
+    println!("{}", serde_json::to_string_pretty(&rep)?);
+    Ok(rep.queries.iter().all(|q| q.series > 0))
 }
 
 fn now_ms() -> i64 {
@@ -259,6 +333,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<bool> {
         max_samples_per_send: if a.smoke { 200 } else { a.max_samples_per_send },
         latency_rate: if a.smoke { 20_000.0 } else { a.latency_rate },
         workdir: a.workdir,
+        read_iterations: if a.smoke { Iterations::SMOKE } else { Iterations::FULL },
     };
     let result = bench::run(&o)?;
     let md = result.markdown();
@@ -274,7 +349,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<bool> {
     }
     let mut ok = true;
     for r in &result.runs {
-        for p in [&r.creation, &r.steady, &r.latency] {
+        for p in [&r.creation, &r.steady, &r.latency].into_iter().chain(r.under_reads.as_ref()) {
             if p.samples_dropped > 0 || p.samples_acked == 0 {
                 eprintln!(
                     "{} {} series {}: {} samples dropped {:?}",
@@ -291,6 +366,10 @@ fn bench(a: BenchArgs) -> anyhow::Result<bool> {
             eprintln!("ringest check failed: {c:?}");
             ok = false;
         }
+        if let Some(c) = r.store_check.as_ref().filter(|c| !c.ok()) {
+            eprintln!("{} check through the StoreAPI failed: {c:?}", r.receiver.name());
+            ok = false;
+        }
     }
     Ok(ok)
 }
@@ -299,13 +378,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Run(a) => run(a),
-        Cmd::Check(a) => (|| {
-            let log = AckLog::read(&a.log)?;
-            let rep = check::check(&log, &check::promtool_dump(&a.tsdb)?);
-            println!("{}", serde_json::to_string_pretty(&rep)?);
-            Ok(rep.ok())
-        })(),
+        Cmd::Check(a) => check_cmd(a),
         Cmd::Bench(a) => bench(a),
+        Cmd::Read(a) => read_cmd(a),
     };
     match res {
         Ok(true) => ExitCode::SUCCESS,

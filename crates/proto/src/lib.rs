@@ -3,8 +3,11 @@
 //! and field numbers).
 //!
 //! The remote-write hot path does not use these types (it has a hand-written zero-copy
-//! decoder); they serve tests, the load generator and the Thanos read APIs (with tonic server
-//! traits for `thanos.Store`, `thanos.info.Info`, `thanos.Status` and `thanos.Exemplars`).
+//! decoder); they serve tests, the load generator and the Thanos read APIs: tonic server traits
+//! and clients for `thanos.Store`, `thanos.info.Info`, `thanos.Status` and `thanos.Exemplars`
+//! (e.g. `thanos::store_client::StoreClient`). The clients are generic over the transport and
+//! have no `connect` constructor: wrap any tonic channel with `StoreClient::new` (enabling
+//! tonic's `channel` feature is the caller's business).
 
 /// Prometheus remote write 1.0 (`package prometheus`).
 #[allow(missing_docs, clippy::all)]
