@@ -25,3 +25,44 @@ pub mod thanos {
         include!(concat!(env!("OUT_DIR"), "/thanos.info.rs"));
     }
 }
+
+/// The `thanos.Store` server whose Series answers are frames encoded by the server itself
+/// (the read path writes a series' labels and chunks straight into its frame, without building
+/// the message types first).
+pub mod encoded {
+    /// One `thanos.SeriesResponse`, already encoded (the message's fields, without an outer tag
+    /// or length). Sending only: it does not decode.
+    #[derive(Debug, Clone, Default, PartialEq)]
+    pub struct EncodedSeriesResponse(pub Vec<u8>);
+
+    impl prost::Message for EncodedSeriesResponse {
+        fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+            buf.put_slice(&self.0);
+        }
+
+        fn merge_field(
+            &mut self,
+            tag: u32,
+            wire_type: prost::encoding::WireType,
+            buf: &mut impl prost::bytes::Buf,
+            ctx: prost::encoding::DecodeContext,
+        ) -> Result<(), prost::DecodeError> {
+            prost::encoding::skip_field(wire_type, tag, buf, ctx)
+        }
+
+        fn encoded_len(&self) -> usize {
+            self.0.len()
+        }
+
+        fn clear(&mut self) {
+            self.0.clear();
+        }
+    }
+
+    #[allow(missing_docs, clippy::all)]
+    mod generated {
+        include!(concat!(env!("OUT_DIR"), "/encoded/thanos.rs"));
+    }
+
+    pub use generated::store_server;
+}

@@ -28,10 +28,10 @@ use crate::state::AppState;
 use crate::store::StoreApi;
 use crate::tenancy::{BlockListener, Tenants};
 use crate::upload::Uploader;
+use ringest_proto::encoded::store_server::StoreServer;
 use ringest_proto::thanos::exemplars_server::ExemplarsServer;
 use ringest_proto::thanos::info::info_server::InfoServer;
 use ringest_proto::thanos::status_server::StatusServer;
-use ringest_proto::thanos::store_server::StoreServer;
 
 /// How often heads are checked for compaction (writes also trigger a check).
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(60);

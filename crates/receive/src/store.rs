@@ -14,12 +14,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ringest_proto::encoded::EncodedSeriesResponse;
 use ringest_proto::thanos::info::{
     ExemplarsInfo, InfoRequest, InfoResponse, StatusInfo, StoreInfo, TsdbInfo, info_server,
 };
 use ringest_proto::thanos::{
     Label, LabelMatcher, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
-    PartialResponseStrategy, SeriesRequest, SeriesResponse, ZLabelSet, label_matcher, store_server,
+    PartialResponseStrategy, SeriesRequest, ZLabelSet, label_matcher,
 };
 use ringest_tsdb::postings::{MatchKind, Matcher};
 use ringest_tsdb::{PackedLabels, Tsdb};
@@ -131,10 +132,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Sen
     tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(format!("read failed: {e}")))?
 }
 
-type SeriesStream = Pin<Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<SeriesResponse, Status>> + Send>>;
+type SeriesStream =
+    Pin<Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<EncodedSeriesResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl store_server::Store for StoreApi {
+impl ringest_proto::encoded::store_server::Store for StoreApi {
     type SeriesStream = SeriesStream;
 
     async fn series(&self, request: Request<SeriesRequest>) -> Result<Response<SeriesStream>, Status> {

@@ -356,13 +356,17 @@ impl Head {
         }
     }
 
-    /// The labels of `s`, packed (hold the symbol gate, or a read gate truncation waits for).
-    pub(crate) fn packed_labels_of(&self, s: &MemSeries) -> crate::labels::PackedLabels {
-        let mut b = crate::labels::PackedBuilder::default();
+    /// The labels of `s`, packed with `b` (hold the symbol gate, or a read gate truncation
+    /// waits for).
+    pub(crate) fn packed_labels_of(
+        &self,
+        s: &MemSeries,
+        b: &mut crate::labels::PackedBuilder,
+    ) -> crate::labels::PackedLabels {
         for &id in s.labels.iter() {
             self.symbols.with_str(id, |text| b.push_str(text));
         }
-        b.finish()
+        b.take()
     }
 
     /// The labels of `s` (hold the symbol gate).

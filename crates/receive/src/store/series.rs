@@ -10,9 +10,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringest_proto::thanos::{
-    AggrChunk, Chunk, Label, Series, SeriesBatch, SeriesRequest, SeriesResponse, ShardInfo, series_response,
-};
+use ringest_proto::encoded::EncodedSeriesResponse;
+use ringest_proto::thanos::{SeriesRequest, ShardInfo};
 use ringest_tsdb::db::Selected;
 use ringest_tsdb::labels::PackedBuilder;
 use ringest_tsdb::postings::Matcher;
@@ -21,6 +20,8 @@ use tonic::Status;
 
 use super::{Limits, abort_on_error, strip_external, tenant_name};
 use crate::external::ExternalLabels;
+
+mod frame;
 
 /// Bytes of chunks per Series frame (Thanos' remote-read frame limit), less the labels' size.
 const MAX_BYTES_PER_FRAME: i64 = 1 << 20;
@@ -56,12 +57,6 @@ impl Call {
     }
 }
 
-/// Serialized size of a label message (without its tag and length), as Thanos counts it.
-fn label_size(name: &str, value: &str) -> i64 {
-    let field = |n: usize| if n == 0 { 0 } else { 1 + prost::length_delimiter_len(n) + n };
-    (field(name.len()) + field(value.len())) as i64
-}
-
 /// Whether a series with final labels `labels` belongs to the requested shard.
 fn in_shard(labels: &PackedLabels, shard: Option<&ShardInfo>) -> bool {
     let Some(s) = shard.filter(|s| s.total_shards >= 1) else { return true };
@@ -89,26 +84,38 @@ struct Picked {
 
 /// The final labels of a tenant's series: its own, less `removed`, with the external labels
 /// (also less `removed`) added and winning, sorted by name.
-fn final_labels(own: &PackedLabels, ext: &BTreeMap<String, String>, removed: &BTreeSet<&str>) -> PackedLabels {
-    let mut own = own.iter().filter(|(n, _)| !removed.contains(n) && !ext.contains_key(*n)).peekable();
-    let mut ext = ext.iter().map(|(n, v)| (n.as_str(), v.as_str())).filter(|(n, _)| !removed.contains(n)).peekable();
-    let mut out = PackedBuilder::default();
+fn final_labels(
+    own: &PackedLabels,
+    ext: &BTreeMap<String, String>,
+    removed: &BTreeSet<&str>,
+    out: &mut PackedBuilder,
+) -> PackedLabels {
+    let keep = |n: &str| removed.is_empty() || !removed.contains(n);
+    let mut own = own.iter().peekable();
+    let mut ext = ext.iter().map(|(n, v)| (n.as_str(), v.as_str())).peekable();
+    // A merge by name; on a tie the external label wins and the series' own is dropped.
     loop {
-        let next = match (own.peek(), ext.peek()) {
+        let (n, v) = match (own.peek(), ext.peek()) {
             (Some(o), Some(e)) if o.0 < e.0 => own.next(),
-            (Some(_), Some(_)) | (None, Some(_)) => ext.next(),
+            (Some(o), Some(e)) if o.0 == e.0 => {
+                own.next();
+                ext.next()
+            }
+            (_, Some(_)) => ext.next(),
             (Some(_), None) => own.next(),
             (None, None) => break,
-        };
-        let (n, v) = next.expect("peeked");
-        out.push(n, v);
+        }
+        .expect("peeked");
+        if keep(n) {
+            out.push(n, v);
+        }
     }
-    out.finish()
+    out.take()
 }
 
 /// Where a Series answer goes, frame by frame, as the client takes them.
 struct Out {
-    tx: tokio::sync::mpsc::Sender<Result<SeriesResponse, Status>>,
+    tx: tokio::sync::mpsc::Sender<Result<EncodedSeriesResponse, Status>>,
     /// How the answer ends when it fails: told after the frames already queued.
     end: Arc<parking_lot::Mutex<Option<Status>>>,
     runtime: tokio::runtime::Handle,
@@ -116,7 +123,9 @@ struct Out {
     stall: Duration,
     /// `response_batch_size` (0 or 1: one series per response).
     batch_size: usize,
-    batch: Vec<Series>,
+    /// The encoded `SeriesBatch.series` fields of the batch being filled, and how many.
+    batch: Vec<u8>,
+    batched: usize,
 }
 
 /// The client went away or stopped taking frames: stop reading.
@@ -128,11 +137,18 @@ impl Out {
         let (tx, rx) = tokio::sync::mpsc::channel(FRAMES_IN_FLIGHT);
         let end = Arc::new(parking_lot::Mutex::new(None));
         let runtime = tokio::runtime::Handle::current();
-        (Out { tx, end: end.clone(), runtime, stall, batch_size, batch: Vec::new() }, Frames { rx, end })
+        let out = Out { tx, end: end.clone(), runtime, stall, batch_size, batch: Vec::new(), batched: 0 };
+        (out, Frames { rx, end })
     }
 
-    fn send(&mut self, r: series_response::Result) -> Result<(), Gone> {
-        let sent = self.runtime.block_on(self.tx.send_timeout(Ok(SeriesResponse { result: Some(r) }), self.stall));
+    /// Sends one encoded `SeriesResponse`.
+    fn send(&mut self, response: Vec<u8>) -> Result<(), Gone> {
+        let response = match self.tx.try_send(Ok(EncodedSeriesResponse(response))) {
+            Ok(()) => return Ok(()),
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Err(Gone),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(response)) => response,
+        };
+        let sent = self.runtime.block_on(self.tx.send_timeout(response, self.stall));
         match sent {
             Ok(()) => Ok(()),
             Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => Err(Gone),
@@ -147,20 +163,34 @@ impl Out {
         }
     }
 
-    fn series(&mut self, s: Series) -> Result<(), Gone> {
+    fn warning(&mut self, text: &str) -> Result<(), Gone> {
+        self.flush()?;
+        self.send(frame::warning(text))
+    }
+
+    /// Sends (or batches) a series frame of `labels` (whose label fields take `labels_len`
+    /// bytes) and `chunks`.
+    fn series(&mut self, labels: &PackedLabels, labels_len: usize, chunks: &[(RawChunk, u64)]) -> Result<(), Gone> {
+        let len = frame::series_len(labels_len, chunks);
         if self.batch_size <= 1 {
-            return self.send(series_response::Result::Series(s));
+            let mut buf = Vec::with_capacity(len + 11);
+            frame::put_message(frame::RESPONSE_SERIES, len, &mut buf, |b| frame::put_series(labels, chunks, b));
+            return self.send(buf);
         }
-        self.batch.push(s);
-        if self.batch.len() < self.batch_size { Ok(()) } else { self.flush() }
+        frame::put_message(frame::BATCH_SERIES, len, &mut self.batch, |b| frame::put_series(labels, chunks, b));
+        self.batched += 1;
+        if self.batched < self.batch_size { Ok(()) } else { self.flush() }
     }
 
     fn flush(&mut self) -> Result<(), Gone> {
-        if self.batch.is_empty() {
+        if self.batched == 0 {
             return Ok(());
         }
-        let series = std::mem::take(&mut self.batch);
-        self.send(series_response::Result::Batch(SeriesBatch { series }))
+        let mut buf = Vec::with_capacity(self.batch.len() + 11);
+        frame::put_message(frame::RESPONSE_BATCH, self.batch.len(), &mut buf, |b| b.extend_from_slice(&self.batch));
+        self.batch.clear();
+        self.batched = 0;
+        self.send(buf)
     }
 
     /// Ends the answer with `status` once the frames already queued are sent.
@@ -224,7 +254,8 @@ impl From<Gone> for Stop {
     }
 }
 
-/// Sends one series as frames of about [`MAX_BYTES_PER_FRAME`] of chunks each.
+/// Sends one series as frames of about [`MAX_BYTES_PER_FRAME`] of chunks each (Thanos' cut:
+/// a frame closes once its chunks and labels reach the limit).
 fn send_series(
     out: &mut Out,
     budget: &mut Budget<'_>,
@@ -232,28 +263,26 @@ fn send_series(
     chunks: Vec<RawChunk>,
     skip: bool,
 ) -> Result<(), Stop> {
-    let base = MAX_BYTES_PER_FRAME - labels.iter().map(|(n, v)| label_size(n, v)).sum::<i64>();
-    let wire: Vec<Label> = labels.iter().map(|(n, v)| Label { name: n.to_owned(), value: v.to_owned() }).collect();
+    let labels_len = frame::labels_len(labels);
     if skip {
         budget.take(0)?;
-        return Ok(out.series(Series { labels: wire, chunks: Vec::new() })?);
+        return Ok(out.series(labels, labels_len, &[])?);
     }
-    let (mut room, mut frame) = (base, Vec::new());
-    let last = chunks.len().saturating_sub(1);
-    for (i, c) in chunks.into_iter().enumerate() {
-        let hash = xxhash_rust::xxh64::xxh64(&c.data, 0);
-        let chunk = AggrChunk {
-            min_time: c.min_time,
-            max_time: c.max_time,
-            raw: Some(Chunk { r#type: ringest_proto::thanos::chunk::Encoding::Xor as i32, data: c.data, hash }),
-            ..Default::default()
-        };
-        room -= prost::Message::encoded_len(&chunk) as i64;
-        frame.push(chunk);
-        if room <= 0 || i == last {
-            budget.take(frame.len())?;
-            out.series(Series { labels: wire.clone(), chunks: std::mem::take(&mut frame) })?;
-            room = base;
+    let base = MAX_BYTES_PER_FRAME - labels.iter().map(|(n, v)| frame::label_len(n, v) as i64).sum::<i64>();
+    let chunks: Vec<(RawChunk, u64)> = chunks
+        .into_iter()
+        .map(|c| {
+            let hash = xxhash_rust::xxh64::xxh64(&c.data, 0);
+            (c, hash)
+        })
+        .collect();
+    let (mut room, mut start) = (base, 0);
+    for (i, (c, hash)) in chunks.iter().enumerate() {
+        room -= frame::aggr_len(c, *hash) as i64;
+        if room <= 0 || i == chunks.len() - 1 {
+            budget.take(i + 1 - start)?;
+            out.series(labels, labels_len, &chunks[start..=i])?;
+            (room, start) = (base, i + 1);
         }
     }
     Ok(())
@@ -282,7 +311,7 @@ fn stream_series(
         warnings.push(msg);
         Ok(())
     };
-    let (mut readers, mut picked) = (Vec::new(), Vec::new());
+    let (mut readers, mut picked, mut builder) = (Vec::new(), Vec::new(), PackedBuilder::default());
     for (tenant, db) in tenants {
         if db.lowest_timestamp() > req.max_time {
             continue;
@@ -306,7 +335,7 @@ fn stream_series(
             }
         };
         for mut series in selected {
-            let labels = final_labels(&std::mem::take(&mut series.labels), &ext, &removed);
+            let labels = final_labels(&std::mem::take(&mut series.labels), &ext, &removed, &mut builder);
             if in_shard(&labels, req.shard_info.as_ref()) {
                 picked.push(Picked { labels, reader: readers.len(), series });
             }
@@ -315,7 +344,7 @@ fn stream_series(
     }
     picked.sort_by(|a, b| a.labels.cmp(&b.labels));
     for w in std::mem::take(&mut warnings) {
-        out.send(series_response::Result::Warning(w))?;
+        out.warning(&w)?;
     }
     let limit = u64::try_from(req.limit).ok().filter(|&l| l > 0).unwrap_or(u64::MAX);
     let (mut chunks, mut sent) = (Vec::new(), 0u64);
@@ -336,7 +365,7 @@ fn stream_series(
         sent += 1;
     }
     for w in warnings {
-        out.send(series_response::Result::Warning(w))?;
+        out.warning(&w)?;
     }
     Ok(out.flush()?)
 }
@@ -344,12 +373,12 @@ fn stream_series(
 /// A Series answer as the blocking reader produces it: its frames, then how it failed, if it
 /// did.
 pub(super) struct Frames {
-    rx: tokio::sync::mpsc::Receiver<Result<SeriesResponse, Status>>,
+    rx: tokio::sync::mpsc::Receiver<Result<EncodedSeriesResponse, Status>>,
     end: Arc<parking_lot::Mutex<Option<Status>>>,
 }
 
 impl tonic::codegen::tokio_stream::Stream for Frames {
-    type Item = Result<SeriesResponse, Status>;
+    type Item = Result<EncodedSeriesResponse, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
         match self.rx.poll_recv(cx) {
@@ -366,8 +395,8 @@ mod tests {
 
     use super::*;
 
-    fn frame(i: usize) -> series_response::Result {
-        series_response::Result::Warning(format!("frame {i}"))
+    fn frame(i: usize) -> String {
+        format!("frame {i}")
     }
 
     /// A client that stops taking frames stops the read after the stall time (the frames
@@ -375,11 +404,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stalled_or_departed_client_stops_the_read() {
         let (mut out, mut frames) = Out::new(1, Duration::from_millis(100));
-        let sent = tokio::task::spawn_blocking(move || (0..100).take_while(|&i| out.send(frame(i)).is_ok()).count());
+        let sent =
+            tokio::task::spawn_blocking(move || (0..100).take_while(|&i| out.warning(&frame(i)).is_ok()).count());
         assert_eq!(sent.await.unwrap(), FRAMES_IN_FLIGHT, "the producer stopped once the channel stayed full");
         for i in 0..FRAMES_IN_FLIGHT {
             let got = frames.next().await.unwrap().unwrap();
-            assert_eq!(got.result, Some(frame(i)));
+            assert_eq!(got.0, frame::warning(&frame(i)));
         }
         let end = frames.next().await.unwrap().unwrap_err();
         assert_eq!(end.code(), tonic::Code::Aborted, "{end:?}");
@@ -387,7 +417,7 @@ mod tests {
 
         let (mut out, frames) = Out::new(1, Duration::from_secs(3600));
         drop(frames);
-        let gone = tokio::task::spawn_blocking(move || out.send(frame(0)).is_err());
+        let gone = tokio::task::spawn_blocking(move || out.warning(&frame(0)).is_err());
         assert!(gone.await.unwrap(), "a departed client ends the read");
     }
 
@@ -398,10 +428,13 @@ mod tests {
         let ext: BTreeMap<String, String> =
             [("b", "ext"), ("rack", "r1"), ("tenant_id", "t")].map(|(n, v)| (n.to_string(), v.to_string())).into();
         let removed: BTreeSet<&str> = ["replica", "rack"].into();
-        let got = final_labels(&own, &ext, &removed);
+        let got = final_labels(&own, &ext, &removed, &mut PackedBuilder::default());
         assert_eq!(got.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "ext"), ("tenant_id", "t"), ("z", "9")]);
         let none: BTreeSet<&str> = BTreeSet::new();
-        let all: Vec<String> = final_labels(&own, &ext, &none).iter().map(|(n, v)| format!("{n}={v}")).collect();
+        let all: Vec<String> = final_labels(&own, &ext, &none, &mut PackedBuilder::default())
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
         assert_eq!(all, ["a=1", "b=ext", "rack=r1", "replica=x", "tenant_id=t", "z=9"]);
     }
 }

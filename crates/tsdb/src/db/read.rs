@@ -70,8 +70,10 @@ impl Tsdb {
         maxt: i64,
     ) -> Result<Vec<crate::labels::SeriesChunks>, TsdbError> {
         let reader = self.reader(mint, maxt)?;
+        let mut selected = reader.select(matchers)?;
+        selected.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         let mut out = Vec::new();
-        for s in reader.select(matchers)? {
+        for s in selected {
             let mut chunks = Vec::new();
             reader.chunks(&s, &mut chunks)?;
             if !chunks.is_empty() {
@@ -84,17 +86,17 @@ impl Tsdb {
 
 impl Reader<'_> {
     /// The series selected by `matchers` (Prometheus' semantics; none: every series) with data
-    /// in the read's range, sorted by labels, without their chunks.
+    /// in the read's range, in no particular order, without their chunks.
     pub fn select(&self, matchers: &[Matcher]) -> Result<Vec<Selected>, TsdbError> {
         let mut found: Vec<(PackedLabels, Part)> = Vec::new();
+        let mut labels = PackedBuilder::default();
         for (i, b) in self.blocks.iter().enumerate() {
             let index = b.index()?;
             for (id, refs) in b.select_ids(matchers, self.mint, self.maxt)? {
-                let mut labels = PackedBuilder::default();
                 for (n, v) in refs {
                     labels.push(index.symbol(n)?, index.symbol(v)?);
                 }
-                found.push((labels.finish(), Part::Block(i, id)));
+                found.push((labels.take(), Part::Block(i, id)));
             }
         }
         let head_mint = self.mint.max(self.floor);
@@ -109,17 +111,31 @@ impl Reader<'_> {
             let _symbols = self.head.symbol_gate.read();
             for s in series {
                 if s.state.lock().has_data_in(head_mint, self.maxt) {
-                    found.push((self.head.packed_labels_of(&s), Part::Head(s)));
+                    found.push((self.head.packed_labels_of(&s, &mut labels), Part::Head(s)));
                 }
             }
         }
-        // Blocks and head each hold a series once: equal labels are one series' parts.
-        found.sort_by(|a, b| a.0.cmp(&b.0));
+        // Blocks and head each hold a series once: equal labels in several are one series.
+        let sources = self.blocks.len() + 1;
+        if sources == 1 {
+            return Ok(found
+                .into_iter()
+                .map(|(labels, part)| Selected { labels, parts: smallvec::smallvec![part] })
+                .collect());
+        }
+        // Positions in `out` by the hash of their labels.
+        let state = hashbrown::DefaultHashBuilder::default();
+        let hash = |l: &PackedLabels| std::hash::BuildHasher::hash_one(&state, l);
+        let mut at: hashbrown::HashTable<usize> = hashbrown::HashTable::with_capacity(found.len());
         let mut out: Vec<Selected> = Vec::with_capacity(found.len());
         for (labels, part) in found {
-            match out.last_mut() {
-                Some(last) if last.labels == labels => last.parts.push(part),
-                _ => out.push(Selected { labels, parts: smallvec::smallvec![part] }),
+            let h = hash(&labels);
+            match at.find(h, |&i| out[i].labels == labels) {
+                Some(&i) => out[i].parts.push(part),
+                None => {
+                    at.insert_unique(h, out.len(), |&i| hash(&out[i].labels));
+                    out.push(Selected { labels, parts: smallvec::smallvec![part] });
+                }
             }
         }
         Ok(out)
