@@ -1,0 +1,413 @@
+//! The read path of whole rings through one real Thanos Query (the pinned release), with
+//! deduplication on the replica label each node of a ring has its own value of.
+//!
+//! - An RF=3 ring of three ringest: with `dedup=false` each replica holds exactly the
+//!   acknowledged samples; with `dedup=true` every acknowledged sample comes back exactly once
+//!   and nothing else does. After a kill -9 of the node the load went through, the querier
+//!   gives the same raw samples, PromQL results, series, label names and label values (but
+//!   that replica's value) from the two survivors.
+//! - A mixed RF=3 ring (two ringest, one Thanos Receive) and an all-Thanos ring fed the same
+//!   workload: the two queriers give identical answers, deduplicated or not, and each replica
+//!   of either ring holds exactly the acknowledged samples.
+//! - One ringest and one Thanos Receive over five hours of data: the same answers from both,
+//!   and from each the same answers for the same window before the head is cut into a block,
+//!   after ringest cut the head into a block (Thanos cuts on a timer, so its answers may come
+//!   from the head still), after a clean restart (both flush the head into blocks), and after a
+//!   kill -9 restart (new head data in the WAL), all equal to the acknowledged record.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use ringest_e2e::Impl::{Ringest as R, Thanos as T};
+use ringest_e2e::read::{self, EXTERNAL, REPLICA_LABEL, TENANT_LABEL};
+use ringest_e2e::ring::{LoadRun, Ring, now_ms, run_rounds};
+use ringest_e2e::thanos::Component;
+use ringest_loadgen::check::{self, AckLog, Dump};
+use ringest_loadgen::plan::Layout;
+use ringest_loadgen::shape::Shape;
+use serde_json::Value;
+
+const SERIES: usize = 48;
+const PREFIX: &str = "sr";
+const TENANT: &str = "default-tenant";
+const HOUR_MS: i64 = 3_600_000;
+/// How long a querier may take to notice a store that went away or came back.
+const STORE_CHANGE: Duration = Duration::from_secs(60);
+
+fn layout(start_ms: i64, step_ms: i64) -> Layout {
+    let mut shape = Shape::node(SERIES);
+    shape.prefix = PREFIX.into();
+    shape.interval_ms = step_ms;
+    shape.start_ms = start_ms;
+    Layout { shape, shards: 1, max_samples_per_send: SERIES }
+}
+
+fn rf3() -> Vec<String> {
+    vec!["--receive.replication-factor=3".into()]
+}
+
+/// Rounds `rounds` of `layout` through node `via`, paced so that the third copy of a write (sent
+/// after the quorum answered) lands before the next write of the same series; every request
+/// answered 2xx at once.
+fn load(ring: &Ring, via: usize, layout: &Layout, rounds: std::ops::Range<usize>) -> LoadRun {
+    let run = run_rounds(layout, rounds, &ring.nodes[via].rw_addr, None, Some(2400.0));
+    run.assert_all_2xx_first_time(&format!("the workload through node {via}"));
+    run
+}
+
+fn querier(dir: &Path, ring: &Ring) -> Component {
+    let eps: Vec<&str> = ring.nodes.iter().map(|n| n.grpc_addr.as_str()).collect();
+    read::querier(dir, &eps)
+}
+
+/// A time window of the workload, in ms, both ends included.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    start_ms: i64,
+    end_ms: i64,
+}
+
+impl Window {
+    fn s(ms: i64) -> String {
+        format!("{}", ms as f64 / 1000.0)
+    }
+
+    /// A range selector length that reaches back from `end_ms` to `start_ms` (and a little more).
+    fn range(&self) -> String {
+        format!("{}ms", self.end_ms - self.start_ms + 1000)
+    }
+
+    fn params(&self) -> [(&'static str, String); 2] {
+        [("start", Self::s(self.start_ms)), ("end", Self::s(self.end_ms))]
+    }
+}
+
+fn selector() -> String {
+    format!("{{__name__=~\"{PREFIX}_.*\"}}")
+}
+
+/// What a querier answers about the workload in a window: every raw sample (keyed by the
+/// series' labels without the tenant label, so replicas stay apart unless deduplicated), PromQL
+/// instant queries at three times, a range query, series, label names and label values.
+#[derive(Debug, PartialEq)]
+struct Answers {
+    raw: Dump,
+    instant: Vec<(String, String, Value)>,
+    range: Value,
+    series: Value,
+    labels: Value,
+    values: BTreeMap<String, Value>,
+}
+
+impl Answers {
+    fn try_take(q: &Component, w: Window, dedup: bool) -> Result<Answers, String> {
+        let sel = selector();
+        let raw = read::dump(&read::try_raw(q, &sel, &w.range(), w.end_ms as f64 / 1000.0, dedup)?, &[TENANT_LABEL])?;
+        // (expression, whether it must select something): raw and aggregated, matchers of
+        // every kind, on the external labels too (a store matches those before it drops the
+        // replica label for deduplication).
+        let exprs = [
+            (sel.clone(), true),
+            (format!("count_over_time({PREFIX}_cpu_seconds_total[30m])"), true),
+            (format!("sum by (__name__) ({sel})"), true),
+            (format!("sum by (cpu, mode) (rate({PREFIX}_cpu_seconds_total[5m]))"), true),
+            (format!("{{__name__=~\"{PREFIX}_.*\", mode=~\"user|idle\"}}[10m]"), true),
+            (format!("count({sel})"), true),
+            (format!("count by ({REPLICA_LABEL}, {TENANT_LABEL}) ({sel})"), true),
+            (format!("{{__name__=~\"{PREFIX}_.*\", {REPLICA_LABEL}=\"node1\", cpu!=\"0\"}}"), false),
+            (format!("{{__name__=~\"{PREFIX}_.*\", {REPLICA_LABEL}!=\"node1\", cpu!~\"0|2\"}}[5m]"), true),
+            (format!("{{__name__=~\"{PREFIX}_.*\", {TENANT_LABEL}=\"{TENANT}\", cpu=\"1\"}}"), true),
+            (format!("{{__name__=~\"{PREFIX}_.*\", {TENANT_LABEL}=\"other\"}}"), false),
+        ];
+        let span = w.end_ms - w.start_ms;
+        // A quarter in, the middle, the end, and 5 minutes past a block boundary if the window
+        // holds one (a range selector there reads a block and the head, or two blocks).
+        let mut times = vec![w.start_ms + span / 4, w.start_ms + span / 2 + 7_000, w.end_ms];
+        let boundary = w.end_ms.div_euclid(2 * HOUR_MS) * 2 * HOUR_MS + 5 * 60_000;
+        if boundary > w.start_ms + 10 * 60_000 && boundary < w.end_ms {
+            times.push(boundary);
+        }
+        let mut instant = Vec::new();
+        for t in times {
+            for (e, nonempty) in &exprs {
+                let p = [("query", e.clone()), ("time", Window::s(t))];
+                let v = read::sorted(read::try_get(q, "/api/v1/query", dedup, &p)?);
+                if *nonempty && v["result"].as_array().is_none_or(|a| a.is_empty()) {
+                    return Err(format!("{e} at {t}: nothing: {v}"));
+                }
+                instant.push((e.clone(), Window::s(t), v));
+            }
+        }
+        let [start, end] = w.params();
+        let step = (span / 100_000).max(60);
+        let p = [
+            ("query", format!("sum by (cpu, mode) (rate({PREFIX}_cpu_seconds_total[5m]))")),
+            start.clone(),
+            end.clone(),
+            ("step", format!("{step}")),
+        ];
+        let range = read::sorted(read::try_get(q, "/api/v1/query_range", dedup, &p)?);
+        let matched = [start.clone(), end.clone(), ("match[]", sel.clone())];
+        let series = read::sorted(read::try_get(q, "/api/v1/series", dedup, &matched)?);
+        let labels = read::sorted(read::try_get(q, "/api/v1/labels", dedup, &[start.clone(), end.clone()])?);
+        let mut values = BTreeMap::new();
+        for l in ["__name__", "mode", "cpu", REPLICA_LABEL, TENANT_LABEL] {
+            let path = format!("/api/v1/label/{l}/values");
+            values.insert(l.to_string(), read::sorted(read::try_get(q, &path, dedup, &[start.clone(), end.clone()])?));
+        }
+        let path = "/api/v1/label/mode/values";
+        let mode_matched = [start, end, ("match[]", format!("{PREFIX}_cpu_seconds_total{{mode=~\"i.*|s.*\"}}"))];
+        values.insert("mode (matched)".into(), read::sorted(read::try_get(q, path, dedup, &mode_matched)?));
+        let empty = |v: &Value| v.get("result").unwrap_or(v).as_array().is_none_or(|a| a.is_empty());
+        for (what, v) in [("range", &range), ("series", &series), ("labels", &labels), ("names", &values["__name__"])] {
+            if empty(v) {
+                return Err(format!("{what}: nothing: {v}"));
+            }
+        }
+        Ok(Answers { raw, instant, range, series, labels, values })
+    }
+
+    fn take(q: &Component, w: Window, dedup: bool) -> Answers {
+        Self::try_take(q, w, dedup).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// The first difference between two dumps, if any.
+fn dump_diff(a: &Dump, b: &Dump) -> Option<String> {
+    for (k, sa) in a {
+        let Some(sb) = b.get(k) else { return Some(format!("{k} only in the first ({} samples)", sa.len())) };
+        if sa != sb {
+            let t = sa.iter().zip(sb.iter()).find(|(x, y)| x != y).map(|(x, y)| format!("{x:?} vs {y:?}"));
+            return Some(format!("{k}: {} vs {} samples, first difference {t:?}", sa.len(), sb.len()));
+        }
+    }
+    b.keys().find(|k| !a.contains_key(*k)).map(|k| format!("{k} only in the second"))
+}
+
+/// Asserts two sets of answers are the same, naming the first part that differs.
+fn assert_same(what: &str, a: &Answers, b: &Answers) {
+    if let Some(d) = dump_diff(&a.raw, &b.raw) {
+        panic!("{what}: raw samples differ: {d}");
+    }
+    assert_eq!(a.instant.len(), b.instant.len());
+    for (x, y) in a.instant.iter().zip(&b.instant) {
+        assert_eq!(x, y, "{what}: instant query {} at {}", x.0, x.1);
+    }
+    assert_eq!(a.range, b.range, "{what}: range query");
+    assert_eq!(a.series, b.series, "{what}: series");
+    assert_eq!(a.labels, b.labels, "{what}: label names");
+    assert_eq!(a.values, b.values, "{what}: label values");
+    assert!(a == b);
+}
+
+/// Asserts `dump` holds exactly the acknowledged samples of `log`, each once (series keyed
+/// without external labels), and nothing else.
+fn assert_exact(what: &str, log: &AckLog, dump: &Dump) {
+    let rep = check::check(log, dump);
+    assert!(
+        rep.ok() && rep.intact == rep.acked && rep.unacked_present == 0,
+        "{what}: {rep:?} ({} series read)",
+        dump.len()
+    );
+    let read: usize = dump.values().map(|s| s.len()).sum();
+    assert_eq!(read as u64, rep.acked, "{what}: samples read vs acknowledged");
+}
+
+/// Waits until the querier answers for every series of the workload in `w` (it found the
+/// stores, or found one again after a restart).
+fn wait_for_store(q: &Component, w: Window, dedup: bool) {
+    read::retry(q, "the querier sees the workload", STORE_CHANGE, || {
+        let raw = read::try_raw(q, &selector(), &w.range(), w.end_ms as f64 / 1000.0, dedup)?;
+        let distinct: std::collections::BTreeSet<Vec<(&String, &String)>> = raw
+            .iter()
+            .map(|(labels, _)| labels.iter().filter(|(k, _)| !EXTERNAL.contains(&k.as_str())).collect())
+            .collect();
+        if distinct.len() == SERIES { Ok(()) } else { Err(format!("{} series", distinct.len())) }
+    });
+}
+
+/// Waits until each of `replicas` holds exactly the acknowledged samples (read without
+/// deduplication, one group per replica label value), then returns. Every node of an RF=3
+/// ring gets every write; the third copy lands shortly after the acknowledgement.
+fn wait_every_replica_exact(q: &Component, w: Window, log: &AckLog, replicas: &[&str]) {
+    read::retry(q, "every replica holds every acknowledged sample", Duration::from_secs(30), || {
+        let groups =
+            read::by_label(read::try_raw(q, &selector(), &w.range(), w.end_ms as f64 / 1000.0, false)?, REPLICA_LABEL);
+        let names: Vec<&str> = groups.keys().map(String::as_str).collect();
+        if names != replicas {
+            return Err(format!("replicas {names:?}"));
+        }
+        for (replica, series) in &groups {
+            let rep = check::check(log, &read::dump(series, EXTERNAL)?);
+            if !(rep.ok() && rep.intact == rep.acked && rep.unacked_present == 0) {
+                return Err(format!("replica {replica}: {rep:?}"));
+            }
+        }
+        Ok(())
+    });
+}
+
+/// The window of rounds `0..rounds` (a round's timestamps are up to a second after its start,
+/// the next round's are not in it).
+fn workload_window(start_ms: i64, step_ms: i64, rounds: usize) -> Window {
+    Window { start_ms, end_ms: start_ms + rounds as i64 * step_ms - 1 }
+}
+
+const STEP_MS: i64 = 15_000;
+const ROUNDS: usize = 80;
+
+fn recent_start() -> i64 {
+    (now_ms() - ROUNDS as i64 * STEP_MS - 60_000) / STEP_MS * STEP_MS
+}
+
+#[test]
+fn rf3_ringest_ring_reads_each_sample_once_and_survives_a_kill() {
+    let start_ms = recent_start();
+    let l = layout(start_ms, STEP_MS);
+    let mut ring = Ring::start(&[R, R, R], &rf3());
+    let run = load(&ring, 0, &l, 0..ROUNDS);
+    let tmp = tempfile::tempdir().unwrap();
+    let q = querier(tmp.path(), &ring);
+    let w = workload_window(start_ms, STEP_MS, ROUNDS);
+    wait_for_store(&q, w, true);
+    wait_every_replica_exact(&q, w, &run.log, &["node0", "node1", "node2"]);
+
+    // Deduplicated: each acknowledged sample once, without the replica label.
+    let before = Answers::take(&q, w, true);
+    assert_exact("deduplicated raw samples", &run.log, &before.raw);
+    assert_eq!(before.series.as_array().map(Vec::len), Some(SERIES), "series: {}", before.series);
+    assert_eq!(before.values[REPLICA_LABEL], serde_json::json!(["node0", "node1", "node2"]));
+
+    // kill -9 of the node the load went through: its peers hold every acknowledged sample.
+    ring.nodes[0].kill9();
+    let after = read::retry(&q, "answers without node 0", STORE_CHANGE, || Answers::try_take(&q, w, true));
+    assert_eq!(after.values[REPLICA_LABEL], serde_json::json!(["node1", "node2"]), "replicas left");
+    let mut expected = before;
+    expected.values.insert(REPLICA_LABEL.into(), after.values[REPLICA_LABEL].clone());
+    assert_same("after node 0 was killed vs before", &after, &expected);
+}
+
+#[test]
+fn mixed_ring_reads_as_an_all_thanos_ring() {
+    let start_ms = recent_start();
+    let l = layout(start_ms, STEP_MS);
+    let rings = [Ring::start(&[R, R, T], &rf3()), Ring::start(&[T, T, T], &rf3())];
+    let tmp = tempfile::tempdir().unwrap();
+    let w = workload_window(start_ms, STEP_MS, ROUNDS);
+    let mut logs = Vec::new();
+    let mut queriers = Vec::new();
+    for (i, ring) in rings.iter().enumerate() {
+        // Half the rounds through a ringest node, half through the Thanos one (in the mixed ring).
+        let run = load(ring, 0, &l, 0..ROUNDS / 2).then(load(ring, 2, &l, ROUNDS / 2..ROUNDS));
+        let q = querier(&tmp.path().join(format!("q{i}")), ring);
+        wait_for_store(&q, w, true);
+        wait_every_replica_exact(&q, w, &run.log, &["node0", "node1", "node2"]);
+        logs.push(run.log);
+        queriers.push(q);
+    }
+    let [ours, theirs] = [&queriers[0], &queriers[1]];
+    let (a, b) = (Answers::take(ours, w, true), Answers::take(theirs, w, true));
+    assert_exact("mixed ring, deduplicated", &logs[0], &a.raw);
+    assert_exact("all-Thanos ring, deduplicated", &logs[1], &b.raw);
+    assert_same("deduplicated: mixed ring vs all-Thanos ring", &a, &b);
+    let (a, b) = (Answers::take(ours, w, false), Answers::take(theirs, w, false));
+    assert_eq!(a.raw.len(), 3 * SERIES, "one series per replica");
+    assert_same("not deduplicated: mixed ring vs all-Thanos ring", &a, &b);
+}
+
+/// Block directories (with a `meta.json`) of a node's tenant.
+fn blocks(ring: &Ring) -> usize {
+    std::fs::read_dir(ring.nodes[0].tenant_dir(TENANT))
+        .map(|rd| rd.flatten().filter(|e| e.path().join("meta.json").is_file()).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn reads_are_the_same_across_a_block_cut_and_restarts() {
+    const STEP: i64 = 60_000;
+    // Five and a half hours of one-minute rounds from a 2h boundary, all in the past. The
+    // head is cut into a block once it spans more than 3h (after round 180).
+    let start_ms = (now_ms() - 8 * HOUR_MS).div_euclid(2 * HOUR_MS) * 2 * HOUR_MS;
+    let l = layout(start_ms, STEP);
+    let mut rings = [Ring::start(&[R], &[]), Ring::start(&[T], &[])];
+    let tmp = tempfile::tempdir().unwrap();
+    let queriers: Vec<Component> =
+        rings.iter().enumerate().map(|(i, r)| querier(&tmp.path().join(format!("q{i}")), r)).collect();
+    let each = |f: &mut dyn FnMut(usize)| (0..2).for_each(f);
+
+    // 2.5h: all in the head.
+    let (w_head, w_cut, w_all) = (
+        workload_window(start_ms, STEP, 150),
+        workload_window(start_ms, STEP, 300),
+        workload_window(start_ms, STEP, 330),
+    );
+    let mut runs: Vec<LoadRun> = rings.iter().map(|r| load(r, 0, &l, 0..150)).collect();
+    let mut head: Vec<Answers> = Vec::new();
+    each(&mut |i| {
+        wait_for_store(&queriers[i], w_head, true);
+        assert_eq!(blocks(&rings[i]), 0, "{:?}: no block yet", rings[i].nodes[0].imp);
+        head.push(Answers::take(&queriers[i], w_head, true));
+        assert_exact(&format!("{:?}, head only", rings[i].nodes[0].imp), &runs[i].log, &head[i].raw);
+    });
+    assert_same("head only: ringest vs Thanos", &head[0], &head[1]);
+
+    // 5h: ringest cuts the first 2h into a block at once (the head spans more than 3h). Thanos
+    // cuts on a timer (every 2h, first within 12 minutes of start-up) and on shutdown: its
+    // answers here come from whatever it has, head or blocks, and must be the same.
+    runs = runs.into_iter().zip(&rings).map(|(run, r)| run.then(load(r, 0, &l, 150..300))).collect();
+    ringest_e2e::wait_for("ringest cuts a block", Duration::from_secs(60), || blocks(&rings[0]) >= 1);
+    let mut cut: Vec<Answers> = Vec::new();
+    each(&mut |i| {
+        let imp = rings[i].nodes[0].imp;
+        assert_same(
+            &format!("{imp:?}: the first 2.5h after the cut vs before"),
+            &Answers::take(&queriers[i], w_head, true),
+            &head[i],
+        );
+        cut.push(Answers::take(&queriers[i], w_cut, true));
+        assert_exact(&format!("{imp:?}, a block and the head"), &runs[i].log, &cut[i].raw);
+    });
+    assert_same("a block and the head: ringest vs Thanos", &cut[0], &cut[1]);
+
+    // A clean restart (the head is flushed into blocks or replayed, as the implementation does).
+    each(&mut |i| {
+        let imp = rings[i].nodes[0].imp;
+        let node = &mut rings[i].nodes[0];
+        let st = node.terminate();
+        assert!(st.success(), "{imp:?} exited with {st}:\n{}", node.logs());
+        node.restart();
+        assert!(blocks(&rings[i]) >= 1, "{imp:?}: the head was flushed into blocks at shutdown");
+        wait_for_store(&queriers[i], w_cut, true);
+        let again = read::retry(&queriers[i], "answers after a restart", STORE_CHANGE, || {
+            Answers::try_take(&queriers[i], w_cut, true)
+        });
+        assert_same(&format!("{imp:?}: after a clean restart vs before"), &again, &cut[i]);
+        assert_same(
+            &format!("{imp:?}: the first 2.5h after a clean restart"),
+            &Answers::take(&queriers[i], w_head, true),
+            &head[i],
+        );
+    });
+
+    // New data in the head (and WAL), then kill -9 and a restart that replays it.
+    runs = runs.into_iter().zip(&rings).map(|(run, r)| run.then(load(r, 0, &l, 300..330))).collect();
+    let mut all: Vec<Answers> = Vec::new();
+    each(&mut |i| {
+        wait_for_store(&queriers[i], w_all, true);
+        all.push(Answers::take(&queriers[i], w_all, true));
+        assert_exact(&format!("{:?}, after new head data", rings[i].nodes[0].imp), &runs[i].log, &all[i].raw);
+    });
+    assert_same("after a restart and new head data: ringest vs Thanos", &all[0], &all[1]);
+    each(&mut |i| {
+        let imp = rings[i].nodes[0].imp;
+        let node = &mut rings[i].nodes[0];
+        node.kill9();
+        node.restart();
+        wait_for_store(&queriers[i], w_all, true);
+        let again = read::retry(&queriers[i], "answers after kill -9", STORE_CHANGE, || {
+            Answers::try_take(&queriers[i], w_all, true)
+        });
+        assert_same(&format!("{imp:?}: after kill -9 and a restart vs before"), &again, &all[i]);
+    });
+}
