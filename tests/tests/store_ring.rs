@@ -185,8 +185,11 @@ fn dump_diff(a: &Dump, b: &Dump) -> Option<String> {
     b.keys().find(|k| !a.contains_key(*k)).map(|k| format!("{k} only in the second"))
 }
 
-/// Asserts two sets of answers are the same, naming the first part that differs.
-fn assert_same(what: &str, a: &Answers, b: &Answers) {
+/// Asserts two sets of answers about samples are the same (raw samples, PromQL, the series of
+/// the workload), naming the first part that differs. Label names and values are left out: they
+/// come from every series of a block or head that overlaps the window, so new series elsewhere
+/// in the head change them.
+fn assert_same_data(what: &str, a: &Answers, b: &Answers) {
     if let Some(d) = dump_diff(&a.raw, &b.raw) {
         panic!("{what}: raw samples differ: {d}");
     }
@@ -196,6 +199,11 @@ fn assert_same(what: &str, a: &Answers, b: &Answers) {
     }
     assert_eq!(a.range, b.range, "{what}: range query");
     assert_eq!(a.series, b.series, "{what}: series");
+}
+
+/// Asserts two sets of answers are the same, naming the first part that differs.
+fn assert_same(what: &str, a: &Answers, b: &Answers) {
+    assert_same_data(what, a, b);
     assert_eq!(a.labels, b.labels, "{what}: label names");
     assert_eq!(a.values, b.values, "{what}: label values");
     assert!(a == b);
@@ -323,18 +331,73 @@ fn blocks(ring: &Ring) -> usize {
         .unwrap_or(0)
 }
 
+/// Windows for the label and series requests, in minutes from the start of the data: before it,
+/// across the first block's end, in the head (where the late workload is), across the end of
+/// the data; and inside the first block.
+const META_WINDOWS: [(i64, i64); 4] = [(-180, -60), (119, 121), (200, 220), (290, 310)];
+const IN_FIRST_BLOCK: (i64, i64) = (0, 60);
+
+/// Label names, metric names, values of a label only the late workload has, and every series,
+/// in each of `windows`: (what, answer).
+fn try_meta(q: &Component, start_ms: i64, windows: &[(i64, i64)]) -> Result<Vec<(String, Value)>, String> {
+    let mut out = Vec::new();
+    for &(a, b) in windows {
+        let w = [("start", Window::s(start_ms + a * 60_000)), ("end", Window::s(start_ms + b * 60_000))];
+        for path in ["/api/v1/labels", "/api/v1/label/__name__/values", "/api/v1/label/cycle_id/values"] {
+            out.push((format!("{path} in minutes {a}..{b}"), read::sorted(read::try_get(q, path, true, &w)?)));
+        }
+        let m = [w[0].clone(), w[1].clone(), ("match[]", "{__name__=~\".+\"}".to_string())];
+        out.push((format!("series in minutes {a}..{b}"), read::sorted(read::try_get(q, "/api/v1/series", true, &m)?)));
+    }
+    Ok(out)
+}
+
+fn assert_same_meta(what: &str, a: &[(String, Value)], b: &[(String, Value)]) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x, y, "{what}: {}", x.0);
+    }
+}
+
+/// Rounds 200..300 of `main` and 0..100 of `late` (which starts at round 200 of `main`), ten
+/// rounds at a time in time order.
+fn load_with_late(ring: &Ring, main: &Layout, late: &Layout) -> (LoadRun, LoadRun) {
+    let (mut m, mut lt) = (load(ring, 0, main, 200..210), load(ring, 0, late, 0..10));
+    for k in (210..300).step_by(10) {
+        m = m.then(load(ring, 0, main, k..k + 10));
+        lt = lt.then(load(ring, 0, late, k - 200..k - 190));
+    }
+    (m, lt)
+}
+
+/// Asserts the querier returns exactly the late workload's acknowledged samples.
+fn assert_late_exact(what: &str, q: &Component, log: &AckLog, at_ms: i64) {
+    let raw = read::try_raw(q, "{__name__=~\"late_.*\"}", "7h", at_ms as f64 / 1000.0, true).unwrap();
+    assert_exact(what, log, &read::dump(&raw, EXTERNAL).unwrap());
+}
+
 #[test]
 fn reads_are_the_same_across_a_block_cut_and_restarts() {
     const STEP: i64 = 60_000;
     // Five and a half hours of one-minute rounds from a 2h boundary, all in the past. The
-    // head is cut into a block once it spans more than 3h (after round 180).
+    // head is cut into a block once it spans more than 3h (after round 180). A second, late
+    // workload with label names of its own starts at round 200.
     let start_ms = (now_ms() - 8 * HOUR_MS).div_euclid(2 * HOUR_MS) * 2 * HOUR_MS;
     let l = layout(start_ms, STEP);
+    let mut late = l.clone();
+    late.shape = Shape { prefix: "late".into(), labels: 3, ..Shape::avalanche(10) };
+    late.shape.interval_ms = STEP;
+    late.shape.start_ms = start_ms + 200 * STEP;
     let mut rings = [Ring::start(&[R], &[]), Ring::start(&[T], &[])];
     let tmp = tempfile::tempdir().unwrap();
     let queriers: Vec<Component> =
         rings.iter().enumerate().map(|(i, r)| querier(&tmp.path().join(format!("q{i}")), r)).collect();
     let each = |f: &mut dyn FnMut(usize)| (0..2).for_each(f);
+    let all_windows: Vec<(i64, i64)> = META_WINDOWS.iter().copied().chain([IN_FIRST_BLOCK]).collect();
+    let meta_in = |i: usize, windows: &[(i64, i64)]| {
+        read::retry(&queriers[i], "labels and series", STORE_CHANGE, || try_meta(&queriers[i], start_ms, windows))
+    };
+    let meta = |i: usize| meta_in(i, &all_windows);
 
     // 2.5h: all in the head.
     let (w_head, w_cut, w_all) = (
@@ -351,24 +414,64 @@ fn reads_are_the_same_across_a_block_cut_and_restarts() {
         assert_exact(&format!("{:?}, head only", rings[i].nodes[0].imp), &runs[i].log, &head[i].raw);
     });
     assert_same("head only: ringest vs Thanos", &head[0], &head[1]);
+    assert_same_meta("head only: ringest vs Thanos", &meta(0), &meta(1));
+    // What a window inside the first block holds: every series with samples there, none of
+    // the late workload (which does not exist yet).
+    let first_block = meta_in(1, &[IN_FIRST_BLOCK]);
 
-    // 5h: ringest cuts the first 2h into a block at once (the head spans more than 3h). Thanos
-    // cuts on a timer (every 2h, first within 12 minutes of start-up) and on shutdown: its
-    // answers here come from whatever it has, head or blocks, and must be the same.
-    runs = runs.into_iter().zip(&rings).map(|(run, r)| run.then(load(r, 0, &l, 150..300))).collect();
+    // 5h: ringest cuts the first 2h into a block at once (the head spans more than 3h), while
+    // the first 2.5h are read again and again. Thanos cuts on a timer (every 2h, first within
+    // 12 minutes of start-up) and on shutdown: its answers here come from whatever it has.
+    let mut lates = Vec::new();
+    let mut reads = 0;
+    runs = runs
+        .into_iter()
+        .enumerate()
+        .map(|(i, run)| {
+            let done = std::sync::atomic::AtomicBool::new(false);
+            let more = std::thread::scope(|s| {
+                let loader = s.spawn(|| {
+                    let more = load(&rings[i], 0, &l, 150..200);
+                    done.store(true, std::sync::atomic::Ordering::Release);
+                    more
+                });
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    let raw =
+                        read::try_raw(&queriers[i], &selector(), &w_head.range(), w_head.end_ms as f64 / 1000.0, true);
+                    let d = read::dump(&raw.unwrap(), &[TENANT_LABEL]).unwrap();
+                    if let Some(diff) = dump_diff(&d, &head[i].raw) {
+                        panic!("{:?}: the first 2.5h read while the head is cut: {diff}", rings[i].nodes[0].imp);
+                    }
+                    reads += 1;
+                }
+                loader.join().unwrap()
+            });
+            let (m, lt) = load_with_late(&rings[i], &l, &late);
+            lates.push(lt);
+            run.then(more).then(m)
+        })
+        .collect();
+    assert!(reads >= 4, "{reads} reads while the head was cut");
     ringest_e2e::wait_for("ringest cuts a block", Duration::from_secs(60), || blocks(&rings[0]) >= 1);
-    let mut cut: Vec<Answers> = Vec::new();
+    let (mut cut, mut head_cut): (Vec<Answers>, Vec<Answers>) = (Vec::new(), Vec::new());
     each(&mut |i| {
         let imp = rings[i].nodes[0].imp;
-        assert_same(
-            &format!("{imp:?}: the first 2.5h after the cut vs before"),
-            &Answers::take(&queriers[i], w_head, true),
-            &head[i],
-        );
+        head_cut.push(Answers::take(&queriers[i], w_head, true));
+        assert_same_data(&format!("{imp:?}: the first 2.5h after the cut vs before"), &head_cut[i], &head[i]);
         cut.push(Answers::take(&queriers[i], w_cut, true));
         assert_exact(&format!("{imp:?}, a block and the head"), &runs[i].log, &cut[i].raw);
+        assert_late_exact(&format!("{imp:?}, the late workload"), &queriers[i], &lates[i].log, w_cut.end_ms);
     });
     assert_same("a block and the head: ringest vs Thanos", &cut[0], &cut[1]);
+    assert_same("the first 2.5h: ringest vs Thanos", &head_cut[0], &head_cut[1]);
+    // Label names and series come from every block or head overlapping a window, and the two
+    // lay out blocks differently: Thanos answers from its head here, and its shutdown flush
+    // below writes one block for [head start, last 2h boundary), 4h here; ringest cuts aligned
+    // 2h blocks. So a window inside ringest's first block is compared with what that window
+    // held before any later series existed; the other windows overlap the same series in both.
+    assert_same_meta("a block and the head: ringest vs Thanos", &meta_in(0, &META_WINDOWS), &meta_in(1, &META_WINDOWS));
+    assert_same_meta("ringest: inside its first block", &meta_in(0, &[IN_FIRST_BLOCK]), &first_block);
+    let meta_cut = meta(0);
 
     // A clean restart (the head is flushed into blocks or replayed, as the implementation does).
     each(&mut |i| {
@@ -386,9 +489,21 @@ fn reads_are_the_same_across_a_block_cut_and_restarts() {
         assert_same(
             &format!("{imp:?}: the first 2.5h after a clean restart"),
             &Answers::take(&queriers[i], w_head, true),
-            &head[i],
+            &head_cut[i],
+        );
+        assert_late_exact(
+            &format!("{imp:?}, the late workload after a restart"),
+            &queriers[i],
+            &lates[i].log,
+            w_cut.end_ms,
         );
     });
+    assert_same_meta("ringest: after a clean restart vs before", &meta(0), &meta_cut);
+    assert_same_meta(
+        "after a clean restart: ringest vs Thanos",
+        &meta_in(0, &META_WINDOWS),
+        &meta_in(1, &META_WINDOWS),
+    );
 
     // New data in the head (and WAL), then kill -9 and a restart that replays it.
     runs = runs.into_iter().zip(&rings).map(|(run, r)| run.then(load(r, 0, &l, 300..330))).collect();
@@ -399,6 +514,12 @@ fn reads_are_the_same_across_a_block_cut_and_restarts() {
         assert_exact(&format!("{:?}, after new head data", rings[i].nodes[0].imp), &runs[i].log, &all[i].raw);
     });
     assert_same("after a restart and new head data: ringest vs Thanos", &all[0], &all[1]);
+    let meta_all = [meta(0), meta(1)];
+    assert_same_meta(
+        "after a restart and new head data: ringest vs Thanos",
+        &meta_in(0, &META_WINDOWS),
+        &meta_in(1, &META_WINDOWS),
+    );
     each(&mut |i| {
         let imp = rings[i].nodes[0].imp;
         let node = &mut rings[i].nodes[0];
@@ -409,5 +530,6 @@ fn reads_are_the_same_across_a_block_cut_and_restarts() {
             Answers::try_take(&queriers[i], w_all, true)
         });
         assert_same(&format!("{imp:?}: after kill -9 and a restart vs before"), &again, &all[i]);
+        assert_same_meta(&format!("{imp:?}: after kill -9 and a restart vs before"), &meta(i), &meta_all[i]);
     });
 }
