@@ -24,8 +24,14 @@ pub const EXTERNAL: &[&str] = &[TENANT_LABEL, REPLICA_LABEL];
 /// [`REPLICA_LABEL`] (so `dedup=true` merges a ring's replicas) and the default (penalty)
 /// deduplication.
 pub fn querier(dir: &Path, endpoints: &[&str]) -> Component {
+    querier_with(dir, endpoints, &[])
+}
+
+/// [`querier`] with more flags (e.g. `--deduplication.func=chain`).
+pub fn querier_with(dir: &Path, endpoints: &[&str], extra: &[&str]) -> Component {
     let mut args: Vec<String> = endpoints.iter().map(|e| format!("--endpoint={e}")).collect();
     args.push(format!("--query.replica-label={REPLICA_LABEL}"));
+    args.extend(extra.iter().map(|s| s.to_string()));
     Component::start("query", dir, &args)
 }
 

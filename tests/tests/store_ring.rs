@@ -47,13 +47,34 @@ fn rf3() -> Vec<String> {
     vec!["--receive.replication-factor=3".into()]
 }
 
-/// Rounds `rounds` of `layout` through node `via`, paced so that the third copy of a write (sent
-/// after the quorum answered) lands before the next write of the same series; every request
-/// answered 2xx at once.
-fn load(ring: &Ring, via: usize, layout: &Layout, rounds: std::ops::Range<usize>) -> LoadRun {
-    let run = run_rounds(layout, rounds, &ring.nodes[via].rw_addr, None, Some(2400.0));
+/// Rounds `rounds` of `layout` through node `via`, a round every `round_ms` at most (or as fast
+/// as it goes), every request answered 2xx at once.
+fn load_paced(
+    ring: &Ring,
+    via: usize,
+    layout: &Layout,
+    rounds: std::ops::Range<usize>,
+    round_ms: Option<u64>,
+) -> LoadRun {
+    let rate = round_ms.map(|ms| SERIES as f64 * 1000.0 / ms as f64);
+    let run = run_rounds(layout, rounds, &ring.nodes[via].rw_addr, None, rate);
     run.assert_all_2xx_first_time(&format!("the workload through node {via}"));
     run
+}
+
+/// [`load_paced`], a round every 100 ms in a replicated ring: the third copy of a write goes out
+/// after the quorum answered (as in Thanos), and a next write of the same series that overtook
+/// it would make it out of order on that node.
+fn load(ring: &Ring, via: usize, layout: &Layout, rounds: std::ops::Range<usize>) -> LoadRun {
+    load_paced(ring, via, layout, rounds, (ring.nodes.len() > 1).then_some(100))
+}
+
+/// [`load`] into every ring at once.
+fn load_each(rings: &[Ring], via: usize, layout: &Layout, rounds: std::ops::Range<usize>) -> Vec<LoadRun> {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = rings.iter().map(|r| s.spawn(|| load(r, via, layout, rounds.clone()))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
 }
 
 fn querier(dir: &Path, ring: &Ring) -> Component {
@@ -90,7 +111,7 @@ fn selector() -> String {
 /// What a querier answers about the workload in a window: every raw sample (keyed by the
 /// series' labels without the tenant label, so replicas stay apart unless deduplicated), PromQL
 /// instant queries at three times, a range query, series, label names and label values.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Answers {
     raw: Dump,
     instant: Vec<(String, String, Value)>,
@@ -235,19 +256,20 @@ fn wait_for_store(q: &Component, w: Window, dedup: bool) {
     });
 }
 
-/// Waits until each of `replicas` holds exactly the acknowledged samples (read without
-/// deduplication, one group per replica label value), then returns. Every node of an RF=3
-/// ring gets every write; the third copy lands shortly after the acknowledgement.
-fn wait_every_replica_exact(q: &Component, w: Window, log: &AckLog, replicas: &[&str]) {
-    read::retry(q, "every replica holds every acknowledged sample", Duration::from_secs(30), || {
-        let groups =
-            read::by_label(read::try_raw(q, &selector(), &w.range(), w.end_ms as f64 / 1000.0, false)?, REPLICA_LABEL);
+/// Waits until each replica holds exactly the acknowledged samples of its log (read without
+/// deduplication, grouped by the replica label) and no other replica answers. Every node of an
+/// RF=3 ring gets every write; the third copy lands shortly after the acknowledgement.
+fn wait_every_replica_exact(what: &str, q: &Component, w: Window, replicas: &[(&str, &AckLog)]) {
+    read::retry(q, &format!("{what}: every replica holds every acknowledged sample"), Duration::from_secs(30), || {
+        let raw = read::try_raw(q, &selector(), &w.range(), w.end_ms as f64 / 1000.0, false)?;
+        let groups = read::by_label(raw, REPLICA_LABEL);
         let names: Vec<&str> = groups.keys().map(String::as_str).collect();
-        if names != replicas {
+        let expected: Vec<&str> = replicas.iter().map(|r| r.0).collect();
+        if names != expected {
             return Err(format!("replicas {names:?}"));
         }
-        for (replica, series) in &groups {
-            let rep = check::check(log, &read::dump(series, EXTERNAL)?);
+        for (replica, log) in replicas {
+            let rep = check::check(log, &read::dump(&groups[*replica], EXTERNAL)?);
             if !(rep.ok() && rep.intact == rep.acked && rep.unacked_present == 0) {
                 return Err(format!("replica {replica}: {rep:?}"));
             }
@@ -263,37 +285,105 @@ fn workload_window(start_ms: i64, step_ms: i64, rounds: usize) -> Window {
 }
 
 const STEP_MS: i64 = 15_000;
-const ROUNDS: usize = 80;
+const ROUNDS: usize = 60;
 
 fn recent_start() -> i64 {
     (now_ms() - ROUNDS as i64 * STEP_MS - 60_000) / STEP_MS * STEP_MS
 }
 
+/// Each of `rings` through its own querier: runs `f` on (ring index, ring, querier).
+fn on_each<T>(rings: &mut [Ring], qs: &[Component], mut f: impl FnMut(usize, &mut Ring, &Component) -> T) -> Vec<T> {
+    rings.iter_mut().zip(qs).enumerate().map(|(i, (r, q))| f(i, r, q)).collect()
+}
+
 #[test]
 fn rf3_ringest_ring_reads_each_sample_once_and_survives_a_kill() {
-    let start_ms = recent_start();
+    // Rounds 0..ROUNDS with every node up, ROUNDS..ROUNDS + DOWN while node 0 is down. The same
+    // steps on an all-Thanos ring give the same answers at each step.
+    const DOWN: usize = 20;
+    let start_ms = recent_start() - DOWN as i64 * STEP_MS;
     let l = layout(start_ms, STEP_MS);
-    let mut ring = Ring::start(&[R, R, R], &rf3());
-    let run = load(&ring, 0, &l, 0..ROUNDS);
+    let mut rings = [Ring::start(&[R, R, R], &rf3()), Ring::start(&[T, T, T], &rf3())];
     let tmp = tempfile::tempdir().unwrap();
-    let q = querier(tmp.path(), &ring);
+    let qs: Vec<Component> =
+        rings.iter().enumerate().map(|(i, r)| querier(&tmp.path().join(format!("q{i}")), r)).collect();
     let w = workload_window(start_ms, STEP_MS, ROUNDS);
-    wait_for_store(&q, w, true);
-    wait_every_replica_exact(&q, w, &run.log, &["node0", "node1", "node2"]);
+    let runs = load_each(&rings, 0, &l, 0..ROUNDS);
+    on_each(&mut rings, &qs, |i, _, q| {
+        let run = &runs[i];
+        wait_for_store(q, w, true);
+        wait_every_replica_exact(
+            &format!("ring {i}"),
+            q,
+            w,
+            &[("node0", &run.log), ("node1", &run.log), ("node2", &run.log)],
+        );
+    });
 
     // Deduplicated: each acknowledged sample once, without the replica label.
-    let before = Answers::take(&q, w, true);
-    assert_exact("deduplicated raw samples", &run.log, &before.raw);
-    assert_eq!(before.series.as_array().map(Vec::len), Some(SERIES), "series: {}", before.series);
-    assert_eq!(before.values[REPLICA_LABEL], serde_json::json!(["node0", "node1", "node2"]));
+    let before = on_each(&mut rings, &qs, |i, _, q| {
+        let a = Answers::take(q, w, true);
+        assert_exact(&format!("ring {i}: deduplicated raw samples"), &runs[i].log, &a.raw);
+        assert_eq!(a.series.as_array().map(Vec::len), Some(SERIES), "ring {i}: series: {}", a.series);
+        assert_eq!(a.values[REPLICA_LABEL], serde_json::json!(["node0", "node1", "node2"]));
+        a
+    });
+    assert_same("ringest ring vs Thanos ring", &before[0], &before[1]);
 
     // kill -9 of the node the load went through: its peers hold every acknowledged sample.
-    ring.nodes[0].kill9();
-    let after = read::retry(&q, "answers without node 0", STORE_CHANGE, || Answers::try_take(&q, w, true));
-    assert_eq!(after.values[REPLICA_LABEL], serde_json::json!(["node1", "node2"]), "replicas left");
-    let mut expected = before;
-    expected.values.insert(REPLICA_LABEL.into(), after.values[REPLICA_LABEL].clone());
-    assert_same("after node 0 was killed vs before", &after, &expected);
+    for ring in &mut rings {
+        ring.nodes[0].kill9();
+    }
+    on_each(&mut rings, &qs, |i, _, q| {
+        let after = read::retry(q, "answers without node 0", STORE_CHANGE, || Answers::try_take(q, w, true));
+        assert_eq!(after.values[REPLICA_LABEL], serde_json::json!(["node1", "node2"]), "ring {i}: replicas left");
+        let mut expected = before[i].clone();
+        expected.values.insert(REPLICA_LABEL.into(), after.values[REPLICA_LABEL].clone());
+        assert_same(&format!("ring {i}: after node 0 was killed vs before"), &after, &expected);
+    });
+
+    // Writes go on through node 1 (two of three make the quorum); then node 0 comes back with
+    // what its WAL holds, and lacks only what was written while it was down.
+    let w2 = workload_window(start_ms, STEP_MS, ROUNDS + DOWN);
+    let firsts: Vec<AckLog> = runs.iter().map(|r| r.log.clone()).collect();
+    let more = load_each(&rings, 1, &l, ROUNDS..ROUNDS + DOWN);
+    let boths: Vec<LoadRun> = runs.into_iter().zip(more).map(|(run, more)| run.then(more)).collect();
+    let down = on_each(&mut rings, &qs, |i, _, q| {
+        wait_every_replica_exact(
+            &format!("ring {i}, node 0 down"),
+            q,
+            w2,
+            &[("node1", &boths[i].log), ("node2", &boths[i].log)],
+        );
+        let a = Answers::take(q, w2, true);
+        assert_exact(&format!("ring {i}: deduplicated, written while node 0 was down"), &boths[i].log, &a.raw);
+        a
+    });
+    assert_same("while node 0 is down: ringest ring vs Thanos ring", &down[0], &down[1]);
+    for ring in &mut rings {
+        ring.nodes[0].restart();
+    }
+    let back = on_each(&mut rings, &qs, |i, _, q| {
+        let replicas = [("node0", &firsts[i]), ("node1", &boths[i].log), ("node2", &boths[i].log)];
+        wait_every_replica_exact(&format!("ring {i}, node 0 back"), q, w2, &replicas);
+        let a = Answers::take(q, w2, true);
+        assert_eq!(a.values[REPLICA_LABEL], serde_json::json!(["node0", "node1", "node2"]), "ring {i}: replicas");
+        a
+    });
+    // With a replica that lacks the samples of a stretch, the default (penalty) deduplication
+    // drops a sample or two where it switches replicas, for Thanos Receive as for ringest: the
+    // two rings must agree on that, and chain deduplication (a plain merge) gives every
+    // acknowledged sample once.
+    assert_same("node 0 back: ringest ring vs Thanos ring", &back[0], &back[1]);
+    let eps: Vec<&str> = rings[0].nodes.iter().map(|n| n.grpc_addr.as_str()).collect();
+    let chain = read::querier_with(&tmp.path().join("chain"), &eps, &["--deduplication.func=chain"]);
+    wait_for_store(&chain, w2, true);
+    let merged = read::dump(
+        &read::try_raw(&chain, &selector(), &w2.range(), w2.end_ms as f64 / 1000.0, true).unwrap(),
+        &[TENANT_LABEL],
+    )
+    .unwrap();
+    assert_exact("ringest ring, node 0 back, chain deduplication", &boths[0].log, &merged);
 }
 
 #[test]
@@ -305,12 +395,18 @@ fn mixed_ring_reads_as_an_all_thanos_ring() {
     let w = workload_window(start_ms, STEP_MS, ROUNDS);
     let mut logs = Vec::new();
     let mut queriers = Vec::new();
-    for (i, ring) in rings.iter().enumerate() {
-        // Half the rounds through a ringest node, half through the Thanos one (in the mixed ring).
-        let run = load(ring, 0, &l, 0..ROUNDS / 2).then(load(ring, 2, &l, ROUNDS / 2..ROUNDS));
+    // Half the rounds through a ringest node, half through the Thanos one (in the mixed ring).
+    let halves = load_each(&rings, 0, &l, 0..ROUNDS / 2).into_iter().zip(load_each(&rings, 2, &l, ROUNDS / 2..ROUNDS));
+    for (i, (ring, (first, second))) in rings.iter().zip(halves).enumerate() {
+        let run = first.then(second);
         let q = querier(&tmp.path().join(format!("q{i}")), ring);
         wait_for_store(&q, w, true);
-        wait_every_replica_exact(&q, w, &run.log, &["node0", "node1", "node2"]);
+        wait_every_replica_exact(
+            &format!("ring {i}"),
+            &q,
+            w,
+            &[("node0", &run.log), ("node1", &run.log), ("node2", &run.log)],
+        );
         logs.push(run.log);
         queriers.push(q);
     }
@@ -431,7 +527,7 @@ fn reads_are_the_same_across_a_block_cut_and_restarts() {
             let done = std::sync::atomic::AtomicBool::new(false);
             let more = std::thread::scope(|s| {
                 let loader = s.spawn(|| {
-                    let more = load(&rings[i], 0, &l, 150..200);
+                    let more = load_paced(&rings[i], 0, &l, 150..200, Some(20));
                     done.store(true, std::sync::atomic::Ordering::Release);
                     more
                 });
