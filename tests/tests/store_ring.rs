@@ -472,6 +472,30 @@ fn assert_late_exact(what: &str, q: &Component, log: &AckLog, at_ms: i64) {
     assert_exact(what, log, &read::dump(&raw, EXTERNAL).unwrap());
 }
 
+/// Asserts that range selectors ending at and around the 2h and 4h block boundaries (the
+/// boundary, a millisecond either side, within the samples' one-second jitter) return exactly
+/// the samples of `full` in their left-open windows, whatever holds them (block or head).
+fn assert_edges(what: &str, q: &Component, start_ms: i64, full: &Dump) {
+    for boundary in [start_ms + 2 * HOUR_MS, start_ms + 4 * HOUR_MS] {
+        for d in [-1, 0, 1, 333, 999, 1000] {
+            for len_ms in [61_000, HOUR_MS] {
+                let end = boundary + d;
+                let raw = read::try_raw(q, &selector(), &format!("{len_ms}ms"), end as f64 / 1000.0, true)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let got = read::dump(&raw, &[TENANT_LABEL]).unwrap();
+                let expected: Dump = full
+                    .iter()
+                    .map(|(k, s)| (k.clone(), s.range(end - len_ms + 1..=end).map(|(t, v)| (*t, v.clone())).collect()))
+                    .filter(|(_, s): &(String, std::collections::BTreeMap<i64, String>)| !s.is_empty())
+                    .collect();
+                if let Some(diff) = dump_diff(&got, &expected) {
+                    panic!("{what}: [{len_ms}ms] at {} ms from the start: {diff}", end - start_ms);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn reads_are_the_same_across_a_block_cut_and_restarts() {
     const STEP: i64 = 60_000;
@@ -555,6 +579,7 @@ fn reads_are_the_same_across_a_block_cut_and_restarts() {
         head_cut.push(Answers::take(&queriers[i], w_head, true));
         assert_same_data(&format!("{imp:?}: the first 2.5h after the cut vs before"), &head_cut[i], &head[i]);
         cut.push(Answers::take(&queriers[i], w_cut, true));
+        assert_edges(&format!("{imp:?}, a block and the head"), &queriers[i], start_ms, &cut[i].raw);
         assert_exact(&format!("{imp:?}, a block and the head"), &runs[i].log, &cut[i].raw);
         assert_late_exact(&format!("{imp:?}, the late workload"), &queriers[i], &lates[i].log, w_cut.end_ms);
     });
@@ -582,6 +607,7 @@ fn reads_are_the_same_across_a_block_cut_and_restarts() {
             Answers::try_take(&queriers[i], w_cut, true)
         });
         assert_same(&format!("{imp:?}: after a clean restart vs before"), &again, &cut[i]);
+        assert_edges(&format!("{imp:?}, after a clean restart"), &queriers[i], start_ms, &cut[i].raw);
         assert_same(
             &format!("{imp:?}: the first 2.5h after a clean restart"),
             &Answers::take(&queriers[i], w_head, true),
@@ -626,6 +652,7 @@ fn reads_are_the_same_across_a_block_cut_and_restarts() {
             Answers::try_take(&queriers[i], w_all, true)
         });
         assert_same(&format!("{imp:?}: after kill -9 and a restart vs before"), &again, &all[i]);
+        assert_edges(&format!("{imp:?}, after kill -9 and a restart"), &queriers[i], start_ms, &all[i].raw);
         assert_same_meta(&format!("{imp:?}: after kill -9 and a restart vs before"), &meta(i), &meta_all[i]);
     });
 }
