@@ -38,16 +38,30 @@ pub fn querier_with(dir: &Path, endpoints: &[&str], extra: &[&str]) -> Component
 /// `GET path?dedup=..&partial_response=false&<params>`: the `data` of an answer that says
 /// success and carries no warnings, else (connection error, error status, warnings) the reason.
 pub fn try_get(q: &Component, path: &str, dedup: bool, params: &[(&str, String)]) -> Result<Value, String> {
+    match try_get_with_warnings(q, path, dedup, params)? {
+        (data, w) if w.is_empty() => Ok(data),
+        (data, w) => Err(format!("GET {path} {params:?}: warnings {w:?}: {data}")),
+    }
+}
+
+/// [`try_get`] that accepts warnings (e.g. `results truncated due to limit`) and returns them.
+pub fn try_get_with_warnings(
+    q: &Component,
+    path: &str,
+    dedup: bool,
+    params: &[(&str, String)],
+) -> Result<(Value, Vec<String>), String> {
     let mut p = format!("{path}?dedup={dedup}&partial_response=false");
     for (k, v) in params {
         p.push_str(&format!("&{k}={}", query_escape(v)));
     }
     let r = http_get(&q.http_addr, &p).map_err(|e| format!("GET {p}: {e}"))?;
     let v: Value = serde_json::from_slice(&r.body).map_err(|e| format!("GET {p}: {e}: {}", r.text()))?;
-    if v["status"] != "success" || v.get("warnings").is_some_and(|w| w.as_array().is_some_and(|a| !a.is_empty())) {
+    if v["status"] != "success" {
         return Err(format!("GET {p}: {v}"));
     }
-    Ok(v["data"].clone())
+    let warnings = v["warnings"].as_array().map(|a| a.iter().map(|w| w.as_str().unwrap_or("").to_string()).collect());
+    Ok((v["data"].clone(), warnings.unwrap_or_default()))
 }
 
 /// [`try_get`], panicking on anything but a clean success.
