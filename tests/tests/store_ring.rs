@@ -382,9 +382,9 @@ fn rf3_ringest_ring_reads_each_sample_once_and_survives_a_kill() {
         a
     });
     // With a replica that lacks the samples of a stretch, the default (penalty) deduplication
-    // drops a sample or two where it switches replicas, for Thanos Receive as for ringest: the
-    // two rings must agree on that, and chain deduplication (a plain merge) gives every
-    // acknowledged sample once.
+    // can drop samples where it switches replicas (two per series here, for Thanos Receive as
+    // for ringest): the two rings must agree on that, and chain deduplication (a plain merge)
+    // gives every acknowledged sample once.
     assert_same("node 0 back: ringest ring vs Thanos ring", &back[0], &back[1]);
     let eps: Vec<&str> = rings[0].nodes.iter().map(|n| n.grpc_addr.as_str()).collect();
     let chain = read::querier_with(&tmp.path().join("chain"), &eps, &["--deduplication.func=chain"]);
