@@ -20,7 +20,8 @@
 //!   first 2.5h stay exact; after the cut, after a clean restart (both flush the head into
 //!   blocks) and after new head data and a kill -9 restart (WAL replay), the same answers as
 //!   before and as Thanos, range selectors ending at and around the 2h and 4h boundaries return
-//!   exactly their windows' samples, and label names, values and series in windows before,
+//!   exactly their windows' samples (a series with samples exactly on the boundaries among
+//!   them), and label names, values and series in windows before,
 //!   inside and across blocks and head agree (where both hold the same series there: Thanos
 //!   cuts on a timer and its shutdown flush writes one block up to the last 2h boundary, here
 //!   4h long, so label requests inside ringest's first 2h block are compared with what that
@@ -469,12 +470,67 @@ fn assert_same_meta(what: &str, a: &[(String, Value)], b: &[(String, Value)]) {
 /// Rounds 200..300 of `main` and 0..100 of `late` (which starts at round 200 of `main`), ten
 /// rounds at a time in time order.
 fn load_with_late(ring: &Ring, main: &Layout, late: &Layout) -> (LoadRun, LoadRun) {
-    let (mut m, mut lt) = (load(ring, 0, main, 200..210), load(ring, 0, late, 0..10));
+    let (mut m, mut lt) = (load_main(ring, main, 200..210, None), load(ring, 0, late, 0..10));
     for k in (210..300).step_by(10) {
-        m = m.then(load(ring, 0, main, k..k + 10));
+        m = m.then(load_main(ring, main, k..k + 10, None));
         lt = lt.then(load(ring, 0, late, k - 200..k - 190));
     }
     (m, lt)
+}
+
+/// A series outside the workloads with a sample exactly on every minute of the data, so on
+/// the 2h and 4h block boundaries too; its value is the round.
+const EDGE: &str = "edge_exact";
+
+fn edge_samples(start_ms: i64, rounds: std::ops::Range<usize>) -> BTreeMap<i64, String> {
+    rounds.map(|r| (start_ms + r as i64 * 60_000, format!("{r}"))).collect()
+}
+
+/// Rounds `rounds` of `main` ten at a time, each ten followed by the edge series' samples of
+/// the same minutes (a head takes samples up to an hour older than its newest only).
+fn load_main(ring: &Ring, main: &Layout, rounds: std::ops::Range<usize>, round_ms: Option<u64>) -> LoadRun {
+    let mut run: Option<LoadRun> = None;
+    let mut w = ringest_e2e::RemoteWriter::connect(&ring.nodes[0].rw_addr).unwrap();
+    for k in rounds.clone().step_by(10) {
+        let chunk = k..(k + 10).min(rounds.end);
+        let more = load_paced(ring, 0, main, chunk.clone(), round_ms);
+        let samples: Vec<(i64, f64)> =
+            edge_samples(main.shape.start_ms, chunk).iter().map(|(t, v)| (*t, v.parse().unwrap())).collect();
+        let req = ringest_proto::prometheus::WriteRequest {
+            timeseries: vec![ringest_e2e::client::series(&[("__name__", EDGE), ("job", "edge")], &samples)],
+            ..Default::default()
+        };
+        let resp = w.send(&req).unwrap();
+        assert_eq!(resp.status, 200, "the edge series: {}", resp.text());
+        run = Some(match run {
+            None => more,
+            Some(r) => r.then(more),
+        });
+    }
+    run.expect("at least one round")
+}
+
+/// Asserts the edge series reads back exactly (its first `rounds` samples), and that range
+/// selectors ending on the 2h and 4h boundaries, or a millisecond either side, hold exactly the
+/// samples of their left-open windows (a block's end is exclusive: the boundary's sample is in
+/// the next block or the head).
+fn assert_edge_exact(what: &str, q: &Component, start_ms: i64, rounds: usize) {
+    let all = edge_samples(start_ms, 0..rounds);
+    let read = |len_ms: i64, end: i64| -> BTreeMap<i64, String> {
+        let raw = read::try_raw(q, EDGE, &format!("{len_ms}ms"), end as f64 / 1000.0, true)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(raw.len() <= 1, "{what}: {} edge series", raw.len());
+        raw.into_iter().flat_map(|(_, s)| s).collect()
+    };
+    assert_eq!(read(7 * HOUR_MS, start_ms + rounds as i64 * 60_000 - 1), all, "{what}: the edge series");
+    for boundary in [2 * HOUR_MS, 4 * HOUR_MS] {
+        for d in [-1, 0, 1] {
+            let end = start_ms + boundary + d;
+            let expected: BTreeMap<i64, String> =
+                all.range(end - 61_000 + 1..=end).map(|(t, v)| (*t, v.clone())).collect();
+            assert_eq!(read(61_000, end), expected, "{what}: edge_exact[61s] at {} ms from the start", boundary + d);
+        }
+    }
 }
 
 /// Asserts the querier returns exactly the late workload's acknowledged samples.
@@ -536,13 +592,14 @@ fn reads_are_the_same_across_a_block_cut_and_restarts() {
         workload_window(start_ms, STEP, 300),
         workload_window(start_ms, STEP, 330),
     );
-    let mut runs: Vec<LoadRun> = rings.iter().map(|r| load(r, 0, &l, 0..150)).collect();
+    let mut runs: Vec<LoadRun> = rings.iter().map(|r| load_main(r, &l, 0..150, None)).collect();
     let mut head: Vec<Answers> = Vec::new();
     assert_eq!(blocks(&rings[0]), 0, "ringest: no block yet");
     each(&mut |i| {
         wait_for_store(&queriers[i], w_head, true);
         head.push(Answers::take(&queriers[i], w_head, true));
         assert_exact(&format!("{:?}, head only", rings[i].nodes[0].imp), &runs[i].log, &head[i].raw);
+        assert_edge_exact(&format!("{:?}, head only", rings[i].nodes[0].imp), &queriers[i], start_ms, 150);
     });
     assert_same("head only: ringest vs Thanos", &head[0], &head[1]);
     assert_same_meta("head only: ringest vs Thanos", &meta(0), &meta(1));
@@ -562,7 +619,7 @@ fn reads_are_the_same_across_a_block_cut_and_restarts() {
             let done = std::sync::atomic::AtomicBool::new(false);
             let more = std::thread::scope(|s| {
                 let loader = s.spawn(|| {
-                    let more = load_paced(&rings[i], 0, &l, 150..200, Some(20));
+                    let more = load_main(&rings[i], &l, 150..200, Some(20));
                     done.store(true, std::sync::atomic::Ordering::Release);
                     more
                 });
@@ -591,6 +648,7 @@ fn reads_are_the_same_across_a_block_cut_and_restarts() {
         assert_same_data(&format!("{imp:?}: the first 2.5h after the cut vs before"), &head_cut[i], &head[i]);
         cut.push(Answers::take(&queriers[i], w_cut, true));
         assert_edges(&format!("{imp:?}, a block and the head"), &queriers[i], start_ms, &cut[i].raw);
+        assert_edge_exact(&format!("{imp:?}, a block and the head"), &queriers[i], start_ms, 300);
         assert_exact(&format!("{imp:?}, a block and the head"), &runs[i].log, &cut[i].raw);
         assert_late_exact(&format!("{imp:?}, the late workload"), &queriers[i], &lates[i].log, w_cut.end_ms);
     });
@@ -619,6 +677,7 @@ fn reads_are_the_same_across_a_block_cut_and_restarts() {
         });
         assert_same(&format!("{imp:?}: after a clean restart vs before"), &again, &cut[i]);
         assert_edges(&format!("{imp:?}, after a clean restart"), &queriers[i], start_ms, &cut[i].raw);
+        assert_edge_exact(&format!("{imp:?}, after a clean restart"), &queriers[i], start_ms, 300);
         assert_same(
             &format!("{imp:?}: the first 2.5h after a clean restart"),
             &Answers::take(&queriers[i], w_head, true),
@@ -639,7 +698,7 @@ fn reads_are_the_same_across_a_block_cut_and_restarts() {
     );
 
     // New data in the head (and WAL), then kill -9 and a restart that replays it.
-    runs = runs.into_iter().zip(&rings).map(|(run, r)| run.then(load(r, 0, &l, 300..330))).collect();
+    runs = runs.into_iter().zip(&rings).map(|(run, r)| run.then(load_main(r, &l, 300..330, None))).collect();
     let mut all: Vec<Answers> = Vec::new();
     each(&mut |i| {
         wait_for_store(&queriers[i], w_all, true);
@@ -664,6 +723,7 @@ fn reads_are_the_same_across_a_block_cut_and_restarts() {
         });
         assert_same(&format!("{imp:?}: after kill -9 and a restart vs before"), &again, &all[i]);
         assert_edges(&format!("{imp:?}, after kill -9 and a restart"), &queriers[i], start_ms, &all[i].raw);
+        assert_edge_exact(&format!("{imp:?}, after kill -9 and a restart"), &queriers[i], start_ms, 330);
         assert_same_meta(&format!("{imp:?}: after kill -9 and a restart vs before"), &meta(i), &meta_all[i]);
     });
 }
