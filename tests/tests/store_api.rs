@@ -7,7 +7,8 @@
 //! exactly the acknowledged ones (the load's own record). Thanos Query's TSDB status page (the
 //! Status API) and exemplars query agree too. So do reads of two tenants, of series whose own
 //! labels clash with the external ones, sharded queries (`shard_info`) and `limit`ed requests,
-//! deduplicated or not (but for Thanos Receive listing a clashing label name twice).
+//! deduplicated or not (but for Thanos Receive listing a clashing label name twice), and reads
+//! of an HA Prometheus pair deduplicated on a label of the series themselves.
 
 use std::time::{Duration, Instant};
 
@@ -330,5 +331,94 @@ fn tenants_clashing_labels_shards_and_limits_read_as_thanos_receive() {
             shardings.iter().map(|_| whole).sum::<usize>(),
             "dedup={dedup}: each sharding partitions the series"
         );
+    }
+}
+
+/// Two HA Prometheus replicas (series labels `replica="a"` and `replica="b"`, scraped 300 ms
+/// apart) writing into one receiver, read through Thanos Query deduplicating on `replica`, a
+/// label of the series themselves (Thanos' e2e `ha_ingestor_with_ha_prom`, its issue #6257):
+/// the store drops it from the series, which then sort as equal neighbours, and the querier
+/// merges them. With `dedup=true` every series comes back once with its samples from one
+/// replica, the same from ringest and Thanos Receive; with `dedup=false` both replicas.
+#[test]
+fn ha_prometheus_pairs_deduplicate_on_a_label_of_the_series() {
+    const HA_SERIES: usize = 30;
+    const ROUNDS: usize = 40;
+    let start_ms = (now_ms() - ROUNDS as i64 * STEP_MS - 10_000) / STEP_MS * STEP_MS;
+    let end_ms = start_ms + ROUNDS as i64 * STEP_MS;
+    let rings = [Ring::start(&[R], &[]), Ring::start(&[T], &[])];
+    let tmp = tempfile::tempdir().unwrap();
+    let qs: Vec<Component> = rings
+        .iter()
+        .enumerate()
+        .map(|(i, ring)| {
+            let mut w = ringest_e2e::RemoteWriter::connect(&ring.nodes[0].rw_addr).unwrap();
+            for round in 0..ROUNDS {
+                for (replica, offset) in [("a", 0), ("b", 300)] {
+                    let timeseries = (0..HA_SERIES)
+                        .map(|s| {
+                            let (name, instance) = (format!("ha_requests_{}_total", s % 5), format!("host-{s}"));
+                            let labels = [
+                                ("__name__", name.as_str()),
+                                ("instance", instance.as_str()),
+                                ("job", "ha"),
+                                ("replica", replica),
+                            ];
+                            let t = start_ms + round as i64 * STEP_MS + offset;
+                            ringest_e2e::client::series(&labels, &[(t, (round * 10 + s) as f64)])
+                        })
+                        .collect();
+                    let req = ringest_proto::prometheus::WriteRequest { timeseries, ..Default::default() };
+                    assert_eq!(w.send(&req).unwrap().status, 200);
+                }
+            }
+            let args = [
+                format!("--endpoint={}", ring.nodes[0].grpc_addr),
+                "--query.replica-label=replica".into(),
+                "--query.replica-label=receive_replica".into(),
+            ];
+            Component::start("query", &tmp.path().join(format!("q{i}")), &args)
+        })
+        .collect();
+    let at = format!("{}", end_ms as f64 / 1000.0);
+    let raw = |q: &Component, dedup: bool| {
+        read::retry(q, "the querier sees both replicas", Duration::from_secs(60), || {
+            let series = read::try_raw(q, "{job=\"ha\"}", "1h", end_ms as f64 / 1000.0, dedup)?;
+            let want = if dedup { HA_SERIES } else { 2 * HA_SERIES };
+            if series.len() == want { Ok(series) } else { Err(format!("{} series", series.len())) }
+        })
+    };
+    for dedup in [false, true] {
+        let (a, b) = (raw(&qs[0], dedup), raw(&qs[1], dedup));
+        let dropped: &[&str] = if dedup { &[] } else { &["tenant_id", "receive_replica"] };
+        let (da, db) = (read::dump(&a, dropped).unwrap(), read::dump(&b, dropped).unwrap());
+        assert_eq!(da, db, "dedup={dedup}: raw samples, ringest vs Thanos");
+        for (labels, samples) in &a {
+            assert_eq!(labels.contains_key("replica"), !dedup, "{labels:?}");
+            assert_eq!(samples.len(), ROUNDS, "dedup={dedup}: {labels:?}: one sample a round");
+        }
+    }
+    let exprs = [
+        "count({job=\"ha\"})",
+        "count by (replica) ({job=\"ha\"})",
+        "sum by (instance) (rate({job=\"ha\"}[5m]))",
+        "count_over_time(ha_requests_1_total[10m])",
+    ];
+    for dedup in [false, true] {
+        for e in exprs {
+            let p = [("query", e.to_string()), ("time", at.clone())];
+            let (a, b) = (read::get(&qs[0], "/api/v1/query", dedup, &p), read::get(&qs[1], "/api/v1/query", dedup, &p));
+            assert_eq!(sorted(a), sorted(b), "dedup={dedup}: {e}");
+        }
+        let window = [("start", format!("{}", start_ms as f64 / 1000.0)), ("end", at.clone())];
+        let series = [window[0].clone(), window[1].clone(), ("match[]", "{job=\"ha\"}".to_string())];
+        for (path, p) in [
+            ("/api/v1/series", &series[..]),
+            ("/api/v1/labels", &window[..]),
+            ("/api/v1/label/replica/values", &window[..]),
+        ] {
+            let (a, b) = (read::get(&qs[0], path, dedup, p), read::get(&qs[1], path, dedup, p));
+            assert_eq!(sorted(a), sorted(b), "dedup={dedup}: {path}");
+        }
     }
 }
