@@ -225,16 +225,24 @@ const CLASHING: &[&[(&str, &str)]] = &[
     &[("__name__", "clash2"), ("a", "5"), ("receive_replica", "node0")],
 ];
 
-/// Two tenants, series whose labels clash with the external labels, query sharding
-/// (`shard_info`, as Thanos' query frontend sends it with vertical sharding) and `limit`: the
-/// same answers from ringest and Thanos Receive through Thanos Query deduplicating on the
-/// replica label, with `dedup` on and off; ringest's shards partition the series.
+/// Two tenants (one in a hashring of its own with external labels, `job` among them), series
+/// whose labels clash with the external labels, query sharding (`shard_info`, as Thanos' query
+/// frontend sends it with vertical sharding) and `limit`: the same answers from ringest and
+/// Thanos Receive through Thanos Query deduplicating on the replica label, with `dedup` on and
+/// off; ringest's shards partition the series.
 #[test]
 fn tenants_clashing_labels_shards_and_limits_read_as_thanos_receive() {
     const ROUNDS: usize = 20;
     let start_ms = (now_ms() - ROUNDS as i64 * STEP_MS) / STEP_MS * STEP_MS;
     let end_ms = start_ms + ROUNDS as i64 * STEP_MS - 1;
-    let rings = [Ring::start(&[R], &[]), Ring::start(&[T], &[])];
+    let hashrings = |eps: &str| {
+        format!(
+            "[{{\"hashring\": \"b\", \"tenants\": [\"team-b\"], \"endpoints\": {eps}, \
+             \"external_labels\": {{\"region\": \"eu\", \"job\": \"ext\"}}}}, \
+             {{\"hashring\": \"default\", \"endpoints\": {eps}}}]"
+        )
+    };
+    let rings = [Ring::start_with_hashrings(&[R], &[], hashrings), Ring::start_with_hashrings(&[T], &[], hashrings)];
     let tmp = tempfile::tempdir().unwrap();
     let qs: Vec<Component> = rings
         .iter()
@@ -273,6 +281,8 @@ fn tenants_clashing_labels_shards_and_limits_read_as_thanos_receive() {
         ("/api/v1/query", instant(&format!("{{__name__=~\"{PREFIX}_.*|clash.*\"}}"))),
         ("/api/v1/query", instant(&format!("count by (tenant_id) ({{__name__=~\"{PREFIX}_.*\"}})"))),
         ("/api/v1/query", instant("{tenant_id=\"team-b\", cpu=\"1\"}[5m]")),
+        ("/api/v1/query", instant("count by (tenant_id, region, job) ({__name__=~\".+\"})")),
+        ("/api/v1/query", instant(&format!("{{__name__=~\"{PREFIX}_.*\", region=\"eu\", job=\"ext\", cpu=\"0\"}}"))),
         ("/api/v1/query", instant(&format!("{{tenant_id!=\"team-b\", __name__=~\"{PREFIX}_load.*\"}}"))),
         ("/api/v1/query", instant("{tenant_id=~\"team-.*|evil\", __name__=~\".+\"}")),
         ("/api/v1/query", instant("{receive_replica=\"node0\", a=~\"1|2\"}")),
@@ -283,6 +293,8 @@ fn tenants_clashing_labels_shards_and_limits_read_as_thanos_receive() {
         ("/api/v1/labels", with_window(&[("match[]", "{tenant_id=\"team-b\", cpu=\"1\"}")])),
         ("/api/v1/labels", with_window(&[("limit", "3")])),
         ("/api/v1/label/tenant_id/values", with_window(&[])),
+        ("/api/v1/label/job/values", with_window(&[])),
+        ("/api/v1/label/region/values", with_window(&[("match[]", "{cpu=\"1\"}")])),
         ("/api/v1/label/receive_replica/values", with_window(&[])),
         ("/api/v1/label/a/values", with_window(&[("match[]", "{receive_replica=\"node0\", a=~\".+\"}")])),
         ("/api/v1/label/cpu/values", with_window(&[("match[]", "{tenant_id=\"team-b\"}"), ("limit", "1")])),
