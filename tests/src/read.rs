@@ -17,7 +17,7 @@ use crate::thanos::{Component, query_escape};
 pub const REPLICA_LABEL: &str = "receive_replica";
 /// The tenant label receivers add to every series they serve.
 pub const TENANT_LABEL: &str = "tenant_id";
-/// The labels a querier adds to a receiver's series: tenant and replica.
+/// The external labels a ring's receivers add to their series: tenant and replica.
 pub const EXTERNAL: &[&str] = &[TENANT_LABEL, REPLICA_LABEL];
 
 /// Starts a Thanos Query over the gRPC `endpoints` with `--query.replica-label` set to
