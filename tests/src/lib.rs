@@ -9,6 +9,7 @@ pub mod client;
 pub mod faultproxy;
 pub mod oracle;
 pub mod process;
+pub mod read;
 pub mod ring;
 pub mod s3;
 pub mod thanos;

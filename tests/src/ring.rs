@@ -39,6 +39,12 @@ impl Ring {
     /// Starts one node per entry of `kinds`, all in the hashring, each with `extra` flags, and
     /// waits until every node is ready.
     pub fn start(kinds: &[Impl], extra: &[String]) -> Ring {
+        Self::start_with_hashrings(kinds, extra, |eps| format!("[{{\"hashring\": \"default\", \"endpoints\": {eps}}}]"))
+    }
+
+    /// [`Ring::start`] with the hashrings file `hashrings` makes of the nodes' endpoints (a
+    /// JSON array of their gRPC addresses), e.g. more hashrings for some tenants.
+    pub fn start_with_hashrings(kinds: &[Impl], extra: &[String], hashrings: impl Fn(&str) -> String) -> Ring {
         let dir = tempfile::tempdir().expect("temp dir");
         let ring_file = dir.path().join("hashrings.json");
         let mut nodes: Vec<Receiver> = kinds
@@ -47,8 +53,7 @@ impl Ring {
             .map(|(i, &imp)| Receiver::unstarted_as(imp, &dir.path().join(format!("node{i}"))))
             .collect();
         let eps: Vec<String> = nodes.iter().map(|r| format!("\"{}\"", r.grpc_addr)).collect();
-        std::fs::write(&ring_file, format!("[{{\"hashring\": \"default\", \"endpoints\": [{}]}}]", eps.join(", ")))
-            .expect("write hashring");
+        std::fs::write(&ring_file, hashrings(&format!("[{}]", eps.join(", ")))).expect("write hashring");
         for (i, r) in nodes.iter_mut().enumerate() {
             r.extra = node_flags(&ring_file, r, i, extra);
             r.relaunch();

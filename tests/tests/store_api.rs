@@ -5,11 +5,15 @@
 //! aggregations, regex and negative matchers, an absent series) and the same series, label
 //! names and label values requests get the same answers from both, and the raw samples are
 //! exactly the acknowledged ones (the load's own record). Thanos Query's TSDB status page (the
-//! Status API) and exemplars query agree too.
+//! Status API) and exemplars query agree too. So do reads of two tenants, of series whose own
+//! labels clash with the external ones, sharded queries (`shard_info`) and `limit`ed requests,
+//! deduplicated or not (but for Thanos Receive listing a clashing label name twice), and reads
+//! of an HA Prometheus pair deduplicated on a label of the series themselves.
 
 use std::time::{Duration, Instant};
 
 use ringest_e2e::Impl::{Ringest as R, Thanos as T};
+use ringest_e2e::read::{self, sorted};
 use ringest_e2e::ring::{LoadRun, Ring, now_ms, run_load};
 use ringest_e2e::thanos::{Component, query_escape};
 use ringest_loadgen::check::{self, Dump};
@@ -30,21 +34,7 @@ fn layout(start_ms: i64) -> Layout {
 }
 
 fn query(q: &Component, path: &str, params: &[(&str, String)]) -> serde_json::Value {
-    let mut p = format!("{path}?dedup=false&partial_response=false");
-    for (k, v) in params {
-        p.push_str(&format!("&{k}={}", query_escape(v)));
-    }
-    q.api(&p)["data"].clone()
-}
-
-/// Results sorted by their labels, so two answers compare whatever order they came in.
-fn sorted(mut v: serde_json::Value) -> serde_json::Value {
-    if let Some(a) = v.get_mut("result").and_then(|r| r.as_array_mut()) {
-        a.sort_by_key(|s| s["metric"].to_string());
-    } else if let Some(a) = v.as_array_mut() {
-        a.sort_by_key(|s| s.to_string());
-    }
-    v
+    read::get(q, path, false, params)
 }
 
 /// Waits until the querier sees every series of the workload through its store.
@@ -66,28 +56,8 @@ fn wait_for_store(q: &Component, at_s: f64) {
 
 /// Every raw sample through the querier, as a checker dump (labels without external ones).
 fn raw(q: &Component, at_s: f64) -> Dump {
-    let v = query(
-        q,
-        "/api/v1/query",
-        &[("query", format!("{{__name__=~\"{PREFIX}_.*\"}}[1h]")), ("time", format!("{at_s}"))],
-    );
-    let mut dump = Dump::new();
-    for s in v["result"].as_array().expect("matrix") {
-        let mut labels: Vec<(String, String)> = s["metric"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| *k != "tenant_id" && *k != "receive_replica")
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-            .collect();
-        labels.sort();
-        let samples = dump.entry(check::labels_string(&labels)).or_default();
-        for p in s["values"].as_array().unwrap() {
-            let t = (p[0].as_f64().unwrap() * 1000.0).round() as i64;
-            samples.insert(t, p[1].as_str().unwrap().to_string());
-        }
-    }
-    dump
+    let series = read::try_raw(q, &format!("{{__name__=~\"{PREFIX}_.*\"}}"), "1h", at_s, false).unwrap();
+    read::dump(&series, read::EXTERNAL).unwrap()
 }
 
 fn load(ring: &Ring, start_ms: i64) -> LoadRun {
@@ -260,4 +230,224 @@ fn store_limits_refuse_large_selects() {
         m("series"),
         m("chunks")
     );
+}
+
+/// Series whose own labels clash with the external labels a receiver adds (its replica label
+/// and the tenant label): the external ones win, so some become the same series.
+const CLASHING: &[&[(&str, &str)]] = &[
+    &[("__name__", "clash"), ("a", "1"), ("receive_replica", "evil"), ("tenant_id", "evil")],
+    &[("__name__", "clash"), ("a", "2"), ("receive_replica", "node0")],
+    &[("__name__", "clash"), ("a", "3"), ("tenant_id", "default-tenant")],
+    &[("__name__", "clash2"), ("a", "5"), ("receive_replica", "evil")],
+    &[("__name__", "clash2"), ("a", "5"), ("receive_replica", "node0")],
+];
+
+/// Two tenants (one in a hashring of its own with external labels, `job` among them), series
+/// whose labels clash with the external labels, query sharding (`shard_info`, as Thanos' query
+/// frontend sends it with vertical sharding) and `limit`: the same answers from ringest and
+/// Thanos Receive through Thanos Query deduplicating on the replica label, with `dedup` on and
+/// off; ringest's shards partition the series.
+#[test]
+fn tenants_clashing_labels_shards_and_limits_read_as_thanos_receive() {
+    const ROUNDS: usize = 20;
+    let start_ms = (now_ms() - ROUNDS as i64 * STEP_MS) / STEP_MS * STEP_MS;
+    let end_ms = start_ms + ROUNDS as i64 * STEP_MS - 1;
+    let hashrings = |eps: &str| {
+        format!(
+            "[{{\"hashring\": \"b\", \"tenants\": [\"team-b\"], \"endpoints\": {eps}, \
+             \"external_labels\": {{\"region\": \"eu\", \"job\": \"ext\"}}}}, \
+             {{\"hashring\": \"default\", \"endpoints\": {eps}}}]"
+        )
+    };
+    let rings = [Ring::start_with_hashrings(&[R], &[], hashrings), Ring::start_with_hashrings(&[T], &[], hashrings)];
+    let tmp = tempfile::tempdir().unwrap();
+    let qs: Vec<Component> = rings
+        .iter()
+        .enumerate()
+        .map(|(i, ring)| {
+            let addr = &ring.nodes[0].rw_addr;
+            run_load(&layout(start_ms), ROUNDS, addr, None, None).assert_all_2xx_first_time("default tenant");
+            run_load(&layout(start_ms), ROUNDS / 2, addr, Some("team-b"), None).assert_all_2xx_first_time("team-b");
+            let mut w = ringest_e2e::RemoteWriter::connect(addr).unwrap();
+            for (k, labels) in CLASHING.iter().enumerate() {
+                let s = ringest_e2e::client::series(labels, &[(end_ms - 5_000 + k as i64, k as f64)]);
+                let req = ringest_proto::prometheus::WriteRequest { timeseries: vec![s], ..Default::default() };
+                assert_eq!(w.send(&req).unwrap().status, 200, "{labels:?}");
+            }
+            read::querier(&tmp.path().join(format!("q{i}")), &[ring.nodes[0].grpc_addr.as_str()])
+        })
+        .collect();
+    let at = format!("{}", end_ms as f64 / 1000.0);
+    let count = format!("count({{__name__=~\"{PREFIX}_.*\"}})");
+    for q in &qs {
+        read::retry(q, "the querier sees both tenants", Duration::from_secs(60), || {
+            let v = read::try_get(q, "/api/v1/query", false, &[("query", count.clone()), ("time", at.clone())])?;
+            let n = v["result"][0]["value"][1].as_str().unwrap_or("none").to_string();
+            if n == (2 * SERIES).to_string() { Ok(()) } else { Err(format!("{n} series")) }
+        });
+    }
+
+    let window = [("start", format!("{}", start_ms as f64 / 1000.0)), ("end", at.clone())];
+    let instant = |e: &str| vec![("query", e.to_string()), ("time", at.clone())];
+    let with_window = |extra: &[(&'static str, &str)]| {
+        let mut p = window.to_vec();
+        p.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        p
+    };
+    let mut requests: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("/api/v1/query", instant(&format!("{{__name__=~\"{PREFIX}_.*|clash.*\"}}"))),
+        ("/api/v1/query", instant(&format!("count by (tenant_id) ({{__name__=~\"{PREFIX}_.*\"}})"))),
+        ("/api/v1/query", instant("{tenant_id=\"team-b\", cpu=\"1\"}[5m]")),
+        ("/api/v1/query", instant("count by (tenant_id, region, job) ({__name__=~\".+\"})")),
+        ("/api/v1/query", instant(&format!("{{__name__=~\"{PREFIX}_.*\", region=\"eu\", job=\"ext\", cpu=\"0\"}}"))),
+        ("/api/v1/query", instant(&format!("{{tenant_id!=\"team-b\", __name__=~\"{PREFIX}_load.*\"}}"))),
+        ("/api/v1/query", instant("{tenant_id=~\"team-.*|evil\", __name__=~\".+\"}")),
+        ("/api/v1/query", instant("{receive_replica=\"node0\", a=~\"1|2\"}")),
+        ("/api/v1/query", instant("count(clash2)")),
+        ("/api/v1/series", with_window(&[("match[]", "{__name__=~\"clash.*\"}")])),
+        ("/api/v1/series", with_window(&[("match[]", "{tenant_id=\"team-b\", cpu=\"0\"}"), ("limit", "5")])),
+        ("/api/v1/labels", with_window(&[])),
+        ("/api/v1/labels", with_window(&[("match[]", "{tenant_id=\"team-b\", cpu=\"1\"}")])),
+        ("/api/v1/labels", with_window(&[("limit", "3")])),
+        ("/api/v1/label/tenant_id/values", with_window(&[])),
+        ("/api/v1/label/job/values", with_window(&[])),
+        ("/api/v1/label/region/values", with_window(&[("match[]", "{cpu=\"1\"}")])),
+        ("/api/v1/label/receive_replica/values", with_window(&[])),
+        ("/api/v1/label/a/values", with_window(&[("match[]", "{receive_replica=\"node0\", a=~\".+\"}")])),
+        ("/api/v1/label/cpu/values", with_window(&[("match[]", "{tenant_id=\"team-b\"}"), ("limit", "1")])),
+    ];
+    // Every shard of a few shardings, by some labels or without them.
+    let all = format!("{{__name__=~\"{PREFIX}_.*|clash.*\"}}");
+    let shardings: [(usize, bool, &str); 4] =
+        [(2, true, "[\"cpu\"]"), (3, false, "[]"), (3, true, "[\"__name__\"]"), (4, false, "[\"receive_replica\"]")];
+    for (total, by, labels) in shardings {
+        for index in 0..total {
+            let info = format!("{{\"shard_index\":{index},\"total_shards\":{total},\"by\":{by},\"labels\":{labels}}}");
+            let mut p = instant(&all);
+            p.push(("shard_info", info));
+            requests.push(("/api/v1/query", p));
+        }
+    }
+    for dedup in [false, true] {
+        let whole = read::get(&qs[0], "/api/v1/query", dedup, &instant(&all))["result"].as_array().unwrap().len();
+        let mut sharded = 0;
+        for (path, params) in &requests {
+            let get = |q: &Component| {
+                let (data, warnings) =
+                    read::try_get_with_warnings(q, path, dedup, params).unwrap_or_else(|e| panic!("{e}"));
+                let truncated = params.iter().any(|(k, _)| *k == "limit");
+                assert!(warnings.is_empty() || truncated, "{path} {params:?}: warnings {warnings:?}");
+                (sorted(data), warnings)
+            };
+            let ((a, wa), (mut b, wb)) = (get(&qs[0]), get(&qs[1]));
+            // Thanos Receive v0.42.5 lists a label name twice when series of its own carry an
+            // external label's name (its TSDB's names and the external ones are concatenated);
+            // ringest lists each name once.
+            if *path == "/api/v1/labels" {
+                let names = a.as_array().unwrap();
+                assert!(names.windows(2).all(|w| w[0] != w[1]), "{path} {params:?}: a name twice: {a}");
+                b.as_array_mut().unwrap().dedup();
+            }
+            assert_eq!(a, b, "dedup={dedup}: {path} {params:?}");
+            assert_eq!(wa, wb, "dedup={dedup}: {path} {params:?}: warnings");
+            assert!(a.get("result").unwrap_or(&a).as_array().is_some_and(|r| !r.is_empty()), "{path} {params:?}: {a}");
+            if params.iter().any(|(k, _)| *k == "shard_info") {
+                sharded += a["result"].as_array().unwrap().len();
+            }
+        }
+        assert_eq!(
+            sharded,
+            shardings.iter().map(|_| whole).sum::<usize>(),
+            "dedup={dedup}: each sharding partitions the series"
+        );
+    }
+}
+
+/// Two HA Prometheus replicas (series labels `replica="a"` and `replica="b"`, scraped 300 ms
+/// apart) writing into one receiver, read through Thanos Query deduplicating on `replica`, a
+/// label of the series themselves (Thanos' e2e `ha_ingestor_with_ha_prom`, its issue #6257):
+/// the store drops it from the series, which then sort as equal neighbours, and the querier
+/// merges them. With `dedup=true` every series comes back once with its samples from one
+/// replica, the same from ringest and Thanos Receive; with `dedup=false` both replicas.
+#[test]
+fn ha_prometheus_pairs_deduplicate_on_a_label_of_the_series() {
+    const HA_SERIES: usize = 30;
+    const ROUNDS: usize = 40;
+    let start_ms = (now_ms() - ROUNDS as i64 * STEP_MS - 10_000) / STEP_MS * STEP_MS;
+    let end_ms = start_ms + ROUNDS as i64 * STEP_MS;
+    let rings = [Ring::start(&[R], &[]), Ring::start(&[T], &[])];
+    let tmp = tempfile::tempdir().unwrap();
+    let qs: Vec<Component> = rings
+        .iter()
+        .enumerate()
+        .map(|(i, ring)| {
+            let mut w = ringest_e2e::RemoteWriter::connect(&ring.nodes[0].rw_addr).unwrap();
+            for round in 0..ROUNDS {
+                for (replica, offset) in [("a", 0), ("b", 300)] {
+                    let timeseries = (0..HA_SERIES)
+                        .map(|s| {
+                            let (name, instance) = (format!("ha_requests_{}_total", s % 5), format!("host-{s}"));
+                            let labels = [
+                                ("__name__", name.as_str()),
+                                ("instance", instance.as_str()),
+                                ("job", "ha"),
+                                ("replica", replica),
+                            ];
+                            let t = start_ms + round as i64 * STEP_MS + offset;
+                            ringest_e2e::client::series(&labels, &[(t, (round * 10 + s) as f64)])
+                        })
+                        .collect();
+                    let req = ringest_proto::prometheus::WriteRequest { timeseries, ..Default::default() };
+                    assert_eq!(w.send(&req).unwrap().status, 200);
+                }
+            }
+            let args = [
+                format!("--endpoint={}", ring.nodes[0].grpc_addr),
+                "--query.replica-label=replica".into(),
+                "--query.replica-label=receive_replica".into(),
+            ];
+            Component::start("query", &tmp.path().join(format!("q{i}")), &args)
+        })
+        .collect();
+    let at = format!("{}", end_ms as f64 / 1000.0);
+    let raw = |q: &Component, dedup: bool| {
+        read::retry(q, "the querier sees both replicas", Duration::from_secs(60), || {
+            let series = read::try_raw(q, "{job=\"ha\"}", "1h", end_ms as f64 / 1000.0, dedup)?;
+            let want = if dedup { HA_SERIES } else { 2 * HA_SERIES };
+            if series.len() == want { Ok(series) } else { Err(format!("{} series", series.len())) }
+        })
+    };
+    for dedup in [false, true] {
+        let (a, b) = (raw(&qs[0], dedup), raw(&qs[1], dedup));
+        let dropped: &[&str] = if dedup { &[] } else { &["tenant_id", "receive_replica"] };
+        let (da, db) = (read::dump(&a, dropped).unwrap(), read::dump(&b, dropped).unwrap());
+        assert_eq!(da, db, "dedup={dedup}: raw samples, ringest vs Thanos");
+        for (labels, samples) in &a {
+            assert_eq!(labels.contains_key("replica"), !dedup, "{labels:?}");
+            assert_eq!(samples.len(), ROUNDS, "dedup={dedup}: {labels:?}: one sample a round");
+        }
+    }
+    let exprs = [
+        "count({job=\"ha\"})",
+        "count by (replica) ({job=\"ha\"})",
+        "sum by (instance) (rate({job=\"ha\"}[5m]))",
+        "count_over_time(ha_requests_1_total[10m])",
+    ];
+    for dedup in [false, true] {
+        for e in exprs {
+            let p = [("query", e.to_string()), ("time", at.clone())];
+            let (a, b) = (read::get(&qs[0], "/api/v1/query", dedup, &p), read::get(&qs[1], "/api/v1/query", dedup, &p));
+            assert_eq!(sorted(a), sorted(b), "dedup={dedup}: {e}");
+        }
+        let window = [("start", format!("{}", start_ms as f64 / 1000.0)), ("end", at.clone())];
+        let series = [window[0].clone(), window[1].clone(), ("match[]", "{job=\"ha\"}".to_string())];
+        for (path, p) in [
+            ("/api/v1/series", &series[..]),
+            ("/api/v1/labels", &window[..]),
+            ("/api/v1/label/replica/values", &window[..]),
+        ] {
+            let (a, b) = (read::get(&qs[0], path, dedup, p), read::get(&qs[1], path, dedup, p));
+            assert_eq!(sorted(a), sorted(b), "dedup={dedup}: {path}");
+        }
+    }
 }
