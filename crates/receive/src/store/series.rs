@@ -5,7 +5,7 @@
 //! batched when the client asks. A call holds its selection's labels and a few frames, not its
 //! answer; it stops when the client goes away or takes no frame for [`STALL`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,35 +82,15 @@ struct Picked {
     series: Selected,
 }
 
-/// The final labels of a tenant's series: its own, less `removed`, with the external labels
-/// (also less `removed`) added and winning, sorted by name.
+/// The final labels of a tenant's series: its own with the tenant's external labels `ext`
+/// merged in (they win), less the names in `removed`.
 fn final_labels(
     own: &PackedLabels,
-    ext: &BTreeMap<String, String>,
+    ext: &PackedLabels,
     removed: &BTreeSet<&str>,
-    out: &mut PackedBuilder,
+    b: &mut PackedBuilder,
 ) -> PackedLabels {
-    let keep = |n: &str| removed.is_empty() || !removed.contains(n);
-    let mut own = own.iter().peekable();
-    let mut ext = ext.iter().map(|(n, v)| (n.as_str(), v.as_str())).peekable();
-    // A merge by name; on a tie the external label wins and the series' own is dropped.
-    loop {
-        let (n, v) = match (own.peek(), ext.peek()) {
-            (Some(o), Some(e)) if o.0 < e.0 => own.next(),
-            (Some(o), Some(e)) if o.0 == e.0 => {
-                own.next();
-                ext.next()
-            }
-            (_, Some(_)) => ext.next(),
-            (Some(_), None) => own.next(),
-            (None, None) => break,
-        }
-        .expect("peeked");
-        if keep(n) {
-            out.push(n, v);
-        }
-    }
-    out.take()
+    if removed.is_empty() { own.merged(ext, |_| true, b) } else { own.merged(ext, |n| !removed.contains(n), b) }
 }
 
 /// Where a Series answer goes, frame by frame, as the client takes them.
@@ -318,6 +298,7 @@ fn stream_series(
         }
         let ext = ext.of(tenant);
         let Some(left) = strip_external(ms, &ext) else { continue };
+        let ext_packed = PackedLabels::from_sorted(ext.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         if left.is_empty() {
             failed(
                 &mut warnings,
@@ -335,7 +316,7 @@ fn stream_series(
             }
         };
         for mut series in selected {
-            let labels = final_labels(&std::mem::take(&mut series.labels), &ext, &removed, &mut builder);
+            let labels = final_labels(&std::mem::take(&mut series.labels), &ext_packed, &removed, &mut builder);
             if in_shard(&labels, req.shard_info.as_ref()) {
                 picked.push(Picked { labels, reader: readers.len(), series });
             }
@@ -425,8 +406,7 @@ mod tests {
     #[test]
     fn final_labels_merge_external_labels_and_drop_removed_ones() {
         let own = PackedLabels::from_sorted([("a", "1"), ("b", "own"), ("replica", "x"), ("z", "9")]);
-        let ext: BTreeMap<String, String> =
-            [("b", "ext"), ("rack", "r1"), ("tenant_id", "t")].map(|(n, v)| (n.to_string(), v.to_string())).into();
+        let ext = PackedLabels::from_sorted([("b", "ext"), ("rack", "r1"), ("tenant_id", "t")]);
         let removed: BTreeSet<&str> = ["replica", "rack"].into();
         let got = final_labels(&own, &ext, &removed, &mut PackedBuilder::default());
         assert_eq!(got.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "ext"), ("tenant_id", "t"), ("z", "9")]);

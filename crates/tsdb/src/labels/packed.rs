@@ -14,7 +14,7 @@ use super::{Label, Labels};
 
 /// A label set sorted by name, packed. Ordered as [`Labels`] (label by label, name then value,
 /// a prefix first), which is Prometheus' order.
-#[derive(Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Default)]
 pub struct PackedLabels {
     /// Every name and value, in order, each followed by a NUL byte.
     text: Box<str>,
@@ -36,12 +36,49 @@ impl PackedLabels {
 
     /// The labels as `(name, value)`, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.spans().map(|(start, n, v)| {
+            // SAFETY: every end was recorded right after a whole `&str` was pushed, and every
+            // start is just past a NUL byte, so all are char boundaries of `text`.
+            unsafe { (self.text.get_unchecked(start..n), self.text.get_unchecked(n + 1..v)) }
+        })
+    }
+
+    /// Per label: where its name starts, where its name ends and where its value ends.
+    fn spans(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
         self.ends.chunks_exact(2).scan(0usize, |start, e| {
             let (n, v) = (e[0] as usize, e[1] as usize);
-            let pair = (&self.text[*start..n], &self.text[n + 1..v]);
+            let span = (*start, n, v);
             *start = v + 1;
-            Some(pair)
+            Some(span)
         })
+    }
+
+    /// Per label, the lengths of its name and value in bytes.
+    pub fn lens(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.spans().map(|(start, n, v)| (n - start, v - n - 1))
+    }
+
+    /// This set merged by name with `extra`, whose labels win over this set's of the same
+    /// name, without the names `keep` refuses; packed with `b`, whole labels copied at once.
+    pub fn merged(&self, extra: &PackedLabels, keep: impl Fn(&str) -> bool, b: &mut PackedBuilder) -> PackedLabels {
+        let mut own = self.iter().zip(self.spans()).peekable();
+        let mut ext = extra.iter().zip(extra.spans()).peekable();
+        loop {
+            let (from, (name, _), span) = match (own.peek(), ext.peek()) {
+                (Some(o), Some(e)) if o.0.0 < e.0.0 => (self, o.0, own.next().expect("peeked").1),
+                (Some(o), Some(e)) if o.0.0 == e.0.0 => {
+                    own.next();
+                    (extra, e.0, ext.next().expect("peeked").1)
+                }
+                (_, Some(e)) => (extra, e.0, ext.next().expect("peeked").1),
+                (Some(o), None) => (self, o.0, own.next().expect("peeked").1),
+                (None, None) => break,
+            };
+            if keep(name) {
+                b.push_span(from, span);
+            }
+        }
+        b.take()
     }
 
     /// The value of label `name`, if present.
@@ -62,6 +99,21 @@ impl PackedLabels {
     /// The labels unpacked.
     pub fn to_labels(&self) -> Labels {
         Labels(self.iter().map(|(n, v)| Label { name: n.to_owned(), value: v.to_owned() }).collect())
+    }
+}
+
+impl PartialEq for PackedLabels {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text && self.ends == other.ends
+    }
+}
+
+impl Eq for PackedLabels {}
+
+impl std::hash::Hash for PackedLabels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+        self.ends.hash(state);
     }
 }
 
@@ -111,6 +163,15 @@ impl PackedBuilder {
         self.text.push_str(s);
         self.ends.push(self.text.len() as u32);
         self.text.push('\0');
+    }
+
+    /// Appends the label of `from` at `span` (from [`PackedLabels::spans`]) as it is packed.
+    fn push_span(&mut self, from: &PackedLabels, (start, n, v): (usize, usize, usize)) {
+        let base = self.text.len();
+        self.text.push_str(&from.text[start..=v]);
+        self.ends.push((base + n - start) as u32);
+        self.ends.push((base + v - start) as u32);
+        self.nul |= !from.plain;
     }
 
     /// The packed set (a name without its value gets an empty one).
@@ -202,5 +263,25 @@ mod tests {
         packed.sort();
         unpacked.sort();
         assert_eq!(packed.iter().map(PackedLabels::to_labels).collect::<Vec<_>>(), unpacked);
+    }
+
+    /// Merging with external labels matches merging the unpacked sets.
+    #[test]
+    fn merged_sets_are_the_merged_label_sets() {
+        let own = PackedLabels::from_sorted([("a", "1"), ("b", "own"), ("replica", "x"), ("z", "9\u{0}")]);
+        let ext = PackedLabels::from_sorted([("b", "ext"), ("rack", "r1"), ("tenant_id", "t")]);
+        let got = own.merged(&ext, |n| n != "replica" && n != "rack", &mut PackedBuilder::default());
+        let want = PackedLabels::from_sorted([("a", "1"), ("b", "ext"), ("tenant_id", "t"), ("z", "9\u{0}")]);
+        assert_eq!(got, want);
+        let dropped = own.merged(&ext, |n| n != "z", &mut PackedBuilder::default());
+        let want =
+            PackedLabels::from_sorted([("a", "1"), ("b", "ext"), ("rack", "r1"), ("replica", "x"), ("tenant_id", "t")]);
+        assert_eq!(dropped, want, "equal whatever the sets they came from");
+        assert_eq!(dropped.cmp(&want), std::cmp::Ordering::Equal);
+        assert_eq!(got.lens().collect::<Vec<_>>(), [(1, 1), (1, 3), (9, 1), (1, 2)]);
+        let all = own.merged(&ext, |_| true, &mut PackedBuilder::default());
+        assert_eq!(all.to_string(), r#"{a="1", b="ext", rack="r1", replica="x", tenant_id="t", z="9\x00"}"#);
+        assert_eq!(PackedLabels::default().merged(&ext, |_| true, &mut PackedBuilder::default()), ext);
+        assert_eq!(own.merged(&PackedLabels::default(), |_| true, &mut PackedBuilder::default()), own);
     }
 }

@@ -54,7 +54,7 @@ pub(super) fn label_len(name: &str, value: &str) -> usize {
 
 /// Size of a series' label fields in a `Series` message.
 pub(super) fn labels_len(labels: &PackedLabels) -> usize {
-    labels.iter().map(|(n, v)| delimited(label_len(n, v))).sum()
+    labels.lens().map(|(n, v)| delimited(bytes_field(n) + bytes_field(v))).sum()
 }
 
 /// Size of the `Chunk` message of `c` (XOR, the default encoding, is left out).
