@@ -685,6 +685,12 @@ impl BenchResult {
             };
             let rw = |s: String| format!("{} series, read: {s}", si(size as f64));
             rows.push(rd(
+                rw("first call after the writes (1 metric; ringest builds its head index)".into()),
+                "receiver CPU-ms",
+                &|r| r.read.as_ref().map(|x| x.first_call.cpu_seconds * 1e3),
+                fmt_small,
+            ));
+            rows.push(rd(
                 rw(format!("1 metric ({} series)", per_call("selective"))),
                 "receiver CPU-us per sample returned",
                 &|r| q("selective")(r).and_then(|x| x.cpu_us_per_sample),

@@ -139,6 +139,10 @@ pub struct LabelValuesReport {
 /// The measured read phase.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReadReport {
+    /// The first call after the writes (the first query once), apart: ringest builds its head
+    /// index on the first read (Thanos keeps its index up to date while it writes), so this
+    /// call carries that cost and the query rows do not.
+    pub first_call: QueryReport,
     /// Per query.
     pub queries: Vec<QueryReport>,
     /// LabelValues of [`VALUES_LABEL`].
@@ -165,6 +169,21 @@ pub fn measure(
 ) -> Result<ReadReport, StoreError> {
     let mut rep = ReadReport { rss_before: procstat::sample(pid).map(|s| s.rss).unwrap_or(0), ..Default::default() };
     let mut peak = 0;
+    if let Some(q) = queries.first() {
+        let watch = Watch::start(&[pid]);
+        let n = call(store, q, range)?;
+        let usage = watch.finish().into_iter().next().unwrap_or_default();
+        peak = peak.max(usage.peak_rss);
+        rep.first_call = QueryReport {
+            name: q.name.into(),
+            description: q.description.clone(),
+            calls: 1,
+            series: n.series,
+            samples: n.samples,
+            cpu_seconds: usage.cpu_seconds,
+            ..Default::default()
+        };
+    }
     for q in queries {
         let watch = Watch::start(&[pid]);
         let start = std::time::Instant::now();

@@ -22,7 +22,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use crate::labels::SeriesData;
 pub use appender::{AppendBuffers, Appender, CommitOutcome, SeriesOutcome};
-pub use read::{Reader, Selected};
+pub use read::{Parts, Reader, Selected};
 pub use stats::{Cardinality, HeadStats, Stat, merge_sorted};
 
 use crate::block::{self, Block, BlockError};

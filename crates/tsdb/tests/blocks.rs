@@ -465,7 +465,7 @@ fn reads_match_the_model_while_blocks_are_cut_and_series_collected() {
                             // chunks: truncation must wait for this read, not take data from it.
                             std::thread::yield_now();
                             let mut chunks = Vec::new();
-                            reader.chunks(&series, &mut chunks).unwrap();
+                            reader.chunks(&series.parts, &mut chunks).unwrap();
                             let id: i64 = series.labels.get("id").unwrap().parse().unwrap();
                             let samples = decode(&chunks);
                             for &(t, v) in &samples {
@@ -519,7 +519,7 @@ fn a_reader_outlives_the_blocks_retention_deletes() {
     let mut got = Model::new();
     for s in reader.select(&[]).unwrap() {
         let mut chunks = Vec::new();
-        reader.chunks(&s, &mut chunks).unwrap();
+        reader.chunks(&s.parts, &mut chunks).unwrap();
         got.insert(s.labels.to_labels(), decode(&chunks));
     }
     assert_eq!(got, want, "the read saw every sample once, deleted blocks included");

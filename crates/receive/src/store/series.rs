@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ringest_proto::encoded::EncodedSeriesResponse;
 use ringest_proto::thanos::{SeriesRequest, ShardInfo};
-use ringest_tsdb::db::Selected;
+use ringest_tsdb::db::{Parts, Selected};
 use ringest_tsdb::labels::PackedBuilder;
 use ringest_tsdb::postings::Matcher;
 use ringest_tsdb::{PackedLabels, RawChunk, Tsdb};
@@ -79,7 +79,7 @@ fn in_shard(labels: &PackedLabels, shard: Option<&ShardInfo>) -> bool {
 struct Picked {
     labels: PackedLabels,
     reader: usize,
-    series: Selected,
+    parts: Parts,
 }
 
 /// The final labels of a tenant's series: its own with the tenant's external labels `ext`
@@ -315,15 +315,16 @@ fn stream_series(
                 continue;
             }
         };
-        for mut series in selected {
-            let labels = final_labels(&std::mem::take(&mut series.labels), &ext_packed, &removed, &mut builder);
+        for Selected { labels, parts } in selected {
+            let labels = final_labels(&labels, &ext_packed, &removed, &mut builder);
             if in_shard(&labels, req.shard_info.as_ref()) {
-                picked.push(Picked { labels, reader: readers.len(), series });
+                picked.push(Picked { labels, reader: readers.len(), parts });
             }
         }
         readers.push((reader, db));
     }
-    picked.sort_by(|a, b| a.labels.cmp(&b.labels));
+    // In place: a wide selection holds no second copy while it sorts.
+    picked.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
     for w in std::mem::take(&mut warnings) {
         out.warning(&w)?;
     }
@@ -335,7 +336,7 @@ fn stream_series(
         }
         let (reader, db) = &readers[p.reader];
         chunks.clear();
-        if let Err(e) = reader.chunks(&p.series, &mut chunks) {
+        if let Err(e) = reader.chunks(&p.parts, &mut chunks) {
             failed(&mut warnings, db, format!("code = Internal desc = {e}"))?;
             continue;
         }

@@ -42,8 +42,12 @@ enum Part {
 pub struct Selected {
     /// The series' labels (packed: a selection may hold a million of them).
     pub labels: PackedLabels,
-    parts: SmallVec<[Part; 1]>,
+    /// Where its chunks are.
+    pub parts: Parts,
 }
+
+/// Where a selected series' chunks are: in blocks of its reader, in the head, or both.
+pub struct Parts(SmallVec<[Part; 1]>);
 
 impl Tsdb {
     /// A reader of the blocks and head overlapping `[mint, maxt]` as they are now.
@@ -75,7 +79,7 @@ impl Tsdb {
         let mut out = Vec::new();
         for s in selected {
             let mut chunks = Vec::new();
-            reader.chunks(&s, &mut chunks)?;
+            reader.chunks(&s.parts, &mut chunks)?;
             if !chunks.is_empty() {
                 out.push(crate::labels::SeriesChunks { labels: s.labels.to_labels(), chunks });
             }
@@ -88,7 +92,7 @@ impl Reader<'_> {
     /// The series selected by `matchers` (Prometheus' semantics; none: every series) with data
     /// in the read's range, in no particular order, without their chunks.
     pub fn select(&self, matchers: &[Matcher]) -> Result<Vec<Selected>, TsdbError> {
-        let mut found: Vec<(PackedLabels, Part)> = Vec::new();
+        let mut found: Vec<Selected> = Vec::new();
         let mut labels = PackedBuilder::default();
         for (i, b) in self.blocks.iter().enumerate() {
             let index = b.index()?;
@@ -96,7 +100,7 @@ impl Reader<'_> {
                 for (n, v) in refs {
                     labels.push(index.symbol(n)?, index.symbol(v)?);
                 }
-                found.push((labels.take(), Part::Block(i, id)));
+                found.push(Selected { labels: labels.take(), parts: Parts(smallvec::smallvec![Part::Block(i, id)]) });
             }
         }
         let head_mint = self.mint.max(self.floor);
@@ -111,30 +115,28 @@ impl Reader<'_> {
             let _symbols = self.head.symbol_gate.read();
             for s in series {
                 if s.state.lock().has_data_in(head_mint, self.maxt) {
-                    found.push((self.head.packed_labels_of(&s, &mut labels), Part::Head(s)));
+                    let labels = self.head.packed_labels_of(&s, &mut labels);
+                    found.push(Selected { labels, parts: Parts(smallvec::smallvec![Part::Head(s)]) });
                 }
             }
         }
         // Blocks and head each hold a series once: equal labels in several are one series.
         let sources = self.blocks.len() + 1;
         if sources == 1 {
-            return Ok(found
-                .into_iter()
-                .map(|(labels, part)| Selected { labels, parts: smallvec::smallvec![part] })
-                .collect());
+            return Ok(found);
         }
         // Positions in `out` by the hash of their labels.
         let state = hashbrown::DefaultHashBuilder::default();
         let hash = |l: &PackedLabels| std::hash::BuildHasher::hash_one(&state, l);
         let mut at: hashbrown::HashTable<usize> = hashbrown::HashTable::with_capacity(found.len());
         let mut out: Vec<Selected> = Vec::with_capacity(found.len());
-        for (labels, part) in found {
-            let h = hash(&labels);
-            match at.find(h, |&i| out[i].labels == labels) {
-                Some(&i) => out[i].parts.push(part),
+        for s in found {
+            let h = hash(&s.labels);
+            match at.find(h, |&i| out[i].labels == s.labels) {
+                Some(&i) => out[i].parts.0.extend(s.parts.0),
                 None => {
                     at.insert_unique(h, out.len(), |&i| hash(&out[i].labels));
-                    out.push(Selected { labels, parts: smallvec::smallvec![part] });
+                    out.push(s);
                 }
             }
         }
@@ -145,9 +147,9 @@ impl Reader<'_> {
     /// chunks whole as stored, head chunks from the floor on (one reaching under it re-encoded
     /// from the floor), the open head chunk as it is now. Empty when a series' only head
     /// samples were left behind by the floor.
-    pub fn chunks(&self, s: &Selected, out: &mut Vec<RawChunk>) -> Result<(), TsdbError> {
+    pub fn chunks(&self, parts: &Parts, out: &mut Vec<RawChunk>) -> Result<(), TsdbError> {
         let start = out.len();
-        for p in &s.parts {
+        for p in &parts.0 {
             match p {
                 Part::Block(i, id) => self.blocks[*i].chunks_of(*id, self.mint, self.maxt, out)?,
                 Part::Head(series) => {
