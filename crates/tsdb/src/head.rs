@@ -130,11 +130,16 @@ impl Head {
         // Loaded before the stripes are visited: every series counted by then is in a stripe.
         let created = self.created.load(Acquire);
         if ix.folded != created {
+            let before = ix.len();
             for stripe in self.stripes.iter() {
                 let new = stripe.lock().take_new();
                 for s in new {
                     ix.add(s);
                 }
+            }
+            if ix.len() - before > before / 8 {
+                // Enough new series that lists may have doubled.
+                ix.trim();
             }
             ix.folded = created;
         }
@@ -354,19 +359,6 @@ impl Head {
                 f(s);
             }
         }
-    }
-
-    /// The labels of `s`, packed with `b` (hold the symbol gate, or a read gate truncation
-    /// waits for).
-    pub(crate) fn packed_labels_of(
-        &self,
-        s: &MemSeries,
-        b: &mut crate::labels::PackedBuilder,
-    ) -> crate::labels::PackedLabels {
-        for &id in s.labels.iter() {
-            self.symbols.with_str(id, |text| b.push_str(text));
-        }
-        b.take()
     }
 
     /// The labels of `s` (hold the symbol gate).

@@ -18,6 +18,7 @@ use crate::block::Block;
 use crate::head::{Head, MemSeries};
 use crate::labels::{PackedBuilder, PackedLabels, RawChunk};
 use crate::postings::Matcher;
+use crate::symbols::SymbolId;
 
 /// One TSDB read at a fixed set of blocks over `[mint, maxt]`.
 pub struct Reader<'a> {
@@ -48,6 +49,35 @@ pub struct Selected {
 
 /// Where a selected series' chunks are: in blocks of its reader, in the head, or both.
 pub struct Parts(SmallVec<[Part; 1]>);
+
+/// The label strings one selection has looked up: series share their label names and many of
+/// their values, and a string found here costs no interner shard lock.
+#[derive(Default)]
+struct Strings {
+    at: hashbrown::HashMap<SymbolId, (u32, u32)>,
+    arena: String,
+}
+
+impl Strings {
+    /// Strings remembered at most (a label with a value per series would fill it in vain).
+    const MAX: usize = 1 << 16;
+
+    /// Appends the string of `id` to `b`.
+    fn push(&mut self, head: &Head, id: SymbolId, b: &mut PackedBuilder) {
+        if let Some(&(start, end)) = self.at.get(&id) {
+            b.push_str(&self.arena[start as usize..end as usize]);
+            return;
+        }
+        head.symbols.with_str(id, |text| {
+            if self.at.len() < Self::MAX {
+                let start = self.arena.len() as u32;
+                self.arena.push_str(text);
+                self.at.insert(id, (start, self.arena.len() as u32));
+            }
+            b.push_str(text);
+        });
+    }
+}
 
 impl Tsdb {
     /// A reader of the blocks and head overlapping `[mint, maxt]` as they are now.
@@ -113,9 +143,13 @@ impl Reader<'_> {
                 self.head.select(matchers)
             };
             let _symbols = self.head.symbol_gate.read();
+            let mut strings = Strings::default();
             for s in series {
                 if s.state.lock().has_data_in(head_mint, self.maxt) {
-                    let labels = self.head.packed_labels_of(&s, &mut labels);
+                    for &id in s.labels.iter() {
+                        strings.push(self.head, id, &mut labels);
+                    }
+                    let labels = labels.take();
                     found.push(Selected { labels, parts: Parts(smallvec::smallvec![Part::Head(s)]) });
                 }
             }

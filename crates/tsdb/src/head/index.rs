@@ -44,6 +44,22 @@ impl HeadIndex {
         self.series.push(s);
     }
 
+    /// Gives back the slack of lists that doubled while series were folded in, keeping an
+    /// eighth for the next ones (a list of a million ids may hold room for a million more).
+    pub(crate) fn trim(&mut self) {
+        for values in self.postings.values_mut() {
+            for list in values.values_mut() {
+                let (len, cap) = (list.len(), list.capacity());
+                if list.spilled() && cap > len + len / 2 {
+                    list.grow(len + len / 8);
+                }
+            }
+        }
+        if self.series.capacity() > self.series.len() + self.series.len() / 2 {
+            self.series.shrink_to(self.series.len() + self.series.len() / 8);
+        }
+    }
+
     /// The series with id `id`.
     pub(crate) fn series(&self, id: u32) -> &Arc<MemSeries> {
         &self.series[id as usize]
