@@ -221,6 +221,9 @@ struct ReadArgs {
     /// Query the last this many seconds (up to now plus an hour).
     #[arg(long, default_value_t = 86_400)]
     seconds: i64,
+    /// LabelValues calls (default: the bench's, or the smoke run's).
+    #[arg(long)]
+    label_values_calls: Option<usize>,
 }
 
 fn read_cmd(a: ReadArgs) -> anyhow::Result<bool> {
@@ -229,7 +232,8 @@ fn read_cmd(a: ReadArgs) -> anyhow::Result<bool> {
     let now = now_ms();
     let range = (now - a.seconds * 1000, now + 3_600_000);
     let s = store::Store::connect(&a.store)?;
-    let rep = ringest_loadgen::read::measure(&s, a.pid.unwrap_or(0), &queries, range, it.label_values)?;
+    let calls = a.label_values_calls.unwrap_or(it.label_values);
+    let rep = ringest_loadgen::read::measure(&s, a.pid.unwrap_or(0), &queries, range, calls)?;
     println!("{}", serde_json::to_string_pretty(&rep)?);
     Ok(rep.queries.iter().all(|q| q.series > 0))
 }

@@ -221,17 +221,17 @@ impl ringest_proto::encoded::store_server::Store for StoreApi {
                     Some(v) => selected_labels(&db, &left, req.start, req.end)
                         .map(|ss| if ss.is_empty() { vec![] } else { vec![v.clone()] }),
                     None if left.is_empty() => db.label_values(&req.label, req.start, req.end),
-                    None => selected_labels(&db, &left, req.start, req.end)
-                        .map(|ss| ss.into_iter().filter_map(|s| s.get(&req.label).map(str::to_owned)).collect()),
-                };
-                match got {
-                    Ok(mut v) => {
-                        if !v.is_sorted() {
-                            v.sort_unstable();
-                        }
+                    None => selected_labels(&db, &left, req.start, req.end).map(|ss| {
+                        let mut v: Vec<String> =
+                            ss.into_iter().filter_map(|s| s.get(&req.label).map(str::to_owned)).collect();
+                        v.sort_unstable();
                         v.dedup();
-                        lists.push(v);
-                    }
+                        v
+                    }),
+                };
+                // Each list sorted, each value once.
+                match got {
+                    Ok(v) => lists.push(v),
                     Err(e) => {
                         let msg = format!("fetch label values from store {}: {e}", tenant_name(&db));
                         if abort {

@@ -170,9 +170,7 @@ impl Head {
         let ix = self.index();
         let _symbols = self.symbol_gate.read();
         let Some(n) = self.symbols.lookup(name.as_bytes()) else { return Vec::new() };
-        let mut out: Vec<String> = ix.values(n).map(|v| self.symbols.get(v)).collect();
-        out.sort_unstable();
-        out
+        ix.sorted_values(n, &self.symbols, |ids| ids.iter().map(|&v| self.symbols.get(v)).collect())
     }
 
     /// Takes the series removed by truncation out of the index and out of the stripes' lists

@@ -29,6 +29,15 @@ pub(crate) struct HeadIndex {
     postings: HashMap<SymbolId, HashMap<SymbolId, List>>,
     /// The head's count of created series when new series were last folded in.
     pub(crate) folded: u64,
+    /// Per label name asked for, its values in string order (see [`HeadIndex::sorted_values`]).
+    sorted: parking_lot::Mutex<HashMap<SymbolId, SortedValues>>,
+}
+
+/// A label name's values sorted by their strings, and the values new since.
+#[derive(Default)]
+struct SortedValues {
+    ids: Vec<SymbolId>,
+    added: Vec<SymbolId>,
 }
 
 impl HeadIndex {
@@ -38,8 +47,17 @@ impl HeadIndex {
             return;
         }
         let id = u32::try_from(self.series.len()).expect("fewer than 2^32 head series");
+        let sorted = self.sorted.get_mut();
         for pair in s.labels.chunks_exact(2) {
-            self.postings.entry(pair[0]).or_default().entry(pair[1]).or_default().push(id);
+            match self.postings.entry(pair[0]).or_default().entry(pair[1]) {
+                hashbrown::hash_map::Entry::Occupied(mut e) => e.get_mut().push(id),
+                hashbrown::hash_map::Entry::Vacant(e) => {
+                    e.insert(smallvec::smallvec![id]);
+                    if let Some(v) = sorted.get_mut(&pair[0]) {
+                        v.added.push(pair[1]);
+                    }
+                }
+            }
         }
         self.series.push(s);
     }
@@ -73,6 +91,8 @@ impl HeadIndex {
     /// Drops the series marked removed and renumbers the rest, keeping their order. Call it
     /// before the removed series' label strings are freed: the keys of their pairs go with them.
     pub(crate) fn drop_removed(&mut self) {
+        // Values may have gone: sorted lists are made again when next asked for.
+        self.sorted.get_mut().clear();
         let keep: Vec<bool> = self.series.iter().map(|s| !s.removed.load(Acquire)).collect();
         if keep.iter().all(|&k| k) {
             return;
@@ -109,6 +129,26 @@ impl HeadIndex {
     /// Label names with at least one series, as symbol ids.
     pub(crate) fn names(&self) -> impl Iterator<Item = SymbolId> + '_ {
         self.postings.keys().copied()
+    }
+
+    /// Calls `f` with the values of label `name` (with at least one series) sorted by their
+    /// strings. The order is kept between calls: values new since the last call are inserted
+    /// (a few) or the list sorted again (many); truncation drops it.
+    pub(crate) fn sorted_values<R>(&self, name: SymbolId, symbols: &Symbols, f: impl FnOnce(&[SymbolId]) -> R) -> R {
+        let mut cache = self.sorted.lock();
+        let sorted = cache.entry(name).or_insert_with(|| SortedValues { ids: Vec::new(), added: Vec::new() });
+        if sorted.ids.is_empty() || sorted.added.len() > sorted.ids.len() / 16 {
+            let mut all: Vec<(Vec<u8>, SymbolId)> = self.values(name).map(|v| (symbols.bytes(v), v)).collect();
+            all.sort_unstable();
+            sorted.ids = all.into_iter().map(|(_, v)| v).collect();
+            sorted.added.clear();
+        }
+        for v in std::mem::take(&mut sorted.added) {
+            let text = symbols.bytes(v);
+            let at = sorted.ids.partition_point(|&x| symbols.with_str(x, |s| s.as_bytes() < text.as_slice()));
+            sorted.ids.insert(at, v);
+        }
+        f(&sorted.ids)
     }
 
     /// Values of label `name` with at least one series, as symbol ids.
@@ -239,6 +279,14 @@ mod tests {
                 head.unindex_removed();
             }
             let view: Vec<(Labels, bool)> = all.iter().map(|(_, l, r)| (l.clone(), *r)).collect();
+            // Sorted values kept between reads: new values inserted, truncation starts over.
+            for name in ["id", "a", "__name__"] {
+                let mut want: Vec<String> =
+                    view.iter().filter(|(_, r)| !r).filter_map(|(l, _)| l.get(name).map(str::to_owned)).collect();
+                want.sort();
+                want.dedup();
+                assert_eq!(head.label_values(name), want, "round {round}, {name}");
+            }
             for _ in 0..20 {
                 let matchers: Vec<Matcher> = (0..1 + rng.next(3)).map(|_| random_matcher(&mut rng)).collect();
                 let got: BTreeSet<String> =
