@@ -25,8 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_transport(false)
         .build_server(true)
         .compile_fds(fds.clone())?;
-    // The Store server once more, answering Series with frames its caller encoded itself
-    // (`encoded::EncodedSeriesResponse`); every other type is the one generated above.
+    // The Store server once more, answering Series and LabelValues with messages its caller
+    // encoded itself (`encoded::Encoded`); every other type is the one generated above.
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("encoded");
     std::fs::create_dir_all(&out)?;
     tonic_prost_build::configure()
@@ -35,7 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .out_dir(&out)
         .extern_path(".prometheus", "crate::prometheus")
         .extern_path(".thanos", "crate::thanos")
-        .extern_path(".thanos.SeriesResponse", "crate::encoded::EncodedSeriesResponse")
+        .extern_path(".thanos.SeriesResponse", "crate::encoded::Encoded")
+        .extern_path(".thanos.LabelValuesResponse", "crate::encoded::Encoded")
         .compile_fds(fds)?;
     Ok(())
 }

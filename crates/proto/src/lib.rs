@@ -26,16 +26,16 @@ pub mod thanos {
     }
 }
 
-/// The `thanos.Store` server whose Series answers are frames encoded by the server itself
-/// (the read path writes a series' labels and chunks straight into its frame, without building
-/// the message types first).
+/// The `thanos.Store` server whose Series and LabelValues answers are encoded by the server
+/// itself (the read path writes a series' labels and chunks, or a million label values,
+/// straight into the message, without building the message types first).
 pub mod encoded {
-    /// One `thanos.SeriesResponse`, already encoded (the message's fields, without an outer tag
-    /// or length). Sending only: it does not decode.
+    /// One `thanos.SeriesResponse` or `thanos.LabelValuesResponse`, already encoded (the
+    /// message's fields, without an outer tag or length). Sending only: it does not decode.
     #[derive(Debug, Clone, Default, PartialEq)]
-    pub struct EncodedSeriesResponse(pub Vec<u8>);
+    pub struct Encoded(pub Vec<u8>);
 
-    impl prost::Message for EncodedSeriesResponse {
+    impl prost::Message for Encoded {
         fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
             buf.put_slice(&self.0);
         }

@@ -14,16 +14,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringest_proto::encoded::EncodedSeriesResponse;
+use ringest_proto::encoded::Encoded;
 use ringest_proto::thanos::info::{
     ExemplarsInfo, InfoRequest, InfoResponse, StatusInfo, StoreInfo, TsdbInfo, info_server,
 };
 use ringest_proto::thanos::{
-    Label, LabelMatcher, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
-    PartialResponseStrategy, SeriesRequest, ZLabelSet, label_matcher,
+    Label, LabelMatcher, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, PartialResponseStrategy,
+    SeriesRequest, ZLabelSet, label_matcher,
 };
 use ringest_tsdb::postings::{MatchKind, Matcher};
-use ringest_tsdb::{PackedLabels, Tsdb};
+use ringest_tsdb::{PackedLabels, StringList, Tsdb};
 use tonic::{Request, Response, Status};
 
 mod series;
@@ -127,13 +127,27 @@ fn selected_labels(
     Ok(db.reader(mint, maxt)?.select(ms)?.into_iter().map(|s| s.labels).collect())
 }
 
+/// A `thanos.LabelValuesResponse` written straight from `values` (a million values cost no
+/// string each): `values` and `warnings` are repeated strings, fields 1 and 2.
+fn label_values_response(values: &StringList, warnings: &[String]) -> Encoded {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+    let strings = || values.iter().map(|v| (1, v)).chain(warnings.iter().map(|w| (2, w.as_str())));
+    let len: usize = strings().map(|(_, s)| 1 + encoded_len_varint(s.len() as u64) + s.len()).sum();
+    let mut buf = Vec::with_capacity(len);
+    for (tag, s) in strings() {
+        encode_key(tag, WireType::LengthDelimited, &mut buf);
+        encode_varint(s.len() as u64, &mut buf);
+        buf.extend_from_slice(s.as_bytes());
+    }
+    Encoded(buf)
+}
+
 /// Runs blocking TSDB work off the reactor.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
     tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(format!("read failed: {e}")))?
 }
 
-type SeriesStream =
-    Pin<Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<EncodedSeriesResponse, Status>> + Send>>;
+type SeriesStream = Pin<Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<Encoded, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ringest_proto::encoded::store_server::Store for StoreApi {
@@ -197,10 +211,7 @@ impl ringest_proto::encoded::store_server::Store for StoreApi {
         .await
     }
 
-    async fn label_values(
-        &self,
-        request: Request<LabelValuesRequest>,
-    ) -> Result<Response<LabelValuesResponse>, Status> {
+    async fn label_values(&self, request: Request<LabelValuesRequest>) -> Result<Response<Encoded>, Status> {
         let req = request.into_inner();
         if req.label.is_empty() {
             return Err(Status::invalid_argument("label name parameter cannot be empty"));
@@ -211,22 +222,21 @@ impl ringest_proto::encoded::store_server::Store for StoreApi {
         blocking(move || {
             let (mut lists, mut warnings) = (Vec::new(), Vec::new());
             if req.without_replica_labels.contains(&req.label) {
-                return Ok(Response::new(LabelValuesResponse::default()));
+                return Ok(Response::new(Encoded::default()));
             }
             for (tenant, db) in tenants {
                 let ext = ext.of(&tenant);
                 let Some(left) = strip_external(&ms, &ext) else { continue };
                 let got = match ext.get(&req.label) {
-                    Some(v) if left.is_empty() => Ok(vec![v.clone()]),
+                    Some(v) if left.is_empty() => Ok(StringList::from_sorted([v.as_str()])),
                     Some(v) => selected_labels(&db, &left, req.start, req.end)
-                        .map(|ss| if ss.is_empty() { vec![] } else { vec![v.clone()] }),
+                        .map(|ss| StringList::from_sorted(if ss.is_empty() { None } else { Some(v.as_str()) })),
                     None if left.is_empty() => db.label_values(&req.label, req.start, req.end),
                     None => selected_labels(&db, &left, req.start, req.end).map(|ss| {
-                        let mut v: Vec<String> =
-                            ss.into_iter().filter_map(|s| s.get(&req.label).map(str::to_owned)).collect();
+                        let mut v: Vec<&str> = ss.iter().filter_map(|s| s.get(&req.label)).collect();
                         v.sort_unstable();
                         v.dedup();
-                        v
+                        StringList::from_sorted(v)
                     }),
                 };
                 // Each list sorted, each value once.
@@ -241,11 +251,11 @@ impl ringest_proto::encoded::store_server::Store for StoreApi {
                     }
                 }
             }
-            let mut values = ringest_tsdb::db::merge_sorted(lists);
+            let mut values = StringList::merge(lists);
             if req.limit > 0 {
                 values.truncate(usize::try_from(req.limit).unwrap_or(usize::MAX));
             }
-            Ok(Response::new(LabelValuesResponse { values, warnings, hints: None }))
+            Ok(Response::new(label_values_response(&values, &warnings)))
         })
         .await
     }
@@ -289,5 +299,27 @@ impl info_server::Info for StoreApi {
             }))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use ringest_proto::thanos::LabelValuesResponse;
+
+    use super::*;
+
+    /// The hand-written LabelValues answer is the bytes prost writes, empty strings included.
+    #[test]
+    fn label_values_answers_are_the_bytes_prost_writes() {
+        let values = StringList::from_sorted(["", "a", &"x".repeat(300), "é"]);
+        let warnings = vec!["careful".to_string(), String::new()];
+        let want = LabelValuesResponse {
+            values: values.iter().map(str::to_owned).collect(),
+            warnings: warnings.clone(),
+            hints: None,
+        };
+        assert_eq!(label_values_response(&values, &warnings).0, want.encode_to_vec());
+        assert_eq!(label_values_response(&StringList::default(), &[]).0, Vec::<u8>::new());
     }
 }

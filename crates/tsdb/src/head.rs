@@ -166,11 +166,11 @@ impl Head {
     }
 
     /// Values of label `name` in the head, sorted.
-    pub(crate) fn label_values(&self, name: &str) -> Vec<String> {
+    pub(crate) fn label_values(&self, name: &str) -> crate::labels::StringList {
         let ix = self.index();
         let _symbols = self.symbol_gate.read();
-        let Some(n) = self.symbols.lookup(name.as_bytes()) else { return Vec::new() };
-        ix.sorted_values(n, &self.symbols, |ids| ids.iter().map(|&v| self.symbols.get(v)).collect())
+        let Some(n) = self.symbols.lookup(name.as_bytes()) else { return Default::default() };
+        ix.sorted_values(n, &self.symbols)
     }
 
     /// Takes the series removed by truncation out of the index and out of the stripes' lists

@@ -11,8 +11,10 @@ use std::fmt;
 use crate::encoding::put_uvarint;
 
 mod packed;
+mod strings;
 
 pub use packed::{PackedBuilder, PackedLabels};
+pub use strings::StringList;
 
 /// A label borrowed from a request or a WAL record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

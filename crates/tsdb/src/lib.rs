@@ -29,4 +29,6 @@ pub mod wal;
 
 pub use db::{AppendBuffers, Appender, CommitOutcome, OpenReport, Options, SeriesOutcome, Tsdb, TsdbError};
 pub use head::series::Verdict;
-pub use labels::{Label, LabelError, LabelRef, Labels, PackedLabels, RawChunk, SeriesChunks, validate_request_order};
+pub use labels::{
+    Label, LabelError, LabelRef, Labels, PackedLabels, RawChunk, SeriesChunks, StringList, validate_request_order,
+};

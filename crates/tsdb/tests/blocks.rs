@@ -217,7 +217,7 @@ fn matchers_select_like_prometheus() {
         assert_eq!(got.len(), *n, "{ms:?}: {got:?}");
     }
     assert_eq!(db.label_names(i64::MIN, i64::MAX).unwrap(), vec!["__name__", "env", "x"]);
-    assert_eq!(db.label_values("env", i64::MIN, i64::MAX).unwrap(), vec!["dev", "prod"]);
+    assert_eq!(db.label_values("env", i64::MIN, i64::MAX).unwrap().iter().collect::<Vec<_>>(), ["dev", "prod"]);
     assert!(db.label_names(T0 + 1, i64::MAX).unwrap().is_empty(), "nothing after the samples");
     assert!(db.label_values("env", i64::MIN, T0 - 1).unwrap().is_empty(), "nothing before them");
     let metas = db.flush_head().unwrap();

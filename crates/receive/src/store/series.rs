@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringest_proto::encoded::EncodedSeriesResponse;
+use ringest_proto::encoded::Encoded;
 use ringest_proto::thanos::{SeriesRequest, ShardInfo};
 use ringest_tsdb::db::{Parts, Selected};
 use ringest_tsdb::labels::PackedBuilder;
@@ -95,7 +95,7 @@ fn final_labels(
 
 /// Where a Series answer goes, frame by frame, as the client takes them.
 struct Out {
-    tx: tokio::sync::mpsc::Sender<Result<EncodedSeriesResponse, Status>>,
+    tx: tokio::sync::mpsc::Sender<Result<Encoded, Status>>,
     /// How the answer ends when it fails: told after the frames already queued.
     end: Arc<parking_lot::Mutex<Option<Status>>>,
     runtime: tokio::runtime::Handle,
@@ -123,7 +123,7 @@ impl Out {
 
     /// Sends one encoded `SeriesResponse`.
     fn send(&mut self, response: Vec<u8>) -> Result<(), Gone> {
-        let response = match self.tx.try_send(Ok(EncodedSeriesResponse(response))) {
+        let response = match self.tx.try_send(Ok(Encoded(response))) {
             Ok(()) => return Ok(()),
             Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Err(Gone),
             Err(tokio::sync::mpsc::error::TrySendError::Full(response)) => response,
@@ -355,12 +355,12 @@ fn stream_series(
 /// A Series answer as the blocking reader produces it: its frames, then how it failed, if it
 /// did.
 pub(super) struct Frames {
-    rx: tokio::sync::mpsc::Receiver<Result<EncodedSeriesResponse, Status>>,
+    rx: tokio::sync::mpsc::Receiver<Result<Encoded, Status>>,
     end: Arc<parking_lot::Mutex<Option<Status>>>,
 }
 
 impl tonic::codegen::tokio_stream::Stream for Frames {
-    type Item = Result<EncodedSeriesResponse, Status>;
+    type Item = Result<Encoded, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
         match self.rx.poll_recv(cx) {

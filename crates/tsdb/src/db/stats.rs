@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::Tsdb;
-use crate::labels::{Labels, SeriesData};
+use crate::labels::{Labels, SeriesData, StringList};
 use crate::postings::Matcher;
 
 /// Head statistics as Prometheus reports them.
@@ -177,15 +177,15 @@ impl Tsdb {
     }
 
     /// Values of label `name` in the blocks and the head that overlap `[mint, maxt]`, sorted.
-    pub fn label_values(&self, name: &str, mint: i64, maxt: i64) -> Result<Vec<String>, super::TsdbError> {
+    pub fn label_values(&self, name: &str, mint: i64, maxt: i64) -> Result<StringList, super::TsdbError> {
         let mut lists = Vec::new();
         if self.head_overlaps(mint, maxt) {
             lists.push(self.head.label_values(name));
         }
         for b in self.blocks_overlapping(mint, maxt) {
-            lists.push(b.index()?.label_values(name).map(str::to_owned).collect());
+            lists.push(StringList::from_sorted(b.index()?.label_values(name)));
         }
-        Ok(merge_sorted(lists))
+        Ok(StringList::merge(lists))
     }
 
     /// The blocks with a sample time in `[mint, maxt]` possible (block ends are exclusive).
@@ -199,7 +199,7 @@ impl Tsdb {
 }
 
 /// The union of sorted lists, sorted, each string once (one list is taken as it is).
-pub fn merge_sorted(mut lists: Vec<Vec<String>>) -> Vec<String> {
+fn merge_sorted(mut lists: Vec<Vec<String>>) -> Vec<String> {
     if lists.len() <= 1 {
         return lists.pop().unwrap_or_default();
     }

@@ -33,11 +33,14 @@ pub(crate) struct HeadIndex {
     sorted: parking_lot::Mutex<HashMap<SymbolId, SortedValues>>,
 }
 
-/// A label name's values sorted by their strings, and the values new since.
+/// A label name's values sorted by their strings, the values new since, and the sorted
+/// strings themselves once made (the interner's strings are scattered over the heap: reading a
+/// million of them costs far more than copying one buffer).
 #[derive(Default)]
 struct SortedValues {
     ids: Vec<SymbolId>,
     added: Vec<SymbolId>,
+    strings: Option<crate::labels::StringList>,
 }
 
 impl HeadIndex {
@@ -131,24 +134,36 @@ impl HeadIndex {
         self.postings.keys().copied()
     }
 
-    /// Calls `f` with the values of label `name` (with at least one series) sorted by their
-    /// strings. The order is kept between calls: values new since the last call are inserted
-    /// (a few) or the list sorted again (many); truncation drops it.
-    pub(crate) fn sorted_values<R>(&self, name: SymbolId, symbols: &Symbols, f: impl FnOnce(&[SymbolId]) -> R) -> R {
+    /// The values of label `name` (with at least one series), sorted. The order, and the
+    /// strings, are kept between calls: values new since the last call are inserted (a few) or
+    /// the list sorted again (many); truncation drops it.
+    pub(crate) fn sorted_values(&self, name: SymbolId, symbols: &Symbols) -> crate::labels::StringList {
         let mut cache = self.sorted.lock();
-        let sorted = cache.entry(name).or_insert_with(|| SortedValues { ids: Vec::new(), added: Vec::new() });
+        let sorted = cache.entry(name).or_default();
         if sorted.ids.is_empty() || sorted.added.len() > sorted.ids.len() / 16 {
             let mut all: Vec<(Vec<u8>, SymbolId)> = self.values(name).map(|v| (symbols.bytes(v), v)).collect();
             all.sort_unstable();
             sorted.ids = all.into_iter().map(|(_, v)| v).collect();
             sorted.added.clear();
+            sorted.strings = None;
         }
         for v in std::mem::take(&mut sorted.added) {
             let text = symbols.bytes(v);
             let at = sorted.ids.partition_point(|&x| symbols.with_str(x, |s| s.as_bytes() < text.as_slice()));
             sorted.ids.insert(at, v);
+            sorted.strings = None;
         }
-        f(&sorted.ids)
+        sorted
+            .strings
+            .get_or_insert_with(|| {
+                let mut out = crate::labels::StringList::default();
+                out.reserve(sorted.ids.len());
+                for &v in &sorted.ids {
+                    symbols.with_str(v, |s| out.push(s));
+                }
+                out
+            })
+            .clone()
     }
 
     /// Values of label `name` with at least one series, as symbol ids.
@@ -285,7 +300,7 @@ mod tests {
                     view.iter().filter(|(_, r)| !r).filter_map(|(l, _)| l.get(name).map(str::to_owned)).collect();
                 want.sort();
                 want.dedup();
-                assert_eq!(head.label_values(name), want, "round {round}, {name}");
+                assert_eq!(head.label_values(name).iter().collect::<Vec<_>>(), want, "round {round}, {name}");
             }
             for _ in 0..20 {
                 let matchers: Vec<Matcher> = (0..1 + rng.next(3)).map(|_| random_matcher(&mut rng)).collect();
@@ -301,7 +316,7 @@ mod tests {
         let mut want: Vec<String> =
             all.iter().filter(|(_, _, r)| !r).map(|(_, l, _)| l.get("id").unwrap().to_string()).collect();
         want.sort();
-        assert_eq!(head.label_values("id"), want);
+        assert_eq!(head.label_values("id").iter().collect::<Vec<_>>(), want);
         assert!(head.label_values("nope").is_empty());
     }
 }
