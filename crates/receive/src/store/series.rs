@@ -248,7 +248,7 @@ fn send_series(
         budget.take(0)?;
         return Ok(out.series(labels, labels_len, &[])?);
     }
-    let base = MAX_BYTES_PER_FRAME - labels.iter().map(|(n, v)| frame::label_len(n, v) as i64).sum::<i64>();
+    let base = MAX_BYTES_PER_FRAME - frame::labels_budget(labels) as i64;
     let chunks: Vec<(RawChunk, u64)> = chunks
         .into_iter()
         .map(|c| {

@@ -47,14 +47,20 @@ fn put_varint(tag: u32, v: u64, buf: &mut Vec<u8>) {
     }
 }
 
-/// Size of a `Label` message (no key or length), as Thanos counts a frame's label bytes.
-pub(super) fn label_len(name: &str, value: &str) -> usize {
-    bytes_field(name.len()) + bytes_field(value.len())
+/// Size of a `Label` message (no key or length) with a name and value of these lengths.
+fn label_len(name: usize, value: usize) -> usize {
+    bytes_field(name) + bytes_field(value)
+}
+
+/// Size of a series' `Label` messages without their keys and lengths: what Thanos counts of a
+/// frame's labels against its size limit.
+pub(super) fn labels_budget(labels: &PackedLabels) -> usize {
+    labels.lens().map(|(n, v)| label_len(n, v)).sum()
 }
 
 /// Size of a series' label fields in a `Series` message.
 pub(super) fn labels_len(labels: &PackedLabels) -> usize {
-    labels.lens().map(|(n, v)| delimited(bytes_field(n) + bytes_field(v))).sum()
+    labels.lens().map(|(n, v)| delimited(label_len(n, v))).sum()
 }
 
 /// Size of the `Chunk` message of `c` (XOR, the default encoding, is left out).
@@ -75,7 +81,7 @@ pub(super) fn series_len(labels_len: usize, chunks: &[(RawChunk, u64)]) -> usize
 /// Writes a `Series` message's fields.
 pub(super) fn put_series(labels: &PackedLabels, chunks: &[(RawChunk, u64)], buf: &mut Vec<u8>) {
     for (n, v) in labels.iter() {
-        put_delimited_header(1, label_len(n, v), buf);
+        put_delimited_header(1, label_len(n.len(), v.len()), buf);
         put_bytes(1, n.as_bytes(), buf);
         put_bytes(2, v.as_bytes(), buf);
     }
@@ -165,7 +171,7 @@ mod tests {
         assert_eq!(warning("careful"), want.encode_to_vec());
         for (labels, _) in &cases {
             for (n, v) in labels.iter() {
-                assert_eq!(label_len(n, v), Label { name: n.into(), value: v.into() }.encoded_len());
+                assert_eq!(label_len(n.len(), v.len()), Label { name: n.into(), value: v.into() }.encoded_len());
             }
         }
     }
