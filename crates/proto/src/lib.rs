@@ -31,13 +31,36 @@ pub mod thanos {
 /// straight into the message, without building the message types first).
 pub mod encoded {
     /// One `thanos.SeriesResponse` or `thanos.LabelValuesResponse`, already encoded (the
-    /// message's fields, without an outer tag or length). Sending only: it does not decode.
+    /// message's fields, without an outer tag or length), from `start` of its buffer (a
+    /// writer may leave room for a header it writes last). Sending only: it does not decode.
     #[derive(Debug, Clone, Default, PartialEq)]
-    pub struct Encoded(pub Vec<u8>);
+    pub struct Encoded {
+        buf: Vec<u8>,
+        start: usize,
+    }
+
+    impl Encoded {
+        /// The message in `buf` from `start` on.
+        pub fn starting_at(buf: Vec<u8>, start: usize) -> Encoded {
+            assert!(start <= buf.len(), "an encoded message starts inside its buffer");
+            Encoded { buf, start }
+        }
+
+        /// The message's bytes.
+        pub fn bytes(&self) -> &[u8] {
+            &self.buf[self.start..]
+        }
+    }
+
+    impl From<Vec<u8>> for Encoded {
+        fn from(buf: Vec<u8>) -> Encoded {
+            Encoded { buf, start: 0 }
+        }
+    }
 
     impl prost::Message for Encoded {
         fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
-            buf.put_slice(&self.0);
+            buf.put_slice(self.bytes());
         }
 
         fn merge_field(
@@ -51,11 +74,12 @@ pub mod encoded {
         }
 
         fn encoded_len(&self) -> usize {
-            self.0.len()
+            self.buf.len() - self.start
         }
 
         fn clear(&mut self) {
-            self.0.clear();
+            self.buf.clear();
+            self.start = 0;
         }
     }
 

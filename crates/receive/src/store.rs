@@ -23,7 +23,7 @@ use ringest_proto::thanos::{
     SeriesRequest, ZLabelSet, label_matcher,
 };
 use ringest_tsdb::postings::{MatchKind, Matcher};
-use ringest_tsdb::{PackedLabels, StringList, Tsdb};
+use ringest_tsdb::{LabelTable, StringList, Tsdb};
 use tonic::{Request, Response, Status};
 
 mod series;
@@ -123,8 +123,10 @@ fn selected_labels(
     ms: &[Matcher],
     mint: i64,
     maxt: i64,
-) -> Result<Vec<PackedLabels>, ringest_tsdb::TsdbError> {
-    Ok(db.reader(mint, maxt)?.select(ms)?.into_iter().map(|s| s.labels).collect())
+) -> Result<(LabelTable, Vec<ringest_tsdb::labels::SetRef>), ringest_tsdb::TsdbError> {
+    let mut table = LabelTable::default();
+    let sets = db.reader(mint, maxt)?.select(ms, &mut table)?.into_iter().map(|s| s.labels).collect();
+    Ok((table, sets))
 }
 
 /// A `thanos.LabelValuesResponse` written straight from `values` (a million values cost no
@@ -139,7 +141,7 @@ fn label_values_response(values: &StringList, warnings: &[String]) -> Encoded {
         encode_varint(s.len() as u64, &mut buf);
         buf.extend_from_slice(s.as_bytes());
     }
-    Encoded(buf)
+    Encoded::from(buf)
 }
 
 /// Runs blocking TSDB work off the reactor.
@@ -183,8 +185,10 @@ impl ringest_proto::encoded::store_server::Store for StoreApi {
                 let got = if left.is_empty() {
                     db.label_names(req.start, req.end)
                 } else {
-                    selected_labels(&db, &left, req.start, req.end)
-                        .map(|ss| ss.iter().flat_map(|s| s.iter().map(|(n, _)| n.to_owned())).collect())
+                    selected_labels(&db, &left, req.start, req.end).map(|(table, sets)| {
+                        let names: BTreeSet<&str> = sets.iter().flat_map(|&s| table.pairs(s).map(|(n, _)| n)).collect();
+                        names.into_iter().map(str::to_owned).collect()
+                    })
                 };
                 match got {
                     Ok(mut n) => {
@@ -229,11 +233,12 @@ impl ringest_proto::encoded::store_server::Store for StoreApi {
                 let Some(left) = strip_external(&ms, &ext) else { continue };
                 let got = match ext.get(&req.label) {
                     Some(v) if left.is_empty() => Ok(StringList::from_sorted([v.as_str()])),
-                    Some(v) => selected_labels(&db, &left, req.start, req.end)
-                        .map(|ss| StringList::from_sorted(if ss.is_empty() { None } else { Some(v.as_str()) })),
+                    Some(v) => selected_labels(&db, &left, req.start, req.end).map(|(_, sets)| {
+                        StringList::from_sorted(if sets.is_empty() { None } else { Some(v.as_str()) })
+                    }),
                     None if left.is_empty() => db.label_values(&req.label, req.start, req.end),
-                    None => selected_labels(&db, &left, req.start, req.end).map(|ss| {
-                        let mut v: Vec<&str> = ss.iter().filter_map(|s| s.get(&req.label)).collect();
+                    None => selected_labels(&db, &left, req.start, req.end).map(|(table, sets)| {
+                        let mut v: Vec<&str> = sets.iter().filter_map(|&s| table.get(s, &req.label)).collect();
                         v.sort_unstable();
                         v.dedup();
                         StringList::from_sorted(v)
@@ -319,7 +324,7 @@ mod tests {
             warnings: warnings.clone(),
             hints: None,
         };
-        assert_eq!(label_values_response(&values, &warnings).0, want.encode_to_vec());
-        assert_eq!(label_values_response(&StringList::default(), &[]).0, Vec::<u8>::new());
+        assert_eq!(label_values_response(&values, &warnings).bytes(), want.encode_to_vec());
+        assert!(label_values_response(&StringList::default(), &[]).bytes().is_empty());
     }
 }

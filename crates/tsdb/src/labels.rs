@@ -10,11 +10,11 @@ use std::fmt;
 
 use crate::encoding::put_uvarint;
 
-mod packed;
 mod strings;
+mod table;
 
-pub use packed::{PackedBuilder, PackedLabels};
 pub use strings::StringList;
+pub use table::{LabelTable, Pairs, SetRef};
 
 /// A label borrowed from a request or a WAL record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,5 +30,5 @@ pub mod wal;
 pub use db::{AppendBuffers, Appender, CommitOutcome, OpenReport, Options, SeriesOutcome, Tsdb, TsdbError};
 pub use head::series::Verdict;
 pub use labels::{
-    Label, LabelError, LabelRef, Labels, PackedLabels, RawChunk, SeriesChunks, StringList, validate_request_order,
+    Label, LabelError, LabelRef, LabelTable, Labels, RawChunk, SeriesChunks, StringList, validate_request_order,
 };

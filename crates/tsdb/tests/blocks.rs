@@ -460,13 +460,14 @@ fn reads_match_the_model_while_blocks_are_cut_and_series_collected() {
                         let before = acked.load(Ordering::Acquire);
                         let reader = db.reader(i64::MIN, i64::MAX).unwrap();
                         let mut got: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-                        for series in reader.select(ms).unwrap() {
+                        let mut table = ringest_tsdb::LabelTable::default();
+                        for series in reader.select(ms, &mut table).unwrap() {
                             // Give the writer and the cuts room between the selection and the
                             // chunks: truncation must wait for this read, not take data from it.
                             std::thread::yield_now();
                             let mut chunks = Vec::new();
                             reader.chunks(&series.parts, &mut chunks).unwrap();
-                            let id: i64 = series.labels.get("id").unwrap().parse().unwrap();
+                            let id: i64 = table.get(series.labels, "id").unwrap().parse().unwrap();
                             let samples = decode(&chunks);
                             for &(t, v) in &samples {
                                 let k = (t - T0) / STEP;
@@ -517,10 +518,11 @@ fn a_reader_outlives_the_blocks_retention_deletes() {
     assert!(!deleted.is_empty(), "retention deleted a block");
     assert!(deleted.iter().all(|m| !dir.path().join(&m.ulid).exists()), "its files are gone");
     let mut got = Model::new();
-    for s in reader.select(&[]).unwrap() {
+    let mut table = ringest_tsdb::LabelTable::default();
+    for s in reader.select(&[], &mut table).unwrap() {
         let mut chunks = Vec::new();
         reader.chunks(&s.parts, &mut chunks).unwrap();
-        got.insert(s.labels.to_labels(), decode(&chunks));
+        got.insert(table.labels(s.labels), decode(&chunks));
     }
     assert_eq!(got, want, "the read saw every sample once, deleted blocks included");
 }

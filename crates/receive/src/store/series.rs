@@ -1,11 +1,10 @@
-//! Series answers that stream. Every tenant's selection is made first, on labels alone (packed,
-//! see `ringest_tsdb::db::Reader`), merged in the order of the final labels; then a blocking
+//! Series answers that stream. Every tenant's selection is made first, on labels alone (as ids
+//! into one table of strings, see `ringest_tsdb::LabelTable`), merged in the order of the final labels; then a blocking
 //! task reads each series' chunks (whole as stored, each sample once across blocks and head)
 //! and hands frames of about 1 MiB of chunks over a short channel as the client takes them,
 //! batched when the client asks. A call holds its selection's labels and a few frames, not its
 //! answer; it stops when the client goes away or takes no frame for [`STALL`].
 
-use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +12,9 @@ use std::time::Duration;
 use ringest_proto::encoded::Encoded;
 use ringest_proto::thanos::{SeriesRequest, ShardInfo};
 use ringest_tsdb::db::{Parts, Selected};
-use ringest_tsdb::labels::PackedBuilder;
+use ringest_tsdb::labels::{Pairs, SetRef};
 use ringest_tsdb::postings::Matcher;
-use ringest_tsdb::{PackedLabels, RawChunk, Tsdb};
+use ringest_tsdb::{LabelTable, RawChunk, Tsdb};
 use tonic::Status;
 
 use super::{Limits, abort_on_error, strip_external, tenant_name};
@@ -58,10 +57,10 @@ impl Call {
 }
 
 /// Whether a series with final labels `labels` belongs to the requested shard.
-fn in_shard(labels: &PackedLabels, shard: Option<&ShardInfo>) -> bool {
+fn in_shard(labels: Pairs<'_>, shard: Option<&ShardInfo>) -> bool {
     let Some(s) = shard.filter(|s| s.total_shards >= 1) else { return true };
     let mut buf = Vec::new();
-    for (n, v) in labels.iter() {
+    for (n, v) in labels {
         if s.labels.iter().any(|l| l == n) != s.by {
             continue;
         }
@@ -74,23 +73,12 @@ fn in_shard(labels: &PackedLabels, shard: Option<&ShardInfo>) -> bool {
     hash % s.total_shards as u64 == s.shard_index as u64
 }
 
-/// A series picked for a Series answer: its final labels, and its tenant's reader and entry
-/// (whose own labels are dropped once the final ones are made).
+/// A series picked for a Series answer: its final labels (in the call's table), and its
+/// tenant's reader and entry.
 struct Picked {
-    labels: PackedLabels,
+    labels: SetRef,
     reader: usize,
     parts: Parts,
-}
-
-/// The final labels of a tenant's series: its own with the tenant's external labels `ext`
-/// merged in (they win), less the names in `removed`.
-fn final_labels(
-    own: &PackedLabels,
-    ext: &PackedLabels,
-    removed: &BTreeSet<&str>,
-    b: &mut PackedBuilder,
-) -> PackedLabels {
-    if removed.is_empty() { own.merged(ext, |_| true, b) } else { own.merged(ext, |n| !removed.contains(n), b) }
 }
 
 /// Where a Series answer goes, frame by frame, as the client takes them.
@@ -103,7 +91,8 @@ struct Out {
     stall: Duration,
     /// `response_batch_size` (0 or 1: one series per response).
     batch_size: usize,
-    /// The encoded `SeriesBatch.series` fields of the batch being filled, and how many.
+    /// The encoded `SeriesBatch.series` fields of the batch being filled (after room for its
+    /// header), and how many.
     batch: Vec<u8>,
     batched: usize,
 }
@@ -122,8 +111,8 @@ impl Out {
     }
 
     /// Sends one encoded `SeriesResponse`.
-    fn send(&mut self, response: Vec<u8>) -> Result<(), Gone> {
-        let response = match self.tx.try_send(Ok(Encoded(response))) {
+    fn send(&mut self, response: Encoded) -> Result<(), Gone> {
+        let response = match self.tx.try_send(Ok(response)) {
             Ok(()) => return Ok(()),
             Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Err(Gone),
             Err(tokio::sync::mpsc::error::TrySendError::Full(response)) => response,
@@ -145,17 +134,21 @@ impl Out {
 
     fn warning(&mut self, text: &str) -> Result<(), Gone> {
         self.flush()?;
-        self.send(frame::warning(text))
+        self.send(frame::warning(text).into())
     }
 
     /// Sends (or batches) a series frame of `labels` (whose label fields take `labels_len`
     /// bytes) and `chunks`.
-    fn series(&mut self, labels: &PackedLabels, labels_len: usize, chunks: &[(RawChunk, u64)]) -> Result<(), Gone> {
+    fn series(&mut self, labels: Pairs<'_>, labels_len: usize, chunks: &[(RawChunk, u64)]) -> Result<(), Gone> {
         let len = frame::series_len(labels_len, chunks);
         if self.batch_size <= 1 {
             let mut buf = Vec::with_capacity(len + 11);
             frame::put_message(frame::RESPONSE_SERIES, len, &mut buf, |b| frame::put_series(labels, chunks, b));
-            return self.send(buf);
+            return self.send(buf.into());
+        }
+        if self.batched == 0 {
+            // Room for the batch's header, written when it is sent.
+            self.batch.resize(frame::MAX_HEADER, 0);
         }
         frame::put_message(frame::BATCH_SERIES, len, &mut self.batch, |b| frame::put_series(labels, chunks, b));
         self.batched += 1;
@@ -166,11 +159,11 @@ impl Out {
         if self.batched == 0 {
             return Ok(());
         }
-        let mut buf = Vec::with_capacity(self.batch.len() + 11);
-        frame::put_message(frame::RESPONSE_BATCH, self.batch.len(), &mut buf, |b| b.extend_from_slice(&self.batch));
-        self.batch.clear();
+        let next = Vec::with_capacity(self.batch.len());
+        let mut batch = std::mem::replace(&mut self.batch, next);
+        let start = frame::put_header_before(frame::RESPONSE_BATCH, &mut batch);
         self.batched = 0;
-        self.send(buf)
+        self.send(Encoded::starting_at(batch, start))
     }
 
     /// Ends the answer with `status` once the frames already queued are sent.
@@ -239,16 +232,16 @@ impl From<Gone> for Stop {
 fn send_series(
     out: &mut Out,
     budget: &mut Budget<'_>,
-    labels: &PackedLabels,
+    labels: Pairs<'_>,
     chunks: Vec<RawChunk>,
     skip: bool,
 ) -> Result<(), Stop> {
-    let labels_len = frame::labels_len(labels);
+    let labels_len = frame::labels_len(labels.clone());
     if skip {
         budget.take(0)?;
         return Ok(out.series(labels, labels_len, &[])?);
     }
-    let base = MAX_BYTES_PER_FRAME - frame::labels_budget(labels) as i64;
+    let base = MAX_BYTES_PER_FRAME - frame::labels_budget(labels.clone()) as i64;
     let chunks: Vec<(RawChunk, u64)> = chunks
         .into_iter()
         .map(|c| {
@@ -261,7 +254,7 @@ fn send_series(
         room -= frame::aggr_len(c, *hash) as i64;
         if room <= 0 || i == chunks.len() - 1 {
             budget.take(i + 1 - start)?;
-            out.series(labels, labels_len, &chunks[start..=i])?;
+            out.series(labels.clone(), labels_len, &chunks[start..=i])?;
             (room, start) = (base, i + 1);
         }
     }
@@ -280,7 +273,7 @@ fn stream_series(
     out: &mut Out,
 ) -> Result<(), Stop> {
     let abort = abort_on_error(req.partial_response_disabled, req.partial_response_strategy);
-    let removed: BTreeSet<&str> = req.without_replica_labels.iter().map(String::as_str).collect();
+    let removed: Vec<&str> = req.without_replica_labels.iter().map(String::as_str).collect();
     let mut warnings = Vec::new();
     // A tenant's failure: the call's end, or a warning with partial responses.
     let failed = |warnings: &mut Vec<String>, db: &Tsdb, e: String| {
@@ -291,14 +284,13 @@ fn stream_series(
         warnings.push(msg);
         Ok(())
     };
-    let (mut readers, mut picked, mut builder) = (Vec::new(), Vec::new(), PackedBuilder::default());
+    let (mut readers, mut picked, mut table) = (Vec::new(), Vec::new(), LabelTable::default());
     for (tenant, db) in tenants {
         if db.lowest_timestamp() > req.max_time {
             continue;
         }
         let ext = ext.of(tenant);
         let Some(left) = strip_external(ms, &ext) else { continue };
-        let ext_packed = PackedLabels::from_sorted(ext.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         if left.is_empty() {
             failed(
                 &mut warnings,
@@ -307,7 +299,8 @@ fn stream_series(
             )?;
             continue;
         }
-        let selected = db.reader(req.min_time, req.max_time).and_then(|r| Ok((r.select(&left)?, r)));
+        table.set_merge(ext.iter().map(|(n, v)| (n.as_str(), v.as_str())), &removed);
+        let selected = db.reader(req.min_time, req.max_time).and_then(|r| Ok((r.select(&left, &mut table)?, r)));
         let (selected, reader) = match selected {
             Ok(v) => v,
             Err(e) => {
@@ -316,15 +309,14 @@ fn stream_series(
             }
         };
         for Selected { labels, parts } in selected {
-            let labels = final_labels(&labels, &ext_packed, &removed, &mut builder);
-            if in_shard(&labels, req.shard_info.as_ref()) {
+            if in_shard(table.pairs(labels), req.shard_info.as_ref()) {
                 picked.push(Picked { labels, reader: readers.len(), parts });
             }
         }
         readers.push((reader, db));
     }
-    // In place: a wide selection holds no second copy while it sorts.
-    picked.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+    table.rank();
+    picked.sort_unstable_by(|a, b| table.cmp(a.labels, b.labels));
     for w in std::mem::take(&mut warnings) {
         out.warning(&w)?;
     }
@@ -343,7 +335,7 @@ fn stream_series(
         if chunks.is_empty() {
             continue;
         }
-        send_series(out, budget, &p.labels, std::mem::take(&mut chunks), req.skip_chunks)?;
+        send_series(out, budget, table.pairs(p.labels), std::mem::take(&mut chunks), req.skip_chunks)?;
         sent += 1;
     }
     for w in warnings {
@@ -391,7 +383,7 @@ mod tests {
         assert_eq!(sent.await.unwrap(), FRAMES_IN_FLIGHT, "the producer stopped once the channel stayed full");
         for i in 0..FRAMES_IN_FLIGHT {
             let got = frames.next().await.unwrap().unwrap();
-            assert_eq!(got.0, frame::warning(&frame(i)));
+            assert_eq!(got.bytes(), frame::warning(&frame(i)));
         }
         let end = frames.next().await.unwrap().unwrap_err();
         assert_eq!(end.code(), tonic::Code::Aborted, "{end:?}");
@@ -401,21 +393,5 @@ mod tests {
         drop(frames);
         let gone = tokio::task::spawn_blocking(move || out.warning(&frame(0)).is_err());
         assert!(gone.await.unwrap(), "a departed client ends the read");
-    }
-
-    /// External labels are added in name order and win; removed names go from both sides.
-    #[test]
-    fn final_labels_merge_external_labels_and_drop_removed_ones() {
-        let own = PackedLabels::from_sorted([("a", "1"), ("b", "own"), ("replica", "x"), ("z", "9")]);
-        let ext = PackedLabels::from_sorted([("b", "ext"), ("rack", "r1"), ("tenant_id", "t")]);
-        let removed: BTreeSet<&str> = ["replica", "rack"].into();
-        let got = final_labels(&own, &ext, &removed, &mut PackedBuilder::default());
-        assert_eq!(got.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "ext"), ("tenant_id", "t"), ("z", "9")]);
-        let none: BTreeSet<&str> = BTreeSet::new();
-        let all: Vec<String> = final_labels(&own, &ext, &none, &mut PackedBuilder::default())
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect();
-        assert_eq!(all, ["a=1", "b=ext", "rack=r1", "replica=x", "tenant_id=t", "z=9"]);
     }
 }

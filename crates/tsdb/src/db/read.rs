@@ -16,9 +16,8 @@ use smallvec::SmallVec;
 use super::{Tsdb, TsdbError};
 use crate::block::Block;
 use crate::head::{Head, MemSeries};
-use crate::labels::{PackedBuilder, PackedLabels, RawChunk};
+use crate::labels::{LabelTable, RawChunk, SetRef};
 use crate::postings::Matcher;
-use crate::symbols::SymbolId;
 
 /// One TSDB read at a fixed set of blocks over `[mint, maxt]`.
 pub struct Reader<'a> {
@@ -41,43 +40,14 @@ enum Part {
 
 /// A series chosen by [`Reader::select`]: its labels and where its chunks are.
 pub struct Selected {
-    /// The series' labels (packed: a selection may hold a million of them).
-    pub labels: PackedLabels,
+    /// The series' labels, in the selection's table.
+    pub labels: SetRef,
     /// Where its chunks are.
     pub parts: Parts,
 }
 
 /// Where a selected series' chunks are: in blocks of its reader, in the head, or both.
 pub struct Parts(SmallVec<[Part; 1]>);
-
-/// The label strings one selection has looked up: series share their label names and many of
-/// their values, and a string found here costs no interner shard lock.
-#[derive(Default)]
-struct Strings {
-    at: hashbrown::HashMap<SymbolId, (u32, u32)>,
-    arena: String,
-}
-
-impl Strings {
-    /// Strings remembered at most (a label with a value per series would fill it in vain).
-    const MAX: usize = 1 << 16;
-
-    /// Appends the string of `id` to `b`.
-    fn push(&mut self, head: &Head, id: SymbolId, b: &mut PackedBuilder) {
-        if let Some(&(start, end)) = self.at.get(&id) {
-            b.push_str(&self.arena[start as usize..end as usize]);
-            return;
-        }
-        head.symbols.with_str(id, |text| {
-            if self.at.len() < Self::MAX {
-                let start = self.arena.len() as u32;
-                self.arena.push_str(text);
-                self.at.insert(id, (start, self.arena.len() as u32));
-            }
-            b.push_str(text);
-        });
-    }
-}
 
 impl Tsdb {
     /// A reader of the blocks and head overlapping `[mint, maxt]` as they are now.
@@ -104,14 +74,16 @@ impl Tsdb {
         maxt: i64,
     ) -> Result<Vec<crate::labels::SeriesChunks>, TsdbError> {
         let reader = self.reader(mint, maxt)?;
-        let mut selected = reader.select(matchers)?;
-        selected.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+        let mut table = LabelTable::default();
+        let mut selected = reader.select(matchers, &mut table)?;
+        table.rank();
+        selected.sort_unstable_by(|a, b| table.cmp(a.labels, b.labels));
         let mut out = Vec::new();
         for s in selected {
             let mut chunks = Vec::new();
             reader.chunks(&s.parts, &mut chunks)?;
             if !chunks.is_empty() {
-                out.push(crate::labels::SeriesChunks { labels: s.labels.to_labels(), chunks });
+                out.push(crate::labels::SeriesChunks { labels: table.labels(s.labels), chunks });
             }
         }
         Ok(out)
@@ -120,17 +92,30 @@ impl Tsdb {
 
 impl Reader<'_> {
     /// The series selected by `matchers` (Prometheus' semantics; none: every series) with data
-    /// in the read's range, in no particular order, without their chunks.
-    pub fn select(&self, matchers: &[Matcher]) -> Result<Vec<Selected>, TsdbError> {
+    /// in the read's range, in no particular order, without their chunks; their labels go into
+    /// `table`, finished as its [`LabelTable::set_merge`] says.
+    pub fn select(&self, matchers: &[Matcher], table: &mut LabelTable) -> Result<Vec<Selected>, TsdbError> {
         let mut found: Vec<Selected> = Vec::new();
-        let mut labels = PackedBuilder::default();
+        let mut ids: Vec<u32> = Vec::new();
+        // Table ids by the source's own string ids: a string shared by many series is looked
+        // up and hashed once per selection.
+        let mut seen: hashbrown::HashMap<u32, u32> = hashbrown::HashMap::new();
         for (i, b) in self.blocks.iter().enumerate() {
             let index = b.index()?;
+            seen.clear();
             for (id, refs) in b.select_ids(matchers, self.mint, self.maxt)? {
+                ids.clear();
                 for (n, v) in refs {
-                    labels.push(index.symbol(n)?, index.symbol(v)?);
+                    for r in [n, v] {
+                        let t = match seen.get(&r) {
+                            Some(&t) => t,
+                            None => *seen.entry(r).or_insert(table.intern(index.symbol(r)?)),
+                        };
+                        ids.push(t);
+                    }
                 }
-                found.push(Selected { labels: labels.take(), parts: Parts(smallvec::smallvec![Part::Block(i, id)]) });
+                found
+                    .push(Selected { labels: table.push(&ids), parts: Parts(smallvec::smallvec![Part::Block(i, id)]) });
             }
         }
         let head_mint = self.mint.max(self.floor);
@@ -143,15 +128,24 @@ impl Reader<'_> {
                 self.head.select(matchers)
             };
             let _symbols = self.head.symbol_gate.read();
-            let mut strings = Strings::default();
+            seen.clear();
             for s in series {
-                if s.state.lock().has_data_in(head_mint, self.maxt) {
-                    for &id in s.labels.iter() {
-                        strings.push(self.head, id, &mut labels);
-                    }
-                    let labels = labels.take();
-                    found.push(Selected { labels, parts: Parts(smallvec::smallvec![Part::Head(s)]) });
+                if !s.state.lock().has_data_in(head_mint, self.maxt) {
+                    continue;
                 }
+                ids.clear();
+                for &id in s.labels.iter() {
+                    let t = match seen.get(&id) {
+                        Some(&t) => t,
+                        None => {
+                            let t = self.head.symbols.with_str(id, |text| table.intern(text));
+                            seen.insert(id, t);
+                            t
+                        }
+                    };
+                    ids.push(t);
+                }
+                found.push(Selected { labels: table.push(&ids), parts: Parts(smallvec::smallvec![Part::Head(s)]) });
             }
         }
         // Blocks and head each hold a series once: equal labels in several are one series.
@@ -160,16 +154,14 @@ impl Reader<'_> {
             return Ok(found);
         }
         // Positions in `out` by the hash of their labels.
-        let state = hashbrown::DefaultHashBuilder::default();
-        let hash = |l: &PackedLabels| std::hash::BuildHasher::hash_one(&state, l);
         let mut at: hashbrown::HashTable<usize> = hashbrown::HashTable::with_capacity(found.len());
         let mut out: Vec<Selected> = Vec::with_capacity(found.len());
         for s in found {
-            let h = hash(&s.labels);
-            match at.find(h, |&i| out[i].labels == s.labels) {
+            let h = table.hash(s.labels);
+            match at.find(h, |&i| table.ids(out[i].labels) == table.ids(s.labels)) {
                 Some(&i) => out[i].parts.0.extend(s.parts.0),
                 None => {
-                    at.insert_unique(h, out.len(), |&i| hash(&out[i].labels));
+                    at.insert_unique(h, out.len(), |&i| table.hash(out[i].labels));
                     out.push(s);
                 }
             }

@@ -1,11 +1,12 @@
 //! `thanos.SeriesResponse` frames written straight into protobuf bytes: a series' labels from
-//! its packed labels and its chunks from their raw bytes, with no message values built first
+//! the selection's table of strings and its chunks from their raw bytes, with no message values built first
 //! (they cost a string per label name and value per series). The bytes are those prost writes
 //! for the same messages (proto3: fields at their default value are left out); a test holds the
 //! two together.
 
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
-use ringest_tsdb::{PackedLabels, RawChunk};
+use ringest_tsdb::RawChunk;
+use ringest_tsdb::labels::Pairs;
 
 /// `SeriesResponse.series`, `.warning` and `.batch`; `SeriesBatch.series`.
 pub(super) const RESPONSE_SERIES: u32 = 1;
@@ -54,13 +55,13 @@ fn label_len(name: usize, value: usize) -> usize {
 
 /// Size of a series' `Label` messages without their keys and lengths: what Thanos counts of a
 /// frame's labels against its size limit.
-pub(super) fn labels_budget(labels: &PackedLabels) -> usize {
-    labels.lens().map(|(n, v)| label_len(n, v)).sum()
+pub(super) fn labels_budget(labels: Pairs<'_>) -> usize {
+    labels.map(|(n, v)| label_len(n.len(), v.len())).sum()
 }
 
 /// Size of a series' label fields in a `Series` message.
-pub(super) fn labels_len(labels: &PackedLabels) -> usize {
-    labels.lens().map(|(n, v)| delimited(label_len(n, v))).sum()
+pub(super) fn labels_len(labels: Pairs<'_>) -> usize {
+    labels.map(|(n, v)| delimited(label_len(n.len(), v.len()))).sum()
 }
 
 /// Size of the `Chunk` message of `c` (XOR, the default encoding, is left out).
@@ -79,8 +80,8 @@ pub(super) fn series_len(labels_len: usize, chunks: &[(RawChunk, u64)]) -> usize
 }
 
 /// Writes a `Series` message's fields.
-pub(super) fn put_series(labels: &PackedLabels, chunks: &[(RawChunk, u64)], buf: &mut Vec<u8>) {
-    for (n, v) in labels.iter() {
+pub(super) fn put_series(labels: Pairs<'_>, chunks: &[(RawChunk, u64)], buf: &mut Vec<u8>) {
+    for (n, v) in labels {
         put_delimited_header(1, label_len(n.len(), v.len()), buf);
         put_bytes(1, n.as_bytes(), buf);
         put_bytes(2, v.as_bytes(), buf);
@@ -103,6 +104,20 @@ pub(super) fn put_message(tag: u32, len: usize, buf: &mut Vec<u8>, body: impl Fn
     debug_assert_eq!(buf.len() - start, len, "message length");
 }
 
+/// The most bytes a field's key and length take (field numbers below 16, lengths below 2^35).
+pub(super) const MAX_HEADER: usize = 6;
+
+/// Writes the key and length of field `tag` into the end of the first [`MAX_HEADER`] bytes of
+/// `buf`, for the message in the rest of it; returns where the field now starts.
+pub(super) fn put_header_before(tag: u32, buf: &mut [u8]) -> usize {
+    let len = buf.len() - MAX_HEADER;
+    let mut header = Vec::with_capacity(MAX_HEADER);
+    put_delimited_header(tag, len, &mut header);
+    let start = MAX_HEADER - header.len();
+    buf[start..MAX_HEADER].copy_from_slice(&header);
+    start
+}
+
 /// A `SeriesResponse` with a warning.
 pub(super) fn warning(text: &str) -> Vec<u8> {
     let mut buf = Vec::with_capacity(delimited(text.len()));
@@ -116,15 +131,18 @@ mod tests {
     use prost::Message;
     use ringest_proto::thanos::{AggrChunk, Chunk, Label, Series, SeriesBatch, SeriesResponse, series_response};
 
+    use ringest_tsdb::LabelTable;
+    use ringest_tsdb::labels::SetRef;
+
     use super::*;
 
     fn chunk(min_time: i64, max_time: i64, data: &[u8]) -> RawChunk {
         RawChunk { min_time, max_time, data: data.to_vec() }
     }
 
-    fn message(labels: &PackedLabels, chunks: &[(RawChunk, u64)]) -> Series {
+    fn message(labels: Pairs<'_>, chunks: &[(RawChunk, u64)]) -> Series {
         Series {
-            labels: labels.iter().map(|(n, v)| Label { name: n.into(), value: v.into() }).collect(),
+            labels: labels.map(|(n, v)| Label { name: n.into(), value: v.into() }).collect(),
             chunks: chunks
                 .iter()
                 .map(|(c, hash)| AggrChunk {
@@ -142,35 +160,42 @@ mod tests {
     #[test]
     fn frames_are_the_bytes_prost_writes() {
         let long = vec![7u8; 300];
-        let cases: Vec<(PackedLabels, Vec<(RawChunk, u64)>)> = vec![
-            (PackedLabels::from_sorted([("__name__", "up"), ("job", "")]), vec![]),
+        let mut table = LabelTable::default();
+        let mut set = |pairs: &[(&str, &str)]| {
+            let ids: Vec<u32> = pairs.iter().flat_map(|(n, v)| [table.intern(n), table.intern(v)]).collect();
+            table.push(&ids)
+        };
+        let cases: Vec<(SetRef, Vec<(RawChunk, u64)>)> = vec![
+            (set(&[("__name__", "up"), ("job", "")]), vec![]),
             (
-                PackedLabels::from_sorted([("a", "1"), ("é", "ü")]),
+                set(&[("a", "1"), ("é", "ü")]),
                 vec![(chunk(0, 0, &[1, 2]), 0), (chunk(-5, 1_700_000_000_000, &long), u64::MAX)],
             ),
-            (PackedLabels::from_sorted([]), vec![(chunk(1, 2, &[]), 42)]),
+            (set(&[]), vec![(chunk(1, 2, &[]), 42)]),
         ];
         let mut batch = Vec::new();
         let mut want_batch = SeriesBatch::default();
-        for (labels, chunks) in &cases {
-            let want = message(labels, chunks);
-            let len = series_len(labels_len(labels), chunks);
-            assert_eq!(len, want.encoded_len(), "{labels}");
+        for &(labels, ref chunks) in &cases {
+            let labels = || table.pairs(labels);
+            let want = message(labels(), chunks);
+            let len = series_len(labels_len(labels()), chunks);
+            assert_eq!(len, want.encoded_len(), "{want:?}");
             let mut got = Vec::new();
-            put_message(RESPONSE_SERIES, len, &mut got, |b| put_series(labels, chunks, b));
+            put_message(RESPONSE_SERIES, len, &mut got, |b| put_series(labels(), chunks, b));
             let resp = SeriesResponse { result: Some(series_response::Result::Series(want.clone())) };
-            assert_eq!(got, resp.encode_to_vec(), "{labels}");
-            put_message(BATCH_SERIES, len, &mut batch, |b| put_series(labels, chunks, b));
+            assert_eq!(got, resp.encode_to_vec(), "{want:?}");
+            put_message(BATCH_SERIES, len, &mut batch, |b| put_series(labels(), chunks, b));
             want_batch.series.push(want);
         }
-        let mut got = Vec::new();
-        put_message(RESPONSE_BATCH, batch.len(), &mut got, |b| b.extend_from_slice(&batch));
+        let mut got = vec![0; MAX_HEADER];
+        got.extend_from_slice(&batch);
+        let start = put_header_before(RESPONSE_BATCH, &mut got);
         let want = SeriesResponse { result: Some(series_response::Result::Batch(want_batch)) };
-        assert_eq!(got, want.encode_to_vec());
+        assert_eq!(got[start..], want.encode_to_vec());
         let want = SeriesResponse { result: Some(series_response::Result::Warning("careful".into())) };
         assert_eq!(warning("careful"), want.encode_to_vec());
-        for (labels, _) in &cases {
-            for (n, v) in labels.iter() {
+        for &(labels, _) in &cases {
+            for (n, v) in table.pairs(labels) {
                 assert_eq!(label_len(n.len(), v.len()), Label { name: n.into(), value: v.into() }.encoded_len());
             }
         }
