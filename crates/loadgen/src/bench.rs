@@ -720,6 +720,12 @@ impl BenchResult {
                 &|r| r.read.as_ref().map(|x| x.extra_rss as f64),
                 human_bytes,
             ));
+            rows.push(rd(
+                rw("after all Series and LabelValues calls (ringest's head index built)".into()),
+                "RSS per active series",
+                &|r| r.read.as_ref().map(|x| x.rss_after as f64 / size as f64),
+                human_bytes,
+            ));
             let values = first.and_then(|r| r.read.as_ref()).map(|x| x.label_values.values).unwrap_or(0);
             rows.push(rd(
                 rw(format!("LabelValues({}, {values} values)", read::VALUES_LABEL)),

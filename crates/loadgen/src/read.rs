@@ -153,6 +153,9 @@ pub struct ReadReport {
     pub peak_rss: u64,
     /// `peak_rss - rss_before`.
     pub extra_rss: u64,
+    /// Receiver RSS once the calls are over, bytes: what the receiver keeps while it serves
+    /// reads (ringest's head index included), with the memory the calls used given back or not.
+    pub rss_after: u64,
 }
 
 fn per(x: f64, n: u64, scale: f64) -> Option<f64> {
@@ -222,6 +225,7 @@ pub fn measure(
     rep.label_values = lv;
     rep.peak_rss = peak;
     rep.extra_rss = peak.saturating_sub(rep.rss_before);
+    rep.rss_after = procstat::sample(pid).map(|s| s.rss).unwrap_or(0);
     Ok(rep)
 }
 

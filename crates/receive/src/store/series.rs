@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use ringest_proto::encoded::Encoded;
 use ringest_proto::thanos::{SeriesRequest, ShardInfo};
-use ringest_tsdb::db::{Parts, Selected};
-use ringest_tsdb::labels::{Pairs, SetRef};
+use ringest_tsdb::db::Selected;
+use ringest_tsdb::labels::Pairs;
 use ringest_tsdb::postings::Matcher;
 use ringest_tsdb::{LabelTable, RawChunk, Tsdb};
 use tonic::Status;
@@ -71,14 +71,6 @@ fn in_shard(labels: Pairs<'_>, shard: Option<&ShardInfo>) -> bool {
     }
     let hash = xxhash_rust::xxh64::xxh64(&buf, 0);
     hash % s.total_shards as u64 == s.shard_index as u64
-}
-
-/// A series picked for a Series answer: its final labels (in the call's table), and its
-/// tenant's reader and entry.
-struct Picked {
-    labels: SetRef,
-    reader: usize,
-    parts: Parts,
 }
 
 /// Where a Series answer goes, frame by frame, as the client takes them.
@@ -236,12 +228,12 @@ fn send_series(
     chunks: Vec<RawChunk>,
     skip: bool,
 ) -> Result<(), Stop> {
-    let labels_len = frame::labels_len(labels.clone());
+    let (labels_budget, labels_len) = frame::labels_sizes(labels.clone());
     if skip {
         budget.take(0)?;
         return Ok(out.series(labels, labels_len, &[])?);
     }
-    let base = MAX_BYTES_PER_FRAME - frame::labels_budget(labels.clone()) as i64;
+    let base = MAX_BYTES_PER_FRAME - labels_budget as i64;
     let chunks: Vec<(RawChunk, u64)> = chunks
         .into_iter()
         .map(|c| {
@@ -284,7 +276,9 @@ fn stream_series(
         warnings.push(msg);
         Ok(())
     };
-    let (mut readers, mut picked, mut table) = (Vec::new(), Vec::new(), LabelTable::default());
+    // Every tenant's selection in one vector, and where each tenant's (its reader's) starts.
+    let (mut readers, mut all, mut starts, mut table) =
+        (Vec::new(), Vec::<Selected>::new(), Vec::new(), LabelTable::default());
     for (tenant, db) in tenants {
         if db.lowest_timestamp() > req.max_time {
             continue;
@@ -308,25 +302,33 @@ fn stream_series(
                 continue;
             }
         };
-        for Selected { labels, parts } in selected {
-            if in_shard(table.pairs(labels), req.shard_info.as_ref()) {
-                picked.push(Picked { labels, reader: readers.len(), parts });
-            }
+        starts.push(all.len());
+        if all.is_empty() {
+            all = selected;
+        } else {
+            all.extend(selected);
         }
         readers.push((reader, db));
     }
+    // The answer's order, as positions in `all` (a second vector of series would double a wide
+    // selection's memory).
+    let mut order: Vec<u32> = (0..all.len())
+        .filter(|&i| in_shard(table.pairs(all[i].labels), req.shard_info.as_ref()))
+        .map(|i| u32::try_from(i).expect("fewer than 2^32 series in one answer"))
+        .collect();
     table.rank();
-    picked.sort_unstable_by(|a, b| table.cmp(a.labels, b.labels));
+    order.sort_unstable_by(|&a, &b| table.cmp(all[a as usize].labels, all[b as usize].labels));
     for w in std::mem::take(&mut warnings) {
         out.warning(&w)?;
     }
     let limit = u64::try_from(req.limit).ok().filter(|&l| l > 0).unwrap_or(u64::MAX);
     let (mut chunks, mut sent) = (Vec::new(), 0u64);
-    for p in picked {
+    for i in order {
         if sent >= limit {
             break;
         }
-        let (reader, db) = &readers[p.reader];
+        let (i, p) = (i as usize, &all[i as usize]);
+        let (reader, db) = &readers[starts.partition_point(|&s| s <= i) - 1];
         chunks.clear();
         if let Err(e) = reader.chunks(&p.parts, &mut chunks) {
             failed(&mut warnings, db, format!("code = Internal desc = {e}"))?;

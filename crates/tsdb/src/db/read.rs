@@ -103,7 +103,10 @@ impl Reader<'_> {
         for (i, b) in self.blocks.iter().enumerate() {
             let index = b.index()?;
             seen.clear();
-            for (id, refs) in b.select_ids(matchers, self.mint, self.maxt)? {
+            let selected = b.select_ids(matchers, self.mint, self.maxt)?;
+            found.reserve(selected.len());
+            table.reserve(selected.len(), selected.first().map_or(0, |(_, refs)| 2 * refs.len()));
+            for (id, refs) in selected {
                 ids.clear();
                 for (n, v) in refs {
                     for r in [n, v] {
@@ -129,6 +132,8 @@ impl Reader<'_> {
             };
             let _symbols = self.head.symbol_gate.read();
             seen.clear();
+            found.reserve(series.len());
+            table.reserve(series.len(), series.first().map_or(0, |s| s.labels.len()));
             for s in series {
                 if !s.state.lock().has_data_in(head_mint, self.maxt) {
                     continue;

@@ -12,15 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Acquire;
 
 use hashbrown::HashMap;
-use smallvec::SmallVec;
 
 use super::MemSeries;
 use crate::postings::{Source, union};
 use crate::symbols::{SymbolId, Symbols};
 
-/// Ids of the series with one label pair, ascending. Up to four fit without an allocation:
-/// most values of a high-cardinality label belong to one series.
-type List = SmallVec<[u32; 4]>;
+mod list;
+
+use list::List;
 
 /// Series by id and, per label name and value, their ids.
 #[derive(Default)]
@@ -55,7 +54,7 @@ impl HeadIndex {
             match self.postings.entry(pair[0]).or_default().entry(pair[1]) {
                 hashbrown::hash_map::Entry::Occupied(mut e) => e.get_mut().push(id),
                 hashbrown::hash_map::Entry::Vacant(e) => {
-                    e.insert(smallvec::smallvec![id]);
+                    e.insert(List::one(id));
                     if let Some(v) = sorted.get_mut(&pair[0]) {
                         v.added.push(pair[1]);
                     }
@@ -70,10 +69,7 @@ impl HeadIndex {
     pub(crate) fn trim(&mut self) {
         for values in self.postings.values_mut() {
             for list in values.values_mut() {
-                let (len, cap) = (list.len(), list.capacity());
-                if list.spilled() && cap > len + len / 2 {
-                    list.grow(len + len / 8);
-                }
+                list.trim();
             }
         }
         if self.series.capacity() > self.series.len() + self.series.len() / 2 {
@@ -114,16 +110,7 @@ impl HeadIndex {
             keep[i - 1]
         });
         self.postings.retain(|_, values| {
-            values.retain(|_, list| {
-                list.retain(|id| match remap[*id as usize] {
-                    u32::MAX => false,
-                    n => {
-                        *id = n;
-                        true
-                    }
-                });
-                !list.is_empty()
-            });
+            values.retain(|_, list| list.remap(&remap));
             values.shrink_to_fit();
             !values.is_empty()
         });

@@ -27,10 +27,9 @@ pub struct SetRef {
 /// Distinct strings and the label sets made of them (see the module docs).
 #[derive(Default)]
 pub struct LabelTable {
-    /// The strings back to back; string `id` ends at `ends[id]` and starts where the one before
-    /// it ends.
+    /// The strings back to back; string `id` is `text[bounds[id]..bounds[id + 1]]`.
     text: String,
-    ends: Vec<usize>,
+    bounds: Vec<usize>,
     /// String ids by the hash of their text (until [`LabelTable::rank`]).
     find: hashbrown::HashTable<u32>,
     state: hashbrown::DefaultHashBuilder,
@@ -59,30 +58,25 @@ impl LabelTable {
     /// The id of `s`, added if new. Panics once ranked.
     pub fn intern(&mut self, s: &str) -> u32 {
         assert!(!self.ranked, "strings added to a ranked label table");
+        if self.bounds.is_empty() {
+            self.bounds.push(0);
+        }
         let hash = self.state.hash_one(s);
-        let (text, ends) = (&self.text, &self.ends);
-        let get = |id: u32| {
-            let id = id as usize;
-            &text[if id == 0 { 0 } else { ends[id - 1] }..ends[id]]
-        };
-        if let Some(&id) = self.find.find(hash, |&id| get(id) == s) {
+        let (text, bounds) = (&self.text, &self.bounds);
+        if let Some(&id) = self.find.find(hash, |&id| string(text, bounds, id) == s) {
             return id;
         }
-        let id = u32::try_from(self.ends.len()).expect("fewer than 2^32 distinct strings");
+        let id = u32::try_from(self.bounds.len() - 1).expect("fewer than 2^32 distinct strings");
         self.text.push_str(s);
-        self.ends.push(self.text.len());
-        let (text, ends, state) = (&self.text, &self.ends, &self.state);
-        self.find.insert_unique(hash, id, |&id| {
-            let id = id as usize;
-            state.hash_one(&text[if id == 0 { 0 } else { ends[id - 1] }..ends[id]])
-        });
+        self.bounds.push(self.text.len());
+        let (text, bounds, state) = (&self.text, &self.bounds, &self.state);
+        self.find.insert_unique(hash, id, |&id| state.hash_one(string(text, bounds, id)));
         id
     }
 
     /// The string of `id`.
     pub fn str(&self, id: u32) -> &str {
-        let id = id as usize;
-        &self.text[if id == 0 { 0 } else { self.ends[id - 1] }..self.ends[id]]
+        string(&self.text, &self.bounds, id)
     }
 
     /// Finishes the sets added from now on: `extra` (sorted by name) merged in, winning over a
@@ -141,6 +135,12 @@ impl LabelTable {
         (before, same, dropped)
     }
 
+    /// Makes room for `n` more sets of about `ids` ids each (before a selection of known
+    /// size: growing by doubling would copy the ids, and hold both copies for a moment).
+    pub fn reserve(&mut self, n: usize, ids: usize) {
+        self.sets.reserve(n * (ids + 2 * self.merge.extra.len()));
+    }
+
     /// Takes back the last set added (`r`), when it is not wanted after all.
     pub fn pop(&mut self, r: SetRef) {
         debug_assert_eq!(r.start + r.len as usize, self.sets.len(), "only the last set can be taken back");
@@ -175,20 +175,21 @@ impl LabelTable {
     /// Renumbers the strings in byte order, so that [`LabelTable::cmp`] orders sets; no string
     /// can be added afterwards.
     pub fn rank(&mut self) {
-        let mut order: Vec<u32> = (0..self.ends.len() as u32).collect();
+        let mut order: Vec<u32> = (0..self.bounds.len().saturating_sub(1) as u32).collect();
         order.sort_unstable_by(|&a, &b| self.str(a).cmp(self.str(b)));
         let mut renamed = vec![0u32; order.len()];
         let mut text = String::with_capacity(self.text.len());
-        let mut ends = Vec::with_capacity(self.ends.len());
+        let mut bounds = Vec::with_capacity(self.bounds.len());
+        bounds.push(0);
         for (new, &old) in order.iter().enumerate() {
             renamed[old as usize] = new as u32;
             text.push_str(self.str(old));
-            ends.push(text.len());
+            bounds.push(text.len());
         }
         for id in &mut self.sets {
             *id = renamed[*id as usize];
         }
-        (self.text, self.ends, self.ranked) = (text, ends, true);
+        (self.text, self.bounds, self.ranked) = (text, bounds, true);
         self.find = Default::default();
         self.merge = Merge::default();
     }
@@ -198,6 +199,13 @@ impl LabelTable {
         debug_assert!(self.ranked, "sets compared before ranking");
         self.ids(a).cmp(self.ids(b))
     }
+}
+
+/// String `id` of a table's `text` and `bounds`.
+#[inline]
+fn string<'a>(text: &'a str, bounds: &[usize], id: u32) -> &'a str {
+    let id = id as usize;
+    &text[bounds[id]..bounds[id + 1]]
 }
 
 /// The labels of a set as `(name, value)`.
@@ -250,7 +258,7 @@ mod tests {
         ];
         let mut t = LabelTable::default();
         let refs: Vec<SetRef> = sets.iter().map(|s| push(&mut t, s)).collect();
-        assert_eq!(t.ends.len(), 13, "each distinct string once");
+        assert_eq!(t.bounds.len(), 14, "each distinct string once");
         let mut want: Vec<Labels> = sets.iter().map(|s| labels(s)).collect();
         want.sort();
         t.rank();

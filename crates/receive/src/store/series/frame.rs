@@ -53,15 +53,14 @@ fn label_len(name: usize, value: usize) -> usize {
     bytes_field(name) + bytes_field(value)
 }
 
-/// Size of a series' `Label` messages without their keys and lengths: what Thanos counts of a
-/// frame's labels against its size limit.
-pub(super) fn labels_budget(labels: Pairs<'_>) -> usize {
-    labels.map(|(n, v)| label_len(n.len(), v.len())).sum()
-}
-
-/// Size of a series' label fields in a `Series` message.
-pub(super) fn labels_len(labels: Pairs<'_>) -> usize {
-    labels.map(|(n, v)| delimited(label_len(n.len(), v.len()))).sum()
+/// Sizes of a series' labels: of their `Label` messages without keys and lengths (what Thanos
+/// counts of a frame's labels against its size limit), and of their fields in a `Series`
+/// message.
+pub(super) fn labels_sizes(labels: Pairs<'_>) -> (usize, usize) {
+    labels.fold((0, 0), |(budget, fields), (n, v)| {
+        let len = label_len(n.len(), v.len());
+        (budget + len, fields + delimited(len))
+    })
 }
 
 /// Size of the `Chunk` message of `c` (XOR, the default encoding, is left out).
@@ -74,7 +73,7 @@ pub(super) fn aggr_len(c: &RawChunk, hash: u64) -> usize {
     varint_field(c.min_time as u64) + varint_field(c.max_time as u64) + delimited(raw_len(c, hash))
 }
 
-/// Size of a `Series` message of `labels` (their size from [`labels_len`]) and `chunks`.
+/// Size of a `Series` message of labels whose fields take `labels_len` bytes and `chunks`.
 pub(super) fn series_len(labels_len: usize, chunks: &[(RawChunk, u64)]) -> usize {
     labels_len + chunks.iter().map(|(c, h)| delimited(aggr_len(c, *h))).sum::<usize>()
 }
@@ -178,7 +177,7 @@ mod tests {
         for &(labels, ref chunks) in &cases {
             let labels = || table.pairs(labels);
             let want = message(labels(), chunks);
-            let len = series_len(labels_len(labels()), chunks);
+            let len = series_len(labels_sizes(labels()).1, chunks);
             assert_eq!(len, want.encoded_len(), "{want:?}");
             let mut got = Vec::new();
             put_message(RESPONSE_SERIES, len, &mut got, |b| put_series(labels(), chunks, b));
