@@ -721,7 +721,10 @@ impl BenchResult {
                 human_bytes,
             ));
             rows.push(rd(
-                rw("after all Series and LabelValues calls (ringest's head index built)".into()),
+                rw(format!(
+                    "{} s after all Series and LabelValues calls (ringest's head index built)",
+                    read::SETTLE.as_secs()
+                )),
                 "RSS per active series",
                 &|r| r.read.as_ref().map(|x| x.rss_after as f64 / size as f64),
                 human_bytes,

@@ -153,10 +153,13 @@ pub struct ReadReport {
     pub peak_rss: u64,
     /// `peak_rss - rss_before`.
     pub extra_rss: u64,
-    /// Receiver RSS once the calls are over, bytes: what the receiver keeps while it serves
-    /// reads (ringest's head index included), with the memory the calls used given back or not.
+    /// Receiver RSS [`SETTLE`] after the calls, bytes: what the receiver keeps between reads
+    /// (ringest's head index included).
     pub rss_after: u64,
 }
+
+/// How long after the last call [`ReadReport::rss_after`] is taken.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn per(x: f64, n: u64, scale: f64) -> Option<f64> {
     (n > 0).then(|| x * scale / n as f64)
@@ -225,6 +228,9 @@ pub fn measure(
     rep.label_values = lv;
     rep.peak_rss = peak;
     rep.extra_rss = peak.saturating_sub(rep.rss_before);
+    // What stays once the calls' buffers are given back: ringest's allocator returns freed
+    // memory after a second.
+    std::thread::sleep(SETTLE);
     rep.rss_after = procstat::sample(pid).map(|s| s.rss).unwrap_or(0);
     Ok(rep)
 }
