@@ -108,11 +108,12 @@ fn transport_level_rows() {
     };
     expect(&post(&r, RW, &encode(&meta)), 200, "");
 
-    // Replica header must be a number (it has no other effect on a single node).
-    let rh = [RW[0], RW[1], ("THANOS-REPLICA", "two")];
-    expect(&post(&r, &rh, &ok_body), 400, "could not parse replica header");
-    let rh = [RW[0], RW[1], ("THANOS-REPLICA", "2")];
-    expect(&post(&r, &rh, &ok_body), 200, "");
+    // A client may not set the replica header: a write carrying one would be stored on the
+    // receiving node only, skipping replication. Only peers replicate, over gRPC.
+    for value in ["2", "two"] {
+        let rh = [RW[0], RW[1], ("THANOS-REPLICA", value)];
+        expect(&post(&r, &rh, &ok_body), 400, "replica header thanos-replica refused: only peers replicate");
+    }
 
     // The connection stays usable after errors.
     let mut w = RemoteWriter::connect(&r.rw_addr).unwrap();
@@ -220,6 +221,9 @@ fn conflicts_answer_409_and_keep_the_original_values() {
     expect(&post(&r, RW, &encode(&req(vec![series(&l, &original)]))), 200, "");
     // Exact duplicates of the latest sample are accepted.
     expect(&post(&r, RW, &encode(&req(vec![series(&l, &original[4..])]))), 200, "");
+    // So is an exact retry of the whole multi-sample request (Prometheus ignores samples it
+    // already holds, value for value), and it counts no conflict.
+    expect(&post(&r, RW, &encode(&req(vec![series(&l, &original)]))), 200, "");
     // Same timestamp, other value.
     let resp = post(&r, RW, &encode(&req(vec![series(&l, &[(original[4].0, 99.0)])])));
     expect(&resp, 409, "duplicate sample for timestamp");

@@ -106,6 +106,12 @@ fn conflicts_are_refused_and_keep_original_values() {
     let o = app.append(&l, &[(T0 + 2000, 9.0), (T0 + 1000, 9.0), (T0 + 3000, 4.0)], i64::MAX).unwrap();
     assert_eq!((o.accepted, o.duplicate, o.out_of_order), (1, 1, 1));
     assert_eq!(o.first_refused, Some(T0 + 2000));
+    // An exact retry of a multi-sample request: every sample already stored, value for value,
+    // is accepted as a duplicate; an older sample with another value stays out of order.
+    let o = app.append(&l, &[(T0, 1.0), (T0 + 1000, 2.0), (T0 + 2000, 3.0)], i64::MAX).unwrap();
+    assert_eq!((o.accepted, o.duplicate, o.out_of_order), (3, 0, 0));
+    let o = app.append(&l, &[(T0, 1.0), (T0 + 1000, 2.5)], i64::MAX).unwrap();
+    assert_eq!((o.accepted, o.duplicate, o.out_of_order), (1, 0, 1));
     // Far too old: out of bounds (more than an hour behind the head's newest sample).
     let o = app.append(&[lr("__name__", "new")], &[(T0 - 2 * 3600 * 1000, 1.0)], i64::MAX).unwrap();
     assert_eq!(o.out_of_bounds, 1);

@@ -1,7 +1,8 @@
 //! `POST /api/v1/receive`: remote write 1.0 into the tenant's TSDB.
 //!
 //! Order of checks: readiness (503), tenant (400), Content-Encoding / Content-Type (415),
-//! Content-Length over the limit (413), replica header (400), body read capped at the limit
+//! Content-Length over the limit (413), a replica header (400: only peers replicate, over gRPC),
+//! body read capped at the limit
 //! (413, also for chunked bodies), then on a blocking thread: snappy declared length (413) and
 //! decoding (400), protobuf (400), then [`crate::ingest`]: append + WAL (see [`crate::writer`]
 //! for the status policy), or replication over the hashring.
@@ -126,14 +127,16 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
             ),
         );
     }
-    let mut replica = 0u64;
-    if let Some(r) = req.headers().get(&st.replica_header) {
-        // Thanos' legacy HTTP replication: a replicated write (1-based number) is written
-        // locally only. Without a hashring the number has no effect.
-        match r.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
-            Some(n) => replica = n,
-            None => return text_error(StatusCode::BAD_REQUEST, "could not parse replica header"),
-        }
+    if req.headers().contains_key(&st.replica_header) {
+        // Thanos' legacy HTTP replication, where a write carrying a replica number is stored on
+        // this node only: any client could skip replication with it. Peers replicate over gRPC.
+        return text_error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "replica header {} refused: only peers replicate writes, over gRPC (--grpc-address)",
+                st.replica_header
+            ),
+        );
     }
     let body: Bytes = match Limited::new(req.into_body(), limit).collect().await {
         Ok(c) => c.to_bytes(),
@@ -147,7 +150,7 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
     };
     let st2 = st.clone();
     let tenant2 = tenant.clone();
-    let result = tokio::task::spawn_blocking(move || process(&st2, &tenant2, replica, &body)).await;
+    let result = tokio::task::spawn_blocking(move || process(&st2, &tenant2, &body)).await;
     let (status, msg, series, samples) = match result {
         Ok(Ok(Processed::Done(report))) => {
             let (status, msg) = report.response();
@@ -172,11 +175,11 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
 }
 
 /// Decompresses, decodes and writes one request (runs on a blocking thread).
-fn process(st: &AppState, tenant: &str, replica: u64, body: &[u8]) -> Result<Processed, (StatusCode, String)> {
+fn process(st: &AppState, tenant: &str, body: &[u8]) -> Result<Processed, (StatusCode, String)> {
     BUFFERS.with(|cell| {
         let mut guard = cell.borrow_mut();
         let Buffers { decompressed, decoded } = &mut *guard;
-        let res = process_with(st, tenant, replica, body, decompressed, decoded);
+        let res = process_with(st, tenant, body, decompressed, decoded);
         if decompressed.capacity() > KEEP_BUFFER_BYTES {
             *decompressed = Vec::new();
             *decoded = Decoded::default();
@@ -188,7 +191,6 @@ fn process(st: &AppState, tenant: &str, replica: u64, body: &[u8]) -> Result<Pro
 fn process_with(
     st: &AppState,
     tenant: &str,
-    replica: u64,
     body: &[u8],
     decompressed: &mut Vec<u8>,
     decoded: &mut Decoded,
@@ -205,7 +207,8 @@ fn process_with(
         tracing::debug!(metadata = decoded.metadata, "empty remote write request or metadata only; skipping");
         return Ok(Processed::Done(WriteReport::default()));
     }
-    write_tenant(st, tenant, replica, decompressed, decoded).map_err(|e| (e.status(), e.to_string()))
+    // A client's write is always fresh: replica 0, replicated over the hashring.
+    write_tenant(st, tenant, 0, decompressed, decoded).map_err(|e| (e.status(), e.to_string()))
 }
 
 #[cfg(test)]

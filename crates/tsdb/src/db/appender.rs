@@ -218,13 +218,28 @@ impl<'a> Appender<'a> {
         let min_valid = self.min_valid(samples[0].0);
         let start = self.bufs.samples.len() as u32;
         let mut last = series.state.lock().last(&self.db.head.disk);
+        // The series' stored samples from this request's oldest on, read at its first sample
+        // older than the latest: a retry of a request already written sends them again.
+        let mut stored: Option<Vec<(i64, f64)>> = None;
         for &(t, v) in samples {
             if t > max_t {
                 out.too_far_in_future += 1;
                 out.refuse(t);
                 continue;
             }
-            match verdict(last, t, v.to_bits(), min_valid) {
+            let mut outcome = verdict(last, t, v.to_bits(), min_valid);
+            if outcome == Verdict::OutOfOrder {
+                let stored = stored.get_or_insert_with(|| {
+                    let oldest = samples.iter().map(|s| s.0).min().unwrap_or(t);
+                    series.state.lock().samples_in(oldest, i64::MAX, &self.db.head.disk)
+                });
+                if is_stored(stored, t, v) {
+                    // Prometheus ignores a sample it already holds, value for value: an exact
+                    // retry of a multi-sample request is accepted, not a conflict.
+                    outcome = Verdict::Duplicate;
+                }
+            }
+            match outcome {
                 Verdict::Append => {
                     self.bufs.samples.push((t, v));
                     last = Some((t, v.to_bits()));
@@ -386,4 +401,9 @@ fn recreate_removed(head: &crate::head::Head, bufs: &mut AppendBuffers) {
         .iter()
         .flat_map(|p| samples[p.start as usize..p.end as usize].iter().map(move |&(t, v)| (p.series.series_ref, t, v)));
     record::encode_samples(&mut bufs.samples_rec, iter);
+}
+
+/// Whether `stored` (in time order) holds a sample at `t` with exactly the bits of `v`.
+fn is_stored(stored: &[(i64, f64)], t: i64, v: f64) -> bool {
+    stored.binary_search_by_key(&t, |s| s.0).is_ok_and(|i| stored[i].1.to_bits() == v.to_bits())
 }
