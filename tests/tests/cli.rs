@@ -256,6 +256,7 @@ fn tsdb_status_in_both_shapes() {
     };
     assert_eq!(w.send(&req).unwrap().status, 200);
     // Prometheus' shape on the ops port, as the operations guide reads it.
+    let walked = std::time::Instant::now();
     let ops = http_get(&r.http_addr, "/api/v1/status/tsdb").unwrap();
     assert_eq!(ops.status, 200);
     let t = ops.text();
@@ -269,21 +270,50 @@ fn tsdb_status_in_both_shapes() {
     ] {
         assert!(t.contains(needle), "{needle} not in {t}");
     }
-    // Thanos' shape on the remote-write port: one entry per tenant.
-    let th = http_get(&r.rw_addr, "/api/v1/status/tsdb?all_tenants=true").unwrap();
+    // Thanos' shape on the remote-write port: the caller's tenant only, no CORS headers (a page
+    // on any origin could read it), and never every tenant at once.
+    let th = http_get(&r.rw_addr, "/api/v1/status/tsdb").unwrap();
     assert_eq!(th.status, 200);
     assert!(th.text().contains("\"data\":[{") && th.text().contains("\"tenant\":\"default-tenant\""), "{}", th.text());
-    assert_eq!(th.header("access-control-allow-origin"), Some("*"));
-    let bad = ringest_e2e::http_request(
-        &r.rw_addr,
-        "GET",
-        "/api/v1/status/tsdb?all_tenants=true",
-        &[("THANOS-TENANT", "x")],
-        &[],
-    )
-    .unwrap();
-    assert_eq!(bad.status, 400);
-    assert!(bad.text().contains("bad_data"));
+    assert!(th.text().contains("\"numSeries\":5"), "{}", th.text());
+    assert_eq!(th.header("access-control-allow-origin"), None);
+    let other =
+        ringest_e2e::http_request(&r.rw_addr, "GET", "/api/v1/status/tsdb", &[("THANOS-TENANT", "x")], &[]).unwrap();
+    assert_eq!(other.status, 200);
+    assert!(other.text().contains("\"data\":[]"), "another tenant sees nothing of this one: {}", other.text());
+    for headers in [&[][..], &[("THANOS-TENANT", "x")][..]] {
+        let all =
+            ringest_e2e::http_request(&r.rw_addr, "GET", "/api/v1/status/tsdb?all_tenants=true", headers, &[]).unwrap();
+        assert_eq!(all.status, 403, "{}", all.text());
+        assert!(all.text().contains("all_tenants is not served"), "{}", all.text());
+    }
+    // The statistics are computed at most every 10 s per tenant: new series show up in the
+    // lists once the last walk is older than that (bounded cost, whatever the rate of calls).
+    let more = ringest_proto::prometheus::WriteRequest {
+        timeseries: vec![ringest_e2e::client::series(
+            &[("__name__", "up"), ("job", "j5")],
+            &[(1_800_000_000_000, 1.0)],
+        )],
+        metadata: vec![],
+    };
+    assert_eq!(w.send(&more).unwrap().status, 200);
+    let series_by_metric = |r: &ringest_e2e::HttpResponse| {
+        r.text().contains("\"seriesCountByMetricName\":[{\"name\":\"up\",\"value\":6}]")
+    };
+    let again = http_get(&r.rw_addr, "/api/v1/status/tsdb").unwrap();
+    assert!(again.text().contains("\"numSeries\":6"), "head counts are current: {}", again.text());
+    if walked.elapsed() < Duration::from_secs(8) {
+        assert!(!series_by_metric(&again), "cardinality lists were served from the last walk: {}", again.text());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = http_get(&r.rw_addr, "/api/v1/status/tsdb").unwrap();
+        if series_by_metric(&now) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the statistics were never walked again: {}", now.text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let bad = http_get(&r.http_addr, "/api/v1/status/tsdb?limit=0").unwrap();
     assert_eq!(bad.status, 400);
 }

@@ -9,6 +9,7 @@
 //! probes and the server lifecycle ([`server`]). Storage is the `ringest-tsdb` crate; blocking work (decode, append, WAL)
 //! runs on blocking threads, never on the async reactor.
 
+pub mod cardinality;
 pub mod config;
 pub mod external;
 pub mod grpc;

@@ -132,6 +132,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         too_far_in_future_ms: cfg.too_far_in_future_ms,
         size_limit: DEFAULT_SIZE_LIMIT,
         replicator: ring.as_ref().map(|(r, _, _)| r.clone()),
+        cardinality: Default::default(),
     });
 
     let ops_listener = bind("http-address", cfg.http_address).await?;

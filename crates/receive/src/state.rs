@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use http::HeaderName;
 
+use crate::cardinality::CardinalityCache;
 use crate::metrics::Metrics;
 use crate::probe::Probe;
 use crate::replicate::Replicator;
@@ -31,4 +32,6 @@ pub struct AppState {
     pub size_limit: usize,
     /// Replication over the hashring (`None`: IngestorOnly, everything is written here).
     pub replicator: Option<Arc<Replicator>>,
+    /// Head cardinality statistics served by `/api/v1/status/tsdb`, at a bounded cost.
+    pub cardinality: CardinalityCache,
 }
