@@ -266,3 +266,37 @@ fn conflicts_answer_409_and_keep_the_original_values() {
         assert!(!dump.contains_key("{__name__=\"old\"}") && !dump.contains_key("{__name__=\"future\"}"));
     }
 }
+
+/// Request metrics are labelled by what clients send (the tenant header, the method), so
+/// their label values are capped: past 1000 distinct tenants, and for non-standard methods,
+/// the value is `other`. (Without the cap, a client could add series to `/metrics` without
+/// bound.)
+#[test]
+fn request_metrics_cap_client_chosen_label_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = Receiver::start(&tmp.path().join("data"), &[]);
+    // Refused bodies: counted under their tenant, but no tenant is created.
+    for i in 0..1100 {
+        let tenant = format!("t{i}");
+        let headers = [RW[0], RW[1], ("THANOS-TENANT", tenant.as_str())];
+        assert_eq!(post(&r, &headers, b"not snappy").status, 400);
+    }
+    let odd = http_request(&r.rw_addr, "FROB", "/api/v1/receive", &[], &[]).expect("request");
+    assert_eq!(odd.status, 405, "{}", odd.text());
+    let metrics = r.metrics();
+    let tenants_of = |name: &str| -> std::collections::BTreeSet<String> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.split("tenant=\"").nth(1)?.split('"').next().map(str::to_owned))
+            .collect()
+    };
+    for name in ["http_requests_total{", "thanos_receive_write_requests_total{"] {
+        let tenants = tenants_of(name);
+        assert!(tenants.len() <= 1001, "{name}: {} tenant values", tenants.len());
+        assert!(tenants.contains("other") && tenants.contains("t0"), "{name}: {tenants:?}");
+        assert!(!tenants.contains("t1099"), "{name}: a tenant past the cap has its own series");
+    }
+    assert!(metrics.lines().any(|l| l.starts_with("http_requests_total{") && l.contains("method=\"other\"")));
+    assert!(!metrics.to_lowercase().contains("frob"), "a non-standard method became a label value");
+}

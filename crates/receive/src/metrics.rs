@@ -35,6 +35,52 @@ pub struct HttpMetrics {
     pub inflight: IntGaugeVec,
 }
 
+/// Most distinct tenant values the request metrics label by; later ones are labelled
+/// [`OTHER`]. The tenant comes from a request header, so a client choosing names could
+/// otherwise grow the series count of `/metrics` without bound.
+pub const MAX_TENANT_LABELS: usize = 1000;
+
+/// The label value of whatever is past a cap: a tenant past [`MAX_TENANT_LABELS`], a request
+/// method that is not a standard one.
+pub const OTHER: &str = "other";
+
+/// The tenant label values the request metrics use, at most [`MAX_TENANT_LABELS`] of them.
+/// Clones share the set, like the metric handles beside it.
+#[derive(Debug, Default, Clone)]
+pub struct TenantLabels(Arc<parking_lot::Mutex<std::collections::HashSet<String>>>);
+
+impl TenantLabels {
+    /// The label value for `tenant`: itself while the cap allows, else [`OTHER`].
+    pub fn label(&self, tenant: &str) -> String {
+        let mut seen = self.0.lock();
+        if seen.contains(tenant) {
+            return tenant.to_owned();
+        }
+        if seen.len() < MAX_TENANT_LABELS {
+            seen.insert(tenant.to_owned());
+            return tenant.to_owned();
+        }
+        OTHER.to_owned()
+    }
+}
+
+/// The `method` label of a request: a standard HTTP method as sent, anything else [`OTHER`].
+pub fn method_label(m: &http::Method) -> &'static str {
+    use http::Method as M;
+    match *m {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        M::PATCH => "PATCH",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => OTHER,
+    }
+}
+
 /// go-grpc-prometheus' server metrics (`grpc_server_*`), as Thanos registers them: every
 /// method of the served APIs starts at zero, with `grpc_server_handled_total` for every code.
 #[derive(Debug, Clone)]
@@ -120,6 +166,8 @@ pub struct Metrics {
     pub write_samples_total: IntCounterVec,
     /// `thanos_status{check,component}`
     pub status: IntGaugeVec,
+    /// The tenant label values of the request metrics, capped.
+    pub tenants: TenantLabels,
 }
 
 /// Registers `c` in `r` and returns it (a handle to the same metric).
@@ -231,6 +279,7 @@ impl Metrics {
                 .expect("metric"),
             ),
             registry: r,
+            tenants: TenantLabels::default(),
         };
         let build = IntGaugeVec::new(
             Opts::new("thanos_build_info", "A metric with a constant '1' value labeled by version and implementation."),

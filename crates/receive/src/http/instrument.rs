@@ -9,21 +9,23 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http_body::Body as _;
 
+use crate::metrics::method_label;
 use crate::state::AppState;
 use crate::tenancy::validate_tenant;
 
 /// The tenant label of a request: the tenant header (or the default tenant); names that would
-/// be refused are counted as `invalid` so they cannot blow up label cardinality.
+/// be refused are counted as `invalid`, and past the cap of distinct tenants as `other`
+/// (`crate::metrics::TenantLabels`), so a client cannot blow up label cardinality.
 fn tenant_label(st: &AppState, req: &Request) -> String {
     match req.headers().get(&st.tenant_header).and_then(|v| v.to_str().ok()) {
         Some(t) if !t.is_empty() => {
             if validate_tenant(t).is_ok() {
-                t.to_string()
+                st.metrics.tenants.label(t)
             } else {
                 "invalid".to_string()
             }
         }
-        _ => st.default_tenant.clone(),
+        _ => st.metrics.tenants.label(&st.default_tenant),
     }
 }
 
@@ -45,11 +47,12 @@ pub async fn instrument(
     next: Next,
 ) -> Response {
     let tenant = tenant_label(&st, &req);
-    let method_raw = req.method().as_str().to_string();
+    // Any token is a method: a non-standard one is labelled `other`.
+    let method_raw = method_label(req.method());
     let method = method_raw.to_ascii_lowercase();
     let size = request_size(&req);
     let h = &st.metrics.http;
-    let inflight = h.inflight.with_label_values(&[handler, &method_raw, &tenant]);
+    let inflight = h.inflight.with_label_values(&[handler, method_raw, &tenant]);
     inflight.inc();
     let start = Instant::now();
     let resp = next.run(req).await;

@@ -91,7 +91,8 @@ fn check_content_headers(headers: &HeaderMap) -> Result<(), String> {
 
 fn observe(st: &AppState, tenant: &str, code: StatusCode, series: u64, samples: u64) {
     let code = code.as_u16().to_string();
-    let labels = [code.as_str(), tenant];
+    let tenant = st.metrics.tenants.label(tenant);
+    let labels = [code.as_str(), tenant.as_str()];
     let m = &st.metrics;
     m.write_timeseries.with_label_values(&labels).observe(series as f64);
     m.write_samples.with_label_values(&labels).observe(samples as f64);
