@@ -193,8 +193,18 @@ impl BlockWriter {
     }
 
     /// Completes the block: index, tombstones, meta.json, rename into place. A block without
-    /// samples is not kept (`None`), as in Prometheus.
+    /// samples is not kept (`None`), as in Prometheus. On failure (a full disk, say) the
+    /// unfinished block's directory is removed: nothing is left for the next start to clean.
     pub fn finish(self) -> Result<Option<BlockMeta>, BlockError> {
+        let tmp = self.tmp.clone();
+        let res = self.complete();
+        if res.is_err() {
+            crate::fsutil::remove_unfinished(&tmp, "block");
+        }
+        res
+    }
+
+    fn complete(self) -> Result<Option<BlockMeta>, BlockError> {
         crate::failpoint::hit("block.before_index");
         self.chunks.finish()?;
         self.index.finish()?;

@@ -124,3 +124,15 @@ impl MappedFile {
         }
     }
 }
+
+/// Removes the directory of something left unfinished by a failure (a block, a checkpoint), so
+/// that a full disk gets its space back at once; a failure to remove it is logged (the next
+/// start removes it then).
+pub fn remove_unfinished(dir: &Path, what: &str) {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(dir = %dir.display(), err = %e, "removing an unfinished {what} failed");
+        }
+        _ => {}
+    }
+}

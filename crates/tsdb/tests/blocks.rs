@@ -526,3 +526,27 @@ fn a_reader_outlives_the_blocks_retention_deletes() {
     }
     assert_eq!(got, want, "the read saw every sample once, deleted blocks included");
 }
+
+/// A block that cannot be completed (here its final name is taken; a full disk fails the same
+/// way) leaves no unfinished directory behind, and nothing is renamed into place.
+#[test]
+fn a_failed_block_leaves_no_temporary_directory() {
+    use ringest_tsdb::chunkenc::XorAppender;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = vec![0u8, 0];
+    let mut app = XorAppender::new();
+    for k in 0..10 {
+        app.append(&mut bytes, 1000 + k, k as f64);
+    }
+    let mut w = block::BlockWriter::create(dir.path(), 0, 7_200_000, [&b"__name__"[..], b"up"]).unwrap();
+    w.count_series(&[(0, 1)]);
+    w.add_series(&[(0, 1)], &[(1000, 1009, &bytes[..])]).unwrap();
+    let taken = dir.path().join(w.ulid());
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::write(taken.join("in-the-way"), b"x").unwrap();
+    assert!(w.finish().is_err(), "the rename onto a non-empty directory fails");
+    let left: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!left.iter().any(|n| n.contains(".tmp-for-")), "{left:?}");
+    assert_eq!(std::fs::read_dir(&taken).unwrap().count(), 1, "what was in the way is untouched");
+}

@@ -358,13 +358,32 @@ fn write_checkpoint(
         }
     }
     inputs.extend((first..=n).map(|i| wal::segment_path(wal_dir, i)));
-    let mut w = WalWriter::create(&tmp, 0, opts, Default::default())?;
+    let kept = fill_checkpoint(&tmp, &inputs, mint, live, opts);
+    if kept.is_err() {
+        crate::fsutil::remove_unfinished(&tmp, "checkpoint");
+    }
+    let kept = kept?;
+    crate::failpoint::hit("checkpoint.before_rename");
+    std::fs::rename(&tmp, &final_dir).map_err(io("rename", &tmp))?;
+    crate::fsutil::fsync_dir(wal_dir).map_err(io("fsync", wal_dir))?;
+    Ok(kept)
+}
+
+/// Writes the checkpoint of `inputs` into `tmp` (see [`write_checkpoint`]), synced.
+fn fill_checkpoint(
+    tmp: &Path,
+    inputs: &[PathBuf],
+    mint: i64,
+    live: &HashSet<u64>,
+    opts: wal::WalOptions,
+) -> Result<(u64, u64), TsdbError> {
+    let mut w = WalWriter::create(tmp, 0, opts, Default::default())?;
     let (mut kept_series, mut kept_samples) = (0u64, 0u64);
     let mut decoded = Vec::new();
     let mut out_series = Vec::new();
     let mut out_samples = Vec::new();
     for path in inputs {
-        let seg = MappedFile::open(&path).map_err(io("map", &path))?;
+        let seg = MappedFile::open(path).map_err(io("map", path))?;
         let mut r = SegmentReader::new(0, seg.data());
         while let Some(rec) = r.next() {
             let rec = rec.map_err(|c| TsdbError::Replay(format!("checkpoint input {}: {c}", path.display())))?;
@@ -402,9 +421,32 @@ fn write_checkpoint(
         }
     }
     w.close()?;
-    crate::fsutil::fsync_dir(&tmp).map_err(io("fsync", &tmp))?;
-    crate::failpoint::hit("checkpoint.before_rename");
-    std::fs::rename(&tmp, &final_dir).map_err(io("rename", &tmp))?;
-    crate::fsutil::fsync_dir(wal_dir).map_err(io("fsync", wal_dir))?;
+    crate::fsutil::fsync_dir(tmp).map_err(io("fsync", tmp))?;
     Ok((kept_series, kept_samples))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint that fails (here on a damaged input; a full disk fails the same way) gives
+    /// its temporary directory back at once.
+    #[test]
+    fn a_failed_checkpoint_leaves_no_temporary_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path();
+        // A segment whose first record header announces more than the segment holds.
+        let mut seg = vec![0u8; 32 * 1024];
+        seg[0] = 1;
+        seg[1] = 0xff;
+        seg[2] = 0xff;
+        std::fs::write(wal::segment_path(wal_dir, 0), &seg).unwrap();
+        let opts = wal::WalOptions::default();
+        assert!(write_checkpoint(wal_dir, 0, 0, 0, &HashSet::new(), opts).is_err());
+        let left: Vec<String> = std::fs::read_dir(wal_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["00000000"], "only the input segment is left");
+    }
 }
