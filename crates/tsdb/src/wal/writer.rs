@@ -6,12 +6,18 @@
 //! reloaded from disk, so a failed batch never leaves a torn record that a later batch would
 //! follow (which would make a restart's repair drop acknowledged data). If even that fails, the
 //! writer refuses every later batch until it can restore a clean tail.
+//!
+//! A finished segment is fsynced in the background. If that fails, its pages may already be
+//! gone from the page cache (Linux reports a failed writeback once), so the writer refuses
+//! every batch until the current segment is fsynced and a new one is safely open: a write is
+//! not acknowledged on a WAL that is failing to reach the disk.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::{HEADER_SIZE, PAGE_SIZE, WalError, frag, io_err, segment_path};
@@ -49,6 +55,8 @@ pub struct WalWriter {
     batch_start: u64,
     /// Set when a failed batch could not be rolled back.
     broken: Option<String>,
+    /// Set by the background fsync of a finished segment when it failed.
+    unsynced: Arc<AtomicBool>,
     closed: bool,
     metrics: Arc<WalMetrics>,
 }
@@ -92,6 +100,7 @@ impl WalWriter {
             snappy_buf: Vec::new(),
             batch_start: 0,
             broken: None,
+            unsynced: Arc::new(AtomicBool::new(false)),
             closed: false,
             metrics,
         })
@@ -130,6 +139,12 @@ impl WalWriter {
         }
         if self.broken.is_some() {
             self.restore()?;
+        }
+        if self.unsynced.load(Ordering::Acquire)
+            && let Err(e) = self.resync()
+        {
+            self.metrics.writes_failed.inc();
+            return Err(e);
         }
         self.batch_start = self.segment_len();
         let n = records.len();
@@ -267,28 +282,50 @@ impl WalWriter {
 
     /// Finishes the current segment (padded, fsynced in the background) and starts the next.
     pub fn next_segment(&mut self) -> Result<(), WalError> {
-        if self.alloc > 0 {
-            self.flush_page(true)?;
-        }
-        let next = create_segment(&self.dir, self.index + 1)?;
+        let prev = self.rotate()?;
         let _ = fsync_dir(&self.dir);
-        let prev = std::mem::replace(&mut self.file, next);
-        self.index += 1;
-        self.done_pages = 0;
-        self.batch_start = 0;
-        self.metrics.segment_current.set(self.index as i64);
         // Do not block writers on the fsync of the finished segment.
-        let metrics = self.metrics.clone();
+        let (metrics, unsynced, path) =
+            (self.metrics.clone(), self.unsynced.clone(), segment_path(&self.dir, self.index - 1));
         std::thread::Builder::new()
             .name("wal-fsync".into())
             .spawn(move || {
                 let start = Instant::now();
                 if let Err(e) = prev.sync_all() {
-                    tracing::error!(err = %e, "fsync of finished WAL segment failed");
+                    tracing::error!(segment = %path.display(), err = %e, "fsync of finished WAL segment failed: writes are refused until a new segment is safely open");
+                    unsynced.store(true, Ordering::Release);
                 }
                 metrics.fsync_duration.observe(start.elapsed().as_secs_f64());
             })
             .map_err(|e| io_err("spawn fsync thread", &self.dir, e))?;
+        Ok(())
+    }
+
+    /// Pads the current segment's last page and makes the next segment current; returns the
+    /// finished one's file.
+    fn rotate(&mut self) -> Result<File, WalError> {
+        if self.alloc > 0 {
+            self.flush_page(true)?;
+        }
+        let next = create_segment(&self.dir, self.index + 1)?;
+        let prev = std::mem::replace(&mut self.file, next);
+        self.index += 1;
+        self.done_pages = 0;
+        self.batch_start = 0;
+        self.metrics.segment_current.set(self.index as i64);
+        Ok(prev)
+    }
+
+    /// After a finished segment failed to fsync: fsyncs the current segment, finishes it and
+    /// opens the next one, fsynced with its directory, all before the next batch.
+    fn resync(&mut self) -> Result<(), WalError> {
+        self.sync()?;
+        let prev = self.rotate()?;
+        prev.sync_all().map_err(|e| io_err("fsync", &segment_path(&self.dir, self.index - 1), e))?;
+        self.sync()?;
+        fsync_dir(&self.dir).map_err(|e| io_err("fsync", &self.dir, e))?;
+        self.unsynced.store(false, Ordering::Release);
+        tracing::info!(segment = self.index, "WAL writes resumed on a new segment after a failed fsync");
         Ok(())
     }
 
@@ -426,5 +463,35 @@ mod tests {
         assert_eq!(got, want, "byte-identical to a WAL that never saw the failed batch");
         w.close().unwrap();
         assert_eq!(read_all(dir.path()), vec![b"first".to_vec(), b"second".to_vec()]);
+    }
+
+    /// After a finished segment failed to fsync, nothing is written until the current segment
+    /// is synced and a new one is open: while that cannot be done (the directory is gone here),
+    /// every batch fails; once it can, batches go to the new segment and every acknowledged
+    /// record reads back.
+    #[test]
+    fn a_failed_background_fsync_stops_writes_until_a_new_segment_is_open() {
+        let opts = WalOptions { compress: false, segment_size: 64 * PAGE_SIZE };
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("wal");
+        let metrics = Arc::new(WalMetrics::default());
+        let mut w = WalWriter::create(&dir, 0, opts, metrics.clone()).unwrap();
+        w.log(&[b"first"]).unwrap();
+        w.next_segment().unwrap();
+        w.log(&[b"second"]).unwrap();
+        // What the background fsync of segment 0 reports when it fails.
+        w.unsynced.store(true, Ordering::Release);
+        let moved = parent.path().join("moved");
+        std::fs::rename(&dir, &moved).unwrap();
+        for _ in 0..3 {
+            assert!(w.log(&[b"refused"]).is_err(), "no new segment can be opened");
+        }
+        assert_eq!(metrics.writes_failed.get(), 3);
+        std::fs::rename(&moved, &dir).unwrap();
+        w.log(&[b"third"]).unwrap();
+        assert!(w.segment() >= 2, "the batch went to a new segment");
+        assert!(!w.unsynced.load(Ordering::Acquire));
+        w.close().unwrap();
+        assert_eq!(read_all(&dir), vec![b"first".to_vec(), b"second".to_vec(), b"third".to_vec()]);
     }
 }
