@@ -395,3 +395,32 @@ fn every_flag_of_the_real_thanos_receive_is_known_with_its_default() {
     }
     assert!(problems.is_empty(), "{} differences from thanos receive:\n{}", problems.len(), problems.join("\n"));
 }
+
+/// A tenant whose TSDB cannot be opened (here its `wal` is a file) does not keep the node from
+/// starting: the node becomes ready and serves the other tenants; that tenant's writes get 503
+/// naming it and the cause, which is in the log and in `ringest_tsdb_open_failed`.
+#[test]
+fn a_tenant_that_fails_to_open_does_not_stop_the_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("broken")).unwrap();
+    std::fs::write(data.join("broken").join("wal"), b"not a directory").unwrap();
+    let r = Receiver::start(&data, &[]);
+    let req = ringest_proto::prometheus::WriteRequest {
+        timeseries: vec![ringest_e2e::client::series(&[("__name__", "up")], &[(1_800_000_000_000, 1.0)])],
+        metadata: vec![],
+    };
+    let body = ringest_e2e::client::encode(&req);
+    let rw = [("Content-Encoding", "snappy"), ("Content-Type", "application/x-protobuf")];
+    let post = |tenant: &str| {
+        let headers = [rw[0], rw[1], ("THANOS-TENANT", tenant)];
+        ringest_e2e::http_request(&r.rw_addr, "POST", "/api/v1/receive", &headers, &body).unwrap()
+    };
+    assert_eq!(post("default-tenant").status, 200);
+    assert_eq!(post("fresh").status, 200, "new tenants are created as before");
+    let refused = post("broken");
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.text().contains("TSDB of tenant broken unavailable"), "{}", refused.text());
+    assert!(r.logs().contains("opening TSDB failed"), "{}", r.logs());
+    assert_eq!(r.metric("ringest_tsdb_open_failed{tenant=\"broken\"}"), Some(1.0));
+}

@@ -57,7 +57,9 @@ impl IngestError {
     pub fn status(&self) -> StatusCode {
         match self {
             IngestError::BadReplica { .. } => StatusCode::BAD_REQUEST,
-            IngestError::Tenant(TenantError::Closed) | IngestError::Write(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Tenant(TenantError::Closed | TenantError::Unavailable { .. }) | IngestError::Write(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             IngestError::Tenant(TenantError::Open { .. }) | IngestError::Route(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -322,9 +322,10 @@ impl TsdbCollector {
     pub fn new(tenants: Arc<Tenants>) -> Self {
         let descs = FAMILIES
             .iter()
-            .map(|(name, help, _, _)| {
-                Desc::new((*name).into(), (*help).into(), vec!["tenant".into()], Default::default())
-                    .expect("valid desc")
+            .map(|(name, help, _, _)| (*name, *help))
+            .chain(std::iter::once(OPEN_FAILED))
+            .map(|(name, help)| {
+                Desc::new(name.into(), help.into(), vec!["tenant".into()], Default::default()).expect("valid desc")
             })
             .collect();
         TsdbCollector { tenants, descs }
@@ -601,7 +602,33 @@ impl Collector for TsdbCollector {
                 }
                 mf
             })
+            .chain(std::iter::once(self.open_failures()))
             .filter(|mf| !mf.get_metric().is_empty())
             .collect()
+    }
+}
+
+/// `ringest_tsdb_open_failed{tenant}`: 1 for each tenant whose TSDB failed to open at start-up
+/// (its writes are refused; the error is in the log).
+const OPEN_FAILED: (&str, &str) = (
+    "ringest_tsdb_open_failed",
+    "1 for a tenant whose TSDB failed to open at start-up: its writes are refused until a restart opens it.",
+);
+
+impl TsdbCollector {
+    fn open_failures(&self) -> MetricFamily {
+        let mut mf = MetricFamily::default();
+        mf.set_name(OPEN_FAILED.0.into());
+        mf.set_help(OPEN_FAILED.1.into());
+        mf.set_field_type(MetricType::GAUGE);
+        for (tenant, _) in self.tenants.failed() {
+            let mut m = Metric::default();
+            let mut g = Gauge::default();
+            g.set_value(1.0);
+            m.set_gauge(g);
+            m.set_label(vec![label("tenant", &tenant)]);
+            mf.mut_metric().push(m);
+        }
+        mf
     }
 }

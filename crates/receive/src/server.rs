@@ -202,7 +202,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     let mut sig = sig;
     tokio::select! {
         r = &mut opener => {
-            let names = r.context("open tenants")??;
+            let names = r.context("open tenants")?;
             tracing::debug!(tenants = names.len(), "opened tenant TSDBs");
         }
         s = &mut sig => {

@@ -66,6 +66,15 @@ pub enum TenantError {
         /// The cause.
         source: TsdbError,
     },
+    /// The tenant's TSDB failed to open when the node started: its writes are refused until
+    /// the node restarts with the cause fixed (the other tenants are served meanwhile).
+    #[error("TSDB of tenant {tenant} unavailable: it failed to open at start-up: {cause}")]
+    Unavailable {
+        /// The tenant.
+        tenant: String,
+        /// Why it failed to open.
+        cause: String,
+    },
 }
 
 /// All tenant TSDBs of this node.
@@ -74,6 +83,8 @@ pub struct Tenants {
     compaction: Arc<tokio::sync::Notify>,
     opts: Options,
     dbs: RwLock<BTreeMap<String, Arc<Tsdb>>>,
+    /// Tenants whose TSDB failed to open at start-up, with the cause.
+    failed: RwLock<BTreeMap<String, String>>,
     opening: Mutex<()>,
     closed: AtomicBool,
     listener: Option<Arc<dyn BlockListener>>,
@@ -94,6 +105,7 @@ impl Tenants {
             compaction: Arc::new(tokio::sync::Notify::new()),
             opts,
             dbs: RwLock::new(BTreeMap::new()),
+            failed: RwLock::new(BTreeMap::new()),
             opening: Mutex::new(()),
             closed: AtomicBool::new(false),
             listener,
@@ -119,8 +131,10 @@ impl Tenants {
     }
 
     /// Opens every tenant directory under the data directory (in parallel, one thread per
-    /// core), replaying their WALs. Returns the tenants opened.
-    pub fn open_existing(&self) -> Result<Vec<String>, TenantError> {
+    /// core), replaying their WALs. Returns the tenants opened. A tenant that fails to open is
+    /// logged and left out: the node serves the others, and that tenant's writes are refused
+    /// (see [`Tenants::failed`]).
+    pub fn open_existing(&self) -> Vec<String> {
         let mut names = Vec::new();
         if let Ok(rd) = std::fs::read_dir(&self.root) {
             for e in rd.flatten() {
@@ -155,11 +169,27 @@ impl Tenants {
                 });
             }
         });
-        let mut dbs = self.dbs.write();
+        let (mut dbs, mut failed) = (self.dbs.write(), self.failed.write());
+        let mut opened = Vec::new();
         for (name, r) in results.into_inner() {
-            dbs.insert(name, r?);
+            match r {
+                Ok(db) => {
+                    dbs.insert(name.clone(), db);
+                    opened.push(name);
+                }
+                Err(e) => {
+                    tracing::error!(tenant = %name, err = %e, "opening TSDB failed: the tenant's writes are refused until a restart opens it");
+                    failed.insert(name, e.to_string());
+                }
+            }
         }
-        Ok(names)
+        opened.sort();
+        opened
+    }
+
+    /// Tenants whose TSDB failed to open at start-up, with the cause.
+    pub fn failed(&self) -> Vec<(String, String)> {
+        self.failed.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// The TSDB of `tenant` if it is open.
@@ -175,6 +205,9 @@ impl Tenants {
         }
         if let Some(db) = self.get(tenant) {
             return Ok(db);
+        }
+        if let Some(cause) = self.failed.read().get(tenant) {
+            return Err(TenantError::Unavailable { tenant: tenant.to_string(), cause: cause.clone() });
         }
         let _g = self.opening.lock();
         if self.closed.load(Ordering::Acquire) {
