@@ -49,6 +49,66 @@ pub struct Selected {
 /// Where a selected series' chunks are: in blocks of its reader, in the head, or both.
 pub struct Parts(SmallVec<[Part; 1]>);
 
+/// The series a selection found so far.
+struct Found {
+    selected: Vec<Selected>,
+    /// When several sources are read: each found series' own labels (before the table
+    /// finishes them), to find it again in another source. Own, not final, labels: two series
+    /// that only differ in a removed label stay two series, as in one source.
+    own: Option<OwnLabels>,
+}
+
+impl Found {
+    /// Adds the series with own label ids `ids` found at `part`, or adds `part` to it if
+    /// another source had it.
+    fn add(&mut self, ids: &[u32], part: Part, table: &mut LabelTable) {
+        if let Some(own) = &mut self.own {
+            if let Some(i) = own.find(ids) {
+                self.selected[i].parts.0.push(part);
+                return;
+            }
+            own.add(ids, self.selected.len());
+        }
+        self.selected.push(Selected { labels: table.push(ids), parts: Parts(smallvec::smallvec![part]) });
+    }
+}
+
+/// Own label ids of found series, back to back, with a hash table of their positions.
+#[derive(Default)]
+struct OwnLabels {
+    ids: Vec<u32>,
+    /// `(start, len)` in `ids` of each found series, in found order.
+    spans: Vec<(usize, usize)>,
+    at: hashbrown::HashTable<usize>,
+    state: hashbrown::DefaultHashBuilder,
+}
+
+impl OwnLabels {
+    fn get(&self, i: usize) -> &[u32] {
+        let (start, len) = self.spans[i];
+        &self.ids[start..start + len]
+    }
+
+    /// The position of the series with own labels `ids`, if found before.
+    fn find(&self, ids: &[u32]) -> Option<usize> {
+        let hash = std::hash::BuildHasher::hash_one(&self.state, ids);
+        self.at.find(hash, |&i| self.get(i) == ids).copied()
+    }
+
+    /// Records that the series with own labels `ids` is at position `i` (the next one).
+    fn add(&mut self, ids: &[u32], i: usize) {
+        debug_assert_eq!(i, self.spans.len(), "positions are added in order");
+        self.spans.push((self.ids.len(), ids.len()));
+        self.ids.extend_from_slice(ids);
+        let hash = std::hash::BuildHasher::hash_one(&self.state, ids);
+        let (all, spans, state) = (&self.ids, &self.spans, &self.state);
+        self.at.insert_unique(hash, i, |&j| {
+            let (start, len) = spans[j];
+            std::hash::BuildHasher::hash_one(state, &all[start..start + len])
+        });
+    }
+}
+
 impl Tsdb {
     /// A reader of the blocks and head overlapping `[mint, maxt]` as they are now.
     pub fn reader(&self, mint: i64, maxt: i64) -> Result<Reader<'_>, TsdbError> {
@@ -95,7 +155,11 @@ impl Reader<'_> {
     /// in the read's range, in no particular order, without their chunks; their labels go into
     /// `table`, finished as its [`LabelTable::set_merge`] says.
     pub fn select(&self, matchers: &[Matcher], table: &mut LabelTable) -> Result<Vec<Selected>, TsdbError> {
-        let mut found: Vec<Selected> = Vec::new();
+        let mut found = Found {
+            selected: Vec::new(),
+            // Blocks and head each hold a series once: equal labels in several are one series.
+            own: (!self.blocks.is_empty()).then(OwnLabels::default),
+        };
         let mut ids: Vec<u32> = Vec::new();
         // Table ids by the source's own string ids: a string shared by many series is looked
         // up and hashed once per selection.
@@ -104,7 +168,7 @@ impl Reader<'_> {
             let index = b.index()?;
             seen.clear();
             let selected = b.select_ids(matchers, self.mint, self.maxt)?;
-            found.reserve(selected.len());
+            found.selected.reserve(selected.len());
             table.reserve(selected.len(), selected.first().map_or(0, |(_, refs)| 2 * refs.len()));
             for (id, refs) in selected {
                 ids.clear();
@@ -117,8 +181,7 @@ impl Reader<'_> {
                         ids.push(t);
                     }
                 }
-                found
-                    .push(Selected { labels: table.push(&ids), parts: Parts(smallvec::smallvec![Part::Block(i, id)]) });
+                found.add(&ids, Part::Block(i, id), table);
             }
         }
         let head_mint = self.mint.max(self.floor);
@@ -132,7 +195,7 @@ impl Reader<'_> {
             };
             let _symbols = self.head.symbol_gate.read();
             seen.clear();
-            found.reserve(series.len());
+            found.selected.reserve(series.len());
             table.reserve(series.len(), series.first().map_or(0, |s| s.labels.len()));
             for s in series {
                 if !s.state.lock().has_data_in(head_mint, self.maxt) {
@@ -150,28 +213,10 @@ impl Reader<'_> {
                     };
                     ids.push(t);
                 }
-                found.push(Selected { labels: table.push(&ids), parts: Parts(smallvec::smallvec![Part::Head(s)]) });
+                found.add(&ids, Part::Head(s), table);
             }
         }
-        // Blocks and head each hold a series once: equal labels in several are one series.
-        let sources = self.blocks.len() + 1;
-        if sources == 1 {
-            return Ok(found);
-        }
-        // Positions in `out` by the hash of their labels.
-        let mut at: hashbrown::HashTable<usize> = hashbrown::HashTable::with_capacity(found.len());
-        let mut out: Vec<Selected> = Vec::with_capacity(found.len());
-        for s in found {
-            let h = table.hash(s.labels);
-            match at.find(h, |&i| table.ids(out[i].labels) == table.ids(s.labels)) {
-                Some(&i) => out[i].parts.0.extend(s.parts.0),
-                None => {
-                    at.insert_unique(h, out.len(), |&i| table.hash(out[i].labels));
-                    out.push(s);
-                }
-            }
-        }
-        Ok(out)
+        Ok(found.selected)
     }
 
     /// Appends the chunks of `s` overlapping the read's range, by first sample time: block
@@ -233,6 +278,44 @@ mod tests {
             assert_eq!(ts, times, "{}: every sample once", s.labels);
             let straddling = s.chunks.iter().filter(|c| c.min_time < maxt && c.max_time >= maxt).count();
             assert_eq!(straddling, 0, "{}: no chunk reaches across the block's end", s.labels);
+        }
+    }
+
+    /// Across a block and the head, a series found in both is one series with both parts; two
+    /// series that only differ in a label the read removes stay two (as in one source), each
+    /// with its own parts.
+    #[test]
+    fn series_are_matched_across_sources_on_their_own_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
+        let mut bufs = AppendBuffers::default();
+        for k in 0..180 {
+            let mut app = db.appender(&mut bufs);
+            for replica in ["a", "b"] {
+                let labels = [
+                    LabelRef { name: b"__name__", value: b"m" },
+                    LabelRef { name: b"replica", value: replica.as_bytes() },
+                ];
+                app.append(&labels, &[(T0 + k * 60_000, 1.0)], i64::MAX).unwrap();
+            }
+            app.commit().unwrap();
+        }
+        let maxt = T0 + 2 * H;
+        db.head.raise_floor(maxt);
+        let meta = db.write_block(T0, maxt).unwrap().expect("a block");
+        db.blocks.write().push(Arc::new(Block::open(&db.dir.join(&meta.ulid)).unwrap()));
+        let reader = db.reader(i64::MIN, i64::MAX).unwrap();
+        let mut table = crate::LabelTable::default();
+        table.set_merge([("site", "x")], &["replica"]);
+        let selected = reader.select(&[], &mut table).unwrap();
+        assert_eq!(selected.len(), 2, "one series per replica");
+        for s in &selected {
+            assert_eq!(s.parts.0.len(), 2, "block and head");
+            assert_eq!(table.labels(s.labels).to_string(), "{__name__=\"m\", site=\"x\"}");
+            let mut chunks = Vec::new();
+            reader.chunks(&s.parts, &mut chunks).unwrap();
+            let ts: Vec<i64> = chunks.iter().flat_map(|c| XorIter::new(&c.data).map(|(t, _)| t)).collect();
+            assert_eq!(ts, (0..180).map(|k| T0 + k * 60_000).collect::<Vec<_>>(), "each sample once, in order");
         }
     }
 }

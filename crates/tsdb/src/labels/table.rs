@@ -167,11 +167,6 @@ impl LabelTable {
         self.pairs(r).find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
-    /// A hash of set `r` (equal sets, equal hashes).
-    pub fn hash(&self, r: SetRef) -> u64 {
-        self.state.hash_one(self.ids(r))
-    }
-
     /// Renumbers the strings in byte order, so that [`LabelTable::cmp`] orders sets; no string
     /// can be added afterwards.
     pub fn rank(&mut self) {
@@ -267,7 +262,6 @@ mod tests {
         let got: Vec<Labels> = got.into_iter().map(|r| t.labels(r)).collect();
         assert_eq!(got, want);
         assert_eq!(t.cmp(refs[0], refs[9]), Ordering::Equal);
-        assert_eq!(t.hash(refs[0]), t.hash(refs[9]));
         assert_eq!(t.get(refs[4], "job"), Some("é"));
     }
 
