@@ -385,7 +385,8 @@ fn tenant_string(c: &mut Cursor<'_>) -> Result<String, DecodeError> {
 
 /// Decodes a `thanos.WriteRequest`: `timeseries=1`, `tenant=2`, `replica=3`,
 /// `timeseriesTenantData=4` (`TimeSeriesTenantTuple{timeseries=1, tenant=2}`). When field 4
-/// is present it carries the data (fields 1-2 are the legacy single-tenant form).
+/// is present it carries the data (fields 1-2 are the legacy single-tenant form). Each tenant
+/// appears once in the result, whatever the number of its tuples, and only with series.
 pub fn decode_thanos_write_request(buf: &[u8]) -> Result<ThanosWrite, DecodeError> {
     if buf.len() > u32::MAX as usize {
         return Err(err("WriteRequest", "message too large"));
@@ -396,6 +397,9 @@ pub fn decode_thanos_write_request(buf: &[u8]) -> Result<ThanosWrite, DecodeErro
     legacy.labels.reserve(buf.len() / 32);
     legacy.samples.reserve(buf.len() / 24);
     let mut legacy_tenant = String::new();
+    let mut tuples = false;
+    // Position in `out.tenants` by tenant.
+    let mut positions: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut c = Cursor { buf, pos: 0, end: buf.len(), message: "thanos.WriteRequest" };
     while c.more() {
         let (field, wt) = c.key()?;
@@ -407,29 +411,44 @@ pub fn decode_thanos_write_request(buf: &[u8]) -> Result<ThanosWrite, DecodeErro
             (2, LEN) => legacy_tenant = tenant_string(&mut c)?,
             (3, VARINT) => out.replica = c.varint()? as i64,
             (4, LEN) => {
+                tuples = true;
                 let r = c.len_field()?;
+                // The tenant first (fields come in any order), then the series into that
+                // tenant's entry: repeated tuples of one tenant make one entry, so later work is
+                // per tenant, not per tuple.
                 let mut t = c.sub(r, "TimeSeriesTenantTuple");
-                let (mut tenant, mut d) = (String::new(), Decoded::default());
+                let mut tenant = String::new();
+                while t.more() {
+                    match t.key()? {
+                        (2, LEN) => tenant = tenant_string(&mut t)?,
+                        (f @ (1 | 2), wt) if wt != LEN => return Err(wrong_type(&t, f, wt)),
+                        (_, wt) => t.skip(wt)?,
+                    }
+                }
+                let i = *positions.entry(tenant).or_insert_with_key(|tenant| {
+                    out.tenants.push((tenant.clone(), Decoded::default()));
+                    out.tenants.len() - 1
+                });
+                let mut t = c.sub(r, "TimeSeriesTenantTuple");
                 while t.more() {
                     match t.key()? {
                         (1, LEN) => {
                             let r = t.len_field()?;
-                            decode_series(t.sub(r, "TimeSeries"), &mut d)?;
+                            decode_series(t.sub(r, "TimeSeries"), &mut out.tenants[i].1)?;
                         }
-                        (2, LEN) => tenant = tenant_string(&mut t)?,
-                        (f @ (1 | 2), wt) => return Err(wrong_type(&t, f, wt)),
                         (_, wt) => t.skip(wt)?,
                     }
                 }
-                out.tenants.push((tenant, d));
             }
             (1 | 2 | 4, _) | (3, _) => return Err(wrong_type(&c, field, wt)),
             (_, wt) => c.skip(wt)?,
         }
     }
-    if out.tenants.is_empty() {
+    if !tuples {
         out.tenants.push((legacy_tenant, legacy));
     }
+    // A tenant without series has nothing to write: no TSDB is opened or created for it.
+    out.tenants.retain(|(_, d)| !d.series.is_empty());
     Ok(out)
 }
 
@@ -735,5 +754,64 @@ mod tests {
         assert_eq!((t.replica, t.tenants.len(), t.tenants[0].0.as_str()), (1, 1, "team-b"));
         assert_eq!(t.tenants[0].1.series.len(), 1);
         assert!(decode_thanos_write_request(&[0x1a, 0x00]).is_err(), "replica must be a varint");
+    }
+
+    /// Per-tenant tuples: a tenant's tuples make one entry (series in order, tenant field
+    /// before or after them), tuples without series make none (no TSDB is opened for them),
+    /// and legacy fields are ignored once tuples are present.
+    #[test]
+    fn tenant_tuples_are_merged_per_tenant_and_empty_ones_dropped() {
+        let series = |name: &str| {
+            pb::TimeSeries {
+                labels: vec![label("__name__", name)],
+                samples: vec![pb::Sample { value: 1.0, timestamp: 5 }],
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        let field = |tag: u8, body: &[u8], out: &mut Vec<u8>| {
+            out.push(tag);
+            prost::encoding::encode_varint(body.len() as u64, out);
+            out.extend_from_slice(body);
+        };
+        let tuple = |tenant: Option<&str>, names: &[&str], tenant_first: bool| {
+            let mut t = Vec::new();
+            if tenant_first && let Some(name) = tenant {
+                field(0x12, name.as_bytes(), &mut t);
+            }
+            for n in names {
+                field(0x0a, &series(n), &mut t);
+            }
+            if !tenant_first && let Some(name) = tenant {
+                field(0x12, name.as_bytes(), &mut t);
+            }
+            t
+        };
+        let mut req = Vec::new();
+        field(0x0a, &series("legacy"), &mut req);
+        for t in [
+            tuple(Some("a"), &["m1"], true),
+            tuple(Some("b"), &[], true),
+            tuple(Some("a"), &["m2", "m3"], false),
+            tuple(Some("c"), &[], false),
+            tuple(None, &[], true),
+        ]
+        .into_iter()
+        .chain((0..1000).map(|_| tuple(Some("a"), &[], true)))
+        {
+            field(0x22, &t, &mut req);
+        }
+        let w = decode_thanos_write_request(&req).unwrap();
+        assert_eq!(w.tenants.len(), 1, "{:?}", w.tenants.iter().map(|t| &t.0).collect::<Vec<_>>());
+        let (tenant, d) = &w.tenants[0];
+        assert_eq!(tenant, "a");
+        let names: Vec<&[u8]> = d.series.iter().map(|s| d.labels[s.labels_start as usize].value(&req)).collect();
+        assert_eq!(names, [&b"m1"[..], b"m2", b"m3"]);
+        // Without tuples, the legacy fields are the request.
+        let mut legacy = Vec::new();
+        field(0x0a, &series("legacy"), &mut legacy);
+        let w = decode_thanos_write_request(&legacy).unwrap();
+        assert_eq!((w.tenants.len(), w.tenants[0].1.series.len()), (1, 1));
+        assert!(decode_thanos_write_request(&[]).unwrap().tenants.is_empty(), "an empty request writes nothing");
     }
 }
