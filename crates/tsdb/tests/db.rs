@@ -394,7 +394,8 @@ mod model {
                         let entry = model.get(&labels);
                         let last = entry.and_then(|v| v.last().copied());
                         // Newer than the latest, or a sample the series holds, value for value
-                        // (an exact retry).
+                        // (an exact retry; every sample here is in the open chunk, which is
+                        // where a retry is looked up).
                         let expect_ok = t >= min_valid && match last {
                             None => true,
                             Some((lt, _)) => t > lt || entry.is_some_and(|v| v.contains(&(t, value))),

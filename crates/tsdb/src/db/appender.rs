@@ -218,8 +218,9 @@ impl<'a> Appender<'a> {
         let min_valid = self.min_valid(samples[0].0);
         let start = self.bufs.samples.len() as u32;
         let mut last = series.state.lock().last(&self.db.head.disk);
-        // The series' stored samples from this request's oldest on, read at its first sample
-        // older than the latest: a retry of a request already written sends them again.
+        // The samples of the series' open chunk, read at the request's first sample older than
+        // the latest: a retry of a recent request sends them again. (Older samples are not
+        // looked up: a client could make every refused sample cost a read of the series.)
         let mut stored: Option<Vec<(i64, f64)>> = None;
         for &(t, v) in samples {
             if t > max_t {
@@ -229,10 +230,7 @@ impl<'a> Appender<'a> {
             }
             let mut outcome = verdict(last, t, v.to_bits(), min_valid);
             if outcome == Verdict::OutOfOrder {
-                let stored = stored.get_or_insert_with(|| {
-                    let oldest = samples.iter().map(|s| s.0).min().unwrap_or(t);
-                    series.state.lock().samples_in(oldest, i64::MAX, &self.db.head.disk)
-                });
+                let stored = stored.get_or_insert_with(|| series.state.lock().open_samples());
                 if is_stored(stored, t, v) {
                     // Prometheus ignores a sample it already holds, value for value: an exact
                     // retry of a multi-sample request is accepted, not a conflict.

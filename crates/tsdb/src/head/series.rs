@@ -224,6 +224,12 @@ impl SeriesState {
         self.samples_in(i64::MIN, i64::MAX, disk)
     }
 
+    /// The samples of the open chunk, in time order (none without one): what a retry of a
+    /// recent write sends again.
+    pub(crate) fn open_samples(&self) -> Vec<(i64, f64)> {
+        self.head.as_ref().map(|c| XorIter::new(&c.bytes).collect()).unwrap_or_default()
+    }
+
     /// The samples with `mint <= t <= maxt`, in time order; chunks outside the range are
     /// skipped without being read.
     pub(crate) fn samples_in(&self, mint: i64, maxt: i64, disk: &ChunkDiskMapper) -> Vec<(i64, f64)> {
