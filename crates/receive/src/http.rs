@@ -5,6 +5,7 @@
 pub mod instrument;
 pub mod ops;
 pub mod receive;
+pub mod serve;
 pub mod status;
 
 use std::sync::Arc;

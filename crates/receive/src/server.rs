@@ -61,9 +61,7 @@ fn spawn_server(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
-            tracing::error!(err = %e, "HTTP server failed");
-        }
+        crate::http::serve::serve(listener, router, shutdown).await;
     })
 }
 

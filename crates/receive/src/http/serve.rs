@@ -1,0 +1,78 @@
+//! Serving HTTP connections (the remote-write and ops ports) with the limits a hostile or broken
+//! client calls for.
+//!
+//! `axum::serve` leaves hyper's header read timeout without a timer, so it never fires: a client
+//! that sends a request line and then a header every few seconds holds its connection (and its
+//! task) for ever, and a thousand such clients hold a thousand. Here every connection must
+//! deliver a request's headers within [`HEADER_READ_TIMEOUT`] of the server starting to wait for
+//! them, which also closes keep-alive connections idle for that long. Graceful shutdown is
+//! axum's: stop accepting, let each connection finish its request, then close.
+
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How long a connection may take to deliver a request's headers, counted from when the server
+/// starts waiting for them (so also the longest a keep-alive connection stays idle). Prometheus
+/// sends a request at least every few seconds while it has data, and reconnects when an idle
+/// connection was closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `router` on `listener` until `shutdown` completes, then drains: no new connections,
+/// each open one ends after its current request.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    // Closed when shutdown starts: every connection task watches it.
+    let (signal_tx, _) = watch::channel(());
+    // Held by every connection task: shutdown waits until all are dropped.
+    let (close_tx, close_rx) = watch::channel(());
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before it was accepted:
+                    // wait a little rather than spin.
+                    tracing::debug!(err = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let (builder, router) = (builder.clone(), router.clone());
+        let (mut signal, close_rx) = (signal_tx.subscribe(), close_rx.clone());
+        tokio::spawn(async move {
+            let service = TowerToHyperService::new(router);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(err = %e, "HTTP connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = signal.changed(), if !stopping => {
+                        stopping = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(close_rx);
+        });
+    }
+    drop(listener);
+    drop(signal_tx);
+    drop(close_rx);
+    close_tx.closed().await;
+}
