@@ -98,12 +98,13 @@ fn rf3_every_acknowledged_sample_is_on_all_three_nodes_and_replicas_are_not_forw
     // A client may not send a replica number: with it, the write would be stored by its
     // receiver only, skipping replication (Thanos' legacy HTTP replication). Refused, stored
     // nowhere; peers replicate over gRPC.
-    let mut conn = RemoteWriter::connect(&c.nodes[2].rw_addr).unwrap();
     let req = pb::WriteRequest {
         timeseries: vec![series(&[("__name__", "replicated_once")], &[(T0, 1.0)])],
         ..Default::default()
     };
     for replica in ["2", "4"] {
+        // A connection each: the server answers before reading the body, then closes.
+        let mut conn = RemoteWriter::connect(&c.nodes[2].rw_addr).unwrap();
         let resp = conn.send_with_headers(&req, &[("THANOS-REPLICA", replica)]).unwrap();
         assert_eq!(resp.status, 400, "{}", resp.text());
         assert!(resp.text().contains("only peers replicate"), "{}", resp.text());
