@@ -157,12 +157,12 @@ impl Head {
     }
 
     /// Label names of the series in the head, sorted.
-    pub(crate) fn label_names(&self) -> Vec<String> {
+    pub(crate) fn label_names(&self) -> crate::labels::StringList {
         let ix = self.index();
         let _symbols = self.symbol_gate.read();
         let mut out: Vec<String> = ix.names().map(|n| self.symbols.get(n)).collect();
         out.sort_unstable();
-        out
+        crate::labels::StringList::from_sorted(out.iter().map(String::as_str))
     }
 
     /// Values of label `name` in the head, sorted.

@@ -1,9 +1,10 @@
 //! Series answers that stream. Every tenant's selection is made first, on labels alone (as ids
-//! into one table of strings, see `ringest_tsdb::LabelTable`), merged in the order of the final labels; then a blocking
-//! task reads each series' chunks (whole as stored, each sample once across blocks and head)
-//! and hands frames of about 1 MiB of chunks over a short channel as the client takes them,
-//! batched when the client asks. A call holds its selection's labels and a few frames, not its
-//! answer; it stops when the client goes away or takes no frame for [`STALL`].
+//! into one table of strings, see `ringest_tsdb::LabelTable`), merged in the order of the final
+//! labels; then a blocking task reads each series' chunks (whole as stored, each sample once
+//! across blocks and head) and hands frames of about 1 MiB of chunks over a short channel as the
+//! client takes them, batched when the client asks. A call holds its selection's labels and a
+//! few frames, not its answer; it stops when the client goes away or takes no frame for
+//! [`STALL`].
 
 use std::pin::Pin;
 use std::sync::Arc;

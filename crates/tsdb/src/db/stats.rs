@@ -171,9 +171,9 @@ impl Tsdb {
             lists.push(self.head.label_names());
         }
         for b in self.blocks_overlapping(mint, maxt) {
-            lists.push(b.index()?.label_names().map(str::to_owned).collect());
+            lists.push(StringList::from_sorted(b.index()?.label_names()));
         }
-        Ok(merge_sorted(lists))
+        Ok(StringList::merge(lists).iter().map(str::to_owned).collect())
     }
 
     /// Values of label `name` in the blocks and the head that overlap `[mint, maxt]`, sorted.
@@ -196,15 +196,4 @@ impl Tsdb {
     fn head_overlaps(&self, mint: i64, maxt: i64) -> bool {
         self.head.min_time() <= maxt && self.head.max_time() >= mint
     }
-}
-
-/// The union of sorted lists, sorted, each string once (one list is taken as it is).
-fn merge_sorted(mut lists: Vec<Vec<String>>) -> Vec<String> {
-    if lists.len() <= 1 {
-        return lists.pop().unwrap_or_default();
-    }
-    let mut all: Vec<String> = lists.concat();
-    all.sort_unstable();
-    all.dedup();
-    all
 }

@@ -299,7 +299,8 @@ mod tests {
         let live = all.iter().filter(|(_, _, r)| !r).count();
         assert_eq!(head.index.read().len(), live, "removed series are out of the index");
         let names = head.label_names();
-        assert!(names.contains(&"__name__".to_string()) && names.contains(&"id".to_string()), "{names:?}");
+        let names: Vec<&str> = names.iter().collect();
+        assert!(names.contains(&"__name__") && names.contains(&"id"), "{names:?}");
         let mut want: Vec<String> =
             all.iter().filter(|(_, _, r)| !r).map(|(_, l, _)| l.get("id").unwrap().to_string()).collect();
         want.sort();

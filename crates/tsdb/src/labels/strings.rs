@@ -24,9 +24,16 @@ impl StringList {
 
     /// Appends `s`, which must sort after every string already in the list.
     pub fn push(&mut self, s: &str) {
-        debug_assert!(self.iter().last().is_none_or(|last| last < s), "{s:?} out of order");
+        debug_assert!(self.last().is_none_or(|last| last < s), "{s:?} out of order");
         self.text.push_str(s);
         self.ends.push(self.text.len() as u32);
+    }
+
+    /// The last string.
+    fn last(&self) -> Option<&str> {
+        let end = *self.ends.last()? as usize;
+        let start = self.ends.len().checked_sub(2).map_or(0, |i| self.ends[i] as usize);
+        Some(&self.text[start..end])
     }
 
     /// Room for `n` more strings.

@@ -1,8 +1,8 @@
 //! `thanos.SeriesResponse` frames written straight into protobuf bytes: a series' labels from
-//! the selection's table of strings and its chunks from their raw bytes, with no message values built first
-//! (they cost a string per label name and value per series). The bytes are those prost writes
-//! for the same messages (proto3: fields at their default value are left out); a test holds the
-//! two together.
+//! the selection's table of strings and its chunks from their raw bytes, with no message values
+//! built first (they cost a string per label name and value per series). The bytes are those
+//! prost writes for the same messages (proto3: fields at their default value are left out); a
+//! test holds the two together.
 
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use ringest_tsdb::RawChunk;
@@ -110,10 +110,10 @@ pub(super) const MAX_HEADER: usize = 6;
 /// `buf`, for the message in the rest of it; returns where the field now starts.
 pub(super) fn put_header_before(tag: u32, buf: &mut [u8]) -> usize {
     let len = buf.len() - MAX_HEADER;
-    let mut header = Vec::with_capacity(MAX_HEADER);
-    put_delimited_header(tag, len, &mut header);
-    let start = MAX_HEADER - header.len();
-    buf[start..MAX_HEADER].copy_from_slice(&header);
+    let start = MAX_HEADER - (1 + encoded_len_varint(len as u64));
+    let mut header = &mut buf[start..MAX_HEADER];
+    encode_key(tag, WireType::LengthDelimited, &mut header);
+    encode_varint(len as u64, &mut header);
     start
 }
 
