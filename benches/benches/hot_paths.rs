@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
-use ringest::remote_write::{Decoded, decode_write_request, decompress};
+use ringest::remote_write::{Decoded, Shape, decode_write_request, decompress};
 use ringest_proto::prometheus as pb;
 use ringest_tsdb::chunkenc::{XorAppender, XorIter};
 use ringest_tsdb::labels::SeriesHasher;
@@ -87,7 +87,7 @@ impl Pipeline {
     }
 
     fn ingest(&mut self, body: &[u8]) {
-        decompress(body, &mut self.decompressed, 32 << 20).unwrap();
+        decompress(body, &mut self.decompressed).unwrap();
         decode_write_request(&self.decompressed, &mut self.decoded).unwrap();
         let report =
             ringest::writer::write("bench", &self.db, &self.decompressed, &self.decoded, i64::MAX, &mut self.bufs)
@@ -144,9 +144,17 @@ fn pipeline(c: &mut Criterion) {
     let mut decoded = Decoded::default();
     g.bench_function("snappy_and_protobuf", |b| {
         b.iter(|| {
-            decompress(black_box(&reqs[1][0]), &mut out, 32 << 20).unwrap();
+            decompress(black_box(&reqs[1][0]), &mut out).unwrap();
             decode_write_request(&out, &mut decoded).unwrap();
         })
+    });
+    // The counting pass that bounds a request before it is decoded (admission).
+    decompress(&reqs[1][0], &mut out).unwrap();
+    g.bench_function("shape", |b| {
+        b.iter(|| ringest::remote_write::shape_of(black_box(&out), false, &Shape::UNBOUNDED).unwrap())
+    });
+    g.bench_function("outline", |b| {
+        b.iter(|| ringest::remote_write::outline(black_box(&out), false, u64::MAX).unwrap())
     });
     g.finish();
 
@@ -154,7 +162,7 @@ fn pipeline(c: &mut Criterion) {
     // gRPC's framed snappy, the peer decompresses them (same body as the request above).
     let mut g = c.benchmark_group("grpc_framed_snappy");
     g.throughput(Throughput::Elements(PER_REQUEST as u64));
-    decompress(&reqs[1][0], &mut out, 32 << 20).unwrap();
+    decompress(&reqs[1][0], &mut out).unwrap();
     let framed = ringest_grpc::snappy_compress(&out).unwrap();
     g.bench_function("compress", |b| b.iter(|| ringest_grpc::snappy_compress(black_box(&out)).unwrap()));
     g.bench_function("decompress", |b| {
@@ -196,7 +204,7 @@ fn stages(c: &mut Criterion) {
     g.throughput(Throughput::Elements(PER_REQUEST as u64));
     let mut p = Pipeline::new();
     reqs[0].iter().for_each(|r| p.ingest(r));
-    decompress(&reqs[1][0], &mut p.decompressed, 32 << 20).unwrap();
+    decompress(&reqs[1][0], &mut p.decompressed).unwrap();
     decode_write_request(&p.decompressed, &mut p.decoded).unwrap();
     let buf = p.decompressed.clone();
     let d = &p.decoded;

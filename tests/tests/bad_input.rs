@@ -82,7 +82,7 @@ fn transport_level_rows() {
     let start = Instant::now();
     let resp = post(&r, RW, &bomb);
     let took = start.elapsed();
-    expect(&resp, 413, "decoded size 4294967295 exceeds the limit");
+    expect(&resp, 413, "it has 4294967295 bytes, over the limit of 33554432 (--ringest.write.max-decoded-bytes)");
     assert!(took < Duration::from_secs(1), "refusing the bomb took {took:?}");
     let grew = vmhwm_kib(r.pid()).saturating_sub(before);
     assert!(grew < 64 * 1024, "peak RSS grew by {grew} KiB");

@@ -152,7 +152,7 @@ impl Channel {
         let compression = Compression::from_header(parts.headers.get("grpc-encoding"))
             .map_err(|name| Status::new(Code::Unimplemented, format!("unsupported grpc-encoding {name:?}")))?;
         let max = self.inner.opts.max_message_bytes;
-        let unary = match read_unary(body, max, |e| transport_status(&e)).await {
+        let unary = match read_unary(body, max, |_| Ok(()), |e| transport_status(&e)).await {
             Ok(unary) => unary,
             Err(status) => {
                 if status.code == Code::Unavailable {

@@ -14,7 +14,9 @@ mod status;
 mod wire;
 
 pub use client::{Channel, ChannelOptions};
-pub use server::{CallKind, HEALTH_CHECK_PATH, HandlerFuture, Message, Method, Observer, Server, UnaryHandler};
+pub use server::{
+    Admission, CallKind, ConnLimits, HEALTH_CHECK_PATH, HandlerFuture, Message, Method, Observer, Server, UnaryHandler,
+};
 pub use status::{Code, Status};
 pub use wire::{
     Compression, Encoded, MessageEncoder, SharedStart, format_timeout, parse_timeout, snappy_compress,

@@ -31,9 +31,42 @@ pub const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
 /// The boxed future a [`UnaryHandler`] returns.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Bytes, Status>> + Send + 'a>>;
 
+/// What a handler's [`UnaryHandler::admit`] keeps for the call (e.g. a share of a memory
+/// budget, released when it is dropped).
+pub type Admission = Box<dyn std::any::Any + Send + Sync>;
+
 /// A unary method: request message in, raw response message out.
 pub trait UnaryHandler: Send + Sync + 'static {
+    /// Decides whether a request message of `len` bytes (as sent: compressed if it is) may be
+    /// read, once its length prefix has arrived and before any buffer is allocated for it. The
+    /// returned admission travels with the [`Message`]. By default every message is admitted.
+    fn admit(&self, len: usize) -> Result<Option<Admission>, Status> {
+        let _ = len;
+        Ok(None)
+    }
+
     fn call(&self, request: Message) -> HandlerFuture<'_>;
+}
+
+/// Connection limits of the server (`--ringest.grpc.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Most concurrent calls (HTTP/2 streams) per connection.
+    pub max_concurrent_streams: u32,
+    /// How long a connection may be silent before the server pings it.
+    pub keepalive_time: Duration,
+    /// How long the server waits for a ping's answer before closing the connection.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            max_concurrent_streams: 1000,
+            keepalive_time: Duration::from_secs(2 * 3600),
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 /// A request message as received, decompressed by the handler when and where it suits it
@@ -44,12 +77,29 @@ pub struct Message {
     compressed: bool,
     compression: Compression,
     max: usize,
+    admission: Option<Admission>,
 }
 
 impl Message {
     /// An uncompressed message.
     pub fn new(data: Bytes) -> Message {
-        Message { data, compressed: false, compression: Compression::None, max: usize::MAX }
+        Message { data, compressed: false, compression: Compression::None, max: usize::MAX, admission: None }
+    }
+
+    /// Whether the message arrived compressed (decompressing it takes a second buffer).
+    pub fn is_compressed(&self) -> bool {
+        self.compressed
+    }
+
+    /// What the handler's [`UnaryHandler::admit`] returned for this message (once).
+    pub fn take_admission(&mut self) -> Option<Admission> {
+        self.admission.take()
+    }
+
+    /// The message's size once decompressed, as its framing declares it (over the limit: an
+    /// error), known before anything is decompressed.
+    pub fn decompressed_len(&self) -> Result<usize, Status> {
+        self.compression.declared_len(self.compressed, &self.data, self.max)
     }
 
     /// The message's bytes, decompressed if need be.
@@ -87,6 +137,7 @@ pub struct Server {
     methods: Vec<(Method, bool)>,
     observer: Option<Arc<dyn Observer>>,
     max_connection_age: Option<Duration>,
+    limits: ConnLimits,
 }
 
 impl Server {
@@ -99,7 +150,14 @@ impl Server {
             methods: Vec::new(),
             observer: None,
             max_connection_age: None,
+            limits: ConnLimits::default(),
         }
+    }
+
+    /// Sets the connection limits.
+    pub fn limits(mut self, limits: ConnLimits) -> Server {
+        self.limits = limits;
+        self
     }
 
     /// Registers a raw handler for a full method path such as `/thanos.WriteableStore/RemoteWrite`.
@@ -182,7 +240,8 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        conns.spawn(serve_conn(routes.clone(), stream, peer, stop_rx.clone(), self.max_connection_age));
+                        let conn = serve_conn(routes.clone(), stream, peer, stop_rx.clone(), self.max_connection_age, self.limits);
+                        conns.spawn(conn);
                     }
                     Err(e) => {
                         // Per-connection accept failures (EMFILE, ECONNABORTED...) must not stop the server.
@@ -267,11 +326,16 @@ impl RawUnary {
             Status::new(Code::Unimplemented, msg)
         })?;
         let max = self.max_message_bytes;
-        let body =
-            read_unary(req.into_body(), max, |e| Status::new(Code::Cancelled, format!("reading request: {e}"))).await?;
+        let mut admission = None;
+        let admit = |len: usize| {
+            admission = self.handler.admit(len)?;
+            Ok(())
+        };
+        let on_error = |e| Status::new(Code::Cancelled, format!("reading request: {e}"));
+        let body = read_unary(req.into_body(), max, admit, on_error).await?;
         let (compressed, data) =
             body.message.ok_or_else(|| Status::new(Code::Internal, "grpc: unary call without a request message"))?;
-        let request = Message { data, compressed, compression, max };
+        let request = Message { data, compressed, compression, max, admission };
         let handler = self.handler.clone();
         // A spawned task isolates handler panics; the task keeps running if the call times out.
         let response = tokio::spawn(async move { handler.call(request).await }).await.map_err(|e| {
@@ -309,6 +373,7 @@ async fn serve_conn(
     peer: std::net::SocketAddr,
     mut stop: watch::Receiver<bool>,
     max_age: Option<Duration>,
+    limits: ConnLimits,
 ) {
     let (counter, mut in_flight) = watch::channel(0usize);
     let counter = Arc::new(counter);
@@ -340,7 +405,9 @@ async fn serve_conn(
         .timer(TokioTimer::new())
         .initial_stream_window_size(2 << 20)
         .initial_connection_window_size(8 << 20)
-        .max_concurrent_streams(1000);
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .keep_alive_interval(limits.keepalive_time)
+        .keep_alive_timeout(limits.keepalive_timeout);
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
     let stopped = async move {

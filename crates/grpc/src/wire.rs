@@ -62,6 +62,19 @@ impl Compression {
         }
     }
 
+    /// The size a message decompresses to, as its framing declares it, over `max` an error.
+    pub(crate) fn declared_len(self, compressed: bool, data: &[u8], max: usize) -> Result<usize, Status> {
+        let n = match (compressed, self) {
+            (false, _) => data.len(),
+            (true, Compression::Snappy) => framed_snappy::declared_len(data),
+            (true, Compression::None) => return Err(identity_compressed()),
+        };
+        if n > max {
+            return Err(decompress_error(framed_snappy::FrameError::TooLarge(max), max));
+        }
+        Ok(n)
+    }
+
     /// [`unframe`](Self::unframe) into `scratch` (see [`framed_snappy::decompress_into`]); an
     /// uncompressed message is returned as it is.
     pub(crate) fn unframe_into<'a>(
@@ -291,9 +304,13 @@ pub(crate) struct Unary {
 
 /// Reads a whole unary body. The length prefix is checked against `max` before the payload is
 /// buffered; more than one message, a bad flag or a truncated message is an `Internal` error.
+/// How far ahead of the bytes received a message buffer is allocated.
+const READ_AHEAD: usize = 1 << 20;
+
 pub(crate) async fn read_unary<B>(
     mut body: B,
     max: usize,
+    mut admit: impl FnMut(usize) -> Result<(), Status>,
     on_error: impl Fn(B::Error) -> Status,
 ) -> Result<Unary, Status>
 where
@@ -323,8 +340,11 @@ where
                     format!("grpc: received message larger than max ({len} vs. {max})"),
                 ));
             }
+            admit(len)?;
             let total = len.saturating_add(5);
-            buf.reserve(total.saturating_sub(buf.len()));
+            // Room for what has arrived and a little more: the rest grows as it arrives, so a
+            // client that declares a large message and sends little costs little.
+            buf.reserve(total.min(buf.len() + READ_AHEAD).saturating_sub(buf.len()));
             want = Some(total);
         }
         if want.is_some_and(|w| buf.len() > w) {
@@ -385,7 +405,7 @@ mod tests {
     fn read(chunks: Vec<Bytes>, max: usize) -> Result<Unary, Status> {
         let body = GrpcBody::new(chunks, None);
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(read_unary(body, max, |e| match e {}))
+        rt.block_on(read_unary(body, max, |_| Ok(()), |e| match e {}))
     }
 
     fn framed(c: Compression, payload: &[u8]) -> Vec<u8> {

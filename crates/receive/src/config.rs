@@ -82,6 +82,14 @@ pub struct ReceiveConfig {
     pub grpc_grace_period: Duration,
     /// `--store.limits.request-series` and `--store.limits.request-samples` (0: no limit).
     pub store_limits: crate::store::Limits,
+    /// `--ringest.write.*`: one request's bounds and the in-flight budget.
+    pub write_limits: crate::admission::WriteLimits,
+    /// `--ringest.http.*`: the HTTP servers' connection limits.
+    pub http_limits: crate::http::serve::HttpLimits,
+    /// `--ringest.grpc.*`: the gRPC server's connection limits.
+    pub grpc_limits: ringest_grpc::ConnLimits,
+    /// `--ringest.max-tenants` (0: no limit).
+    pub max_tenants: usize,
     /// Flags accepted but ignored, with the reason (logged at debug level at start-up).
     pub ignored_flags: Vec<(&'static str, &'static str)>,
 }
@@ -261,6 +269,46 @@ fn ring_config(m: &ArgMatches) -> Result<Option<RingConfig>, String> {
     }))
 }
 
+fn bytes(m: &ArgMatches, name: &str) -> Result<usize, String> {
+    let s = get_str(m, name).unwrap_or_default();
+    let n = units::parse_bytes(&s).map_err(|e| format!("--{name}: {e}"))?;
+    usize::try_from(n).map_err(|_| format!("--{name}: {s} is too large"))
+}
+
+/// A bound that must be at least 1.
+fn positive<T: PartialEq + Default + std::fmt::Display>(name: &str, v: T) -> Result<T, String> {
+    if v == T::default() { Err(format!("--{name} must be greater than 0")) } else { Ok(v) }
+}
+
+/// The `--ringest.*` bounds.
+fn bounds(
+    m: &ArgMatches,
+) -> Result<(crate::admission::WriteLimits, crate::http::serve::HttpLimits, ringest_grpc::ConnLimits), String> {
+    let u = |name: &str| uint(m, name).and_then(|v| positive(name, v));
+    let b = |name: &str| bytes(m, name).and_then(|v| positive(name, v));
+    let d = |name: &str| duration(m, name).and_then(|v| positive(name, v)).map(Duration::from_millis);
+    let write = crate::admission::WriteLimits {
+        max_decoded_bytes: b("ringest.write.max-decoded-bytes")?,
+        max_series: u("ringest.write.max-series")?,
+        max_labels: u("ringest.write.max-labels")?,
+        max_samples: u("ringest.write.max-samples")?,
+        max_inflight_requests: u("ringest.write.max-inflight-requests")? as usize,
+        max_inflight_bytes: b("ringest.write.max-inflight-bytes")?,
+    };
+    let http = crate::http::serve::HttpLimits {
+        header_read_timeout: d("ringest.http.header-read-timeout")?,
+        body_read_timeout: d("ringest.http.body-read-timeout")?,
+        max_header_bytes: b("ringest.http.max-header-bytes")?.max(8192),
+        max_connections: u("ringest.http.max-connections")? as usize,
+    };
+    let grpc = ringest_grpc::ConnLimits {
+        max_concurrent_streams: u32::try_from(u("ringest.grpc.max-concurrent-streams")?).unwrap_or(u32::MAX),
+        keepalive_time: d("ringest.grpc.keepalive-time")?,
+        keepalive_timeout: d("ringest.grpc.keepalive-timeout")?,
+    };
+    Ok((write, http, grpc))
+}
+
 fn duration(m: &ArgMatches, name: &str) -> Result<u64, String> {
     let s = get_str(m, name).unwrap_or_default();
     parse_duration_ms(&s).map_err(|e| format!("--{name}: {e}"))
@@ -334,6 +382,7 @@ impl ReceiveConfig {
             skip_corrupted: get_bool(m, "shipper.skip-corrupted-blocks"),
         };
         let ring = ring_config(m)?;
+        let (write_limits, http_limits, grpc_limits) = bounds(m)?;
         Ok(ReceiveConfig {
             log: LogConfig { level, format, name },
             http_address: parse_addr("http-address", &get_str(m, "http-address").unwrap_or_default())?,
@@ -366,6 +415,10 @@ impl ReceiveConfig {
                 series: uint(m, "store.limits.request-series")?,
                 samples: uint(m, "store.limits.request-samples")?,
             },
+            write_limits,
+            http_limits,
+            grpc_limits,
+            max_tenants: uint(m, "ringest.max-tenants")? as usize,
             ignored_flags,
         })
     }
@@ -557,10 +610,45 @@ mod tests {
             matcher-cache-size request.logging-config-file request.logging-config receive.limits-config-file \
             receive.limits-config receive.limits-config-reload-timer receive.otlp-enable-target-info \
             receive.otlp-promote-resource-attributes enable-feature receive.lazy-retrieval-max-buffered-responses";
-        let ours: Vec<&str> = flags::FLAGS.iter().map(|f| f.name).collect();
+        let ours: Vec<&str> =
+            flags::FLAGS.iter().filter(|f| f.support != flags::Support::Own).map(|f| f.name).collect();
         for name in thanos.split_whitespace() {
             assert!(ours.contains(&name), "missing flag --{name}");
         }
         assert_eq!(ours.len(), thanos.split_whitespace().count());
+        // ringest's own flags are apart, under a prefix Thanos does not use.
+        for f in flags::FLAGS.iter().filter(|f| f.support == flags::Support::Own) {
+            assert!(f.name.starts_with("ringest."), "--{}", f.name);
+        }
+    }
+
+    #[test]
+    fn bounds_flags() {
+        let c = parse(&[L]).unwrap();
+        assert_eq!(c.write_limits, crate::admission::WriteLimits::default());
+        assert_eq!(c.http_limits, crate::http::serve::HttpLimits::default());
+        assert_eq!(c.grpc_limits, ringest_grpc::ConnLimits::default());
+        assert_eq!(c.max_tenants, 10_000);
+        let c = parse(&[
+            L,
+            "--ringest.write.max-decoded-bytes=1MiB",
+            "--ringest.write.max-series=10",
+            "--ringest.write.max-inflight-bytes=2GB",
+            "--ringest.http.body-read-timeout=5s",
+            "--ringest.http.max-connections=3",
+            "--ringest.grpc.max-concurrent-streams=7",
+            "--ringest.max-tenants=0",
+        ])
+        .unwrap();
+        assert_eq!(c.write_limits.max_decoded_bytes, 1 << 20);
+        assert_eq!(c.write_limits.max_series, 10);
+        assert_eq!(c.write_limits.max_inflight_bytes, 2 << 30);
+        assert_eq!(c.http_limits.body_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.http_limits.max_connections, 3);
+        assert_eq!(c.grpc_limits.max_concurrent_streams, 7);
+        assert_eq!(c.max_tenants, 0, "0: no limit");
+        let e = parse(&[L, "--ringest.write.max-series=0"]).unwrap_err();
+        assert!(e.contains("--ringest.write.max-series must be greater than 0"), "{e}");
+        assert!(parse(&[L, "--ringest.http.header-read-timeout=0s"]).is_err());
     }
 }

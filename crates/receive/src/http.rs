@@ -17,9 +17,6 @@ use http::{HeaderValue, StatusCode, header};
 
 use crate::state::AppState;
 
-/// Default cap on a request body, compressed and decompressed (Prometheus' 32 MiB).
-pub const DEFAULT_SIZE_LIMIT: usize = 32 << 20;
-
 /// A plain-text error response the way Go's `http.Error` writes it (message + newline).
 pub fn text_error(status: StatusCode, msg: &str) -> Response {
     let mut r = (status, format!("{msg}\n")).into_response();

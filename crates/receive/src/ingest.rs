@@ -57,6 +57,7 @@ impl IngestError {
     pub fn status(&self) -> StatusCode {
         match self {
             IngestError::BadReplica { .. } => StatusCode::BAD_REQUEST,
+            IngestError::Tenant(TenantError::TooMany { .. }) => StatusCode::TOO_MANY_REQUESTS,
             IngestError::Tenant(TenantError::Closed | TenantError::Unavailable { .. }) | IngestError::Write(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -9,6 +9,7 @@
 //! probes and the server lifecycle ([`server`]). Storage is the `ringest-tsdb` crate; blocking work (decode, append, WAL)
 //! runs on blocking threads, never on the async reactor.
 
+pub mod admission;
 pub mod cardinality;
 pub mod config;
 pub mod external;
@@ -17,6 +18,7 @@ pub mod http;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;
+pub mod pool;
 pub mod probe;
 pub mod remote_write;
 pub mod replicate;

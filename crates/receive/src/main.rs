@@ -28,6 +28,24 @@ static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
 
 use ringest::config::{self, ReceiveConfig};
 
+/// Raises the soft limit on open files to the hard one, as the Go runtime does for Thanos: a
+/// receiver holds a connection per client and files per tenant, and the bounds that matter are
+/// its own (`--ringest.http.max-connections`, `--ringest.max-tenants`), not a default of 1024.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max && {
+            let old = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 && old < lim.rlim_max
+        }
+    };
+    if raised {
+        tracing::debug!(limit = lim.rlim_max, "raised the open files limit to its hard limit");
+    }
+}
+
 fn main() -> ExitCode {
     let matches = match config::command().try_get_matches() {
         Ok(m) => m,
@@ -43,6 +61,9 @@ fn main() -> ExitCode {
                 }
             };
             ringest::logging::init(&cfg.log);
+            raise_open_files_limit();
+            // SAFETY: mi_collect only walks and trims the allocator's own structures.
+            ringest::pool::set_release(|| unsafe { libmimalloc_sys::mi_collect(true) });
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ringest").build() {
                 Ok(rt) => rt,
                 Err(e) => {

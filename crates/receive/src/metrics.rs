@@ -168,6 +168,9 @@ pub struct Metrics {
     pub status: IntGaugeVec,
     /// The tenant label values of the request metrics, capped.
     pub tenants: TenantLabels,
+    /// `ringest_http_connections_refused_total{server}`: connections closed at once because
+    /// `--ringest.http.max-connections` were open.
+    pub http_connections_refused: IntCounterVec,
 }
 
 /// Registers `c` in `r` and returns it (a handle to the same metric).
@@ -275,6 +278,18 @@ impl Metrics {
                     )
                     .const_label("component", "receive"),
                     &["check"],
+                )
+                .expect("metric"),
+            ),
+            http_connections_refused: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "ringest_http_connections_refused_total",
+                        "HTTP connections closed as soon as they were accepted, because the server had \
+                         --ringest.http.max-connections open.",
+                    ),
+                    &["server"],
                 )
                 .expect("metric"),
             ),

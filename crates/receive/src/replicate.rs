@@ -461,7 +461,7 @@ mod tests {
     //! each peer receives, with peers that record it.
 
     use super::*;
-    use crate::remote_write::{decode_thanos_write_request, decode_write_request};
+    use crate::remote_write::{Shape, decode_thanos_write_request, decode_write_request};
     use bytes::Bytes;
     use prost::Message;
     use ringest_grpc::{Server, Status, UnaryHandler};
@@ -591,7 +591,7 @@ mod tests {
         ) -> std::pin::Pin<Box<dyn Future<Output = Result<Bytes, Status>> + Send + '_>> {
             Box::pin(async move {
                 let bytes = m.into_bytes()?;
-                let w = decode_thanos_write_request(&bytes)
+                let w = decode_thanos_write_request(&bytes, &Shape::default())
                     .map_err(|e| Status::new(Code::InvalidArgument, e.to_string()))?;
                 let mut log = self.0.lock();
                 for (tenant, d) in &w.tenants {

@@ -16,10 +16,12 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::admission::Budget;
 use crate::config::ReceiveConfig;
 use crate::external::ExternalLabels;
 use crate::grpc::RemoteWriteHandler;
-use crate::http::{DEFAULT_SIZE_LIMIT, ops_router, remote_write_router};
+use crate::http::serve::HttpLimits;
+use crate::http::{ops_router, remote_write_router};
 use crate::metrics::{Metrics, TsdbCollector};
 use crate::probe::Probe;
 use crate::replicate::{ReplicationMetrics, Replicator};
@@ -55,13 +57,15 @@ async fn wait_signal() -> &'static str {
 fn spawn_server(
     listener: TcpListener,
     router: axum::Router,
+    limits: HttpLimits,
+    refused: prometheus::IntCounter,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        crate::http::serve::serve(listener, router, shutdown).await;
+        crate::http::serve::serve(listener, router, limits, refused, shutdown).await;
     })
 }
 
@@ -118,8 +122,9 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         ext.set_ring_labels(Arc::new(move |tenant: &str| rep.state().ring.external_labels(tenant)));
     }
     let listener = uploader.clone().map(|u| u as Arc<dyn BlockListener>);
-    let tenants = Arc::new(Tenants::new(&cfg.tsdb_path, opts, listener));
+    let tenants = Arc::new(Tenants::new(&cfg.tsdb_path, opts, listener).with_max_tenants(cfg.max_tenants));
     metrics.registry.register(Box::new(TsdbCollector::new(tenants.clone()))).context("register TSDB metrics")?;
+    let budget = Budget::new(cfg.write_limits, &metrics.registry).context("register write budget metrics")?;
     let st = Arc::new(AppState {
         tenants: tenants.clone(),
         probe: probe.clone(),
@@ -128,7 +133,8 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         default_tenant: cfg.default_tenant.clone(),
         replica_header: http::HeaderName::from_bytes(cfg.replica_header.as_bytes()).context("replica header")?,
         too_far_in_future_ms: cfg.too_far_in_future_ms,
-        size_limit: DEFAULT_SIZE_LIMIT,
+        budget,
+        body_read_timeout: cfg.http_limits.body_read_timeout,
         replicator: ring.as_ref().map(|(r, _, _)| r.clone()),
         cardinality: Default::default(),
     });
@@ -137,10 +143,17 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     let rw_listener = bind("remote-write.address", cfg.remote_write_address).await?;
     let (ops_stop, ops_stop_rx) = watch::channel(false);
     let (rw_stop, rw_stop_rx) = watch::channel(false);
-    let ops = spawn_server(ops_listener, ops_router(st.clone()), ops_stop_rx);
+    let refused = |server: &str| st.metrics.http_connections_refused.with_label_values(&[server]);
+    let ops = spawn_server(ops_listener, ops_router(st.clone()), cfg.http_limits, refused("ops"), ops_stop_rx);
     tracing::info!(address = %cfg.http_address, "listening for requests and metrics");
     probe.set_healthy();
-    let rw = spawn_server(rw_listener, remote_write_router(st.clone()), rw_stop_rx);
+    let rw = spawn_server(
+        rw_listener,
+        remote_write_router(st.clone()),
+        cfg.http_limits,
+        refused("remote-write"),
+        rw_stop_rx,
+    );
     let grpc_listener = bind("grpc-address", cfg.grpc_address).await?;
     let (grpc_stop, mut grpc_stop_rx) = watch::channel(false);
     let grpc = {
@@ -162,6 +175,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
             .service(ExemplarsServer::new(store), &[("Exemplars", ServerStream)])
             .observe(grpc_metrics)
             .health(Arc::new(move || probe.is_ready()));
+        server = server.limits(cfg.grpc_limits);
         if let Some(age) = cfg.grpc_max_connection_age {
             server = server.max_connection_age(age);
         }

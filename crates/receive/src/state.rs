@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use http::HeaderName;
 
+use crate::admission::Budget;
 use crate::cardinality::CardinalityCache;
 use crate::metrics::Metrics;
 use crate::probe::Probe;
@@ -28,8 +29,10 @@ pub struct AppState {
     pub replica_header: HeaderName,
     /// `--tsdb.too-far-in-future.time-window` in ms (0: off).
     pub too_far_in_future_ms: i64,
-    /// Maximum body size, compressed and decompressed.
-    pub size_limit: usize,
+    /// One write's bounds and the budget of all writes in flight (HTTP and gRPC).
+    pub budget: Arc<Budget>,
+    /// `--ringest.http.body-read-timeout`.
+    pub body_read_timeout: std::time::Duration,
     /// Replication over the hashring (`None`: IngestorOnly, everything is written here).
     pub replicator: Option<Arc<Replicator>>,
     /// Head cardinality statistics served by `/api/v1/status/tsdb`, at a bounded cost.

@@ -66,6 +66,14 @@ pub enum TenantError {
         /// The cause.
         source: TsdbError,
     },
+    /// The node has `--ringest.max-tenants` tenants already: a new one is not created.
+    #[error("tenant {tenant} refused: this node has {max} tenants already, the limit (--ringest.max-tenants)")]
+    TooMany {
+        /// The new tenant.
+        tenant: String,
+        /// The limit.
+        max: usize,
+    },
     /// The tenant's TSDB failed to open when the node started: its writes are refused until
     /// the node restarts with the cause fixed (the other tenants are served meanwhile).
     #[error("TSDB of tenant {tenant} unavailable: it failed to open at start-up: {cause}")]
@@ -88,6 +96,8 @@ pub struct Tenants {
     opening: Mutex<()>,
     closed: AtomicBool,
     listener: Option<Arc<dyn BlockListener>>,
+    /// Most tenants a write may create (0: no limit).
+    max_tenants: usize,
 }
 
 impl std::fmt::Debug for Tenants {
@@ -109,7 +119,15 @@ impl Tenants {
             opening: Mutex::new(()),
             closed: AtomicBool::new(false),
             listener,
+            max_tenants: 0,
         }
+    }
+
+    /// Refuses to create a tenant once `max` exist (0: no limit). Tenants found on disk at
+    /// start-up are opened whatever their number.
+    pub fn with_max_tenants(mut self, max: usize) -> Self {
+        self.max_tenants = max;
+        self
     }
 
     /// The data directory.
@@ -215,6 +233,10 @@ impl Tenants {
         }
         if let Some(db) = self.get(tenant) {
             return Ok(db);
+        }
+        let max = self.max_tenants;
+        if max > 0 && self.dbs.read().len() + self.failed.read().len() >= max {
+            return Err(TenantError::TooMany { tenant: tenant.to_string(), max });
         }
         let db = self.open(tenant)?;
         self.dbs.write().insert(tenant.to_string(), db.clone());

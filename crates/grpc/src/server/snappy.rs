@@ -76,7 +76,8 @@ where
 
 /// Reads a request's single message and returns it framed uncompressed.
 async fn read_message(body: BoxBody, max: usize) -> Result<http_body_util::Full<Bytes>, Status> {
-    let unary = read_unary(body, max, |e| Status::new(Code::Cancelled, format!("reading request: {e}"))).await?;
+    let unary =
+        read_unary(body, max, |_| Ok(()), |e| Status::new(Code::Cancelled, format!("reading request: {e}"))).await?;
     let Some((compressed, data)) = unary.message else {
         return Ok(http_body_util::Full::new(Bytes::new()));
     };

@@ -162,9 +162,9 @@ pub fn decompress_into(data: &[u8], max: usize, out: &mut Vec<u8>) -> Result<usi
     if total > max {
         return Err(FrameError::TooLarge(max));
     }
-    if out.len() < total {
-        out.resize(total, 0);
-    }
+    // Reserved but not touched: pages are written (and so paid for) chunk by chunk, as each
+    // chunk is found valid, never zero-filled up front for a stream that fails early.
+    out.reserve(total.saturating_sub(out.len()));
     let mut end = 0;
     let mut dec = Decoder::new();
     let mut started = false;
@@ -196,6 +196,9 @@ pub fn decompress_into(data: &[u8], max: usize, out: &mut Vec<u8>) -> Result<usi
                     return Err(FrameError::Corrupt("chunk longer than 64 KiB"));
                 }
                 // Within `total`: `declared_len` counted this chunk.
+                if out.len() < end + n {
+                    out.resize(end + n, 0);
+                }
                 let (start, dst) = (end, &mut out[end..end + n]);
                 if kind == COMPRESSED {
                     dec.decompress(body, dst).map_err(|_| FrameError::Corrupt("bad compressed chunk"))?;
@@ -240,7 +243,7 @@ fn chunks(mut data: &[u8]) -> impl Iterator<Item = Result<(u8, &[u8]), FrameErro
 
 /// The output length the chunk headers of a stream announce, for sizing the output once
 /// (malformed chunks count as nothing here; decoding reports them).
-fn declared_len(data: &[u8]) -> usize {
+pub fn declared_len(data: &[u8]) -> usize {
     chunks(data).map_while(Result::ok).fold(0usize, |total, (kind, body)| {
         total.saturating_add(match (kind, body.get(4..)) {
             (COMPRESSED, Some(b)) => decompress_len(b).unwrap_or(0),

@@ -38,6 +38,8 @@ pub enum Kind {
 pub enum Support {
     /// Implemented with Thanos' behaviour.
     Yes,
+    /// ringest's own flag (Thanos has none like it): a bound on what clients may cost.
+    Own,
     /// Only tunes the Go runtime: accepted and ignored.
     GoRuntime,
     /// Thanos itself ignores it (deprecated no-op): accepted and ignored.
@@ -310,6 +312,82 @@ pub static FLAGS: &[Flag] = &[
         "Lazy retrieval buffer.",
         later(READ, Some("20")),
     ),
+    // ringest's own bounds (README "Bounds on what clients may cost").
+    f(
+        "ringest.write.max-decoded-bytes",
+        Bytes,
+        Some("32MiB"),
+        "Largest write request body, compressed and decompressed (413 past it).",
+        Own,
+    ),
+    f("ringest.write.max-series", Uint, Some("200000"), "Most series in one write request (413 past it).", Own),
+    f("ringest.write.max-labels", Uint, Some("4000000"), "Most labels in one write request (413 past it).", Own),
+    f("ringest.write.max-samples", Uint, Some("1000000"), "Most samples in one write request (413 past it).", Own),
+    f(
+        "ringest.write.max-inflight-requests",
+        Uint,
+        Some("256"),
+        "Most write requests in flight, HTTP and gRPC together (503 with Retry-After past it).",
+        Own,
+    ),
+    f(
+        "ringest.write.max-inflight-bytes",
+        Bytes,
+        Some("128MiB"),
+        "Most bytes the write requests in flight may hold: bodies, decompressed bodies, decoded forms \
+         (503 with Retry-After past it).",
+        Own,
+    ),
+    f(
+        "ringest.http.header-read-timeout",
+        Duration,
+        Some("30s"),
+        "Longest wait for a request's headers, and for the next request on an idle keep-alive connection.",
+        Own,
+    ),
+    f(
+        "ringest.http.body-read-timeout",
+        Duration,
+        Some("1m"),
+        "Longest time to read a write request's body (408 past it).",
+        Own,
+    ),
+    f("ringest.http.max-header-bytes", Bytes, Some("1MiB"), "Largest request line and headers (431 past it).", Own),
+    f(
+        "ringest.http.max-connections",
+        Uint,
+        Some("4096"),
+        "Most open connections per HTTP port; new ones are closed at once past it.",
+        Own,
+    ),
+    f(
+        "ringest.grpc.max-concurrent-streams",
+        Uint,
+        Some("1000"),
+        "Most concurrent calls (HTTP/2 streams) per gRPC connection.",
+        Own,
+    ),
+    f(
+        "ringest.grpc.keepalive-time",
+        Duration,
+        Some("2h"),
+        "How long a gRPC connection may be silent before the server pings it.",
+        Own,
+    ),
+    f(
+        "ringest.grpc.keepalive-timeout",
+        Duration,
+        Some("20s"),
+        "How long the server waits for a ping's answer before closing the connection.",
+        Own,
+    ),
+    f(
+        "ringest.max-tenants",
+        Uint,
+        Some("10000"),
+        "Most tenants (TSDBs) on this node; writes for a new tenant past it get 429 (0: no limit).",
+        Own,
+    ),
 ];
 
 /// Looks a flag up by name.
@@ -342,8 +420,10 @@ pub fn add_args(mut cmd: Command, globals: bool) -> Command {
     cmd = cmd.next_line_help(true);
     for fl in FLAGS.iter().filter(|f| f.global == globals) {
         let mut help = fl.help.to_string();
-        if let Later { needs, .. } = fl.support {
-            help.push_str(&format!(" [not implemented yet: {needs}]"));
+        match fl.support {
+            Later { needs, .. } => help.push_str(&format!(" [not implemented yet: {needs}]")),
+            Own => help.push_str(" [ringest only]"),
+            _ => {}
         }
         match fl.kind {
             Bool => {
@@ -452,7 +532,7 @@ pub fn check_support(m: &ArgMatches) -> Result<Vec<(&'static str, &'static str)>
             continue;
         }
         match fl.support {
-            Yes => {}
+            Yes | Own => {}
             GoRuntime => ignored.push((fl.name, "it only tunes the Go runtime")),
             NoOp => ignored.push((fl.name, "Thanos ignores it too")),
             Later { needs, off } => {

@@ -2,42 +2,31 @@
 //!
 //! Order of checks: readiness (503), tenant (400), Content-Encoding / Content-Type (415),
 //! Content-Length over the limit (413), a replica header (400: only peers replicate, over gRPC),
-//! body read capped at the limit
-//! (413, also for chunked bodies), then on a blocking thread: snappy declared length (413) and
-//! decoding (400), protobuf (400), then [`crate::ingest`]: append + WAL (see [`crate::writer`]
-//! for the status policy), or replication over the hashring.
+//! admission to the in-flight budget ([`crate::admission`]: 503 with `Retry-After` when busy),
+//! the body read within its timeout (408), capped at the limit (413, also for chunked bodies)
+//! and charged as it arrives; then on a blocking thread: the snappy declared length (413) is
+//! charged, the body decompressed (400), counted and bounded (413 naming the bound), its
+//! decoded form charged, decoded (400), then [`crate::ingest`]: append + WAL (see
+//! [`crate::writer`] for the status policy), or replication over the hashring.
 //! A 200 is sent only after the WAL write holding the request's samples returned.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use http::{HeaderMap, StatusCode, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
 
 use super::text_error;
+use crate::admission::{Bound, Permit, PlanError, Refusal, check};
 use crate::ingest::{Processed, write_tenant};
-use crate::remote_write::{Decoded, SnappyError, decode_write_request, decompress};
+use crate::pool::Pool;
+use crate::remote_write::{DecodeError, Decoded, Shape, decode_write_request, decompress, decompressed_len, reserve};
 use crate::state::AppState;
 use crate::tenancy::validate_tenant;
 use crate::writer::WriteReport;
-
-/// Per-thread buffers reused across requests.
-#[derive(Default)]
-struct Buffers {
-    decompressed: Vec<u8>,
-    decoded: Decoded,
-}
-
-thread_local! {
-    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
-}
-
-/// Buffers bigger than this are released after a request instead of being kept per thread.
-const KEEP_BUFFER_BYTES: usize = 8 << 20;
 
 /// The tenant of a request: the configured header, then `THANOS-TENANT`, then the default.
 pub fn tenant_of(st: &AppState, headers: &HeaderMap) -> Result<String, String> {
@@ -101,6 +90,54 @@ fn observe(st: &AppState, tenant: &str, code: StatusCode, series: u64, samples: 
     m.write_samples_total.with_label_values(&labels).inc_by(samples);
 }
 
+/// A refusal of the admission stage, answered: 413 for a request over its bounds, 503 with
+/// `Retry-After` while the writes in flight use the budget.
+fn refuse(st: &AppState, r: &Refusal) -> Response {
+    st.budget.refused(r);
+    tracing::debug!(err = %r, "write request refused");
+    if r.retryable() {
+        let mut resp = text_error(StatusCode::SERVICE_UNAVAILABLE, &r.to_string());
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        resp
+    } else {
+        text_error(StatusCode::PAYLOAD_TOO_LARGE, &r.to_string())
+    }
+}
+
+/// Seconds a client is asked to wait before retrying a write refused while the node is busy.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// Why a write failed before it reached the ingest service.
+enum Failed {
+    /// Refused by the admission stage.
+    Refused(Refusal),
+    /// Any other failure, with its status.
+    Status(StatusCode, String),
+}
+
+impl From<Refusal> for Failed {
+    fn from(r: Refusal) -> Failed {
+        Failed::Refused(r)
+    }
+}
+
+/// Reads the body, charging each piece to `permit` before keeping it; at most `limit` bytes.
+async fn read_body(body: Body, limit: usize, declared: Option<u64>, permit: &Permit) -> Result<Bytes, Failed> {
+    let too_large = |got: usize| Refusal::TooLarge { bound: Bound::DecodedBytes, got: got as u64, limit: limit as u64 };
+    let mut body = body;
+    let mut buf = BytesMut::with_capacity(declared.map_or(0, |d| d as usize).min(limit));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Failed::Status(StatusCode::BAD_REQUEST, format!("read request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if buf.len() + data.len() > limit {
+            return Err(too_large(buf.len() + data.len()).into());
+        }
+        permit.charge(data.len())?;
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}
+
 /// The handler.
 pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response {
     if !st.probe.is_ready() {
@@ -117,16 +154,12 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
     if let Err(e) = check_content_headers(req.headers()) {
         return text_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &e);
     }
-    let limit = st.size_limit;
+    let limit = st.budget.limits().max_decoded_bytes;
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return text_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!(
-                "write request too large: body of {} bytes exceeds the limit of {limit} bytes",
-                declared.unwrap_or(0)
-            ),
-        );
+    if let Some(n) = declared
+        && let Err(r) = check(Bound::DecodedBytes, n, limit as u64)
+    {
+        return refuse(&st, &r);
     }
     if req.headers().contains_key(&st.replica_header) {
         // Thanos' legacy HTTP replication, where a write carrying a replica number is stored on
@@ -139,29 +172,46 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
             ),
         );
     }
-    let body: Bytes = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return text_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("write request too large: body exceeds the limit of {limit} bytes"),
-            );
+    let permit = match st.budget.admit() {
+        Ok(p) => p,
+        Err(r) => return refuse(&st, &r),
+    };
+    let timeout = st.body_read_timeout;
+    let body = match tokio::time::timeout(timeout, read_body(req.into_body(), limit, declared, &permit)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(Failed::Refused(r))) => return refuse(&st, &r),
+        Ok(Err(Failed::Status(code, msg))) => return text_error(code, &msg),
+        Err(_) => {
+            let msg =
+                format!("reading the request body took longer than {timeout:?} (--ringest.http.body-read-timeout)");
+            return text_error(StatusCode::REQUEST_TIMEOUT, &msg);
         }
-        Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("read compressed request body: {e}")),
     };
     let st2 = st.clone();
     let tenant2 = tenant.clone();
-    let result = tokio::task::spawn_blocking(move || process(&st2, &tenant2, &body)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        let r = process(&st2, &tenant2, &body, &permit);
+        (r, permit)
+    })
+    .await;
+    // Held until the answer is sent, replication included.
+    let mut _permit = None;
     let (status, msg, series, samples) = match result {
-        Ok(Ok(Processed::Done(report))) => {
-            let (status, msg) = report.response();
-            (status, msg, report.series, report.samples)
+        Ok((r, permit)) => {
+            _permit = Some(permit);
+            match r {
+                Ok(Processed::Done(report)) => {
+                    let (status, msg) = report.response();
+                    (status, msg, report.series, report.samples)
+                }
+                Ok(Processed::Replicating { pending, series, samples }) => {
+                    let v = pending.wait().await;
+                    (v.status, v.message, series, samples)
+                }
+                Err(Failed::Refused(r)) => return refuse(&st, &r),
+                Err(Failed::Status(status, msg)) => (status, msg, 0, 0),
+            }
         }
-        Ok(Ok(Processed::Replicating { pending, series, samples })) => {
-            let v = pending.wait().await;
-            (v.status, v.message, series, samples)
-        }
-        Ok(Err((status, msg))) => (status, msg, 0, 0),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("internal server error: {e}"), 0, 0),
     };
     if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -175,41 +225,70 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
     if status == StatusCode::OK { Response::new(Body::empty()) } else { text_error(status, &msg) }
 }
 
+/// Decoding buffers, reused across requests.
+#[derive(Default)]
+struct Buffers {
+    decompressed: Vec<u8>,
+    decoded: Decoded,
+}
+
+/// A few buffer sets are kept for reuse, none larger than [`KEEP_BUFFER_BYTES`].
+static BUFFERS: Pool<Buffers> = Pool::new(8);
+
+/// Buffers bigger than this are freed after a request instead of being kept.
+const KEEP_BUFFER_BYTES: usize = 8 << 20;
+
 /// Decompresses, decodes and writes one request (runs on a blocking thread).
-fn process(st: &AppState, tenant: &str, body: &[u8]) -> Result<Processed, (StatusCode, String)> {
-    BUFFERS.with(|cell| {
-        let mut guard = cell.borrow_mut();
-        let Buffers { decompressed, decoded } = &mut *guard;
-        let res = process_with(st, tenant, body, decompressed, decoded);
-        if decompressed.capacity() > KEEP_BUFFER_BYTES {
-            *decompressed = Vec::new();
-            *decoded = Decoded::default();
-        }
-        res
-    })
+fn process(st: &AppState, tenant: &str, body: &[u8], permit: &Permit) -> Result<Processed, Failed> {
+    let mut b = BUFFERS.take();
+    let res = process_with(st, tenant, body, permit, &mut b);
+    let heap = b.decompressed.capacity() + b.decoded.heap_bytes();
+    BUFFERS.give(b, heap <= KEEP_BUFFER_BYTES);
+    res
 }
 
 fn process_with(
     st: &AppState,
     tenant: &str,
     body: &[u8],
-    decompressed: &mut Vec<u8>,
-    decoded: &mut Decoded,
-) -> Result<Processed, (StatusCode, String)> {
-    decompress(body, decompressed, st.size_limit).map_err(|e| match e {
-        SnappyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
-        SnappyError::Corrupt(_) => {
-            tracing::error!(err = %e, "snappy decode error");
-            (StatusCode::BAD_REQUEST, e.to_string())
-        }
+    permit: &Permit,
+    b: &mut Buffers,
+) -> Result<Processed, Failed> {
+    let limits = st.budget.limits();
+    let declared = decompressed_len(body).map_err(|e| {
+        tracing::error!(err = %e, "snappy decode error");
+        Failed::Status(StatusCode::BAD_REQUEST, e.to_string())
     })?;
-    decode_write_request(decompressed, decoded).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
-    if decoded.series.is_empty() {
-        tracing::debug!(metadata = decoded.metadata, "empty remote write request or metadata only; skipping");
+    check(Bound::DecodedBytes, declared as u64, limits.max_decoded_bytes as u64)?;
+    permit.charge(declared)?;
+    decompress(body, &mut b.decompressed).map_err(|e| {
+        tracing::error!(err = %e, "snappy decode error");
+        Failed::Status(StatusCode::BAD_REQUEST, e.to_string())
+    })?;
+    let buf = &b.decompressed[..];
+    let bad = |e: DecodeError| Failed::Status(StatusCode::BAD_REQUEST, e.to_string());
+    let (charge, shape) = limits.charge_decoded_form(permit, buf, false).map_err(|e| match e {
+        PlanError::Refused(r) => Failed::Refused(r),
+        PlanError::Decode(e) => bad(e),
+    })?;
+    if let Some(shape) = &shape {
+        reserve(&mut b.decoded, shape);
+    }
+    decode_write_request(buf, &mut b.decoded).map_err(bad)?;
+    let d = &b.decoded;
+    let got = Shape {
+        series: d.series.len() as u64,
+        labels: d.labels.len() as u64,
+        samples: d.samples.len() as u64,
+        tuples: 0,
+    };
+    charge.settle(limits, permit, &got)?;
+    if b.decoded.series.is_empty() {
+        tracing::debug!(metadata = b.decoded.metadata, "empty remote write request or metadata only; skipping");
         return Ok(Processed::Done(WriteReport::default()));
     }
     // A client's write is always fresh: replica 0, replicated over the hashring.
-    write_tenant(st, tenant, 0, decompressed, decoded).map_err(|e| (e.status(), e.to_string()))
+    write_tenant(st, tenant, 0, buf, &b.decoded).map_err(|e| Failed::Status(e.status(), e.to_string()))
 }
 
 #[cfg(test)]

@@ -4,30 +4,67 @@
 //! `axum::serve` leaves hyper's header read timeout without a timer, so it never fires: a client
 //! that sends a request line and then a header every few seconds holds its connection (and its
 //! task) for ever, and a thousand such clients hold a thousand. Here every connection must
-//! deliver a request's headers within [`HEADER_READ_TIMEOUT`] of the server starting to wait for
-//! them, which also closes keep-alive connections idle for that long. Graceful shutdown is
-//! axum's: stop accepting, let each connection finish its request, then close.
+//! deliver a request's headers within [`HttpLimits::header_read_timeout`] of the server starting
+//! to wait for them, which also closes keep-alive connections idle for that long; headers are
+//! capped in size; and past [`HttpLimits::max_connections`] open connections a new one is
+//! closed as soon as it is accepted. (The body's timeout is the write handler's.) Graceful
+//! shutdown is axum's: stop accepting, let each connection finish its request, then close.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use prometheus::IntCounter;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
-/// How long a connection may take to deliver a request's headers, counted from when the server
-/// starts waiting for them (so also the longest a keep-alive connection stays idle). Prometheus
-/// sends a request at least every few seconds while it has data, and reconnects when an idle
-/// connection was closed.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The `--ringest.http.*` limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// How long a connection may take to deliver a request's headers, counted from when the
+    /// server starts waiting for them (so also the longest a keep-alive connection stays idle).
+    /// Prometheus sends a request at least every few seconds while it has data, and reconnects
+    /// when an idle connection was closed.
+    pub header_read_timeout: Duration,
+    /// How long a write request's body may take to arrive.
+    pub body_read_timeout: Duration,
+    /// Largest request line and headers (hyper's read buffer; at least 8 KiB).
+    pub max_header_bytes: usize,
+    /// Most open connections per port.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
+            max_header_bytes: 1 << 20,
+            max_connections: 4096,
+        }
+    }
+}
 
 /// Serves `router` on `listener` until `shutdown` completes, then drains: no new connections,
-/// each open one ends after its current request.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) {
+/// each open one ends after its current request. Connections closed at once because
+/// `max_connections` were open are counted in `refused`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    refused: IntCounter,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let open = Arc::new(Semaphore::new(limits.max_connections));
     // Closed when shutdown starts: every connection task watches it.
     let (signal_tx, _) = watch::channel(());
     // Held by every connection task: shutdown waits until all are dropped.
@@ -46,6 +83,11 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
                 }
             },
             () = &mut shutdown => break,
+        };
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            refused.inc();
+            drop(stream);
+            continue;
         };
         let (builder, router) = (builder.clone(), router.clone());
         let (mut signal, close_rx) = (signal_tx.subscribe(), close_rx.clone());
@@ -68,7 +110,7 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
                     }
                 }
             }
-            drop(close_rx);
+            drop((close_rx, slot));
         });
     }
     drop(listener);

@@ -88,6 +88,14 @@ pub struct Decoded {
 }
 
 impl Decoded {
+    /// Bytes its vectors hold allocated.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.series.capacity() * size_of::<SeriesSpan>()
+            + self.labels.capacity() * size_of::<LabelSpan>()
+            + self.samples.capacity() * size_of::<(i64, f64)>()
+    }
+
     fn clear(&mut self) {
         self.series.clear();
         self.labels.clear();
@@ -130,12 +138,20 @@ impl<'a> Cursor<'a> {
 
     #[inline(always)]
     fn varint(&mut self) -> Result<u64, DecodeError> {
-        if self.pos < self.end {
-            let b = self.buf[self.pos];
-            if b < 0x80 {
+        if self.pos + 1 < self.end {
+            let (b0, b1) = (self.buf[self.pos], self.buf[self.pos + 1]);
+            if b0 < 0x80 {
                 self.pos += 1;
-                return Ok(b as u64);
+                return Ok(b0 as u64);
             }
+            // Two bytes: the length of most series (128 B to 16 KiB).
+            if b1 < 0x80 {
+                self.pos += 2;
+                return Ok((b0 & 0x7f) as u64 | (b1 as u64) << 7);
+            }
+        } else if self.pos < self.end && self.buf[self.pos] < 0x80 {
+            self.pos += 1;
+            return Ok(self.buf[self.pos - 1] as u64);
         }
         self.varint_slow()
     }
@@ -343,6 +359,196 @@ fn decode_series(mut c: Cursor<'_>, out: &mut Decoded) -> Result<(), DecodeError
     Ok(())
 }
 
+/// How much a request holds, counted by a pass that allocates nothing, so that its decoded form
+/// can be bounded and paid for before it is built. Counts are upper bounds of what decoding
+/// keeps (a field of the wrong wire type is counted here and refused by the decoder).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// `TimeSeries` messages.
+    pub series: u64,
+    /// `Label` messages.
+    pub labels: u64,
+    /// `Sample` messages.
+    pub samples: u64,
+    /// `TimeSeriesTenantTuple` messages (`thanos.WriteRequest` only).
+    pub tuples: u64,
+}
+
+impl Shape {
+    /// Bytes the decoded form takes: [`Decoded`]'s entries, and an entry per tenant tuple.
+    pub fn decoded_form_bytes(&self) -> u64 {
+        use std::mem::size_of;
+        self.series * size_of::<SeriesSpan>() as u64
+            + self.labels * size_of::<LabelSpan>() as u64
+            + self.samples * size_of::<(i64, f64)>() as u64
+            + self.tuples * (size_of::<(String, Decoded)>() + 64) as u64
+    }
+
+    /// The most bytes the decoded form of any request of `len` bytes could take: every
+    /// element (series, label, sample, tenant tuple) takes at least 2 bytes of it.
+    pub fn decoded_form_bytes_at_most(len: u64, thanos: bool) -> u64 {
+        let one = |s: Shape| s.decoded_form_bytes();
+        let n = len / 2;
+        let mut worst = one(Shape { series: n, ..Shape::default() })
+            .max(one(Shape { labels: n, ..Shape::default() }))
+            .max(one(Shape { samples: n, ..Shape::default() }));
+        if thanos {
+            worst = worst.max(one(Shape { tuples: n, ..Shape::default() }));
+        }
+        worst
+    }
+
+    /// Whether a count is over its maximum in `max`.
+    pub fn exceeds(&self, max: &Shape) -> bool {
+        self.series > max.series || self.labels > max.labels || self.samples > max.samples || self.tuples > max.tuples
+    }
+
+    /// No maximum.
+    pub const UNBOUNDED: Shape = Shape { series: u64::MAX, labels: u64::MAX, samples: u64::MAX, tuples: u64::MAX };
+
+    /// Counts one `TimeSeries`. Labels and samples with one-byte lengths (nearly all) are
+    /// counted by a tight loop over tags and lengths; the rest field by field, which also stops
+    /// once a count exceeds `max`. (The caller checks `max` after each series.)
+    fn count_series(&mut self, c: Cursor<'_>, max: &Shape) -> Result<(), DecodeError> {
+        self.series += 1;
+        let (b, e) = (c.buf, c.end);
+        let mut p = c.pos;
+        while p + 1 < e && b[p + 1] < 0x80 {
+            match b[p] {
+                0x0a => self.labels += 1,
+                0x12 => self.samples += 1,
+                _ => break,
+            }
+            p += 2 + b[p + 1] as usize;
+        }
+        if p > e {
+            return Err(err(c.message, "unexpected EOF"));
+        }
+        let mut c = Cursor { pos: p, ..c };
+        while c.more() && !self.exceeds(max) {
+            let (field, wt) = c.key()?;
+            match field {
+                1 => self.labels += 1,
+                2 => self.samples += 1,
+                _ => {}
+            }
+            c.skip(wt)?;
+        }
+        Ok(())
+    }
+}
+
+/// A part of a request met by [`walk`].
+enum Part<'a> {
+    /// A `TimeSeries`' contents.
+    Series(Cursor<'a>),
+    /// A `TimeSeriesTenantTuple` starts.
+    Tuple,
+}
+
+/// Visits the series of a `prometheus.WriteRequest` (of a `thanos.WriteRequest`, tenant tuples
+/// included, when `thanos`) while `visit` answers true.
+fn walk<'a>(
+    buf: &'a [u8],
+    thanos: bool,
+    mut visit: impl FnMut(Part<'a>) -> Result<bool, DecodeError>,
+) -> Result<(), DecodeError> {
+    let message = if thanos { "thanos.WriteRequest" } else { "WriteRequest" };
+    let mut c = Cursor { buf, pos: 0, end: buf.len(), message };
+    while c.more() {
+        match c.key()? {
+            (1, LEN) => {
+                let r = c.len_field()?;
+                if !visit(Part::Series(c.sub(r, "TimeSeries")))? {
+                    return Ok(());
+                }
+            }
+            (4, LEN) if thanos => {
+                let r = c.len_field()?;
+                if !visit(Part::Tuple)? {
+                    return Ok(());
+                }
+                let mut t = c.sub(r, "TimeSeriesTenantTuple");
+                while t.more() {
+                    match t.key()? {
+                        (1, LEN) => {
+                            let r = t.len_field()?;
+                            if !visit(Part::Series(t.sub(r, "TimeSeries")))? {
+                                return Ok(());
+                            }
+                        }
+                        (_, wt) => t.skip(wt)?,
+                    }
+                }
+            }
+            (_, wt) => c.skip(wt)?,
+        }
+    }
+    Ok(())
+}
+
+/// The [`Shape`] of a `prometheus.WriteRequest` (of a `thanos.WriteRequest` when `thanos`);
+/// counting stops as soon as a count exceeds its maximum in `max` (the request is refused
+/// then, and the rest need not be read).
+pub fn shape_of(buf: &[u8], thanos: bool, max: &Shape) -> Result<Shape, DecodeError> {
+    let mut shape = Shape::default();
+    walk(buf, thanos, |part| {
+        match part {
+            Part::Series(c) => shape.count_series(c, max)?,
+            Part::Tuple => shape.tuples += 1,
+        }
+        Ok(!shape.exceeds(max))
+    })?;
+    Ok(shape)
+}
+
+/// A request's outline: its series counted exactly, and the bytes of their encodings, from
+/// which its decoded form is bounded without reading inside a series (a label or a sample takes
+/// at least 2 bytes). Cheap: a small request is charged this bound, and only a large one is
+/// counted exactly ([`Shape`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outline {
+    /// `TimeSeries` messages.
+    pub series: u64,
+    /// Bytes of the `TimeSeries` messages' contents.
+    pub series_bytes: u64,
+    /// `TimeSeriesTenantTuple` messages (`thanos.WriteRequest` only).
+    pub tuples: u64,
+}
+
+impl Outline {
+    /// An upper bound of the bytes of the decoded form.
+    pub fn decoded_form_bound(&self) -> u64 {
+        Shape { series: self.series, labels: self.series_bytes / 2, samples: 0, tuples: self.tuples }
+            .decoded_form_bytes()
+    }
+}
+
+/// The [`Outline`] of a `prometheus.WriteRequest` (of a `thanos.WriteRequest` when `thanos`);
+/// counting stops once more than `max_series` series are seen.
+pub fn outline(buf: &[u8], thanos: bool, max_series: u64) -> Result<Outline, DecodeError> {
+    let mut o = Outline::default();
+    walk(buf, thanos, |part| {
+        match part {
+            Part::Series(c) => {
+                o.series += 1;
+                o.series_bytes += (c.end - c.pos) as u64;
+            }
+            Part::Tuple => o.tuples += 1,
+        }
+        Ok(o.series <= max_series)
+    })?;
+    Ok(o)
+}
+
+/// Reserves room for a request of `shape` in `out`, whose vectors are then never regrown.
+pub fn reserve(out: &mut Decoded, shape: &Shape) {
+    let room = |n: u64, len: usize| usize::try_from(n).unwrap_or(usize::MAX).saturating_sub(len);
+    out.series.reserve(room(shape.series, out.series.len()));
+    out.labels.reserve(room(shape.labels, out.labels.len()));
+    out.samples.reserve(room(shape.samples, out.samples.len()));
+}
+
 /// Decodes a `prometheus.WriteRequest` from `buf` into `out` (cleared first).
 pub fn decode_write_request(buf: &[u8], out: &mut Decoded) -> Result<(), DecodeError> {
     out.clear();
@@ -387,15 +593,16 @@ fn tenant_string(c: &mut Cursor<'_>) -> Result<String, DecodeError> {
 /// `timeseriesTenantData=4` (`TimeSeriesTenantTuple{timeseries=1, tenant=2}`). When field 4
 /// is present it carries the data (fields 1-2 are the legacy single-tenant form). Each tenant
 /// appears once in the result, whatever the number of its tuples, and only with series.
-pub fn decode_thanos_write_request(buf: &[u8]) -> Result<ThanosWrite, DecodeError> {
+/// `hint` (the request's [`Shape`], or an estimate) sizes the legacy series' vectors.
+pub fn decode_thanos_write_request(buf: &[u8], hint: &Shape) -> Result<ThanosWrite, DecodeError> {
     if buf.len() > u32::MAX as usize {
         return Err(err("WriteRequest", "message too large"));
     }
     let mut out = ThanosWrite::default();
-    // Sized from the message (a sample takes ~10-20 bytes, a label ~20) to avoid regrowing.
     let mut legacy = Decoded::default();
-    legacy.labels.reserve(buf.len() / 32);
-    legacy.samples.reserve(buf.len() / 24);
+    if hint.tuples == 0 {
+        reserve(&mut legacy, hint);
+    }
     let mut legacy_tenant = String::new();
     let mut tuples = false;
     // Position in `out.tenants` by tenant.
@@ -726,6 +933,51 @@ mod tests {
         }
     }
 
+    /// The counting pass agrees with the decoder, and counts a decode bomb (millions of empty
+    /// series) without allocating anything for it.
+    #[test]
+    fn shapes_count_what_decoding_keeps() {
+        let buf = request().encode_to_vec();
+        let mut d = Decoded::default();
+        decode_write_request(&buf, &mut d).unwrap();
+        let shape = shape_of(&buf, false, &Shape::UNBOUNDED).unwrap();
+        let want = Shape {
+            series: d.series.len() as u64,
+            labels: d.labels.len() as u64,
+            samples: d.samples.len() as u64,
+            tuples: 0,
+        };
+        assert_eq!(shape, want);
+        let mut fwd = Vec::new();
+        encode_thanos_write_request("team-a", 2, d.series.iter().map(|s| s.raw(&buf)), &mut fwd);
+        assert_eq!(shape_of(&fwd, true, &Shape::UNBOUNDED).unwrap(), want);
+        let mut tuple = Vec::new();
+        encode_thanos_write_request("team-b", 0, d.series.iter().map(|s| s.raw(&buf)), &mut tuple);
+        let mut multi = Vec::new();
+        for _ in 0..2 {
+            multi.push(0x22);
+            ringest_tsdb::encoding::put_uvarint(&mut multi, tuple.len() as u64);
+            multi.extend_from_slice(&tuple);
+        }
+        let got = shape_of(&multi, true, &Shape::UNBOUNDED).unwrap();
+        assert_eq!(
+            got,
+            Shape { series: 2 * want.series, labels: 2 * want.labels, samples: 2 * want.samples, tuples: 2 }
+        );
+        assert!(got.decoded_form_bytes() > 2 * want.samples * 16);
+
+        let bomb: Vec<u8> = [0x0a, 0x00].repeat(4 << 20);
+        let shape = shape_of(&bomb, false, &Shape::UNBOUNDED).unwrap();
+        assert_eq!(shape, Shape { series: 4 << 20, ..Default::default() });
+        assert!(shape.decoded_form_bytes() >= 40 * (4 << 20), "{}", shape.decoded_form_bytes());
+        assert!(shape_of(&[0x0a, 0x05, 0x0a], false, &Shape::UNBOUNDED).is_err(), "truncated");
+        // Counting stops one past a maximum: a bomb is refused after reading a little of it.
+        let max = Shape { series: 1000, ..Shape::UNBOUNDED };
+        assert_eq!(shape_of(&bomb, false, &max).unwrap().series, 1001);
+        let max = Shape { samples: 2, ..Shape::UNBOUNDED };
+        assert_eq!(shape_of(&buf, false, &max).unwrap().samples, 3);
+    }
+
     #[test]
     fn thanos_write_requests_carry_the_series_bytes_unchanged() {
         let buf = request().encode_to_vec();
@@ -733,7 +985,7 @@ mod tests {
         decode_write_request(&buf, &mut d).unwrap();
         let mut fwd = Vec::new();
         encode_thanos_write_request("team-a", 2, d.series.iter().map(|s| s.raw(&buf)), &mut fwd);
-        let t = decode_thanos_write_request(&fwd).unwrap();
+        let t = decode_thanos_write_request(&fwd, &Shape::default()).unwrap();
         assert_eq!(t.replica, 2);
         assert_eq!(t.tenants.len(), 1);
         let (tenant, got) = &t.tenants[0];
@@ -750,10 +1002,10 @@ mod tests {
         let mut multi = vec![0x22, tuple.len() as u8];
         multi.extend_from_slice(&tuple);
         multi.extend_from_slice(&[0x18, 0x01]);
-        let t = decode_thanos_write_request(&multi).unwrap();
+        let t = decode_thanos_write_request(&multi, &Shape::default()).unwrap();
         assert_eq!((t.replica, t.tenants.len(), t.tenants[0].0.as_str()), (1, 1, "team-b"));
         assert_eq!(t.tenants[0].1.series.len(), 1);
-        assert!(decode_thanos_write_request(&[0x1a, 0x00]).is_err(), "replica must be a varint");
+        assert!(decode_thanos_write_request(&[0x1a, 0x00], &Shape::default()).is_err(), "replica must be a varint");
     }
 
     /// Per-tenant tuples: a tenant's tuples make one entry (series in order, tenant field
@@ -801,7 +1053,7 @@ mod tests {
         {
             field(0x22, &t, &mut req);
         }
-        let w = decode_thanos_write_request(&req).unwrap();
+        let w = decode_thanos_write_request(&req, &Shape::default()).unwrap();
         assert_eq!(w.tenants.len(), 1, "{:?}", w.tenants.iter().map(|t| &t.0).collect::<Vec<_>>());
         let (tenant, d) = &w.tenants[0];
         assert_eq!(tenant, "a");
@@ -810,8 +1062,11 @@ mod tests {
         // Without tuples, the legacy fields are the request.
         let mut legacy = Vec::new();
         field(0x0a, &series("legacy"), &mut legacy);
-        let w = decode_thanos_write_request(&legacy).unwrap();
+        let w = decode_thanos_write_request(&legacy, &Shape::default()).unwrap();
         assert_eq!((w.tenants.len(), w.tenants[0].1.series.len()), (1, 1));
-        assert!(decode_thanos_write_request(&[]).unwrap().tenants.is_empty(), "an empty request writes nothing");
+        assert!(
+            decode_thanos_write_request(&[], &Shape::default()).unwrap().tenants.is_empty(),
+            "an empty request writes nothing"
+        );
     }
 }
