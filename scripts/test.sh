@@ -52,3 +52,6 @@ target/release/ringest-loadgen bench --smoke
 
 echo "==> tests (unit, property, end-to-end against promtool and Prometheus 2.42)"
 cargo test --workspace
+
+echo "==> fuzzing: every decoder of untrusted bytes, a bounded time each, from the checked-in seeds"
+scripts/fuzz.sh

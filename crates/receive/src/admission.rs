@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 
+use crate::outcome::{Outcome, WriteStatus};
 use crate::remote_write::{DecodeError, Shape, outline, shape_of};
 
 /// One request's bounds and the in-flight budget (the `--ringest.write.*` flags).
@@ -157,9 +158,12 @@ impl Resource {
 }
 
 impl Refusal {
-    /// Whether the same request may succeed later (the server is busy, not the request wrong).
-    pub fn retryable(&self) -> bool {
-        matches!(self, Refusal::Busy { .. })
+    /// What became of the write: too large for its own bounds, or the server busy.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Refusal::TooLarge { .. } | Refusal::OverBudget { .. } => Outcome::TooLarge,
+            Refusal::Busy { .. } => Outcome::Busy,
+        }
     }
 
     fn reason(&self) -> &'static str {
@@ -318,9 +322,11 @@ impl Budget {
         &self.limits
     }
 
-    /// Counts a refusal (every refusal goes through here once, where it is answered).
-    pub fn refused(&self, r: &Refusal) {
+    /// A refusal as the write's status, counted (every refusal goes through here once, where
+    /// it is answered).
+    pub fn refuse(&self, r: Refusal) -> WriteStatus {
         self.metrics.refused.with_label_values(&[r.reason()]).inc();
+        WriteStatus::new(r.outcome(), r.to_string())
     }
 
     /// Admits one request, or refuses at once when the requests in flight are at the limit.
@@ -398,7 +404,7 @@ mod tests {
         let p1 = b.admit().unwrap();
         let _p2 = b.admit().unwrap();
         let e = b.admit().unwrap_err();
-        assert!(e.retryable());
+        assert_eq!(e.outcome(), Outcome::Busy);
         assert!(e.to_string().contains("--ringest.write.max-inflight-requests"), "{e}");
         drop(p1);
         b.admit().unwrap();
@@ -429,7 +435,7 @@ mod tests {
         p.charge(700).unwrap();
         let e = p.charge(301).unwrap_err();
         assert!(matches!(e, Refusal::OverBudget { need: 1001, limit: 1000 }), "{e:?}");
-        assert!(!e.retryable());
+        assert_eq!(e.outcome(), Outcome::TooLarge);
     }
 
     /// A small request is charged its outline's bound, then refunded down to its decoded form;

@@ -15,7 +15,22 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use http::{HeaderValue, StatusCode, header};
 
+use crate::outcome::Outcome;
 use crate::state::AppState;
+
+/// The HTTP status of a write's [`Outcome`]: the one mapping of outcomes to HTTP (Thanos'
+/// codes, plus 413 and 429 for ringest's bounds and limits).
+pub fn status_of(outcome: Outcome) -> StatusCode {
+    match outcome {
+        Outcome::Ok => StatusCode::OK,
+        Outcome::Conflict => StatusCode::CONFLICT,
+        Outcome::Invalid => StatusCode::BAD_REQUEST,
+        Outcome::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Outcome::Limited => StatusCode::TOO_MANY_REQUESTS,
+        Outcome::Busy | Outcome::NotReady | Outcome::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Outcome::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
 
 /// A plain-text error response the way Go's `http.Error` writes it (message + newline).
 pub fn text_error(status: StatusCode, msg: &str) -> Response {

@@ -5,11 +5,11 @@
 
 use std::cell::RefCell;
 
-use http::StatusCode;
 use ringest_tsdb::AppendBuffers;
 
+use crate::outcome::{Outcome, WriteStatus};
 use crate::remote_write::Decoded;
-use crate::replicate::{Failure, Kind, Pending};
+use crate::replicate::{Failure, Pending};
 use crate::state::AppState;
 use crate::tenancy::TenantError;
 use crate::writer::{self, WriteError, WriteReport};
@@ -53,22 +53,17 @@ pub enum IngestError {
 }
 
 impl IngestError {
-    /// The HTTP status a client gets.
-    pub fn status(&self) -> StatusCode {
+    /// What became of the write.
+    pub fn outcome(&self) -> Outcome {
         match self {
-            IngestError::BadReplica { .. } => StatusCode::BAD_REQUEST,
-            IngestError::Tenant(TenantError::TooMany { .. }) => StatusCode::TOO_MANY_REQUESTS,
-            IngestError::Tenant(TenantError::Closed | TenantError::Unavailable { .. }) | IngestError::Write(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
+            IngestError::BadReplica { .. } => Outcome::Invalid,
+            IngestError::Tenant(TenantError::TooMany { .. }) => Outcome::Limited,
+            IngestError::Tenant(TenantError::Closed) | IngestError::Write(WriteError::Closed) => Outcome::NotReady,
+            IngestError::Tenant(TenantError::Unavailable { .. }) | IngestError::Write(WriteError::Wal(_)) => {
+                Outcome::Unavailable
             }
-            IngestError::Tenant(TenantError::Open { .. }) | IngestError::Route(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            IngestError::Tenant(TenantError::Open { .. }) | IngestError::Route(_) => Outcome::Internal,
         }
-    }
-
-    /// Whether the node is not ready for writes (Thanos counts it apart from other failures
-    /// when it decides a quorum).
-    fn not_ready(&self) -> bool {
-        matches!(self, IngestError::Tenant(TenantError::Closed) | IngestError::Write(WriteError::Closed))
     }
 }
 
@@ -98,18 +93,17 @@ pub fn write_tenant(
     }
     let mut local = |select: &[u32]| -> Result<(), Failure> {
         let r = APPEND.with(|a| write_local(st, tenant, buf, decoded, Some(select), &mut a.borrow_mut()));
-        match r {
-            Ok(report) => match report.response() {
-                (StatusCode::OK, _) => Ok(()),
-                (StatusCode::CONFLICT, m) => Err(Failure { kind: Kind::Conflict, message: m }),
-                (StatusCode::BAD_REQUEST, m) => Err(Failure { kind: Kind::BadRequest, message: m }),
-                (_, m) => Err(Failure { kind: Kind::Other, message: m }),
+        let status = match r {
+            Ok(report) => report.status(),
+            // A failed local write is an error of this replica, counted as Thanos counts an
+            // ingestor's commit error, unless the TSDB is not ready (counted apart) or the
+            // tenant is over this node's limit.
+            Err(e) => match e.outcome() {
+                o @ (Outcome::NotReady | Outcome::Limited) => WriteStatus::new(o, e.to_string()),
+                _ => WriteStatus::new(Outcome::Internal, e.to_string()),
             },
-            Err(e) => {
-                let kind = if e.not_ready() { Kind::NotReady } else { Kind::Other };
-                Err(Failure { kind, message: e.to_string() })
-            }
-        }
+        };
+        if status.is_ok() { Ok(()) } else { Err(Failure { outcome: status.outcome, message: status.message }) }
     };
     let pending = rep.route(tenant, buf, decoded, &mut local).map_err(|f| {
         tracing::error!(tenant, err = %f.message, "failed to distribute timeseries to replicas");
@@ -154,21 +148,21 @@ mod tests {
     use ringest_tsdb::TsdbError;
 
     /// A closed TSDB, found when the tenant is opened or when the WAL is written, is "not
-    /// ready" (503, counted apart by the quorum); a WAL failure is a plain 503.
+    /// ready" (counted apart by the quorum); a WAL failure is unavailable.
     #[test]
-    fn statuses_and_not_ready() {
+    fn outcomes() {
         let not_ready = [IngestError::Tenant(TenantError::Closed), IngestError::Write(WriteError::Closed)];
         for e in &not_ready {
-            assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE, "{e}");
-            assert!(e.not_ready(), "{e}");
+            assert_eq!(e.outcome(), Outcome::NotReady, "{e}");
             assert!(e.to_string().contains("TSDB not ready: shutting down"), "{e}");
         }
         let wal = IngestError::Write(WriteError::Wal(TsdbError::Replay("disk full".into())));
-        assert_eq!(wal.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(!wal.not_ready());
+        assert_eq!(wal.outcome(), Outcome::Unavailable);
         let replica = IngestError::BadReplica { replica: 4, rf: 3 };
-        assert_eq!(replica.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(replica.outcome(), Outcome::Invalid);
         assert_eq!(replica.to_string(), "write request rejected: replica 4 exceeds the replication factor 3");
-        assert_eq!(IngestError::Route("no hashring".into()).status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(IngestError::Route("no hashring".into()).outcome(), Outcome::Internal);
+        let many = IngestError::Tenant(TenantError::TooMany { tenant: "t".into(), max: 1 });
+        assert_eq!(many.outcome(), Outcome::Limited);
     }
 }

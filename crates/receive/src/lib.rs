@@ -18,6 +18,7 @@ pub mod http;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;
+pub mod outcome;
 pub mod pool;
 pub mod probe;
 pub mod remote_write;

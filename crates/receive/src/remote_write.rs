@@ -2,7 +2,7 @@
 //! `prometheus.WriteRequest`, decoded without copying label bytes.
 //!
 //! The snappy header's declared length is read before anything is allocated, so that a
-//! 20-byte "decompression bomb" is refused for nothing (see [`crate::admission`]). The protobuf decoder records
+//! 20-byte "decompression bomb" is refused for nothing (the admission module bounds it). The protobuf decoder records
 //! label offsets into the decompressed buffer and samples into reusable vectors; nothing is
 //! allocated per series or per sample once the buffers have grown.
 

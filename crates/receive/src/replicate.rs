@@ -26,8 +26,9 @@ use ringest_grpc::{Channel, ChannelOptions, Code, Compression, Encoded, SharedSt
 use ringest_hashring::MultiHashring;
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::outcome::{Outcome, WriteStatus};
 use crate::remote_write::{Decoded, write_thanos_request_end, write_thanos_series};
-pub use quorum::{Failure, Kind, Quorum, Verdict};
+pub use quorum::{Failure, Quorum};
 
 /// The replication RPC.
 pub const REMOTE_WRITE_PATH: &str = "/thanos.WriteableStore/RemoteWrite";
@@ -162,17 +163,17 @@ impl Peer {
         opts: &Options,
         m: &ReplicationMetrics,
     ) -> Result<(), Failure> {
-        let fail = |kind, e: &dyn std::fmt::Display| Failure {
-            kind,
+        let fail = |outcome, e: &dyn std::fmt::Display| Failure {
+            outcome,
             message: format!("forwarding request to endpoint {}: {e}", self.address),
         };
         if self.backing_off() {
-            return Err(fail(Kind::Unavailable, &"backing off forward request: target not available"));
+            return Err(fail(Outcome::Unavailable, &"backing off forward request: target not available"));
         }
         let waited = Instant::now();
         let _slot = match tokio::time::timeout_at(deadline.into(), self.workers.acquire()).await {
             Ok(Ok(s)) => s,
-            _ => return Err(fail(Kind::Other, &"context deadline exceeded (waiting for a forward worker)")),
+            _ => return Err(fail(Outcome::Internal, &"context deadline exceeded (waiting for a forward worker)")),
         };
         m.forward_delay.with_label_values(&[&self.address]).observe(waited.elapsed().as_secs_f64());
         let left = deadline.saturating_duration_since(Instant::now());
@@ -182,18 +183,28 @@ impl Peer {
                 Ok(())
             }
             Err(st) => {
-                let kind = match st.code {
-                    Code::Unavailable => {
-                        self.mark_down(opts.max_backoff);
-                        Kind::Unavailable
-                    }
-                    Code::AlreadyExists => Kind::Conflict,
-                    Code::InvalidArgument => Kind::BadRequest,
-                    _ => Kind::Other,
-                };
-                Err(fail(kind, &st))
+                let outcome = outcome_of(st.code);
+                if outcome == Outcome::Unavailable {
+                    self.mark_down(opts.max_backoff);
+                }
+                Err(fail(outcome, &st))
             }
         }
+    }
+}
+
+/// What a peer's gRPC status code says of its write (the gRPC client's edge; the server's is
+/// `grpc::code_of`): Thanos' receivers answer conflicts with `AlreadyExists`, invalid
+/// input with `InvalidArgument`, an unready or failing TSDB with `Unavailable`, and bounds and
+/// limits with `ResourceExhausted`.
+pub fn outcome_of(code: Code) -> Outcome {
+    match code {
+        Code::Ok => Outcome::Ok,
+        Code::AlreadyExists => Outcome::Conflict,
+        Code::InvalidArgument => Outcome::Invalid,
+        Code::Unavailable => Outcome::Unavailable,
+        Code::ResourceExhausted => Outcome::Limited,
+        _ => Outcome::Internal,
     }
 }
 
@@ -227,7 +238,7 @@ pub struct Pending {
 
 impl Pending {
     /// Waits until every series is decided or the forward timeout passed; the verdict.
-    pub async fn wait(mut self) -> Verdict {
+    pub async fn wait(mut self) -> WriteStatus {
         let mut reported = vec![false; self.groups.len()];
         let mut outstanding = self.groups.len();
         while outstanding > 0 && !self.quorum.done() {
@@ -241,7 +252,7 @@ impl Pending {
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    let late = Failure { kind: Kind::Other, message: "context deadline exceeded".into() };
+                    let late = Failure { outcome: Outcome::Internal, message: "context deadline exceeded".into() };
                     for (g, done) in reported.iter().enumerate() {
                         if !done {
                             self.metrics.forward_requests.with_label_values(&["error"]).inc();
@@ -264,10 +275,10 @@ impl Pending {
                 }
             });
         }
-        let result = if v.status == http::StatusCode::OK { "success" } else { "error" };
+        let result = if v.is_ok() { "success" } else { "error" };
         self.metrics.replications.with_label_values(&[result]).inc();
         self.metrics.replication_requests.with_label_values(&[result]).inc();
-        if v.status == http::StatusCode::OK {
+        if v.is_ok() {
             for f in self.quorum.failures() {
                 tracing::debug!(err = %f, "request failed, but not needed to achieve quorum");
             }
@@ -372,7 +383,7 @@ impl Replicator {
         let deadline = Instant::now() + self.opts.forward_timeout;
         let (tx, rx) = mpsc::unbounded_channel();
         let state = self.state();
-        let other = |e: ringest_hashring::HashringError| Failure { kind: Kind::Other, message: e.to_string() };
+        let other = |e: ringest_hashring::HashringError| Failure { outcome: Outcome::Internal, message: e.to_string() };
         let ring = state.ring.for_tenant(tenant).map_err(other)?;
         let endpoints = ring.endpoints();
         // Group of each (endpoint index, replica index), u32::MAX until the first series.
@@ -409,11 +420,14 @@ impl Replicator {
             let Some(peer) = state.peers.get(&ep.address).cloned() else {
                 let _ = tx.send((
                     g,
-                    Err(Failure { kind: Kind::Other, message: format!("no connection to endpoint {}", ep.address) }),
+                    Err(Failure {
+                        outcome: Outcome::Internal,
+                        message: format!("no connection to endpoint {}", ep.address),
+                    }),
                 ));
                 continue;
             };
-            let failed = |st: ringest_grpc::Status| Failure { kind: Kind::Other, message: st.message };
+            let failed = |st: ringest_grpc::Status| Failure { outcome: Outcome::Internal, message: st.message };
             let start = match starts.iter().find(|(h, _)| groups[*h] == groups[g]) {
                 Some((_, start)) => start.clone(),
                 None => {
@@ -536,7 +550,7 @@ mod tests {
     }
 
     /// RF=3 over this node and two peers; every series goes to all three.
-    async fn verdict(local: Option<Kind>, p1: Option<Option<Code>>, p2: Option<Option<Code>>) -> http::StatusCode {
+    async fn verdict(local: Option<Outcome>, p1: Option<Option<Code>>, p2: Option<Option<Code>>) -> Outcome {
         let (a1, a2) = (peer(p1).await, peer(p2).await);
         let rep = ring_of([&a1, &a2], Compression::Snappy, Duration::from_secs(2));
         let name = |i: usize| vec![pb::Label { name: "__name__".into(), value: format!("s{i}") }];
@@ -546,10 +560,10 @@ mod tests {
             calls.push(select.to_vec());
             match local {
                 None => Ok(()),
-                Some(kind) => Err(Failure { kind, message: "local".into() }),
+                Some(outcome) => Err(Failure { outcome, message: "local".into() }),
             }
         };
-        let status = rep.route("t", &buf, &d, &mut local_write).unwrap().wait().await.status;
+        let status = rep.route("t", &buf, &d, &mut local_write).unwrap().wait().await.outcome;
         // Every series has one replica here, whatever its replica index: one append of all
         // of them, in request order.
         assert_eq!(calls, vec![(0..10).collect::<Vec<u32>>()]);
@@ -559,23 +573,19 @@ mod tests {
     #[tokio::test]
     async fn thanos_truth_table_with_fake_peers() {
         use Code::*;
-        use http::StatusCode as S;
+        use Outcome as O;
         let ok = Some(None);
         let code = |c| Some(Some(c));
-        assert_eq!(verdict(None, ok, ok).await, S::OK);
-        assert_eq!(verdict(None, ok, code(Unavailable)).await, S::OK, "one faulty");
-        assert_eq!(verdict(None, ok, None).await, S::OK, "one peer down");
-        assert_eq!(verdict(None, code(AlreadyExists), code(AlreadyExists)).await, S::CONFLICT, "two conflicts");
-        assert_eq!(verdict(Some(Kind::Conflict), code(AlreadyExists), ok).await, S::CONFLICT, "local conflict too");
-        assert_eq!(
-            verdict(None, code(AlreadyExists), code(Internal)).await,
-            S::SERVICE_UNAVAILABLE,
-            "conflict + commit"
-        );
-        assert_eq!(verdict(None, code(Internal), code(Internal)).await, S::SERVICE_UNAVAILABLE, "two commit errors");
-        assert_eq!(verdict(None, None, None).await, S::SERVICE_UNAVAILABLE, "two peers down");
-        assert_eq!(verdict(Some(Kind::NotReady), code(Unavailable), ok).await, S::SERVICE_UNAVAILABLE);
-        assert_eq!(verdict(None, code(InvalidArgument), code(InvalidArgument)).await, S::BAD_REQUEST);
+        assert_eq!(verdict(None, ok, ok).await, O::Ok);
+        assert_eq!(verdict(None, ok, code(Unavailable)).await, O::Ok, "one faulty");
+        assert_eq!(verdict(None, ok, None).await, O::Ok, "one peer down");
+        assert_eq!(verdict(None, code(AlreadyExists), code(AlreadyExists)).await, O::Conflict, "two conflicts");
+        assert_eq!(verdict(Some(O::Conflict), code(AlreadyExists), ok).await, O::Conflict, "local conflict too");
+        assert_eq!(verdict(None, code(AlreadyExists), code(Internal)).await, O::Unavailable, "conflict + commit");
+        assert_eq!(verdict(None, code(Internal), code(Internal)).await, O::Unavailable, "two commit errors");
+        assert_eq!(verdict(None, None, None).await, O::Unavailable, "two peers down");
+        assert_eq!(verdict(Some(O::NotReady), code(Unavailable), ok).await, O::Unavailable);
+        assert_eq!(verdict(None, code(InvalidArgument), code(InvalidArgument)).await, O::Invalid);
     }
 
     /// A message a recording peer got: replica number, tenant, each series' encoded bytes.
@@ -639,7 +649,7 @@ mod tests {
                 }
             }
             let v = rep.route("t", &buf, &d, &mut |_| Ok(())).unwrap().wait().await;
-            assert_eq!(v.status, http::StatusCode::OK, "{compression:?}: {}", v.message);
+            assert!(v.is_ok(), "{compression:?}: {}", v.message);
             // The answer comes at quorum; wait for the other peer's copy too.
             let deadline = Instant::now() + Duration::from_secs(5);
             while peers.iter().zip(&want).any(|((_, log), w)| log.lock().len() < w.len()) && Instant::now() < deadline {

@@ -1,20 +1,21 @@
-//! Writes a decoded remote-write request into a tenant's TSDB and turns the outcome into the
-//! status code and message a client gets (Thanos' `Writer.Write` plus its error aggregation).
+//! Writes a decoded remote-write request into a tenant's TSDB and turns what happened into
+//! the [`Outcome`] and message a client gets (Thanos' `Writer.Write` plus its error
+//! aggregation).
 //!
-//! Status policy (one place): a TSDB/WAL failure writes nothing and answers 503 so senders
-//! retry; label sets that are not valid UTF-8 and unsupported native histograms answer 400;
-//! label sets Thanos refuses (empty, an empty name or value, a duplicate name, names not
+//! Policy (one place): a TSDB/WAL failure writes nothing and is unavailable (503) so senders
+//! retry; label sets that are not valid UTF-8 and unsupported native histograms are invalid
+//! (400); label sets Thanos refuses (empty, an empty name or value, a duplicate name, names not
 //! sorted) and samples refused as out-of-order, duplicate-with-another-value or out-of-bounds
-//! (too old, or beyond `--tsdb.too-far-in-future.time-window`) answer 409, as Thanos does, so
-//! that every node of a mixed ring gives the same answer. In the 4xx cases the request's
+//! (too old, or beyond `--tsdb.too-far-in-future.time-window`) are conflicts (409), as Thanos
+//! has them, so that every node of a mixed ring gives the same answer. In the 4xx cases the request's
 //! valid samples are still written (partial write, as Thanos). The message lists every reason,
 //! deduplicated and sorted, as `N errors: a; b`, each with the first offending series.
 
-use http::StatusCode;
 use ringest_tsdb::labels::SeriesKey;
 use ringest_tsdb::labels::write_go_quoted;
 use ringest_tsdb::{AppendBuffers, LabelError, LabelRef, Tsdb, TsdbError, validate_request_order};
 
+use crate::outcome::{Outcome, WriteStatus};
 use crate::remote_write::{Decoded, LabelSpan, SeriesSpan};
 
 /// What happened to one request.
@@ -243,8 +244,8 @@ impl WriteReport {
         }
     }
 
-    /// Status code and body of the response.
-    pub fn response(&self) -> (StatusCode, String) {
+    /// The request's outcome and the message a client gets.
+    pub fn status(&self) -> WriteStatus {
         let mut bad: Vec<String> = Vec::new();
         let mut conflict: Vec<String> = Vec::new();
         for r in &self.label_errors {
@@ -267,17 +268,17 @@ impl WriteReport {
                 ));
             }
         }
-        let status = if !bad.is_empty() {
-            StatusCode::BAD_REQUEST
+        let outcome = if !bad.is_empty() {
+            Outcome::Invalid
         } else if !conflict.is_empty() {
-            StatusCode::CONFLICT
+            Outcome::Conflict
         } else {
-            return (StatusCode::OK, String::new());
+            return WriteStatus::ok();
         };
         let mut reasons: Vec<String> = bad.into_iter().chain(conflict).collect();
         reasons.sort();
         reasons.dedup();
-        (status, join_reasons(&reasons))
+        WriteStatus::new(outcome, join_reasons(&reasons))
     }
 }
 
@@ -311,27 +312,27 @@ mod tests {
     #[test]
     fn statuses_and_messages() {
         let ok = WriteReport::default();
-        assert_eq!(ok.response(), (StatusCode::OK, String::new()));
+        assert_eq!(ok.status(), WriteStatus::ok());
 
         let mut r = WriteReport::default();
         r.sample_errors[OUT_OF_ORDER] = (2, Some("{__name__=\"a\"} at timestamp 5".into()));
-        let (code, msg) = r.response();
-        assert_eq!(code, StatusCode::CONFLICT);
+        let WriteStatus { outcome, message: msg } = r.status();
+        assert_eq!(outcome, Outcome::Conflict);
         assert_eq!(msg, "add 2 samples: out of order sample (first: {__name__=\"a\"} at timestamp 5)");
 
         r.sample_errors[DUPLICATE] = (1, Some("x".into()));
-        let (code, msg) = r.response();
-        assert_eq!(code, StatusCode::CONFLICT);
+        let WriteStatus { outcome, message: msg } = r.status();
+        assert_eq!(outcome, Outcome::Conflict);
         assert!(msg.starts_with("2 errors: add 1 samples: duplicate sample for timestamp"), "{msg}");
 
         let (bytes, spans) = labels_of(&[("a", "1"), ("a", "2")]);
         r.label_error(&LabelError::DuplicateName("a".into()), &bytes, &spans);
-        let (code, msg) = r.response();
-        assert_eq!(code, StatusCode::CONFLICT, "label sets Thanos refuses are conflicts too");
+        let WriteStatus { outcome, message: msg } = r.status();
+        assert_eq!(outcome, Outcome::Conflict, "label sets Thanos refuses are conflicts too");
         assert!(msg.starts_with("3 errors: "), "{msg}");
         assert!(msg.contains("(first: {a=\"1\", a=\"2\"})"), "{msg}");
 
         r.label_error(&LabelError::InvalidUtf8, &bytes, &spans);
-        assert_eq!(r.response().0, StatusCode::BAD_REQUEST, "invalid UTF-8 wins over conflicts");
+        assert_eq!(r.status().outcome, Outcome::Invalid, "invalid UTF-8 wins over conflicts");
     }
 }

@@ -19,11 +19,12 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 
-use super::text_error;
+use super::{status_of, text_error};
 use crate::admission::{Bound, Permit, PlanError, Refusal, check};
 use crate::ingest::{Processed, write_tenant};
+use crate::outcome::{Outcome, WriteStatus};
 use crate::pool::Pool;
-use crate::remote_write::{DecodeError, Decoded, Shape, decode_write_request, decompress, decompressed_len, reserve};
+use crate::remote_write::{Decoded, Shape, SnappyError, decode_write_request, decompress, decompressed_len, reserve};
 use crate::state::AppState;
 use crate::tenancy::validate_tenant;
 use crate::writer::WriteReport;
@@ -90,52 +91,54 @@ fn observe(st: &AppState, tenant: &str, code: StatusCode, series: u64, samples: 
     m.write_samples_total.with_label_values(&labels).inc_by(samples);
 }
 
-/// A refusal of the admission stage, answered: 413 for a request over its bounds, 503 with
-/// `Retry-After` while the writes in flight use the budget.
-fn refuse(st: &AppState, r: &Refusal) -> Response {
-    st.budget.refused(r);
-    tracing::debug!(err = %r, "write request refused");
-    if r.retryable() {
-        let mut resp = text_error(StatusCode::SERVICE_UNAVAILABLE, &r.to_string());
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
-        resp
-    } else {
-        text_error(StatusCode::PAYLOAD_TOO_LARGE, &r.to_string())
-    }
-}
-
 /// Seconds a client is asked to wait before retrying a write refused while the node is busy.
 const RETRY_AFTER_SECONDS: &str = "1";
 
-/// Why a write failed before it reached the ingest service.
-enum Failed {
-    /// Refused by the admission stage.
-    Refused(Refusal),
-    /// Any other failure, with its status.
-    Status(StatusCode, String),
-}
-
-impl From<Refusal> for Failed {
-    fn from(r: Refusal) -> Failed {
-        Failed::Refused(r)
-    }
-}
-
 /// Reads the body, charging each piece to `permit` before keeping it; at most `limit` bytes.
-async fn read_body(body: Body, limit: usize, declared: Option<u64>, permit: &Permit) -> Result<Bytes, Failed> {
+async fn read_body(
+    st: &AppState,
+    body: Body,
+    limit: usize,
+    declared: Option<u64>,
+    permit: &Permit,
+) -> Result<Bytes, WriteStatus> {
     let too_large = |got: usize| Refusal::TooLarge { bound: Bound::DecodedBytes, got: got as u64, limit: limit as u64 };
     let mut body = body;
     let mut buf = BytesMut::with_capacity(declared.map_or(0, |d| d as usize).min(limit));
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Failed::Status(StatusCode::BAD_REQUEST, format!("read request body: {e}")))?;
+        let frame = frame.map_err(|e| WriteStatus::new(Outcome::Invalid, format!("read request body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
         if buf.len() + data.len() > limit {
-            return Err(too_large(buf.len() + data.len()).into());
+            return Err(st.budget.refuse(too_large(buf.len() + data.len())));
         }
-        permit.charge(data.len())?;
+        permit.charge(data.len()).map_err(|r| st.budget.refuse(r))?;
         buf.extend_from_slice(&data);
     }
     Ok(buf.freeze())
+}
+
+/// The answer to a write that reached the ingest stage (or was refused on its way there):
+/// logged once and counted here, its outcome mapped to HTTP by [`status_of`].
+fn respond(st: &AppState, tenant: &str, ws: WriteStatus, series: u64, samples: u64) -> Response {
+    let code = status_of(ws.outcome);
+    let msg = &ws.message;
+    match ws.outcome {
+        Outcome::Ok => {}
+        Outcome::Internal => tracing::error!(tenant = %tenant, err = %msg, "internal server error"),
+        Outcome::Unavailable | Outcome::NotReady => {
+            tracing::error!(tenant = %tenant, status = code.as_u16(), err = %msg, "failed to handle request")
+        }
+        _ => tracing::debug!(tenant = %tenant, status = code.as_u16(), err = %msg, "failed to handle request"),
+    }
+    observe(st, tenant, code, series, samples);
+    if ws.is_ok() {
+        return Response::new(Body::empty());
+    }
+    let mut resp = text_error(code, msg);
+    if ws.outcome == Outcome::Busy {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+    }
+    resp
 }
 
 /// The handler.
@@ -159,7 +162,7 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
     if let Some(n) = declared
         && let Err(r) = check(Bound::DecodedBytes, n, limit as u64)
     {
-        return refuse(&st, &r);
+        return respond(&st, &tenant, st.budget.refuse(r), 0, 0);
     }
     if req.headers().contains_key(&st.replica_header) {
         // Thanos' legacy HTTP replication, where a write carrying a replica number is stored on
@@ -174,13 +177,12 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
     }
     let permit = match st.budget.admit() {
         Ok(p) => p,
-        Err(r) => return refuse(&st, &r),
+        Err(r) => return respond(&st, &tenant, st.budget.refuse(r), 0, 0),
     };
     let timeout = st.body_read_timeout;
-    let body = match tokio::time::timeout(timeout, read_body(req.into_body(), limit, declared, &permit)).await {
+    let body = match tokio::time::timeout(timeout, read_body(&st, req.into_body(), limit, declared, &permit)).await {
         Ok(Ok(body)) => body,
-        Ok(Err(Failed::Refused(r))) => return refuse(&st, &r),
-        Ok(Err(Failed::Status(code, msg))) => return text_error(code, &msg),
+        Ok(Err(ws)) => return respond(&st, &tenant, ws, 0, 0),
         Err(_) => {
             let msg =
                 format!("reading the request body took longer than {timeout:?} (--ringest.http.body-read-timeout)");
@@ -196,33 +198,18 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
     .await;
     // Held until the answer is sent, replication included.
     let mut _permit = None;
-    let (status, msg, series, samples) = match result {
+    let (ws, series, samples) = match result {
         Ok((r, permit)) => {
             _permit = Some(permit);
             match r {
-                Ok(Processed::Done(report)) => {
-                    let (status, msg) = report.response();
-                    (status, msg, report.series, report.samples)
-                }
-                Ok(Processed::Replicating { pending, series, samples }) => {
-                    let v = pending.wait().await;
-                    (v.status, v.message, series, samples)
-                }
-                Err(Failed::Refused(r)) => return refuse(&st, &r),
-                Err(Failed::Status(status, msg)) => (status, msg, 0, 0),
+                Ok(Processed::Done(report)) => (report.status(), report.series, report.samples),
+                Ok(Processed::Replicating { pending, series, samples }) => (pending.wait().await, series, samples),
+                Err(ws) => (ws, 0, 0),
             }
         }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("internal server error: {e}"), 0, 0),
+        Err(e) => (WriteStatus::new(Outcome::Internal, format!("internal server error: {e}")), 0, 0),
     };
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!(tenant = %tenant, err = %msg, "internal server error");
-    } else if status.is_server_error() {
-        tracing::error!(tenant = %tenant, status = status.as_u16(), err = %msg, "failed to handle request");
-    } else if status != StatusCode::OK {
-        tracing::debug!(tenant = %tenant, status = status.as_u16(), err = %msg, "failed to handle request");
-    }
-    observe(&st, &tenant, status, series, samples);
-    if status == StatusCode::OK { Response::new(Body::empty()) } else { text_error(status, &msg) }
+    respond(&st, &tenant, ws, series, samples)
 }
 
 /// Decoding buffers, reused across requests.
@@ -239,7 +226,7 @@ static BUFFERS: Pool<Buffers> = Pool::new(8);
 const KEEP_BUFFER_BYTES: usize = 8 << 20;
 
 /// Decompresses, decodes and writes one request (runs on a blocking thread).
-fn process(st: &AppState, tenant: &str, body: &[u8], permit: &Permit) -> Result<Processed, Failed> {
+fn process(st: &AppState, tenant: &str, body: &[u8], permit: &Permit) -> Result<Processed, WriteStatus> {
     let mut b = BUFFERS.take();
     let res = process_with(st, tenant, body, permit, &mut b);
     let heap = b.decompressed.capacity() + b.decoded.heap_bytes();
@@ -253,28 +240,28 @@ fn process_with(
     body: &[u8],
     permit: &Permit,
     b: &mut Buffers,
-) -> Result<Processed, Failed> {
+) -> Result<Processed, WriteStatus> {
     let limits = st.budget.limits();
-    let declared = decompressed_len(body).map_err(|e| {
+    let refuse = |r: Refusal| st.budget.refuse(r);
+    let bad = |e: &dyn std::fmt::Display| WriteStatus::new(Outcome::Invalid, e.to_string());
+    let snappy = |e: SnappyError| {
         tracing::error!(err = %e, "snappy decode error");
-        Failed::Status(StatusCode::BAD_REQUEST, e.to_string())
-    })?;
-    check(Bound::DecodedBytes, declared as u64, limits.max_decoded_bytes as u64)?;
-    permit.charge(declared)?;
-    decompress(body, &mut b.decompressed).map_err(|e| {
-        tracing::error!(err = %e, "snappy decode error");
-        Failed::Status(StatusCode::BAD_REQUEST, e.to_string())
-    })?;
+        bad(&e)
+    };
+    let declared = decompressed_len(body).map_err(snappy)?;
+    check(Bound::DecodedBytes, declared as u64, limits.max_decoded_bytes as u64)
+        .and_then(|()| permit.charge(declared))
+        .map_err(refuse)?;
+    decompress(body, &mut b.decompressed).map_err(snappy)?;
     let buf = &b.decompressed[..];
-    let bad = |e: DecodeError| Failed::Status(StatusCode::BAD_REQUEST, e.to_string());
     let (charge, shape) = limits.charge_decoded_form(permit, buf, false).map_err(|e| match e {
-        PlanError::Refused(r) => Failed::Refused(r),
-        PlanError::Decode(e) => bad(e),
+        PlanError::Refused(r) => refuse(r),
+        PlanError::Decode(e) => bad(&e),
     })?;
     if let Some(shape) = &shape {
         reserve(&mut b.decoded, shape);
     }
-    decode_write_request(buf, &mut b.decoded).map_err(bad)?;
+    decode_write_request(buf, &mut b.decoded).map_err(|e| bad(&e))?;
     let d = &b.decoded;
     let got = Shape {
         series: d.series.len() as u64,
@@ -282,13 +269,13 @@ fn process_with(
         samples: d.samples.len() as u64,
         tuples: 0,
     };
-    charge.settle(limits, permit, &got)?;
+    charge.settle(limits, permit, &got).map_err(refuse)?;
     if b.decoded.series.is_empty() {
         tracing::debug!(metadata = b.decoded.metadata, "empty remote write request or metadata only; skipping");
         return Ok(Processed::Done(WriteReport::default()));
     }
     // A client's write is always fresh: replica 0, replicated over the hashring.
-    write_tenant(st, tenant, 0, buf, &b.decoded).map_err(|e| Failed::Status(e.status(), e.to_string()))
+    write_tenant(st, tenant, 0, buf, &b.decoded).map_err(|e| WriteStatus::new(e.outcome(), e.to_string()))
 }
 
 #[cfg(test)]

@@ -931,6 +931,64 @@ mod tests {
             let mut d = Decoded::default();
             let _ = decode_write_request(&bytes, &mut d);
         }
+
+        /// prost is the oracle: whatever `WriteRequest` it encodes (any label strings, any
+        /// sample bits, exemplars, histograms, metadata), the hand-written decoder reads the same
+        /// series, labels, samples and counts, and the counting passes agree with it.
+        #[test]
+        fn agrees_with_prost(req in arb_request()) {
+            let buf = req.encode_to_vec();
+            let mut d = Decoded::default();
+            decode_write_request(&buf, &mut d).unwrap();
+            proptest::prop_assert_eq!(d.series.len(), req.timeseries.len());
+            proptest::prop_assert_eq!(d.metadata as usize, req.metadata.len());
+            for (s, want) in d.series.iter().zip(&req.timeseries) {
+                let labels = &d.labels[s.labels_start as usize..s.labels_end as usize];
+                let got: Vec<(&[u8], &[u8])> = labels.iter().map(|l| (l.name(&buf), l.value(&buf))).collect();
+                let exp: Vec<(&[u8], &[u8])> =
+                    want.labels.iter().map(|l| (l.name.as_bytes(), l.value.as_bytes())).collect();
+                proptest::prop_assert_eq!(got, exp);
+                let samples = &d.samples[s.samples_start as usize..s.samples_end as usize];
+                let got: Vec<(i64, u64)> = samples.iter().map(|(t, v)| (*t, v.to_bits())).collect();
+                let exp: Vec<(i64, u64)> = want.samples.iter().map(|x| (x.timestamp, x.value.to_bits())).collect();
+                proptest::prop_assert_eq!(got, exp);
+                proptest::prop_assert_eq!(s.exemplars as usize, want.exemplars.len());
+                proptest::prop_assert_eq!(s.histograms as usize, want.histograms.len());
+                proptest::prop_assert_eq!(s.raw(&buf), &want.encode_to_vec()[..]);
+            }
+            let shape = shape_of(&buf, false, &Shape::UNBOUNDED).unwrap();
+            let exact = Shape { series: d.series.len() as u64, labels: d.labels.len() as u64, samples: d.samples.len() as u64, tuples: 0 };
+            proptest::prop_assert_eq!(shape, exact);
+            let o = outline(&buf, false, u64::MAX).unwrap();
+            proptest::prop_assert_eq!(o.series, exact.series);
+            proptest::prop_assert!(o.decoded_form_bound() >= exact.decoded_form_bytes());
+            proptest::prop_assert!(Shape::decoded_form_bytes_at_most(buf.len() as u64, false) >= exact.decoded_form_bytes());
+        }
+    }
+
+    fn arb_request() -> impl proptest::strategy::Strategy<Value = pb::WriteRequest> {
+        use proptest::prelude::*;
+        let label = (".{0,12}", ".{0,40}").prop_map(|(name, value)| pb::Label { name, value });
+        let sample = (any::<u64>(), any::<i64>())
+            .prop_map(|(bits, timestamp)| pb::Sample { value: f64::from_bits(bits), timestamp });
+        let exemplar = (proptest::collection::vec(label.clone(), 0..2), any::<i64>())
+            .prop_map(|(labels, timestamp)| pb::Exemplar { labels, value: 1.0, timestamp });
+        let series = (
+            proptest::collection::vec(label, 0..6),
+            proptest::collection::vec(sample, 0..5),
+            proptest::collection::vec(exemplar, 0..2),
+            0..2usize,
+        )
+            .prop_map(|(labels, samples, exemplars, histograms)| pb::TimeSeries {
+                labels,
+                samples,
+                exemplars,
+                histograms: vec![pb::Histogram { timestamp: 5, ..Default::default() }; histograms],
+            });
+        (proptest::collection::vec(series, 0..8), 0..3usize).prop_map(|(timeseries, metadata)| pb::WriteRequest {
+            timeseries,
+            metadata: vec![pb::MetricMetadata { metric_family_name: "m".into(), ..Default::default() }; metadata],
+        })
     }
 
     /// The counting pass agrees with the decoder, and counts a decode bomb (millions of empty

@@ -8,28 +8,13 @@
 //! threshold, else "unavailable" when its errors did; across series, unavailable wins over not
 //! ready, which wins over invalid input, which wins over conflicts.
 
-use http::StatusCode;
-
-/// Why one group write failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    /// Samples refused as out of order, duplicate or out of bounds (409, gRPC AlreadyExists).
-    Conflict,
-    /// Invalid label sets or unsupported data (400, gRPC InvalidArgument).
-    BadRequest,
-    /// The target is not ready (starting, shutting down).
-    NotReady,
-    /// The target is down, backing off, or its write failed in a way worth retrying.
-    Unavailable,
-    /// Anything else (timeouts, internal errors).
-    Other,
-}
+use crate::outcome::{Outcome, WriteStatus};
 
 /// A failed group write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// Its kind.
-    pub kind: Kind,
+    /// Why it failed (never [`Outcome::Ok`]).
+    pub outcome: Outcome,
     /// The message.
     pub message: String,
 }
@@ -40,20 +25,9 @@ pub struct Quorum {
     success_threshold: u32,
     failure_threshold: u32,
     successes: Vec<u32>,
-    failures: Vec<Vec<Kind>>,
+    failures: Vec<Vec<Outcome>>,
     undecided: usize,
     messages: Vec<String>,
-}
-
-/// The verdict on a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Error kind behind a non-200 status.
-    pub kind: Option<Kind>,
-    /// Message (empty on success).
-    pub message: String,
 }
 
 impl Quorum {
@@ -85,7 +59,7 @@ impl Quorum {
             let before = self.decided(i);
             match outcome {
                 Ok(()) => self.successes[i] += 1,
-                Err(f) => self.failures[i].push(f.kind),
+                Err(f) => self.failures[i].push(f.outcome),
             }
             if !before && self.decided(i) {
                 self.undecided -= 1;
@@ -104,64 +78,59 @@ impl Quorum {
     }
 
     /// The verdict now (undecided series count as failed: call it when done or out of time).
-    pub fn verdict(&self) -> Verdict {
-        let mut cause: Option<Option<Kind>> = None;
+    pub fn verdict(&self) -> WriteStatus {
+        let mut cause: Option<Outcome> = None;
         for i in 0..self.successes.len() {
             if self.successes[i] >= self.success_threshold {
                 continue;
             }
             let c = series_cause(&self.failures[i], self.success_threshold);
-            cause = Some(match cause {
-                None => c,
-                Some(prev) => worst(prev, c),
-            });
+            cause = Some(cause.map_or(c, |prev| worst(prev, c)));
         }
         let Some(cause) = cause else {
-            return Verdict { status: StatusCode::OK, kind: None, message: String::new() };
+            return WriteStatus::ok();
         };
         let mut messages = self.messages.clone();
         messages.sort();
         if messages.is_empty() {
             messages.push("context deadline exceeded".into());
         }
-        let status = match cause {
-            Some(Kind::Unavailable) | Some(Kind::NotReady) => StatusCode::SERVICE_UNAVAILABLE,
-            Some(Kind::BadRequest) => StatusCode::BAD_REQUEST,
-            Some(Kind::Conflict) => StatusCode::CONFLICT,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        Verdict { status, kind: cause, message: crate::writer::join_reasons(&messages) }
+        WriteStatus::new(cause, crate::writer::join_reasons(&messages))
     }
 }
 
-/// The cause of one failed series: the kind that reached the threshold, else unavailable when
-/// the errors did, else none (an internal error).
-fn series_cause(failures: &[Kind], threshold: u32) -> Option<Kind> {
-    let count = |k: Kind| failures.iter().filter(|&&f| f == k).count() as u32;
-    let mut best: Option<(u32, Kind)> = None;
-    for k in [Kind::Unavailable, Kind::NotReady, Kind::BadRequest, Kind::Conflict] {
+/// The cause of one failed series: the outcome that reached the threshold (the most frequent
+/// known one), else unavailable when the errors did, else an internal error.
+fn series_cause(failures: &[Outcome], threshold: u32) -> Outcome {
+    use Outcome::*;
+    let count = |k: Outcome| failures.iter().filter(|&&f| f == k).count() as u32;
+    let mut best: Option<(u32, Outcome)> = None;
+    for k in [Unavailable, NotReady, Busy, Limited, TooLarge, Invalid, Conflict] {
         let n = count(k);
         if n > 0 && best.is_none_or(|(m, _)| n > m) {
             best = Some((n, k));
         }
     }
     match best {
-        Some((n, k)) if n >= threshold => Some(k),
-        _ if failures.len() as u32 >= threshold => Some(Kind::Unavailable),
-        _ => None,
+        Some((n, k)) if n >= threshold => k,
+        _ if failures.len() as u32 >= threshold => Unavailable,
+        _ => Internal,
     }
 }
 
-/// Across series: unavailable, then not ready, then bad request, then conflict; an unknown
-/// cause only when nothing else is known.
-fn worst(a: Option<Kind>, b: Option<Kind>) -> Option<Kind> {
-    let rank = |k: Option<Kind>| match k {
-        Some(Kind::Unavailable) => 5,
-        Some(Kind::NotReady) => 4,
-        Some(Kind::BadRequest) => 3,
-        Some(Kind::Conflict) => 2,
-        Some(Kind::Other) => 1,
-        None => 0,
+/// Across series, as Thanos decides: unavailable, then not ready, then the other known causes,
+/// then invalid input, then conflicts; an unknown cause only when nothing else is known.
+fn worst(a: Outcome, b: Outcome) -> Outcome {
+    use Outcome::*;
+    let rank = |o: Outcome| match o {
+        Unavailable => 7,
+        NotReady => 6,
+        Busy => 5,
+        Limited => 4,
+        TooLarge => 3,
+        Invalid => 2,
+        Conflict => 1,
+        Internal | Ok => 0,
     };
     if rank(b) > rank(a) { b } else { a }
 }
@@ -170,12 +139,12 @@ fn worst(a: Option<Kind>, b: Option<Kind>) -> Option<Kind> {
 mod tests {
     use super::*;
 
-    fn f(kind: Kind) -> Failure {
-        Failure { kind, message: format!("{kind:?}") }
+    fn f(outcome: Outcome) -> Failure {
+        Failure { outcome, message: format!("{outcome:?}") }
     }
 
     /// One series written to `outcomes.len()` replicas with `threshold`: the verdict.
-    fn run(outcomes: &[Option<Kind>], threshold: u32) -> StatusCode {
+    fn run(outcomes: &[Option<Outcome>], threshold: u32) -> Outcome {
         let mut q = Quorum::new(1, outcomes.len() as u32, threshold);
         for o in outcomes {
             match o {
@@ -184,27 +153,24 @@ mod tests {
             }
         }
         assert!(q.done());
-        q.verdict().status
+        q.verdict().outcome
     }
 
     /// Thanos' `TestReceiveQuorum*` truth table (shared spec §5). A commit error (the TSDB's
     /// write failed) is an unknown error.
     #[test]
     fn thanos_truth_table() {
-        use Kind::*;
-        assert_eq!(run(&[Some(Other)], 1), StatusCode::SERVICE_UNAVAILABLE, "RF1 commit error");
-        assert_eq!(run(&[Some(Conflict)], 1), StatusCode::CONFLICT, "RF1 conflict");
-        assert_eq!(run(&[None, None, Some(Other)], 2), StatusCode::OK, "RF3 one faulty");
-        assert_eq!(run(&[None, Some(Conflict), Some(Conflict)], 2), StatusCode::CONFLICT, "RF3 two conflicts");
-        assert_eq!(
-            run(&[None, Some(Conflict), Some(Other)], 2),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "RF3 conflict+commit"
-        );
-        assert_eq!(run(&[None, Some(Other), Some(Other)], 2), StatusCode::SERVICE_UNAVAILABLE, "RF3 two commit errors");
-        assert_eq!(run(&[None, None, None, Some(Other), Some(Other)], 3), StatusCode::OK, "RF5 two commit errors");
-        assert_eq!(run(&[Some(Unavailable), Some(Unavailable), None], 2), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(run(&[Some(BadRequest), Some(BadRequest), Some(BadRequest)], 2), StatusCode::BAD_REQUEST);
+        use Outcome::*;
+        assert_eq!(run(&[Some(Internal)], 1), Unavailable, "RF1 commit error");
+        assert_eq!(run(&[Some(Conflict)], 1), Conflict, "RF1 conflict");
+        assert_eq!(run(&[None, None, Some(Internal)], 2), Ok, "RF3 one faulty");
+        assert_eq!(run(&[None, Some(Conflict), Some(Conflict)], 2), Conflict, "RF3 two conflicts");
+        assert_eq!(run(&[None, Some(Conflict), Some(Internal)], 2), Unavailable, "RF3 conflict+commit");
+        assert_eq!(run(&[None, Some(Internal), Some(Internal)], 2), Unavailable, "RF3 two commit errors");
+        assert_eq!(run(&[None, None, None, Some(Internal), Some(Internal)], 3), Ok, "RF5 two commit errors");
+        assert_eq!(run(&[Some(Unavailable), Some(Unavailable), None], 2), Unavailable);
+        assert_eq!(run(&[Some(Invalid), Some(Invalid), Some(Invalid)], 2), Invalid);
+        assert_eq!(run(&[Some(Limited), Some(Limited), None], 2), Limited, "every replica over its tenant limit");
     }
 
     #[test]
@@ -214,20 +180,21 @@ mod tests {
         assert!(!q.done());
         q.record(&[0], Ok(()));
         assert!(!q.done(), "series 1 still needs a second success");
-        q.record(&[1], Err(&f(Kind::Conflict)));
-        q.record(&[1], Err(&f(Kind::Conflict)));
+        q.record(&[1], Err(&f(Outcome::Conflict)));
+        q.record(&[1], Err(&f(Outcome::Conflict)));
         assert!(q.done());
         let v = q.verdict();
-        assert_eq!(v.status, StatusCode::CONFLICT);
+        assert_eq!(v.outcome, Outcome::Conflict);
         assert_eq!(v.message, "Conflict");
         // One unavailable series makes the whole request retryable.
         let mut q = Quorum::new(2, 1, 1);
-        q.record(&[0], Err(&f(Kind::Conflict)));
-        q.record(&[1], Err(&f(Kind::Unavailable)));
-        assert_eq!(q.verdict().status, StatusCode::SERVICE_UNAVAILABLE);
-        // Out of time: undecided series fail as unavailable once enough errors are known, else 500.
+        q.record(&[0], Err(&f(Outcome::Conflict)));
+        q.record(&[1], Err(&f(Outcome::Unavailable)));
+        assert_eq!(q.verdict().outcome, Outcome::Unavailable);
+        // Out of time: undecided series fail as unavailable once enough errors are known, else
+        // as an internal error.
         let mut q = Quorum::new(1, 3, 2);
         q.record(&[0], Ok(()));
-        assert_eq!(q.verdict().status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(q.verdict().outcome, Outcome::Internal);
     }
 }
