@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v victoria-metrics >/dev/null 2>&1 || need_apt+=(victoria-metrics)
+# libfaketime: one replica's clock set apart in the clock-skew test.
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need_apt+=(faketime)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "==> installing ${need_apt[*]} (Debian packages: promtool and Prometheus 2.42 are the format oracles; Prometheus and VictoriaMetrics are the bench's peers)"
+  echo "==> installing ${need_apt[*]} (Debian packages: promtool and Prometheus 2.42 are the format oracles; Prometheus and VictoriaMetrics are the bench's peers; faketime skews a replica's clock)"
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   export DEBIAN_FRONTEND=noninteractive

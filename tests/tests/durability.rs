@@ -337,6 +337,21 @@ fn disk_full_answers_503_keeps_acknowledged_data_and_recovers() {
         }
     }
     assert_eq!(refused, 3, "the disk filled up");
+    // A refused write asks the sender to come back (Retry-After), as every retryable 503 does.
+    let (pad, ids) = ("y".repeat(1000), (0..300).map(|i| i.to_string()).collect::<Vec<_>>());
+    let req = ringest_proto::prometheus::WriteRequest {
+        timeseries: ids
+            .iter()
+            .map(|i| ringest_e2e::client::series(&[("__name__", "full"), ("i", i), ("pad", &pad)], &[(T0, 1.0)]))
+            .collect(),
+        metadata: vec![],
+    };
+    let rw = [("Content-Encoding", "snappy"), ("Content-Type", "application/x-protobuf")];
+    let full =
+        ringest_e2e::http_request(&r.rw_addr, "POST", "/api/v1/receive", &rw, &ringest_e2e::client::encode(&req))
+            .unwrap();
+    assert_eq!(full.status, 503, "{}", full.text());
+    assert_eq!(full.header("retry-after"), Some("1"));
     let healthy = ringest_e2e::http_get(&r.http_addr, "/-/healthy").unwrap();
     assert_eq!(healthy.status, 200, "still running");
     assert!(r.metric("prometheus_tsdb_wal_writes_failed_total{tenant=\"default-tenant\"}").unwrap() >= 3.0);

@@ -385,3 +385,74 @@ fn a_bad_hashring_stops_start_up_with_its_cause() {
         assert!(r.logs().to_lowercase().contains(want), "{content}: {}", r.logs());
     }
 }
+
+/// Clock skew (reliability checklist 22): with `--tsdb.too-far-in-future.time-window=5m` and one
+/// replica's clock 10 minutes behind (libfaketime), whether a sample is too far in the future is
+/// decided once, by the node that received it, with its own clock: all three replicas then
+/// store it or none does. (Before, each replica decided with its own clock, and the slow one
+/// refused what the others stored.)
+#[test]
+fn too_far_in_the_future_is_decided_once_by_the_receiving_node_whatever_the_replicas_clocks() {
+    let lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(Path::new(lib).exists(), "needs Debian's faketime package (the test command installs it)");
+    let tmp = tempfile::tempdir().unwrap();
+    let ring_file = tmp.path().join("hashrings.json");
+    let mut nodes: Vec<Receiver> = (0..3).map(|i| Receiver::unstarted(&tmp.path().join(format!("node{i}")))).collect();
+    let eps: Vec<String> = nodes.iter().map(|r| r.grpc_addr.clone()).collect();
+    let eps_ref: Vec<&str> = eps.iter().map(String::as_str).collect();
+    std::fs::write(&ring_file, ring_json(&eps_ref, "hashmod")).unwrap();
+    for (i, r) in nodes.iter_mut().enumerate() {
+        r.extra = vec![
+            format!("--receive.hashrings-file={}", ring_file.display()),
+            format!("--receive.local-endpoint={}", r.grpc_addr),
+            "--receive.replication-factor=3".into(),
+            "--tsdb.too-far-in-future.time-window=5m".into(),
+        ];
+        if i == 1 {
+            r.env = vec![
+                ("LD_PRELOAD".into(), lib.into()),
+                ("FAKETIME".into(), "-10m".into()),
+                ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+            ];
+        }
+        r.relaunch();
+    }
+    for r in &mut nodes {
+        r.wait_ready(Duration::from_secs(60));
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let min = 60_000;
+    let write = |node: &Receiver, name: &str, t: i64| {
+        let req = pb::WriteRequest { timeseries: vec![series(&[("__name__", name)], &[(t, 1.0)])], metadata: vec![] };
+        let body = ringest_e2e::client::encode(&req);
+        let rw = [("Content-Encoding", "snappy"), ("Content-Type", "application/x-protobuf")];
+        ringest_e2e::http_request(&node.rw_addr, "POST", "/api/v1/receive", &rw, &body).unwrap()
+    };
+    // Through a node with the true clock: 4 minutes ahead is within the window for it (the slow
+    // replica, on its own clock, would see it 14 minutes ahead and refuse it).
+    let ok = write(&nodes[0], "ahead_4m", now + 4 * min);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let refused = write(&nodes[2], "ahead_6m", now + 6 * min);
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    assert!(refused.text().contains("too far in the future"), "{}", refused.text());
+    // Through the slow node: its clock decides; 4 minutes ahead of true time is too far for it.
+    let refused = write(&nodes[1], "via_slow_4m", now + 4 * min);
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    let ok = write(&nodes[1], "via_slow_6m_ago", now - 6 * min);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    for r in &mut nodes {
+        assert!(r.terminate().success(), "{}", r.logs());
+    }
+    let stored: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|r| {
+            held(&tenant_dir(r))
+                .keys()
+                .map(|k| k.trim_start_matches("{__name__=\"").trim_end_matches("\"}").to_string())
+                .collect()
+        })
+        .collect();
+    for (i, names) in stored.iter().enumerate() {
+        assert_eq!(names, &["ahead_4m", "via_slow_6m_ago"], "node {i} stores what its router decided");
+    }
+}

@@ -67,8 +67,27 @@ impl IngestError {
     }
 }
 
+/// How far ahead of its clock a node accepts a write that a router already replicated (and so
+/// already checked against `--tsdb.too-far-in-future.time-window` with the router's clock):
+/// replicas decide alike unless their clocks are further apart than this, and a router that
+/// does not check (Go Thanos) still cannot store absurd timestamps here.
+pub const REPLICA_CLOCK_SKEW: i64 = 10 * 60 * 1000;
+
+/// The newest timestamp a write may carry: now plus `--tsdb.too-far-in-future.time-window`
+/// and `slack` (none when the window is 0: off).
+fn newest_allowed(st: &AppState, slack: i64) -> i64 {
+    if st.too_far_in_future_ms <= 0 {
+        return i64::MAX;
+    }
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    now.saturating_add(st.too_far_in_future_ms).saturating_add(slack)
+}
+
 /// Writes the decoded series of one tenant: locally without a hashring, else through the
-/// replicator (whose local share is written here, on this blocking thread).
+/// replicator (whose local share is written here, on this blocking thread). Samples too far in
+/// the future are decided once, here on the node that received the write, before it is
+/// routed, so that replicas with other clocks cannot disagree.
 pub fn write_tenant(
     st: &AppState,
     tenant: &str,
@@ -77,7 +96,10 @@ pub fn write_tenant(
     decoded: &Decoded,
 ) -> Result<Processed, IngestError> {
     let Some(rep) = &st.replicator else {
-        return APPEND.with(|a| write_local(st, tenant, buf, decoded, None, &mut a.borrow_mut())).map(Processed::Done);
+        let max_t = newest_allowed(st, 0);
+        return APPEND
+            .with(|a| write_local(st, tenant, buf, decoded, None, max_t, &mut a.borrow_mut()))
+            .map(Processed::Done);
     };
     // A router without a local endpoint treats every write as fresh (Thanos' RouterOnly).
     let replica = if rep.options().local_endpoint.is_none() { 0 } else { replica };
@@ -89,10 +111,21 @@ pub fn write_tenant(
     }
     if replica > 0 {
         // Already replicated by its router: this node's copy, written here and nowhere else.
-        return APPEND.with(|a| write_local(st, tenant, buf, decoded, None, &mut a.borrow_mut())).map(Processed::Done);
+        let max_t = newest_allowed(st, REPLICA_CLOCK_SKEW);
+        return APPEND
+            .with(|a| write_local(st, tenant, buf, decoded, None, max_t, &mut a.borrow_mut()))
+            .map(Processed::Done);
     }
+    let (series, samples) = (decoded.series.len() as u64, decoded.samples.len() as u64);
+    let stripped = writer::strip_too_far_in_future(buf, decoded, newest_allowed(st, 0))
+        .map_err(|e| IngestError::Route(format!("re-encode a request without its future samples: {e}")))?;
+    let (buf, decoded, refused) = match &stripped {
+        Some((b, d, refused)) => (&b[..], d, Some(refused.clone())),
+        None => (buf, decoded, None),
+    };
     let mut local = |select: &[u32]| -> Result<(), Failure> {
-        let r = APPEND.with(|a| write_local(st, tenant, buf, decoded, Some(select), &mut a.borrow_mut()));
+        // Decided above: nothing left is too far in the future.
+        let r = APPEND.with(|a| write_local(st, tenant, buf, decoded, Some(select), i64::MAX, &mut a.borrow_mut()));
         let status = match r {
             Ok(report) => report.status(),
             // A failed local write is an error of this replica, counted as Thanos counts an
@@ -109,32 +142,29 @@ pub fn write_tenant(
         tracing::error!(tenant, err = %f.message, "failed to distribute timeseries to replicas");
         IngestError::Route(f.message)
     })?;
-    Ok(Processed::Replicating { pending, series: decoded.series.len() as u64, samples: decoded.samples.len() as u64 })
+    let pending = match refused {
+        Some(r) => pending.with_refused(r),
+        None => pending,
+    };
+    Ok(Processed::Replicating { pending, series, samples })
 }
 
 thread_local! {
     static APPEND: RefCell<AppendBuffers> = RefCell::new(AppendBuffers::default());
 }
 
-/// Appends series of `decoded` (all, or `select`) to the tenant's TSDB.
+/// Appends series of `decoded` (all, or `select`) to the tenant's TSDB, refusing samples newer
+/// than `max_t`.
 fn write_local(
     st: &AppState,
     tenant: &str,
     buf: &[u8],
     decoded: &Decoded,
     select: Option<&[u32]>,
+    max_t: i64,
     append: &mut AppendBuffers,
 ) -> Result<WriteReport, IngestError> {
     let db = st.tenants.get_or_open(tenant)?;
-    let max_t = if st.too_far_in_future_ms > 0 {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        now.saturating_add(st.too_far_in_future_ms)
-    } else {
-        i64::MAX
-    };
     let report = writer::write_selected(tenant, &db, buf, decoded, select, max_t, append)?;
     if db.compactable() {
         st.tenants.request_compaction();

@@ -234,11 +234,30 @@ pub struct Pending {
     rx: mpsc::UnboundedReceiver<(usize, Result<(), Failure>)>,
     deadline: Instant,
     metrics: ReplicationMetrics,
+    /// What this node refused before routing (samples too far in the future), part of the
+    /// answer.
+    refused: Option<WriteStatus>,
 }
 
 impl Pending {
+    /// Adds to the answer what this node refused before routing: the answer is that refusal
+    /// when the replicas succeeded, else the replicas' failure (whose retry refuses it again).
+    pub fn with_refused(mut self, refused: WriteStatus) -> Pending {
+        self.refused = Some(refused);
+        self
+    }
+
     /// Waits until every series is decided or the forward timeout passed; the verdict.
-    pub async fn wait(mut self) -> WriteStatus {
+    pub async fn wait(self) -> WriteStatus {
+        let refused = self.refused.clone();
+        let verdict = self.wait_quorum().await;
+        match refused {
+            Some(r) if verdict.is_ok() => r,
+            _ => verdict,
+        }
+    }
+
+    async fn wait_quorum(mut self) -> WriteStatus {
         let mut reported = vec![false; self.groups.len()];
         let mut outstanding = self.groups.len();
         while outstanding > 0 && !self.quorum.done() {
@@ -465,7 +484,7 @@ impl Replicator {
                 let _ = tx.send((g, r.clone()));
             }
         }
-        Ok(Pending { quorum, groups, rx, deadline, metrics: self.metrics.clone() })
+        Ok(Pending { quorum, groups, rx, deadline, metrics: self.metrics.clone(), refused: None })
     }
 }
 

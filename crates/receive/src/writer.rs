@@ -16,7 +16,7 @@ use ringest_tsdb::labels::write_go_quoted;
 use ringest_tsdb::{AppendBuffers, LabelError, LabelRef, Tsdb, TsdbError, validate_request_order};
 
 use crate::outcome::{Outcome, WriteStatus};
-use crate::remote_write::{Decoded, LabelSpan, SeriesSpan};
+use crate::remote_write::{DecodeError, Decoded, LabelSpan, SeriesSpan, decode_write_request, series_without_samples};
 
 /// What happened to one request.
 #[derive(Debug, Default)]
@@ -282,6 +282,46 @@ impl WriteReport {
     }
 }
 
+/// A request without its samples newer than `max_t`, decided once, on the node that received
+/// it, before it is routed: the remaining series (re-encoded only where samples were dropped),
+/// decoded, and the conflict to answer for the dropped samples. `None` when nothing is newer.
+pub fn strip_too_far_in_future(
+    buf: &[u8],
+    req: &Decoded,
+    max_t: i64,
+) -> Result<Option<(Vec<u8>, Decoded, WriteStatus)>, DecodeError> {
+    if !req.samples.iter().any(|&(t, _)| t > max_t) {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(buf.len());
+    let mut series = Vec::new();
+    let mut report = WriteReport::default();
+    for s in &req.series {
+        let samples = &req.samples[s.samples_start as usize..s.samples_end as usize];
+        let newer = samples.iter().filter(|&&(t, _)| t > max_t).count() as u64;
+        let raw = if newer == 0 {
+            s.raw(buf)
+        } else {
+            let e = &mut report.sample_errors[TOO_FAR_IN_FUTURE];
+            e.0 += newer;
+            if e.1.is_none() {
+                let t = samples.iter().map(|&(t, _)| t).find(|&t| t > max_t).unwrap_or_default();
+                let spans = &req.labels[s.labels_start as usize..s.labels_end as usize];
+                e.1 = Some(format!("{} at timestamp {t}", series_string(buf, spans)));
+            }
+            series.clear();
+            series_without_samples(s.raw(buf), |t| t > max_t, &mut series)?;
+            &series[..]
+        };
+        out.push(0x0a);
+        ringest_tsdb::encoding::put_uvarint(&mut out, raw.len() as u64);
+        out.extend_from_slice(raw);
+    }
+    let mut decoded = Decoded::default();
+    decode_write_request(&out, &mut decoded)?;
+    Ok(Some((out, decoded, report.status())))
+}
+
 /// Thanos' error-set text: one reason as is, several as `N errors: a; b`.
 pub fn join_reasons(reasons: &[String]) -> String {
     match reasons {
@@ -307,6 +347,48 @@ mod tests {
             spans.push(LabelSpan { name_off, name_len: n.len() as u32, value_off, value_len: v.len() as u32 });
         }
         (bytes, spans)
+    }
+
+    /// A request stripped of its samples beyond `max_t`: the other samples and every other
+    /// field kept as received, and a conflict naming the first dropped sample.
+    #[test]
+    fn too_far_in_future_samples_are_stripped_once() {
+        use prost::Message;
+        use ringest_proto::prometheus as pb;
+        let label = |n: &str, v: &str| pb::Label { name: n.into(), value: v.into() };
+        let sample = |t: i64| pb::Sample { value: t as f64, timestamp: t };
+        let req = pb::WriteRequest {
+            timeseries: vec![
+                pb::TimeSeries {
+                    labels: vec![label("__name__", "a")],
+                    samples: vec![sample(1), sample(2)],
+                    ..Default::default()
+                },
+                pb::TimeSeries {
+                    labels: vec![label("__name__", "b"), label("x", "y")],
+                    samples: vec![sample(3), sample(50), sample(4), sample(60)],
+                    exemplars: vec![pb::Exemplar { labels: vec![label("trace_id", "t")], value: 1.0, timestamp: 3 }],
+                    ..Default::default()
+                },
+            ],
+            metadata: vec![],
+        };
+        let buf = req.encode_to_vec();
+        let mut d = Decoded::default();
+        decode_write_request(&buf, &mut d).unwrap();
+        assert!(strip_too_far_in_future(&buf, &d, 60).unwrap().is_none(), "nothing beyond 60");
+        let (out, stripped, status) = strip_too_far_in_future(&buf, &d, 10).unwrap().unwrap();
+        let got = pb::WriteRequest::decode(&out[..]).unwrap();
+        let mut want = req.clone();
+        want.timeseries[1].samples = vec![sample(3), sample(4)];
+        assert_eq!(got, want);
+        assert_eq!(stripped.samples.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(stripped.series[0].raw(&out), d.series[0].raw(&buf), "an untouched series is copied as received");
+        assert_eq!(status.outcome, Outcome::Conflict);
+        assert_eq!(
+            status.message,
+            "add 2 samples: out of bounds: too far in the future (first: {__name__=\"b\", x=\"y\"} at timestamp 50)"
+        );
     }
 
     #[test]

@@ -91,7 +91,8 @@ fn observe(st: &AppState, tenant: &str, code: StatusCode, series: u64, samples: 
     m.write_samples_total.with_label_values(&labels).inc_by(samples);
 }
 
-/// Seconds a client is asked to wait before retrying a write refused while the node is busy.
+/// Seconds a client is asked to wait before retrying a write refused while the node is busy,
+/// not ready, or failing to write its WAL (every retryable 503).
 const RETRY_AFTER_SECONDS: &str = "1";
 
 /// Reads the body, charging each piece to `permit` before keeping it; at most `limit` bytes.
@@ -135,7 +136,7 @@ fn respond(st: &AppState, tenant: &str, ws: WriteStatus, series: u64, samples: u
         return Response::new(Body::empty());
     }
     let mut resp = text_error(code, msg);
-    if ws.outcome == Outcome::Busy {
+    if matches!(ws.outcome, Outcome::Busy | Outcome::NotReady | Outcome::Unavailable) {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
     }
     resp

@@ -659,6 +659,27 @@ pub fn decode_thanos_write_request(buf: &[u8], hint: &Shape) -> Result<ThanosWri
     Ok(out)
 }
 
+/// Appends to `out` the encoded `TimeSeries` `raw` without the samples whose timestamp `drop`
+/// picks; every other field is copied as received.
+pub fn series_without_samples(raw: &[u8], drop: impl Fn(i64) -> bool, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    let mut c = Cursor { buf: raw, pos: 0, end: raw.len(), message: "TimeSeries" };
+    while c.more() {
+        let start = c.pos;
+        let (field, wt) = c.key()?;
+        if (field, wt) == (2, LEN) {
+            let r = c.len_field()?;
+            let (t, _) = decode_sample(c.sub(r, "Sample"))?;
+            if drop(t) {
+                continue;
+            }
+        } else {
+            c.skip(wt)?;
+        }
+        out.extend_from_slice(&raw[start..c.pos]);
+    }
+    Ok(())
+}
+
 /// A field's key and its varint (a length, or the replica number), in `buf`.
 fn field_key(buf: &mut Vec<u8>, tag: u8, n: u64) -> &[u8] {
     buf.clear();
