@@ -146,7 +146,8 @@ fn respond(st: &AppState, tenant: &str, ws: WriteStatus, series: u64, samples: u
 pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response {
     if !st.probe.is_ready() {
         // Thanos writes this one without a trailing newline.
-        return (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
+        let retry = [(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS))];
+        return (StatusCode::SERVICE_UNAVAILABLE, retry, "Service Unavailable").into_response();
     }
     let tenant = match tenant_of(&st, req.headers()) {
         Ok(t) => t,
