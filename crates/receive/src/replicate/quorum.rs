@@ -164,6 +164,8 @@ mod tests {
         assert_eq!(run(&[Some(Internal)], 1), Unavailable, "RF1 commit error");
         assert_eq!(run(&[Some(Conflict)], 1), Conflict, "RF1 conflict");
         assert_eq!(run(&[None, None, Some(Internal)], 2), Ok, "RF3 one faulty");
+        assert_eq!(run(&[None, None, Some(Conflict)], 2), Ok, "RF3 one conflict");
+        assert_eq!(run(&[None, Some(Unavailable), Some(NotReady)], 2), Unavailable, "RF3 two different errors");
         assert_eq!(run(&[None, Some(Conflict), Some(Conflict)], 2), Conflict, "RF3 two conflicts");
         assert_eq!(run(&[None, Some(Conflict), Some(Internal)], 2), Unavailable, "RF3 conflict+commit");
         assert_eq!(run(&[None, Some(Internal), Some(Internal)], 2), Unavailable, "RF3 two commit errors");
