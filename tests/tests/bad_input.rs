@@ -29,8 +29,7 @@ fn expect(resp: &HttpResponse, status: u16, needle: &str) {
 }
 
 fn vmhwm_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap()
+    ringest_loadgen::procstat::sample(pid).expect("read /proc").hwm / 1024
 }
 
 #[test]

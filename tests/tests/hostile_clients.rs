@@ -81,10 +81,7 @@ fn slow_and_idle_connections_are_closed() {
 
 /// Resident memory of a process, in bytes.
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib =
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
-    kib.unwrap_or(0u64) * 1024
+    ringest_loadgen::procstat::sample(pid).map_or(0, |s| s.rss)
 }
 
 /// What one phase of the attack did to the receiver.

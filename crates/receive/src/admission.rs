@@ -182,6 +182,11 @@ pub fn check(bound: Bound, got: u64, limit: u64) -> Result<(), Refusal> {
 }
 
 impl WriteLimits {
+    /// Checks a body's size (compressed or decompressed) against `--ringest.write.max-decoded-bytes`.
+    pub fn check_body(&self, bytes: u64) -> Result<(), Refusal> {
+        check(Bound::DecodedBytes, bytes, self.max_decoded_bytes as u64)
+    }
+
     /// The most a request may hold, for [`Shape`] counting.
     pub fn max_shape(&self) -> Shape {
         Shape { series: self.max_series, labels: self.max_labels, samples: self.max_samples, tuples: u64::MAX }
@@ -362,6 +367,13 @@ impl Permit {
         self.bytes.fetch_add(n, Ordering::AcqRel);
         b.metrics.bytes.add(n as i64);
         Ok(())
+    }
+
+    /// Charges a body of `n` bytes (as received, or decompressed), refusing one over
+    /// `--ringest.write.max-decoded-bytes` first.
+    pub fn charge_body(&self, n: usize) -> Result<(), Refusal> {
+        self.budget.limits.check_body(n as u64)?;
+        self.charge(n)
     }
 
     /// Gives back `n` of the bytes charged (at most all of them).

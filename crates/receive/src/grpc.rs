@@ -16,10 +16,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ringest_grpc::{Admission, Code, Message, Status, UnaryHandler};
 
-use crate::admission::{Bound, Permit, PlanError, Refusal, check};
+use crate::admission::{Permit, PlanError, Refusal};
 use crate::ingest::{Processed, write_tenant};
 use crate::outcome::{Outcome, WriteStatus};
-use crate::pool::Pool;
+use crate::pool::{KEEP_BYTES, Pool};
 use crate::remote_write::{Shape, decode_thanos_write_request};
 use crate::state::AppState;
 use crate::tenancy::validate_tenant;
@@ -60,10 +60,7 @@ fn status(ws: WriteStatus) -> Status {
 impl UnaryHandler for RemoteWriteHandler {
     fn admit(&self, len: usize) -> Result<Option<Admission>, Status> {
         let st = &self.st;
-        let limit = st.budget.limits().max_decoded_bytes;
-        let admitted = check(Bound::DecodedBytes, len as u64, limit as u64)
-            .and_then(|()| st.budget.admit())
-            .and_then(|permit| permit.charge(len).map(|()| permit));
+        let admitted = st.budget.admit().and_then(|permit| permit.charge_body(len).map(|()| permit));
         match admitted {
             Ok(permit) => Ok(Some(Box::new(permit))),
             Err(r) => Err(status(st.budget.refuse(r))),
@@ -85,7 +82,7 @@ impl UnaryHandler for RemoteWriteHandler {
             let work = tokio::task::spawn_blocking(move || {
                 let mut scratch = SCRATCH.take();
                 let out = write(&st2, &request, &permit2, &mut scratch);
-                let keep = scratch.capacity() <= KEEP_SCRATCH_BYTES;
+                let keep = scratch.capacity() <= KEEP_BYTES;
                 SCRATCH.give(scratch, keep);
                 out
             });
@@ -107,9 +104,7 @@ impl UnaryHandler for RemoteWriteHandler {
     }
 }
 
-/// Decompressed requests are decoded from buffers kept here, none larger than this.
-const KEEP_SCRATCH_BYTES: usize = 8 << 20;
-
+/// Decompressed requests are decoded from buffers kept here, none larger than [`KEEP_BYTES`].
 static SCRATCH: Pool<Vec<u8>> = Pool::new(8);
 
 /// Decompresses, decodes and writes (or routes) one request, on a blocking thread; the
@@ -118,9 +113,8 @@ fn write(st: &AppState, request: &Message, permit: &Permit, scratch: &mut Vec<u8
     let limits = st.budget.limits();
     let refused = |r: Refusal| status(st.budget.refuse(r));
     let declared = request.decompressed_len()?;
-    check(Bound::DecodedBytes, declared as u64, limits.max_decoded_bytes as u64).map_err(refused)?;
     if request.is_compressed() {
-        permit.charge(declared).map_err(refused)?;
+        permit.charge_body(declared).map_err(refused)?;
     }
     let buf = request.bytes_in(scratch)?;
     let invalid = |e: &dyn std::fmt::Display| status(WriteStatus::new(Outcome::Invalid, e.to_string()));
@@ -132,13 +126,7 @@ fn write(st: &AppState, request: &Message, permit: &Permit, scratch: &mut Vec<u8
     let len = buf.len() as u64;
     let hint = shape.unwrap_or(Shape { series: 0, labels: len / 32, samples: len / 24, tuples: 0 });
     let w = decode_thanos_write_request(buf, &hint).map_err(|e| invalid(&e))?;
-    let got = w.tenants.iter().fold(Shape { tuples: w.tenants.len() as u64, ..Shape::default() }, |s, (_, d)| Shape {
-        series: s.series + d.series.len() as u64,
-        labels: s.labels + d.labels.len() as u64,
-        samples: s.samples + d.samples.len() as u64,
-        tuples: s.tuples,
-    });
-    charge.settle(limits, permit, &got).map_err(refused)?;
+    charge.settle(limits, permit, &w.shape()).map_err(refused)?;
     let replica = u64::try_from(w.replica).map_err(|_| invalid(&"negative replica"))?;
     let mut out = Vec::with_capacity(w.tenants.len());
     for (tenant, decoded) in &w.tenants {

@@ -248,8 +248,8 @@ impl Pending {
     }
 
     /// Waits until every series is decided or the forward timeout passed; the verdict.
-    pub async fn wait(self) -> WriteStatus {
-        let refused = self.refused.clone();
+    pub async fn wait(mut self) -> WriteStatus {
+        let refused = self.refused.take();
         let verdict = self.wait_quorum().await;
         match refused {
             Some(r) if verdict.is_ok() => r,

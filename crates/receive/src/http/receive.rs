@@ -20,11 +20,11 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 
 use super::{status_of, text_error};
-use crate::admission::{Bound, Permit, PlanError, Refusal, check};
+use crate::admission::{Bound, Permit, PlanError, Refusal};
 use crate::ingest::{Processed, write_tenant};
 use crate::outcome::{Outcome, WriteStatus};
-use crate::pool::Pool;
-use crate::remote_write::{Decoded, Shape, SnappyError, decode_write_request, decompress, decompressed_len, reserve};
+use crate::pool::{KEEP_BYTES, Pool};
+use crate::remote_write::{Decoded, SnappyError, decode_write_request, decompress, decompressed_len, reserve};
 use crate::state::AppState;
 use crate::tenancy::validate_tenant;
 use crate::writer::WriteReport;
@@ -162,7 +162,7 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
     let limit = st.budget.limits().max_decoded_bytes;
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let Some(n) = declared
-        && let Err(r) = check(Bound::DecodedBytes, n, limit as u64)
+        && let Err(r) = st.budget.limits().check_body(n)
     {
         return respond(&st, &tenant, st.budget.refuse(r), 0, 0);
     }
@@ -198,18 +198,18 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
         (r, permit)
     })
     .await;
-    // Held until the answer is sent, replication included.
-    let mut _permit = None;
-    let (ws, series, samples) = match result {
-        Ok((r, permit)) => {
-            _permit = Some(permit);
-            match r {
-                Ok(Processed::Done(report)) => (report.status(), report.series, report.samples),
-                Ok(Processed::Replicating { pending, series, samples }) => (pending.wait().await, series, samples),
-                Err(ws) => (ws, 0, 0),
-            }
+    let (processed, _permit) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            let ws = WriteStatus::new(Outcome::Internal, format!("internal server error: {e}"));
+            return respond(&st, &tenant, ws, 0, 0);
         }
-        Err(e) => (WriteStatus::new(Outcome::Internal, format!("internal server error: {e}")), 0, 0),
+    };
+    // `_permit` is held until the answer is sent, replication included.
+    let (ws, series, samples) = match processed {
+        Ok(Processed::Done(report)) => (report.status(), report.series, report.samples),
+        Ok(Processed::Replicating { pending, series, samples }) => (pending.wait().await, series, samples),
+        Err(ws) => (ws, 0, 0),
     };
     respond(&st, &tenant, ws, series, samples)
 }
@@ -221,18 +221,15 @@ struct Buffers {
     decoded: Decoded,
 }
 
-/// A few buffer sets are kept for reuse, none larger than [`KEEP_BUFFER_BYTES`].
+/// A few buffer sets are kept for reuse, none larger than [`KEEP_BYTES`].
 static BUFFERS: Pool<Buffers> = Pool::new(8);
-
-/// Buffers bigger than this are freed after a request instead of being kept.
-const KEEP_BUFFER_BYTES: usize = 8 << 20;
 
 /// Decompresses, decodes and writes one request (runs on a blocking thread).
 fn process(st: &AppState, tenant: &str, body: &[u8], permit: &Permit) -> Result<Processed, WriteStatus> {
     let mut b = BUFFERS.take();
     let res = process_with(st, tenant, body, permit, &mut b);
     let heap = b.decompressed.capacity() + b.decoded.heap_bytes();
-    BUFFERS.give(b, heap <= KEEP_BUFFER_BYTES);
+    BUFFERS.give(b, heap <= KEEP_BYTES);
     res
 }
 
@@ -251,9 +248,7 @@ fn process_with(
         bad(&e)
     };
     let declared = decompressed_len(body).map_err(snappy)?;
-    check(Bound::DecodedBytes, declared as u64, limits.max_decoded_bytes as u64)
-        .and_then(|()| permit.charge(declared))
-        .map_err(refuse)?;
+    permit.charge_body(declared).map_err(refuse)?;
     decompress(body, &mut b.decompressed).map_err(snappy)?;
     let buf = &b.decompressed[..];
     let (charge, shape) = limits.charge_decoded_form(permit, buf, false).map_err(|e| match e {
@@ -264,14 +259,7 @@ fn process_with(
         reserve(&mut b.decoded, shape);
     }
     decode_write_request(buf, &mut b.decoded).map_err(|e| bad(&e))?;
-    let d = &b.decoded;
-    let got = Shape {
-        series: d.series.len() as u64,
-        labels: d.labels.len() as u64,
-        samples: d.samples.len() as u64,
-        tuples: 0,
-    };
-    charge.settle(limits, permit, &got).map_err(refuse)?;
+    charge.settle(limits, permit, &b.decoded.shape()).map_err(refuse)?;
     if b.decoded.series.is_empty() {
         tracing::debug!(metadata = b.decoded.metadata, "empty remote write request or metadata only; skipping");
         return Ok(Processed::Done(WriteReport::default()));

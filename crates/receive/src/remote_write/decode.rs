@@ -88,6 +88,16 @@ pub struct Decoded {
 }
 
 impl Decoded {
+    /// Its counts (no tenant tuples).
+    pub fn shape(&self) -> Shape {
+        Shape {
+            series: self.series.len() as u64,
+            labels: self.labels.len() as u64,
+            samples: self.samples.len() as u64,
+            tuples: 0,
+        }
+    }
+
     /// Bytes its vectors hold allocated.
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
@@ -582,6 +592,16 @@ pub struct ThanosWrite {
     pub replica: i64,
     /// Tenant and its series, decoded against the request buffer.
     pub tenants: Vec<(String, Decoded)>,
+}
+
+impl ThanosWrite {
+    /// Its counts, every tenant together (one tuple per tenant).
+    pub fn shape(&self) -> Shape {
+        self.tenants.iter().fold(Shape { tuples: self.tenants.len() as u64, ..Shape::default() }, |s, (_, d)| {
+            let d = d.shape();
+            Shape { series: s.series + d.series, labels: s.labels + d.labels, samples: s.samples + d.samples, ..s }
+        })
+    }
 }
 
 fn tenant_string(c: &mut Cursor<'_>) -> Result<String, DecodeError> {
