@@ -9,8 +9,10 @@ command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || 
 command -v victoria-metrics >/dev/null 2>&1 || need_apt+=(victoria-metrics)
 # libfaketime: one replica's clock set apart in the clock-skew test.
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need_apt+=(faketime)
+# A C++ compiler: cargo-fuzz's libFuzzer is built from source.
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "==> installing ${need_apt[*]} (Debian packages: promtool and Prometheus 2.42 are the format oracles; Prometheus and VictoriaMetrics are the bench's peers; faketime skews a replica's clock)"
+  echo "==> installing ${need_apt[*]} (Debian packages: promtool and Prometheus 2.42 are the format oracles; Prometheus and VictoriaMetrics are the bench's peers; faketime skews a replica's clock; g++ builds libFuzzer)"
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   export DEBIAN_FRONTEND=noninteractive
