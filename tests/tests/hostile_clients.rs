@@ -102,6 +102,15 @@ fn p99(v: &[Duration]) -> Duration {
     v.get((v.len() * 99).div_ceil(100).saturating_sub(1)).copied().unwrap_or_default()
 }
 
+/// Lowers the calling thread's CPU priority to the least (nice 19). The attackers of this test
+/// stand in for clients on other machines: on one 2-core box their own CPU would otherwise be
+/// taken from the receiver and the normal writer, which a remote attacker cannot do.
+fn as_remote_client() {
+    // SAFETY: on Linux, PRIO_PROCESS with who = 0 sets the nice value of the calling thread only.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    assert_eq!(rc, 0, "setpriority: {}", std::io::Error::last_os_error());
+}
+
 /// A decode bomb: 32 MiB of empty `TimeSeries` (16M of them), 1.5 MiB once compressed.
 fn bomb() -> Vec<u8> {
     [0x0a, 0x00].repeat(16 << 20)
@@ -111,8 +120,10 @@ fn bomb() -> Vec<u8> {
 /// from 20 HTTP clients, the same over gRPC, a flood of requests with random methods and
 /// tenants, then 1,000 slowloris connections with all the others again. A normal writer writes
 /// throughout (retrying what is refused as busy, as Prometheus does) and a prober checks
-/// `/-/ready`. Per phase: peak RSS growth over the idle phase, the worst probe latency, the
-/// writer's p99. Pass: growth under 1 GiB in every phase, probes under 1 s, slowloris
+/// `/-/ready`. The attackers run at the lowest CPU priority, as clients on other machines would
+/// take no CPU from the receiver. Per phase: peak RSS growth over the idle phase, the worst
+/// probe latency, the writer's p99 (printed, not asserted: latency on a shared 2-core box is for
+/// benchmarks). Pass: growth under 1 GiB in every phase, probes under 1 s, slowloris
 /// connections closed by the header timeout, every sample of the writer acknowledged and stored.
 #[test]
 fn an_attack_leaves_memory_probes_and_a_normal_writer_unharmed() {
@@ -202,6 +213,7 @@ fn an_attack_leaves_memory_probes_and_a_normal_writer_unharmed() {
     for _ in 0..20 {
         let (stop, addr, body, n) = (stop_bombs.clone(), r.rw_addr.clone(), http_bomb.clone(), refused_right.clone());
         threads.push(std::thread::spawn(move || {
+            as_remote_client();
             let rw = [("Content-Encoding", "snappy"), ("Content-Type", "application/x-protobuf")];
             while !stop.load(Ordering::Acquire) {
                 if let Ok(resp) = http_request(&addr, "POST", "/api/v1/receive", &rw, &body) {
@@ -216,6 +228,7 @@ fn an_attack_leaves_memory_probes_and_a_normal_writer_unharmed() {
     for _ in 0..20 {
         let (stop, addr, msg, n) = (stop_bombs.clone(), r.grpc_addr.clone(), grpc_bomb.clone(), refused_right.clone());
         threads.push(std::thread::spawn(move || {
+            as_remote_client();
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let ch = ringest_grpc::Channel::new(addr, ringest_grpc::ChannelOptions::default());
             while !stop.load(Ordering::Acquire) {
@@ -235,6 +248,7 @@ fn an_attack_leaves_memory_probes_and_a_normal_writer_unharmed() {
     for k in 0..4u64 {
         let (stop, addr) = (stop_bombs.clone(), r.rw_addr.clone());
         threads.push(std::thread::spawn(move || {
+            as_remote_client();
             let methods = ["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "FOO", "POST"];
             let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ k;
             let empty = encode(&pb::WriteRequest::default());

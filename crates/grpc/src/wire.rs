@@ -304,9 +304,6 @@ pub(crate) struct Unary {
 
 /// Reads a whole unary body. The length prefix is checked against `max` before the payload is
 /// buffered; more than one message, a bad flag or a truncated message is an `Internal` error.
-/// How far ahead of the bytes received a message buffer is allocated.
-const READ_AHEAD: usize = 1 << 20;
-
 pub(crate) async fn read_unary<B>(
     mut body: B,
     max: usize,
@@ -342,9 +339,12 @@ where
             }
             admit(len)?;
             let total = len.saturating_add(5);
-            // Room for what has arrived and a little more: the rest grows as it arrives, so a
-            // client that declares a large message and sends little costs little.
-            buf.reserve(total.min(buf.len() + READ_AHEAD).saturating_sub(buf.len()));
+            // Room for the whole message at once, so that it is never copied as it grows (a
+            // 16 MiB copy holds an async worker for milliseconds). It is admitted, so its size
+            // is within the handler's budget, and the pages of a large allocation take memory
+            // only as bytes arrive in them: a client that declares much and sends little costs
+            // what it sends.
+            buf.reserve(total.saturating_sub(buf.len()));
             want = Some(total);
         }
         if want.is_some_and(|w| buf.len() > w) {

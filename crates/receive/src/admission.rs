@@ -33,6 +33,8 @@ pub struct WriteLimits {
     pub max_inflight_requests: usize,
     /// Most bytes charged by the writes in flight.
     pub max_inflight_bytes: usize,
+    /// Writes decompressing to more bytes than this run on the bulk lane ([`crate::lane`]).
+    pub bulk_bytes: u64,
 }
 
 impl Default for WriteLimits {
@@ -44,6 +46,7 @@ impl Default for WriteLimits {
             max_samples: 1_000_000,
             max_inflight_requests: 256,
             max_inflight_bytes: 128 << 20,
+            bulk_bytes: 4 << 20,
         }
     }
 }

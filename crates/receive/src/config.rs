@@ -294,6 +294,7 @@ fn bounds(
         max_samples: u("ringest.write.max-samples")?,
         max_inflight_requests: u("ringest.write.max-inflight-requests")? as usize,
         max_inflight_bytes: b("ringest.write.max-inflight-bytes")?,
+        bulk_bytes: b("ringest.write.bulk-bytes")? as u64,
     };
     let http = crate::http::serve::HttpLimits {
         header_read_timeout: d("ringest.http.header-read-timeout")?,

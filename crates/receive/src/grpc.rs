@@ -79,14 +79,16 @@ impl UnaryHandler for RemoteWriteHandler {
                 _ => Arc::new(st.budget.admit().map_err(|r| status(st.budget.refuse(r)))?),
             };
             let (st2, permit2) = (st.clone(), permit.clone());
-            let work = tokio::task::spawn_blocking(move || {
+            // Sized by its decompressed length; a message whose length cannot be read fails in `write`.
+            let size = request.decompressed_len().unwrap_or(0) as u64;
+            let work = st.lanes.run(size, move || {
                 let mut scratch = SCRATCH.take();
                 let out = write(&st2, &request, &permit2, &mut scratch);
                 let keep = scratch.capacity() <= KEEP_BYTES;
                 SCRATCH.give(scratch, keep);
                 out
             });
-            let processed = work.await.map_err(|e| Status { code: Code::Internal, message: e.to_string() })??;
+            let processed = work.await.map_err(|e| status(e.into()))??;
             // One answer for every tenant of the request: the worst of their outcomes.
             let mut answer = WriteStatus::ok();
             for p in processed {

@@ -16,6 +16,7 @@ pub mod external;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
+pub mod lane;
 pub mod logging;
 pub mod metrics;
 pub mod outcome;

@@ -22,6 +22,7 @@ use crate::external::ExternalLabels;
 use crate::grpc::RemoteWriteHandler;
 use crate::http::serve::HttpLimits;
 use crate::http::{ops_router, remote_write_router};
+use crate::lane::Lanes;
 use crate::metrics::{Metrics, TsdbCollector};
 use crate::probe::Probe;
 use crate::replicate::{ReplicationMetrics, Replicator};
@@ -125,6 +126,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     let tenants = Arc::new(Tenants::new(&cfg.tsdb_path, opts, listener).with_max_tenants(cfg.max_tenants));
     metrics.registry.register(Box::new(TsdbCollector::new(tenants.clone()))).context("register TSDB metrics")?;
     let budget = Budget::new(cfg.write_limits, &metrics.registry).context("register write budget metrics")?;
+    let lanes = Lanes::start(&cfg.write_limits).context("start the bulk write threads")?;
     let st = Arc::new(AppState {
         tenants: tenants.clone(),
         probe: probe.clone(),
@@ -134,6 +136,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         replica_header: http::HeaderName::from_bytes(cfg.replica_header.as_bytes()).context("replica header")?,
         too_far_in_future_ms: cfg.too_far_in_future_ms,
         budget,
+        lanes,
         body_read_timeout: cfg.http_limits.body_read_timeout,
         replicator: ring.as_ref().map(|(r, _, _)| r.clone()),
         cardinality: Default::default(),

@@ -7,6 +7,7 @@ use http::HeaderName;
 
 use crate::admission::Budget;
 use crate::cardinality::CardinalityCache;
+use crate::lane::Lanes;
 use crate::metrics::Metrics;
 use crate::probe::Probe;
 use crate::replicate::Replicator;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub too_far_in_future_ms: i64,
     /// One write's bounds and the budget of all writes in flight (HTTP and gRPC).
     pub budget: Arc<Budget>,
+    /// Where writes' CPU work runs: large writes at the lowest priority.
+    pub lanes: Lanes,
     /// `--ringest.http.body-read-timeout`.
     pub body_read_timeout: std::time::Duration,
     /// Replication over the hashring (`None`: IngestorOnly, everything is written here).

@@ -339,6 +339,14 @@ pub static FLAGS: &[Flag] = &[
         Own,
     ),
     f(
+        "ringest.write.bulk-bytes",
+        Bytes,
+        Some("4MiB"),
+        "Write requests that decompress to more than this are decoded by threads of the lowest CPU priority \
+         (half the cores), so that they never delay smaller writes.",
+        Own,
+    ),
+    f(
         "ringest.http.header-read-timeout",
         Duration,
         Some("30s"),

@@ -191,19 +191,13 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
             return text_error(StatusCode::REQUEST_TIMEOUT, &msg);
         }
     };
-    let st2 = st.clone();
-    let tenant2 = tenant.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let r = process(&st2, &tenant2, &body, &permit);
-        (r, permit)
-    })
-    .await;
+    let (st2, tenant2) = (st.clone(), tenant.clone());
+    // Sized by its decompressed length; a body whose length cannot be read fails in `process`.
+    let size = decompressed_len(&body).unwrap_or(0) as u64;
+    let result = st.lanes.run(size, move || (process(&st2, &tenant2, &body, &permit), permit)).await;
     let (processed, _permit) = match result {
         Ok(done) => done,
-        Err(e) => {
-            let ws = WriteStatus::new(Outcome::Internal, format!("internal server error: {e}"));
-            return respond(&st, &tenant, ws, 0, 0);
-        }
+        Err(e) => return respond(&st, &tenant, e.into(), 0, 0),
     };
     // `_permit` is held until the answer is sent, replication included.
     let (ws, series, samples) = match processed {
