@@ -57,6 +57,11 @@ pub struct ConnLimits {
     pub keepalive_time: Duration,
     /// How long the server waits for a ping's answer before closing the connection.
     pub keepalive_timeout: Duration,
+    /// How long a connection may go without a call in flight (counted from when it opened or
+    /// its last call ended) before the server closes it gracefully, GOAWAY first (grpc-go's
+    /// `MaxConnectionIdle`). Pings do not count as calls, and a connection that never sends its
+    /// HTTP/2 preface is closed by it too.
+    pub max_connection_idle: Duration,
 }
 
 impl Default for ConnLimits {
@@ -65,6 +70,7 @@ impl Default for ConnLimits {
             max_concurrent_streams: 1000,
             keepalive_time: Duration::from_secs(2 * 3600),
             keepalive_timeout: Duration::from_secs(20),
+            max_connection_idle: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -419,18 +425,38 @@ async fn serve_conn(
             None => std::future::pending().await,
         }
     };
+    let mut calls = in_flight.clone();
+    let idle = async move {
+        loop {
+            if calls.wait_for(|n| *n == 0).await.is_err() {
+                break;
+            }
+            // No call in flight: closed unless one starts in time.
+            if tokio::time::timeout(limits.max_connection_idle, calls.wait_for(|n| *n > 0)).await.is_err() {
+                return;
+            }
+        }
+        // The connection's service is gone: the connection is ending anyway.
+        std::future::pending().await
+    };
     let drained = async move {
         let _ = in_flight.wait_for(|n| *n == 0).await;
         tokio::time::sleep(DRAIN_GRACE).await;
     };
-    tokio::pin!(stopped, aged, drained);
-    let (mut stopping, mut old) = (false, false);
+    tokio::pin!(stopped, aged, idle, drained);
+    let (mut stopping, mut closing) = (false, false);
     let result = loop {
         tokio::select! {
             r = conn.as_mut() => break r,
             // Too old: GOAWAY; the calls in flight finish, the client reconnects.
-            () = &mut aged, if !old => {
-                old = true;
+            () = &mut aged, if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            // Idle: GOAWAY, then closed once drained (hyper only sends GOAWAY after the
+            // handshake, so this also ends a connection that never sent its preface).
+            () = &mut idle, if !closing => {
+                (closing, stopping) = (true, true);
                 conn.as_mut().graceful_shutdown();
             }
             () = &mut stopped, if !stopping => {

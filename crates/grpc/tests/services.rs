@@ -250,3 +250,54 @@ async fn old_connections_are_closed_after_their_calls() {
         .unwrap();
     assert!(started.elapsed() >= age, "not before its age: {:?}", started.elapsed());
 }
+
+/// With a maximum idle time the server closes a connection that has had no call in flight for
+/// that long: not while calls keep coming, soon after they stop, and a connection that never
+/// sends its HTTP/2 preface is closed the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_are_closed() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let methods = [("Echo", CallKind::Unary), ("Repeat", CallKind::ServerStream)];
+    let idle = Duration::from_millis(400);
+    let limits = ringest_grpc::ConnLimits { max_connection_idle: idle, ..Default::default() };
+    let server = Server::new(1 << 20).service(TestService, &methods).limits(limits);
+    tokio::spawn(server.serve(listener, std::future::pending()));
+
+    // A silent TCP connection: closed (EOF) after about the idle time.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let opened = Instant::now();
+    let mut buf = [0u8; 256];
+    let read = async {
+        // The server's preface (SETTINGS) may come first; then EOF.
+        while silent.read(&mut buf).await.unwrap_or(0) > 0 {}
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("silent connection closed by the server");
+    assert!(opened.elapsed() >= idle, "not before the idle time: {:?}", opened.elapsed());
+
+    // A connection with a call every 100 ms for 2 s (5x the idle time) stays open.
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let busy_until = Instant::now() + Duration::from_secs(2);
+    let mut last_call = Instant::now();
+    while Instant::now() < busy_until {
+        let req = Request::post(format!("http://{addr}/test.Stream/Echo"))
+            .header("content-type", "application/grpc")
+            .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 1, 7])))
+            .unwrap();
+        let resp = sender.send_request(req).await.expect("the busy connection is still open");
+        resp.into_body().collect().await.unwrap();
+        last_call = Instant::now();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("idle connection closed by the server")
+        .unwrap()
+        .unwrap();
+    assert!(last_call.elapsed() >= idle, "closed {:?} after its last call", last_call.elapsed());
+}

@@ -306,6 +306,7 @@ fn bounds(
         max_concurrent_streams: u32::try_from(u("ringest.grpc.max-concurrent-streams")?).unwrap_or(u32::MAX),
         keepalive_time: d("ringest.grpc.keepalive-time")?,
         keepalive_timeout: d("ringest.grpc.keepalive-timeout")?,
+        max_connection_idle: d("ringest.grpc.max-connection-idle")?,
     };
     Ok((write, http, grpc))
 }

@@ -390,6 +390,14 @@ pub static FLAGS: &[Flag] = &[
         Own,
     ),
     f(
+        "ringest.grpc.max-connection-idle",
+        Duration,
+        Some("15m"),
+        "How long a gRPC connection may have no call in flight (or not send its HTTP/2 preface) before it is closed \
+         gracefully.",
+        Own,
+    ),
+    f(
         "ringest.max-tenants",
         Uint,
         Some("10000"),
