@@ -371,3 +371,61 @@ fn disk_full_answers_503_keeps_acknowledged_data_and_recovers() {
     }
     r.kill9();
 }
+
+/// Checklist A.5: a WAL missing a middle segment. The node starts and serves its other
+/// tenants; that tenant's writes get 503 naming the missing segment and the repair flag. With
+/// `--ringest.tsdb.wal-discard-after-gap` the tenant opens with every sample written before the
+/// gap, the segments after it set aside, and one corruption counted.
+#[test]
+fn missing_middle_segment_is_refused_until_repair_is_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut r = Receiver::start(&tmp.path().join("data"), &["--no-tsdb.wal-compression"]);
+    // Three lives (each starts a new segment), each killed with -9 so the WAL keeps everything.
+    let (w, first) = fill(&r, 5);
+    r.kill9();
+    for life in 1..3 {
+        r.restart();
+        let mut c = RemoteWriter::connect(&r.rw_addr).unwrap();
+        w.send(&mut c, life * 5..life * 5 + 5, &mut Acked::new()).unwrap();
+        r.kill9();
+    }
+    let wal = r.tenant_dir("default-tenant").join("wal");
+    let mut segs: Vec<u32> =
+        std::fs::read_dir(&wal).unwrap().flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+    segs.sort();
+    assert!(segs.len() >= 3, "{segs:?}");
+    let missing = segs[1];
+    std::fs::remove_file(wal.join(format!("{missing:08}"))).unwrap();
+
+    r.restart();
+    let body = ringest_e2e::client::encode(&ringest_proto::prometheus::WriteRequest {
+        timeseries: vec![ringest_e2e::client::series(&[("__name__", "up")], &[(T0 + 99_000_000, 1.0)])],
+        metadata: vec![],
+    });
+    let post = |r: &Receiver, tenant: &str| {
+        let h = [("Content-Encoding", "snappy"), ("Content-Type", "application/x-protobuf"), ("THANOS-TENANT", tenant)];
+        ringest_e2e::http_request(&r.rw_addr, "POST", "/api/v1/receive", &h, &body).unwrap()
+    };
+    let refused = post(&r, "default-tenant");
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    let text = refused.text();
+    assert!(text.contains(&format!("segment {missing:08} is missing")), "{text}");
+    assert!(text.contains("--ringest.tsdb.wal-discard-after-gap"), "{text}");
+    assert_eq!(post(&r, "other").status, 200, "the other tenants are served");
+    assert!(wal.join(format!("{:08}", segs[2])).exists(), "nothing is changed without the flag");
+
+    r.kill9();
+    r.extra.push("--ringest.tsdb.wal-discard-after-gap".into());
+    r.restart();
+    assert_eq!(r.metric("prometheus_tsdb_wal_corruptions_total{tenant=\"default-tenant\"}"), Some(1.0), "{}", r.logs());
+    assert!(r.logs().contains("segments after the gap were set aside"), "{}", r.logs());
+    assert!(wal.join(format!("discarded.{:08}", segs[2])).join(format!("{:08}", segs[2])).exists());
+    // Every sample of the first life (before the gap) is there, exactly.
+    let ours = ringest_dump(&r.tenant_dir("default-tenant"));
+    for (series, samples) in &first {
+        for (t, bits) in samples {
+            assert_eq!(ours.get(series).and_then(|s| s.get(t)), Some(bits), "{series} @ {t}");
+        }
+    }
+    assert_eq!(post(&r, "default-tenant").status, 200, "writes are accepted again");
+}

@@ -70,6 +70,8 @@ pub struct ReceiveConfig {
     pub wal_compression: bool,
     /// `--tsdb.no-lockfile`.
     pub no_lockfile: bool,
+    /// `--ringest.tsdb.wal-discard-after-gap`.
+    pub wal_discard_after_gap: bool,
     /// `--objstore.config-file` / `--objstore.config`, parsed (`None`: uploads disabled).
     pub objstore: Option<ringest_shipper::BucketConfig>,
     /// `--hash-func`, `--shipper.*`.
@@ -406,6 +408,7 @@ impl ReceiveConfig {
             too_far_in_future_ms: duration(m, "tsdb.too-far-in-future.time-window")? as i64,
             wal_compression: get_bool(m, "tsdb.wal-compression"),
             no_lockfile: get_bool(m, "tsdb.no-lockfile"),
+            wal_discard_after_gap: get_bool(m, "ringest.tsdb.wal-discard-after-gap"),
             objstore: objstore_config(m)?,
             shipper,
             ring,

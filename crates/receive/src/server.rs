@@ -117,6 +117,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         wal: ringest_tsdb::wal::WalOptions { compress: cfg.wal_compression, ..Default::default() },
         lockfile: !cfg.no_lockfile,
         retention_ms: cfg.retention_ms,
+        wal_discard_after_gap: cfg.wal_discard_after_gap,
     };
     if let Some((rep, _, _)) = &ring {
         let rep = rep.clone();

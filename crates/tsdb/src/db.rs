@@ -43,6 +43,9 @@ pub struct Options {
     pub lockfile: bool,
     /// Local block retention in milliseconds (0: keep blocks forever).
     pub retention_ms: i64,
+    /// Open a WAL with a missing segment by setting the segments after the gap aside (their
+    /// samples are lost); without it such a WAL fails the open, as in Prometheus.
+    pub wal_discard_after_gap: bool,
 }
 
 impl Default for Options {
@@ -52,6 +55,7 @@ impl Default for Options {
             wal: WalOptions::default(),
             lockfile: true,
             retention_ms: 15 * 86_400_000,
+            wal_discard_after_gap: false,
         }
     }
 }
@@ -159,10 +163,41 @@ fn recover_interrupted_repair(wal_dir: &Path) -> Result<(), TsdbError> {
     Ok(())
 }
 
+/// The first gap replay would meet in the WAL of `wal_dir` (see [`wal::first_gap`]): the
+/// number before it and the segment after it.
+fn wal_gap(wal_dir: &Path) -> Result<Option<(u32, u32)>, TsdbError> {
+    let checkpoint = wal::last_checkpoint(wal_dir)?.map(|(n, _)| n);
+    Ok(wal::first_gap(&wal::list_segments_unchecked(wal_dir)?, checkpoint))
+}
+
+/// The repair asked for by [`Options::wal_discard_after_gap`]: while the WAL has a gap, the
+/// segments after it are moved to `wal/discarded.<first>/` (kept for the operator, never
+/// replayed), so that replay keeps everything before the gap. Each gap counts as a corruption.
+fn discard_after_gap(wal_dir: &Path, metrics: &TsdbMetrics) -> Result<(), TsdbError> {
+    while let Some((before, after)) = wal_gap(wal_dir)? {
+        let aside = wal_dir.join(format!("discarded.{after:08}"));
+        std::fs::create_dir_all(&aside).map_err(io("create", &aside))?;
+        let moved: Vec<u32> = wal::list_segments_unchecked(wal_dir)?.into_iter().filter(|&i| i >= after).collect();
+        for &i in &moved {
+            let (from, to) = (wal::segment_path(wal_dir, i), wal::segment_path(&aside, i));
+            std::fs::rename(&from, &to).map_err(io("rename", &from))?;
+        }
+        crate::fsutil::fsync_dir(wal_dir).map_err(io("sync", wal_dir))?;
+        metrics.wal.corruptions.inc();
+        tracing::warn!(
+            missing = format!("{:08}", before + 1),
+            discarded = moved.len(),
+            dir = %aside.display(),
+            "WAL segments are not sequential: the segments after the gap were set aside and will not be replayed"
+        );
+    }
+    Ok(())
+}
+
 /// Rewrites the corrupted segment with the records before the corruption and deletes every
 /// later segment (Prometheus' `WL.Repair`).
 fn repair(wal_dir: &Path, c: &Corruption, opts: WalOptions, metrics: &Arc<TsdbMetrics>) -> Result<(), TsdbError> {
-    for i in wal::list_segments(wal_dir)? {
+    for i in wal::list_segments_unchecked(wal_dir)? {
         if i > c.segment {
             let p = wal::segment_path(wal_dir, i);
             std::fs::remove_file(&p).map_err(io("remove", &p))?;
@@ -252,6 +287,9 @@ impl Tsdb {
         );
         let head = Head::new(opts.chunk_range, metrics.clone(), Arc::new(chunk_files.mapper));
         head.raise_floor(floor);
+        if opts.wal_discard_after_gap {
+            discard_after_gap(&wal_dir, &metrics)?;
+        }
         let start = Instant::now();
         tracing::info!("Replaying WAL, this may take a while");
         let mut report = replay::replay(&head, &wal_dir, mapped)?;
@@ -260,7 +298,7 @@ impl Tsdb {
             metrics.wal.corruptions.inc();
             repair(&wal_dir, c, opts.wal, &metrics)?;
         }
-        let next = match wal::list_segments(&wal_dir)?.last() {
+        let next = match wal::list_segments_unchecked(&wal_dir)?.last() {
             Some(&last) => last + 1,
             None => wal::last_checkpoint(&wal_dir)?.map(|(n, _)| n + 1).unwrap_or(0),
         };

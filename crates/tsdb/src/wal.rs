@@ -46,9 +46,12 @@ pub enum WalError {
         /// The cause.
         source: std::io::Error,
     },
-    /// Segment numbers have a gap; Prometheus refuses to start in this case too.
+    /// Segment numbers have a gap, or the first segment after a checkpoint is missing;
+    /// Prometheus refuses to start in this case too.
     #[error(
-        "WAL segments are not sequential: segment {missing:08} is missing between {before:08} and {after:08} in {dir}"
+        "WAL segments are not sequential: segment {missing:08} is missing between {before:08} and {after:08} in {dir} \
+         (to start with the segments from {after:08} on set aside, losing their samples: \
+         --ringest.tsdb.wal-discard-after-gap)"
     )]
     NotSequential {
         /// The WAL directory.
@@ -104,14 +107,37 @@ fn number(s: &str) -> Option<u32> {
 
 /// Lists the numbered segment files of `dir` in order and checks they are contiguous.
 pub fn list_segments(dir: &Path) -> Result<Vec<u32>, WalError> {
+    let out = list_segments_unchecked(dir)?;
+    match first_gap(&out, None) {
+        Some((before, after)) => {
+            Err(WalError::NotSequential { dir: dir.to_owned(), before, missing: before + 1, after })
+        }
+        None => Ok(out),
+    }
+}
+
+/// The numbered segment files of `dir` in order, gaps or not.
+pub fn list_segments_unchecked(dir: &Path) -> Result<Vec<u32>, WalError> {
     let mut out: Vec<u32> = entry_names(dir)?.iter().filter_map(|n| number(n)).collect();
     out.sort_unstable();
-    for w in out.windows(2) {
-        if w[1] != w[0] + 1 {
-            return Err(WalError::NotSequential { dir: dir.to_owned(), before: w[0], missing: w[0] + 1, after: w[1] });
-        }
-    }
     Ok(out)
+}
+
+/// The first gap in `segments` (sorted): the number before it and the segment after it. With
+/// `checkpoint` (the number of the newest checkpoint, which holds every segment up to it),
+/// only the segments after it count, and the first of them must follow it.
+pub fn first_gap(segments: &[u32], checkpoint: Option<u32>) -> Option<(u32, u32)> {
+    let after_checkpoint = |&&i: &&u32| checkpoint.is_none_or(|c| i > c);
+    let mut prev = checkpoint;
+    for &i in segments.iter().filter(after_checkpoint) {
+        if let Some(p) = prev
+            && i != p + 1
+        {
+            return Some((p, i));
+        }
+        prev = Some(i);
+    }
+    None
 }
 
 /// The newest complete checkpoint directory (`checkpoint.%08d`) in `dir`, with its number.

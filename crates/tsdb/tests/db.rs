@@ -291,6 +291,55 @@ fn missing_middle_segment_refuses_to_open() {
     std::fs::remove_file(segment_path(&dir.path().join("wal"), 1)).unwrap();
     let err = Tsdb::open(dir.path(), opts()).unwrap_err().to_string();
     assert!(err.contains("not sequential") && err.contains("00000001"), "{err}");
+    assert!(err.contains("--ringest.tsdb.wal-discard-after-gap"), "the way out is named: {err}");
+}
+
+/// With the repair option, a WAL missing a middle segment opens with everything before the gap,
+/// the segments after it set aside (not deleted) and one corruption counted; the next open is
+/// clean. The same holds for a gap right after a checkpoint.
+#[test]
+fn a_gap_is_repaired_only_when_asked_keeping_what_precedes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    for i in 0..4 {
+        let (db, _) = reopen(dir.path());
+        let mut bufs = AppendBuffers::default();
+        write(&db, &mut bufs, &[(vec![lr("__name__", "m")], vec![(T0 + i * 1000, i as f64)])]);
+        db.close().unwrap();
+    }
+    assert_eq!(list_segments(&wal).unwrap(), vec![0, 1, 2, 3]);
+    std::fs::remove_file(segment_path(&wal, 2)).unwrap();
+    let repair = Options { wal_discard_after_gap: true, ..opts() };
+    let (db, _) = Tsdb::open(dir.path(), repair).unwrap();
+    assert_eq!(db.metrics().wal.corruptions.get(), 1);
+    let got = dump(&db);
+    let samples: Vec<i64> = got.values().flat_map(|v| v.iter().map(|&(t, _)| t)).collect();
+    assert_eq!(samples, vec![T0, T0 + 1000], "the samples before the gap, none after it");
+    assert!(wal.join("discarded.00000003").join("00000003").exists(), "the tail set aside");
+    db.close().unwrap();
+    drop(db);
+    let (db, report) = reopen(dir.path());
+    assert_eq!((report.repaired, db.metrics().wal.corruptions.get()), (None, 0), "the next open is clean");
+    assert_eq!(dump(&db), got);
+    db.close().unwrap();
+    drop(db);
+
+    // A checkpoint whose next segment is missing: refused, then repaired when asked.
+    let last = *list_segments(&wal).unwrap().last().unwrap();
+    let checkpoint = wal.join(format!("checkpoint.{last:08}"));
+    std::fs::create_dir(&checkpoint).unwrap();
+    std::fs::copy(segment_path(&wal, 0), segment_path(&checkpoint, 0)).unwrap();
+    let after = last + 2;
+    for seg in [after, after + 1] {
+        std::fs::copy(segment_path(&wal, last), segment_path(&wal, seg)).unwrap();
+    }
+    let err = Tsdb::open(dir.path(), opts()).unwrap_err().to_string();
+    assert!(err.contains(&format!("{:08} is missing", last + 1)), "{err}");
+    let (db, _) = Tsdb::open(dir.path(), repair).unwrap();
+    assert_eq!(db.metrics().wal.corruptions.get(), 1);
+    let aside = wal.join(format!("discarded.{after:08}"));
+    assert!(segment_path(&aside, after).exists() && segment_path(&aside, after + 1).exists());
+    assert_eq!(dump(&db).values().map(Vec::len).sum::<usize>(), 1, "the checkpoint's one sample");
 }
 
 #[test]

@@ -398,6 +398,14 @@ pub static FLAGS: &[Flag] = &[
         Own,
     ),
     f(
+        "ringest.tsdb.wal-discard-after-gap",
+        Bool,
+        Some("false"),
+        "Open a tenant whose WAL misses a segment by setting the segments after the gap aside in \
+         wal/discarded.<N>/ (their samples are lost). Without it that tenant fails to open, as in Prometheus.",
+        Own,
+    ),
+    f(
         "ringest.max-tenants",
         Uint,
         Some("10000"),

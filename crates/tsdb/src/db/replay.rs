@@ -486,7 +486,10 @@ fn sources(wal_dir: &Path) -> Result<Vec<Source>, TsdbError> {
         }
         first_segment = n + 1;
     }
-    for i in wal::list_segments(wal_dir)?.into_iter().filter(|&i| i >= first_segment) {
+    if let Some((before, after)) = super::wal_gap(wal_dir)? {
+        return Err(wal::WalError::NotSequential { dir: wal_dir.to_owned(), before, missing: before + 1, after }.into());
+    }
+    for i in wal::list_segments_unchecked(wal_dir)?.into_iter().filter(|&i| i >= first_segment) {
         out.push(Source { index: i, path: wal::segment_path(wal_dir, i), checkpoint: None });
     }
     Ok(out)
