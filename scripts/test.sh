@@ -41,6 +41,18 @@ cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# Dependency hygiene (deny.toml): licenses, crates.io as the only source, no wildcard version
+# requirements. Not advisories: the RustSec database comes from GitHub, which CI cannot
+# reach, so advisories need the network and are tracked by hand. These three checks only read
+# Cargo.lock and the crates cargo fetches from crates.io. Without --hide-inclusion-graph the
+# output also shows which dependency pulls each reported crate in.
+if ! cargo deny --version >/dev/null 2>&1; then
+  echo "==> installing cargo-deny 0.20.2 (crates.io; built from source, a few minutes)"
+  cargo install --locked cargo-deny --version 0.20.2
+fi
+echo "==> cargo deny check bans licenses sources ($(cargo deny --version))"
+cargo deny --locked check --hide-inclusion-graph bans licenses sources
+
 echo "==> ringest-tsdb has no async runtime or network dependency"
 if cargo tree -p ringest-tsdb -e normal --prefix none | grep -E '^(tokio|hyper|axum|tonic|reqwest|object_store|h2) '; then
   echo "ringest-tsdb must stay synchronous std code" >&2
