@@ -541,3 +541,43 @@ fn hashring_external_labels_reach_meta_json_below_label_flags() {
         "hashring labels < --label < tenant label"
     );
 }
+
+/// Checklist C.27 (thanos#8253): one local block whose meta.json is corrupted. The tenant still
+/// opens and takes writes (Prometheus would refuse the whole TSDB), the block is left on disk
+/// and reported (`ringest_tsdb_blocks_unreadable`, the log); as in Thanos the shipper stops at
+/// it by default (each sync fails, counted) and with `--shipper.skip-corrupted-blocks` skips it
+/// (`thanos_shipper_corrupted_blocks_total`) and uploads every other block.
+#[test]
+fn a_corrupted_local_meta_json_holds_back_only_its_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_with_blocks(tmp.path());
+    let local = local_blocks(&data.join(TENANT));
+    let bad = local.iter().next().unwrap().clone();
+    std::fs::write(data.join(TENANT).join(&bad).join("meta.json"), "{\"ulid\": ").unwrap();
+    let bucket = tmp.path().join("bucket");
+    let cfg = format!("--objstore.config={{type: FILESYSTEM, config: {{directory: {}}}}}", bucket.display());
+    let t = "{tenant=\"default-tenant\"}";
+
+    // Default: the tenant opens and takes writes; the shipper stops at the unreadable block.
+    let mut r = Receiver::start(&data, &[&cfg]);
+    assert_eq!(metric(&r, &format!("ringest_tsdb_blocks_unreadable{t}")), 1.0);
+    assert!(r.logs().contains("skipping a block that cannot be opened") && r.logs().contains(&bad), "{}", r.logs());
+    let mut conn = RemoteWriter::connect(&r.rw_addr).unwrap();
+    let late = Workload { start_ms: T0 + 5 * H, ..workload() };
+    late.send(&mut conn, 0..1, &mut Acked::new()).unwrap_or_else(|e| panic!("write refused: {}", e.reason));
+    wait_for("a failed sync", Duration::from_secs(30), || {
+        metric(&r, &format!("thanos_shipper_dir_sync_failures_total{t}")) >= 1.0
+    });
+    assert!(local_blocks(&bucket).is_empty(), "Thanos' default: nothing past a corrupted block is shipped");
+    r.kill9();
+
+    // Skipping: every other block reaches the bucket; the bad one stays local and unshipped.
+    r.extra.push("--shipper.skip-corrupted-blocks".into());
+    r.restart();
+    let others: BTreeSet<String> = local.iter().filter(|u| **u != bad).cloned().collect();
+    wait_for("the other blocks shipped", Duration::from_secs(30), || others.is_subset(&local_blocks(&bucket)));
+    assert!(!local_blocks(&bucket).contains(&bad));
+    assert!(metric(&r, &format!("thanos_shipper_corrupted_blocks_total{t}")) >= 1.0);
+    assert!(data.join(TENANT).join(&bad).join("index").exists(), "the damaged block is left for the operator");
+    assert!(r.terminate().success(), "{}", r.logs());
+}

@@ -430,6 +430,12 @@ const FAMILIES: &[(&str, &str, Kind, Read)] = &[
     ("prometheus_tsdb_blocks_loaded", "Number of currently loaded data blocks", Kind::Gauge, |d| {
         d.metrics().blocks_loaded.get() as f64
     }),
+    (
+        "ringest_tsdb_blocks_unreadable",
+        "Block directories found at start-up whose meta.json cannot be read: left on disk, not read, not compacted.",
+        Kind::Gauge,
+        |d| d.metrics().blocks_unreadable.get() as f64,
+    ),
     ("prometheus_tsdb_head_truncations_total", "Total number of head truncations attempted.", Kind::Counter, |d| {
         d.metrics().head_truncations.get() as f64
     }),

@@ -223,15 +223,31 @@ fn repair(wal_dir: &Path, c: &Corruption, opts: WalOptions, metrics: &Arc<TsdbMe
 }
 
 /// Opens the blocks of `dir`; returns them and the newest block's end, below which the head
-/// takes no sample (so replay skips WAL samples a block already holds).
-fn load_blocks(dir: &Path) -> Result<(Vec<Arc<Block>>, i64), TsdbError> {
+/// takes no sample (so replay skips WAL samples a block already holds). A block whose
+/// `meta.json` cannot be read is left on disk, unread, and reported (logged and counted in
+/// `metrics.blocks_unreadable`): Prometheus would refuse to open the whole TSDB, which for a
+/// receiver means refusing the tenant's writes for one damaged block of past data.
+fn load_blocks(dir: &Path, metrics: &TsdbMetrics) -> Result<(Vec<Arc<Block>>, i64), TsdbError> {
     let mut blocks = Vec::new();
     let mut floor = i64::MIN;
+    let mut unreadable = 0;
     for d in block::list_block_dirs(dir)? {
-        let b = Block::open(&d)?;
-        floor = floor.max(b.meta().max_time);
-        blocks.push(Arc::new(b));
+        match Block::open(&d) {
+            Ok(b) => {
+                floor = floor.max(b.meta().max_time);
+                blocks.push(Arc::new(b));
+            }
+            Err(e) => {
+                unreadable += 1;
+                tracing::error!(
+                    block = %d.display(),
+                    err = %e,
+                    "skipping a block that cannot be opened: it is left on disk, not read and not compacted"
+                );
+            }
+        }
     }
+    metrics.blocks_unreadable.set(unreadable);
     Ok((blocks, floor))
 }
 
@@ -271,7 +287,7 @@ impl Tsdb {
             tracing::info!(dir = name, "Removed leftover temporary block directory");
         }
         let metrics = Arc::new(TsdbMetrics::default());
-        let (blocks, floor) = load_blocks(dir)?;
+        let (blocks, floor) = load_blocks(dir, &metrics)?;
         metrics.blocks_loaded.set(blocks.len() as i64);
         tracing::info!("Replaying on-disk memory mappable chunks if any");
         let start = Instant::now();
@@ -321,7 +337,7 @@ impl Tsdb {
         // The head chunk files are a cache of the WAL: a read-only open replays the WAL alone
         // and keeps completed chunks in memory.
         let head = Head::new(opts.chunk_range, metrics.clone(), Arc::new(ChunkDiskMapper::in_memory()));
-        let (blocks, floor) = load_blocks(dir)?;
+        let (blocks, floor) = load_blocks(dir, &metrics)?;
         head.raise_floor(floor);
         let report = replay::replay(&head, &dir.join("wal"), Default::default())?;
         Ok((Tsdb::assemble(dir, opts, head, None, blocks, None), report))

@@ -189,6 +189,8 @@ pub struct TsdbMetrics {
     pub compaction_duration: DurationHistogram,
     /// `blocks_loaded`
     pub blocks_loaded: Gauge,
+    /// Block directories found at open whose `meta.json` could not be read (left unread).
+    pub blocks_unreadable: Gauge,
     /// `mmap_chunk_corruptions_total`: head chunk files found corrupt at open (cut back there)
     pub mmap_chunk_corruptions: Counter,
     /// `head_truncations_total`
