@@ -67,6 +67,17 @@ fn shipped(objects: &[(String, u64)]) -> BTreeSet<String> {
 }
 
 /// Checks one uploaded block against its local copy and Thanos' rules (shared spec §7.3, §7.4).
+/// Checklist C.28: no local block is a merge of others (ringest never compacts blocks
+/// locally, so nothing not yet uploaded can be merged away): each is level 1, its own source.
+fn assert_unmerged(tenant: &Path) {
+    for ulid in local_blocks(tenant) {
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(tenant.join(&ulid).join("meta.json")).unwrap()).unwrap();
+        assert_eq!(meta["compaction"]["level"], 1, "{meta}");
+        assert_eq!(meta["compaction"]["sources"], serde_json::json!([ulid]), "{meta}");
+    }
+}
+
 fn check_block(ulid: &str, objects: &BTreeMap<String, u64>, meta: &serde_json::Value, local: Option<&Path>) {
     let keys: Vec<&String> = objects.keys().filter(|k| k.starts_with(&format!("{ulid}/"))).collect();
     assert!(
@@ -253,6 +264,7 @@ fn an_s3_outage_keeps_blocks_on_disk_until_they_are_uploaded() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(cut.is_subset(&local_blocks(&tenant)), "a block not in the bucket was deleted");
+    assert_unmerged(&tenant);
     assert!(moto.list_objects(BUCKET).is_empty());
     let logs = r.logs();
     let failure = logs.lines().find(|l| l.contains("msg=\"upload failed\"")).unwrap();
