@@ -648,3 +648,60 @@ fn wal_cut_or_flipped_anywhere_keeps_exactly_the_records_before_the_damage() {
         check("flipped bit", pos, data, true);
     }
 }
+
+/// Checklist A.3: a bit flipped in a middle segment (of three). The open repairs as Prometheus
+/// does: the records before the flip are kept, the damaged segment is cut there, every later
+/// segment is removed, one corruption is counted, and writes go on.
+#[test]
+fn a_flip_in_a_middle_segment_keeps_what_precedes_it_and_drops_later_segments() {
+    let src = tempfile::tempdir().unwrap();
+    // Three lives, each with its own samples (a new segment per open, no close: like kill -9).
+    let live = |life: i64| {
+        let (db, _) = reopen(src.path());
+        let mut bufs = AppendBuffers::default();
+        for r in 0..100 {
+            let t = T0 + (life * 100 + r) * 1000;
+            let series: Vec<_> =
+                (0..20).map(|s| (vec![lr("__name__", "m"), lr("s", S[s])], vec![(t, r as f64)])).collect();
+            write(&db, &mut bufs, &series);
+        }
+        dump(&db)
+    };
+    const S: [&str; 20] =
+        ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+    let first = live(0);
+    live(1);
+    let full = live(2);
+    let wal = src.path().join("wal");
+    assert_eq!(list_segments(&wal).unwrap(), vec![0, 1, 2]);
+    let middle = std::fs::read(segment_path(&wal, 1)).unwrap();
+    let used = middle.iter().rposition(|&b| b != 0).unwrap();
+    let first_n: usize = first.values().map(Vec::len).sum();
+    let total: usize = full.values().map(Vec::len).sum();
+    for i in 0..20 {
+        let pos = 1 + i * (used - 1) / 19;
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(src.path(), dir.path());
+        let mut data = middle.clone();
+        data[pos] ^= 1 << (i % 8);
+        std::fs::write(segment_path(&dir.path().join("wal"), 1), &data).unwrap();
+        let (db, report) = reopen(dir.path());
+        let c = report.repaired.clone().unwrap_or_else(|| panic!("flip at {pos} detected"));
+        assert_eq!(c.segment, 1, "flip at {pos}");
+        assert_eq!(db.metrics().wal.corruptions.get(), 1);
+        let got = dump(&db);
+        assert!(is_prefix(&got, &full), "flip at {pos}: replay is a prefix of what was written");
+        let kept: usize = got.values().map(Vec::len).sum();
+        assert!(kept >= first_n && kept < total, "flip at {pos}: kept {kept}, first segment {first_n}, all {total}");
+        // Segment 2 is gone; the writer's new segment follows the repaired one.
+        assert_eq!(list_segments(&dir.path().join("wal")).unwrap(), vec![0, 1, 2], "flip at {pos}");
+        assert!(std::fs::metadata(segment_path(&dir.path().join("wal"), 2)).unwrap().len() < PAGE_SIZE as u64);
+        let mut bufs = AppendBuffers::default();
+        write(&db, &mut bufs, &[(vec![lr("__name__", "after")], vec![(T0 + 10_000_000, 1.0)])]);
+        db.close().unwrap();
+        drop(db);
+        let (db, report) = reopen(dir.path());
+        assert_eq!(report.repaired, None);
+        assert_eq!(dump(&db).len(), got.len() + 1);
+    }
+}
