@@ -67,8 +67,8 @@ impl Ring {
     /// Replaces node `i` by `imp` on the same data directory and gRPC endpoint, as a rolling
     /// update replaces a pod: SIGTERM (the old one flushes and uploads) or, with `crash`,
     /// kill -9 (the new one finds the old one's WAL and head chunks), then start the new one
-    /// with the same flags and wait until it is ready.
-    pub fn replace(&mut self, i: usize, imp: Impl, crash: bool) {
+    /// with the same flags and wait until it is ready. Returns the old process' log.
+    pub fn replace(&mut self, i: usize, imp: Impl, crash: bool) -> String {
         let old = &mut self.nodes[i];
         if crash {
             old.kill9();
@@ -81,7 +81,7 @@ impl Ring {
         new.extra = old.extra.clone();
         new.relaunch();
         new.wait_ready(Duration::from_secs(120));
-        self.nodes[i] = new;
+        std::mem::replace(&mut self.nodes[i], new).logs()
     }
 
     /// Keeps the nodes' data and logs for diagnosis (the directory is not removed) and
