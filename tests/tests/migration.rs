@@ -13,7 +13,8 @@
 //! acknowledged sample on at least two nodes and every sample acknowledged while all three
 //! were up (but the round just before a node goes, whose third copy may still be in flight)
 //! on all three; no block is uploaded twice; `thanos tools bucket verify` finds no
-//! issue (no overlapping blocks) in the bucket.
+//! issue (no overlapping blocks) in the bucket. The same harness restarts a ringest ring node by
+//! node with SIGTERM (a rolling restart).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
