@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ringest_e2e::client::series;
 use ringest_e2e::oracle::{labels_string, ringest_dump};
 use ringest_e2e::workload::{Acked, Workload};
-use ringest_e2e::{Receiver, RemoteWriter, http_get};
+use ringest_e2e::{Receiver, RemoteWriter, http_get, wait_for};
 use ringest_proto::prometheus as pb;
 
 const T0: i64 = 1_800_000_000_000;
@@ -157,14 +157,23 @@ fn rf3_one_node_killed_writes_go_on_two_killed_answer_503_in_time_and_a_stopped_
     // SIGSTOP one node: quorum comes from the other two, well within the forward timeout.
     c.nodes[2].signal(libc::SIGSTOP);
     let mut lat = Vec::new();
+    let in_flight = |c: &Cluster| c.nodes[0].metric("ringest_receive_forwards_in_flight").unwrap();
+    let mut waiting = 0.0;
     for round in 5..15 {
         let start = Instant::now();
         w.send(&mut conn, round..round + 1, &mut acked).unwrap_or_else(|e| panic!("with a stopped node: {}", e.reason));
         lat.push(start.elapsed());
+        if round == 5 {
+            // Answered at quorum; its third replica waits for the stopped node.
+            waiting = in_flight(&c);
+        }
     }
     lat.sort();
     assert!(lat[lat.len() * 99 / 100] < Duration::from_secs(2), "p99 {:?}", lat.last());
+    assert!(waiting >= 1.0, "forwards in flight to the stopped node: {waiting}");
     c.nodes[2].signal(libc::SIGCONT);
+    // Checklist B.16: the forwards in flight go back to their baseline soon after SIGCONT.
+    wait_for("forwards in flight back to 0", Duration::from_secs(30), || in_flight(&c) == 0.0);
 
     // kill -9 one node under load: every write still answers 2xx, and the two survivors
     // (whose writes made the quorum) hold every sample acknowledged since node 2 stopped.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use prometheus::{HistogramVec, IntCounterVec};
+use prometheus::{HistogramVec, IntCounterVec, IntGauge};
 use ringest_grpc::{Channel, ChannelOptions, Code, Compression, Encoded, SharedStart};
 use ringest_hashring::MultiHashring;
 use tokio::sync::{Semaphore, mpsc};
@@ -64,6 +64,9 @@ pub struct ReplicationMetrics {
     pub forward_requests: IntCounterVec,
     /// `thanos_receive_forward_delay_seconds{worker}`: time waiting for a peer worker.
     pub forward_delay: HistogramVec,
+    /// `ringest_receive_forwards_in_flight`: forwards to peers not answered yet, including the
+    /// replicas still on their way after a write's quorum was answered.
+    pub forwards_in_flight: IntGauge,
 }
 
 impl ReplicationMetrics {
@@ -87,6 +90,13 @@ impl ReplicationMetrics {
                     prometheus::HistogramOpts::new("thanos_receive_forward_delay_seconds", "The delay between the time the request was received and the time it was forwarded to a worker.")
                         .buckets(prometheus::exponential_buckets(0.001, 2.0, 16)?),
                     &["worker"],
+                )?,
+            )?,
+            forwards_in_flight: reg(
+                r,
+                IntGauge::new(
+                    "ringest_receive_forwards_in_flight",
+                    "Forwards to peers not answered yet, including replicas still on their way after a quorum answer.",
                 )?,
             )?,
         })
@@ -308,18 +318,20 @@ impl Pending {
 }
 
 /// Counts a forward as in flight until dropped.
-struct Forwarding(Arc<tokio::sync::watch::Sender<usize>>);
+struct Forwarding(Arc<tokio::sync::watch::Sender<usize>>, IntGauge);
 
 impl Forwarding {
-    fn start(counter: &Arc<tokio::sync::watch::Sender<usize>>) -> Forwarding {
+    fn start(counter: &Arc<tokio::sync::watch::Sender<usize>>, gauge: &IntGauge) -> Forwarding {
         counter.send_modify(|n| *n += 1);
-        Forwarding(counter.clone())
+        gauge.inc();
+        Forwarding(counter.clone(), gauge.clone())
     }
 }
 
 impl Drop for Forwarding {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n = n.saturating_sub(1));
+        self.1.dec();
     }
 }
 
@@ -466,7 +478,7 @@ impl Replicator {
                 .and_then(|()| enc.finish())
                 .map_err(failed)?;
             let (tx, opts, metrics) = (tx.clone(), self.opts.clone(), self.metrics.clone());
-            let forwarding = Forwarding::start(&self.in_flight);
+            let forwarding = Forwarding::start(&self.in_flight, &self.metrics.forwards_in_flight);
             tokio::runtime::Handle::current().spawn(async move {
                 let r = peer.send(msg, deadline, &opts, &metrics).await;
                 let _ = tx.send((g, r));
