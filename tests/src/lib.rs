@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod faultproxy;
+pub mod label_matrix;
 pub mod oracle;
 pub mod process;
 pub mod read;

@@ -1,11 +1,16 @@
 //! The bad-input table (shared spec reliability-security §5.1) for remote write 1.0: every row
 //! with its status code and a message that names the problem, checked against a real process.
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ringest_e2e::client::{encode, encode_exact, series};
+use ringest_e2e::label_matrix;
 use ringest_e2e::oracle::{labels_string, ringest_dump};
-use ringest_e2e::{HttpResponse, Receiver, RemoteWriter, http_request};
+use ringest_e2e::ring::Ring;
+use ringest_e2e::{HttpResponse, Impl, Receiver, RemoteWriter, http_request};
+use ringest_grpc::{Channel, ChannelOptions, Code};
 use ringest_proto::prometheus as pb;
 
 const T0: i64 = 1_800_000_000_000;
@@ -120,30 +125,130 @@ fn transport_level_rows() {
     assert_eq!(w.send_raw(&ok_body).unwrap().status, 200);
 }
 
+/// Every directory under `root`, relative to it.
+fn dirs_under(root: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.insert(e.path().strip_prefix(root).unwrap().to_path_buf());
+                todo.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut x: u64) {
+    while x >= 0x80 {
+        buf.push((x as u8) | 0x80);
+        x >>= 7;
+    }
+    buf.push(x as u8);
+}
+
+/// A `thanos.WriteRequest` (the `RemoteWrite` RPC) of `req`'s series for `tenant` (field 2)
+/// with replica number `replica` (field 3; 0, not replicated yet, is left out). Its fields 1-2
+/// are also a `TimeSeriesTenantTuple`.
+fn thanos_write(req: &pb::WriteRequest, tenant: &[u8], replica: u64) -> Vec<u8> {
+    let mut m = encode_exact(req);
+    m.push(2 << 3 | 2);
+    put_varint(&mut m, tenant.len() as u64);
+    m.extend_from_slice(tenant);
+    if replica > 0 {
+        m.push(3 << 3);
+        put_varint(&mut m, replica);
+    }
+    m
+}
+
+/// `RemoteWrite` on the gRPC port; the status code and message of a refusal.
+fn grpc_write(r: &Receiver, msg: Vec<u8>) -> Result<(), (Code, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let ch = Channel::new(r.grpc_addr.clone(), ChannelOptions::default());
+    let call = ch.unary("/thanos.WriteableStore/RemoteWrite", bytes::Bytes::from(msg), Duration::from_secs(10));
+    rt.block_on(call).map(|_| ()).map_err(|s| (s.code, s.message))
+}
+
+/// Tenant path traversal (shared spec §7 item 41): tenants that are not one safe path component,
+/// longer than 150 bytes, or reserved (`__` prefix, `lost+found`) are refused with 400 over HTTP
+/// (the tenant header) and `InvalidArgument` over gRPC (the `RemoteWrite` tenant field, as a
+/// client or as a peer replicating, legacy field or tenant tuples); no directory is created for
+/// them, inside the data directory or outside it.
 #[test]
-fn tenants_are_single_safe_path_components() {
+fn tenants_are_single_safe_path_components_over_http_and_grpc() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let mut r = Receiver::start(&data, &[]);
+    let before = dirs_under(tmp.path());
+    assert!(before.contains(Path::new("data/default-tenant/wal")), "{before:?}");
+    // Absolute tenants: /etc, and one in the test's directory, so that its creation would show.
+    let elsewhere = tmp.path().join("elsewhere").display().to_string();
+    let etc_had: Vec<bool> =
+        ["wal", "chunks_head", "lock"].iter().map(|f| Path::new("/etc").join(f).exists()).collect();
+    let long = "x".repeat(151);
+    let bad: Vec<&str> = vec![
+        "..",
+        ".",
+        "../x",
+        "../../x",
+        "/etc",
+        &elsewhere,
+        "a/b",
+        "a\\b",
+        &long,
+        "__mimir_cluster",
+        "__x",
+        "lost+found",
+    ];
     let body = encode(&req(vec![series(&[("__name__", "m")], &[(T0, 1.0)])]));
-    for bad in ["..", ".", "../evil", "a/b", "/etc", "a\\b"] {
-        let h = [RW[0], RW[1], ("THANOS-TENANT", bad)];
+    for t in &bad {
+        let h = [RW[0], RW[1], ("THANOS-TENANT", *t)];
         expect(&post(&r, &h, &body), 400, "tenant name not valid");
     }
-    let long = "x".repeat(300);
-    let h = [RW[0], RW[1], ("THANOS-TENANT", long.as_str())];
-    expect(&post(&r, &h, &body), 400, "tenant name not valid");
-    // Nothing was created outside (or inside) the data directory for them.
-    let mut entries: Vec<String> =
-        std::fs::read_dir(&data).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    entries.sort();
-    assert_eq!(entries, vec!["default-tenant"]);
-    assert!(!tmp.path().join("evil").exists());
-    // A valid tenant gets its own directory on first write.
+    // A NUL (or another control byte) is not allowed in an HTTP header value: the request is
+    // refused before the handler sees it.
+    let h = [RW[0], RW[1], ("THANOS-TENANT", "a\0b")];
+    assert_eq!(post(&r, &h, &body).status, 400);
+    // gRPC, where any byte can be sent: the same names, NUL, and bytes that are not UTF-8.
+    let one = req(vec![series(&[("__name__", "m")], &[(T0, 1.0)])]);
+    let mut grpc_bad: Vec<&[u8]> = bad.iter().map(|t| t.as_bytes()).collect();
+    grpc_bad.extend([b"a\0b".as_slice(), b"\0", b"..\0", b"a\xffb"]);
+    for t in &grpc_bad {
+        for replica in [0, 1] {
+            let (code, msg) = grpc_write(&r, thanos_write(&one, t, replica)).expect_err("refused");
+            assert_eq!(code, Code::InvalidArgument, "tenant {t:?}, replica {replica}: {msg}");
+            let why =
+                if std::str::from_utf8(t).is_ok() { "tenant name not valid" } else { "tenant is not valid UTF-8" };
+            assert!(msg.contains(why), "tenant {t:?}: {msg}");
+        }
+        // In tenant tuples (field 4), beside a valid tenant: nothing of the request is written.
+        let mut m = Vec::new();
+        for tuple in [thanos_write(&one, b"tuple-ok", 0), thanos_write(&one, t, 0)] {
+            m.push(4 << 3 | 2);
+            put_varint(&mut m, tuple.len() as u64);
+            m.extend_from_slice(&tuple);
+        }
+        let (code, msg) = grpc_write(&r, m).expect_err("refused");
+        assert_eq!(code, Code::InvalidArgument, "tuples with tenant {t:?}: {msg}");
+    }
+    // Nothing was created, outside the data directory or inside it, and nothing in /etc.
+    assert_eq!(dirs_under(tmp.path()), before);
+    let etc_has: Vec<bool> =
+        ["wal", "chunks_head", "lock"].iter().map(|f| Path::new("/etc").join(f).exists()).collect();
+    assert_eq!(etc_has, etc_had);
+    // A valid tenant gets its own directory on first write, over either transport.
     let h = [RW[0], RW[1], ("THANOS-TENANT", "team-a")];
     expect(&post(&r, &h, &body), 200, "");
     assert!(data.join("team-a").join("wal").is_dir());
+    let longest = "y".repeat(150);
+    grpc_write(&r, thanos_write(&one, longest.as_bytes(), 0)).expect("150 bytes is a valid tenant");
+    assert!(data.join(&longest).join("wal").is_dir());
     assert_eq!(r.metric("prometheus_tsdb_head_series{tenant=\"team-a\"}"), Some(1.0));
+    let tenants: BTreeSet<String> =
+        std::fs::read_dir(&data).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(tenants, BTreeSet::from(["default-tenant".into(), "team-a".into(), longest.clone()]));
     // Every tenant directory is opened at start-up, before any write (the shutdown flushed
     // team-a's head into a block).
     assert!(r.terminate().success());
@@ -153,47 +258,96 @@ fn tenants_are_single_safe_path_components() {
     assert_eq!(r.metric("prometheus_tsdb_head_series{tenant=\"default-tenant\"}"), Some(0.0));
 }
 
+/// The label matrix (shared spec §7 item 34; rows and answers in `ringest_e2e::label_matrix`,
+/// checked against the real Thanos in `thanos_ring.rs`), each row beside a valid series: the
+/// documented status, a message with the reason and the offending series as sent, and a partial
+/// write (the valid series kept, the refused one not stored).
 #[test]
-fn label_rows_answer_409_as_thanos_naming_the_series_and_keep_valid_series() {
+fn label_matrix_answers_as_documented_naming_the_series_and_keeps_valid_series() {
     let tmp = tempfile::tempdir().unwrap();
     let r = Receiver::start(&tmp.path().join("data"), &[]);
-    let good = series(&[("__name__", "good"), ("job", "x")], &[(T0, 7.0)]);
-    let cases: Vec<(pb::TimeSeries, &str, &str)> = vec![
-        (series(&[("__name__", "a"), ("", "v")], &[(T0, 1.0)]), "empty name or value", "{__name__=\"a\", =\"v\"}"),
-        (series(&[("__name__", "b"), ("job", "")], &[(T0, 1.0)]), "empty name or value", "{__name__=\"b\", job=\"\"}"),
-        (series(&[("__name__", "c"), ("job", "1"), ("job", "2")], &[(T0, 1.0)]), "duplicate label names", "job=\"2\""),
-        (series(&[], &[(T0, 1.0)]), "label set is empty", "{}"),
-        (series(&[("job", "x"), ("__name__", "unsorted")], &[(T0, 3.0)]), "out of order labels", "job=\"x\""),
-        (series(&[("b", "1"), ("a", "")], &[(T0, 3.0)]), "empty name or value", "{b=\"1\", a=\"\"}"),
-    ];
-    // Thanos refuses these label sets with 409 (a conflict: the sender drops the series).
-    for (bad, reason, shown) in cases {
-        let resp = post(&r, RW, &encode(&req(vec![good.clone(), bad])));
-        expect(&resp, 409, reason);
-        assert!(resp.text().contains(shown), "{} does not show {shown}", resp.text());
+    let rows = label_matrix::rows("x");
+    let neighbour = |i: usize| label_matrix::raw(&[("__name__", "good"), ("row", &i.to_string())]);
+    let mut want = BTreeSet::new();
+    for (i, row) in rows.iter().enumerate() {
+        let resp = post(&r, RW, &label_matrix::body(&[(&neighbour(i), &[(T0, 7.0)]), (&row.labels, &[(T0, 1.0)])]));
+        expect(&resp, row.ringest, row.reason);
+        if row.ringest_stores() {
+            want.insert(row.sorted_string());
+        } else {
+            assert!(resp.text().contains(&row.shown()), "{}: {} does not show {}", row.case, resp.text(), row.shown());
+            assert!(resp.text().starts_with("add 1 series: "), "{}: {}", row.case, resp.text());
+        }
+        want.insert(label_matrix::labels_string(&neighbour(i)));
     }
-    // Invalid UTF-8 (prost refuses to build it, so patch the encoded bytes): Thanos stores it,
-    // ringest refuses it as a client error.
-    let mut raw = encode_exact(&req(vec![good.clone(), series(&[("__name__", "u"), ("job", "XY")], &[(T0, 1.0)])]));
-    let pos = raw.windows(2).position(|w| w == b"XY").unwrap();
-    raw[pos] = 0xc3;
-    raw[pos + 1] = 0x28;
-    let resp = post(&r, RW, &snap::raw::Encoder::new().compress_vec(&raw).unwrap());
-    expect(&resp, 400, "not valid UTF-8");
+    // Missing `__name__` does not excuse an empty value.
+    let resp = post(&r, RW, &encode(&req(vec![series(&[("b", "1"), ("a", "")], &[(T0, 3.0)])])));
+    expect(&resp, 409, "empty name or value");
+    assert!(resp.text().contains("{b=\"1\", a=\"\"}"), "{}", resp.text());
     // An unsorted label set is refused even when its sorted form is a series that exists.
-    let unsorted = series(&[("job", "x"), ("__name__", "good")], &[(T0 + 1000, 3.0)]);
+    let unsorted = series(&[("row", "0"), ("__name__", "good")], &[(T0 + 1000, 3.0)]);
     expect(&post(&r, RW, &encode(&req(vec![unsorted]))), 409, "out of order labels");
-    // The valid series of the refused requests were written; invalid ones were not.
+    // Two refused rows and a valid series in one request: both reasons, sorted, in one 400
+    // (a client error outranks a conflict), and the valid series still written.
+    let two = label_matrix::body(&[
+        (&rows[0].labels, &[(T0, 1.0)]),
+        (&label_matrix::raw(&[("__name__", "good"), ("row", "both")]), &[(T0, 1.0)]),
+        (&rows.iter().find(|r| r.ringest == 400).unwrap().labels, &[(T0, 1.0)]),
+    ]);
+    let resp = post(&r, RW, &two);
+    expect(&resp, 400, "2 errors: add 1 series: label set contains a label name or value that is not valid UTF-8");
+    assert!(resp.text().contains("; add 1 series: label set contains a label with empty name or value"));
+    want.insert("{__name__=\"good\", row=\"both\"}".into());
+    // The valid series of every request were written, each once; refused ones were not.
     let dump = ringest_dump(&r.tenant_dir("default-tenant"));
-    let names: Vec<&String> = dump.keys().collect();
-    assert_eq!(names, vec!["{__name__=\"good\", job=\"x\"}"]);
-    assert_eq!(dump["{__name__=\"good\", job=\"x\"}"].len(), 1);
+    assert_eq!(dump.keys().cloned().collect::<BTreeSet<_>>(), want);
+    assert!(dump.values().all(|s| s.len() == 1), "{dump:?}");
     // Native histograms are not supported yet: 400, floats of the request still written.
     let mut h = series(&[("__name__", "hist")], &[]);
     h.histograms.push(pb::Histogram { timestamp: T0, ..Default::default() });
     let resp = post(&r, RW, &encode(&req(vec![h, series(&[("__name__", "float")], &[(T0, 1.0)])])));
     expect(&resp, 400, "native histograms are not supported");
-    assert_eq!(ringest_dump(&r.tenant_dir("default-tenant")).len(), 2);
+    assert_eq!(ringest_dump(&r.tenant_dir("default-tenant")).len(), want.len() + 1);
+}
+
+/// The label matrix through every node of a ringest ring (RF=3, quorum 2), each node with its
+/// own tag: the same status from every node, a message naming the reason and the series (the
+/// rest of it lists the replicas' answers, which vary with which peers answered before the
+/// quorum), and every replica stores the same series: the valid ones and the rows the matrix
+/// accepts.
+#[test]
+fn label_matrix_is_answered_alike_by_every_node_and_stored_alike_on_every_replica() {
+    let mut ring = Ring::start(&[Impl::Ringest; 3], &["--receive.replication-factor=3".into()]);
+    let mut want = BTreeSet::new();
+    let mut answers: Vec<Vec<u16>> = Vec::new();
+    for (n, node) in ring.nodes.iter().enumerate() {
+        let tag = format!("node{n}");
+        let mut w = RemoteWriter::connect(&node.rw_addr).unwrap();
+        let mut got = Vec::new();
+        for (i, row) in label_matrix::rows(&tag).iter().enumerate() {
+            let good = label_matrix::raw(&[("__name__", "good"), ("row", &i.to_string()), ("via", &tag)]);
+            let resp = w.send_raw(&label_matrix::body(&[(&good, &[(T0, 1.0)]), (&row.labels, &[(T0, 1.0)])])).unwrap();
+            expect(&resp, row.ringest, row.reason);
+            if row.ringest_stores() {
+                want.insert(row.sorted_string());
+            } else {
+                assert!(resp.text().contains(&row.shown()), "node {n}, {}: {}", row.case, resp.text());
+            }
+            want.insert(label_matrix::labels_string(&good));
+            got.push(resp.status);
+        }
+        answers.push(got);
+    }
+    for n in 1..3 {
+        assert_eq!(answers[n], answers[0], "node {n} vs node 0");
+    }
+    for node in &mut ring.nodes {
+        assert!(node.terminate().success(), "{}", node.logs());
+    }
+    for (n, dir) in ring.tenant_dirs("default-tenant").iter().enumerate() {
+        let stored: BTreeSet<String> = ringest_dump(dir).into_keys().collect();
+        assert_eq!(stored, want, "node {n}");
+    }
 }
 
 #[test]

@@ -8,21 +8,26 @@
 //! - the load generator writes through every node (one sample per series a second, as a
 //!   scraper does), every request answered 2xx at once, and every acknowledged sample is on
 //!   all three nodes;
-//! - the same bad request (duplicate, out of order, out of bounds, invalid labels) gets the same
-//!   status code from every node, whichever implementation answers;
+//! - the same bad request (duplicate, out of order, out of bounds, each row of the label matrix
+//!   on which both agree) gets the same status code from every node, whichever implementation
+//!   answers;
 //! - the node of the minority kind killed with -9 under load: writes through the other two go
 //!   on with 2xx and nothing acknowledged is lost (both survivors hold it);
 //! - the other two killed: the survivor answers 503 within the forward timeout plus a second.
 //!
 //! The independent reader is promtool over each node's blocks and WAL after a clean stop.
+//!
+//! Outside rings, the label validation matrix (`ringest_e2e::label_matrix`) goes to one ringest
+//! and one Thanos, the real Thanos being the oracle for each row's status and what is stored.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ringest_e2e::client::series;
+use ringest_e2e::label_matrix;
 use ringest_e2e::oracle::{Prometheus, promtool_dump};
 use ringest_e2e::ring::{LoadRun, Ring, layout, metric_sum, now_ms, run_load};
-use ringest_e2e::{Impl, RemoteWriter, http_get};
+use ringest_e2e::{Impl, Receiver, RemoteWriter, http_get};
 use ringest_proto::prometheus as pb;
 
 const FORWARD_TIMEOUT_S: u64 = 2;
@@ -60,9 +65,9 @@ fn prometheus_config(ring: &Ring) -> String {
 }
 
 /// Status codes of the same bad requests sent through `node` (its own series, so every node
-/// sees each case for the first time): duplicate, out of order, out of bounds, empty label
-/// value, duplicate label name, unsorted labels, empty label name.
-fn bad_request_codes(ring: &Ring, node: usize) -> BTreeMap<&'static str, u16> {
+/// sees each case for the first time): duplicate, out of order, out of bounds, and every row of
+/// the label matrix on which ringest and Thanos agree (the others are the README's differences).
+fn bad_request_codes(ring: &Ring, node: usize) -> BTreeMap<String, u16> {
     let r = &ring.nodes[node];
     let mut w = RemoteWriter::connect(&r.rw_addr).unwrap();
     let tag = format!("via{node}");
@@ -76,17 +81,28 @@ fn bad_request_codes(ring: &Ring, node: usize) -> BTreeMap<&'static str, u16> {
     let (st, body) = send(&mut w, &probe, now, 1.0);
     assert_eq!(st, 200, "node {node}: the first sample of a series: {body}");
     let mut codes = BTreeMap::new();
-    codes.insert("duplicate", send(&mut w, &probe, now, 2.0).0);
-    codes.insert("out of order", send(&mut w, &probe, now - 60_000, 1.0).0);
-    codes.insert("out of bounds", send(&mut w, &[("__name__", "bad_oob"), ("via", &tag)], now - 3 * 3_600_000, 1.0).0);
-    codes.insert("empty label value", send(&mut w, &[("__name__", "bad_empty"), ("a", ""), ("via", &tag)], now, 1.0).0);
+    codes.insert("duplicate".into(), send(&mut w, &probe, now, 2.0).0);
+    codes.insert("out of order".into(), send(&mut w, &probe, now - 60_000, 1.0).0);
     codes.insert(
-        "duplicate label name",
-        send(&mut w, &[("__name__", "bad_dup"), ("via", &tag), ("via", "again")], now, 1.0).0,
+        "out of bounds".into(),
+        send(&mut w, &[("__name__", "bad_oob"), ("via", &tag)], now - 3 * 3_600_000, 1.0).0,
     );
-    codes.insert("unsorted labels", send(&mut w, &[("__name__", "bad_order"), ("z", "1"), ("a", &tag)], now, 1.0).0);
-    codes.insert("empty label name", send(&mut w, &[("__name__", "bad_noname"), ("", "x"), ("via", &tag)], now, 1.0).0);
+    for row in label_matrix::rows(&tag).into_iter().filter(|row| row.thanos == row.ringest) {
+        let resp = w.send_raw(&label_matrix::body(&[(&row.labels, &[(now, 1.0)])])).unwrap();
+        codes.insert(row.case.into(), resp.status);
+    }
     codes
+}
+
+/// What [`bad_request_codes`] should find on every node: 409 for the samples, the matrix's
+/// answer for each label row.
+fn expected_bad_request_codes() -> BTreeMap<String, u16> {
+    let mut want: BTreeMap<String, u16> =
+        ["duplicate", "out of order", "out of bounds"].iter().map(|c| (c.to_string(), 409)).collect();
+    for row in label_matrix::rows("x").into_iter().filter(|row| row.thanos == row.ringest) {
+        want.insert(row.case.into(), row.thanos);
+    }
+    want
 }
 
 /// The node of the kind that appears once.
@@ -121,13 +137,11 @@ fn mixed_ring(kinds: [Impl; 3], algorithm: &str, compression: &str) {
     }
 
     // The same bad requests get the same answers from every node.
-    let codes: Vec<BTreeMap<&str, u16>> = (0..3).map(|i| bad_request_codes(&ring, i)).collect();
+    let codes: Vec<BTreeMap<String, u16>> = (0..3).map(|i| bad_request_codes(&ring, i)).collect();
     for i in 1..3 {
         assert_eq!(codes[i], codes[0], "{what}: node {i} ({:?}) vs node 0 ({:?})", kinds[i], kinds[0]);
     }
-    for (case, code) in &codes[0] {
-        assert_eq!(*code, 409, "{what}: {case}");
-    }
+    assert_eq!(codes[0], expected_bad_request_codes(), "{what}");
 
     if let Some(wait) = until.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
@@ -266,4 +280,61 @@ fn two_ringest_one_thanos_ketama_snappy() {
 #[test]
 fn two_ringest_one_thanos_ketama_none() {
     mixed_ring([T, R, R], "ketama", "none");
+}
+
+/// The label matrix (shared spec §7 item 34) against the real Thanos Receive as oracle: one
+/// ringest and one Thanos, single nodes with the same flags, get the same requests (each row's
+/// series beside a valid one). Both answer each row as the matrix documents (the same code,
+/// but for the README's differences), keep the valid series of every request (partial write),
+/// and store the same series, as promtool reads them after a clean stop.
+#[test]
+fn label_matrix_answers_and_stores_as_thanos() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Receiver> = [R, T]
+        .iter()
+        .map(|&imp| {
+            let mut r = Receiver::unstarted_as(imp, &dir.path().join(format!("{imp:?}")));
+            r.relaunch();
+            r
+        })
+        .collect();
+    for r in &mut nodes {
+        r.wait_ready(Duration::from_secs(120));
+    }
+    let now = now_ms();
+    let rows = label_matrix::rows("single");
+    let neighbour = |i: usize| label_matrix::raw(&[("__name__", "valid_neighbour"), ("row", &i.to_string())]);
+    for (i, row) in rows.iter().enumerate() {
+        let body = label_matrix::body(&[(&neighbour(i), &[(now, 1.0)]), (&row.labels, &[(now, 2.0)])]);
+        for r in &nodes {
+            let resp = RemoteWriter::connect(&r.rw_addr).unwrap().send_raw(&body).unwrap();
+            let text = resp.text();
+            eprintln!("{:?} {:<26} {} {}", r.imp, row.case, resp.status, text.trim_end());
+            let want = if r.imp == R { row.ringest } else { row.thanos };
+            assert_eq!(resp.status, want, "{:?}, {}: {text}", r.imp, row.case);
+            if r.imp == R && !row.ringest_stores() {
+                assert!(text.contains(row.reason), "{}: {text:?} lacks {:?}", row.case, row.reason);
+                assert!(text.contains(&row.shown()), "{}: {text:?} does not name {}", row.case, row.shown());
+            }
+        }
+    }
+    for r in &mut nodes {
+        let st = r.terminate();
+        assert!(st.success(), "{:?} exited with {st}:\n{}", r.imp, r.logs());
+    }
+    let dumps: Vec<_> = nodes.iter().map(|r| promtool_dump(&r.tenant_dir(TENANT))).collect();
+    let (ours, theirs) = (&dumps[0], &dumps[1]);
+    for (i, row) in rows.iter().enumerate() {
+        let n = label_matrix::labels_string(&neighbour(i));
+        assert!(ours.contains_key(&n) && theirs.contains_key(&n), "{}: the valid series {n} was not kept", row.case);
+        if row.ringest_stores() {
+            assert!(ours.contains_key(&row.sorted_string()), "{}: ringest lacks {}", row.case, row.sorted_string());
+        }
+    }
+    // The same series on both, but those Thanos stores with labels that are not UTF-8.
+    let not_utf8 = |s: &&String| s.contains("\\x") || s.contains('\u{fffd}');
+    let theirs_utf8: Vec<&String> = theirs.keys().filter(|s| !not_utf8(s)).collect();
+    assert_eq!(ours.keys().collect::<Vec<_>>(), theirs_utf8);
+    let refused_by_us = rows.iter().filter(|r| r.thanos == 200 && r.ringest != 200).count();
+    assert_eq!(theirs.keys().filter(not_utf8).count(), refused_by_us, "{:?}", theirs.keys());
 }

@@ -130,11 +130,18 @@ fn write(st: &AppState, request: &Message, permit: &Permit, scratch: &mut Vec<u8
     let w = decode_thanos_write_request(buf, &hint).map_err(|e| invalid(&e))?;
     charge.settle(limits, permit, &w.shape()).map_err(refused)?;
     let replica = u64::try_from(w.replica).map_err(|_| invalid(&"negative replica"))?;
+    // Every tenant is checked before any is written: a refused request writes nothing.
+    let tenants: Vec<String> = w
+        .tenants
+        .iter()
+        .map(|(t, _)| {
+            let t = if t.is_empty() { st.default_tenant.clone() } else { t.clone() };
+            validate_tenant(&t).map(|()| t).map_err(|e| invalid(&e))
+        })
+        .collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(w.tenants.len());
-    for (tenant, decoded) in &w.tenants {
-        let tenant = if tenant.is_empty() { st.default_tenant.clone() } else { tenant.clone() };
-        validate_tenant(&tenant).map_err(|e| invalid(&e))?;
-        let processed = write_tenant(st, &tenant, replica, buf, decoded);
+    for (tenant, (_, decoded)) in tenants.iter().zip(&w.tenants) {
+        let processed = write_tenant(st, tenant, replica, buf, decoded);
         out.push(processed.map_err(|e| status(WriteStatus::new(e.outcome(), e.to_string())))?);
     }
     Ok(out)

@@ -24,17 +24,27 @@ pub trait BlockListener: Send + Sync {
     fn may_delete(&self, tenant: &str, block: &BlockMeta) -> bool;
 }
 
-/// Longest accepted tenant name in bytes (a file name must fit in `NAME_MAX`).
-pub const MAX_TENANT_LEN: usize = 255;
+/// Longest accepted tenant name in bytes (Mimir's limit, shared spec §6.2; a file name must fit
+/// in `NAME_MAX` anyway).
+pub const MAX_TENANT_LEN: usize = 150;
+
+/// Tenant names starting with this are reserved for internal use (as Mimir's
+/// `__mimir_cluster`, shared spec §6.2).
+pub const RESERVED_PREFIX: &str = "__";
+
+/// A directory name a filesystem may hold in any directory (ext4's `fsck` puts it there): never
+/// a tenant.
+pub const LOST_AND_FOUND: &str = "lost+found";
 
 /// Why a tenant name is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("tenant name not valid: {0}")]
 pub struct InvalidTenant(pub String);
 
-/// Checks that `tenant` is a single safe path component: not empty, not `.` or `..`, no `/`,
-/// `\`, NUL or control characters, at most 255 bytes. (Thanos' `path.Base` check lets `.` and
-/// `..` through; ringest does not.)
+/// Checks that `tenant` is a single safe path component and not reserved: not empty, not `.`
+/// or `..`, no `/`, `\`, NUL or control characters, at most 150 bytes, not starting with `__`,
+/// not `lost+found`. (Thanos' `path.Base` check lets `.` and `..` through, and has no length
+/// limit or reserved names; ringest does not.)
 pub fn validate_tenant(tenant: &str) -> Result<(), InvalidTenant> {
     let bad = |why: &str| Err(InvalidTenant(format!("{tenant:?} {why}")));
     if tenant.is_empty() {
@@ -44,10 +54,13 @@ pub fn validate_tenant(tenant: &str) -> Result<(), InvalidTenant> {
         return bad("is not a directory name");
     }
     if tenant.len() > MAX_TENANT_LEN {
-        return Err(InvalidTenant(format!("longer than {MAX_TENANT_LEN} bytes")));
+        return Err(InvalidTenant(format!("{} bytes, longer than {MAX_TENANT_LEN} bytes", tenant.len())));
     }
     if let Some(c) = tenant.chars().find(|&c| c == '/' || c == '\\' || c.is_control()) {
         return bad(&format!("contains the character {c:?}"));
+    }
+    if tenant.starts_with(RESERVED_PREFIX) || tenant == LOST_AND_FOUND {
+        return bad(&format!("is reserved (names starting with {RESERVED_PREFIX:?}, and {LOST_AND_FOUND:?})"));
     }
     Ok(())
 }
@@ -160,7 +173,7 @@ impl Tenants {
                     continue;
                 }
                 let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
-                if name == "lost+found" {
+                if name == LOST_AND_FOUND {
                     continue;
                 }
                 if let Err(e) = validate_tenant(&name) {
@@ -334,11 +347,28 @@ mod tests {
 
     #[test]
     fn tenant_names() {
-        for ok in ["default-tenant", "team-a", "a.b", "...", "x y", "é", "tenant_1:eu"] {
+        let longest = "x".repeat(MAX_TENANT_LEN);
+        for ok in ["default-tenant", "team-a", "a.b", "...", "x y", "é", "tenant_1:eu", "_x", "a__", longest.as_str()]
+        {
             assert!(validate_tenant(ok).is_ok(), "{ok}");
         }
-        let long = "x".repeat(256);
-        for bad in ["", ".", "..", "a/b", "/etc", "../x", "a\\b", "a\0b", "a\nb", long.as_str()] {
+        let long = "x".repeat(MAX_TENANT_LEN + 1);
+        let bad_ones = [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "/etc",
+            "../x",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            &long,
+            "__mimir_cluster",
+            "__",
+            "lost+found",
+        ];
+        for bad in bad_ones {
             let e = validate_tenant(bad).unwrap_err();
             assert!(e.to_string().starts_with("tenant name not valid"), "{bad:?}");
         }
