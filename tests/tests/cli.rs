@@ -424,3 +424,29 @@ fn a_tenant_that_fails_to_open_does_not_stop_the_node() {
     assert!(r.logs().contains("opening TSDB failed"), "{}", r.logs());
     assert_eq!(r.metric("ringest_tsdb_open_failed{tenant=\"broken\"}"), Some(1.0));
 }
+
+/// A tenant directory whose name is no longer accepted for writes (here reserved, as one Thanos
+/// may have created) is still opened at start-up: what its WAL holds is replayed (and would be
+/// shipped), with a warning; writes naming it are refused.
+#[test]
+fn an_existing_tenant_with_a_refused_name_is_still_opened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut r = Receiver::start(&data, &[]);
+    let req = ringest_proto::prometheus::WriteRequest {
+        timeseries: vec![ringest_e2e::client::series(&[("__name__", "up")], &[(1_800_000_000_000, 1.0)])],
+        metadata: vec![],
+    };
+    let body = ringest_e2e::client::encode(&req);
+    let post = |r: &Receiver, tenant: &str| {
+        let h = [("Content-Encoding", "snappy"), ("Content-Type", "application/x-protobuf"), ("THANOS-TENANT", tenant)];
+        ringest_e2e::http_request(&r.rw_addr, "POST", "/api/v1/receive", &h, &body).unwrap()
+    };
+    assert_eq!(post(&r, "legacy").status, 200);
+    r.kill9();
+    std::fs::rename(data.join("legacy"), data.join("__legacy")).unwrap();
+    r.restart();
+    assert_eq!(r.metric("prometheus_tsdb_head_series{tenant=\"__legacy\"}"), Some(1.0), "{}", r.logs());
+    assert!(r.logs().contains("opening a tenant whose name is refused for new writes"), "{}", r.logs());
+    assert_eq!(post(&r, "__legacy").status, 400);
+}

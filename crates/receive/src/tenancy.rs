@@ -176,9 +176,11 @@ impl Tenants {
                 if name == LOST_AND_FOUND {
                     continue;
                 }
+                // A directory read from disk is one path component already. One whose name is
+                // no longer accepted for writes (e.g. a tenant Thanos created with a name over
+                // the length limit) is still opened: its WAL replayed, its blocks shipped.
                 if let Err(e) = validate_tenant(&name) {
-                    tracing::warn!(dir = %name, err = %e, "skipping directory that is not a valid tenant name");
-                    continue;
+                    tracing::warn!(dir = %name, err = %e, "opening a tenant whose name is refused for new writes");
                 }
                 names.push(name);
             }
