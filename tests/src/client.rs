@@ -11,7 +11,7 @@ pub fn encode(req: &pb::WriteRequest) -> Vec<u8> {
     snap::raw::Encoder::new().compress_vec(&encode_exact(req)).expect("snappy compress")
 }
 
-fn put_varint(buf: &mut Vec<u8>, mut x: u64) {
+pub(crate) fn put_varint(buf: &mut Vec<u8>, mut x: u64) {
     while x >= 0x80 {
         buf.push((x as u8) | 0x80);
         x >>= 7;
@@ -19,7 +19,7 @@ fn put_varint(buf: &mut Vec<u8>, mut x: u64) {
     buf.push(x as u8);
 }
 
-fn put_len(buf: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+pub(crate) fn put_len(buf: &mut Vec<u8>, field: u64, bytes: &[u8]) {
     put_varint(buf, field << 3 | 2);
     put_varint(buf, bytes.len() as u64);
     buf.extend_from_slice(bytes);

@@ -5,6 +5,8 @@
 //!
 //! Labels are raw bytes, so that a row can carry invalid UTF-8 (prost refuses to build it).
 
+use crate::client::{put_len, put_varint};
+
 /// Labels as raw bytes: (name, value), in the order sent.
 pub type RawLabels = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -115,20 +117,6 @@ pub fn rows(tag: &str) -> Vec<Row> {
         row("31 labels", &many, 200, 200, ""),
         row("2049-byte label value", &[(b"__name__", b"m_long_value"), (b"long", &long), (b"via", t)], 200, 200, ""),
     ]
-}
-
-fn put_varint(buf: &mut Vec<u8>, mut x: u64) {
-    while x >= 0x80 {
-        buf.push((x as u8) | 0x80);
-        x >>= 7;
-    }
-    buf.push(x as u8);
-}
-
-fn put_len(buf: &mut Vec<u8>, field: u64, bytes: &[u8]) {
-    put_varint(buf, field << 3 | 2);
-    put_varint(buf, bytes.len() as u64);
-    buf.extend_from_slice(bytes);
 }
 
 /// A remote-write 1.0 `WriteRequest` (protobuf, not compressed) holding `series`, each with
