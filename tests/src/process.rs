@@ -67,6 +67,9 @@ pub struct Receiver {
     pub log: PathBuf,
     /// Extra environment variables (kept across restarts until cleared).
     pub env: Vec<(String, String)>,
+    /// A cgroup's `cgroup.procs` file the process joins before it starts (e.g. to run it under
+    /// a memory limit), kept across restarts.
+    pub cgroup_procs: Option<PathBuf>,
     /// Length of the log when the process was last spawned.
     log_start: usize,
     /// Cap'n Proto port of a Thanos receiver.
@@ -97,6 +100,7 @@ impl Receiver {
         Receiver {
             imp,
             env: Vec::new(),
+            cgroup_procs: None,
             child: None,
             data: data.to_path_buf(),
             rw_addr: format!("127.0.0.1:{}", free_port()),
@@ -122,7 +126,25 @@ impl Receiver {
         std::fs::create_dir_all(&self.data).expect("data dir");
         self.log_start = self.logs().len();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
-        let child = Command::new(self.imp.program())
+        let mut cmd = Command::new(self.imp.program());
+        if let Some(procs) = &self.cgroup_procs {
+            let path = std::ffi::CString::new(procs.as_os_str().as_encoded_bytes()).expect("path");
+            // SAFETY: between fork and exec only async-signal-safe calls (open, write, close)
+            // on memory prepared before the fork.
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                cmd.pre_exec(move || {
+                    // Writing 0 moves the writing process itself.
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+                    if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::close(fd);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .arg("receive")
             .arg(format!("--tsdb.path={}", self.data.display()))
             .arg(format!("--remote-write.address={}", self.rw_addr))

@@ -429,3 +429,99 @@ fn missing_middle_segment_is_refused_until_repair_is_asked() {
     }
     assert_eq!(post(&r, "default-tenant").status, 200, "writes are accepted again");
 }
+
+/// A memory cgroup with a limit, for one test (cgroup v1 `memory` or v2; root only), removed
+/// on drop once empty.
+struct MemCgroup {
+    dir: std::path::PathBuf,
+    v2: bool,
+}
+
+impl MemCgroup {
+    fn create(name: &str, limit: u64) -> MemCgroup {
+        let (v1, v2) = (std::path::Path::new("/sys/fs/cgroup/memory"), std::path::Path::new("/sys/fs/cgroup"));
+        let (dir, v2, file) = if v1.join("memory.limit_in_bytes").exists() {
+            (v1.join(name), false, "memory.limit_in_bytes")
+        } else {
+            (v2.join(name), true, "memory.max")
+        };
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("create {}: {e} (this test needs root and a memory cgroup)", dir.display()));
+        std::fs::write(dir.join(file), limit.to_string()).unwrap();
+        MemCgroup { dir, v2 }
+    }
+
+    fn procs(&self) -> std::path::PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+
+    /// Processes of the cgroup killed by the OOM killer.
+    fn oom_kills(&self) -> u64 {
+        let (file, key) = if self.v2 { ("memory.events", "oom_kill ") } else { ("memory.oom_control", "oom_kill ") };
+        let text = std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
+        text.lines().find_map(|l| l.strip_prefix(key)?.trim().parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for MemCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Checklist A.12: a WAL five times larger than the memory limit of the cgroup ringest runs in
+/// (written straight into Prometheus-format segments: 2,000 series, samples 1 ms apart) is
+/// replayed within the limit: no OOM kill, the node becomes ready with every series and sample.
+#[test]
+fn a_wal_five_times_the_memory_limit_replays_within_it() {
+    use ringest_tsdb::LabelRef;
+    use ringest_tsdb::wal::{WalOptions, WalWriter, record};
+    const LIMIT: u64 = 64 << 20;
+    const SERIES: u64 = 2000;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let wal = data.join("default-tenant").join("wal");
+    let opts = WalOptions { compress: false, ..Default::default() };
+    let mut w = WalWriter::create(&wal, 0, opts, Default::default()).unwrap();
+    let mut buf = Vec::new();
+    record::begin_series(&mut buf);
+    let ids: Vec<String> = (0..SERIES).map(|i| i.to_string()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let labels =
+            [LabelRef { name: b"__name__", value: b"replayed" }, LabelRef { name: b"i", value: id.as_bytes() }];
+        record::push_series(&mut buf, i as u64 + 1, labels.into_iter());
+    }
+    w.log(&[&buf]).unwrap();
+    let wal_bytes = || -> u64 { std::fs::read_dir(&wal).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum() };
+    let mut rounds = 0i64;
+    while wal_bytes() < 5 * LIMIT {
+        for _ in 0..100 {
+            buf.clear();
+            record::encode_samples(&mut buf, (1..=SERIES).map(|r| (r, T0 + rounds, rounds as f64)));
+            w.log(&[&buf]).unwrap();
+            rounds += 1;
+        }
+    }
+    w.close().unwrap();
+    let wal_size = wal_bytes();
+
+    let cg = MemCgroup::create(&format!("ringest-replay-{}", std::process::id()), LIMIT);
+    let mut r = Receiver::unstarted(&data);
+    r.cgroup_procs = Some(cg.procs());
+    r.extra = vec!["--no-tsdb.wal-compression".into()];
+    r.relaunch();
+    r.wait_ready(Duration::from_secs(300));
+    let in_cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", r.pid())).unwrap();
+    assert!(in_cgroup.contains(&format!("ringest-replay-{}", std::process::id())), "{in_cgroup}");
+    let hwm = ringest_loadgen::procstat::sample(r.pid()).unwrap().hwm;
+    println!("replayed a {} MiB WAL under a {} MiB limit: peak RSS {} MiB", wal_size >> 20, LIMIT >> 20, hwm >> 20);
+    assert_eq!(cg.oom_kills(), 0);
+    let t = "{tenant=\"default-tenant\"}";
+    assert_eq!(r.metric(&format!("prometheus_tsdb_head_series{t}")), Some(SERIES as f64), "{}", r.logs());
+    // Every sample is there: each series' last one, and the count of one series.
+    let stored = ringest_dump(&r.tenant_dir("default-tenant"));
+    let last = stored.get("{__name__=\"replayed\", i=\"7\"}").expect("series 7");
+    assert_eq!(last.len() as i64, rounds);
+    assert_eq!(last.get(&(T0 + rounds - 1)), Some(&((rounds - 1) as f64).to_bits()));
+    assert!(r.terminate().success(), "{}", r.logs());
+}
