@@ -240,6 +240,8 @@ const CLASHING: &[&[(&str, &str)]] = &[
     &[("__name__", "clash"), ("a", "3"), ("tenant_id", "default-tenant")],
     &[("__name__", "clash2"), ("a", "5"), ("receive_replica", "evil")],
     &[("__name__", "clash2"), ("a", "5"), ("receive_replica", "node0")],
+    // Written by the default tenant, claiming another tenant's label.
+    &[("__name__", "clash3"), ("a", "6"), ("tenant_id", "team-b")],
 ];
 
 /// Two tenants (one in a hashring of its own with external labels, `job` among them), series
@@ -304,6 +306,7 @@ fn tenants_clashing_labels_shards_and_limits_read_as_thanos_receive() {
         ("/api/v1/query", instant("{tenant_id=~\"team-.*|evil\", __name__=~\".+\"}")),
         ("/api/v1/query", instant("{receive_replica=\"node0\", a=~\"1|2\"}")),
         ("/api/v1/query", instant("count(clash2)")),
+        ("/api/v1/query", instant("{__name__=\"clash3\"}")),
         ("/api/v1/series", with_window(&[("match[]", "{__name__=~\"clash.*\"}")])),
         ("/api/v1/series", with_window(&[("match[]", "{tenant_id=\"team-b\", cpu=\"0\"}"), ("limit", "5")])),
         ("/api/v1/labels", with_window(&[])),
@@ -360,6 +363,14 @@ fn tenants_clashing_labels_shards_and_limits_read_as_thanos_receive() {
             shardings.iter().map(|_| whole).sum::<usize>(),
             "dedup={dedup}: each sharding partitions the series"
         );
+    }
+    // Checklist E.42, tenant isolation: a series written by one tenant with another tenant's
+    // label is that writer's series, and never one of the other tenant's.
+    for q in &qs {
+        let mine = read::get(q, "/api/v1/query", false, &instant("{__name__=\"clash3\"}"));
+        assert_eq!(mine["result"][0]["metric"]["tenant_id"], "default-tenant", "{mine}");
+        let theirs = read::get(q, "/api/v1/query", false, &instant("{__name__=\"clash3\", tenant_id=\"team-b\"}"));
+        assert_eq!(theirs["result"].as_array().map(Vec::len), Some(0), "{theirs}");
     }
 }
 
