@@ -578,3 +578,89 @@ fn a_partitioned_replica_neither_stops_nor_slows_writes_beyond_the_forward_timeo
         }
     }
 }
+
+/// Checklist B.15, one direction only: node 2 reaches its peers only through fault proxies
+/// (its own hashring file names them; the peers' files name node 2 directly), which blackhole
+/// node 2's outgoing traffic while its peers still reach it. Writes through nodes 0 and 1 keep
+/// answering 2xx at once (their quorum includes node 2); a write through node 2, which cannot
+/// reach a second replica, answers 503 within the forward timeout plus a second and is never
+/// acknowledged; once healed, node 2 answers 2xx again within 10 s; every acknowledged sample
+/// is on at least two nodes.
+#[test]
+fn a_one_way_partition_fails_only_the_writes_that_cannot_reach_a_quorum() {
+    use ringest_e2e::faultproxy::{FaultProxy, Mode};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Receiver> = (0..3).map(|i| Receiver::unstarted(&tmp.path().join(format!("node{i}")))).collect();
+    let proxies: Vec<FaultProxy> = nodes[..2].iter().map(|r| FaultProxy::start(r.grpc_addr.parse().unwrap())).collect();
+    let direct = [nodes[0].grpc_addr.clone(), nodes[1].grpc_addr.clone(), nodes[2].grpc_addr.clone()];
+    let via_proxies = [proxies[0].endpoint(), proxies[1].endpoint(), nodes[2].grpc_addr.clone()];
+    for (i, r) in nodes.iter_mut().enumerate() {
+        let eps = if i == 2 { &via_proxies } else { &direct };
+        let file = tmp.path().join(format!("hashrings{i}.json"));
+        std::fs::write(&file, ring_json(&eps.iter().map(String::as_str).collect::<Vec<_>>(), "hashmod")).unwrap();
+        r.extra = vec![
+            format!("--receive.hashrings-file={}", file.display()),
+            format!("--receive.local-endpoint={}", eps[i]),
+            "--receive.replication-factor=3".into(),
+            "--receive-forward-timeout=2s".into(),
+        ];
+        r.relaunch();
+    }
+    for r in &mut nodes {
+        r.wait_ready(Duration::from_secs(60));
+    }
+    let w = workload("oneway", 100);
+    let mut acked = Acked::new();
+    let mut conns: Vec<RemoteWriter> = nodes.iter().map(|r| RemoteWriter::connect(&r.rw_addr).unwrap()).collect();
+    let mut round = 0;
+    // Every node answers 2xx at once while the network is whole.
+    for conn in conns.iter_mut() {
+        w.send(conn, round..round + 1, &mut acked).unwrap_or_else(|f| panic!("round {round}: {}", f.reason));
+        round += 1;
+    }
+    for p in &proxies {
+        p.set_mode(Mode::Blackhole);
+    }
+    for _ in 0..3 {
+        for (n, conn) in conns.iter_mut().enumerate() {
+            let started = Instant::now();
+            let res = w.send(conn, round..round + 1, &mut acked);
+            let took = started.elapsed();
+            if n == 2 {
+                let f = res.expect_err("node 2 cannot reach a quorum");
+                assert!(f.reason.starts_with("503"), "node 2: {}", f.reason);
+                assert!(took < Duration::from_secs(3), "node 2 answered after {took:?}");
+            } else {
+                res.unwrap_or_else(|f| panic!("node {n}, round {round}: {}", f.reason));
+                assert!(took < Duration::from_millis(1500), "node {n} took {took:?}");
+            }
+            round += 1;
+        }
+    }
+    for p in &proxies {
+        p.set_mode(Mode::Pass);
+    }
+    let healed = Instant::now();
+    loop {
+        match w.send(&mut conns[2], round..round + 1, &mut acked) {
+            Ok(()) => break,
+            Err(f) => assert!(healed.elapsed() < Duration::from_secs(10), "node 2 still failing: {}", f.reason),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    round += 1;
+    for conn in conns.iter_mut() {
+        w.send(conn, round..round + 1, &mut acked).unwrap_or_else(|f| panic!("after healing: {}", f.reason));
+        round += 1;
+    }
+    for r in &mut nodes {
+        assert!(r.terminate().success(), "{}", r.logs());
+    }
+    let dumps: Vec<Acked> = nodes.iter().map(|r| held(&tenant_dir(r))).collect();
+    for (s, samples) in &acked {
+        for (t, bits) in samples {
+            let holders = dumps.iter().filter(|d| d.get(s).and_then(|x| x.get(t)) == Some(bits)).count();
+            assert!(holders >= 2, "{s} @ {t} on {holders} nodes");
+        }
+    }
+}
