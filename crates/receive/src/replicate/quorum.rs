@@ -173,6 +173,45 @@ mod tests {
         assert_eq!(run(&[Some(Unavailable), Some(Unavailable), None], 2), Unavailable);
         assert_eq!(run(&[Some(Invalid), Some(Invalid), Some(Invalid)], 2), Invalid);
         assert_eq!(run(&[Some(Limited), Some(Limited), None], 2), Limited, "every replica over its tenant limit");
+        // The rest of Thanos' rows (`TestReceiveQuorum`, handler_test.go of v0.42.5), by name.
+        // An appender that cannot be had is an unknown error too; a sample too old is a conflict.
+        let all = |o| [Some(o), Some(o), Some(o)];
+        assert_eq!(run(&all(Internal), 2), Unavailable, "size 3 commit error with replication");
+        assert_eq!(run(&all(Internal), 2), Unavailable, "size 3 appender error with replication");
+        assert_eq!(run(&all(Conflict), 2), Conflict, "size 3 conflict with replication (also ErrTooOldSample)");
+        assert_eq!(
+            run(&[Some(Conflict), Some(Conflict), Some(Internal)], 2),
+            Conflict,
+            "two conflicts, one commit error"
+        );
+        assert_eq!(run(&[None, None, None], 2), Ok, "size 3 success with replication");
+    }
+
+    /// Thanos' rows over six nodes, where each series has its own replica set: with hashmod,
+    /// a series whose hash lands on node `k` goes to nodes `k..k+rf` (mod 6), and the request's
+    /// series cover every `k`. `nodes[n]` is node `n`'s outcome.
+    fn six_nodes(nodes: [Option<Outcome>; 6], rf: u32, threshold: u32) -> Outcome {
+        let mut q = Quorum::new(6, rf, threshold);
+        for (n, o) in nodes.iter().enumerate() {
+            let series: Vec<u32> = (0..6u32).filter(|&k| (0..rf).any(|r| (k + r) % 6 == n as u32)).collect();
+            match o {
+                None => q.record(&series, Ok(())),
+                Some(k) => q.record(&series, Err(&f(*k))),
+            }
+        }
+        assert!(q.done());
+        q.verdict().outcome
+    }
+
+    #[test]
+    fn thanos_rows_over_six_nodes() {
+        use Outcome::*;
+        assert_eq!(six_nodes([None; 6], 3, 2), Ok, "size 6 with replication 3");
+        // A series on nodes 5, 0, 1 has one success, a commit error and a conflict: 503.
+        let nodes = [Some(Internal), Some(Conflict), Some(Conflict), None, None, None];
+        assert_eq!(six_nodes(nodes, 3, 2), Unavailable, "size 6 with replication 3 one commit and two conflict error");
+        let nodes = [Some(Internal), Some(Internal), None, None, None, None];
+        assert_eq!(six_nodes(nodes, 5, 3), Ok, "size 6 with replication 5 two commit errors");
     }
 
     #[test]
