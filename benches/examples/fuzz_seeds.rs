@@ -72,6 +72,24 @@ fn main() {
         write(&out.join("framed_snappy"), name, &ringest_grpc::snappy_compress(&data).expect("compress"));
     }
 
+    // Hashring files (first byte: algorithm and replication factor), as Thanos users write them.
+    let rings = [
+        ("one", r#"[{"endpoints": ["a:10901"]}]"#),
+        ("three", r#"[{"hashring": "default", "endpoints": ["a:10901", "b:10901", "c:10901"]}]"#),
+        (
+            "tenants",
+            r#"[{"hashring": "t", "tenants": ["team-*"], "tenant_matcher_type": "glob", "endpoints": [{"address": "a:10901", "az": "z1"}, {"address": "b:10901", "az": "z2"}], "external_labels": {"region": "eu"}}, {"endpoints": ["c:10901"]}]"#,
+        ),
+    ];
+    for (k, (name, json)) in rings.iter().enumerate() {
+        let mut seed = vec![k as u8 * 3];
+        seed.extend_from_slice(json.as_bytes());
+        write(&out.join("hashring"), name, &seed);
+    }
+    for (name, tenant) in [("default", "default-tenant"), ("dotted", "team.eu-1"), ("dots", "..")] {
+        write(&out.join("tenant"), name, tenant.as_bytes());
+    }
+
     // A TSDB with a few series: its first WAL segment, and the index of a block cut from it.
     let tmp = tempfile::tempdir().expect("temp dir");
     let opts = Options { chunk_range: 3_600_000, ..Options::default() };
