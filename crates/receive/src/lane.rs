@@ -7,12 +7,12 @@
 //! writers of normal batches, whose latency then grows a hundredfold. Here a write is sized by
 //! its decompressed length (read from the body's first bytes, before any work) and one larger
 //! than `--ringest.write.bulk-bytes` runs on the bulk lane: threads on half the cores (rounded
-//! up) at nice 19, fed by a bounded queue. The other cores are always left to normal writes,
-//! and the kernel runs bulk threads on them only when normal-priority threads leave a core free
-//! (a nice-19 thread weighs 1/68 of a normal one), so large writes still progress on a busy node
-//! but do not delay the others. Measured by the attack test (tests/tests/hostile_clients.rs) on
-//! 2 cores: a normal writer's p99 under 20 clients sending decode bombs went from 20-40 ms on
-//! one pool to about 0.5-1.5 ms (idle: 0.5 ms). The queue holds at most as many jobs as the
+//! up) at nice 19, fed by a bounded queue. At most half the cores do bulk work at any time, and
+//! a bulk thread gives way to any normal-priority thread (a nice-19 thread weighs 1/68 of a
+//! normal one), so large writes still progress on a busy node but do not delay the others.
+//! Measured by the attack test (tests/tests/hostile_clients.rs) on 2 cores: a normal writer's
+//! p99 under 20 clients sending decode bombs went from 20-25 ms on one pool to 0.5-2.3 ms (idle:
+//! 0.5 ms; every phase in benches/README.md). The queue holds at most as many jobs as the
 //! in-flight budget admits requests (`--ringest.write.max-inflight-requests`), and is never
 //! waited on: a full queue is a busy node.
 
