@@ -343,7 +343,7 @@ pub static FLAGS: &[Flag] = &[
         Bytes,
         Some("4MiB"),
         "Write requests that decompress to more than this are decoded by threads of the lowest CPU priority \
-         (half the cores), so that they never delay smaller writes.",
+         (half the cores), so that they give way to smaller writes.",
         Own,
     ),
     f(
