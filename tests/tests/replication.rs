@@ -64,6 +64,21 @@ fn held(dir: &Path) -> Acked {
     ringest_dump(dir)
 }
 
+/// Stops every node (SIGTERM, a clean exit) and checks that every acknowledged sample is on
+/// at least two of them (the quorum that acknowledged it).
+fn stop_and_check_quorum_copies(nodes: &mut [Receiver], acked: &Acked) {
+    for r in nodes.iter_mut() {
+        assert!(r.terminate().success(), "{}", r.logs());
+    }
+    let dumps: Vec<Acked> = nodes.iter().map(|r| held(&tenant_dir(r))).collect();
+    for (s, samples) in acked {
+        for (t, bits) in samples {
+            let n = dumps.iter().filter(|d| d.get(s).and_then(|x| x.get(t)) == Some(bits)).count();
+            assert!(n >= 2, "{s} @ {t} on {n} nodes");
+        }
+    }
+}
+
 #[test]
 fn rf3_every_acknowledged_sample_is_on_all_three_nodes_and_replicas_are_not_forwarded_again() {
     let mut c = cluster(3, 3, 3, "hashmod", &[]);
@@ -328,17 +343,7 @@ fn the_hashring_file_changes_under_load_without_loss_4xx_or_unreadiness() {
     assert_eq!(c.nodes[0].metric("thanos_receive_config_last_reload_successful"), Some(0.0));
     assert!(c.nodes[0].logs().contains("failed to load configuration file"));
 
-    for r in &mut c.nodes {
-        assert!(r.terminate().success(), "{}", r.logs());
-    }
-    // Every acknowledged sample is on at least two nodes (the quorum that acknowledged it).
-    let dumps: Vec<Acked> = c.nodes.iter().map(|r| held(&tenant_dir(r))).collect();
-    for (s, samples) in &acked {
-        for (t, bits) in samples {
-            let n = dumps.iter().filter(|d| d.get(s).and_then(|x| x.get(t)) == Some(bits)).count();
-            assert!(n >= 2, "{s} @ {t} on {n} nodes");
-        }
-    }
+    stop_and_check_quorum_copies(&mut c.nodes, &acked);
 }
 
 #[test]
@@ -567,16 +572,7 @@ fn a_partitioned_replica_neither_stops_nor_slows_writes_beyond_the_forward_timeo
     phase(&mut acked, 10);
     proxy.set_mode(Mode::Pass);
     phase(&mut acked, 6);
-    for r in &mut nodes {
-        assert!(r.terminate().success(), "{}", r.logs());
-    }
-    let dumps: Vec<Acked> = nodes.iter().map(|r| held(&tenant_dir(r))).collect();
-    for (s, samples) in &acked {
-        for (t, bits) in samples {
-            let holders = dumps.iter().filter(|d| d.get(s).and_then(|x| x.get(t)) == Some(bits)).count();
-            assert!(holders >= 2, "{s} @ {t} on {holders} nodes");
-        }
-    }
+    stop_and_check_quorum_copies(&mut nodes, &acked);
 }
 
 /// Checklist B.15, one direction only: node 2 reaches its peers only through fault proxies
@@ -653,14 +649,5 @@ fn a_one_way_partition_fails_only_the_writes_that_cannot_reach_a_quorum() {
         w.send(conn, round..round + 1, &mut acked).unwrap_or_else(|f| panic!("after healing: {}", f.reason));
         round += 1;
     }
-    for r in &mut nodes {
-        assert!(r.terminate().success(), "{}", r.logs());
-    }
-    let dumps: Vec<Acked> = nodes.iter().map(|r| held(&tenant_dir(r))).collect();
-    for (s, samples) in &acked {
-        for (t, bits) in samples {
-            let holders = dumps.iter().filter(|d| d.get(s).and_then(|x| x.get(t)) == Some(bits)).count();
-            assert!(holders >= 2, "{s} @ {t} on {holders} nodes");
-        }
-    }
+    stop_and_check_quorum_copies(&mut nodes, &acked);
 }

@@ -79,11 +79,11 @@ impl UnaryHandler for RemoteWriteHandler {
                 _ => Arc::new(st.budget.admit().map_err(|r| status(st.budget.refuse(r)))?),
             };
             let (st2, permit2) = (st.clone(), permit.clone());
-            // Sized by its decompressed length; a message whose length cannot be read fails in `write`.
-            let size = request.decompressed_len().unwrap_or(0) as u64;
-            let work = st.lanes.run(size, move || {
+            // Its decompressed length picks its lane, and is charged before it is decompressed.
+            let declared = request.decompressed_len()?;
+            let work = st.lanes.run(declared as u64, move || {
                 let mut scratch = SCRATCH.take();
-                let out = write(&st2, &request, &permit2, &mut scratch);
+                let out = write(&st2, &request, declared, &permit2, &mut scratch);
                 let keep = scratch.capacity() <= KEEP_BYTES;
                 SCRATCH.give(scratch, keep);
                 out
@@ -109,12 +109,18 @@ impl UnaryHandler for RemoteWriteHandler {
 /// Decompressed requests are decoded from buffers kept here, none larger than [`KEEP_BYTES`].
 static SCRATCH: Pool<Vec<u8>> = Pool::new(8);
 
-/// Decompresses, decodes and writes (or routes) one request, on a blocking thread; the
-/// decompressed size and the decoded form are charged to `permit` before they are allocated.
-fn write(st: &AppState, request: &Message, permit: &Permit, scratch: &mut Vec<u8>) -> Result<Vec<Processed>, Status> {
+/// Decompresses, decodes and writes (or routes) one request of `declared` decompressed bytes,
+/// on a blocking thread; the decompressed size and the decoded form are charged to `permit`
+/// before they are allocated.
+fn write(
+    st: &AppState,
+    request: &Message,
+    declared: usize,
+    permit: &Permit,
+    scratch: &mut Vec<u8>,
+) -> Result<Vec<Processed>, Status> {
     let limits = st.budget.limits();
     let refused = |r: Refusal| status(st.budget.refuse(r));
-    let declared = request.decompressed_len()?;
     if request.is_compressed() {
         permit.charge_body(declared).map_err(refused)?;
     }

@@ -70,7 +70,7 @@ impl Lanes {
     /// The lanes with `threads` bulk threads at the lowest priority, at most `capacity` jobs
     /// queued, and writes larger than `bulk_bytes` sent there. The threads end when the `Lanes`
     /// is dropped.
-    pub fn with(threads: usize, capacity: usize, bulk_bytes: u64) -> std::io::Result<Lanes> {
+    fn with(threads: usize, capacity: usize, bulk_bytes: u64) -> std::io::Result<Lanes> {
         let (tx, rx) = sync_channel::<Job>(capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {

@@ -170,11 +170,11 @@ fn wal_gap(wal_dir: &Path) -> Result<Option<(u32, u32)>, TsdbError> {
     Ok(wal::first_gap(&wal::list_segments_unchecked(wal_dir)?, checkpoint))
 }
 
-/// The repair asked for by [`Options::wal_discard_after_gap`]: while the WAL has a gap, the
-/// segments after it are moved to `wal/discarded.<first>/` (kept for the operator, never
-/// replayed), so that replay keeps everything before the gap. Each gap counts as a corruption.
+/// The repair asked for by [`Options::wal_discard_after_gap`]: when the WAL has a gap, every
+/// segment after its first gap is moved to `wal/discarded.<first>/` (kept for the operator,
+/// never replayed), so that replay keeps everything before it. It counts as a corruption.
 fn discard_after_gap(wal_dir: &Path, metrics: &TsdbMetrics) -> Result<(), TsdbError> {
-    while let Some((before, after)) = wal_gap(wal_dir)? {
+    if let Some((before, after)) = wal_gap(wal_dir)? {
         let aside = wal_dir.join(format!("discarded.{after:08}"));
         std::fs::create_dir_all(&aside).map_err(io("create", &aside))?;
         let moved: Vec<u32> = wal::list_segments_unchecked(wal_dir)?.into_iter().filter(|&i| i >= after).collect();
