@@ -178,7 +178,12 @@ fn thanos_query_reads_ringest_as_it_reads_thanos_receive() {
 /// it by reason, and leave smaller calls alone.
 #[test]
 fn store_limits_refuse_large_selects() {
-    let start_ms = (now_ms() - 20 * STEP_MS) / STEP_MS * STEP_MS;
+    // The 20 rounds end before now and within one 2h block range: a head chunk is also cut at a
+    // range boundary, and a series in two chunks would count 240 samples, not 120.
+    const RANGE_MS: i64 = 2 * 3600 * 1000;
+    let now = now_ms();
+    let end = if now % RANGE_MS < 21 * STEP_MS { now - now % RANGE_MS - 1 } else { now };
+    let start_ms = (end - 20 * STEP_MS) / STEP_MS * STEP_MS;
     let ring =
         Ring::start(&[R], &["--store.limits.request-series=10".into(), "--store.limits.request-samples=30".into()]);
     let run = run_load(&layout(start_ms), 20, &ring.nodes[0].rw_addr, None, None);
