@@ -299,19 +299,19 @@ impl Block {
     }
 
     /// The ids of the series selected by `matchers` with a chunk overlapping `[mint, maxt]`,
-    /// ascending (label order), with their label references.
+    /// ascending (label order), with the references of their first label.
     pub fn select_ids(
         &self,
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
-    ) -> Result<Vec<(u32, Vec<LabelRefs>)>, BlockError> {
+    ) -> Result<Vec<(u32, Option<LabelRefs>)>, BlockError> {
         let index = self.index()?;
         let mut out = Vec::new();
         for id in crate::postings::select(index, matchers)? {
             let (refs, metas) = index.series(id)?;
             if metas.iter().any(|m| m.max_time >= mint && m.min_time <= maxt) {
-                out.push((id, refs));
+                out.push((id, refs.first().copied()));
             }
         }
         Ok(out)

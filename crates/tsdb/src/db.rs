@@ -22,7 +22,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use crate::labels::SeriesData;
 pub use appender::{AppendBuffers, Appender, CommitOutcome, SeriesOutcome};
-pub use read::{Parts, Reader, Selected};
+pub use read::{Candidates, Parts, Reader, Selected};
 pub use stats::{Cardinality, HeadStats, Stat};
 
 use crate::block::{self, Block, BlockError};

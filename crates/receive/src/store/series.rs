@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ringest_proto::encoded::Encoded;
 use ringest_proto::thanos::{SeriesRequest, ShardInfo};
-use ringest_tsdb::db::Selected;
+use ringest_tsdb::db::{Candidates, Reader, Selected};
 use ringest_tsdb::labels::Pairs;
 use ringest_tsdb::postings::Matcher;
 use ringest_tsdb::{LabelTable, RawChunk, Tsdb};
@@ -254,9 +254,12 @@ fn send_series(
     Ok(())
 }
 
-/// Answers a Series call into `out`: every tenant's selection first (labels only), merged in
-/// the order of the final labels, then each series' chunks read and sent as the client takes
-/// them, so a call holds the chunks of about one frame at a time.
+/// Answers a Series call into `out`: every tenant's selection first (where each series' data
+/// lies, grouped by metric name), then group by group in the order of their names, each group's
+/// labels merged across tenants and sorted, and each series' chunks read and sent as the client
+/// takes them. A call holds its selection's places, one group's labels and the chunks of about
+/// one frame at a time. (When a label name sorts before `__name__`, the groups' order is not
+/// their series' order and all are taken as one.)
 fn stream_series(
     tenants: &[(String, Arc<Tsdb>)],
     ext: &ExternalLabels,
@@ -277,9 +280,10 @@ fn stream_series(
         warnings.push(msg);
         Ok(())
     };
-    // Every tenant's selection in one vector, and where each tenant's (its reader's) starts.
-    let (mut readers, mut all, mut starts, mut table) =
-        (Vec::new(), Vec::<Selected>::new(), Vec::new(), LabelTable::default());
+    // Every tenant's reader and candidates, with the labels its series are finished with.
+    let mut sources = Vec::new();
+    // Whether the groups of every source can be taken in the order of their metric names.
+    let mut by_name = !removed.contains(&METRIC_NAME);
     for (tenant, db) in tenants {
         if db.lowest_timestamp() > req.max_time {
             continue;
@@ -294,57 +298,89 @@ fn stream_series(
             )?;
             continue;
         }
-        table.set_merge(ext.iter().map(|(n, v)| (n.as_str(), v.as_str())), &removed);
-        let selected = db.reader(req.min_time, req.max_time).and_then(|r| Ok((r.select(&left, &mut table)?, r)));
-        let (selected, reader) = match selected {
-            Ok(v) => v,
-            Err(e) => {
-                failed(&mut warnings, db, format!("code = Internal desc = {e}"))?;
-                continue;
+        match db.reader(req.min_time, req.max_time).and_then(|r| Ok((r.candidates(&left)?, r))) {
+            Ok((candidates, reader)) => {
+                by_name &= !candidates.misordered() && ext.iter().all(|(n, _)| n.as_str() > METRIC_NAME);
+                sources.push(Source { reader, db, ext, candidates });
             }
-        };
-        starts.push(all.len());
-        if all.is_empty() {
-            all = selected;
-        } else {
-            all.extend(selected);
+            Err(e) => failed(&mut warnings, db, format!("code = Internal desc = {e}"))?,
         }
-        readers.push((reader, db));
     }
-    // The answer's order, as positions in `all` (a second vector of series would double a wide
-    // selection's memory).
-    let mut order: Vec<u32> = (0..all.len())
-        .filter(|&i| in_shard(table.pairs(all[i].labels), req.shard_info.as_ref()))
-        .map(|i| u32::try_from(i).expect("fewer than 2^32 series in one answer"))
-        .collect();
-    table.rank();
-    order.sort_unstable_by(|&a, &b| table.cmp(all[a as usize].labels, all[b as usize].labels));
     for w in std::mem::take(&mut warnings) {
         out.warning(&w)?;
     }
+    // Every source's groups, in the order their series are answered in.
+    let mut groups: Vec<(Option<&str>, usize, u32)> = sources
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.candidates.groups().map(move |(g, name)| (name, i, g)))
+        .collect();
+    fn key(name: Option<&str>, by_name: bool) -> (bool, Option<&str>) {
+        (name.is_none() || !by_name, name.filter(|_| by_name))
+    }
+    groups.sort_unstable_by(|a, b| key(a.0, by_name).cmp(&key(b.0, by_name)));
     let limit = u64::try_from(req.limit).ok().filter(|&l| l > 0).unwrap_or(u64::MAX);
-    let (mut chunks, mut sent) = (Vec::new(), 0u64);
-    for i in order {
-        if sent >= limit {
-            break;
+    let mut sent = 0u64;
+    let (mut all, mut starts) = (Vec::<Selected>::new(), Vec::new());
+    // Sources whose read failed: left out of the rest of the answer.
+    let mut broken = vec![false; sources.len()];
+    for run in groups.chunk_by(|a, b| key(a.0, by_name) == key(b.0, by_name)) {
+        let mut table = LabelTable::default();
+        all.clear();
+        starts.clear();
+        for &(_, i, g) in run {
+            let s = &sources[i];
+            if broken[i] {
+                continue;
+            }
+            table.set_merge(s.ext.iter().map(|(n, v)| (n.as_str(), v.as_str())), &removed);
+            starts.push((all.len(), i));
+            if let Err(e) = s.reader.finish(&s.candidates, g, &mut table, &mut all) {
+                broken[i] = true;
+                failed(&mut warnings, s.db, format!("code = Internal desc = {e}"))?;
+            }
         }
-        let (i, p) = (i as usize, &all[i as usize]);
-        let (reader, db) = &readers[starts.partition_point(|&s| s <= i) - 1];
-        chunks.clear();
-        if let Err(e) = reader.chunks(&p.parts, &mut chunks) {
-            failed(&mut warnings, db, format!("code = Internal desc = {e}"))?;
-            continue;
+        // The answer's order, as positions in `all` (a second vector of series would double a
+        // wide selection's memory).
+        let mut order: Vec<u32> = (0..all.len())
+            .filter(|&i| in_shard(table.pairs(all[i].labels), req.shard_info.as_ref()))
+            .map(|i| u32::try_from(i).expect("fewer than 2^32 series in one answer"))
+            .collect();
+        table.rank();
+        order.sort_unstable_by(|&a, &b| table.cmp(all[a as usize].labels, all[b as usize].labels));
+        let mut chunks = Vec::new();
+        for i in order {
+            if sent >= limit {
+                break;
+            }
+            let (i, p) = (i as usize, &all[i as usize]);
+            let s = &sources[starts[starts.partition_point(|&(start, _)| start <= i) - 1].1];
+            chunks.clear();
+            if let Err(e) = s.reader.chunks(&p.parts, &mut chunks) {
+                failed(&mut warnings, s.db, format!("code = Internal desc = {e}"))?;
+                continue;
+            }
+            if chunks.is_empty() {
+                continue;
+            }
+            send_series(out, budget, table.pairs(p.labels), std::mem::take(&mut chunks), req.skip_chunks)?;
+            sent += 1;
         }
-        if chunks.is_empty() {
-            continue;
-        }
-        send_series(out, budget, table.pairs(p.labels), std::mem::take(&mut chunks), req.skip_chunks)?;
-        sent += 1;
     }
     for w in warnings {
         out.warning(&w)?;
     }
     Ok(out.flush()?)
+}
+
+const METRIC_NAME: &str = "__name__";
+
+/// One tenant's part of a Series call.
+struct Source<'a> {
+    reader: Reader<'a>,
+    db: &'a Tsdb,
+    ext: std::collections::BTreeMap<String, String>,
+    candidates: Candidates,
 }
 
 /// A Series answer as the blocking reader produces it: its frames, then how it failed, if it

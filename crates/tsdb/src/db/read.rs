@@ -49,9 +49,87 @@ pub struct Selected {
 /// Where a selected series' chunks are: in blocks of its reader, in the head, or both.
 pub struct Parts(SmallVec<[Part; 1]>);
 
+/// The series a read selected, by where their data lies, without their labels; grouped by the
+/// value of their metric name, so a caller can take the groups one at a time in the order of
+/// their names (unless [`Candidates::misordered`]) and hold one group's labels at a time.
+///
+/// Prometheus orders label sets label by label, and `__name__` sorts before every label name
+/// but those starting with an upper-case letter or with `__` followed by a letter before `n`:
+/// without such names, every series with a metric name comes before every series without one,
+/// and series with different names come in the order of their names.
+#[derive(Default)]
+pub struct Candidates {
+    /// Each group's metric name; `None`: the series without one.
+    names: Vec<Option<String>>,
+    /// Groups by metric name.
+    by_name: hashbrown::HashMap<String, u32>,
+    /// The group of the series without a metric name, once one is found.
+    unnamed: Option<u32>,
+    /// Whether some series' first label sorts before `__name__`.
+    misordered: bool,
+    /// Head series by group.
+    head: Vec<(u32, Arc<MemSeries>)>,
+    /// `(group, block, series id)`, sorted.
+    blocks: Vec<(u32, u32, u32)>,
+}
+
+impl Candidates {
+    /// The groups, each with its metric name (`None`: the series without one), in no
+    /// particular order.
+    pub fn groups(&self) -> impl Iterator<Item = (u32, Option<&str>)> + '_ {
+        self.names.iter().enumerate().map(|(g, n)| (g as u32, n.as_deref()))
+    }
+
+    /// Whether some series' first label name sorts before `__name__`: the groups' order is then
+    /// not the order of their series, and a caller must sort them all together.
+    pub fn misordered(&self) -> bool {
+        self.misordered
+    }
+
+    /// How many series (a series in several sources counts once for each).
+    pub fn len(&self) -> usize {
+        self.head.len() + self.blocks.len()
+    }
+
+    /// Whether none was selected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a series whose first label is named `name` has a metric name (it is first when
+    /// present); notes one that sorts before it.
+    fn first_name(&mut self, name: &str) -> bool {
+        self.misordered |= name < METRIC_NAME;
+        name == METRIC_NAME
+    }
+
+    /// The group of metric name `value` (each source asks once per value).
+    fn named(&mut self, value: &str) -> u32 {
+        if let Some(&g) = self.by_name.get(value) {
+            return g;
+        }
+        let g = u32::try_from(self.names.len()).expect("fewer than 2^32 metric names");
+        self.names.push(Some(value.to_owned()));
+        self.by_name.insert(value.to_owned(), g);
+        g
+    }
+
+    /// The group of the series without a metric name.
+    fn unnamed(&mut self) -> u32 {
+        *self.unnamed.get_or_insert_with(|| {
+            self.names.push(None);
+            u32::try_from(self.names.len() - 1).expect("fewer than 2^32 metric names")
+        })
+    }
+}
+
+const METRIC_NAME: &str = "__name__";
+
 /// The series a selection found so far.
 struct Found {
     selected: Vec<Selected>,
+    /// Where this selection's series start in `selected`.
+    base: usize,
     /// When several sources are read: each found series' own labels (before the table
     /// finishes them), to find it again in another source. Own, not final, labels: two series
     /// that only differ in a removed label stay two series, as in one source.
@@ -64,10 +142,10 @@ impl Found {
     fn add(&mut self, ids: &[u32], part: Part, table: &mut LabelTable) {
         if let Some(own) = &mut self.own {
             if let Some(i) = own.find(ids) {
-                self.selected[i].parts.0.push(part);
+                self.selected[self.base + i].parts.0.push(part);
                 return;
             }
-            own.add(ids, self.selected.len());
+            own.add(ids, self.selected.len() - self.base);
         }
         self.selected.push(Selected { labels: table.push(ids), parts: Parts(smallvec::smallvec![part]) });
     }
@@ -155,33 +233,40 @@ impl Reader<'_> {
     /// in the read's range, in no particular order, without their chunks; their labels go into
     /// `table`, finished as its [`LabelTable::set_merge`] says.
     pub fn select(&self, matchers: &[Matcher], table: &mut LabelTable) -> Result<Vec<Selected>, TsdbError> {
-        let mut found = Found {
-            selected: Vec::new(),
-            // Blocks and head each hold a series once: equal labels in several are one series.
-            own: (!self.blocks.is_empty()).then(OwnLabels::default),
-        };
-        let mut ids: Vec<u32> = Vec::new();
-        // Table ids by the source's own string ids: a string shared by many series is looked
-        // up and hashed once per selection.
-        let mut seen: hashbrown::HashMap<u32, u32> = hashbrown::HashMap::new();
+        let candidates = self.candidates(matchers)?;
+        let mut out = Vec::new();
+        for (group, _) in candidates.groups() {
+            self.finish(&candidates, group, table, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// The series selected by `matchers` with data in the read's range, without their labels,
+    /// grouped by the value of their metric name (see [`Candidates`]).
+    pub fn candidates(&self, matchers: &[Matcher]) -> Result<Candidates, TsdbError> {
+        let mut c = Candidates::default();
         for (i, b) in self.blocks.iter().enumerate() {
             let index = b.index()?;
-            seen.clear();
-            let selected = b.select_ids(matchers, self.mint, self.maxt)?;
-            found.selected.reserve(selected.len());
-            table.reserve(selected.len(), selected.first().map_or(0, |(_, refs)| 2 * refs.len()));
-            for (id, refs) in selected {
-                ids.clear();
-                for (n, v) in refs {
-                    for r in [n, v] {
-                        let t = match seen.get(&r) {
-                            Some(&t) => t,
-                            None => *seen.entry(r).or_insert(table.intern(index.symbol(r)?)),
+            // Groups by the block's string references: each string is read once.
+            let mut groups: hashbrown::HashMap<u32, u32> = hashbrown::HashMap::new();
+            let mut first_names: hashbrown::HashMap<u32, bool> = hashbrown::HashMap::new();
+            let block = u32::try_from(i).expect("fewer than 2^32 blocks");
+            for (id, first) in b.select_ids(matchers, self.mint, self.maxt)? {
+                let group = match first {
+                    Some((n, v)) => {
+                        let is_name = match first_names.get(&n) {
+                            Some(&is) => is,
+                            None => *first_names.entry(n).or_insert(c.first_name(index.symbol(n)?)),
                         };
-                        ids.push(t);
+                        match (is_name, groups.get(&v)) {
+                            (false, _) => c.unnamed(),
+                            (true, Some(&g)) => g,
+                            (true, None) => *groups.entry(v).or_insert(c.named(index.symbol(v)?)),
+                        }
                     }
-                }
-                found.add(&ids, Part::Block(i, id), table);
+                    None => c.unnamed(),
+                };
+                c.blocks.push((group, block, id));
             }
         }
         let head_mint = self.mint.max(self.floor);
@@ -194,13 +279,82 @@ impl Reader<'_> {
                 self.head.select(matchers)
             };
             let _symbols = self.head.symbol_gate.read();
-            seen.clear();
-            found.selected.reserve(series.len());
-            table.reserve(series.len(), series.first().map_or(0, |s| s.labels.len()));
+            let symbols = &self.head.symbols;
+            let mut groups: hashbrown::HashMap<u32, u32> = hashbrown::HashMap::new();
+            let mut first_names: hashbrown::HashMap<u32, bool> = hashbrown::HashMap::new();
+            c.head.reserve(series.len());
             for s in series {
                 if !s.state.lock().has_data_in(head_mint, self.maxt) {
                     continue;
                 }
+                let group = match *s.labels {
+                    [n, v, ..] => {
+                        let is_name = match first_names.get(&n) {
+                            Some(&is) => is,
+                            None => *first_names.entry(n).or_insert(symbols.with_str(n, |t| c.first_name(t))),
+                        };
+                        match (is_name, groups.get(&v)) {
+                            (false, _) => c.unnamed(),
+                            (true, Some(&g)) => g,
+                            (true, None) => *groups.entry(v).or_insert(symbols.with_str(v, |t| c.named(t))),
+                        }
+                    }
+                    _ => c.unnamed(),
+                };
+                c.head.push((group, s));
+            }
+        }
+        c.head.sort_unstable_by_key(|&(g, _)| g);
+        c.blocks.sort_unstable();
+        Ok(c)
+    }
+
+    /// Appends the series of `group` in `c` to `out`, their labels in `table` (finished as its
+    /// [`LabelTable::set_merge`] says); a series found in several sources is one, with a part
+    /// in each.
+    pub fn finish(
+        &self,
+        c: &Candidates,
+        group: u32,
+        table: &mut LabelTable,
+        out: &mut Vec<Selected>,
+    ) -> Result<(), TsdbError> {
+        let blocks = &c.blocks[c.blocks.partition_point(|b| b.0 < group)..c.blocks.partition_point(|b| b.0 <= group)];
+        let head = &c.head[c.head.partition_point(|h| h.0 < group)..c.head.partition_point(|h| h.0 <= group)];
+        let mut found = Found {
+            base: out.len(),
+            selected: std::mem::take(out),
+            // Blocks and head each hold a series once: equal labels in several are one series.
+            own: (!blocks.is_empty()).then(OwnLabels::default),
+        };
+        found.selected.reserve(blocks.len() + head.len());
+        let mut ids: Vec<u32> = Vec::new();
+        // Table ids by the source's own string ids: a string shared by many series is looked
+        // up and hashed once per group.
+        let mut seen: hashbrown::HashMap<u32, u32> = hashbrown::HashMap::new();
+        for run in blocks.chunk_by(|a, b| a.1 == b.1) {
+            let i = run[0].1 as usize;
+            let index = self.blocks[i].index()?;
+            seen.clear();
+            for &(_, _, id) in run {
+                ids.clear();
+                for (n, v) in index.series(id)?.0 {
+                    for r in [n, v] {
+                        let t = match seen.get(&r) {
+                            Some(&t) => t,
+                            None => *seen.entry(r).or_insert(table.intern(index.symbol(r)?)),
+                        };
+                        ids.push(t);
+                    }
+                }
+                found.add(&ids, Part::Block(i, id), table);
+            }
+        }
+        if !head.is_empty() {
+            let _symbols = self.head.symbol_gate.read();
+            seen.clear();
+            table.reserve(head.len(), head[0].1.labels.len());
+            for (_, s) in head {
                 ids.clear();
                 for &id in s.labels.iter() {
                     let t = match seen.get(&id) {
@@ -213,10 +367,11 @@ impl Reader<'_> {
                     };
                     ids.push(t);
                 }
-                found.add(&ids, Part::Head(s), table);
+                found.add(&ids, Part::Head(s.clone()), table);
             }
         }
-        Ok(found.selected)
+        *out = found.selected;
+        Ok(())
     }
 
     /// Appends the chunks of `s` overlapping the read's range, by first sample time: block
@@ -249,6 +404,16 @@ mod tests {
     const H: i64 = 3_600_000;
     const T0: i64 = 1_699_999_200_000;
 
+    /// The steps of a cut of the first 2h window, without the head's truncation; returns the
+    /// window's end.
+    fn cut_first_window(db: &Tsdb) -> i64 {
+        let maxt = T0 + 2 * H;
+        db.head.raise_floor(maxt);
+        let meta = db.write_block(T0, maxt).unwrap().expect("a block");
+        db.blocks.write().push(Arc::new(Block::open(&db.dir.join(&meta.ulid)).unwrap()));
+        maxt
+    }
+
     /// After a cut published its block and before the head is truncated, the head still holds
     /// the block's samples: a read then takes each of them once, from the block.
     #[test]
@@ -266,11 +431,7 @@ mod tests {
             }
             app.commit().unwrap();
         }
-        // The steps of a cut of the first 2h window, without the truncation.
-        let maxt = T0 + 2 * H;
-        db.head.raise_floor(maxt);
-        let meta = db.write_block(T0, maxt).unwrap().expect("a block");
-        db.blocks.write().push(Arc::new(Block::open(&db.dir.join(&meta.ulid)).unwrap()));
+        let maxt = cut_first_window(&db);
         let got = db.select_chunks(&[], i64::MIN, i64::MAX).unwrap();
         assert_eq!(got.len(), 3);
         for s in got {
@@ -279,6 +440,53 @@ mod tests {
             let straddling = s.chunks.iter().filter(|c| c.min_time < maxt && c.max_time >= maxt).count();
             assert_eq!(straddling, 0, "{}: no chunk reaches across the block's end", s.labels);
         }
+    }
+
+    /// Candidates are grouped by metric name (the series without one together), across a
+    /// block and the head; a first label that sorts before `__name__` marks them misordered.
+    #[test]
+    fn candidates_are_grouped_by_metric_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Tsdb::open(dir.path(), Options::default()).unwrap();
+        let mut bufs = AppendBuffers::default();
+        let sets: [&[(&str, &str)]; 6] = [
+            &[("__name__", "a"), ("i", "1")],
+            &[("__name__", "a"), ("i", "2")],
+            &[("__name__", "b"), ("i", "1")],
+            &[("i", "1")],
+            &[("j", "1")],
+            &[("A", "1"), ("__name__", "a")],
+        ];
+        for k in 0..180 {
+            let mut app = db.appender(&mut bufs);
+            for (n, set) in sets.iter().enumerate() {
+                // The last set only in the head, after the block's range.
+                if n == 5 && k < 150 {
+                    continue;
+                }
+                let labels: Vec<LabelRef<'_>> =
+                    set.iter().map(|(n, v)| LabelRef { name: n.as_bytes(), value: v.as_bytes() }).collect();
+                app.append(&labels, &[(T0 + k * 60_000, 1.0)], i64::MAX).unwrap();
+            }
+            app.commit().unwrap();
+        }
+        cut_first_window(&db);
+        let reader = db.reader(i64::MIN, i64::MAX).unwrap();
+        let i_set = [crate::postings::Matcher::new(crate::postings::MatchKind::Equal, "i", "1").unwrap()];
+        let c = reader.candidates(&i_set).unwrap();
+        assert!(!c.misordered());
+        let mut groups: Vec<(Option<&str>, usize)> = c
+            .groups()
+            .map(|(g, name)| {
+                let (mut table, mut out) = (crate::LabelTable::default(), Vec::new());
+                reader.finish(&c, g, &mut table, &mut out).unwrap();
+                assert!(out.iter().all(|s| table.get(s.labels, "__name__") == name), "{name:?}");
+                (name, out.len())
+            })
+            .collect();
+        groups.sort();
+        assert_eq!(groups, [(None, 1), (Some("a"), 1), (Some("b"), 1)], "one series per group, block and head merged");
+        assert!(reader.candidates(&[]).unwrap().misordered(), "`A` sorts before `__name__`");
     }
 
     /// Across a block and the head, a series found in both is one series with both parts; two
@@ -300,10 +508,7 @@ mod tests {
             }
             app.commit().unwrap();
         }
-        let maxt = T0 + 2 * H;
-        db.head.raise_floor(maxt);
-        let meta = db.write_block(T0, maxt).unwrap().expect("a block");
-        db.blocks.write().push(Arc::new(Block::open(&db.dir.join(&meta.ulid)).unwrap()));
+        cut_first_window(&db);
         let reader = db.reader(i64::MIN, i64::MAX).unwrap();
         let mut table = crate::LabelTable::default();
         table.set_merge([("site", "x")], &["replica"]);
