@@ -155,6 +155,7 @@ async fn ours(payload: Bytes, calls: usize) -> (f64, f64) {
             max_message_bytes: MAX,
             connect_timeout: Duration::from_secs(5),
             keepalive: Duration::from_secs(10),
+            tls: None,
         },
     );
     ch.unary(PATH, payload.clone(), Duration::from_secs(10)).await.expect("warm-up call");

@@ -9,6 +9,7 @@ pub mod client;
 pub mod faultproxy;
 pub mod label_matrix;
 pub mod oracle;
+pub mod pki;
 pub mod process;
 pub mod read;
 pub mod ring;

@@ -29,6 +29,8 @@ pub struct ChannelOptions {
     pub connect_timeout: Duration,
     /// HTTP/2 PING interval while calls are in flight (Thanos: 10s, 5s ack timeout).
     pub keepalive: Duration,
+    /// TLS towards the peer (`--remote-write.client-tls-secure`), else plain TCP.
+    pub tls: Option<ringest_tls::Connector>,
 }
 
 impl Default for ChannelOptions {
@@ -39,6 +41,7 @@ impl Default for ChannelOptions {
             max_message_bytes: i32::MAX as usize,
             connect_timeout: Duration::from_secs(5),
             keepalive: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -195,6 +198,23 @@ impl Channel {
         let addr = &self.inner.addr;
         let stream = TcpStream::connect(addr.as_str()).await.map_err(|e| format!("dial tcp {addr}: {e}"))?;
         let _ = stream.set_nodelay(true);
+        match &self.inner.opts.tls {
+            None => self.handshake(stream).await,
+            Some(tls) => {
+                let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let stream = tls.connect(host, stream).await.map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+                self.handshake(stream).await
+            }
+        }
+    }
+
+    /// The HTTP/2 handshake on a connected stream; the connection is then driven by a task.
+    async fn handshake<S>(&self, stream: S) -> Result<SendRequest<GrpcBody>, String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let addr = &self.inner.addr;
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .initial_stream_window_size(2 << 20)

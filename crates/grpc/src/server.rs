@@ -62,6 +62,8 @@ pub struct ConnLimits {
     /// `MaxConnectionIdle`). Pings do not count as calls, and a connection that never sends its
     /// HTTP/2 preface is closed by it too.
     pub max_connection_idle: Duration,
+    /// How long a TLS handshake may take (grpc-go's `ConnectionTimeout`).
+    pub handshake_timeout: Duration,
 }
 
 impl Default for ConnLimits {
@@ -71,6 +73,7 @@ impl Default for ConnLimits {
             keepalive_time: Duration::from_secs(2 * 3600),
             keepalive_timeout: Duration::from_secs(20),
             max_connection_idle: Duration::from_secs(15 * 60),
+            handshake_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -144,6 +147,7 @@ pub struct Server {
     observer: Option<Arc<dyn Observer>>,
     max_connection_age: Option<Duration>,
     limits: ConnLimits,
+    tls: Option<ringest_tls::Acceptor>,
 }
 
 impl Server {
@@ -157,6 +161,7 @@ impl Server {
             observer: None,
             max_connection_age: None,
             limits: ConnLimits::default(),
+            tls: None,
         }
     }
 
@@ -177,6 +182,12 @@ impl Server {
     /// with no grace: calls in flight finish, new ones go to a new connection).
     pub fn max_connection_age(mut self, age: Duration) -> Server {
         self.max_connection_age = Some(age);
+        self
+    }
+
+    /// Serves TLS with `acceptor` (which must offer ALPN `h2`, as gRPC clients require).
+    pub fn tls(mut self, acceptor: ringest_tls::Acceptor) -> Server {
+        self.tls = Some(acceptor);
         self
     }
 
@@ -246,8 +257,17 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        let conn = serve_conn(routes.clone(), stream, peer, stop_rx.clone(), self.max_connection_age, self.limits);
-                        conns.spawn(conn);
+                        let (routes, stop, age, limits) = (routes.clone(), stop_rx.clone(), self.max_connection_age, self.limits);
+                        match self.tls.clone() {
+                            None => conns.spawn(serve_conn(routes, stream, peer, stop, age, limits)),
+                            Some(tls) => conns.spawn(async move {
+                                match tokio::time::timeout(limits.handshake_timeout, tls.accept(stream)).await {
+                                    Ok(Ok(stream)) => serve_conn(routes, stream, peer, stop, age, limits).await,
+                                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "gRPC TLS handshake failed"),
+                                    Err(_) => tracing::debug!(%peer, "gRPC TLS handshake timed out"),
+                                }
+                            }),
+                        };
                     }
                     Err(e) => {
                         // Per-connection accept failures (EMFILE, ECONNABORTED...) must not stop the server.
@@ -373,14 +393,16 @@ impl Drop for InFlight {
 }
 
 /// Serves one connection until it closes; on shutdown sends GOAWAY and drains in-flight calls.
-async fn serve_conn(
+async fn serve_conn<S>(
     routes: Routes,
-    stream: tokio::net::TcpStream,
+    stream: S,
     peer: std::net::SocketAddr,
     mut stop: watch::Receiver<bool>,
     max_age: Option<Duration>,
     limits: ConnLimits,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (counter, mut in_flight) = watch::channel(0usize);
     let counter = Arc::new(counter);
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {

@@ -60,6 +60,7 @@ fn channel(addr: SocketAddr, compression: Compression) -> Channel {
         max_message_bytes: 4 * LIMIT,
         connect_timeout: SECOND,
         keepalive: Duration::from_secs(10),
+        tls: None,
     };
     Channel::new(addr.to_string(), opts)
 }

@@ -92,6 +92,12 @@ pub struct ReceiveConfig {
     pub grpc_limits: ringest_grpc::ConnLimits,
     /// `--ringest.max-tenants` (0: no limit).
     pub max_tenants: usize,
+    /// `--grpc-server-tls-*`.
+    pub grpc_tls: ringest_tls::ServerOptions,
+    /// `--remote-write.server-tls-*`.
+    pub remote_write_tls: ringest_tls::ServerOptions,
+    /// `--remote-write.client-tls-*`, when `--remote-write.client-tls-secure` is set.
+    pub peer_tls: Option<ringest_tls::ClientOptions>,
     /// Flags accepted but ignored, with the reason (logged at debug level at start-up).
     pub ignored_flags: Vec<(&'static str, &'static str)>,
 }
@@ -267,6 +273,7 @@ fn ring_config(m: &ArgMatches) -> Result<Option<RingConfig>, String> {
             max_backoff: Duration::from_millis(duration(m, "receive-forward-max-backoff")?.max(100)),
             compression,
             async_workers: workers.max(1),
+            tls: None,
         },
     }))
 }
@@ -309,8 +316,23 @@ fn bounds(
         keepalive_time: d("ringest.grpc.keepalive-time")?,
         keepalive_timeout: d("ringest.grpc.keepalive-timeout")?,
         max_connection_idle: d("ringest.grpc.max-connection-idle")?,
+        ..ringest_grpc::ConnLimits::default()
     };
     Ok((write, http, grpc))
+}
+
+/// A listener's `--<prefix>-cert`, `-key`, `-client-ca`, `-min-version`, `-ciphers` and
+/// `-curves`.
+fn server_tls(m: &ArgMatches, prefix: &str) -> ringest_tls::ServerOptions {
+    let s = |name: &str| get_str(m, &format!("{prefix}-{name}")).unwrap_or_default();
+    ringest_tls::ServerOptions {
+        cert: s("cert"),
+        key: s("key"),
+        client_ca: s("client-ca"),
+        min_version: s("min-version"),
+        ciphers: get_all(m, &format!("{prefix}-ciphers")),
+        curves: get_all(m, &format!("{prefix}-curves")),
+    }
 }
 
 fn duration(m: &ArgMatches, name: &str) -> Result<u64, String> {
@@ -424,6 +446,16 @@ impl ReceiveConfig {
             http_limits,
             grpc_limits,
             max_tenants: uint(m, "ringest.max-tenants")? as usize,
+            grpc_tls: server_tls(m, "grpc-server-tls"),
+            remote_write_tls: server_tls(m, "remote-write.server-tls"),
+            peer_tls: get_bool(m, "remote-write.client-tls-secure").then(|| ringest_tls::ClientOptions {
+                cert: get_str(m, "remote-write.client-tls-cert").unwrap_or_default(),
+                key: get_str(m, "remote-write.client-tls-key").unwrap_or_default(),
+                ca: get_str(m, "remote-write.client-tls-ca").unwrap_or_default(),
+                server_name: get_str(m, "remote-write.client-server-name").unwrap_or_default(),
+                skip_verify: get_bool(m, "remote-write.client-tls-skip-verify"),
+                min_version: get_str(m, "remote-write.client-tls-min-version").unwrap_or_default(),
+            }),
             ignored_flags,
         })
     }
@@ -504,7 +536,7 @@ mod tests {
     fn unimplemented_flags_are_rejected_by_name() {
         for (flag, needle) in [
             ("--receive.replication-protocol=capnproto", "--receive.replication-protocol"),
-            ("--remote-write.server-tls-cert=/c.pem", "--remote-write.server-tls-cert"),
+            ("--receive.tenant-certificate-field=commonName", "--receive.tenant-certificate-field"),
             ("--tsdb.max-exemplars=100", "--tsdb.max-exemplars"),
             ("--enable-feature=metric-names-filter", "--enable-feature"),
             ("--no-receive.otlp-enable-target-info", "--receive.otlp-enable-target-info"),
@@ -523,6 +555,31 @@ mod tests {
         ] {
             assert!(parse(&[L, ok]).is_ok(), "{ok}");
         }
+    }
+
+    #[test]
+    fn tls_flags() {
+        let c = parse(&[L]).unwrap();
+        assert!(c.grpc_tls.cert.is_empty() && c.remote_write_tls.key.is_empty() && c.peer_tls.is_none());
+        assert_eq!((c.grpc_tls.min_version.as_str(), c.remote_write_tls.min_version.as_str()), ("1.3", "1.3"));
+        let c = parse(&[
+            L,
+            "--grpc-server-tls-cert=/c.pem",
+            "--grpc-server-tls-key=/k.pem",
+            "--grpc-server-tls-ciphers=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "--grpc-server-tls-ciphers=TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            "--remote-write.server-tls-client-ca=/ca.pem",
+            "--remote-write.server-tls-min-version=1.2",
+            "--remote-write.client-tls-secure",
+            "--remote-write.client-server-name=peer",
+        ])
+        .unwrap();
+        assert_eq!((c.grpc_tls.cert.as_str(), c.grpc_tls.key.as_str()), ("/c.pem", "/k.pem"));
+        assert_eq!(c.grpc_tls.ciphers.len(), 2);
+        assert_eq!(c.remote_write_tls.client_ca, "/ca.pem");
+        assert_eq!(c.remote_write_tls.min_version, "1.2");
+        let peer = c.peer_tls.expect("client TLS on");
+        assert_eq!((peer.server_name.as_str(), peer.min_version.as_str(), peer.skip_verify), ("peer", "1.3", false));
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct Options {
     pub compression: Compression,
     /// `--receive.forward.async-workers`: concurrent calls per peer.
     pub async_workers: usize,
+    /// `--remote-write.client-tls-*`: TLS towards peers (`None`: plain).
+    pub tls: Option<ringest_tls::Connector>,
 }
 
 /// Replication metrics (Thanos' names).
@@ -133,6 +135,7 @@ impl Peer {
                 max_message_bytes: MAX_MESSAGE_BYTES,
                 connect_timeout: opts.forward_timeout,
                 keepalive: Duration::from_secs(10),
+                tls: opts.tls.clone(),
             },
         );
         Peer {
@@ -558,6 +561,7 @@ mod tests {
             max_backoff: Duration::from_secs(1),
             compression,
             async_workers: 2,
+            tls: None,
         };
         Replicator::new(ring, opts, ReplicationMetrics::new(&prometheus::Registry::new()).unwrap())
     }

@@ -59,6 +59,7 @@ fn spawn_server(
     listener: TcpListener,
     router: axum::Router,
     limits: HttpLimits,
+    tls: Option<ringest_tls::Acceptor>,
     refused: prometheus::IntCounter,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -66,7 +67,7 @@ fn spawn_server(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        crate::http::serve::serve(listener, router, limits, refused, shutdown).await;
+        crate::http::serve::serve(listener, router, limits, tls, refused, shutdown).await;
     })
 }
 
@@ -103,7 +104,13 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
             let ring_metrics = RingMetrics::new(&metrics.registry)?;
             let (ring, digest) = ring::load(rc, &ring_metrics)?;
             let repl_metrics = ReplicationMetrics::new(&metrics.registry).context("register replication metrics")?;
-            let rep = Arc::new(Replicator::new(ring, rc.replication.clone(), repl_metrics));
+            let mut options = rc.replication.clone();
+            if let Some(tls) = &cfg.peer_tls {
+                let connector =
+                    ringest_tls::Connector::new(tls, &[b"h2"]).context("peer TLS (--remote-write.client-tls-*)")?;
+                options.tls = Some(connector);
+            }
+            let rep = Arc::new(Replicator::new(ring, options, repl_metrics));
             metrics
                 .registry
                 .register(Box::new(ring::HashringNodes::new(rep.clone())?))
@@ -148,13 +155,16 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     let (ops_stop, ops_stop_rx) = watch::channel(false);
     let (rw_stop, rw_stop_rx) = watch::channel(false);
     let refused = |server: &str| st.metrics.http_connections_refused.with_label_values(&[server]);
-    let ops = spawn_server(ops_listener, ops_router(st.clone()), cfg.http_limits, refused("ops"), ops_stop_rx);
+    let rw_tls = ringest_tls::Acceptor::new(&cfg.remote_write_tls, &[b"h2", b"http/1.1"])
+        .context("remote-write TLS (--remote-write.server-tls-*)")?;
+    let ops = spawn_server(ops_listener, ops_router(st.clone()), cfg.http_limits, None, refused("ops"), ops_stop_rx);
     tracing::info!(address = %cfg.http_address, "listening for requests and metrics");
     probe.set_healthy();
     let rw = spawn_server(
         rw_listener,
         remote_write_router(st.clone()),
         cfg.http_limits,
+        rw_tls.clone(),
         refused("remote-write"),
         rw_stop_rx,
     );
@@ -180,6 +190,11 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
             .observe(grpc_metrics)
             .health(Arc::new(move || probe.is_ready()));
         server = server.limits(cfg.grpc_limits);
+        if let Some(tls) =
+            ringest_tls::Acceptor::new(&cfg.grpc_tls, &[b"h2"]).context("gRPC server TLS (--grpc-server-tls-*)")?
+        {
+            server = server.tls(tls);
+        }
         if let Some(age) = cfg.grpc_max_connection_age {
             server = server.max_connection_age(age);
         }
@@ -198,7 +213,11 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         tokio::spawn(ring::watch(rc.clone(), rep.clone(), rm.clone(), digest.clone(), ring_stop_rx));
     }
     tracing::info!(address = %cfg.remote_write_address, "Start listening for connections");
-    tracing::info!(address = %cfg.remote_write_address, "Serving plain HTTP");
+    if rw_tls.is_some() {
+        tracing::info!(address = %cfg.remote_write_address, "Serving HTTPS");
+    } else {
+        tracing::info!(address = %cfg.remote_write_address, "Serving plain HTTP");
+    }
 
     let default_dir = cfg.tsdb_path.join(&cfg.default_tenant);
     if default_dir.is_dir() {

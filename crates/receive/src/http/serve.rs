@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::either::Either;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -55,6 +56,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
+    tls: Option<ringest_tls::Acceptor>,
     refused: IntCounter,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
@@ -89,10 +91,25 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let (builder, router) = (builder.clone(), router.clone());
+        let (builder, router, tls) = (builder.clone(), router.clone(), tls.clone());
         let (mut signal, close_rx) = (signal_tx.subscribe(), close_rx.clone());
         tokio::spawn(async move {
             let service = TowerToHyperService::new(router);
+            let stream = match tls {
+                None => Either::Left(stream),
+                // The handshake counts against the header read timeout.
+                Some(tls) => match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
+                    Ok(Ok(s)) => Either::Right(s),
+                    Ok(Err(e)) => {
+                        tracing::debug!(err = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let mut stopping = false;

@@ -1,0 +1,287 @@
+//! TLS with Thanos' flags, checked from outside with certificates made on the fly:
+//!
+//! - the remote-write port with a client CA takes writes from Prometheus 2.42 and from a client
+//!   with a certificate the CA signed, and refuses plaintext, clients without a certificate,
+//!   clients whose certificate another CA signed, and TLS 1.2 under the default minimum (1.3);
+//!   a renewed certificate is served to new connections while open ones go on;
+//! - a mixed ring (two ringest, one Thanos Receive) replicates over mutual TLS both ways, and
+//!   Thanos Query reads every replica over TLS;
+//! - a cipher suite, curve or version rustls cannot offer stops ringest at start-up, by name.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringest_e2e::Impl::{Ringest as R, Thanos as T};
+use ringest_e2e::Receiver;
+use ringest_e2e::oracle::Prometheus;
+use ringest_e2e::pki::Pki;
+use ringest_e2e::read;
+use ringest_e2e::ring::{Ring, layout, now_ms, run_load};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A client configuration trusting `pki`'s CA, presenting `pair` if given, speaking only TLS
+/// 1.2 if `tls12`.
+fn client(pki: &Pki, pair: Option<(&Path, &Path)>, tls12: bool) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(&pki.ca).unwrap()).unwrap();
+    let versions: &[&rustls::SupportedProtocolVersion] =
+        if tls12 { &[&rustls::version::TLS12] } else { &[&rustls::version::TLS13, &rustls::version::TLS12] };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match pair {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(cert).unwrap().map(Result::unwrap).collect(),
+                PrivateKeyDer::from_pem_file(key).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(config)
+}
+
+async fn connect(addr: &str, config: Arc<rustls::ClientConfig>) -> io::Result<Tls> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(config).connect(name, tcp).await
+}
+
+/// One remote-write request of one sample on `stream`; the answer's status code.
+async fn post(stream: &mut Tls, at_ms: i64) -> io::Result<u16> {
+    let s = ringest_e2e::client::series(&[("__name__", "tls_probe")], &[(at_ms, 1.0)]);
+    let body = ringest_e2e::client::encode(&ringest_proto::prometheus::WriteRequest {
+        timeseries: vec![s],
+        ..Default::default()
+    });
+    let head = format!(
+        "POST /api/v1/receive HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\n\
+         Content-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&body).await?;
+    stream.flush().await?;
+    // The answer's head, then its body (by Content-Length).
+    let mut buf = Vec::new();
+    let end = loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before an answer"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let len: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    while buf.len() < end + len {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(code)
+}
+
+/// Connects with `config` and sends one write: its status, or why it failed.
+fn write_once(rt: &tokio::runtime::Runtime, addr: &str, config: Arc<rustls::ClientConfig>) -> Result<u16, String> {
+    rt.block_on(async {
+        let mut s = connect(addr, config).await.map_err(|e| format!("handshake: {e}"))?;
+        post(&mut s, now_ms()).await.map_err(|e| format!("request: {e}"))
+    })
+}
+
+#[test]
+fn the_remote_write_port_serves_mutual_tls_to_the_right_clients_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let flags = [
+        format!("--remote-write.server-tls-cert={}", Pki::s(&pki.cert)),
+        format!("--remote-write.server-tls-key={}", Pki::s(&pki.key)),
+        format!("--remote-write.server-tls-client-ca={}", Pki::s(&pki.ca)),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut r = Receiver::start(&tmp.path().join("ringest"), &flags);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let addr = r.rw_addr.clone();
+
+    let good = client(&pki, Some((&pki.cert, &pki.key)), false);
+    assert_eq!(write_once(&rt, &addr, good.clone()), Ok(200), "{}", r.logs());
+    for (what, config) in [
+        ("no client certificate", client(&pki, None, false)),
+        ("a certificate another CA signed", client(&pki, Some((&pki.rogue_cert, &pki.rogue_key)), false)),
+        ("TLS 1.2 under the default minimum 1.3", client(&pki, Some((&pki.cert, &pki.key)), true)),
+    ] {
+        let got = write_once(&rt, &addr, config);
+        assert!(got.is_err(), "{what}: {got:?}");
+    }
+    let mut plain = ringest_e2e::RemoteWriter::connect(&addr).unwrap();
+    let s = ringest_e2e::client::series(&[("__name__", "tls_probe")], &[(now_ms(), 1.0)]);
+    let got = plain.send(&ringest_proto::prometheus::WriteRequest { timeseries: vec![s], ..Default::default() });
+    assert!(got.as_ref().map_or(true, |r| r.status != 200), "plaintext: {got:?}");
+
+    // A renewal: new connections get the new certificate, an open one goes on.
+    let mut open = rt.block_on(connect(&addr, good.clone())).unwrap();
+    assert_eq!(rt.block_on(post(&mut open, now_ms())).unwrap(), 200);
+    let old = open.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let renewed = pki.renew("renewed");
+    assert_ne!(old, renewed);
+    // A new client: a resumed session would not show the server's certificate again.
+    let fresh = rt.block_on(connect(&addr, client(&pki, Some((&pki.cert, &pki.key)), false))).unwrap();
+    assert_eq!(fresh.get_ref().1.peer_certificates().unwrap()[0].to_vec(), renewed, "new connections: new certificate");
+    assert_eq!(rt.block_on(post(&mut open, now_ms())).unwrap(), 200, "the open connection goes on");
+
+    // Prometheus 2.42 over mutual TLS.
+    let config = format!(
+        r#"
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: prometheus
+    static_configs:
+      - targets: ['{{{{self}}}}']
+remote_write:
+  - url: https://127.0.0.1:{port}/api/v1/receive
+    tls_config:
+      ca_file: {ca}
+      cert_file: {cert}
+      key_file: {key}
+    queue_config:
+      batch_send_deadline: 1s
+      min_backoff: 50ms
+"#,
+        port = addr.rsplit(':').next().unwrap(),
+        ca = Pki::s(&pki.ca),
+        cert = Pki::s(&pki.cert),
+        key = Pki::s(&pki.key),
+    );
+    let before = r.metric("thanos_receive_write_requests_total{code=\"200\",tenant=\"default-tenant\"}").unwrap_or(0.0);
+    let mut p = Prometheus::start(&tmp.path().join("prometheus"), &config, &[]);
+    ringest_e2e::wait_for("three writes from Prometheus over TLS", Duration::from_secs(90), || {
+        let n = r.metric("thanos_receive_write_requests_total{code=\"200\",tenant=\"default-tenant\"}").unwrap_or(0.0);
+        n >= before + 3.0
+    });
+    p.stop();
+    assert!(r.terminate().success(), "{}", r.logs());
+}
+
+#[test]
+fn a_mixed_ring_replicates_over_mutual_tls_and_thanos_query_reads_it() {
+    const SERIES: usize = 20;
+    const ROUNDS: usize = 5;
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let (ca, cert, key) = (Pki::s(&pki.ca), Pki::s(&pki.cert), Pki::s(&pki.key));
+    let extra: Vec<String> = vec![
+        "--receive.replication-factor=3".into(),
+        format!("--grpc-server-tls-cert={cert}"),
+        format!("--grpc-server-tls-key={key}"),
+        format!("--grpc-server-tls-client-ca={ca}"),
+        "--remote-write.client-tls-secure".into(),
+        format!("--remote-write.client-tls-cert={cert}"),
+        format!("--remote-write.client-tls-key={key}"),
+        format!("--remote-write.client-tls-ca={ca}"),
+    ];
+    let ring = Ring::start(&[R, T, R], &extra);
+    for (i, node) in ring.nodes.iter().enumerate() {
+        let run = run_load(&layout(&format!("mtls{i}"), SERIES, ROUNDS, 2), ROUNDS, &node.rw_addr, None, None);
+        run.assert_all_2xx_first_time(&format!("writes through node {i}"));
+    }
+    // A peer whose certificate another CA signed is refused by either kind of node; the same
+    // call with the ring's certificate gets through (an empty write, answered).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let peer = |cert: &Path, key: &Path| {
+        let opts = ringest_tls::ClientOptions {
+            cert: Pki::s(cert),
+            key: Pki::s(key),
+            ca: ca.clone(),
+            min_version: "1.3".into(),
+            ..Default::default()
+        };
+        Some(ringest_tls::Connector::new(&opts, &[b"h2"]).unwrap())
+    };
+    for node in [&ring.nodes[0], &ring.nodes[1]] {
+        for (tls, admitted) in [(peer(&pki.rogue_cert, &pki.rogue_key), false), (peer(&pki.cert, &pki.key), true)] {
+            let opts = ringest_grpc::ChannelOptions { tls, ..Default::default() };
+            let ch = ringest_grpc::Channel::new(node.grpc_addr.clone(), opts);
+            let got = rt.block_on(ch.unary(
+                "/thanos.WriteableStore/RemoteWrite",
+                bytes::Bytes::new(),
+                Duration::from_secs(5),
+            ));
+            let connected = got.as_ref().map_or_else(|e| e.code != ringest_grpc::Code::Unavailable, |_| true);
+            assert_eq!(connected, admitted, "{:?}, admitted {admitted}: {got:?}", node.imp);
+        }
+    }
+
+    let endpoints: Vec<&str> = ring.nodes.iter().map(|n| n.grpc_addr.as_str()).collect();
+    let tls = [
+        "--grpc-client-tls-secure".to_string(),
+        format!("--grpc-client-tls-ca={ca}"),
+        format!("--grpc-client-tls-cert={cert}"),
+        format!("--grpc-client-tls-key={key}"),
+    ];
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let q = read::querier_with(&tmp.path().join("query"), &endpoints, &tls);
+    let query = [("query", "count by (receive_replica) ({__name__=~\"mtls[0-2]_.*\"})".to_string())];
+    read::retry(&q, "every replica holds every series", Duration::from_secs(60), || {
+        let v = read::try_get(&q, "/api/v1/query", false, &query)?;
+        let mut counts: Vec<(String, String)> = v["result"]
+            .as_array()
+            .ok_or("no result")?
+            .iter()
+            .map(|r| (r["metric"]["receive_replica"].to_string(), r["value"][1].as_str().unwrap_or("").to_string()))
+            .collect();
+        counts.sort();
+        let want: Vec<(String, String)> = (0..3).map(|i| (format!("\"node{i}\""), (3 * SERIES).to_string())).collect();
+        if counts == want { Ok(()) } else { Err(format!("{counts:?}")) }
+    });
+}
+
+#[test]
+fn what_rustls_cannot_offer_stops_the_start_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let fixed = [
+        "receive".to_string(),
+        "--label=replica=\"r\"".into(),
+        format!("--tsdb.path={}", tmp.path().join("data").display()),
+        "--http-address=127.0.0.1:0".into(),
+        "--grpc-address=127.0.0.1:0".into(),
+        "--remote-write.address=127.0.0.1:0".into(),
+        format!("--grpc-server-tls-cert={}", Pki::s(&pki.cert)),
+        format!("--grpc-server-tls-key={}", Pki::s(&pki.key)),
+    ];
+    for (flag, needle) in [
+        (
+            "--grpc-server-tls-ciphers=TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+            "cipher suite TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA cannot be offered by ringest",
+        ),
+        ("--grpc-server-tls-curves=CurveP521", "curve CurveP521 cannot be offered by ringest"),
+        ("--grpc-server-tls-min-version=1.1", "TLS 1.1 cannot be offered by ringest"),
+        (
+            "--remote-write.server-tls-client-ca=/nonexistent/ca.pem",
+            "when a client CA is used a server key and certificate",
+        ),
+    ] {
+        let out = std::process::Command::new(ringest_e2e::ringest_bin()).args(&fixed).arg(flag).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{flag}: ringest started");
+        assert!(text.contains(needle), "{flag}: {text}");
+    }
+}
