@@ -39,6 +39,9 @@ use ringest_proto::thanos::status_server::StatusServer;
 /// How often heads are checked for compaction (writes also trigger a check).
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How often the series created since are folded into each head's index.
+const INDEX_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Waits for SIGTERM or SIGINT and returns its name.
 async fn wait_signal() -> &'static str {
     let mut term = match signal(SignalKind::terminate()) {
@@ -250,6 +253,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     tracing::info!("storage started, and server is ready to receive requests");
     let (compaction_stop, compaction_stop_rx) = watch::channel(false);
     tracing::info!(interval = "1m", "starting periodic head compaction");
+    let indexing = tokio::spawn(tenants.clone().run_indexing(INDEX_INTERVAL, compaction_stop_rx.clone()));
     let compaction = tokio::spawn(tenants.clone().run_compaction(COMPACTION_INTERVAL, compaction_stop_rx));
     tenants.request_compaction();
     let (upload_stop, upload_stop_rx) = watch::channel(false);
@@ -302,6 +306,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     tracing::info!("shutting down storage");
     let _ = compaction_stop.send(true);
     let _ = compaction.await;
+    let _ = indexing.await;
     let t = tenants.clone();
     let flushed = tokio::task::spawn_blocking(move || t.flush_all()).await.context("flush storage")?;
     if flushed {

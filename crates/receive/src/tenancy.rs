@@ -313,6 +313,31 @@ impl Tenants {
         }
     }
 
+    /// Every `interval` until `stop`, folds the series each tenant created since into its head
+    /// index, off the write path: the index then costs its memory as series come, not as a
+    /// burst under the first read after them, and that read does not wait for it.
+    pub async fn run_indexing(
+        self: Arc<Self>,
+        interval: std::time::Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let t = self.clone();
+            let folded = tokio::task::spawn_blocking(move || {
+                for (_, db) in t.all() {
+                    db.index_new_series();
+                }
+            });
+            if folded.await.is_err() {
+                tracing::error!("head indexing panicked");
+            }
+        }
+    }
+
     /// Cuts every head into blocks (the final flush before exit). Returns whether all succeeded.
     pub fn flush_all(&self) -> bool {
         let mut ok = true;

@@ -118,6 +118,11 @@ impl Head {
         }
     }
 
+    /// Folds the series created since the last fold into the index (see [`Head::index`]).
+    pub(crate) fn fold_index(&self) {
+        drop(self.index());
+    }
+
     /// The index with every series created so far in it. Readers share it: only when series
     /// were created since the last fold does one of them take it exclusively to fold them in.
     fn index(&self) -> parking_lot::RwLockReadGuard<'_, index::HeadIndex> {

@@ -188,6 +188,13 @@ impl OwnLabels {
 }
 
 impl Tsdb {
+    /// Brings the head's index up to date with the series created since it was last used, so
+    /// that reads find it ready (the receiver calls this every few seconds; a read does it
+    /// itself otherwise). Readers wait while it runs; appenders never do.
+    pub fn index_new_series(&self) {
+        self.head.fold_index();
+    }
+
     /// A reader of the blocks and head overlapping `[mint, maxt]` as they are now.
     pub fn reader(&self, mint: i64, maxt: i64) -> Result<Reader<'_>, TsdbError> {
         let gate = self.read_gate.read();
