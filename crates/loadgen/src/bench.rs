@@ -685,7 +685,7 @@ impl BenchResult {
             };
             let rw = |s: String| format!("{} series, read: {s}", si(size as f64));
             rows.push(rd(
-                rw("first call after the writes (1 metric; ringest builds its head index)".into()),
+                rw("first call after the writes (1 metric)".into()),
                 "receiver CPU-ms",
                 &|r| r.read.as_ref().map(|x| x.first_call.cpu_seconds * 1e3),
                 fmt_small,
