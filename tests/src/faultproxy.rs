@@ -123,8 +123,12 @@ impl std::fmt::Debug for FaultProxy {
 impl FaultProxy {
     /// Starts a proxy in [`Mode::Pass`] on a free loopback port, forwarding to `upstream`.
     pub fn start(upstream: SocketAddr) -> FaultProxy {
-        // Below the ephemeral range, so no outgoing connection takes it while in Refuse mode.
-        let listener = TcpListener::bind(("127.0.0.1", crate::process::free_port())).expect("bind fault proxy");
+        // Below the ephemeral range, so no outgoing connection takes it while in Refuse mode. A
+        // port found free can be taken before it is bound here (other tests start processes on
+        // ports of their own): another is tried then.
+        let listener = (0..20)
+            .find_map(|_| TcpListener::bind(("127.0.0.1", crate::process::free_port())).ok())
+            .expect("bind fault proxy");
         listener.set_nonblocking(true).expect("nonblocking listener");
         let addr = listener.local_addr().expect("proxy address");
         let shared = Arc::new(Shared {

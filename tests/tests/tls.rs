@@ -4,6 +4,8 @@
 //!   with a certificate the CA signed, and refuses plaintext, clients without a certificate,
 //!   clients whose certificate another CA signed, and TLS 1.2 under the default minimum (1.3);
 //!   a renewed certificate is served to new connections while open ones go on;
+//! - with `--receive.tenant-certificate-field`, the tenant is the client certificate's field,
+//!   whatever the tenant header says, and a certificate without it gets Thanos' 400;
 //! - a mixed ring (two ringest, one Thanos Receive) replicates over mutual TLS both ways, and
 //!   Thanos Query reads every replica over TLS;
 //! - a cipher suite, curve or version rustls cannot offer stops ringest at start-up, by name.
@@ -57,6 +59,11 @@ async fn connect(addr: &str, config: Arc<rustls::ClientConfig>) -> io::Result<Tl
 
 /// One remote-write request of one sample on `stream`; the answer's status code.
 async fn post(stream: &mut Tls, at_ms: i64) -> io::Result<u16> {
+    Ok(post_as(stream, at_ms, None).await?.0)
+}
+
+/// [`post`] with a tenant header; the answer's status code and body.
+async fn post_as(stream: &mut Tls, at_ms: i64, tenant: Option<&str>) -> io::Result<(u16, String)> {
     let s = ringest_e2e::client::series(&[("__name__", "tls_probe")], &[(at_ms, 1.0)]);
     let body = ringest_e2e::client::encode(&ringest_proto::prometheus::WriteRequest {
         timeseries: vec![s],
@@ -64,8 +71,9 @@ async fn post(stream: &mut Tls, at_ms: i64) -> io::Result<u16> {
     });
     let head = format!(
         "POST /api/v1/receive HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\n\
-         Content-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\nContent-Length: {}\r\n\r\n",
-        body.len()
+         Content-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\nContent-Length: {}\r\n{}\r\n",
+        body.len(),
+        tenant.map(|t| format!("THANOS-TENANT: {t}\r\n")).unwrap_or_default()
     );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(&body).await?;
@@ -95,7 +103,7 @@ async fn post(stream: &mut Tls, at_ms: i64) -> io::Result<u16> {
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    Ok(code)
+    Ok((code, String::from_utf8_lossy(&buf[end..]).into_owned()))
 }
 
 /// Connects with `config` and sends one write: its status, or why it failed.
@@ -178,6 +186,56 @@ remote_write:
     });
     p.stop();
     assert!(r.terminate().success(), "{}", r.logs());
+}
+
+#[test]
+fn the_tenant_comes_from_the_client_certificate_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let tls = [
+        format!("--remote-write.server-tls-cert={}", Pki::s(&pki.cert)),
+        format!("--remote-write.server-tls-key={}", Pki::s(&pki.key)),
+        format!("--remote-write.server-tls-client-ca={}", Pki::s(&pki.ca)),
+    ];
+    let good = || client(&pki, Some((&pki.cert, &pki.key)), false);
+    for (field, want) in
+        [("commonName", Ok("node")), ("organization", Err("could not get organization field from client cert"))]
+    {
+        let mut args: Vec<&str> = tls.iter().map(String::as_str).collect();
+        let flag = format!("--receive.tenant-certificate-field={field}");
+        args.push(&flag);
+        let mut r = Receiver::start(&tmp.path().join(field), &args);
+        let got = rt.block_on(async {
+            let mut s = connect(&r.rw_addr, good()).await.unwrap();
+            post_as(&mut s, now_ms(), Some("team-header")).await.unwrap()
+        });
+        match want {
+            Ok(tenant) => {
+                assert_eq!(got.0, 200, "{field}: {got:?}");
+                let line = format!("thanos_receive_write_requests_total{{code=\"200\",tenant=\"{tenant}\"}}");
+                assert_eq!(r.metric(&line), Some(1.0), "{field}: {}", r.metrics());
+                assert!(
+                    r.tenant_dir(tenant).is_dir() && !r.tenant_dir("team-header").exists(),
+                    "the header is ignored"
+                );
+            }
+            Err(msg) => assert_eq!((got.0, got.1.trim()), (400, msg), "{field}"),
+        }
+        assert!(r.terminate().success(), "{}", r.logs());
+    }
+    // Without client certificates on the port, the flag cannot work: refused at start-up.
+    let out = std::process::Command::new(ringest_e2e::ringest_bin())
+        .args([
+            "receive",
+            "--label=replica=\"r\"",
+            "--receive.tenant-certificate-field=commonName",
+            &format!("--tsdb.path={}", tmp.path().join("refused").display()),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("needs client certificates on the remote-write port"), "{text}");
 }
 
 #[test]

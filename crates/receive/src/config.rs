@@ -98,6 +98,8 @@ pub struct ReceiveConfig {
     pub remote_write_tls: ringest_tls::ServerOptions,
     /// `--remote-write.client-tls-*`, when `--remote-write.client-tls-secure` is set.
     pub peer_tls: Option<ringest_tls::ClientOptions>,
+    /// `--receive.tenant-certificate-field`.
+    pub tenant_certificate_field: Option<crate::tenancy::CertField>,
     /// Flags accepted but ignored, with the reason (logged at debug level at start-up).
     pub ignored_flags: Vec<(&'static str, &'static str)>,
 }
@@ -409,6 +411,18 @@ impl ReceiveConfig {
         };
         let ring = ring_config(m)?;
         let (write_limits, http_limits, grpc_limits) = bounds(m)?;
+        let remote_write_tls = server_tls(m, "remote-write.server-tls");
+        let field = get_str(m, "receive.tenant-certificate-field").unwrap_or_default();
+        let tenant_certificate_field = crate::tenancy::CertField::parse(&field);
+        if tenant_certificate_field.is_some()
+            && (remote_write_tls.cert.is_empty() || remote_write_tls.client_ca.is_empty())
+        {
+            return Err(format!(
+                "--receive.tenant-certificate-field={field} needs client certificates on the remote-write port: \
+                 set --remote-write.server-tls-cert, --remote-write.server-tls-key and \
+                 --remote-write.server-tls-client-ca"
+            ));
+        }
         Ok(ReceiveConfig {
             log: LogConfig { level, format, name },
             http_address: parse_addr("http-address", &get_str(m, "http-address").unwrap_or_default())?,
@@ -447,7 +461,8 @@ impl ReceiveConfig {
             grpc_limits,
             max_tenants: uint(m, "ringest.max-tenants")? as usize,
             grpc_tls: server_tls(m, "grpc-server-tls"),
-            remote_write_tls: server_tls(m, "remote-write.server-tls"),
+            remote_write_tls,
+            tenant_certificate_field,
             peer_tls: get_bool(m, "remote-write.client-tls-secure").then(|| ringest_tls::ClientOptions {
                 cert: get_str(m, "remote-write.client-tls-cert").unwrap_or_default(),
                 key: get_str(m, "remote-write.client-tls-key").unwrap_or_default(),
@@ -536,7 +551,7 @@ mod tests {
     fn unimplemented_flags_are_rejected_by_name() {
         for (flag, needle) in [
             ("--receive.replication-protocol=capnproto", "--receive.replication-protocol"),
-            ("--receive.tenant-certificate-field=commonName", "--receive.tenant-certificate-field"),
+            ("--http.config=/web.yml", "--http.config"),
             ("--tsdb.max-exemplars=100", "--tsdb.max-exemplars"),
             ("--enable-feature=metric-names-filter", "--enable-feature"),
             ("--no-receive.otlp-enable-target-info", "--receive.otlp-enable-target-info"),

@@ -26,6 +26,9 @@ pub struct AppState {
     pub tenant_header: HeaderName,
     /// `--receive.default-tenant-id`.
     pub default_tenant: String,
+    /// `--receive.tenant-certificate-field`: the tenant comes from the client certificate, and
+    /// tenant headers are ignored.
+    pub tenant_field: Option<crate::tenancy::CertField>,
     /// `--receive.replica-header`.
     pub replica_header: HeaderName,
     /// `--tsdb.too-far-in-future.time-window` in ms (0: off).

@@ -41,6 +41,43 @@ pub const LOST_AND_FOUND: &str = "lost+found";
 #[error("tenant name not valid: {0}")]
 pub struct InvalidTenant(pub String);
 
+/// `--receive.tenant-certificate-field`: the subject field of the client certificate that
+/// names the tenant, instead of the tenant header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertField {
+    /// `organization`: the first `O`.
+    Organization,
+    /// `organizationalUnit`: the first `OU`.
+    OrganizationalUnit,
+    /// `commonName`: `CN`.
+    CommonName,
+}
+
+impl CertField {
+    /// The field named as Thanos' flag names it (`None`: not one of them).
+    pub fn parse(name: &str) -> Option<CertField> {
+        match name {
+            "organization" => Some(CertField::Organization),
+            "organizationalUnit" => Some(CertField::OrganizationalUnit),
+            "commonName" => Some(CertField::CommonName),
+            _ => None,
+        }
+    }
+
+    /// The tenant `id` names, or Thanos' message for why there is none.
+    pub fn tenant(self, id: Option<&ringest_tls::Identity>) -> Result<String, &'static str> {
+        let id = id.ok_or("could not get required certificate field from client cert")?;
+        let (value, missing) = match self {
+            CertField::Organization => (&id.organization, "could not get organization field from client cert"),
+            CertField::OrganizationalUnit => {
+                (&id.organizational_unit, "could not get organizationalUnit field from client cert")
+            }
+            CertField::CommonName => (&id.common_name, "could not get commonName field from client cert"),
+        };
+        value.clone().filter(|v| !v.is_empty()).ok_or(missing)
+    }
+}
+
 /// Checks that `tenant` is a single safe path component and not reserved: not empty, not `.`
 /// or `..`, no `/`, `\`, NUL or control characters, at most 150 bytes, not starting with `__`,
 /// not `lost+found`. (Thanos' `path.Base` check lets `.` and `..` through, and has no length

@@ -16,6 +16,7 @@
 //! cipher suites other than the ECDHE AEAD ones, the P-521 curve.
 
 mod client;
+mod identity;
 mod keypair;
 mod names;
 mod server;
@@ -23,6 +24,7 @@ mod server;
 use std::path::PathBuf;
 
 pub use client::{ClientOptions, Connector};
+pub use identity::Identity;
 pub use server::{Acceptor, ServerOptions};
 
 /// A TLS configuration that cannot be used.

@@ -99,7 +99,6 @@ const fn global(mut fl: Flag) -> Flag {
 
 const TLS_VERSIONS: &[&str] = &["1.0", "1.1", "1.2", "1.3"];
 const TRACING: &str = "tracing";
-const RW_TLS: &str = "tenants from client certificates";
 const PEER: &str = "TLS, Cap'n Proto and service configs towards peer receivers";
 const BLOCKS: &str = "2h blocks and local retention";
 const OOO: &str = "out-of-order ingestion";
@@ -182,7 +181,7 @@ pub static FLAGS: &[Flag] = &[
         Enum(&["", "organization", "organizationalUnit", "commonName"]),
         Some(""),
         "Client certificate field naming the tenant.",
-        later(RW_TLS, Some("")),
+        Yes,
     ),
     f("receive.default-tenant-id", Str, Some("default-tenant"), "Tenant of requests without a tenant header.", Yes),
     f(

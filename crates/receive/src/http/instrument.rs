@@ -11,21 +11,14 @@ use http_body::Body as _;
 
 use crate::metrics::method_label;
 use crate::state::AppState;
-use crate::tenancy::validate_tenant;
 
-/// The tenant label of a request: the tenant header (or the default tenant); names that would
+/// The tenant label of a request: its tenant (`super::receive::tenant_of`); names that would
 /// be refused are counted as `invalid`, and past the cap of distinct tenants as `other`
 /// (`crate::metrics::TenantLabels`), so a client cannot blow up label cardinality.
 fn tenant_label(st: &AppState, req: &Request) -> String {
-    match req.headers().get(&st.tenant_header).and_then(|v| v.to_str().ok()) {
-        Some(t) if !t.is_empty() => {
-            if validate_tenant(t).is_ok() {
-                st.metrics.tenants.label(t)
-            } else {
-                "invalid".to_string()
-            }
-        }
-        _ => st.metrics.tenants.label(&st.default_tenant),
+    match super::receive::tenant_of(st, req.headers(), req.extensions()) {
+        Ok(t) => st.metrics.tenants.label(&t),
+        Err(_) => "invalid".to_string(),
     }
 }
 

@@ -29,8 +29,15 @@ use crate::state::AppState;
 use crate::tenancy::validate_tenant;
 use crate::writer::WriteReport;
 
-/// The tenant of a request: the configured header, then `THANOS-TENANT`, then the default.
-pub fn tenant_of(st: &AppState, headers: &HeaderMap) -> Result<String, String> {
+/// The tenant of a request: the client certificate's field with
+/// `--receive.tenant-certificate-field`, else the configured header, then `THANOS-TENANT`, then
+/// the default.
+pub fn tenant_of(st: &AppState, headers: &HeaderMap, extensions: &http::Extensions) -> Result<String, String> {
+    if let Some(field) = st.tenant_field {
+        let tenant = field.tenant(extensions.get::<ringest_tls::Identity>())?;
+        validate_tenant(&tenant).map_err(|e| e.to_string())?;
+        return Ok(tenant);
+    }
     let get = |name: &str| headers.get(name).map(|v| v.to_str().map(str::to_string));
     let v = match get(st.tenant_header.as_str()) {
         Some(v) => Some(v),
@@ -149,7 +156,7 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
         let retry = [(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS))];
         return (StatusCode::SERVICE_UNAVAILABLE, retry, "Service Unavailable").into_response();
     }
-    let tenant = match tenant_of(&st, req.headers()) {
+    let tenant = match tenant_of(&st, req.headers(), req.extensions()) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(err = %e, "error getting tenant from HTTP");

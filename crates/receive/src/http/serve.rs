@@ -94,12 +94,15 @@ pub async fn serve(
         let (builder, router, tls) = (builder.clone(), router.clone(), tls.clone());
         let (mut signal, close_rx) = (signal_tx.subscribe(), close_rx.clone());
         tokio::spawn(async move {
-            let service = TowerToHyperService::new(router);
-            let stream = match tls {
-                None => Either::Left(stream),
+            let (stream, router) = match tls {
+                None => (Either::Left(stream), router),
                 // The handshake counts against the header read timeout.
                 Some(tls) => match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
-                    Ok(Ok(s)) => Either::Right(s),
+                    // Requests carry who the client certificate names, if one was presented.
+                    Ok(Ok(s)) => match ringest_tls::Identity::of_client(&s) {
+                        Some(id) => (Either::Right(s), router.layer(axum::Extension(id))),
+                        None => (Either::Right(s), router),
+                    },
                     Ok(Err(e)) => {
                         tracing::debug!(err = %e, "TLS handshake failed");
                         return;
@@ -110,6 +113,7 @@ pub async fn serve(
                     }
                 },
             };
+            let service = TowerToHyperService::new(router);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let mut stopping = false;

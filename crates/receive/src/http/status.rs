@@ -67,12 +67,14 @@ fn header_tenant(st: &AppState, headers: &HeaderMap) -> Option<String> {
     headers.get(&st.tenant_header).and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty()).map(str::to_string)
 }
 
-/// Thanos' handler on the remote-write port, for the caller's tenant only.
+/// Thanos' handler on the remote-write port, for the caller's tenant only (the one its writes
+/// would go to: from its client certificate with `--receive.tenant-certificate-field`).
 pub async fn thanos_status(
     State(st): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    parts: http::request::Parts,
 ) -> Response {
+    let headers = &parts.headers;
     if !st.probe.is_ready() {
         return api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "service unavailable");
     }
@@ -94,7 +96,13 @@ pub async fn thanos_status(
             }
         },
     };
-    let tenant = header_tenant(&st, &headers).unwrap_or_else(|| st.default_tenant.clone());
+    let tenant = match st.tenant_field {
+        Some(field) => match field.tenant(parts.extensions.get::<ringest_tls::Identity>()) {
+            Ok(t) => t,
+            Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_data", e),
+        },
+        None => header_tenant(&st, headers).unwrap_or_else(|| st.default_tenant.clone()),
+    };
     let st2 = st.clone();
     let data = tokio::task::spawn_blocking(move || match st2.tenants.get(&tenant) {
         Some(db) => vec![tenant_status(&st2, &tenant, Some(&db), limit)],
