@@ -130,10 +130,10 @@ impl Connector {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let server_name = match opts.server_name.as_str() {
             "" => None,
-            name => Some(ServerName::try_from(name.to_string()).map_err(|e| TlsError::Pem {
-                path: "--remote-write.client-server-name".into(),
-                reason: e.to_string(),
-            })?),
+            name => Some(
+                ServerName::try_from(name.to_string())
+                    .map_err(|e| TlsError::ServerName { name: name.to_string(), reason: e.to_string() })?,
+            ),
         };
         Ok(Connector { inner: tokio_rustls::TlsConnector::from(Arc::new(config)), server_name })
     }

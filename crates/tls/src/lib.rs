@@ -95,6 +95,14 @@ pub enum TlsError {
         /// What is wrong.
         reason: String,
     },
+    /// Not a DNS name or IP address.
+    #[error("invalid TLS server name {name:?}: {reason}")]
+    ServerName {
+        /// The name given.
+        name: String,
+        /// Why it is not one.
+        reason: String,
+    },
     /// rustls refused the configuration (e.g. a key that does not match its certificate).
     #[error("{what}: {source}")]
     Rustls {

@@ -16,6 +16,9 @@ mod table;
 pub use strings::StringList;
 pub use table::{LabelTable, Pairs, SetRef};
 
+/// The label that holds a series' metric name.
+pub const METRIC_NAME: &str = "__name__";
+
 /// A label borrowed from a request or a WAL record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LabelRef<'a> {

@@ -12,7 +12,6 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::either::Either;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,6 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use prometheus::IntCounter;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio_util::either::Either;
 
 /// The `--ringest.http.*` limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

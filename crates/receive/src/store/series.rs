@@ -13,7 +13,7 @@ use std::time::Duration;
 use ringest_proto::encoded::Encoded;
 use ringest_proto::thanos::{SeriesRequest, ShardInfo};
 use ringest_tsdb::db::{Candidates, Reader, Selected};
-use ringest_tsdb::labels::Pairs;
+use ringest_tsdb::labels::{METRIC_NAME, Pairs};
 use ringest_tsdb::postings::Matcher;
 use ringest_tsdb::{LabelTable, RawChunk, Tsdb};
 use tonic::Status;
@@ -321,7 +321,7 @@ fn stream_series(
     groups.sort_unstable_by(|a, b| key(a.0, by_name).cmp(&key(b.0, by_name)));
     let limit = u64::try_from(req.limit).ok().filter(|&l| l > 0).unwrap_or(u64::MAX);
     let mut sent = 0u64;
-    let (mut all, mut starts) = (Vec::<Selected>::new(), Vec::new());
+    let (mut all, mut starts, mut chunks) = (Vec::<Selected>::new(), Vec::new(), Vec::new());
     // Sources whose read failed: left out of the rest of the answer.
     let mut broken = vec![false; sources.len()];
     for run in groups.chunk_by(|a, b| key(a.0, by_name) == key(b.0, by_name)) {
@@ -348,7 +348,6 @@ fn stream_series(
             .collect();
         table.rank();
         order.sort_unstable_by(|&a, &b| table.cmp(all[a as usize].labels, all[b as usize].labels));
-        let mut chunks = Vec::new();
         for i in order {
             if sent >= limit {
                 break;
@@ -372,8 +371,6 @@ fn stream_series(
     }
     Ok(out.flush()?)
 }
-
-const METRIC_NAME: &str = "__name__";
 
 /// One tenant's part of a Series call.
 struct Source<'a> {

@@ -16,7 +16,7 @@ use smallvec::SmallVec;
 use super::{Tsdb, TsdbError};
 use crate::block::Block;
 use crate::head::{Head, MemSeries};
-use crate::labels::{LabelTable, RawChunk, SetRef};
+use crate::labels::{LabelTable, METRIC_NAME, RawChunk, SetRef};
 use crate::postings::Matcher;
 
 /// One TSDB read at a fixed set of blocks over `[mint, maxt]`.
@@ -86,16 +86,6 @@ impl Candidates {
         self.misordered
     }
 
-    /// How many series (a series in several sources counts once for each).
-    pub fn len(&self) -> usize {
-        self.head.len() + self.blocks.len()
-    }
-
-    /// Whether none was selected.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Whether a series whose first label is named `name` has a metric name (it is first when
     /// present); notes one that sorts before it.
     fn first_name(&mut self, name: &str) -> bool {
@@ -123,7 +113,38 @@ impl Candidates {
     }
 }
 
-const METRIC_NAME: &str = "__name__";
+/// One source's series put into groups, each of its string ids read once.
+#[derive(Default)]
+struct Grouping {
+    /// Whether a name id is `__name__`.
+    first_names: hashbrown::HashMap<u32, bool>,
+    /// Groups by value id of the metric name.
+    groups: hashbrown::HashMap<u32, u32>,
+}
+
+impl Grouping {
+    /// The group in `c` of a series whose first label is `first` (name and value ids of the
+    /// source, whose texts `text` reads).
+    fn group<E>(
+        &mut self,
+        c: &mut Candidates,
+        first: Option<(u32, u32)>,
+        text: impl Fn(u32) -> Result<String, E>,
+    ) -> Result<u32, E> {
+        let Some((n, v)) = first else { return Ok(c.unnamed()) };
+        let is_name = match self.first_names.get(&n) {
+            Some(&is) => is,
+            None => *self.first_names.entry(n).or_insert(c.first_name(&text(n)?)),
+        };
+        if !is_name {
+            return Ok(c.unnamed());
+        }
+        Ok(match self.groups.get(&v) {
+            Some(&g) => g,
+            None => *self.groups.entry(v).or_insert(c.named(&text(v)?)),
+        })
+    }
+}
 
 /// The series a selection found so far.
 struct Found {
@@ -254,25 +275,10 @@ impl Reader<'_> {
         let mut c = Candidates::default();
         for (i, b) in self.blocks.iter().enumerate() {
             let index = b.index()?;
-            // Groups by the block's string references: each string is read once.
-            let mut groups: hashbrown::HashMap<u32, u32> = hashbrown::HashMap::new();
-            let mut first_names: hashbrown::HashMap<u32, bool> = hashbrown::HashMap::new();
+            let mut grouping = Grouping::default();
             let block = u32::try_from(i).expect("fewer than 2^32 blocks");
             for (id, first) in b.select_ids(matchers, self.mint, self.maxt)? {
-                let group = match first {
-                    Some((n, v)) => {
-                        let is_name = match first_names.get(&n) {
-                            Some(&is) => is,
-                            None => *first_names.entry(n).or_insert(c.first_name(index.symbol(n)?)),
-                        };
-                        match (is_name, groups.get(&v)) {
-                            (false, _) => c.unnamed(),
-                            (true, Some(&g)) => g,
-                            (true, None) => *groups.entry(v).or_insert(c.named(index.symbol(v)?)),
-                        }
-                    }
-                    None => c.unnamed(),
-                };
+                let group = grouping.group(&mut c, first, |r| index.symbol(r).map(str::to_owned))?;
                 c.blocks.push((group, block, id));
             }
         }
@@ -286,28 +292,18 @@ impl Reader<'_> {
                 self.head.select(matchers)
             };
             let _symbols = self.head.symbol_gate.read();
-            let symbols = &self.head.symbols;
-            let mut groups: hashbrown::HashMap<u32, u32> = hashbrown::HashMap::new();
-            let mut first_names: hashbrown::HashMap<u32, bool> = hashbrown::HashMap::new();
+            let mut grouping = Grouping::default();
             c.head.reserve(series.len());
             for s in series {
                 if !s.state.lock().has_data_in(head_mint, self.maxt) {
                     continue;
                 }
-                let group = match *s.labels {
-                    [n, v, ..] => {
-                        let is_name = match first_names.get(&n) {
-                            Some(&is) => is,
-                            None => *first_names.entry(n).or_insert(symbols.with_str(n, |t| c.first_name(t))),
-                        };
-                        match (is_name, groups.get(&v)) {
-                            (false, _) => c.unnamed(),
-                            (true, Some(&g)) => g,
-                            (true, None) => *groups.entry(v).or_insert(symbols.with_str(v, |t| c.named(t))),
-                        }
-                    }
-                    _ => c.unnamed(),
+                let first = match *s.labels {
+                    [n, v, ..] => Some((n, v)),
+                    _ => None,
                 };
+                let Ok(group) =
+                    grouping.group(&mut c, first, |id| Ok::<_, std::convert::Infallible>(self.head.symbols.get(id)));
                 c.head.push((group, s));
             }
         }
