@@ -77,6 +77,16 @@ impl Pki {
         rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap().to_vec()
     }
 
+    /// Another pair the CA signs, named `cn`, written as `<cn>-cert.pem` and `<cn>-key.pem`;
+    /// their paths.
+    pub fn pair(&self, cn: &str) -> (PathBuf, PathBuf) {
+        let (cert, key) = leaf(&self.issuer, cn);
+        let paths = (self.dir.join(format!("{cn}-cert.pem")), self.dir.join(format!("{cn}-key.pem")));
+        std::fs::write(&paths.0, cert).unwrap();
+        std::fs::write(&paths.1, key).unwrap();
+        paths
+    }
+
     /// Path arguments as strings.
     pub fn s(p: &Path) -> String {
         p.display().to_string()

@@ -171,8 +171,8 @@ fn grpc_write(r: &Receiver, msg: Vec<u8>) -> Result<(), (Code, String)> {
     rt.block_on(call).map(|_| ()).map_err(|s| (s.code, s.message))
 }
 
-/// Tenant path traversal (shared spec §7 item 41): tenants that are not one safe path component,
-/// longer than 150 bytes, or reserved (`__` prefix, `lost+found`) are refused with 400 over HTTP
+/// Tenant path traversal (shared spec §7 item 41): tenants that are not one safe path component
+/// of whitelisted characters, longer than 150 bytes, or reserved (`__` prefix) are refused with 400 over HTTP
 /// (the tenant header) and `InvalidArgument` over gRPC (the `RemoteWrite` tenant field, as a
 /// client or as a peer replicating, legacy field or tenant tuples); no directory is created for
 /// them, inside the data directory or outside it.
@@ -201,6 +201,13 @@ fn tenants_are_single_safe_path_components_over_http_and_grpc() {
         "__mimir_cluster",
         "__x",
         "lost+found",
+        // Outside the whitelist (letters, digits, !_.*'()-): a space, a colon, an escaped
+        // slash, a query, a non-ASCII letter.
+        "team a",
+        "team:a",
+        "a%2Fb",
+        "a?b=c",
+        "équipe",
     ];
     let body = encode(&req(vec![series(&[("__name__", "m")], &[(T0, 1.0)])]));
     for t in &bad {
@@ -244,11 +251,14 @@ fn tenants_are_single_safe_path_components_over_http_and_grpc() {
     assert!(data.join("team-a").join("wal").is_dir());
     let longest = "y".repeat(150);
     grpc_write(&r, thanos_write(&one, longest.as_bytes(), 0)).expect("150 bytes is a valid tenant");
+    let punct = "T_1.(b)*'!-";
+    grpc_write(&r, thanos_write(&one, punct.as_bytes(), 0)).expect("every whitelisted character");
+    assert!(data.join(punct).join("wal").is_dir());
     assert!(data.join(&longest).join("wal").is_dir());
     assert_eq!(r.metric("prometheus_tsdb_head_series{tenant=\"team-a\"}"), Some(1.0));
     let tenants: BTreeSet<String> =
         std::fs::read_dir(&data).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(tenants, BTreeSet::from(["default-tenant".into(), "team-a".into(), longest.clone()]));
+    assert_eq!(tenants, BTreeSet::from(["default-tenant".into(), "team-a".into(), punct.into(), longest.clone()]));
     // Every tenant directory is opened at start-up, before any write (the shutdown flushed
     // team-a's head into a block).
     assert!(r.terminate().success());

@@ -6,6 +6,9 @@
 //!   a renewed certificate is served to new connections while open ones go on;
 //! - with `--receive.tenant-certificate-field`, the tenant is the client certificate's field,
 //!   whatever the tenant header says, and a certificate without it gets Thanos' 400;
+//! - with `--ringest.tenant-header.trusted-from`, the tenant header is honoured only from the
+//!   listed networks and client certificate names; others naming a tenant get 403, on writes
+//!   and on the TSDB status endpoints;
 //! - a mixed ring (two ringest, one Thanos Receive) replicates over mutual TLS both ways, and
 //!   Thanos Query reads every replica over TLS;
 //! - a cipher suite, curve or version rustls cannot offer stops ringest at start-up, by name.
@@ -236,6 +239,76 @@ fn the_tenant_comes_from_the_client_certificate_when_asked() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && text.contains("needs client certificates on the remote-write port"), "{text}");
+}
+
+#[test]
+fn the_tenant_header_is_honoured_only_from_trusted_proxies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // Over mutual TLS, a proxy is trusted by its certificate's common name ("node"); a client
+    // the same CA signed under another name is not. Loopback is not a listed network.
+    let args = [
+        format!("--remote-write.server-tls-cert={}", Pki::s(&pki.cert)),
+        format!("--remote-write.server-tls-key={}", Pki::s(&pki.key)),
+        format!("--remote-write.server-tls-client-ca={}", Pki::s(&pki.ca)),
+        "--ringest.tenant-header.trusted-from=cn=node".to_string(),
+        "--ringest.tenant-header.trusted-from=10.0.0.0/8".to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut r = Receiver::start(&tmp.path().join("mtls"), &args);
+    let (other_cert, other_key) = pki.pair("someone-else");
+    let send = |pair: (&Path, &Path), tenant: Option<&str>| {
+        rt.block_on(async {
+            let mut s = connect(&r.rw_addr, client(&pki, Some(pair), false)).await.unwrap();
+            post_as(&mut s, now_ms(), tenant).await.unwrap()
+        })
+    };
+    assert_eq!(send((&pki.cert, &pki.key), Some("team-a")).0, 200);
+    assert!(r.tenant_dir("team-a").is_dir());
+    let (code, body) = send((&other_cert, &other_key), Some("team-b"));
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("honoured only from trusted proxies") && body.contains("127.0.0.1"), "{body}");
+    assert!(!r.tenant_dir("team-b").exists());
+    // Without the header, an untrusted client writes to the default tenant.
+    assert_eq!(send((&other_cert, &other_key), None).0, 200);
+    assert_eq!(r.metric("prometheus_tsdb_head_series{tenant=\"default-tenant\"}"), Some(1.0), "{}", r.metrics());
+    assert!(r.terminate().success(), "{}", r.logs());
+
+    // Over plain HTTP, by network: loopback trusted, or not.
+    for (from, want) in [("127.0.0.0/8", 200), ("192.168.0.1", 403)] {
+        let flag = format!("--ringest.tenant-header.trusted-from={from}");
+        let mut r = Receiver::start(&tmp.path().join(format!("net-{want}")), &[&flag]);
+        let one = ringest_proto::prometheus::WriteRequest {
+            timeseries: vec![ringest_e2e::client::series(&[("__name__", "m")], &[(now_ms(), 1.0)])],
+            ..Default::default()
+        };
+        let mut w = ringest_e2e::client::RemoteWriter::connect(&r.rw_addr).unwrap().with_tenant("team-c");
+        let resp = w.send(&one).unwrap();
+        assert_eq!(resp.status, want, "{from}: {}", resp.text());
+        assert_eq!(r.tenant_dir("team-c").is_dir(), want == 200);
+        // The TSDB status of the remote-write port answers the same way.
+        let mut c = ringest_e2e::client::Conn::connect(&r.rw_addr).unwrap();
+        let status = c.request("GET", "/api/v1/status/tsdb", &[("THANOS-TENANT", "team-c")], b"").unwrap();
+        assert_eq!(status.status, want, "{from}: {}", status.text());
+        assert!(r.terminate().success(), "{}", r.logs());
+    }
+    // Pointless beside the certificate field (which ignores the header): refused at start-up.
+    let out = std::process::Command::new(ringest_e2e::ringest_bin())
+        .args([
+            "receive",
+            "--label=replica=\"r\"",
+            "--ringest.tenant-header.trusted-from=10.0.0.0/8",
+            "--receive.tenant-certificate-field=commonName",
+            &format!("--remote-write.server-tls-cert={}", Pki::s(&pki.cert)),
+            &format!("--remote-write.server-tls-key={}", Pki::s(&pki.key)),
+            &format!("--remote-write.server-tls-client-ca={}", Pki::s(&pki.ca)),
+            &format!("--tsdb.path={}", tmp.path().join("refused").display()),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("has no effect with --receive.tenant-certificate-field"), "{text}");
 }
 
 #[test]

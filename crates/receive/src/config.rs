@@ -90,6 +90,8 @@ pub struct ReceiveConfig {
     pub http_limits: crate::http::serve::HttpLimits,
     /// `--ringest.grpc.*`: the gRPC server's connection limits.
     pub grpc_limits: ringest_grpc::ConnLimits,
+    /// `--ringest.tenant-header.trusted-from`: whose tenant header is honoured (`None`: anyone's).
+    pub trusted_proxies: Option<crate::tenancy::TrustedProxies>,
     /// `--ringest.max-tenants` (0: no limit).
     pub max_tenants: usize,
     /// `--grpc-server-tls-*`.
@@ -423,7 +425,15 @@ impl ReceiveConfig {
                  --remote-write.server-tls-client-ca"
             ));
         }
+        let trusted_proxies = crate::tenancy::TrustedProxies::parse(&get_all(m, "ringest.tenant-header.trusted-from"))
+            .map_err(|e| format!("--ringest.tenant-header.trusted-from: {e}"))?;
+        if trusted_proxies.is_some() && tenant_certificate_field.is_some() {
+            return Err("--ringest.tenant-header.trusted-from has no effect with --receive.tenant-certificate-field, \
+                        which ignores the tenant header: set one of them"
+                .into());
+        }
         Ok(ReceiveConfig {
+            trusted_proxies,
             log: LogConfig { level, format, name },
             http_address: parse_addr("http-address", &get_str(m, "http-address").unwrap_or_default())?,
             http_grace_period: Duration::from_millis(duration(m, "http-grace-period")?),

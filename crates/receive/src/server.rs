@@ -145,6 +145,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         tenant_header: http::HeaderName::from_bytes(cfg.tenant_header.as_bytes()).context("tenant header")?,
         default_tenant: cfg.default_tenant.clone(),
         tenant_field: cfg.tenant_certificate_field,
+        trusted_proxies: cfg.trusted_proxies.clone(),
         replica_header: http::HeaderName::from_bytes(cfg.replica_header.as_bytes()).context("replica header")?,
         too_far_in_future_ms: cfg.too_far_in_future_ms,
         budget,

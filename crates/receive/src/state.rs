@@ -29,6 +29,8 @@ pub struct AppState {
     /// `--receive.tenant-certificate-field`: the tenant comes from the client certificate, and
     /// tenant headers are ignored.
     pub tenant_field: Option<crate::tenancy::CertField>,
+    /// `--ringest.tenant-header.trusted-from`: whose tenant header is honoured (`None`: anyone's).
+    pub trusted_proxies: Option<crate::tenancy::TrustedProxies>,
     /// `--receive.replica-header`.
     pub replica_header: HeaderName,
     /// `--tsdb.too-far-in-future.time-window` in ms (0: off).

@@ -65,8 +65,10 @@ impl CertField {
     }
 
     /// The tenant `id` names, or Thanos' message for why there is none.
-    pub fn tenant(self, id: Option<&ringest_tls::Identity>) -> Result<String, &'static str> {
-        let id = id.ok_or("could not get required certificate field from client cert")?;
+    pub fn tenant(self, client: Option<&Client>) -> Result<String, &'static str> {
+        let id = client
+            .and_then(|c| c.identity.as_ref())
+            .ok_or("could not get required certificate field from client cert")?;
         let (value, missing) = match self {
             CertField::Organization => (&id.organization, "could not get organization field from client cert"),
             CertField::OrganizationalUnit => {
@@ -78,28 +80,90 @@ impl CertField {
     }
 }
 
-/// Checks that `tenant` is a single safe path component and not reserved: not empty, not `.`
-/// or `..`, no `/`, `\`, NUL or control characters, at most 150 bytes, not starting with `__`,
-/// not `lost+found`. (Thanos' `path.Base` check lets `.` and `..` through, and has no length
-/// limit or reserved names; ringest does not.)
+/// Whether `c` may appear in a tenant name: the whitelist of Mimir's tenant IDs (shared spec
+/// §6.2), letters and digits and `!_.*'()-`. Nothing that means something to a path, a shell, a
+/// URL query or a log line.
+pub fn tenant_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '!' | '_' | '.' | '*' | '\'' | '(' | ')' | '-')
+}
+
+/// Checks that `tenant` is a safe, single path component and not reserved: 1 to 150 bytes of
+/// `[A-Za-z0-9!_.*'()-]`, not `.` or `..`, not starting with `__`. Every entry point that names
+/// a tenant (header, client certificate, gRPC write, default tenant flag) calls it. (Thanos'
+/// `path.Base` check lets `.`, `..` and any character but `/` through, and has no length limit
+/// or reserved names.)
 pub fn validate_tenant(tenant: &str) -> Result<(), InvalidTenant> {
     let bad = |why: &str| Err(InvalidTenant(format!("{tenant:?} {why}")));
     if tenant.is_empty() {
         return bad("is empty");
     }
-    if tenant == "." || tenant == ".." {
-        return bad("is not a directory name");
-    }
     if tenant.len() > MAX_TENANT_LEN {
         return Err(InvalidTenant(format!("{} bytes, longer than {MAX_TENANT_LEN} bytes", tenant.len())));
     }
-    if let Some(c) = tenant.chars().find(|&c| c == '/' || c == '\\' || c.is_control()) {
-        return bad(&format!("contains the character {c:?}"));
+    if let Some(c) = tenant.chars().find(|&c| !tenant_char(c)) {
+        return bad(&format!("contains the character {c:?}; a tenant name has only letters, digits and !_.*'()-"));
     }
-    if tenant.starts_with(RESERVED_PREFIX) || tenant == LOST_AND_FOUND {
-        return bad(&format!("is reserved (names starting with {RESERVED_PREFIX:?}, and {LOST_AND_FOUND:?})"));
+    if tenant == "." || tenant == ".." {
+        return bad("is not a directory name");
+    }
+    if tenant.starts_with(RESERVED_PREFIX) {
+        return bad(&format!("is reserved (names starting with {RESERVED_PREFIX:?})"));
     }
     Ok(())
+}
+
+/// Who connected: the peer address and the client certificate's identity (when it presented
+/// one over TLS). Every HTTP request carries it as an extension.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The TCP peer.
+    pub addr: std::net::SocketAddr,
+    /// The verified client certificate's subject, if any.
+    pub identity: Option<ringest_tls::Identity>,
+}
+
+/// `--ringest.tenant-header.trusted-from`: the clients whose tenant header is honoured (a
+/// proxy that authenticated the caller and set the header). Others naming a tenant by header
+/// are refused with 403; without the header they write to the default tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedProxies {
+    networks: Vec<ipnet::IpNet>,
+    common_names: Vec<String>,
+}
+
+impl TrustedProxies {
+    /// Parses the flag's values: a network (`10.0.0.0/8`, `::1/128`), an address (`10.1.2.3`,
+    /// one host), or `cn=NAME` for a verified client certificate whose common name is `NAME`.
+    /// `None` when no value is given (every client's header is honoured, as in Thanos).
+    pub fn parse(values: &[String]) -> Result<Option<TrustedProxies>, String> {
+        let mut t = TrustedProxies { networks: Vec::new(), common_names: Vec::new() };
+        for v in values {
+            if let Some(cn) = v.strip_prefix("cn=") {
+                if cn.is_empty() {
+                    return Err(format!("{v:?}: an empty common name"));
+                }
+                t.common_names.push(cn.to_string());
+            } else if let Ok(net) = v.parse::<ipnet::IpNet>() {
+                t.networks.push(net.trunc());
+            } else if let Ok(ip) = v.parse::<std::net::IpAddr>() {
+                t.networks.push(ip.into());
+            } else {
+                return Err(format!("{v:?} is neither a network (10.0.0.0/8), an address, nor cn=NAME"));
+            }
+        }
+        Ok((!values.is_empty()).then_some(t))
+    }
+
+    /// Whether `client`'s tenant header is honoured.
+    pub fn trusts(&self, client: &Client) -> bool {
+        let ip = client.addr.ip().to_canonical();
+        self.networks.iter().any(|n| n.contains(&ip))
+            || client
+                .identity
+                .as_ref()
+                .and_then(|id| id.common_name.as_ref())
+                .is_some_and(|cn| self.common_names.iter().any(|t| t == cn))
+    }
 }
 
 /// Errors of getting a tenant's TSDB.
@@ -410,10 +474,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn trusted_proxies() {
+        let vals = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(TrustedProxies::parse(&[]), Ok(None));
+        let t = TrustedProxies::parse(&vals(&["10.0.0.0/8", "192.168.1.7", "::1", "cn=gateway"])).unwrap().unwrap();
+        let client = |addr: &str, cn: Option<&str>| Client {
+            addr: addr.parse().unwrap(),
+            identity: cn.map(|cn| ringest_tls::Identity { common_name: Some(cn.into()), ..Default::default() }),
+        };
+        assert!(t.trusts(&client("10.3.4.5:1", None)));
+        assert!(t.trusts(&client("192.168.1.7:1", None)));
+        assert!(!t.trusts(&client("192.168.1.8:1", None)));
+        assert!(t.trusts(&client("[::1]:1", None)));
+        assert!(t.trusts(&client("[::ffff:10.0.0.1]:1", None)), "an IPv4 client on a dual-stack socket");
+        assert!(t.trusts(&client("127.0.0.1:1", Some("gateway"))));
+        assert!(!t.trusts(&client("127.0.0.1:1", Some("gateway2"))));
+        assert!(!t.trusts(&client("127.0.0.1:1", None)));
+        for bad in ["10.0.0.0/33", "gateway", "cn=", "10.0.0"] {
+            assert!(TrustedProxies::parse(&vals(&[bad])).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn tenant_names() {
         let longest = "x".repeat(MAX_TENANT_LEN);
-        for ok in ["default-tenant", "team-a", "a.b", "...", "x y", "é", "tenant_1:eu", "_x", "a__", longest.as_str()]
-        {
+        for ok in ["default-tenant", "team-a", "a.b", "...", "Team_1", "a*(b)'!", "_x", "a__", longest.as_str()] {
             assert!(validate_tenant(ok).is_ok(), "{ok}");
         }
         let long = "x".repeat(MAX_TENANT_LEN + 1);
@@ -431,6 +516,12 @@ mod tests {
             "__mimir_cluster",
             "__",
             "lost+found",
+            "x y",
+            "é",
+            "tenant_1:eu",
+            "a;b",
+            "a%2Fb",
+            "a=b",
         ];
         for bad in bad_ones {
             let e = validate_tenant(bad).unwrap_err();

@@ -380,6 +380,14 @@ pub static FLAGS: &[Flag] = &[
         "Most tenants (TSDBs) on this node; writes for a new tenant past it get 429 (0: no limit).",
         Own,
     ),
+    f(
+        "ringest.tenant-header.trusted-from",
+        Strings,
+        None,
+        "Honour the tenant header only from these clients (repeatable): a network (10.0.0.0/8), an address, or \
+         cn=NAME for a verified client certificate; others naming a tenant get 403. Default: from anyone.",
+        Own,
+    ),
 ];
 
 /// Looks a flag up by name.

@@ -26,16 +26,47 @@ use crate::outcome::{Outcome, WriteStatus};
 use crate::pool::{KEEP_BYTES, Pool};
 use crate::remote_write::{Decoded, SnappyError, decode_write_request, decompress, decompressed_len, reserve};
 use crate::state::AppState;
-use crate::tenancy::validate_tenant;
+use crate::tenancy::{Client, validate_tenant};
 use crate::writer::WriteReport;
 
+/// Why a request has no tenant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantRefused {
+    /// The name is missing from the certificate or not valid: 400.
+    #[error("{0}")]
+    Invalid(String),
+    /// A tenant header from a client that `--ringest.tenant-header.trusted-from` does not
+    /// list: 403.
+    #[error(
+        "the tenant header {header} is honoured only from trusted proxies (--ringest.tenant-header.trusted-from), \
+         and this client ({addr}) is not one"
+    )]
+    Untrusted {
+        /// The header.
+        header: String,
+        /// The client's address.
+        addr: std::net::SocketAddr,
+    },
+}
+
+impl TenantRefused {
+    /// The HTTP status of the refusal.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            TenantRefused::Invalid(_) => StatusCode::BAD_REQUEST,
+            TenantRefused::Untrusted { .. } => StatusCode::FORBIDDEN,
+        }
+    }
+}
+
 /// The tenant of a request: the client certificate's field with
-/// `--receive.tenant-certificate-field`, else the configured header, then `THANOS-TENANT`, then
-/// the default.
-pub fn tenant_of(st: &AppState, headers: &HeaderMap, extensions: &http::Extensions) -> Result<String, String> {
+/// `--receive.tenant-certificate-field`, else the configured header, then `THANOS-TENANT` (from
+/// a trusted proxy, when `--ringest.tenant-header.trusted-from` lists them), then the default.
+pub fn tenant_of(st: &AppState, headers: &HeaderMap, extensions: &http::Extensions) -> Result<String, TenantRefused> {
+    let client = extensions.get::<Client>();
     if let Some(field) = st.tenant_field {
-        let tenant = field.tenant(extensions.get::<ringest_tls::Identity>())?;
-        validate_tenant(&tenant).map_err(|e| e.to_string())?;
+        let tenant = field.tenant(client).map_err(|e| TenantRefused::Invalid(e.to_string()))?;
+        validate_tenant(&tenant).map_err(|e| TenantRefused::Invalid(e.to_string()))?;
         return Ok(tenant);
     }
     let get = |name: &str| headers.get(name).map(|v| v.to_str().map(str::to_string));
@@ -43,12 +74,21 @@ pub fn tenant_of(st: &AppState, headers: &HeaderMap, extensions: &http::Extensio
         Some(v) => Some(v),
         None => get("THANOS-TENANT"),
     };
+    if v.is_some()
+        && let Some(trusted) = &st.trusted_proxies
+        && !client.is_some_and(|c| trusted.trusts(c))
+    {
+        let addr = client.map_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.addr);
+        return Err(TenantRefused::Untrusted { header: st.tenant_header.to_string(), addr });
+    }
     let tenant = match v {
         Some(Ok(t)) if !t.is_empty() => t,
-        Some(Err(_)) => return Err("tenant name not valid: the tenant header is not visible ASCII".into()),
+        Some(Err(_)) => {
+            return Err(TenantRefused::Invalid("tenant name not valid: the tenant header is not visible ASCII".into()));
+        }
         _ => st.default_tenant.clone(),
     };
-    validate_tenant(&tenant).map_err(|e| e.to_string())?;
+    validate_tenant(&tenant).map_err(|e| TenantRefused::Invalid(e.to_string()))?;
     Ok(tenant)
 }
 
@@ -160,7 +200,7 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
         Ok(t) => t,
         Err(e) => {
             tracing::error!(err = %e, "error getting tenant from HTTP");
-            return text_error(StatusCode::BAD_REQUEST, &e);
+            return text_error(e.status(), &e.to_string());
         }
     };
     if let Err(e) = check_content_headers(req.headers()) {

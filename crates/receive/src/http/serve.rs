@@ -22,6 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::either::Either;
 
+use crate::tenancy::Client;
+
 /// The `--ringest.http.*` limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
@@ -73,9 +75,9 @@ pub async fn serve(
     let (close_tx, close_rx) = watch::channel(());
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, or a connection reset before it was accepted:
                     // wait a little rather than spin.
@@ -94,15 +96,14 @@ pub async fn serve(
         let (builder, router, tls) = (builder.clone(), router.clone(), tls.clone());
         let (mut signal, close_rx) = (signal_tx.subscribe(), close_rx.clone());
         tokio::spawn(async move {
-            let (stream, router) = match tls {
-                None => (Either::Left(stream), router),
+            let (stream, identity) = match tls {
+                None => (Either::Left(stream), None),
                 // The handshake counts against the header read timeout.
                 Some(tls) => match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
-                    // Requests carry who the client certificate names, if one was presented.
-                    Ok(Ok(s)) => match ringest_tls::Identity::of_client(&s) {
-                        Some(id) => (Either::Right(s), router.layer(axum::Extension(id))),
-                        None => (Either::Right(s), router),
-                    },
+                    Ok(Ok(s)) => {
+                        let id = ringest_tls::Identity::of_client(&s);
+                        (Either::Right(s), id)
+                    }
                     Ok(Err(e)) => {
                         tracing::debug!(err = %e, "TLS handshake failed");
                         return;
@@ -113,6 +114,8 @@ pub async fn serve(
                     }
                 },
             };
+            // Requests carry who connected: the address, and whom the client certificate names.
+            let router = router.layer(axum::Extension(Client { addr, identity }));
             let service = TowerToHyperService::new(router);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);

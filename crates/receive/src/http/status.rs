@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
 use ringest_tsdb::Tsdb;
 use ringest_tsdb::db::Stat;
 use serde_json::{Value, json};
@@ -63,8 +63,10 @@ fn tenant_status(st: &AppState, tenant: &str, db: Option<&Tsdb>, limit: usize) -
     })
 }
 
-fn header_tenant(st: &AppState, headers: &HeaderMap) -> Option<String> {
-    headers.get(&st.tenant_header).and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty()).map(str::to_string)
+/// The API error for a caller without a tenant.
+fn no_tenant(e: &super::receive::TenantRefused) -> Response {
+    let kind = if e.status() == StatusCode::FORBIDDEN { "forbidden" } else { "bad_data" };
+    api_error(e.status(), kind, &e.to_string())
 }
 
 /// Thanos' handler on the remote-write port, for the caller's tenant only (the one its writes
@@ -74,7 +76,6 @@ pub async fn thanos_status(
     Query(q): Query<HashMap<String, String>>,
     parts: http::request::Parts,
 ) -> Response {
-    let headers = &parts.headers;
     if !st.probe.is_ready() {
         return api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "service unavailable");
     }
@@ -96,12 +97,10 @@ pub async fn thanos_status(
             }
         },
     };
-    let tenant = match st.tenant_field {
-        Some(field) => match field.tenant(parts.extensions.get::<ringest_tls::Identity>()) {
-            Ok(t) => t,
-            Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_data", e),
-        },
-        None => header_tenant(&st, headers).unwrap_or_else(|| st.default_tenant.clone()),
+    // The caller's tenant, as its writes would name it.
+    let tenant = match super::receive::tenant_of(&st, &parts.headers, &parts.extensions) {
+        Ok(t) => t,
+        Err(e) => return no_tenant(&e),
     };
     let st2 = st.clone();
     let data = tokio::task::spawn_blocking(move || match st2.tenants.get(&tenant) {
@@ -117,7 +116,7 @@ pub async fn thanos_status(
 pub async fn prometheus_status(
     State(st): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    parts: http::request::Parts,
 ) -> Response {
     if !st.probe.is_ready() {
         return api_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "service unavailable");
@@ -130,7 +129,11 @@ pub async fn prometheus_status(
         }
         Some(_) => return api_error(StatusCode::BAD_REQUEST, "bad_data", "limit must be a positive number"),
     };
-    let tenant = header_tenant(&st, &headers).unwrap_or_else(|| st.default_tenant.clone());
+    // The caller's tenant, as its writes would name it.
+    let tenant = match super::receive::tenant_of(&st, &parts.headers, &parts.extensions) {
+        Ok(t) => t,
+        Err(e) => return no_tenant(&e),
+    };
     let st2 = st.clone();
     let data = tokio::task::spawn_blocking(move || {
         let db = st2.tenants.get(&tenant);
