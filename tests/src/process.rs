@@ -248,6 +248,14 @@ impl Receiver {
         self.wait_ready(Duration::from_secs(120));
     }
 
+    /// Starts an [`Receiver::unstarted`] receiver on the ports it was given, and waits until
+    /// it is ready.
+    pub fn first_start(&mut self) {
+        assert!(self.child.is_none(), "started already");
+        self.spawn();
+        self.wait_ready(Duration::from_secs(120));
+    }
+
     /// Starts again on the same data directory with new ports, without waiting.
     pub fn relaunch(&mut self) {
         assert!(self.child.is_none(), "stop it first");

@@ -90,6 +90,10 @@ pub struct ReceiveConfig {
     pub http_limits: crate::http::serve::HttpLimits,
     /// `--ringest.grpc.*`: the gRPC server's connection limits.
     pub grpc_limits: ringest_grpc::ConnLimits,
+    /// `--receive.limits-config-file` / `--receive.limits-config`.
+    pub limits: Option<crate::limits::LimitsSource>,
+    /// `--receive.limits-config-reload-timer`.
+    pub limits_reload: Duration,
     /// `--ringest.tenant-header.trusted-from`: whose tenant header is honoured (`None`: anyone's).
     pub trusted_proxies: Option<crate::tenancy::TrustedProxies>,
     /// `--ringest.max-tenants` (0: no limit).
@@ -222,6 +226,19 @@ fn objstore_config(m: &ArgMatches) -> Result<Option<ringest_shipper::BucketConfi
         return Ok(None);
     }
     ringest_shipper::config::parse(&yaml).map(Some).map_err(|e| format!("{origin}: {e}"))
+}
+
+/// `--receive.limits-config-file` / `--receive.limits-config` (read and parsed when the server
+/// starts).
+fn limits_source(m: &ArgMatches) -> Result<Option<crate::limits::LimitsSource>, String> {
+    let file = get_str(m, "receive.limits-config-file").filter(|s| !s.is_empty());
+    let content = get_str(m, "receive.limits-config").filter(|s| !s.is_empty());
+    match (file, content) {
+        (Some(_), Some(_)) => Err("both --receive.limits-config-file and --receive.limits-config flags set.".into()),
+        (Some(path), None) => Ok(Some(crate::limits::LimitsSource::File(PathBuf::from(path)))),
+        (None, Some(c)) => Ok(Some(crate::limits::LimitsSource::Content(c))),
+        (None, None) => Ok(None),
+    }
 }
 
 /// An unsigned integer flag.
@@ -432,7 +449,13 @@ impl ReceiveConfig {
                         which ignores the tenant header: set one of them"
                 .into());
         }
+        let limits_reload = Duration::from_millis(duration(m, "receive.limits-config-reload-timer")?);
+        if limits_reload.is_zero() {
+            return Err("--receive.limits-config-reload-timer must be greater than 0".into());
+        }
         Ok(ReceiveConfig {
+            limits: limits_source(m)?,
+            limits_reload,
             trusted_proxies,
             log: LogConfig { level, format, name },
             http_address: parse_addr("http-address", &get_str(m, "http-address").unwrap_or_default())?,

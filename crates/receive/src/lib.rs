@@ -2,7 +2,7 @@
 //!
 //! This crate is the server: the command line with Thanos' flags ([`config`]), logging in
 //! Thanos' formats ([`logging`]), the remote-write front end ([`http`], [`remote_write`]),
-//! tenancy with one TSDB per tenant ([`tenancy`]), the hashring ([`ring`]) and replication
+//! tenancy with one TSDB per tenant ([`tenancy`]), the limits file ([`limits`]), the hashring ([`ring`]) and replication
 //! over gRPC ([`replicate`], [`grpc`]), the StoreAPI read path ([`store`]) with tenants'
 //! external labels ([`external`]), uploads to the bucket ([`upload`]), the write policy ([`writer`]), metrics
 //! with Thanos' and Prometheus' names ([`metrics`]), the state every handler shares ([`state`]),
@@ -17,6 +17,7 @@ pub mod grpc;
 pub mod http;
 pub mod ingest;
 pub mod lane;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod outcome;

@@ -68,17 +68,25 @@ pub struct WriteStatus {
     pub outcome: Outcome,
     /// What a client is told.
     pub message: String,
+    /// When a retry may succeed, in seconds, if the refusal knows (HTTP `Retry-After`).
+    pub retry_after_s: Option<u64>,
 }
 
 impl WriteStatus {
     /// Success.
     pub fn ok() -> WriteStatus {
-        WriteStatus { outcome: Outcome::Ok, message: String::new() }
+        WriteStatus { outcome: Outcome::Ok, message: String::new(), retry_after_s: None }
     }
 
     /// A failure.
     pub fn new(outcome: Outcome, message: impl Into<String>) -> WriteStatus {
-        WriteStatus { outcome, message: message.into() }
+        WriteStatus { outcome, message: message.into(), retry_after_s: None }
+    }
+
+    /// The same, saying that a retry may succeed after `seconds`.
+    pub fn retry_after(mut self, seconds: u64) -> WriteStatus {
+        self.retry_after_s = Some(seconds);
+        self
     }
 
     /// Whether the write succeeded.

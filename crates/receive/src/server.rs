@@ -23,6 +23,7 @@ use crate::grpc::RemoteWriteHandler;
 use crate::http::serve::HttpLimits;
 use crate::http::{ops_router, remote_write_router};
 use crate::lane::Lanes;
+use crate::limits::{LimitMetrics, Limiter};
 use crate::metrics::{Metrics, TsdbCollector};
 use crate::probe::Probe;
 use crate::replicate::{ReplicationMetrics, Replicator};
@@ -137,6 +138,9 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     let tenants = Arc::new(Tenants::new(&cfg.tsdb_path, opts, listener).with_max_tenants(cfg.max_tenants));
     metrics.registry.register(Box::new(TsdbCollector::new(tenants.clone()))).context("register TSDB metrics")?;
     let budget = Budget::new(cfg.write_limits, &metrics.registry).context("register write budget metrics")?;
+    let limit_metrics =
+        LimitMetrics::new(&metrics.registry, metrics.tenants.clone()).context("register limit metrics")?;
+    let limiter = Arc::new(Limiter::new(cfg.limits.clone(), limit_metrics).context("load tenant limits config")?);
     let lanes = Lanes::start(&cfg.write_limits).context("start the bulk write threads")?;
     let st = Arc::new(AppState {
         tenants: tenants.clone(),
@@ -153,6 +157,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         body_read_timeout: cfg.http_limits.body_read_timeout,
         replicator: ring.as_ref().map(|(r, _, _)| r.clone()),
         cardinality: Default::default(),
+        limiter: limiter.clone(),
     });
 
     let ops_listener = bind("http-address", cfg.http_address).await?;
@@ -256,6 +261,8 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     let (compaction_stop, compaction_stop_rx) = watch::channel(false);
     tracing::info!(interval = "1m", "starting periodic head compaction");
     let indexing = tokio::spawn(tenants.clone().run_indexing(INDEX_INTERVAL, compaction_stop_rx.clone()));
+    tokio::spawn(limiter.clone().run_reload(cfg.limits_reload, compaction_stop_rx.clone()));
+    tokio::spawn(limiter.run_meta_monitoring(compaction_stop_rx.clone()));
     let compaction = tokio::spawn(tenants.clone().run_compaction(COMPACTION_INTERVAL, compaction_stop_rx));
     tenants.request_compaction();
     let (upload_stop, upload_stop_rx) = watch::channel(false);

@@ -43,6 +43,8 @@ pub struct AppState {
     pub body_read_timeout: std::time::Duration,
     /// Replication over the hashring (`None`: IngestorOnly, everything is written here).
     pub replicator: Option<Arc<Replicator>>,
+    /// The limits file's write limits.
+    pub limiter: Arc<crate::limits::Limiter>,
     /// Head cardinality statistics served by `/api/v1/status/tsdb`, at a bounded cost.
     pub cardinality: CardinalityCache,
 }

@@ -59,7 +59,7 @@ const SAMPLE_LOGS: [&str; 4] = [
 ];
 
 /// Renders request labels (in request order) as `{a="1", b="2"}`.
-fn series_string(buf: &[u8], labels: &[LabelSpan]) -> String {
+pub(crate) fn series_string(buf: &[u8], labels: &[LabelSpan]) -> String {
     let mut s = String::from("{");
     for (i, l) in labels.iter().enumerate() {
         if i > 0 {
@@ -399,18 +399,18 @@ mod tests {
 
         let mut r = WriteReport::default();
         r.sample_errors[OUT_OF_ORDER] = (2, Some("{__name__=\"a\"} at timestamp 5".into()));
-        let WriteStatus { outcome, message: msg } = r.status();
+        let WriteStatus { outcome, message: msg, .. } = r.status();
         assert_eq!(outcome, Outcome::Conflict);
         assert_eq!(msg, "add 2 samples: out of order sample (first: {__name__=\"a\"} at timestamp 5)");
 
         r.sample_errors[DUPLICATE] = (1, Some("x".into()));
-        let WriteStatus { outcome, message: msg } = r.status();
+        let WriteStatus { outcome, message: msg, .. } = r.status();
         assert_eq!(outcome, Outcome::Conflict);
         assert!(msg.starts_with("2 errors: add 1 samples: duplicate sample for timestamp"), "{msg}");
 
         let (bytes, spans) = labels_of(&[("a", "1"), ("a", "2")]);
         r.label_error(&LabelError::DuplicateName("a".into()), &bytes, &spans);
-        let WriteStatus { outcome, message: msg } = r.status();
+        let WriteStatus { outcome, message: msg, .. } = r.status();
         assert_eq!(outcome, Outcome::Conflict, "label sets Thanos refuses are conflicts too");
         assert!(msg.starts_with("3 errors: "), "{msg}");
         assert!(msg.contains("(first: {a=\"1\", a=\"2\"})"), "{msg}");

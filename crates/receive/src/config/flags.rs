@@ -103,7 +103,6 @@ const PEER: &str = "TLS, Cap'n Proto and service configs towards peer receivers"
 const BLOCKS: &str = "2h blocks and local retention";
 const OOO: &str = "out-of-order ingestion";
 const READ: &str = "the StoreAPI read path";
-const LIMITS: &str = "write limits";
 const OTLP: &str = "OTLP ingestion";
 
 use Kind::*;
@@ -255,15 +254,9 @@ pub static FLAGS: &[Flag] = &[
     f("matcher-cache-size", Int, Some("0"), "Matcher cache size.", later(READ, Some("0"))),
     f("request.logging-config-file", Str, None, "Request logging configuration file.", later("request logging", None)),
     f("request.logging-config", Str, None, "Request logging configuration content.", later("request logging", None)),
-    hidden(f("receive.limits-config-file", Str, None, "Limits configuration file.", later(LIMITS, None))),
-    hidden(f("receive.limits-config", Str, None, "Limits configuration content.", later(LIMITS, None))),
-    hidden(f(
-        "receive.limits-config-reload-timer",
-        Duration,
-        Some("1s"),
-        "Limits reload interval.",
-        later(LIMITS, Some("1s")),
-    )),
+    hidden(f("receive.limits-config-file", Str, None, "Limits configuration file (read again on change).", Yes)),
+    hidden(f("receive.limits-config", Str, None, "Limits configuration content.", Yes)),
+    hidden(f("receive.limits-config-reload-timer", Duration, Some("1s"), "Limits reload interval.", Yes)),
     f("receive.otlp-enable-target-info", Bool, Some("true"), "OTLP target_info.", later(OTLP, Some("true"))),
     f(
         "receive.otlp-promote-resource-attributes",

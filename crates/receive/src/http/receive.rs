@@ -22,6 +22,7 @@ use http_body_util::BodyExt;
 use super::{status_of, text_error};
 use crate::admission::{Bound, Permit, PlanError, Refusal};
 use crate::ingest::{Processed, write_tenant};
+use crate::limits::{TenantLimits, ring_estimate};
 use crate::outcome::{Outcome, WriteStatus};
 use crate::pool::{KEEP_BYTES, Pool};
 use crate::remote_write::{Decoded, SnappyError, decode_write_request, decompress, decompressed_len, reserve};
@@ -183,7 +184,9 @@ fn respond(st: &AppState, tenant: &str, ws: WriteStatus, series: u64, samples: u
         return Response::new(Body::empty());
     }
     let mut resp = text_error(code, msg);
-    if matches!(ws.outcome, Outcome::Busy | Outcome::NotReady | Outcome::Unavailable) {
+    if let Some(s) = ws.retry_after_s {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+    } else if matches!(ws.outcome, Outcome::Busy | Outcome::NotReady | Outcome::Unavailable) {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
     }
     resp
@@ -224,6 +227,21 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
             ),
         );
     }
+    // The limits file, as Thanos applies it: the gate, the head series, the declared size.
+    let limits = st.limiter.limits();
+    let tenant_limits = *limits.of(&tenant);
+    let _slot = match st.limiter.enter(st.body_read_timeout).await {
+        Ok(slot) => slot,
+        Err(ws) => return respond(&st, &tenant, ws, 0, 0),
+    };
+    if let Err(ws) = st.limiter.check_head_series(&tenant_limits, &tenant, || ring_head_series(&st, &tenant)) {
+        return respond(&st, &tenant, ws, 0, 0);
+    }
+    if let Some(n) = declared
+        && let Err(ws) = st.limiter.check_size(&tenant_limits, &tenant, n)
+    {
+        return respond(&st, &tenant, ws, 0, 0);
+    }
     let permit = match st.budget.admit() {
         Ok(p) => p,
         Err(r) => return respond(&st, &tenant, st.budget.refuse(r), 0, 0),
@@ -241,18 +259,49 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
     let (st2, tenant2) = (st.clone(), tenant.clone());
     // Sized by its decompressed length; a body whose length cannot be read fails in `process`.
     let size = decompressed_len(&body).unwrap_or(0) as u64;
-    let result = st.lanes.run(size, move || (process(&st2, &tenant2, &body, &permit), permit)).await;
+    let result = st.lanes.run(size, move || (process(&st2, &tenant2, &tenant_limits, &body, &permit), permit)).await;
     let (processed, _permit) = match result {
         Ok(done) => done,
         Err(e) => return respond(&st, &tenant, e.into(), 0, 0),
     };
     // `_permit` is held until the answer is sent, replication included.
+    let processed_dropped = processed.as_ref().ok().and_then(|(_, d)| d.clone());
     let (ws, series, samples) = match processed {
-        Ok(Processed::Done(report)) => (report.status(), report.series, report.samples),
-        Ok(Processed::Replicating { pending, series, samples }) => (pending.wait().await, series, samples),
+        Ok((Processed::Done(report), _)) => (report.status(), report.series, report.samples),
+        Ok((Processed::Replicating { pending, series, samples }, _)) => (pending.wait().await, series, samples),
         Err(ws) => (ws, 0, 0),
     };
+    // Series dropped for the label limits: told once the others are written.
+    let ws = match &processed_dropped {
+        Some(d) if d.outcome.worst(ws.outcome) == d.outcome => d.clone(),
+        _ => ws,
+    };
     respond(&st, &tenant, ws, series, samples)
+}
+
+/// `head_series_limit`'s count of `tenant`'s head series across the ring, from this node's own
+/// head (`crate::limits::ring_estimate`): the node's count times the nodes of the tenant's ring;
+/// alone (no hashring), its own count.
+fn ring_head_series(st: &AppState, tenant: &str) -> Option<u64> {
+    let (nodes, in_ring) = tenant_ring(st, tenant)?;
+    ring_estimate(st.tenants.get(tenant).map(|db| db.num_series()), nodes, in_ring)
+}
+
+/// The number of nodes in `tenant`'s ring (1 without a hashring), over which
+/// `ingestion_rate` is divided.
+fn ring_nodes(st: &AppState, tenant: &str) -> usize {
+    tenant_ring(st, tenant).map_or(1, |(n, _)| n)
+}
+
+/// The size of `tenant`'s ring and whether this node is in it (`(1, true)` without a
+/// hashring; `None` when the tenant has no ring).
+fn tenant_ring(st: &AppState, tenant: &str) -> Option<(usize, bool)> {
+    let Some(r) = &st.replicator else { return Some((1, true)) };
+    let state = r.state();
+    let ring = state.ring.for_tenant(tenant).ok()?;
+    let me = r.options().local_endpoint.as_deref();
+    let in_ring = me.is_some_and(|me| ring.endpoints().iter().any(|e| e.address == me || e.capnproto_address == me));
+    Some((ring.endpoints().len(), in_ring))
 }
 
 /// Decoding buffers, reused across requests.
@@ -266,9 +315,15 @@ struct Buffers {
 static BUFFERS: Pool<Buffers> = Pool::new(8);
 
 /// Decompresses, decodes and writes one request (runs on a blocking thread).
-fn process(st: &AppState, tenant: &str, body: &[u8], permit: &Permit) -> Result<Processed, WriteStatus> {
+fn process(
+    st: &AppState,
+    tenant: &str,
+    limits: &TenantLimits,
+    body: &[u8],
+    permit: &Permit,
+) -> Result<(Processed, Option<WriteStatus>), WriteStatus> {
     let mut b = BUFFERS.take();
-    let res = process_with(st, tenant, body, permit, &mut b);
+    let res = process_with(st, tenant, limits, body, permit, &mut b);
     let heap = b.decompressed.capacity() + b.decoded.heap_bytes();
     BUFFERS.give(b, heap <= KEEP_BYTES);
     res
@@ -277,10 +332,11 @@ fn process(st: &AppState, tenant: &str, body: &[u8], permit: &Permit) -> Result<
 fn process_with(
     st: &AppState,
     tenant: &str,
+    tenant_limits: &TenantLimits,
     body: &[u8],
     permit: &Permit,
     b: &mut Buffers,
-) -> Result<Processed, WriteStatus> {
+) -> Result<(Processed, Option<WriteStatus>), WriteStatus> {
     let limits = st.budget.limits();
     let refuse = |r: Refusal| st.budget.refuse(r);
     let bad = |e: &dyn std::fmt::Display| WriteStatus::new(Outcome::Invalid, e.to_string());
@@ -289,6 +345,9 @@ fn process_with(
         bad(&e)
     };
     let declared = decompressed_len(body).map_err(snappy)?;
+    // Without a Content-Length, the body's size is known only now.
+    st.limiter.check_size(tenant_limits, tenant, body.len() as u64)?;
+    st.limiter.check_size(tenant_limits, tenant, declared as u64)?;
     permit.charge_body(declared).map_err(refuse)?;
     decompress(body, &mut b.decompressed).map_err(snappy)?;
     let buf = &b.decompressed[..];
@@ -303,10 +362,19 @@ fn process_with(
     charge.settle(limits, permit, &b.decoded.shape()).map_err(refuse)?;
     if b.decoded.series.is_empty() {
         tracing::debug!(metadata = b.decoded.metadata, "empty remote write request or metadata only; skipping");
-        return Ok(Processed::Done(WriteReport::default()));
+        return Ok((Processed::Done(WriteReport::default()), None));
+    }
+    let shape = b.decoded.shape();
+    st.limiter.check_counts(tenant_limits, tenant, shape.series, shape.samples)?;
+    st.limiter.check_rate(tenant_limits, tenant, shape.samples, ring_nodes(st, tenant))?;
+    let dropped = st.limiter.drop_over_label_limits(tenant_limits, tenant, buf, &mut b.decoded);
+    if let Some(d) = dropped.as_ref().filter(|_| b.decoded.series.is_empty()) {
+        return Err(d.clone());
     }
     // A client's write is always fresh: replica 0, replicated over the hashring.
-    write_tenant(st, tenant, 0, buf, &b.decoded).map_err(|e| WriteStatus::new(e.outcome(), e.to_string()))
+    let processed =
+        write_tenant(st, tenant, 0, buf, &b.decoded).map_err(|e| WriteStatus::new(e.outcome(), e.to_string()))?;
+    Ok((processed, dropped))
 }
 
 #[cfg(test)]
