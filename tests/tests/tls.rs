@@ -9,6 +9,10 @@
 //! - with `--ringest.tenant-header.trusted-from`, the tenant header is honoured only from the
 //!   listed networks and client certificate names; others naming a tenant get 403, on writes
 //!   and on the TSDB status endpoints;
+//! - `--http.config` (exporter-toolkit's web configuration) serves the ops port over TLS with
+//!   bcrypt basic auth: no or wrong credentials get 401, the right ones the page and the
+//!   configured headers; a changed password applies without a restart; Prometheus 2.42 scrapes
+//!   it with `basic_auth` and `tls_config`;
 //! - a mixed ring (two ringest, one Thanos Receive) replicates over mutual TLS both ways, and
 //!   Thanos Query reads every replica over TLS;
 //! - a cipher suite, curve or version rustls cannot offer stops ringest at start-up, by name.
@@ -309,6 +313,93 @@ fn the_tenant_header_is_honoured_only_from_trusted_proxies() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && text.contains("has no effect with --receive.tenant-certificate-field"), "{text}");
+}
+
+/// A GET over TLS with `config`, with basic auth credentials if given: status, headers (lower
+/// case) and body.
+fn get_tls(
+    addr: &str,
+    config: Arc<rustls::ClientConfig>,
+    path: &str,
+    auth: Option<(&str, &str)>,
+) -> io::Result<(u16, String, String)> {
+    use base64::Engine;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut s = connect(addr, config).await?;
+        let auth = auth
+            .map(|(u, p)| {
+                let b = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+                format!("Authorization: Basic {b}\r\n")
+            })
+            .unwrap_or_default();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf).await;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        Ok((code, head.to_lowercase(), body.to_string()))
+    })
+}
+
+#[test]
+fn the_ops_port_serves_http_config_tls_and_basic_auth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let web = tmp.path().join("web.yml");
+    let config = |password: &str| {
+        let hash = bcrypt::hash(password, 4).unwrap();
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nhttp_server_config:\n  headers:\n    \
+             X-Content-Type-Options: nosniff\nbasic_auth_users:\n  prom: {hash}\n",
+            Pki::s(&pki.cert),
+            Pki::s(&pki.key)
+        )
+    };
+    std::fs::write(&web, config("s3cret")).unwrap();
+    let flag = format!("--http.config={}", web.display());
+    let r = Receiver::launch(&tmp.path().join("node"), &[&flag]);
+    let tls = || client(&pki, None, false);
+    let get = |path: &str, auth: Option<(&str, &str)>| get_tls(&r.http_addr, tls(), path, auth);
+    ringest_e2e::wait_for("the ops port over TLS", Duration::from_secs(60), || {
+        get("/-/ready", Some(("prom", "s3cret"))).is_ok_and(|(c, _, _)| c == 200)
+    });
+    let (code, head, _) = get("/metrics", None).unwrap();
+    assert_eq!(code, 401, "no credentials");
+    assert!(head.contains("www-authenticate: basic") && head.contains("x-content-type-options: nosniff"), "{head}");
+    assert_eq!(get("/metrics", Some(("prom", "wrong"))).unwrap().0, 401, "a wrong password");
+    assert_eq!(get("/metrics", Some(("someone", "s3cret"))).unwrap().0, 401, "an unknown user");
+    let (code, _, body) = get("/metrics", Some(("prom", "s3cret"))).unwrap();
+    assert!(code == 200 && body.contains("thanos_build_info"), "{code}");
+    let plain = ringest_e2e::client::http_get(&r.http_addr, "/-/ready");
+    assert!(plain.map(|p| p.status != 200).unwrap_or(true), "plain HTTP is not served");
+
+    // Prometheus 2.42 scrapes the port with basic auth over TLS.
+    let prom = Prometheus::start(
+        &tmp.path().join("prom"),
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: receive\n    scheme: https\n    \
+             basic_auth: {{username: prom, password: s3cret}}\n    tls_config: {{ca_file: {}}}\n    static_configs:\n      \
+             - targets: ['{}']\n",
+            Pki::s(&pki.ca),
+            r.http_addr
+        ),
+        &[],
+    );
+    ringest_e2e::wait_for("Prometheus to scrape the ops port", Duration::from_secs(30), || {
+        let t = ringest_e2e::client::http_get(&prom.addr, "/api/v1/targets").map(|r| r.text()).unwrap_or_default();
+        t.contains("\"health\":\"up\"")
+    });
+
+    // A new password applies without a restart; the old one is refused.
+    std::fs::write(&web, config("n3w")).unwrap();
+    ringest_e2e::wait_for("the new password", Duration::from_secs(10), || {
+        get("/-/healthy", Some(("prom", "n3w"))).is_ok_and(|(c, _, _)| c == 200)
+    });
+    assert_eq!(get("/-/healthy", Some(("prom", "s3cret"))).unwrap().0, 401);
+    assert!(r.logs().contains("TLS is enabled."), "{}", r.logs());
 }
 
 #[test]

@@ -90,6 +90,8 @@ pub struct ReceiveConfig {
     pub http_limits: crate::http::serve::HttpLimits,
     /// `--ringest.grpc.*`: the gRPC server's connection limits.
     pub grpc_limits: ringest_grpc::ConnLimits,
+    /// `--http.config`: the ops port's web configuration file.
+    pub http_config: Option<PathBuf>,
     /// `--receive.limits-config-file` / `--receive.limits-config`.
     pub limits: Option<crate::limits::LimitsSource>,
     /// `--receive.limits-config-reload-timer`.
@@ -353,6 +355,7 @@ fn server_tls(m: &ArgMatches, prefix: &str) -> ringest_tls::ServerOptions {
         min_version: s("min-version"),
         ciphers: get_all(m, &format!("{prefix}-ciphers")),
         curves: get_all(m, &format!("{prefix}-curves")),
+        ..Default::default()
     }
 }
 
@@ -454,6 +457,7 @@ impl ReceiveConfig {
             return Err("--receive.limits-config-reload-timer must be greater than 0".into());
         }
         Ok(ReceiveConfig {
+            http_config: get_str(m, "http.config").filter(|s| !s.is_empty()).map(PathBuf::from),
             limits: limits_source(m)?,
             limits_reload,
             trusted_proxies,
@@ -584,7 +588,7 @@ mod tests {
     fn unimplemented_flags_are_rejected_by_name() {
         for (flag, needle) in [
             ("--receive.replication-protocol=capnproto", "--receive.replication-protocol"),
-            ("--http.config=/web.yml", "--http.config"),
+            ("--tracing.config-file=/tracing.yml", "--tracing.config-file"),
             ("--tsdb.max-exemplars=100", "--tsdb.max-exemplars"),
             ("--enable-feature=metric-names-filter", "--enable-feature"),
             ("--no-receive.otlp-enable-target-info", "--receive.otlp-enable-target-info"),

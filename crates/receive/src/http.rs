@@ -7,6 +7,7 @@ pub mod ops;
 pub mod receive;
 pub mod serve;
 pub mod status;
+pub mod web;
 
 use std::sync::Arc;
 

@@ -21,6 +21,7 @@ use crate::config::ReceiveConfig;
 use crate::external::ExternalLabels;
 use crate::grpc::RemoteWriteHandler;
 use crate::http::serve::HttpLimits;
+use crate::http::web::WebGuard;
 use crate::http::{ops_router, remote_write_router};
 use crate::lane::Lanes;
 use crate::limits::{LimitMetrics, Limiter};
@@ -167,7 +168,22 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     let refused = |server: &str| st.metrics.http_connections_refused.with_label_values(&[server]);
     let rw_tls = ringest_tls::Acceptor::new(&cfg.remote_write_tls, &[b"h2", b"http/1.1"])
         .context("remote-write TLS (--remote-write.server-tls-*)")?;
-    let ops = spawn_server(ops_listener, ops_router(st.clone()), cfg.http_limits, None, refused("ops"), ops_stop_rx);
+    // --http.config: TLS, basic auth, headers and a rate limit on the ops port.
+    let (ops_router, ops_tls) = match &cfg.http_config {
+        None => (ops_router(st.clone()), None),
+        Some(path) => {
+            let guard = Arc::new(WebGuard::load(path).with_context(|| format!("--http.config={}", path.display()))?);
+            let web = guard.config();
+            let alpn: &[&[u8]] = if web.http2 { &[b"h2", b"http/1.1"] } else { &[b"http/1.1"] };
+            let tls = match &web.tls {
+                Some(opts) => ringest_tls::Acceptor::new(opts, alpn).context("TLS of --http.config")?,
+                None => None,
+            };
+            tracing::info!(http2 = web.http2 && tls.is_some(), address = %cfg.http_address, "TLS is {}.", if tls.is_some() { "enabled" } else { "disabled" });
+            (ops_router(st.clone()).layer(axum::middleware::from_fn_with_state(guard, crate::http::web::guard)), tls)
+        }
+    };
+    let ops = spawn_server(ops_listener, ops_router, cfg.http_limits, ops_tls, refused("ops"), ops_stop_rx);
     tracing::info!(address = %cfg.http_address, "listening for requests and metrics");
     probe.set_healthy();
     let rw = spawn_server(

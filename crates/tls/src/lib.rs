@@ -47,6 +47,14 @@ pub enum TlsError {
         "TLS {0} cannot be offered by ringest (rustls speaks TLS 1.2 and 1.3): set the minimum version to 1.2 or 1.3"
     )]
     Version(String),
+    /// A maximum version below the minimum.
+    #[error("TLS maximum version {max} is below the minimum version {min}")]
+    VersionRange {
+        /// The minimum.
+        min: String,
+        /// The maximum.
+        max: String,
+    },
     /// Not one of Go's cipher suite names.
     #[error("invalid cipher suite: {name}, valid values are {valid}")]
     UnknownCipher {
@@ -118,12 +126,25 @@ pub enum TlsError {
 
 /// The versions from `min` (one of Thanos' names, `1.0` to `1.3`) on that ringest offers.
 fn versions(min: &str) -> Result<&'static [&'static rustls::SupportedProtocolVersion], TlsError> {
+    versions_between(min, "")
+}
+
+/// The versions from `min` to `max` (empty: 1.3).
+fn versions_between(min: &str, max: &str) -> Result<&'static [&'static rustls::SupportedProtocolVersion], TlsError> {
     static FROM_12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
     static FROM_13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
-    match min {
-        "1.2" => Ok(FROM_12),
-        "1.3" => Ok(FROM_13),
-        "1.0" | "1.1" => Err(TlsError::Version(min.to_string())),
+    static ONLY_12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    let rank = |v: &str| match v {
+        "1.2" => Ok(2),
+        "1.3" => Ok(3),
+        "1.0" | "1.1" => Err(TlsError::Version(v.to_string())),
         other => Err(TlsError::UnknownVersion(other.to_string())),
+    };
+    let (lo, hi) = (rank(min)?, if max.is_empty() { 3 } else { rank(max)? });
+    match (lo, hi) {
+        (2, 3) => Ok(FROM_12),
+        (3, 3) => Ok(FROM_13),
+        (2, 2) => Ok(ONLY_12),
+        _ => Err(TlsError::VersionRange { min: min.to_string(), max: max.to_string() }),
     }
 }

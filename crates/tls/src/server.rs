@@ -8,19 +8,25 @@ use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::keypair::{KeyPair, certificates};
-use super::{TlsError, names, versions};
+use super::{TlsError, names, versions_between};
 
 /// A listener's TLS flags, as given.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerOptions {
     /// Certificate file (PEM); empty: no TLS.
     pub cert: String,
     /// Key file (PEM); empty: no TLS.
     pub key: String,
-    /// CA file of client certificates; set: every client must present one it signed.
+    /// CA file of client certificates; set: every client must present one it signed (unless
+    /// `client_cert_optional`).
     pub client_ca: String,
+    /// With a client CA: a client may also connect without a certificate (one it presents is
+    /// still verified).
+    pub client_cert_optional: bool,
     /// Minimum version: `1.0` to `1.3`.
     pub min_version: String,
+    /// Maximum version: `1.2` or `1.3` (empty: 1.3).
+    pub max_version: String,
     /// TLS 1.2 cipher suites by Go name (none: rustls' defaults).
     pub ciphers: Vec<String>,
     /// Curves by Thanos' name (none: rustls' defaults).
@@ -58,7 +64,7 @@ impl Acceptor {
         }
         let provider = names::provider(&opts.ciphers, &opts.curves)?;
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(versions(&opts.min_version)?)
+            .with_protocol_versions(versions_between(&opts.min_version, &opts.max_version)?)
             .map_err(|source| TlsError::Rustls { what: "server TLS", source })?;
         let builder = if opts.client_ca.is_empty() {
             builder.with_no_client_auth()
@@ -67,9 +73,11 @@ impl Acceptor {
             for c in certificates(opts.client_ca.as_ref())? {
                 roots.add(c).map_err(|source| TlsError::Rustls { what: "client CA", source })?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+            let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+            if opts.client_cert_optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier.build().map_err(|e| TlsError::ClientCa(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         };
         let pair = KeyPair::load(&opts.cert, &opts.key, provider)?;

@@ -108,7 +108,6 @@ struct Scope {
     ingestion_burst_size: Option<u64>,
 }
 
-
 /// One request's limits (0: unlimited).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RequestLimits {
