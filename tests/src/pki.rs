@@ -31,9 +31,19 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
 
 /// A leaf pair signed by `issuer`, named `cn`, as PEM (certificate, key).
 fn leaf(issuer: &CertifiedIssuer<'static, KeyPair>, cn: &str) -> (String, String) {
+    leaf_with(issuer, cn, |_| {})
+}
+
+/// [`leaf`] with its parameters changed by `edit` first.
+fn leaf_with(
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    cn: &str,
+    edit: impl FnOnce(&mut CertificateParams),
+) -> (String, String) {
     let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     params.distinguished_name.push(DnType::CommonName, cn);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    edit(&mut params);
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, issuer).unwrap();
     (cert.pem(), key.serialize_pem())
@@ -81,6 +91,19 @@ impl Pki {
     /// their paths.
     pub fn pair(&self, cn: &str) -> (PathBuf, PathBuf) {
         let (cert, key) = leaf(&self.issuer, cn);
+        let paths = (self.dir.join(format!("{cn}-cert.pem")), self.dir.join(format!("{cn}-key.pem")));
+        std::fs::write(&paths.0, cert).unwrap();
+        std::fs::write(&paths.1, key).unwrap();
+        paths
+    }
+
+    /// A pair the CA signed that expired in 2001, named `cn`; the paths of its certificate and
+    /// key.
+    pub fn expired(&self, cn: &str) -> (PathBuf, PathBuf) {
+        let (cert, key) = leaf_with(&self.issuer, cn, |p| {
+            p.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        });
         let paths = (self.dir.join(format!("{cn}-cert.pem")), self.dir.join(format!("{cn}-key.pem")));
         std::fs::write(&paths.0, cert).unwrap();
         std::fs::write(&paths.1, key).unwrap();

@@ -320,11 +320,13 @@ pub struct WebGuard {
     bucket: Mutex<Option<Bucket>>,
 }
 
-/// What tells a file changed: its modification time and length.
-type Stamp = Option<(SystemTime, u64)>;
+/// What tells a file changed: its modification time (several writes within a few
+/// milliseconds may share one), inode (a file renamed in is a new one) and length.
+type Stamp = Option<(SystemTime, u64, u64)>;
 
 fn modified(path: &Path) -> Stamp {
-    std::fs::metadata(path).and_then(|m| Ok((m.modified()?, m.len()))).ok()
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).and_then(|m| Ok((m.modified()?, m.ino(), m.len()))).ok()
 }
 
 impl WebGuard {
