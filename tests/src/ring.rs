@@ -183,7 +183,7 @@ pub fn run_rounds(
     rate: Option<f64>,
 ) -> LoadRun {
     let plan = Plan::build(layout, rounds.clone());
-    let mut target = Target { addr: addr.to_string(), path: "/api/v1/receive".into(), headers: Vec::new() };
+    let mut target = Target { addr: addr.to_string(), path: "/api/v1/receive".into(), headers: Vec::new(), tls: None };
     if let Some(t) = tenant {
         target = target.with_header("THANOS-TENANT", t);
     }
@@ -245,7 +245,7 @@ impl Load {
             std::thread::sleep(wait);
         }
         let plan = Plan::build(&self.layout, r..r + 1);
-        let target = Target { addr: addr.to_string(), path: "/api/v1/receive".into(), headers: Vec::new() };
+        let target = Target { addr: addr.to_string(), path: "/api/v1/receive".into(), headers: Vec::new(), tls: None };
         let opts = SendOptions { give_up_after: Duration::from_secs(20), ..SendOptions::default() };
         let acked: Mutex<Vec<ReqId>> = Mutex::new(Vec::new());
         let res = send::send(&target, &plan, r..r + 1, &opts, &|id| acked.lock().unwrap().push(id));

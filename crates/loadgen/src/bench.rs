@@ -12,6 +12,10 @@
 //! VictoriaMetrics). Every workload writes 24 samples per series in total. After the restart,
 //! the acknowledged samples are read back (promtool for ringest, the StoreAPI for ringest and
 //! Thanos Receive) for workloads up to [`CHECK_MAX_SERIES`].
+//!
+//! Variants of ringest measure what a feature costs, against plain ringest in the same run:
+//! mutual TLS on the remote-write port, mutual TLS on every link of an RF=3 ring, and a limits
+//! file that sets every limit (none reached).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,6 +33,24 @@ use crate::report::{PhaseReport, table};
 use crate::send::{self, SendOptions, Target};
 use crate::shape::Shape;
 use crate::store::{self, Store};
+
+/// The limits file of [`Kind::RingestLimits`]: every limit set, none reached by the bench's
+/// workloads (up to a few million series, 2,000 samples per request).
+const LIMITS_FILE: &str = "write:
+  global:
+    max_concurrency: 64
+  default:
+    request:
+      size_bytes_limit: 67108864
+      series_limit: 1000000
+      samples_limit: 10000000
+    head_series_limit: 1000000000
+    max_label_names_per_series: 64
+    max_label_name_length: 1024
+    max_label_value_length: 4096
+    ingestion_rate: 1000000000
+    ingestion_burst_size: 1000000000
+";
 
 /// Total samples per series written by a bench workload.
 pub const ROUNDS: usize = 24;
@@ -52,6 +74,13 @@ pub enum Kind {
     Thanos,
     /// Three Thanos Receive processes in one hashring, RF=3, as [`Kind::RingestRf3`].
     ThanosRf3,
+    /// ringest with mutual TLS on its remote-write port (the load generator presents a client
+    /// certificate).
+    RingestTls,
+    /// [`Kind::RingestRf3`] with mutual TLS on every link: the client's and the peers'.
+    RingestRf3Mtls,
+    /// ringest with a limits file that sets every limit, none of them reached.
+    RingestLimits,
 }
 
 impl Kind {
@@ -64,17 +93,29 @@ impl Kind {
             Kind::RingestRf3 => "ringest RF=3 x3",
             Kind::Thanos => "Thanos Receive",
             Kind::ThanosRf3 => "Thanos RF=3 x3",
+            Kind::RingestTls => "ringest mTLS",
+            Kind::RingestRf3Mtls => "ringest RF=3 mTLS x3",
+            Kind::RingestLimits => "ringest limits",
         }
     }
 
     /// Whether this is a ring of three processes.
     pub fn is_ring(self) -> bool {
-        matches!(self, Kind::RingestRf3 | Kind::ThanosRf3)
+        matches!(self, Kind::RingestRf3 | Kind::ThanosRf3 | Kind::RingestRf3Mtls)
     }
 
-    /// Whether this is ringest (which the ratios are about).
+    /// Whether this is ringest (which the ratios are about), a variant included.
     pub fn is_ringest(self) -> bool {
-        matches!(self, Kind::Ringest | Kind::RingestRf3)
+        matches!(self, Kind::Ringest | Kind::RingestRf3) || self.baseline().is_some()
+    }
+
+    /// For a variant of ringest, the ringest it is compared with.
+    pub fn baseline(self) -> Option<Kind> {
+        match self {
+            Kind::RingestTls | Kind::RingestLimits => Some(Kind::Ringest),
+            Kind::RingestRf3Mtls => Some(Kind::RingestRf3),
+            _ => None,
+        }
     }
 
     /// Whether the bench reads it through the StoreAPI (single nodes that serve one).
@@ -166,7 +207,13 @@ impl Receiver {
         let data = dir.join("data");
         let (program, args, path, ready_addr, ready_path): (PathBuf, Vec<String>, &str, String, &'static str) =
             match kind {
-                Kind::Ringest | Kind::RingestRf3 | Kind::Thanos | Kind::ThanosRf3 => {
+                Kind::Ringest
+                | Kind::RingestRf3
+                | Kind::Thanos
+                | Kind::ThanosRf3
+                | Kind::RingestTls
+                | Kind::RingestRf3Mtls
+                | Kind::RingestLimits => {
                     let ops = format!("127.0.0.1:{}", free_port());
                     let grpc = format!("127.0.0.1:{}", free_port());
                     let thanos = matches!(kind, Kind::Thanos | Kind::ThanosRf3);
@@ -212,7 +259,7 @@ impl Receiver {
             child: None,
             args,
             program,
-            target: Target { addr, path: path.to_string(), headers: Vec::new() },
+            target: Target { addr, path: path.to_string(), headers: Vec::new(), tls: None },
             grpc: None,
             ready_addr,
             ready_path,
@@ -221,8 +268,27 @@ impl Receiver {
             peers: Vec::new(),
         };
         r.grpc = r.args.iter().find_map(|a| a.strip_prefix("--grpc-address=")).map(str::to_string);
+        // What a variant adds, on every node of a ring.
+        let mut node_args = Vec::new();
+        match kind {
+            Kind::RingestTls | Kind::RingestRf3Mtls => {
+                let pki = crate::tls::Pki::new(&dir.join("pki"))?;
+                node_args.extend(pki.remote_write_flags());
+                if kind == Kind::RingestRf3Mtls {
+                    node_args.extend(pki.peer_flags());
+                }
+                r.target.tls = Some(pki.client()?);
+            }
+            Kind::RingestLimits => {
+                let file = dir.join("limits.yaml");
+                std::fs::write(&file, LIMITS_FILE)?;
+                node_args.push(format!("--receive.limits-config-file={}", file.display()));
+            }
+            _ => {}
+        }
+        r.args.extend(node_args.iter().cloned());
         if kind.is_ring() {
-            r.make_ring(dir)?;
+            r.make_ring(dir, &node_args)?;
         }
         r.spawn()?;
         r.wait_ready(Duration::from_secs(300))?;
@@ -234,7 +300,7 @@ impl Receiver {
 
     /// Turns this receiver into the first of three nodes of an RF=3 hashring and starts the
     /// other two (the same program).
-    fn make_ring(&mut self, dir: &Path) -> anyhow::Result<()> {
+    fn make_ring(&mut self, dir: &Path, node_args: &[String]) -> anyhow::Result<()> {
         let thanos = self.kind == Kind::ThanosRf3;
         let grpc = |args: &[String]| {
             args.iter().find_map(|a| a.strip_prefix("--grpc-address=")).map(str::to_string).unwrap_or_default()
@@ -245,13 +311,19 @@ impl Receiver {
             let data = dir.join(format!("node{i}"));
             let (rw_addr, ops_addr, grpc_addr) =
                 (format!("127.0.0.1:{rw}"), format!("127.0.0.1:{ops}"), format!("127.0.0.1:{g}"));
-            let args = receive_args(thanos, &data, &rw_addr, &ops_addr, &grpc_addr);
+            let mut args = receive_args(thanos, &data, &rw_addr, &ops_addr, &grpc_addr);
+            args.extend(node_args.iter().cloned());
             peers.push(Receiver {
                 kind: self.kind,
                 child: None,
                 args,
                 program: self.program.clone(),
-                target: Target { addr: format!("127.0.0.1:{rw}"), path: "/api/v1/receive".into(), headers: Vec::new() },
+                target: Target {
+                    addr: format!("127.0.0.1:{rw}"),
+                    path: "/api/v1/receive".into(),
+                    headers: Vec::new(),
+                    tls: None,
+                },
                 grpc: Some(grpc_addr.clone()),
                 ready_addr: format!("127.0.0.1:{ops}"),
                 ready_path: "/-/ready",
@@ -489,7 +561,9 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
             phases.extend(under_reads.clone());
             eprintln!("{} / {size} series:\n{}", kind.name(), table(&phases));
             let restart_seconds = match kind {
+                // A variant restarts as ringest does.
                 Kind::VictoriaMetrics | Kind::RingestRf3 | Kind::ThanosRf3 => None,
+                k if k.baseline().is_some() => None,
                 _ => Some(r.crash_restart()?.as_secs_f64()),
             };
             // promtool's text dump of more than a few million samples takes minutes: check the
@@ -757,18 +831,27 @@ impl BenchResult {
                 |v| format!("{v:.2}"),
             ));
         }
-        // Each peer against ringest in the same shape: a ring against ringest's ring.
-        let peers: Vec<Kind> =
-            kinds.iter().copied().filter(|&k| !k.is_ringest() && kinds.contains(&k.counterpart())).collect();
+        // Each peer against ringest in the same shape (a ring against ringest's ring), and each
+        // variant of ringest against ringest: `a vs b` is how many times better `a` is.
+        let pairs: Vec<(Kind, Kind)> = kinds
+            .iter()
+            .copied()
+            .filter_map(|k| match k.baseline() {
+                Some(base) => Some((k, base)),
+                None if !k.is_ringest() => Some((k.counterpart(), k)),
+                None => None,
+            })
+            .filter(|(a, b)| kinds.contains(a) && kinds.contains(b))
+            .collect();
         let mut out = String::from("| workload | figure |");
         for k in &kinds {
             out.push_str(&format!(" {} |", k.name()));
         }
-        for p in &peers {
-            out.push_str(&format!(" {} vs {} |", p.counterpart().name(), p.name()));
+        for (a, b) in &pairs {
+            out.push_str(&format!(" {} vs {} |", a.name(), b.name()));
         }
         out.push('\n');
-        out.push_str(&"| --- ".repeat(2 + kinds.len() + peers.len()));
+        out.push_str(&"| --- ".repeat(2 + kinds.len() + pairs.len()));
         out.push_str("|\n");
         for row in rows {
             out.push_str(&format!("| {} | {} |", row.workload, row.figure));
@@ -776,14 +859,14 @@ impl BenchResult {
                 let none = if row.reads && !k.reads() { "n/a" } else { "-" };
                 out.push_str(&format!(" {} |", v.map(row.fmt).unwrap_or_else(|| none.into())));
             }
-            for p in &peers {
-                let ours = row.values.iter().find(|(k, _)| *k == p.counterpart()).and_then(|(_, v)| *v);
-                let theirs = row.values.iter().find(|(k, _)| k == p).and_then(|(_, v)| *v);
+            for (a, b) in &pairs {
+                let ours = row.values.iter().find(|(k, _)| k == a).and_then(|(_, v)| *v);
+                let theirs = row.values.iter().find(|(k, _)| k == b).and_then(|(_, v)| *v);
                 let ratio = match (ours, theirs) {
-                    (Some(a), Some(b)) if a > 0.0 && b > 0.0 => Some(if row.higher_is_better { a / b } else { b / a }),
+                    (Some(x), Some(y)) if x > 0.0 && y > 0.0 => Some(if row.higher_is_better { x / y } else { y / x }),
                     _ => None,
                 };
-                let none = if row.reads && !p.reads() { "n/a" } else { "-" };
+                let none = if row.reads && !(a.reads() && b.reads()) { "n/a" } else { "-" };
                 let ratio = ratio.map(|r| if r >= 0.1 { format!("{r:.2}x") } else { format!("{r:.3}x") });
                 out.push_str(&format!(" {} |", ratio.unwrap_or_else(|| none.into())));
             }

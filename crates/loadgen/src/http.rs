@@ -1,10 +1,42 @@
-//! A minimal HTTP/1.1 client over `TcpStream`: keep-alive, exact control of headers and body
-//! (chunked bodies, lying Content-Length), and the response read back exactly. Load generation
-//! and the end-to-end tests both use it.
+//! A minimal HTTP/1.1 client over `TcpStream`, or TLS over it (rustls): keep-alive, exact
+//! control of headers and body (chunked bodies, lying Content-Length), and the response read
+//! back exactly. Load generation and the end-to-end tests both use it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// A connection's byte stream: plain TCP or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
 
 /// A response.
 #[derive(Debug, Clone)]
@@ -30,7 +62,7 @@ impl HttpResponse {
 
 /// One keep-alive connection.
 pub struct Conn {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Stream>,
     addr: String,
 }
 
@@ -43,10 +75,25 @@ impl std::fmt::Debug for Conn {
 impl Conn {
     /// Connects to `addr` (`host:port`).
     pub fn connect(addr: &str) -> std::io::Result<Conn> {
+        Conn::connect_with(addr, None)
+    }
+
+    /// Connects to `addr`, over TLS with `tls` if given (the server name is the host of
+    /// `addr`).
+    pub fn connect_with(addr: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> std::io::Result<Conn> {
         let s = TcpStream::connect(addr)?;
         s.set_read_timeout(Some(Duration::from_secs(120)))?;
         s.set_nodelay(true)?;
-        Ok(Conn { stream: BufReader::new(s), addr: addr.to_string() })
+        let stream = match tls {
+            None => Stream::Plain(s),
+            Some(config) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_matches(['[', ']']);
+                let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(std::io::Error::other)?;
+                let conn = rustls::ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
+                Stream::Tls(Box::new(rustls::StreamOwned::new(conn, s)))
+            }
+        };
+        Ok(Conn { stream: BufReader::new(stream), addr: addr.to_string() })
     }
 
     /// Sends a request and reads the response. A `Content-Length` is added unless the headers
@@ -76,11 +123,12 @@ impl Conn {
         s.write_all(head.as_bytes())?;
         // A server may answer (and close) before reading a large body: read the response anyway.
         let _ = s.write_all(body);
+        let _ = s.flush();
         read_response(&mut self.stream, method == "HEAD")
     }
 }
 
-fn read_response(r: &mut BufReader<TcpStream>, head_only: bool) -> std::io::Result<HttpResponse> {
+fn read_response(r: &mut BufReader<Stream>, head_only: bool) -> std::io::Result<HttpResponse> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
         return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));

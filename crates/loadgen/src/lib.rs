@@ -30,3 +30,4 @@ pub mod report;
 pub mod send;
 pub mod shape;
 pub mod store;
+pub mod tls;

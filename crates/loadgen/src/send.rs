@@ -18,6 +18,8 @@ pub struct Target {
     pub path: String,
     /// Extra headers (tenant).
     pub headers: Vec<(String, String)>,
+    /// TLS towards the receiver (`None`: plain HTTP).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Target {
@@ -29,7 +31,7 @@ impl Target {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        Ok(Target { addr: addr.to_string(), path: path.to_string(), headers: Vec::new() })
+        Ok(Target { addr: addr.to_string(), path: path.to_string(), headers: Vec::new(), tls: None })
     }
 
     /// Adds a header to every request.
@@ -97,7 +99,7 @@ fn exchange(
     body: &[u8],
 ) -> std::io::Result<HttpResponse> {
     if conn.is_none() {
-        *conn = Some(Conn::connect(&target.addr)?);
+        *conn = Some(Conn::connect_with(&target.addr, target.tls.as_ref())?);
     }
     conn.as_mut().expect("connected").request("POST", &target.path, headers, body)
 }

@@ -88,6 +88,9 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Answers go out as written: with TLS, a response is several records, and Nagle's
+        // algorithm would hold the last one until the client's delayed ACK (40 ms).
+        let _ = stream.set_nodelay(true);
         let Ok(slot) = open.clone().try_acquire_owned() else {
             refused.inc();
             drop(stream);
