@@ -101,12 +101,17 @@ fn rf3_every_acknowledged_sample_is_on_all_three_nodes_and_replicas_are_not_forw
     assert_eq!(body["data"][0]["endpoints"].as_array().unwrap().len(), 3, "{body}");
     assert_eq!(body["data"][0]["name"], "default", "{body}");
     assert_eq!(body["data"][0]["endpoints"][0].as_str().map(|e| e.starts_with("127.0.0.1:")), Some(true), "{body}");
-    let active = c.nodes[0]
-        .metrics()
-        .lines()
-        .filter(|l| l.starts_with("thanos_receive_hashring_nodes{") && l.contains("state=\"active\""))
-        .count();
-    assert_eq!(active, 3, "the operations guide's per-node series");
+    // The operations guide's `count(thanos_receive_hashring_nodes{state="active"})`: one series
+    // per member, exported by the first member only, so that the count over every node is the
+    // ring's size.
+    let active = |r: &Receiver| {
+        r.metrics()
+            .lines()
+            .filter(|l| l.starts_with("thanos_receive_hashring_nodes{") && l.contains("state=\"active\""))
+            .count()
+    };
+    let counts: Vec<usize> = c.nodes.iter().map(active).collect();
+    assert_eq!(counts, vec![3, 0, 0], "the operations guide's per-node series");
     assert!(c.nodes[0].logs().contains("msg=\"loaded hashring configuration\" hashrings=1"), "{}", c.nodes[0].logs());
     assert!(c.nodes[0].logs().contains("mode=RouterIngestor"));
 
@@ -125,7 +130,17 @@ fn rf3_every_acknowledged_sample_is_on_all_three_nodes_and_replicas_are_not_forw
         assert!(resp.text().contains("only peers replicate"), "{}", resp.text());
     }
 
-    for r in &mut c.nodes {
+    // The first member goes: once forwards to it fail, the second exports the series, still
+    // three of them while two receivers are up (the guide's alert fires).
+    c.nodes[0].kill9();
+    let (other, mut conn) = (workload("other", 10), RemoteWriter::connect(&c.nodes[1].rw_addr).unwrap());
+    wait_for("the second member to export the hashring's members", Duration::from_secs(30), || {
+        let _ = other.send(&mut conn, 0..1, &mut Acked::new());
+        active(&c.nodes[1]) == 3
+    });
+    assert_eq!(active(&c.nodes[2]), 0, "the third sees the second up");
+
+    for r in &mut c.nodes[1..] {
         assert!(r.terminate().success(), "{}", r.logs());
     }
     let dumps: Vec<Acked> = c.nodes.iter().map(|r| held(&tenant_dir(r))).collect();

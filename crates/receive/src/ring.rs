@@ -204,10 +204,15 @@ pub async fn watch(
     }
 }
 
-/// `thanos_receive_hashring_nodes`: Thanos' `{name}` series (nodes per hashring), and the
-/// operations guide's per-node `{name, node, state}` series (`state="active"` for this node and
-/// for peers that answer, `"unavailable"` for peers in backoff), so both Thanos' dashboards and
-/// the guide's `count(thanos_receive_hashring_nodes{state="active"})` alert work.
+/// `thanos_receive_hashring_nodes`: Thanos' `{name}` series (nodes per hashring) on every node,
+/// and, for the operations guide's alert
+/// `count(thanos_receive_hashring_nodes{state="active"}) != count(up{job="thanos-receive"} == 1)`,
+/// one `{name, node, state="active"}` series per member of the hashring, exported by one node
+/// of the ring only: the first member, in hashring order, that this node sees up (itself, or a
+/// peer not in backoff). The count is then the hashring's size whichever nodes are scraped:
+/// equal to the number of receivers up on a healthy ring; more when a member is down (its
+/// peers take over the export when the first member goes, once forwards to it fail), or when a
+/// node left the hashring but still runs.
 #[derive(Debug)]
 pub struct HashringNodes {
     replicator: Arc<Replicator>,
@@ -252,15 +257,20 @@ impl prometheus::core::Collector for HashringNodes {
         mf.set_name("thanos_receive_hashring_nodes".into());
         mf.set_help("The number of nodes per hashring.".into());
         mf.set_field_type(MetricType::GAUGE);
+        let me = self.replicator.options().local_endpoint.clone();
         let rings = self.replicator.state().ring.to_json();
         for ring in rings.as_array().map(Vec::as_slice).unwrap_or_default() {
             let name = ring["hashring"].as_str().unwrap_or_default();
             let eps = ring["endpoints"].as_array().map(Vec::as_slice).unwrap_or_default();
             mf.mut_metric().push(gauge(vec![pair("name", name)], eps.len() as f64));
-            for ep in eps {
-                let addr = ep["address"].as_str().unwrap_or_default();
-                let state = if self.replicator.peer_available(addr) { "active" } else { "unavailable" };
-                mf.mut_metric().push(gauge(vec![pair("name", name), pair("node", addr), pair("state", state)], 1.0));
+            let addrs: Vec<&str> = eps.iter().map(|ep| ep["address"].as_str().unwrap_or_default()).collect();
+            let is_me = |a: &str| me.as_deref() == Some(a);
+            let exporter = addrs.iter().find(|&&a| is_me(a) || self.replicator.peer_available(a));
+            if !exporter.is_some_and(|&a| is_me(a)) {
+                continue;
+            }
+            for addr in &addrs {
+                mf.mut_metric().push(gauge(vec![pair("name", name), pair("node", addr), pair("state", "active")], 1.0));
             }
         }
         vec![mf]
