@@ -71,3 +71,6 @@ cargo test --workspace
 
 echo "==> fuzzing: every decoder of untrusted bytes, a bounded time each, from the checked-in seeds"
 scripts/fuzz.sh
+
+echo "==> deploy/: hadolint, kustomize build of every overlay, Kubernetes schemas, checkov"
+scripts/deploy_check.sh
