@@ -43,4 +43,14 @@ for dir in deploy/kubernetes/base deploy/kubernetes/overlays/*; do
   echo "==> checkov $name"
   "$venv/bin/checkov" --quiet --compact --skip-download --framework kubernetes -f "$out/$name.yaml"
 done
+echo "==> promtool check rules deploy/monitoring/thanos-receive.rules.yml"
+promtool check rules deploy/monitoring/thanos-receive.rules.yml
+echo "==> deploy/monitoring/prometheusrule.yaml holds the same groups"
+"$venv/bin/python" - <<'PY'
+import sys, yaml
+rules = yaml.safe_load(open("deploy/monitoring/thanos-receive.rules.yml"))
+crd = yaml.safe_load(open("deploy/monitoring/prometheusrule.yaml"))
+if crd.get("kind") != "PrometheusRule" or crd["spec"]["groups"] != rules["groups"]:
+    sys.exit("deploy/monitoring/prometheusrule.yaml differs from thanos-receive.rules.yml: copy the groups over")
+PY
 echo "deploy/: all checks passed"

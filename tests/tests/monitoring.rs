@@ -1,0 +1,129 @@
+//! deploy/monitoring against a live ring: every ringest metric the alert rules name is in a
+//! real scrape of a node (a three-node RF=3 ring with a bucket and a limits file, after writes),
+//! with the type the expressions assume (histograms for `_bucket`, counters for `rate` and
+//! `increase`), and the rules file loads in Prometheus' own checker.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use ringest_e2e::Impl::Ringest as R;
+use ringest_e2e::client::{RemoteWriter, series};
+use ringest_e2e::ring::{Ring, now_ms};
+use ringest_proto::prometheus::WriteRequest;
+
+/// Metrics that come from other exporters (node-exporter, cAdvisor) or from Prometheus itself.
+const NOT_RINGEST: &[&str] = &[
+    "up",
+    "node_filesystem_avail_bytes",
+    "node_filesystem_size_bytes",
+    "container_memory_usage_bytes",
+    "container_spec_memory_limit_bytes",
+];
+
+/// PromQL functions and keywords the rules use (not metric names).
+const WORDS: &[&str] = &[
+    "rate",
+    "increase",
+    "sum",
+    "by",
+    "max",
+    "avg",
+    "and",
+    "on",
+    "floor",
+    "histogram_quantile",
+    "count",
+    "job",
+    "le",
+    "instance",
+    "tenant",
+    "humanize",
+    "humanizePercentage",
+];
+
+/// The metric names in the rules' expressions: their identifiers outside label matchers,
+/// range selectors and strings, less PromQL's own words.
+fn metric_names(rules: &str) -> BTreeSet<String> {
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(rules).unwrap();
+    let mut names = BTreeSet::new();
+    for g in doc["groups"].as_sequence().unwrap() {
+        for r in g["rules"].as_sequence().unwrap() {
+            let expr = r["expr"].as_str().unwrap();
+            let (mut bare, mut inside) = (String::new(), None);
+            for c in expr.chars() {
+                match (inside, c) {
+                    (None, '{') => inside = Some('}'),
+                    (None, '[') => inside = Some(']'),
+                    (None, '"') => inside = Some('"'),
+                    (Some(end), c) if c == end => inside = None,
+                    (None, c) => bare.push(c),
+                    _ => {}
+                }
+            }
+            for word in bare.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')) {
+                if word.starts_with(|c: char| c.is_ascii_alphabetic()) && !WORDS.contains(&word) {
+                    names.insert(word.to_string());
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn every_metric_the_alerts_name_is_in_a_live_scrape() {
+    let rules_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/monitoring/thanos-receive.rules.yml");
+    let rules = std::fs::read_to_string(&rules_path).unwrap();
+    let out = std::process::Command::new("promtool").args(["check", "rules"]).arg(&rules_path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let names = metric_names(&rules);
+    assert!(names.contains("thanos_receive_hashring_nodes") && names.contains("up"), "{names:?}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = tmp.path().join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    let limits = tmp.path().join("limits.yaml");
+    // One tenant at its head series limit, so that the counter of limited requests exists.
+    std::fs::write(
+        &limits,
+        "write:\n  default:\n    head_series_limit: 1000000\n  tenants:\n    small:\n      head_series_limit: 3\n",
+    )
+    .unwrap();
+    let ring = Ring::start(
+        &[R, R, R],
+        &[
+            "--receive.replication-factor=3".into(),
+            format!("--objstore.config={{type: FILESYSTEM, config: {{directory: {}}}}}", bucket.display()),
+            format!("--receive.limits-config-file={}", limits.display()),
+        ],
+    );
+    let w = WriteRequest {
+        timeseries: (0..10).map(|i| series(&[("__name__", &format!("m{i}"))], &[(now_ms(), 1.0)])).collect(),
+        ..Default::default()
+    };
+    let resp = RemoteWriter::connect(&ring.nodes[0].rw_addr).unwrap().send(&w).unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let small = |addr: &str| RemoteWriter::connect(addr).unwrap().with_tenant("small").send(&w).unwrap().status;
+    assert_eq!(small(&ring.nodes[0].rw_addr), 200);
+    ringest_e2e::wait_for("the small tenant's series on every node", std::time::Duration::from_secs(30), || {
+        ring.nodes.iter().all(|r| r.metric("prometheus_tsdb_head_series{tenant=\"small\"}") == Some(10.0))
+    });
+    assert_eq!(small(&ring.nodes[0].rw_addr), 429);
+    let scrape = ring.nodes[0].metrics();
+    let typed =
+        |name: &str| scrape.lines().find_map(|l| l.strip_prefix(&format!("# TYPE {name} ")).map(str::to_string));
+    let mut missing = Vec::new();
+    for name in names.iter().filter(|n| !NOT_RINGEST.contains(&n.as_str())) {
+        let (base, want) = match name.strip_suffix("_bucket").or_else(|| name.strip_suffix("_count")) {
+            Some(b) => (b, Some("histogram")),
+            None if name.ends_with("_total") => (name.as_str(), Some("counter")),
+            None => (name.as_str(), None),
+        };
+        match typed(base) {
+            None => missing.push(format!("{name}: not exported")),
+            Some(t) if want.is_some_and(|w| w != t) => missing.push(format!("{name}: {t}, not {}", want.unwrap())),
+            Some(_) => {}
+        }
+    }
+    assert!(missing.is_empty(), "{missing:?}\n{scrape}");
+}
