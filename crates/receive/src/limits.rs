@@ -514,7 +514,10 @@ impl Limiter {
             // Full buckets hold nothing worth keeping: a new one starts full too.
             buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * per_second < rate.burst as f64);
         }
-        let b = buckets.entry(tenant.to_string()).or_insert(Bucket { tokens: rate.burst as f64, at: now });
+        if !buckets.contains_key(tenant) {
+            buckets.insert(tenant.to_string(), Bucket { tokens: rate.burst as f64, at: now });
+        }
+        let Some(b) = buckets.get_mut(tenant) else { return Ok(()) };
         b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * per_second).min(rate.burst as f64);
         b.at = now;
         if b.tokens >= samples as f64 {
@@ -545,7 +548,13 @@ impl Limiter {
         decoded: &mut Decoded,
     ) -> Option<WriteStatus> {
         let LabelLimits { names_per_series, name_length, value_length } = l.labels;
-        if names_per_series == 0 && name_length == 0 && value_length == 0 {
+        // The decoder kept the largest figures: nothing to look at when none is over a limit.
+        let x = decoded.label_extremes;
+        let over = |limit: u64, got: u32| limit > 0 && u64::from(got) > limit;
+        if !over(names_per_series, x.labels_per_series)
+            && !over(name_length, x.name_len)
+            && !over(value_length, x.value_len)
+        {
             return None;
         }
         let mut first: Option<String> = None;

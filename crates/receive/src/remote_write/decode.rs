@@ -85,6 +85,20 @@ pub struct Decoded {
     pub samples: Vec<(i64, f64)>,
     /// Number of metadata entries (ignored, as Thanos does).
     pub metadata: u32,
+    /// The most labels of one series, the longest label name and the longest label value, in
+    /// bytes (so that label limits cost nothing when no series comes near them).
+    pub label_extremes: LabelExtremes,
+}
+
+/// The largest label figures of a request (see [`Decoded::label_extremes`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LabelExtremes {
+    /// Labels of the series with the most.
+    pub labels_per_series: u32,
+    /// Longest label name.
+    pub name_len: u32,
+    /// Longest label value.
+    pub value_len: u32,
 }
 
 impl Decoded {
@@ -111,6 +125,7 @@ impl Decoded {
         self.labels.clear();
         self.samples.clear();
         self.metadata = 0;
+        self.label_extremes = LabelExtremes::default();
     }
 }
 
@@ -343,6 +358,8 @@ fn decode_series(mut c: Cursor<'_>, out: &mut Decoded) -> Result<(), DecodeError
                     }
                     (region.1, last) = (r.1, name);
                 }
+                let x = &mut out.label_extremes;
+                (x.name_len, x.value_len) = (x.name_len.max(l.name_len), x.value_len.max(l.value_len));
                 out.labels.push(l);
             }
             2 => {
@@ -362,6 +379,8 @@ fn decode_series(mut c: Cursor<'_>, out: &mut Decoded) -> Result<(), DecodeError
     }
     s.labels_end = out.labels.len() as u32;
     s.samples_end = out.samples.len() as u32;
+    let x = &mut out.label_extremes;
+    x.labels_per_series = x.labels_per_series.max(s.labels_end - s.labels_start);
     if canonical && s.labels_end > s.labels_start {
         s.labels_encoded = Some((region.0 as u32, region.1 as u32));
     }
