@@ -4,6 +4,7 @@
 //!   with a certificate the CA signed, and refuses plaintext, clients without a certificate,
 //!   clients whose certificate another CA signed, and TLS 1.2 under the default minimum (1.3);
 //!   a renewed certificate is served to new connections while open ones go on;
+//! - without a client CA, Prometheus 2.42 writes with only the CA in its `tls_config`;
 //! - with `--receive.tenant-certificate-field`, the tenant is the client certificate's field,
 //!   whatever the tenant header says, and a certificate without it gets Thanos' 400;
 //! - with `--ringest.tenant-header.trusted-from`, the tenant header is honoured only from the
@@ -13,8 +14,8 @@
 //!   bcrypt basic auth: no or wrong credentials get 401, the right ones the page and the
 //!   configured headers; a changed password applies without a restart; Prometheus 2.42 scrapes
 //!   it with `basic_auth` and `tls_config`;
-//! - a mixed ring (two ringest, one Thanos Receive) replicates over mutual TLS both ways, and
-//!   Thanos Query reads every replica over TLS;
+//! - a ring of three ringest, and a mixed ring (two ringest, one Thanos Receive), replicate
+//!   over mutual TLS both ways, and Thanos Query reads every replica over TLS;
 //! - a cipher suite, curve or version rustls cannot offer stops ringest at start-up, by name.
 
 use std::io;
@@ -254,6 +255,41 @@ remote_write:
     assert!(r.terminate().success(), "{}", r.logs());
 }
 
+/// TLS without client certificates: Prometheus 2.42 writes with only the CA in its
+/// `tls_config`; a plaintext client is refused.
+#[test]
+fn prometheus_writes_over_server_only_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let flags = [
+        format!("--remote-write.server-tls-cert={}", Pki::s(&pki.cert)),
+        format!("--remote-write.server-tls-key={}", Pki::s(&pki.key)),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut r = Receiver::start(&tmp.path().join("ringest"), &flags);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    assert_eq!(write_once(&rt, &r.rw_addr, client(&pki, None, false)), Ok(200), "no client certificate needed");
+    let mut plain = ringest_e2e::RemoteWriter::connect(&r.rw_addr).unwrap();
+    let s = ringest_e2e::client::series(&[("__name__", "tls_probe")], &[(now_ms(), 1.0)]);
+    let got = plain.send(&ringest_proto::prometheus::WriteRequest { timeseries: vec![s], ..Default::default() });
+    assert!(got.as_ref().map_or(true, |r| r.status != 200), "plaintext: {got:?}");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      \
+         - targets: ['{{{{self}}}}']\nremote_write:\n  - url: https://127.0.0.1:{port}/api/v1/receive\n    \
+         tls_config:\n      ca_file: {ca}\n    queue_config:\n      batch_send_deadline: 1s\n      min_backoff: 50ms\n",
+        port = r.rw_addr.rsplit(':').next().unwrap(),
+        ca = Pki::s(&pki.ca),
+    );
+    let line = "thanos_receive_write_requests_total{code=\"200\",tenant=\"default-tenant\"}";
+    let before = r.metric(line).unwrap_or(0.0);
+    let mut p = Prometheus::start(&tmp.path().join("prometheus"), &config, &[]);
+    ringest_e2e::wait_for("three writes from Prometheus over TLS", Duration::from_secs(90), || {
+        r.metric(line).unwrap_or(0.0) >= before + 3.0
+    });
+    p.stop();
+    assert!(r.terminate().success(), "{}", r.logs());
+}
+
 #[test]
 fn the_tenant_comes_from_the_client_certificate_when_asked() {
     let tmp = tempfile::tempdir().unwrap();
@@ -478,60 +514,64 @@ fn a_mixed_ring_replicates_over_mutual_tls_and_thanos_query_reads_it() {
         format!("--remote-write.client-tls-key={key}"),
         format!("--remote-write.client-tls-ca={ca}"),
     ];
-    let ring = Ring::start(&[R, T, R], &extra);
-    for (i, node) in ring.nodes.iter().enumerate() {
-        let run = run_load(&layout(&format!("mtls{i}"), SERIES, ROUNDS, 2), ROUNDS, &node.rw_addr, None, None);
-        run.assert_all_2xx_first_time(&format!("writes through node {i}"));
-    }
-    // A peer whose certificate another CA signed is refused by either kind of node; the same
-    // call with the ring's certificate gets through (an empty write, answered).
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let peer = |cert: &Path, key: &Path| {
-        let opts = ringest_tls::ClientOptions {
-            cert: Pki::s(cert),
-            key: Pki::s(key),
-            ca: ca.clone(),
-            min_version: "1.3".into(),
-            ..Default::default()
-        };
-        Some(ringest_tls::Connector::new(&opts, &[b"h2"]).unwrap())
-    };
-    for node in [&ring.nodes[0], &ring.nodes[1]] {
-        for (tls, admitted) in [(peer(&pki.rogue_cert, &pki.rogue_key), false), (peer(&pki.cert, &pki.key), true)] {
-            let opts = ringest_grpc::ChannelOptions { tls, ..Default::default() };
-            let ch = ringest_grpc::Channel::new(node.grpc_addr.clone(), opts);
-            let got = rt.block_on(ch.unary(
-                "/thanos.WriteableStore/RemoteWrite",
-                bytes::Bytes::new(),
-                Duration::from_secs(5),
-            ));
-            let connected = got.as_ref().map_or_else(|e| e.code != ringest_grpc::Code::Unavailable, |_| true);
-            assert_eq!(connected, admitted, "{:?}, admitted {admitted}: {got:?}", node.imp);
+    // A mixed ring, then a ring of ringest alone.
+    for (round, kinds) in [[R, T, R], [R, R, R]].iter().enumerate() {
+        let ring = Ring::start(kinds, &extra);
+        for (i, node) in ring.nodes.iter().enumerate() {
+            let run = run_load(&layout(&format!("mtls{i}"), SERIES, ROUNDS, 2), ROUNDS, &node.rw_addr, None, None);
+            run.assert_all_2xx_first_time(&format!("writes through node {i}"));
         }
-    }
+        // A peer whose certificate another CA signed is refused by either kind of node; the same
+        // call with the ring's certificate gets through (an empty write, answered).
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let peer = |cert: &Path, key: &Path| {
+            let opts = ringest_tls::ClientOptions {
+                cert: Pki::s(cert),
+                key: Pki::s(key),
+                ca: ca.clone(),
+                min_version: "1.3".into(),
+                ..Default::default()
+            };
+            Some(ringest_tls::Connector::new(&opts, &[b"h2"]).unwrap())
+        };
+        for node in [&ring.nodes[0], &ring.nodes[1]] {
+            for (tls, admitted) in [(peer(&pki.rogue_cert, &pki.rogue_key), false), (peer(&pki.cert, &pki.key), true)] {
+                let opts = ringest_grpc::ChannelOptions { tls, ..Default::default() };
+                let ch = ringest_grpc::Channel::new(node.grpc_addr.clone(), opts);
+                let got = rt.block_on(ch.unary(
+                    "/thanos.WriteableStore/RemoteWrite",
+                    bytes::Bytes::new(),
+                    Duration::from_secs(5),
+                ));
+                let connected = got.as_ref().map_or_else(|e| e.code != ringest_grpc::Code::Unavailable, |_| true);
+                assert_eq!(connected, admitted, "{:?}, admitted {admitted}: {got:?}", node.imp);
+            }
+        }
 
-    let endpoints: Vec<&str> = ring.nodes.iter().map(|n| n.grpc_addr.as_str()).collect();
-    let tls = [
-        "--grpc-client-tls-secure".to_string(),
-        format!("--grpc-client-tls-ca={ca}"),
-        format!("--grpc-client-tls-cert={cert}"),
-        format!("--grpc-client-tls-key={key}"),
-    ];
-    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
-    let q = read::querier_with(&tmp.path().join("query"), &endpoints, &tls);
-    let query = [("query", "count by (receive_replica) ({__name__=~\"mtls[0-2]_.*\"})".to_string())];
-    read::retry(&q, "every replica holds every series", Duration::from_secs(60), || {
-        let v = read::try_get(&q, "/api/v1/query", false, &query)?;
-        let mut counts: Vec<(String, String)> = v["result"]
-            .as_array()
-            .ok_or("no result")?
-            .iter()
-            .map(|r| (r["metric"]["receive_replica"].to_string(), r["value"][1].as_str().unwrap_or("").to_string()))
-            .collect();
-        counts.sort();
-        let want: Vec<(String, String)> = (0..3).map(|i| (format!("\"node{i}\""), (3 * SERIES).to_string())).collect();
-        if counts == want { Ok(()) } else { Err(format!("{counts:?}")) }
-    });
+        let endpoints: Vec<&str> = ring.nodes.iter().map(|n| n.grpc_addr.as_str()).collect();
+        let tls = [
+            "--grpc-client-tls-secure".to_string(),
+            format!("--grpc-client-tls-ca={ca}"),
+            format!("--grpc-client-tls-cert={cert}"),
+            format!("--grpc-client-tls-key={key}"),
+        ];
+        let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+        let q = read::querier_with(&tmp.path().join(format!("query{round}")), &endpoints, &tls);
+        let query = [("query", "count by (receive_replica) ({__name__=~\"mtls[0-2]_.*\"})".to_string())];
+        read::retry(&q, "every replica holds every series", Duration::from_secs(60), || {
+            let v = read::try_get(&q, "/api/v1/query", false, &query)?;
+            let mut counts: Vec<(String, String)> = v["result"]
+                .as_array()
+                .ok_or("no result")?
+                .iter()
+                .map(|r| (r["metric"]["receive_replica"].to_string(), r["value"][1].as_str().unwrap_or("").to_string()))
+                .collect();
+            counts.sort();
+            let want: Vec<(String, String)> =
+                (0..3).map(|i| (format!("\"node{i}\""), (3 * SERIES).to_string())).collect();
+            if counts == want { Ok(()) } else { Err(format!("{counts:?}")) }
+        });
+    }
 }
 
 #[test]
