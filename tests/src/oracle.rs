@@ -112,6 +112,20 @@ impl Prometheus {
     /// Starts Prometheus with `config` (YAML) and waits until it is ready. `{{self}}` in the
     /// config is replaced by its own address.
     pub fn start(dir: &Path, config: &str, extra: &[&str]) -> Prometheus {
+        let p = Self::spawn(dir, config, extra);
+        p.wait_ready(|p| http_get(&p.addr, "/-/ready").map(|r| r.status == 200).unwrap_or(false))
+    }
+
+    /// [`Prometheus::start`] for a Prometheus whose `--web.config.file` (TLS, basic auth) is
+    /// given in `extra`: it is ready once its log says it serves web requests.
+    pub fn start_with_web_config(dir: &Path, config: &str, extra: &[&str]) -> Prometheus {
+        let p = Self::spawn(dir, config, extra);
+        p.wait_ready(|p| {
+            std::fs::read_to_string(&p.log).unwrap_or_default().contains("Server is ready to receive web requests")
+        })
+    }
+
+    fn spawn(dir: &Path, config: &str, extra: &[&str]) -> Prometheus {
         let addr = format!("127.0.0.1:{}", free_port());
         let data = dir.join("prometheus-data");
         std::fs::create_dir_all(dir).expect("prometheus dir");
@@ -128,15 +142,18 @@ impl Prometheus {
             .stderr(Stdio::from(logf))
             .spawn()
             .unwrap_or_else(|e| panic!("start prometheus (install it with `apt-get install -y prometheus`): {e}"));
-        let p = Prometheus { child: Some(child), data, addr, log };
+        Prometheus { child: Some(child), data, addr, log }
+    }
+
+    fn wait_ready(self, ready: impl Fn(&Prometheus) -> bool) -> Prometheus {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(60) {
-            if http_get(&p.addr, "/-/ready").map(|r| r.status == 200).unwrap_or(false) {
-                return p;
+            if ready(&self) {
+                return self;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("prometheus not ready: {}", std::fs::read_to_string(&p.log).unwrap_or_default());
+        panic!("prometheus not ready: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
     }
 
     /// SIGTERM and wait (Prometheus flushes its remote-write queues on shutdown).

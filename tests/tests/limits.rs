@@ -5,7 +5,7 @@
 //!   as Thanos Receive given the same file;
 //! - `head_series_limit` answers 429 once a tenant has reached it and not before: on one node,
 //!   across an RF=3 ring of ringest (the limit counts every replica, as Thanos' docs define it),
-//!   and with a real Prometheus 2.42 as the meta-monitoring source;
+//!   and with a real Prometheus 2.42 behind basic auth as the meta-monitoring source;
 //! - ringest's own label limits drop the series over them and write the others (400), and its
 //!   ingestion rate answers 429 with `Retry-After`;
 //! - the file is reloaded under load without failing a write; a bad reload keeps the limits in
@@ -20,6 +20,7 @@ use std::time::Duration;
 use ringest_e2e::Impl::{Ringest as R, Thanos as T};
 use ringest_e2e::client::{RemoteWriter, series};
 use ringest_e2e::oracle::Prometheus;
+use ringest_e2e::pki::Pki;
 use ringest_e2e::ring::{Ring, now_ms};
 use ringest_e2e::{Receiver, wait_for};
 use ringest_proto::prometheus::{TimeSeries, WriteRequest};
@@ -171,21 +172,42 @@ fn head_series_limit_answers_429_once_reached_on_one_node_and_across_a_ring() {
 fn head_series_limit_with_prometheus_as_meta_monitoring() {
     let tmp = tempfile::tempdir().unwrap();
     let mut r = Receiver::unstarted(&tmp.path().join("node"));
-    // Prometheus 2.42 scrapes the node every second; the node asks it every 15 s, as Thanos.
-    let prom = Prometheus::start(
+    // Prometheus 2.42 scrapes the node every second and serves its API over TLS with basic
+    // auth; the node queries it every 15 s, as Thanos, with meta_monitoring_http_client's
+    // CA and credentials.
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let web = tmp.path().join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  ringest: {}\n",
+            Pki::s(&pki.cert),
+            Pki::s(&pki.key),
+            bcrypt::hash("s3cret", 4).unwrap()
+        ),
+    )
+    .unwrap();
+    let web_flag = format!("--web.config.file={}", web.display());
+    let prom = Prometheus::start_with_web_config(
         &tmp.path().join("prom"),
         &format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: receive\n    static_configs:\n      - targets: ['{}']\n",
             r.http_addr
         ),
-        &[],
+        &[&web_flag],
     );
+    let password = tmp.path().join("password");
+    std::fs::write(&password, "s3cret\n").unwrap();
     let file = tmp.path().join("limits.yaml");
     std::fs::write(
         &file,
         format!(
-            "write:\n  global:\n    meta_monitoring_url: http://{}\n  default:\n    head_series_limit: 5\n",
-            prom.addr
+            "write:\n  global:\n    meta_monitoring_url: https://{}\n    meta_monitoring_http_client:\n      \
+             basic_auth: {{username: ringest, password_file: {}}}\n      tls_config: {{ca_file: {}}}\n  \
+             default:\n    head_series_limit: 5\n",
+            prom.addr,
+            password.display(),
+            Pki::s(&pki.ca)
         ),
     )
     .unwrap();
@@ -199,6 +221,12 @@ fn head_series_limit_with_prometheus_as_meta_monitoring() {
     });
     assert!(refused, "no 429 within 60 s: {}", r.logs());
     assert_eq!(r.metric("thanos_receive_metamonitoring_failed_queries_total"), Some(0.0), "{}", r.logs());
+    // A wrong password (the file is read at each query): the queries fail, and are counted.
+    std::fs::write(&password, "wrong\n").unwrap();
+    wait_for("a failed meta-monitoring query", Duration::from_secs(30), || {
+        r.metric("thanos_receive_metamonitoring_failed_queries_total").unwrap_or(0.0) >= 1.0
+    });
+    assert!(r.logs().contains("status 401"), "{}", r.logs());
     assert!(r.terminate().success(), "{}", r.logs());
 }
 
@@ -305,8 +333,8 @@ fn a_limits_file_that_does_not_parse_stops_the_start() {
         ("write:\n  default:\n    head_series_limt: 5\n", "head_series_limt"),
         ("write:\n  global:\n    meta_monitoring_url: prom:9090\n", "not a valid meta-monitoring URL"),
         (
-            "write:\n  global:\n    meta_monitoring_url: http://p\n    meta_monitoring_http_client:\n      bearer_token: x\n",
-            "meta_monitoring_http_client is not supported",
+            "write:\n  global:\n    meta_monitoring_url: http://p\n    meta_monitoring_http_client:\n      oauth2: {}\n",
+            "meta_monitoring_http_client: oauth2 is not supported by ringest yet",
         ),
     ] {
         std::fs::write(&file, content).unwrap();

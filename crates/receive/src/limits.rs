@@ -16,6 +16,7 @@
 //! content changed; a file that does not parse keeps the limits in force and counts
 //! `thanos_receive_limits_config_reload_err_total`.
 
+pub mod client;
 pub mod file;
 mod meta;
 

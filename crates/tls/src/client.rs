@@ -14,7 +14,7 @@ use super::keypair::{KeyPair, certificates};
 use super::{TlsError, names, versions};
 
 /// The peer client's TLS flags, as given.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientOptions {
     /// Certificate file (PEM) presented to peers; empty: none.
     pub cert: String,

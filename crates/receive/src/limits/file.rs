@@ -37,13 +37,9 @@ pub enum LimitsFileError {
     /// A scheme other than http or https.
     #[error("meta-monitoring URL {0:?}: only http and https are supported")]
     MetaMonitoringScheme(String),
-    /// `meta_monitoring_http_client`, which ringest does not implement yet.
-    #[error(
-        "meta_monitoring_http_client is not supported by ringest yet (TLS and authentication towards the \
-         meta-monitoring Prometheus); remove it, or rely on ringest's own head series counts by removing \
-         meta_monitoring_url too"
-    )]
-    MetaMonitoringClient,
+    /// `meta_monitoring_http_client` that ringest cannot use.
+    #[error(transparent)]
+    MetaMonitoringClient(#[from] super::client::ClientConfigError),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +155,8 @@ pub struct MetaMonitoring {
     pub url: String,
     /// The instant query giving head series by `tenant`.
     pub query: String,
+    /// `meta_monitoring_http_client`.
+    pub client: super::client::MetaClient,
 }
 
 /// A parsed limits file.
@@ -262,11 +260,9 @@ impl LimitsFile {
                 if scheme != "http" && scheme != "https" {
                     return Err(LimitsFileError::MetaMonitoringScheme(url));
                 }
-                if global.meta_monitoring_http_client.as_ref().is_some_and(|v| !v.is_null()) {
-                    return Err(LimitsFileError::MetaMonitoringClient);
-                }
+                let client = super::client::MetaClient::parse(global.meta_monitoring_http_client)?;
                 let query = global.meta_monitoring_limit_query.filter(|q| !q.is_empty());
-                Some(MetaMonitoring { url, query: query.unwrap_or_else(|| DEFAULT_META_QUERY.to_string()) })
+                Some(MetaMonitoring { url, query: query.unwrap_or_else(|| DEFAULT_META_QUERY.to_string()), client })
             }
         };
         Ok(LimitsFile {
@@ -392,7 +388,11 @@ write:
     #[test]
     fn meta_monitoring() {
         let f = LimitsFile::parse("write:\n  global:\n    meta_monitoring_url: http://prom:9090\n").unwrap();
-        let want = MetaMonitoring { url: "http://prom:9090".into(), query: DEFAULT_META_QUERY.into() };
+        let want = MetaMonitoring {
+            url: "http://prom:9090".into(),
+            query: DEFAULT_META_QUERY.into(),
+            client: Default::default(),
+        };
         assert_eq!(f.meta_monitoring, Some(want));
         let f = LimitsFile::parse(
             "write:\n  global:\n    meta_monitoring_url: https://prom\n    meta_monitoring_limit_query: sum(x) by (tenant)\n",
@@ -404,7 +404,34 @@ write:
             let e = LimitsFile::parse(&yaml).unwrap_err().to_string();
             assert!(e.contains(want), "{url}: {e}");
         }
-        let yaml = "write:\n  global:\n    meta_monitoring_url: http://p\n    meta_monitoring_http_client:\n      basic_auth: {username: a}\n";
-        assert_eq!(LimitsFile::parse(yaml), Err(LimitsFileError::MetaMonitoringClient));
+        let client = |c: &str| {
+            let yaml =
+                format!("write:\n  global:\n    meta_monitoring_url: https://p\n    meta_monitoring_http_client:\n{c}");
+            LimitsFile::parse(&yaml).map(|f| f.meta_monitoring.unwrap().client)
+        };
+        let c = client(
+            "      basic_auth: {username: a, password_file: /p}\n      tls_config: {ca_file: /ca, server_name: prom}\n",
+        )
+        .unwrap();
+        use super::super::client::{Auth, Secret};
+        assert_eq!(
+            c.auth,
+            Some(Auth::Basic { username: Secret::Inline("a".into()), password: Some(Secret::File("/p".into())) })
+        );
+        assert_eq!((c.tls.ca.as_str(), c.tls.server_name.as_str()), ("/ca", "prom"));
+        let c = client("      authorization: {credentials: t}\n").unwrap();
+        assert_eq!(c.auth, Some(Auth::Header { scheme: "Bearer".into(), credentials: Secret::Inline("t".into()) }));
+        for (c, want) in [
+            ("      oauth2: {client_id: x}\n", "oauth2 is not supported"),
+            ("      proxy_url: http://proxy\n", "proxy_url is not supported"),
+            ("      basic_auth: {username: a}\n      bearer_token: t\n", "at most one of"),
+            ("      basic_auth: {password: a}\n", "needs a username"),
+            ("      tls_config: {ca: PEM}\n", "inline PEM"),
+            ("      tls_config: {min_version: TLS11}\n", "TLS11"),
+            ("      basic_auth: {username: a, pasword: b}\n", "pasword"),
+        ] {
+            let e = client(c).unwrap_err().to_string();
+            assert!(e.starts_with("meta_monitoring_http_client: ") && e.contains(want), "{c:?}: {e}");
+        }
     }
 }

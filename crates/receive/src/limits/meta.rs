@@ -1,6 +1,7 @@
 //! The meta-monitoring query of Thanos' head series limit: an instant query to a Prometheus
 //! query API (`GET <url>/api/v1/query?query=...&dedup=true`) whose vector gives each tenant's
-//! head series by its `tenant` label.
+//! head series by its `tenant` label, with `meta_monitoring_http_client`'s authentication and
+//! TLS.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 
+use super::client::{Auth, Secret};
 use super::file::MetaMonitoring;
 
 /// Longest a query may take (connect, send, answer).
@@ -36,6 +38,17 @@ pub enum MetaError {
         /// The start of the body.
         body: String,
     },
+    /// A redirect, which ringest does not follow.
+    #[error("status {status}: a redirect to {to:?}, which ringest does not follow: set the URL it points to")]
+    Redirect {
+        /// The HTTP status.
+        status: u16,
+        /// Where to.
+        to: String,
+    },
+    /// A credential file could not be read.
+    #[error("read credentials: {0}")]
+    Credentials(std::io::Error),
     /// Not a vector answer.
     #[error("unexpected answer: {0}")]
     Answer(String),
@@ -61,21 +74,26 @@ async fn query(meta: &MetaMonitoring) -> Result<HashMap<String, f64>, MetaError>
         .append_pair("dedup", "true")
         .finish();
     let path = format!("{base}/api/v1/query?{q}");
-    let req = http::Request::get(path)
+    let mut req = http::Request::get(path)
         .header(http::header::HOST, url.authority().map(|a| a.as_str()).unwrap_or(&host))
-        .header(http::header::USER_AGENT, "Thanos")
-        .body(Empty::<bytes::Bytes>::new())
-        .map_err(transport)?;
+        .header(http::header::USER_AGENT, "Thanos");
+    if let Some(auth) = &meta.client.auth {
+        req = req.header(http::header::AUTHORIZATION, authorization(auth)?);
+    }
+    let req = req.body(Empty::<bytes::Bytes>::new()).map_err(transport)?;
     let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port)).await.map_err(transport)?;
     let resp = if https {
-        let connector =
-            ringest_tls::Connector::new(&ringest_tls::ClientOptions::default(), &[b"http/1.1"]).map_err(transport)?;
+        let connector = ringest_tls::Connector::new(&meta.client.tls, &[b"http/1.1"]).map_err(transport)?;
         let tls = connector.connect(&host, tcp).await.map_err(transport)?;
         send(TokioIo::new(tls), req).await?
     } else {
         send(TokioIo::new(tcp), req).await?
     };
     let status = resp.status().as_u16();
+    if resp.status().is_redirection() {
+        let to = resp.headers().get(http::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        return Err(MetaError::Redirect { status, to });
+    }
     let body = Limited::new(resp.into_body(), MAX_ANSWER).collect().await.map_err(transport)?.to_bytes();
     if status != 200 {
         let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
@@ -98,6 +116,23 @@ where
         }
     });
     sender.send_request(req).await.map_err(transport)
+}
+
+/// The `Authorization` header value of `auth`, with files read now.
+fn authorization(auth: &Auth) -> Result<http::HeaderValue, MetaError> {
+    use base64::Engine;
+    let value = match auth {
+        Auth::Basic { username, password } => {
+            let user = username.read().map_err(MetaError::Credentials)?;
+            let pass =
+                password.as_ref().map(Secret::read).transpose().map_err(MetaError::Credentials)?.unwrap_or_default();
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+        }
+        Auth::Header { scheme, credentials } => {
+            format!("{scheme} {}", credentials.read().map_err(MetaError::Credentials)?)
+        }
+    };
+    http::HeaderValue::from_str(&value).map_err(|e| MetaError::Credentials(std::io::Error::other(e)))
 }
 
 /// The `tenant → value` map of a query API answer.
