@@ -154,3 +154,68 @@ fn every_metric_the_alerts_and_the_dashboard_name_is_in_a_live_scrape() {
     }
     assert!(missing.is_empty(), "{missing:?}\n{scrape}");
 }
+
+/// `/debug/pprof/` on the ops port: a CPU profile taken under load is read by Go's own pprof
+/// tool and names ringest's functions; one profile at a time; bad `seconds` is a 400; the Go
+/// profiles ringest cannot take answer 501 saying why; the command line is served as Go does.
+#[test]
+fn a_cpu_profile_under_load_is_read_by_go_tool_pprof() {
+    use ringest_e2e::client::http_get;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let r = ringest_e2e::Receiver::start(&tmp.path().join("node"), &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (addr, stop) = (r.rw_addr.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut w = RemoteWriter::connect(&addr).unwrap();
+            let mut i = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = now_ms() + i;
+                let timeseries =
+                    (0..500).map(|s| series(&[("__name__", "load"), ("s", &s.to_string())], &[(t, 1.0)])).collect();
+                assert_eq!(w.send(&WriteRequest { timeseries, ..Default::default() }).unwrap().status, 200);
+                i += 1;
+            }
+        })
+    };
+    // Two profiles asked for at once: one is taken, the other refused (one at a time).
+    let takers: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = r.http_addr.clone();
+            std::thread::spawn(move || http_get(&addr, "/debug/pprof/profile?seconds=3").unwrap())
+        })
+        .collect();
+    let mut answers: Vec<_> = takers.into_iter().map(|t| t.join().unwrap()).collect();
+    answers.sort_by_key(|a| a.status);
+    assert_eq!(answers.iter().map(|a| a.status).collect::<Vec<_>>(), [200, 409]);
+    let profile = answers.swap_remove(0);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(profile.status, 200, "{}", String::from_utf8_lossy(&profile.body));
+    let file = tmp.path().join("cpu.pb");
+    std::fs::write(&file, &profile.body).unwrap();
+    let out = std::process::Command::new("go")
+        .args(["tool", "pprof", "-top", "-lines", "-nodecount=1000"])
+        .arg(&file)
+        .output()
+        .expect("go tool pprof (Go is on the machine: scripts/thanos.sh builds Thanos with it)");
+    let top = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}{}", top, String::from_utf8_lossy(&out.stderr));
+    assert!(top.contains("Type: cpu"), "{top}");
+    // The profile is symbolized: the HTTP front end and the TSDB append path show with their
+    // source files.
+    assert!(top.contains("crates/receive/src/") && top.contains("crates/tsdb/src/"), "{top}");
+
+    assert_eq!(http_get(&r.http_addr, "/debug/pprof/profile?seconds=0").unwrap().status, 400);
+    let heap = http_get(&r.http_addr, "/debug/pprof/heap").unwrap();
+    assert_eq!(heap.status, 501);
+    assert!(String::from_utf8_lossy(&heap.body).contains("mimalloc"));
+    assert_eq!(http_get(&r.http_addr, "/debug/pprof/nonsense").unwrap().status, 404);
+    let cmdline = http_get(&r.http_addr, "/debug/pprof/cmdline").unwrap();
+    let args: Vec<String> = String::from_utf8_lossy(&cmdline.body).split('\0').map(str::to_string).collect();
+    assert_eq!(args.get(1).map(String::as_str), Some("receive"), "{args:?}");
+    assert!(http_get(&r.http_addr, "/debug/pprof/").unwrap().status == 200);
+}

@@ -1,9 +1,11 @@
 //! The two HTTP servers: the remote-write port (`POST /api/v1/receive`, `GET
 //! /api/v1/status/tsdb`, as Thanos serves them) and the ops port (`/-/healthy`, `/-/ready`,
-//! `/metrics`, and `/api/v1/status/tsdb` in Prometheus' shape, as the operations guide calls it).
+//! `/metrics`, `/api/v1/status/tsdb` in Prometheus' shape, as the operations guide calls it,
+//! and `/debug/pprof/`).
 
 pub mod instrument;
 pub mod ops;
+pub mod pprof;
 pub mod receive;
 pub mod serve;
 pub mod status;
@@ -84,6 +86,10 @@ pub fn ops_router(st: Arc<AppState>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/status/tsdb", get(status::prometheus_status).fallback(method_not_allowed_get))
         .route("/api/v1/receive/hashrings", get(ops::hashrings).fallback(method_not_allowed_get))
+        .route("/debug/pprof/", get(pprof::index))
+        .route("/debug/pprof/profile", get(pprof::profile))
+        .route("/debug/pprof/cmdline", get(pprof::cmdline))
+        .route("/debug/pprof/{name}", get(pprof::other))
         .fallback(not_found)
         .with_state(st)
 }
