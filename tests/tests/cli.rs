@@ -45,6 +45,11 @@ fn refusals_name_the_problem() {
     let (code, _, err) = run(&["receive", &path, "--label=a=\"b\"", "--receive.relabel-config-file=/etc/r.yml"]);
     assert_eq!(code, 1);
     assert!(err.contains("--receive.relabel-config-file") && err.contains("not implemented"), "{err}");
+    // A request logging configuration Thanos would refuse, with Thanos' message.
+    let bad_log = "--request.logging-config=options:\n  decision:\n    log_end: true\n";
+    let (code, _, err) = run(&["receive", &path, "--label=a=\"b\"", bad_log]);
+    assert_eq!(code, 1);
+    assert!(err.contains("error while parsing config for request logging: level field is empty"), "{err}");
     // Unknown flag and bad values: usage error, exit 2.
     let (code, _, err) = run(&["receive", "--label=a=\"b\"", "--no-such-flag"]);
     assert_eq!(code, 2, "{err}");

@@ -1,7 +1,9 @@
 //! deploy/monitoring against a live ring: every ringest metric the alert rules and the dashboard
 //! name is in a real scrape of a node (a three-node RF=3 ring with a bucket and a limits file, after writes),
 //! with the type the expressions assume (histograms for `_bucket`, counters for `rate` and
-//! `increase`), and the rules file loads in Prometheus' own checker.
+//! `increase`), and the rules file loads in Prometheus' own checker. Also the operations
+//! features beside them: `/debug/pprof/` read by Go's pprof tool, and `--request.logging-config`
+//! logging gRPC calls with the keys the real Thanos Receive logs.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -218,4 +220,74 @@ fn a_cpu_profile_under_load_is_read_by_go_tool_pprof() {
     let args: Vec<String> = String::from_utf8_lossy(&cmdline.body).split('\0').map(str::to_string).collect();
     assert_eq!(args.get(1).map(String::as_str), Some("receive"), "{args:?}");
     assert!(http_get(&r.http_addr, "/debug/pprof/").unwrap().status == 200);
+}
+
+/// The keys of a logfmt line (values may be quoted, with escapes).
+fn logfmt_keys(line: &str) -> BTreeSet<String> {
+    let (mut keys, mut key, mut in_key, mut quoted, mut escaped) = (BTreeSet::new(), String::new(), true, false, false);
+    for c in line.chars() {
+        if in_key {
+            match c {
+                '=' => {
+                    keys.insert(std::mem::take(&mut key));
+                    in_key = false;
+                }
+                ' ' => key.clear(),
+                c => key.push(c),
+            }
+        } else if escaped {
+            escaped = false;
+        } else if quoted {
+            match c {
+                '\\' => escaped = true,
+                '"' => quoted = false,
+                _ => {}
+            }
+        } else {
+            match c {
+                '"' => quoted = true,
+                ' ' => in_key = true,
+                _ => {}
+            }
+        }
+    }
+    keys
+}
+
+/// `--request.logging-config` as Thanos Receive reads it: a two-node RF=2 ring of ringest and
+/// the real Thanos Receive, each logging the calls of `thanos.WriteableStore/RemoteWrite`;
+/// a write through each node is replicated to the other, and each logs "started call" and
+/// "finished call" for it with the same keys.
+#[test]
+fn request_logging_logs_the_grpc_calls_as_thanos_receive_does() {
+    use ringest_e2e::Impl::Thanos as T;
+    let cfg = "grpc:\n  options:\n    level: DEBUG\n    decision:\n      log_start: true\n      log_end: true\n  \
+               config:\n    - service: thanos.WriteableStore\n      method: RemoteWrite\n";
+    let extra = [
+        format!("--request.logging-config={cfg}"),
+        "--receive.replication-factor=2".into(),
+        "--log.level=debug".into(),
+    ];
+    let ring = Ring::start(&[R, T], &extra);
+    for (i, node) in ring.nodes.iter().enumerate() {
+        let w = WriteRequest {
+            timeseries: vec![series(&[("__name__", "logged"), ("via", &i.to_string())], &[(now_ms(), 1.0)])],
+            ..Default::default()
+        };
+        assert_eq!(RemoteWriter::connect(&node.rw_addr).unwrap().send(&w).unwrap().status, 200);
+    }
+    let line = |node: &ringest_e2e::Receiver, msg: &str| {
+        node.logs().lines().find(|l| l.contains(msg) && l.contains("grpc.method=RemoteWrite")).map(str::to_string)
+    };
+    for msg in ["msg=\"started call\"", "msg=\"finished call\""] {
+        let mut lines = Vec::new();
+        for node in &ring.nodes {
+            ringest_e2e::wait_for(msg, std::time::Duration::from_secs(10), || line(node, msg).is_some());
+            lines.push(line(node, msg).unwrap());
+        }
+        let (ours, thanos) = (logfmt_keys(&lines[0]), logfmt_keys(&lines[1]));
+        assert_eq!(ours, thanos, "ringest: {}\nThanos: {}", lines[0], lines[1]);
+        assert!(lines[0].contains("grpc.service=thanos.WriteableStore") && lines[0].contains("level=debug"));
+    }
+    assert!(ring.nodes[0].logs().contains("grpc.code=OK"));
 }

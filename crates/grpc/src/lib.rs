@@ -15,7 +15,8 @@ mod wire;
 
 pub use client::{Channel, ChannelOptions};
 pub use server::{
-    Admission, CallKind, ConnLimits, HEALTH_CHECK_PATH, HandlerFuture, Message, Method, Observer, Server, UnaryHandler,
+    Admission, CallEnd, CallKind, CallMeta, ConnLimits, HEALTH_CHECK_PATH, HandlerFuture, Message, Method, Observer,
+    Server, UnaryHandler,
 };
 pub use status::{Code, Status};
 pub use wire::{

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 mod observe;
 mod snappy;
 
-pub use observe::{CallKind, Method, Observer};
+pub use observe::{CallEnd, CallKind, CallMeta, Method, Observer};
 
 use crate::status::{Code, Status};
 use crate::wire::{ACCEPT_ENCODING, Compression, GrpcBody, parse_timeout, read_unary, status_headers};
@@ -410,7 +410,14 @@ async fn serve_conn<S>(
         let path = req.uri().path();
         let raw = routes.raw.get(path).cloned();
         let mut call = match (&routes.observer, routes.methods.get(path)) {
-            (Some(o), Some(m)) => Some(observe::Call::start(o.clone(), m.clone())),
+            (Some(o), Some(m)) => {
+                let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+                let request_id = header("request-id").map(str::to_string);
+                let start = std::time::SystemTime::now();
+                let deadline = header("grpc-timeout").and_then(crate::wire::parse_timeout).map(|t| start + t);
+                let meta = observe::CallMeta { method: m.clone(), peer, start, request_id, deadline };
+                Some(observe::Call::start(o.clone(), meta))
+            }
             _ => None,
         };
         let mut services = routes.services.clone();

@@ -94,6 +94,8 @@ pub struct ReceiveConfig {
     pub http_config: Option<PathBuf>,
     /// `--receive.limits-config-file` / `--receive.limits-config`.
     pub limits: Option<crate::limits::LimitsSource>,
+    /// `--request.logging-config-file` / `--request.logging-config`: the gRPC calls logged.
+    pub request_log: Option<crate::request_log::RequestLog>,
     /// `--receive.limits-config-reload-timer`.
     pub limits_reload: Duration,
     /// `--ringest.tenant-header.trusted-from`: whose tenant header is honoured (`None`: anyone's).
@@ -241,6 +243,23 @@ fn limits_source(m: &ArgMatches) -> Result<Option<crate::limits::LimitsSource>, 
         (None, Some(c)) => Ok(Some(crate::limits::LimitsSource::Content(c))),
         (None, None) => Ok(None),
     }
+}
+
+/// `--request.logging-config-file` / `--request.logging-config`, read and checked at start-up
+/// as Thanos does.
+fn request_log(m: &ArgMatches) -> Result<Option<crate::request_log::RequestLog>, String> {
+    let file = get_str(m, "request.logging-config-file").filter(|s| !s.is_empty());
+    let content = get_str(m, "request.logging-config").filter(|s| !s.is_empty());
+    let yaml = match (file, content) {
+        (Some(_), Some(_)) => {
+            return Err("both --request.logging-config-file and --request.logging-config flags set.".into());
+        }
+        (Some(path), None) => std::fs::read_to_string(&path)
+            .map_err(|e| format!("loading YAML file {path} for --request.logging-config-file: {e}"))?,
+        (None, Some(c)) => c,
+        (None, None) => return Ok(None),
+    };
+    crate::request_log::parse(&yaml).map_err(|e| format!("error while parsing config for request logging: {e}"))
 }
 
 /// An unsigned integer flag.
@@ -459,6 +478,7 @@ impl ReceiveConfig {
         Ok(ReceiveConfig {
             http_config: get_str(m, "http.config").filter(|s| !s.is_empty()).map(PathBuf::from),
             limits: limits_source(m)?,
+            request_log: request_log(m)?,
             limits_reload,
             trusted_proxies,
             log: LogConfig { level, format, name },

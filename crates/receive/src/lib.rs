@@ -25,6 +25,7 @@ pub mod pool;
 pub mod probe;
 pub mod remote_write;
 pub mod replicate;
+pub mod request_log;
 pub mod ring;
 pub mod server;
 pub mod state;

@@ -136,14 +136,16 @@ impl ringest_grpc::Observer for GrpcServerMetrics {
         }
     }
 
-    fn started(&self, m: &ringest_grpc::Method) {
+    fn started(&self, call: &ringest_grpc::CallMeta) {
+        let m = &call.method;
         self.started.with_label_values(&[m.kind.as_str(), m.service.as_str(), m.name.as_str()]).inc();
     }
 
-    fn handled(&self, m: &ringest_grpc::Method, code: ringest_grpc::Code, seconds: f64) {
+    fn handled(&self, call: &ringest_grpc::CallMeta, end: ringest_grpc::CallEnd<'_>) {
+        let m = &call.method;
         let l = [m.kind.as_str(), m.service.as_str(), m.name.as_str()];
-        self.handled.with_label_values(&[l[0], l[1], l[2], code.as_str()]).inc();
-        self.seconds.with_label_values(&l).observe(seconds);
+        self.handled.with_label_values(&[l[0], l[1], l[2], end.code.as_str()]).inc();
+        self.seconds.with_label_values(&l).observe(end.seconds);
     }
 }
 

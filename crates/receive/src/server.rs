@@ -199,9 +199,13 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     let grpc = {
         let probe = probe.clone();
         use ringest_grpc::CallKind::{ServerStream, Unary};
-        let grpc_metrics = Arc::new(
+        let grpc_metrics: Arc<dyn ringest_grpc::Observer> = Arc::new(
             crate::metrics::GrpcServerMetrics::new(&st.metrics.registry).context("register gRPC server metrics")?,
         );
+        let grpc_observer: Arc<dyn ringest_grpc::Observer> = match &cfg.request_log {
+            Some(log) => Arc::new(crate::request_log::LoggedCalls::new(grpc_metrics, log.clone())),
+            None => grpc_metrics,
+        };
         let store = StoreApi::new(tenants.clone(), probe.clone(), ext.clone(), cfg.store_limits, &st.metrics.registry)
             .context("register StoreAPI metrics")?;
         let mut server = ringest_grpc::Server::new(crate::replicate::MAX_MESSAGE_BYTES)
@@ -213,7 +217,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
             .service(InfoServer::new(store.clone()), &[("Info", Unary)])
             .service(StatusServer::new(store.clone()), &[("TSDBStatistics", ServerStream)])
             .service(ExemplarsServer::new(store), &[("Exemplars", ServerStream)])
-            .observe(grpc_metrics)
+            .observe(grpc_observer)
             .health(Arc::new(move || probe.is_ready()));
         server = server.limits(cfg.grpc_limits);
         if let Some(tls) =
