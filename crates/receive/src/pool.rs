@@ -52,9 +52,16 @@ impl<T: Default> Pool<T> {
             return;
         }
         drop(item);
-        if let Some(release) = RELEASE.get() {
-            release();
-        }
+        release_memory();
+    }
+}
+
+/// Gives the memory freed on this thread back to the system now (see [`set_release`]): after
+/// a large buffer, and after a block cut, whose thread may then sleep for hours with the cut's
+/// freed memory still resident.
+pub fn release_memory() {
+    if let Some(release) = RELEASE.get() {
+        release();
     }
 }
 

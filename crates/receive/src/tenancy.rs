@@ -389,8 +389,11 @@ impl Tenants {
                 tracing::error!(err = %e, "applying retention failed");
             }
         }
-        if cut_any && let Some(l) = &self.listener {
-            l.blocks_cut();
+        if cut_any {
+            crate::pool::release_memory();
+            if let Some(l) = &self.listener {
+                l.blocks_cut();
+            }
         }
     }
 
