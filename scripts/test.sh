@@ -74,3 +74,6 @@ scripts/fuzz.sh
 
 echo "==> deploy/: hadolint, kustomize build of every overlay, Kubernetes schemas, checkov"
 scripts/deploy_check.sh
+
+echo "==> deploy/Dockerfile: the image built and run with podman (a runtime base made here; skipped, loudly, without a container engine)"
+scripts/image_check.sh

@@ -17,9 +17,17 @@ fn run(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn version_and_help() {
-    let (code, out, _) = run(&["--version"]);
+    // As `thanos --version` prints it (on standard error), with the program's name as invoked.
+    let (code, _, out) = run(&["--version"]);
     assert_eq!(code, 0);
-    assert!(out.starts_with("ringest "), "{out}");
+    assert!(out.starts_with("ringest, version "), "{out}");
+    let thanos = std::process::Command::new(ringest_e2e::thanos::thanos_bin()).arg("--version").output().unwrap();
+    let keys = |s: &str| s.lines().skip(1).map(|l| l.split(':').next().unwrap_or("").to_string()).collect::<Vec<_>>();
+    let thanos = String::from_utf8_lossy(&thanos.stderr).to_string();
+    assert!(thanos.starts_with("thanos, version "), "{thanos}");
+    assert_eq!(keys(&out), keys(&thanos), "{out}");
+    let (code, _, again) = run(&["receive", "--version"]);
+    assert_eq!((code, &again), (0, &out));
     let (code, out, _) = run(&["receive", "--help"]);
     assert_eq!(code, 0);
     for flag in

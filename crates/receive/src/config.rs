@@ -174,6 +174,14 @@ pub fn command() -> Command {
     let root = Command::new("ringest")
         .about("A native drop-in replacement for Thanos Receive.")
         .version(crate::VERSION)
+        .disable_version_flag(true)
+        .arg(
+            clap::Arg::new("version")
+                .long("version")
+                .global(true)
+                .action(clap::ArgAction::SetTrue)
+                .help("Show application version."),
+        )
         .subcommand_required(true)
         .subcommand(receive)
         .subcommand(tsdb);

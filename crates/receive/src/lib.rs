@@ -37,3 +37,19 @@ pub mod writer;
 
 /// The version `--version` and `thanos_build_info` report.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What `--version` prints, in the shape of `thanos --version` (Prometheus' version
+/// package): `name` is the program as invoked (`thanos` in an image that aliases it), the
+/// "go version" line names the implementation, as `thanos_build_info`'s `goversion` does.
+pub fn version_text(name: &str) -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    format!(
+        "{name}, version {VERSION} (branch: , revision: )\n  build user:       \n  build date:       \n  \
+         go version:       ringest (rust)\n  platform:         {}/{arch}\n  tags:             unknown\n",
+        std::env::consts::OS
+    )
+}

@@ -47,6 +47,14 @@ fn raise_open_files_limit() {
 }
 
 fn main() -> ExitCode {
+    // `--version` anywhere, as Thanos' kingpin takes it (even without a command), printed on
+    // standard error as Thanos prints it.
+    if std::env::args().skip(1).take_while(|a| a != "--").any(|a| a == "--version") {
+        let argv0 = std::env::args().next().unwrap_or_default();
+        let name = std::path::Path::new(&argv0).file_name().and_then(|n| n.to_str()).unwrap_or("ringest");
+        eprint!("{}", ringest::version_text(name));
+        return ExitCode::SUCCESS;
+    }
     let matches = match config::command().try_get_matches() {
         Ok(m) => m,
         Err(e) => e.exit(),
