@@ -291,3 +291,215 @@ fn request_logging_logs_the_grpc_calls_as_thanos_receive_does() {
     }
     assert!(ring.nodes[0].logs().contains("grpc.code=OK"));
 }
+
+/// One scraped series as Prometheus holds it at the end of a phase: its labels, its last
+/// value, and its slope over the phase (per second).
+struct Scraped {
+    labels: Vec<(String, String)>,
+    last: f64,
+    slope: f64,
+}
+
+/// Every series of `names` that Prometheus scraped over the last `window` and still scrapes at
+/// its end (a killed node's series are gone, its `up` is 0).
+fn capture(prom: &str, names: &BTreeSet<String>, window: std::time::Duration) -> Vec<Scraped> {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let q = format!("{{__name__=~\"{}\",job=\"thanos-receive\"}}[{}s]", names.join("|"), window.as_secs());
+    let path = format!("/api/v1/query?query={}", ringest_e2e::thanos::query_escape(&q));
+    let resp = ringest_e2e::client::http_get(prom, &path).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    let now = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["values"].as_array()?.last()?[0].as_f64())
+        .fold(0.0f64, f64::max);
+    let mut out = Vec::new();
+    for s in v["data"]["result"].as_array().unwrap() {
+        let values: Vec<(f64, f64)> = s["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_f64().unwrap(), p[1].as_str().unwrap().parse::<f64>().unwrap()))
+            .collect();
+        let (Some(&(t0, v0)), Some(&(t1, v1))) = (values.first(), values.last()) else { continue };
+        if t1 < now - 3.0 {
+            continue;
+        }
+        let mut labels: Vec<(String, String)> = s["metric"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        labels.sort();
+        let name = &labels.iter().find(|(k, _)| k == "__name__").unwrap().1;
+        let counter = ["_total", "_bucket", "_count", "_sum"].iter().any(|s| name.ends_with(s));
+        let slope = if counter && t1 > t0 { (v1 - v0) / (t1 - t0) } else { 0.0 };
+        out.push(Scraped { labels, last: v1, slope });
+    }
+    out
+}
+
+/// Runs `promtool test rules` on the rules with `series` continued for 40 minutes as they went
+/// in the phase (counters at their slope, gauges at their last value), and checks which alerts
+/// fire at the end: exactly `firing`. Returns promtool's output on failure.
+fn alerts_firing(rules: &Path, dir: &Path, phase: &str, series: &[Scraped], firing: &[&str]) -> Result<(), String> {
+    let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut yaml = format!(
+        "rule_files:\n  - {}\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n",
+        rules.display()
+    );
+    for s in series {
+        let name = &s.labels.iter().find(|(k, _)| k == "__name__").unwrap().1;
+        let labels: Vec<String> =
+            s.labels.iter().filter(|(k, _)| k != "__name__").map(|(k, v)| format!("{k}=\"{}\"", esc(v))).collect();
+        let sel = format!("{name}{{{}}}", labels.join(","));
+        yaml.push_str(&format!(
+            "      - series: '{}'\n        values: '{:.6}+{:.6}x40'\n",
+            sel.replace('\'', "''"),
+            s.last,
+            s.slope * 60.0
+        ));
+    }
+    yaml.push_str(
+        "    promql_expr_test:\n      - expr: group by (alertname) (ALERTS{alertstate=\"firing\"})\n        eval_time: 40m\n",
+    );
+    if firing.is_empty() {
+        yaml.push_str("        exp_samples: []\n");
+    } else {
+        yaml.push_str("        exp_samples:\n");
+        for a in firing {
+            yaml.push_str(&format!("          - labels: '{{alertname=\"{a}\"}}'\n            value: 1\n"));
+        }
+    }
+    let file = dir.join(format!("{phase}.test.yml"));
+    std::fs::write(&file, yaml).unwrap();
+    let out = std::process::Command::new("promtool").args(["test", "rules"]).arg(&file).output().unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{phase}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// The alerts of deploy/monitoring against a real ring under faults: a three-node RF=3 ring
+/// with an S3 bucket (moto behind a fault proxy) is scraped by Prometheus 2.42 every second
+/// through a healthy phase, an S3 outage during which blocks are cut, a node killed with -9,
+/// and a second one killed (no quorum: replication failing). The series scraped in each phase,
+/// continued for 40 minutes as they went, are fed to `promtool test rules`: no alert fires for
+/// the healthy phase, and in each fault exactly the alerts of that fault fire.
+#[test]
+fn alerts_are_silent_when_healthy_and_fire_in_their_faults() {
+    use ringest_e2e::faultproxy::{FaultProxy, Mode};
+    use ringest_e2e::s3::{Moto, MotoOpts};
+    use std::time::{Duration, Instant};
+
+    let rules_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/monitoring/thanos-receive.rules.yml");
+    let names: BTreeSet<String> = metric_names(&std::fs::read_to_string(&rules_path).unwrap(), "{\"panels\": []}")
+        .into_iter()
+        .filter(|n| !NOT_RINGEST.contains(&n.as_str()) || n == "up")
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(MotoOpts::default()).expect("start moto_server");
+    moto.create_bucket("thanos").unwrap();
+    let s3 = FaultProxy::start(moto.addr());
+    let objstore = ringest_e2e::thanos::s3_objstore(&s3.endpoint(), "thanos");
+    let mut ring =
+        Ring::start(&[R, R, R], &["--receive.replication-factor=3".into(), format!("--objstore.config={objstore}")]);
+    let targets: Vec<String> = ring.nodes.iter().map(|n| format!("'{}'", n.http_addr)).collect();
+    let prom = ringest_e2e::oracle::Prometheus::start(
+        &tmp.path().join("prom"),
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: thanos-receive\n    static_configs:\n      \
+             - targets: [{}]\n",
+            targets.join(", ")
+        ),
+        &[],
+    );
+    // Writes through every live node, all along.
+    let write_expecting = |nodes: &[&ringest_e2e::Receiver], tenant: &str, t: i64, code: u16| {
+        for (i, n) in nodes.iter().enumerate() {
+            let w = WriteRequest {
+                timeseries: (0..20)
+                    .map(|s| {
+                        series(&[("__name__", "load"), ("s", &s.to_string()), ("via", &i.to_string())], &[(t, 1.0)])
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            let resp = RemoteWriter::connect(&n.rw_addr).unwrap().with_tenant(tenant).send(&w).unwrap();
+            assert_eq!(resp.status, code, "{}", resp.text());
+        }
+    };
+    let write = |nodes: &[&ringest_e2e::Receiver], tenant: &str, t: i64| write_expecting(nodes, tenant, t, 200);
+    let run_phase = |nodes: &[&ringest_e2e::Receiver], secs: u64, code: u16, done: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(secs) || !done() {
+            assert!(start.elapsed() < Duration::from_secs(120), "phase did not reach its condition");
+            write_expecting(nodes, "default-tenant", now_ms(), code);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let mut failures = Vec::new();
+
+    let all: Vec<&ringest_e2e::Receiver> = ring.nodes.iter().collect();
+    run_phase(&all, 20, 200, &|| true);
+    let healthy = capture(&prom.addr, &names, Duration::from_secs(15));
+    if let Err(e) = alerts_firing(&rules_path, tmp.path(), "healthy", &healthy, &[]) {
+        failures.push(e);
+    }
+
+    // S3 down, and a tenant whose head spans four hours: each node cuts a block and cannot
+    // upload it.
+    s3.set_mode(Mode::Refuse);
+    let old = now_ms() - 4 * 3600 * 1000;
+    write(&all, "history", old);
+    write(&all, "history", now_ms());
+    let failed = || {
+        ring.nodes
+            .iter()
+            .all(|n| n.metric("thanos_shipper_upload_failures_total{tenant=\"history\"}").unwrap_or(0.0) >= 2.0)
+    };
+    run_phase(&all, 20, 200, &failed);
+    let s3_down = capture(&prom.addr, &names, Duration::from_secs(20));
+    if let Err(e) = alerts_firing(&rules_path, tmp.path(), "s3-down", &s3_down, &["ThanosReceiverS3UploadFailing"]) {
+        failures.push(e);
+    }
+
+    // S3 back, then a node killed: the others forward to it in vain.
+    s3.set_mode(Mode::Pass);
+    ring.nodes[2].kill9();
+    let live: Vec<&ringest_e2e::Receiver> = ring.nodes[..2].iter().collect();
+    run_phase(&live, 20, 200, &|| true);
+    let node_down = capture(&prom.addr, &names, Duration::from_secs(15));
+    if let Err(e) = alerts_firing(
+        &rules_path,
+        tmp.path(),
+        "node-down",
+        &node_down,
+        &["ThanosReceiveHighForwardRequestFailures", "ThanosReceiverDown", "ThanosReceiverHashringInconsistent"],
+    ) {
+        failures.push(e);
+    }
+
+    // A second node killed: no series reaches its quorum, writes answer 503. (The mixin's
+    // ThanosReceiveHighReplicationFailures stays silent: its `thanos_receive_replication_factor
+    // > 1 and (sum by (job) ...)` matches series with `instance` against series without it,
+    // which never match, for Thanos Receive as for ringest.)
+    ring.nodes[1].kill9();
+    let last: Vec<&ringest_e2e::Receiver> = ring.nodes[..1].iter().collect();
+    run_phase(&last, 20, 503, &|| true);
+    let no_quorum = capture(&prom.addr, &names, Duration::from_secs(15));
+    let no_quorum_alerts = [
+        "ThanosReceiveHighForwardRequestFailures",
+        "ThanosReceiveHttpRequestErrorRateHigh",
+        "ThanosReceiverDown",
+        "ThanosReceiverHashringInconsistent",
+        "ThanosReceiverReplicationFailing",
+    ];
+    if let Err(e) = alerts_firing(&rules_path, tmp.path(), "no-quorum", &no_quorum, &no_quorum_alerts) {
+        failures.push(e);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

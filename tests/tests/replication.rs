@@ -209,7 +209,7 @@ fn rf3_one_node_killed_writes_go_on_two_killed_answer_503_in_time_and_a_stopped_
     // (whose writes made the quorum) hold every sample acknowledged since node 2 stopped.
     c.nodes[2].kill9();
     w.send(&mut conn, 15..30, &mut acked).unwrap_or_else(|e| panic!("with one node down: {}", e.reason));
-    let down = format!("node=\"{}\",state=\"unavailable\"", c.nodes[2].grpc_addr);
+    let down = format!("ringest_receive_peer_up{{node=\"{}\"}} 0", c.nodes[2].grpc_addr);
     let mut seen = false;
     for round in 30..50 {
         // Each write to the dead peer fails and puts it in backoff for a while.

@@ -213,10 +213,14 @@ pub async fn watch(
 /// equal to the number of receivers up on a healthy ring; more when a member is down (its
 /// peers take over the export when the first member goes, once forwards to it fail), or when a
 /// node left the hashring but still runs.
+///
+/// Beside it, `ringest_receive_peer_up{node}` on every node: 1 for each peer of its hashrings
+/// it can forward to, 0 while the peer is in backoff after failed forwards.
 #[derive(Debug)]
 pub struct HashringNodes {
     replicator: Arc<Replicator>,
     desc: prometheus::core::Desc,
+    peer_up: prometheus::core::Desc,
 }
 
 impl HashringNodes {
@@ -228,13 +232,19 @@ impl HashringNodes {
             vec!["name".into()],
             Default::default(),
         )?;
-        Ok(HashringNodes { replicator, desc })
+        let peer_up = prometheus::core::Desc::new(
+            "ringest_receive_peer_up".into(),
+            "Whether this node forwards to the peer (1), or holds off after failed forwards (0).".into(),
+            vec!["node".into()],
+            Default::default(),
+        )?;
+        Ok(HashringNodes { replicator, desc, peer_up })
     }
 }
 
 impl prometheus::core::Collector for HashringNodes {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        vec![&self.desc]
+        vec![&self.desc, &self.peer_up]
     }
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
@@ -259,12 +269,14 @@ impl prometheus::core::Collector for HashringNodes {
         mf.set_field_type(MetricType::GAUGE);
         let me = self.replicator.options().local_endpoint.clone();
         let rings = self.replicator.state().ring.to_json();
+        let mut peers = std::collections::BTreeSet::new();
         for ring in rings.as_array().map(Vec::as_slice).unwrap_or_default() {
             let name = ring["hashring"].as_str().unwrap_or_default();
             let eps = ring["endpoints"].as_array().map(Vec::as_slice).unwrap_or_default();
             mf.mut_metric().push(gauge(vec![pair("name", name)], eps.len() as f64));
             let addrs: Vec<&str> = eps.iter().map(|ep| ep["address"].as_str().unwrap_or_default()).collect();
             let is_me = |a: &str| me.as_deref() == Some(a);
+            peers.extend(addrs.iter().filter(|&&a| !is_me(a)).map(|a| a.to_string()));
             let exporter = addrs.iter().find(|&&a| is_me(a) || self.replicator.peer_available(a));
             if !exporter.is_some_and(|&a| is_me(a)) {
                 continue;
@@ -273,6 +285,14 @@ impl prometheus::core::Collector for HashringNodes {
                 mf.mut_metric().push(gauge(vec![pair("name", name), pair("node", addr), pair("state", "active")], 1.0));
             }
         }
-        vec![mf]
+        let mut up = MetricFamily::default();
+        up.set_name("ringest_receive_peer_up".into());
+        up.set_help("Whether this node forwards to the peer (1), or holds off after failed forwards (0).".into());
+        up.set_field_type(MetricType::GAUGE);
+        for peer in &peers {
+            let v = if self.replicator.peer_available(peer) { 1.0 } else { 0.0 };
+            up.mut_metric().push(gauge(vec![pair("node", peer)], v));
+        }
+        vec![mf, up]
     }
 }
