@@ -112,14 +112,17 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 [ -n "$ready" ] || fail "/-/ready never answered OK on $http"
-get "http://$http/metrics" | grep -q '^thanos_build_info' || fail "no thanos_build_info in /metrics"
+# (Through files: with pipefail, `grep -q` closing the pipe early would fail the writer.)
+get "http://$http/metrics" >"$work/metrics.txt"
+grep -q '^thanos_build_info' "$work/metrics.txt" || fail "no thanos_build_info in /metrics"
 
 "$loadgen" run --url "http://$rw/api/v1/receive" --series 2000 --rounds 5 --shards 2 --log "$work/ack.log" >/dev/null ||
   fail "remote write through the published port"
 "${P[@]}" stop -t 60 "$name" >/dev/null
 code="$("${P[@]}" inspect "$name" --format '{{.State.ExitCode}}')"
 [ "$code" = "0" ] || fail "exit code $code after SIGTERM"
-"${P[@]}" logs "$name" 2>&1 | grep -q 'storage is flushed successfully' || fail "no final flush in the log"
+"${P[@]}" logs "$name" >"$work/container.log" 2>&1
+grep -q 'storage is flushed successfully' "$work/container.log" || fail "no final flush in the log"
 "$loadgen" check --log "$work/ack.log" --tsdb "$data/default-tenant" >/dev/null ||
   fail "acknowledged samples missing from /data"
 echo "image check: built, ran as 65532:65532 on /data, took 10,000 samples over remote write, stopped cleanly, every acknowledged sample in /data"
