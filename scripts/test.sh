@@ -29,11 +29,19 @@ fi
 command -v moto_server >/dev/null 2>&1 || export MOTO_SERVER="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/moto_server"
 echo "moto_server: $(command -v moto_server || echo "$MOTO_SERVER")"
 python3 -c 'import grpc' 2>/dev/null || { echo "==> installing grpcio (PyPI: a real gRPC implementation for ringest-grpc's interop tests)"; python3 -m pip install -q grpcio; }
+python3 -c 'import opentelemetry.proto, thriftpy2' 2>/dev/null || {
+  echo "==> installing opentelemetry-proto and thriftpy2 (PyPI: the trace collector of the tracing tests decodes OTLP and Jaeger Thrift with them)"
+  python3 -m pip install -q opentelemetry-proto thriftpy2
+}
 
 echo "==> the real Thanos (scripts/thanos.sh: built from the Go module proxy at the pinned release, cached by version)"
 THANOS_BIN="$(scripts/thanos.sh)"
 export THANOS_BIN
 "$THANOS_BIN" --version 2>&1 | head -1
+# Jaeger's Thrift IDL (a Go module, already downloaded by the Thanos build): the tracing
+# tests' collector decodes Jaeger batches with it.
+JAEGER_IDL_DIR="$(go mod download -json github.com/jaegertracing/jaeger-idl@v0.6.0 | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')"
+export JAEGER_IDL_DIR
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -6,6 +6,7 @@
 //! `$THANOS_BIN`, else built by `scripts/thanos.sh` on first use.
 
 pub mod client;
+pub mod collector;
 pub mod faultproxy;
 pub mod label_matrix;
 pub mod oracle;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -80,19 +80,37 @@ impl Channel {
     /// [`unary`](Self::unary) with a request already encoded (see [`Compression::encoder`]);
     /// it is sent with its own compression.
     pub async fn unary_encoded(&self, path: &str, request: Encoded, timeout: Duration) -> Result<Bytes, Status> {
+        self.unary_encoded_with_metadata(path, request, timeout, &HeaderMap::new()).await
+    }
+
+    /// [`unary_encoded`](Self::unary_encoded) with custom `metadata` (e.g. trace context)
+    /// sent as request headers.
+    pub async fn unary_encoded_with_metadata(
+        &self,
+        path: &str,
+        request: Encoded,
+        timeout: Duration,
+        metadata: &HeaderMap,
+    ) -> Result<Bytes, Status> {
         let deadline = Instant::now() + timeout;
-        tokio::time::timeout_at(deadline, self.call(path, request, deadline))
+        tokio::time::timeout_at(deadline, self.call(path, request, deadline, metadata))
             .await
             .unwrap_or_else(|_| Err(Status::new(Code::DeadlineExceeded, "context deadline exceeded")))
     }
 
-    async fn call(&self, path: &str, request: Encoded, deadline: Instant) -> Result<Bytes, Status> {
+    async fn call(
+        &self,
+        path: &str,
+        request: Encoded,
+        deadline: Instant,
+        metadata: &HeaderMap,
+    ) -> Result<Bytes, Status> {
         let compression = request.compression;
         let chunks = request.frame()?;
         let mut retried = false;
         loop {
             let conn = self.connection().await?;
-            let req = self.request(path, &chunks, compression, deadline)?;
+            let req = self.request(path, &chunks, compression, deadline, metadata)?;
             match conn.sender.clone().try_send_request(req).await {
                 Ok(resp) => return self.response(resp, conn.id).await,
                 Err(mut e) => {
@@ -117,6 +135,7 @@ impl Channel {
         chunks: &[Bytes; 3],
         compression: Compression,
         deadline: Instant,
+        metadata: &HeaderMap,
     ) -> Result<Request<GrpcBody>, Status> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let mut req = Request::builder()
@@ -129,6 +148,9 @@ impl Channel {
             .header("grpc-timeout", format_timeout(remaining));
         if compression == Compression::Snappy {
             req = req.header("grpc-encoding", "snappy");
+        }
+        for (name, value) in metadata {
+            req = req.header(name, value);
         }
         req.body(GrpcBody::new(chunks.clone(), None))
             .map_err(|e| Status::new(Code::Internal, format!("invalid request for {path:?}: {e}")))

@@ -83,6 +83,7 @@ impl Default for ConnLimits {
 #[derive(Debug)]
 pub struct Message {
     data: Bytes,
+    metadata: HeaderMap,
     compressed: bool,
     compression: Compression,
     max: usize,
@@ -92,7 +93,20 @@ pub struct Message {
 impl Message {
     /// An uncompressed message.
     pub fn new(data: Bytes) -> Message {
-        Message { data, compressed: false, compression: Compression::None, max: usize::MAX, admission: None }
+        Message {
+            data,
+            metadata: HeaderMap::new(),
+            compressed: false,
+            compression: Compression::None,
+            max: usize::MAX,
+            admission: None,
+        }
+    }
+
+    /// The request's trace-context metadata (W3C `traceparent`, `tracestate`, `baggage`, and
+    /// Thanos' `X-Thanos-Force-Tracing`), the only metadata a handler is given.
+    pub fn metadata(&self) -> &HeaderMap {
+        &self.metadata
     }
 
     /// Whether the message arrived compressed (decompressing it takes a second buffer).
@@ -358,10 +372,11 @@ impl RawUnary {
             Ok(())
         };
         let on_error = |e| Status::new(Code::Cancelled, format!("reading request: {e}"));
+        let metadata = trace_metadata(req.headers());
         let body = read_unary(req.into_body(), max, admit, on_error).await?;
         let (compressed, data) =
             body.message.ok_or_else(|| Status::new(Code::Internal, "grpc: unary call without a request message"))?;
-        let request = Message { data, compressed, compression, max, admission };
+        let request = Message { data, metadata, compressed, compression, max, admission };
         let handler = self.handler.clone();
         // A spawned task isolates handler panics; the task keeps running if the call times out.
         let response = tokio::spawn(async move { handler.call(request).await }).await.map_err(|e| {
@@ -563,4 +578,16 @@ fn plain(status: StatusCode) -> Response<GrpcBody> {
     let mut resp = Response::new(GrpcBody::default());
     *resp.status_mut() = status;
     resp
+}
+
+/// The trace-context headers of a request (none: no allocation).
+fn trace_metadata(headers: &HeaderMap) -> HeaderMap {
+    const NAMES: [&str; 4] = ["traceparent", "tracestate", "baggage", "x-thanos-force-tracing"];
+    let mut out = HeaderMap::new();
+    for name in NAMES {
+        for v in headers.get_all(name) {
+            out.append(name, v.clone());
+        }
+    }
+    out
 }

@@ -96,6 +96,8 @@ pub struct ReceiveConfig {
     pub limits: Option<crate::limits::LimitsSource>,
     /// `--request.logging-config-file` / `--request.logging-config`: the gRPC calls logged.
     pub request_log: Option<crate::request_log::RequestLog>,
+    /// `--tracing.config-file` / `--tracing.config`: where spans go (`None`: tracing off).
+    pub tracing: Option<ringest_trace::TracingConfig>,
     /// `--receive.limits-config-reload-timer`.
     pub limits_reload: Duration,
     /// `--ringest.tenant-header.trusted-from`: whose tenant header is honoured (`None`: anyone's).
@@ -256,18 +258,30 @@ fn limits_source(m: &ArgMatches) -> Result<Option<crate::limits::LimitsSource>, 
 /// `--request.logging-config-file` / `--request.logging-config`, read and checked at start-up
 /// as Thanos does.
 fn request_log(m: &ArgMatches) -> Result<Option<crate::request_log::RequestLog>, String> {
-    let file = get_str(m, "request.logging-config-file").filter(|s| !s.is_empty());
-    let content = get_str(m, "request.logging-config").filter(|s| !s.is_empty());
-    let yaml = match (file, content) {
-        (Some(_), Some(_)) => {
-            return Err("both --request.logging-config-file and --request.logging-config flags set.".into());
-        }
-        (Some(path), None) => std::fs::read_to_string(&path)
-            .map_err(|e| format!("loading YAML file {path} for --request.logging-config-file: {e}"))?,
-        (None, Some(c)) => c,
-        (None, None) => return Ok(None),
-    };
+    let Some(yaml) = file_or_content(m, "request.logging-config")? else { return Ok(None) };
     crate::request_log::parse(&yaml).map_err(|e| format!("error while parsing config for request logging: {e}"))
+}
+
+/// `--tracing.config-file` / `--tracing.config`, parsed at start-up (empty: tracing off).
+fn tracing_config(m: &ArgMatches) -> Result<Option<ringest_trace::TracingConfig>, String> {
+    let Some(yaml) = file_or_content(m, "tracing.config")? else { return Ok(None) };
+    ringest_trace::parse(&yaml).map_err(|e| format!("tracing: {e}"))
+}
+
+/// The YAML of a Thanos path-or-content flag pair, `--<name>-file` and `--<name>`, as
+/// extflag reads them: at most one of them, the file read now.
+fn file_or_content(m: &ArgMatches, name: &str) -> Result<Option<String>, String> {
+    let file_flag = format!("{name}-file");
+    let file = get_str(m, &file_flag).filter(|s| !s.is_empty());
+    let content = get_str(m, name).filter(|s| !s.is_empty());
+    match (file, content) {
+        (Some(_), Some(_)) => Err(format!("both --{file_flag} and --{name} flags set.")),
+        (Some(path), None) => std::fs::read_to_string(&path)
+            .map(Some)
+            .map_err(|e| format!("loading YAML file {path} for --{file_flag}: {e}")),
+        (None, Some(c)) => Ok(Some(c)),
+        (None, None) => Ok(None),
+    }
 }
 
 /// An unsigned integer flag.
@@ -487,6 +501,7 @@ impl ReceiveConfig {
             http_config: get_str(m, "http.config").filter(|s| !s.is_empty()).map(PathBuf::from),
             limits: limits_source(m)?,
             request_log: request_log(m)?,
+            tracing: tracing_config(m)?,
             limits_reload,
             trusted_proxies,
             log: LogConfig { level, format, name },
@@ -616,7 +631,6 @@ mod tests {
     fn unimplemented_flags_are_rejected_by_name() {
         for (flag, needle) in [
             ("--receive.replication-protocol=capnproto", "--receive.replication-protocol"),
-            ("--tracing.config-file=/tracing.yml", "--tracing.config-file"),
             ("--tsdb.max-exemplars=100", "--tsdb.max-exemplars"),
             ("--enable-feature=metric-names-filter", "--enable-feature"),
             ("--no-receive.otlp-enable-target-info", "--receive.otlp-enable-target-info"),
@@ -762,6 +776,23 @@ mod tests {
         for f in flags::FLAGS.iter().filter(|f| f.support == flags::Support::Own) {
             assert!(f.name.starts_with("ringest."), "--{}", f.name);
         }
+    }
+
+    #[test]
+    fn tracing_config_from_content_or_file() {
+        let yaml = "type: OTLP\nconfig:\n  client_type: grpc\n";
+        let c = parse(&[L, &format!("--tracing.config={yaml}")]).unwrap();
+        assert!(matches!(c.tracing.map(|t| t.exporter), Some(ringest_trace::config::Exporter::Otlp(_))));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tracing.yml");
+        std::fs::write(&file, yaml).unwrap();
+        let flag = format!("--tracing.config-file={}", file.display());
+        assert!(parse(&[L, &flag]).unwrap().tracing.is_some());
+        let both = parse(&[L, &flag, &format!("--tracing.config={yaml}")]).unwrap_err();
+        assert_eq!(both, "both --tracing.config-file and --tracing.config flags set.");
+        let bad = parse(&[L, "--tracing.config=type: ZIPKIN\n"]).unwrap_err();
+        assert_eq!(bad, "tracing: tracing with type ZIPKIN is not supported");
+        assert!(parse(&[L]).unwrap().tracing.is_none());
     }
 
     #[test]

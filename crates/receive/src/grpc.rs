@@ -15,12 +15,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ringest_grpc::{Admission, Code, Message, Status, UnaryHandler};
+use ringest_trace::{KeyValue, Span};
 
 use crate::admission::{Permit, PlanError, Refusal};
 use crate::ingest::{Processed, write_tenant};
 use crate::outcome::{Outcome, WriteStatus};
 use crate::pool::{KEEP_BYTES, Pool};
 use crate::remote_write::{Shape, decode_thanos_write_request};
+use crate::replicate::REMOTE_WRITE_PATH;
 use crate::state::AppState;
 use crate::tenancy::validate_tenant;
 
@@ -67,42 +69,57 @@ impl UnaryHandler for RemoteWriteHandler {
         }
     }
 
-    fn call(&self, mut request: Message) -> Pin<Box<dyn Future<Output = Result<Bytes, Status>> + Send + '_>> {
+    fn call(&self, request: Message) -> Pin<Box<dyn Future<Output = Result<Bytes, Status>> + Send + '_>> {
         Box::pin(async move {
-            let st = self.st.clone();
-            if !st.probe.is_ready() {
-                return Err(status(WriteStatus::new(Outcome::NotReady, "TSDB not ready")));
+            let root = Span::server(REMOTE_WRITE_PATH, request.metadata(), || vec![KeyValue::new("component", "gRPC")]);
+            let answer = self.handle(request, &root).await;
+            if let Err(st) = &answer {
+                root.fail(&st.to_string());
             }
-            // Held until the answer is sent, replication included.
-            let permit: Arc<Permit> = match request.take_admission().map(|a| a.downcast::<Permit>()) {
-                Some(Ok(p)) => Arc::from(p),
-                _ => Arc::new(st.budget.admit().map_err(|r| status(st.budget.refuse(r)))?),
-            };
-            let (st2, permit2) = (st.clone(), permit.clone());
-            // Its decompressed length picks its lane, and is charged before it is decompressed.
-            let declared = request.decompressed_len()?;
-            let work = st.lanes.run(declared as u64, move || {
-                let mut scratch = SCRATCH.take();
-                let out = write(&st2, &request, declared, &permit2, &mut scratch);
-                let keep = scratch.capacity() <= KEEP_BYTES;
-                SCRATCH.give(scratch, keep);
-                out
-            });
-            let processed = work.await.map_err(|e| status(e.into()))??;
-            // One answer for every tenant of the request: the worst of their outcomes.
-            let mut answer = WriteStatus::ok();
-            for p in processed {
-                let ws = match p {
-                    Processed::Done(report) => report.status(),
-                    Processed::Replicating { pending, .. } => pending.wait().await,
-                };
-                if answer.outcome.worst(ws.outcome) != answer.outcome {
-                    answer = ws;
-                }
-            }
-            drop(permit);
-            if answer.is_ok() { Ok(Bytes::new()) } else { Err(status(answer)) }
+            answer
         })
+    }
+}
+
+impl RemoteWriteHandler {
+    /// One call, under its server span `root`.
+    async fn handle(&self, mut request: Message, root: &Span) -> Result<Bytes, Status> {
+        let st = self.st.clone();
+        if !st.probe.is_ready() {
+            return Err(status(WriteStatus::new(Outcome::NotReady, "TSDB not ready")));
+        }
+        // Held until the answer is sent, replication included.
+        let permit: Arc<Permit> = match request.take_admission().map(|a| a.downcast::<Permit>()) {
+            Some(Ok(p)) => Arc::from(p),
+            _ => Arc::new(st.budget.admit().map_err(|r| status(st.budget.refuse(r)))?),
+        };
+        let (st2, permit2) = (st.clone(), permit.clone());
+        // Its decompressed length picks its lane, and is charged before it is decompressed.
+        let declared = request.decompressed_len()?;
+        let span = root.child("receive_grpc", Vec::new);
+        let work = st.lanes.run(declared as u64, move || {
+            let mut scratch = SCRATCH.take();
+            let out = write(&st2, &request, declared, &permit2, &mut scratch, &span);
+            let keep = scratch.capacity() <= KEEP_BYTES;
+            SCRATCH.give(scratch, keep);
+            (out, span)
+        });
+        // The span lasts until the replicas answered.
+        let (processed, span) = work.await.map_err(|e| status(e.into()))?;
+        let processed = processed?;
+        // One answer for every tenant of the request: the worst of their outcomes.
+        let mut answer = WriteStatus::ok();
+        for p in processed {
+            let ws = match p {
+                Processed::Done(report) => report.status(),
+                Processed::Replicating { pending, .. } => pending.wait().await,
+            };
+            if answer.outcome.worst(ws.outcome) != answer.outcome {
+                answer = ws;
+            }
+        }
+        drop((permit, span));
+        if answer.is_ok() { Ok(Bytes::new()) } else { Err(status(answer)) }
     }
 }
 
@@ -118,6 +135,7 @@ fn write(
     declared: usize,
     permit: &Permit,
     scratch: &mut Vec<u8>,
+    span: &Span,
 ) -> Result<Vec<Processed>, Status> {
     let limits = st.budget.limits();
     let refused = |r: Refusal| status(st.budget.refuse(r));
@@ -147,7 +165,7 @@ fn write(
         .collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(w.tenants.len());
     for (tenant, (_, decoded)) in tenants.iter().zip(&w.tenants) {
-        let processed = write_tenant(st, tenant, replica, buf, decoded);
+        let processed = write_tenant(st, tenant, replica, buf, decoded, span);
         out.push(processed.map_err(|e| status(WriteStatus::new(e.outcome(), e.to_string())))?);
     }
     Ok(out)

@@ -7,6 +7,8 @@ use std::cell::RefCell;
 
 use ringest_tsdb::AppendBuffers;
 
+use ringest_trace::{KeyValue, Span};
+
 use crate::outcome::{Outcome, WriteStatus};
 use crate::remote_write::Decoded;
 use crate::replicate::{Failure, Pending};
@@ -87,19 +89,19 @@ fn newest_allowed(st: &AppState, slack: i64) -> i64 {
 /// Writes the decoded series of one tenant: locally without a hashring, else through the
 /// replicator (whose local share is written here, on this blocking thread). Samples too far in
 /// the future are decided once, here on the node that received the write, before it is
-/// routed, so that replicas with other clocks cannot disagree.
+/// routed, so that replicas with other clocks cannot disagree. `span` is the request's
+/// (`receive_http` or `receive_grpc`).
 pub fn write_tenant(
     st: &AppState,
     tenant: &str,
     replica: u64,
     buf: &[u8],
     decoded: &Decoded,
+    span: &Span,
 ) -> Result<Processed, IngestError> {
     let Some(rep) = &st.replicator else {
         let max_t = newest_allowed(st, 0);
-        return APPEND
-            .with(|a| write_local(st, tenant, buf, decoded, None, max_t, &mut a.borrow_mut()))
-            .map(Processed::Done);
+        return write_here(st, tenant, buf, decoded, max_t, span);
     };
     // A router without a local endpoint treats every write as fresh (Thanos' RouterOnly).
     let replica = if rep.options().local_endpoint.is_none() { 0 } else { replica };
@@ -112,9 +114,7 @@ pub fn write_tenant(
     if replica > 0 {
         // Already replicated by its router: this node's copy, written here and nowhere else.
         let max_t = newest_allowed(st, REPLICA_CLOCK_SKEW);
-        return APPEND
-            .with(|a| write_local(st, tenant, buf, decoded, None, max_t, &mut a.borrow_mut()))
-            .map(Processed::Done);
+        return write_here(st, tenant, buf, decoded, max_t, span);
     }
     let (series, samples) = (decoded.series.len() as u64, decoded.samples.len() as u64);
     let stripped = writer::strip_too_far_in_future(buf, decoded, newest_allowed(st, 0))
@@ -123,9 +123,10 @@ pub fn write_tenant(
         Some((b, d, refused)) => (&b[..], d, Some(refused.clone())),
         None => (buf, decoded, None),
     };
-    let mut local = |select: &[u32]| -> Result<(), Failure> {
+    let mut local = |select: &[u32], fanout: &Span| -> Result<(), Failure> {
         // Decided above: nothing left is too far in the future.
-        let r = APPEND.with(|a| write_local(st, tenant, buf, decoded, Some(select), i64::MAX, &mut a.borrow_mut()));
+        let r =
+            APPEND.with(|a| write_local(st, tenant, buf, decoded, Some(select), i64::MAX, &mut a.borrow_mut(), fanout));
         let status = match r {
             Ok(report) => report.status(),
             // A failed local write is an error of this replica, counted as Thanos counts an
@@ -138,7 +139,8 @@ pub fn write_tenant(
         };
         if status.is_ok() { Ok(()) } else { Err(Failure { outcome: status.outcome, message: status.message }) }
     };
-    let pending = rep.route(tenant, buf, decoded, &mut local).map_err(|f| {
+    let fanout = span.child("receive_fanout_forward", Vec::new);
+    let pending = rep.route(tenant, buf, decoded, &mut local, fanout).map_err(|f| {
         tracing::error!(tenant, err = %f.message, "failed to distribute timeseries to replicas");
         IngestError::Route(f.message)
     })?;
@@ -149,12 +151,30 @@ pub fn write_tenant(
     Ok(Processed::Replicating { pending, series, samples })
 }
 
+/// Writes every series of `decoded` here, in the spans Thanos opens for a write that stays on
+/// its node (`receive_fanout_forward`, then `receive_forward`).
+fn write_here(
+    st: &AppState,
+    tenant: &str,
+    buf: &[u8],
+    decoded: &Decoded,
+    max_t: i64,
+    span: &Span,
+) -> Result<Processed, IngestError> {
+    let fanout = span.child("receive_fanout_forward", Vec::new);
+    let forward = fanout.child("receive_forward", Vec::new);
+    let r = APPEND.with(|a| write_local(st, tenant, buf, decoded, None, max_t, &mut a.borrow_mut(), &forward));
+    drop(forward);
+    r.map(Processed::Done)
+}
+
 thread_local! {
     static APPEND: RefCell<AppendBuffers> = RefCell::new(AppendBuffers::default());
 }
 
 /// Appends series of `decoded` (all, or `select`) to the tenant's TSDB, refusing samples newer
-/// than `max_t`.
+/// than `max_t`, in a `receive_tsdb_write` span under `parent`.
+#[allow(clippy::too_many_arguments)]
 fn write_local(
     st: &AppState,
     tenant: &str,
@@ -163,9 +183,15 @@ fn write_local(
     select: Option<&[u32]>,
     max_t: i64,
     append: &mut AppendBuffers,
+    parent: &Span,
 ) -> Result<WriteReport, IngestError> {
-    let db = st.tenants.get_or_open(tenant)?;
-    let report = writer::write_selected(tenant, &db, buf, decoded, select, max_t, append)?;
+    let span = parent.child("receive_tsdb_write", || vec![KeyValue::new("tenant", tenant.to_string())]);
+    let db = st.tenants.get_or_open(tenant).inspect_err(|e| span.fail(&e.to_string()))?;
+    let report = writer::write_selected(tenant, &db, buf, decoded, select, max_t, append)
+        .inspect_err(|e| span.fail(&e.to_string()))?;
+    if !report.status().is_ok() {
+        span.fail(&report.status().message);
+    }
     if db.compactable() {
         st.tenants.request_compaction();
     }

@@ -24,6 +24,7 @@ use parking_lot::{Mutex, RwLock};
 use prometheus::{HistogramVec, IntCounterVec, IntGauge};
 use ringest_grpc::{Channel, ChannelOptions, Code, Compression, Encoded, SharedStart};
 use ringest_hashring::MultiHashring;
+use ringest_trace::{KeyValue, Span};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::outcome::{Outcome, WriteStatus};
@@ -175,6 +176,7 @@ impl Peer {
         deadline: Instant,
         opts: &Options,
         m: &ReplicationMetrics,
+        span: &Span,
     ) -> Result<(), Failure> {
         let fail = |outcome, e: &dyn std::fmt::Display| Failure {
             outcome,
@@ -190,7 +192,15 @@ impl Peer {
         };
         m.forward_delay.with_label_values(&[&self.address]).observe(waited.elapsed().as_secs_f64());
         let left = deadline.saturating_duration_since(Instant::now());
-        match self.channel.unary_encoded(REMOTE_WRITE_PATH, body, left).await {
+        let call = span.client(REMOTE_WRITE_PATH, || vec![KeyValue::new("component", "gRPC")]);
+        let mut metadata = http::HeaderMap::new();
+        call.inject(&mut metadata);
+        let r = self.channel.unary_encoded_with_metadata(REMOTE_WRITE_PATH, body, left, &metadata).await;
+        if let Err(st) = &r {
+            call.fail(&st.to_string());
+        }
+        drop(call);
+        match r {
             Ok(_) => {
                 self.mark_up();
                 Ok(())
@@ -250,6 +260,8 @@ pub struct Pending {
     /// What this node refused before routing (samples too far in the future), part of the
     /// answer.
     refused: Option<WriteStatus>,
+    /// `receive_fanout_forward`, ended when the verdict is known.
+    span: Span,
 }
 
 impl Pending {
@@ -263,7 +275,12 @@ impl Pending {
     /// Waits until every series is decided or the forward timeout passed; the verdict.
     pub async fn wait(mut self) -> WriteStatus {
         let refused = self.refused.take();
+        let span = std::mem::take(&mut self.span);
         let verdict = self.wait_quorum().await;
+        if !verdict.is_ok() {
+            span.fail(&verdict.message);
+        }
+        drop(span);
         match refused {
             Some(r) if verdict.is_ok() => r,
             _ => verdict,
@@ -405,13 +422,16 @@ impl Replicator {
     /// Distributes the series of a fresh write `req` (decoded from `buf`) for `tenant` to RF
     /// replicas: remote groups are sent at once (on the runtime of the calling blocking
     /// thread), the local one is written with `local` before this returns. (A write that
-    /// carries a replica number is never routed: its receiver writes it.)
+    /// carries a replica number is never routed: its receiver writes it.) `span` (Thanos'
+    /// `receive_fanout_forward`) holds a `receive_forward` span per remote group and lasts
+    /// until the verdict.
     pub fn route(
         &self,
         tenant: &str,
         buf: &[u8],
         req: &Decoded,
-        local: &mut dyn FnMut(&[u32]) -> Result<(), Failure>,
+        local: &mut LocalWrite<'_>,
+        span: Span,
     ) -> Result<Pending, Failure> {
         let rf = self.opts.replication_factor;
         let deadline = Instant::now() + self.opts.forward_timeout;
@@ -482,8 +502,13 @@ impl Replicator {
                 .map_err(failed)?;
             let (tx, opts, metrics) = (tx.clone(), self.opts.clone(), self.metrics.clone());
             let forwarding = Forwarding::start(&self.in_flight, &self.metrics.forwards_in_flight);
+            let forward = forward_span(&span, ep, Some(n));
             tokio::runtime::Handle::current().spawn(async move {
-                let r = peer.send(msg, deadline, &opts, &metrics).await;
+                let r = peer.send(msg, deadline, &opts, &metrics, &forward).await;
+                if let Err(f) = &r {
+                    forward.fail(&f.message);
+                }
+                drop(forward);
                 let _ = tx.send((g, r));
                 drop(forwarding);
             });
@@ -494,13 +519,35 @@ impl Replicator {
             let mut select: Vec<u32> = local_groups.iter().flat_map(|&g| groups[g].iter().copied()).collect();
             select.sort_unstable();
             select.dedup();
-            let r = local(&select);
+            let forward = forward_span(&span, &endpoints[keys[local_groups[0]].0], None);
+            let r = local(&select, &forward);
+            if let Err(f) = &r {
+                forward.fail(&f.message);
+            }
+            drop(forward);
             for g in local_groups {
                 let _ = tx.send((g, r.clone()));
             }
         }
-        Ok(Pending { quorum, groups, rx, deadline, metrics: self.metrics.clone(), refused: None })
+        Ok(Pending { quorum, groups, rx, deadline, metrics: self.metrics.clone(), refused: None, span })
     }
+}
+
+/// Writes this node's series (the positions given) under the `receive_forward` span given.
+pub type LocalWrite<'a> = dyn FnMut(&[u32], &Span) -> Result<(), Failure> + 'a;
+
+/// A `receive_forward` span under `fanout`, with Thanos' attributes: the endpoint as its
+/// `String()` prints it and the replica index as text (none for this node's own groups, which
+/// are written in one append whatever their replica indexes).
+fn forward_span(fanout: &Span, ep: &ringest_hashring::Endpoint, replica: Option<usize>) -> Span {
+    fanout.child("receive_forward", || {
+        let endpoint = format!("addr: {}, capnp_addr: {}, az: {}", ep.address, ep.capnproto_address, ep.az);
+        let mut attrs = vec![KeyValue::new("endpoint", endpoint)];
+        if let Some(n) = replica {
+            attrs.push(KeyValue::new("replica", n.to_string()));
+        }
+        attrs
+    })
 }
 
 #[cfg(test)]
@@ -591,14 +638,14 @@ mod tests {
         let name = |i: usize| vec![pb::Label { name: "__name__".into(), value: format!("s{i}") }];
         let (buf, d) = request(10, name);
         let mut calls = Vec::new();
-        let mut local_write = |select: &[u32]| {
+        let mut local_write = |select: &[u32], _: &Span| {
             calls.push(select.to_vec());
             match local {
                 None => Ok(()),
                 Some(outcome) => Err(Failure { outcome, message: "local".into() }),
             }
         };
-        let status = rep.route("t", &buf, &d, &mut local_write).unwrap().wait().await.outcome;
+        let status = rep.route("t", &buf, &d, &mut local_write, Span::none()).unwrap().wait().await.outcome;
         // Every series has one replica here, whatever its replica index: one append of all
         // of them, in request order.
         assert_eq!(calls, vec![(0..10).collect::<Vec<u32>>()]);
@@ -683,7 +730,7 @@ mod tests {
                     }
                 }
             }
-            let v = rep.route("t", &buf, &d, &mut |_| Ok(())).unwrap().wait().await;
+            let v = rep.route("t", &buf, &d, &mut |_, _| Ok(()), Span::none()).unwrap().wait().await;
             assert!(v.is_ok(), "{compression:?}: {}", v.message);
             // The answer comes at quorum; wait for the other peer's copy too.
             let deadline = Instant::now() + Duration::from_secs(5);

@@ -91,6 +91,17 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     for (flag, reason) in &cfg.ignored_flags {
         tracing::debug!(flag = %format!("--{flag}"), reason, "flag accepted and ignored");
     }
+    let tracer = match &cfg.tracing {
+        None => None,
+        Some(t) => {
+            tracing::info!("loading tracing configuration");
+            for w in &t.warnings {
+                tracing::warn!(warn = %w, "tracing configuration");
+            }
+            let handle = tokio::runtime::Handle::current();
+            Some(ringest_trace::Tracing::start(t, &handle).context("tracing failed")?)
+        }
+    };
     let metrics = Metrics::new();
     let ext = Arc::new(ExternalLabels::new(&cfg.external_labels, &cfg.tenant_label_name));
     let uploader = match &cfg.objstore {
@@ -361,6 +372,10 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     let t = tenants.clone();
     tokio::task::spawn_blocking(move || t.close_all()).await.context("close storage")?;
     tracing::info!("storage is closed");
+    if let Some(t) = tracer {
+        // The batch processor's last export blocks its thread, not the runtime's.
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+    }
     let _ = ops_stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), ops).await;
     tracing::info!("exiting");

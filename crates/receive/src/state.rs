@@ -48,3 +48,15 @@ pub struct AppState {
     /// Head cardinality statistics served by `/api/v1/status/tsdb`, at a bounded cost.
     pub cardinality: CardinalityCache,
 }
+
+impl AppState {
+    /// Thanos' receiver mode: `IngestorOnly` without a hashring, `RouterOnly` with one that
+    /// does not name this node, else `RouterIngestor`.
+    pub fn receiver_mode(&self) -> &'static str {
+        match &self.replicator {
+            None => "IngestorOnly",
+            Some(r) if r.options().local_endpoint.is_none() => "RouterOnly",
+            Some(_) => "RouterIngestor",
+        }
+    }
+}

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::RwLock;
+use ringest_trace::{KeyValue, Span};
 use ringest_tsdb::block::{BlockMeta, META_FILENAME, list_block_dirs};
 
 use crate::bucket::{Bucket, BucketError, now_secs};
@@ -241,7 +242,14 @@ impl Shipper {
         tracing::info!(tenant = %self.tenant, id = %m.ulid, "upload new block");
         let start = Instant::now();
         let updir = self.dir.join("thanos").join("upload").join(&m.ulid);
-        let r = self.upload_from(m, &updir).await;
+        let span = Span::root("shipper_upload_block", || {
+            vec![KeyValue::new("tenant", self.tenant.clone()), KeyValue::new("block", m.ulid.clone())]
+        });
+        let r = self.upload_from(m, &updir, &span).await;
+        if let Err(e) = &r {
+            span.fail(e);
+        }
+        drop(span);
         if let Err(e) = std::fs::remove_dir_all(&updir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -263,7 +271,7 @@ impl Shipper {
         Ok(())
     }
 
-    async fn upload_from(&self, m: &BlockMeta, updir: &Path) -> Result<u64, String> {
+    async fn upload_from(&self, m: &BlockMeta, updir: &Path, span: &Span) -> Result<u64, String> {
         let block_dir = self.dir.join(&m.ulid);
         let (segments, index_file) = hard_link_block(&block_dir, updir).map_err(|e| format!("hard link block: {e}"))?;
         let mut labels = meta::existing_labels(m);
@@ -290,7 +298,10 @@ impl Shipper {
             let bucket = self.bucket.clone();
             let path = updir.join("chunks").join(seg);
             let name = format!("{}/chunks/{seg}", m.ulid);
-            set.spawn(async move { bucket.upload_file(&path, &name).await });
+            let object = object_span(span, &name);
+            set.spawn(
+                async move { bucket.upload_file(&path, &name).await.inspect_err(|e| object.fail(&e.to_string())) },
+            );
         }
         while !set.is_empty() {
             join_one(&mut set, &mut sent, &mut failed).await;
@@ -299,7 +310,15 @@ impl Shipper {
             return Err(e);
         }
         ringest_tsdb::failpoint::hit("shipper.before_index");
-        sent += self.bucket.upload_file(&index_file, &format!("{}/index", m.ulid)).await.map_err(|e| e.to_string())?;
+        let name = format!("{}/index", m.ulid);
+        let object = object_span(span, &name);
+        sent += self
+            .bucket
+            .upload_file(&index_file, &name)
+            .await
+            .map_err(|e| e.to_string())
+            .inspect_err(|e| object.fail(e))?;
+        drop(object);
         ringest_tsdb::failpoint::hit("shipper.before_meta");
 
         let thanos = Thanos {
@@ -312,11 +331,14 @@ impl Shipper {
             upload_time: meta::go_time(chrono::Utc::now()),
         };
         let json = meta::shipped_meta_json(m, &thanos);
+        let name = format!("{}/{META_FILENAME}", m.ulid);
+        let object = object_span(span, &name);
         sent += self
             .bucket
-            .upload(&format!("{}/{META_FILENAME}", m.ulid), json.into())
+            .upload(&name, json.into())
             .await
-            .map_err(|e| format!("upload meta file: {e}"))?;
+            .map_err(|e| format!("upload meta file: {e}"))
+            .inspect_err(|e| object.fail(e))?;
         Ok(sent)
     }
 
@@ -404,6 +426,11 @@ fn sha256_file(path: &Path) -> Result<String, String> {
         h.update(&buf[..n]);
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The span of one object's upload (objstore's `bucket_upload`).
+fn object_span(block: &Span, name: &str) -> Span {
+    block.child("bucket_upload", || vec![KeyValue::new("name", name.to_string())])
 }
 
 #[cfg(test)]

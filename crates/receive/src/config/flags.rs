@@ -98,7 +98,6 @@ const fn global(mut fl: Flag) -> Flag {
 }
 
 const TLS_VERSIONS: &[&str] = &["1.0", "1.1", "1.2", "1.3"];
-const TRACING: &str = "tracing";
 const PEER: &str = "TLS, Cap'n Proto and service configs towards peer receivers";
 const BLOCKS: &str = "2h blocks and local retention";
 const OOO: &str = "out-of-order ingestion";
@@ -119,8 +118,8 @@ pub static FLAGS: &[Flag] = &[
         Yes,
     )),
     global(hidden(f("debug.name", Str, Some(""), "Name added to every log line.", Yes))),
-    global(f("tracing.config-file", Str, None, "Tracing configuration file.", later(TRACING, None))),
-    global(f("tracing.config", Str, None, "Tracing configuration content.", later(TRACING, None))),
+    global(f("tracing.config-file", Str, None, "Tracing configuration file.", Yes)),
+    global(f("tracing.config", Str, None, "Tracing configuration content.", Yes)),
     global(f("enable-auto-gomemlimit", Bool, Some("false"), "Go runtime setting; ignored.", GoRuntime)),
     global(f("auto-gomemlimit.ratio", Float, Some("0.9"), "Go runtime setting; ignored.", GoRuntime)),
     f("http-address", Str, Some("0.0.0.0:10902"), "Listen host:port for the ops HTTP endpoints.", Yes),

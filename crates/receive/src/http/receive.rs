@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
+use ringest_trace::{KeyValue, Span, TRACE_ID_HEADER};
 
 use super::{status_of, text_error};
 use crate::admission::{Bound, Permit, PlanError, Refusal};
@@ -192,8 +193,34 @@ fn respond(st: &AppState, tenant: &str, ws: WriteStatus, series: u64, samples: u
     resp
 }
 
-/// The handler.
+/// The handler: Thanos' spans (`/receive HTTP[server]`, continuing the client's trace, and
+/// `receive_http` under it) around [`handle`]; a sampled trace's ID is answered in
+/// `X-Thanos-Trace-Id`.
 pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let root = Span::server("/receive HTTP[server]", req.headers(), || {
+        let mut attrs = vec![
+            KeyValue::new("http.method", req.method().to_string()),
+            KeyValue::new("http.url", req.uri().to_string()),
+        ];
+        if let Some(id) = req.headers().get("X-Request-ID").and_then(|v| v.to_str().ok()) {
+            attrs.push(KeyValue::new("request_id", id.to_string()));
+        }
+        attrs
+    });
+    let span = root.child("receive_http", || vec![KeyValue::new("receiver.mode", st.receiver_mode())]);
+    let mut resp = handle(st, req, span).await;
+    let code = resp.status();
+    root.set(|| KeyValue::new("http.status_code", i64::from(code.as_u16())));
+    if code.is_server_error() {
+        root.fail(code.canonical_reason().unwrap_or("server error"));
+    }
+    if let Some(id) = root.sampled_trace_id().and_then(|id| HeaderValue::from_str(&id).ok()) {
+        resp.headers_mut().insert(TRACE_ID_HEADER, id);
+    }
+    resp
+}
+
+async fn handle(st: Arc<AppState>, req: Request, span: Span) -> Response {
     if !st.probe.is_ready() {
         // Thanos writes this one without a trailing newline.
         let retry = [(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS))];
@@ -206,6 +233,7 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
             return text_error(e.status(), &e.to_string());
         }
     };
+    span.set(|| KeyValue::new("tenant", tenant.clone()));
     if let Err(e) = check_content_headers(req.headers()) {
         return text_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &e);
     }
@@ -230,10 +258,12 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
     // The limits file, as Thanos applies it: the gate, the head series, the declared size.
     let limits = st.limiter.limits();
     let tenant_limits = *limits.of(&tenant);
+    let gate = span.child("receive_write_gate_ismyturn", Vec::new);
     let _slot = match st.limiter.enter(st.body_read_timeout).await {
         Ok(slot) => slot,
         Err(ws) => return respond(&st, &tenant, ws, 0, 0),
     };
+    drop(gate);
     if let Err(ws) = st.limiter.check_head_series(&tenant_limits, &tenant, || ring_head_series(&st, &tenant)) {
         return respond(&st, &tenant, ws, 0, 0);
     }
@@ -259,8 +289,12 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
     let (st2, tenant2) = (st.clone(), tenant.clone());
     // Sized by its decompressed length; a body whose length cannot be read fails in `process`.
     let size = decompressed_len(&body).unwrap_or(0) as u64;
-    let result = st.lanes.run(size, move || (process(&st2, &tenant2, &tenant_limits, &body, &permit), permit)).await;
-    let (processed, _permit) = match result {
+    let result = st
+        .lanes
+        .run(size, move || (process(&st2, &tenant2, &tenant_limits, &body, &permit, &span), permit, span))
+        .await;
+    // `_span` lasts until the replicas answered.
+    let (processed, _permit, _span) = match result {
         Ok(done) => done,
         Err(e) => return respond(&st, &tenant, e.into(), 0, 0),
     };
@@ -321,9 +355,10 @@ fn process(
     limits: &TenantLimits,
     body: &[u8],
     permit: &Permit,
+    span: &Span,
 ) -> Result<(Processed, Option<WriteStatus>), WriteStatus> {
     let mut b = BUFFERS.take();
-    let res = process_with(st, tenant, limits, body, permit, &mut b);
+    let res = process_with(st, tenant, limits, body, permit, &mut b, span);
     let heap = b.decompressed.capacity() + b.decoded.heap_bytes();
     BUFFERS.give(b, heap <= KEEP_BYTES);
     res
@@ -336,6 +371,7 @@ fn process_with(
     body: &[u8],
     permit: &Permit,
     b: &mut Buffers,
+    span: &Span,
 ) -> Result<(Processed, Option<WriteStatus>), WriteStatus> {
     let limits = st.budget.limits();
     let refuse = |r: Refusal| st.budget.refuse(r);
@@ -373,7 +409,7 @@ fn process_with(
     }
     // A client's write is always fresh: replica 0, replicated over the hashring.
     let processed =
-        write_tenant(st, tenant, 0, buf, &b.decoded).map_err(|e| WriteStatus::new(e.outcome(), e.to_string()))?;
+        write_tenant(st, tenant, 0, buf, &b.decoded, span).map_err(|e| WriteStatus::new(e.outcome(), e.to_string()))?;
     Ok((processed, dropped))
 }
 
