@@ -341,10 +341,21 @@ fn capture(prom: &str, names: &BTreeSet<String>, window: std::time::Duration) ->
     out
 }
 
-/// Runs `promtool test rules` on the rules with `series` continued for 40 minutes as they went
+/// How long the scraped series of a phase are continued before the alerts are read: past every
+/// `for:` but ThanosReceiveNoUpload's three hours.
+const HOLD_MINUTES: u32 = 40;
+
+/// Runs `promtool test rules` on the rules with `series` continued for `minutes` as they went
 /// in the phase (counters at their slope, gauges at their last value), and checks which alerts
 /// fire at the end: exactly `firing`. Returns promtool's output on failure.
-fn alerts_firing(rules: &Path, dir: &Path, phase: &str, series: &[Scraped], firing: &[&str]) -> Result<(), String> {
+fn alerts_firing(
+    rules: &Path,
+    dir: &Path,
+    phase: &str,
+    series: &[Scraped],
+    firing: &[&str],
+    minutes: u32,
+) -> Result<(), String> {
     let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
     let mut yaml = format!(
         "rule_files:\n  - {}\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n",
@@ -356,14 +367,16 @@ fn alerts_firing(rules: &Path, dir: &Path, phase: &str, series: &[Scraped], firi
             s.labels.iter().filter(|(k, _)| k != "__name__").map(|(k, v)| format!("{k}=\"{}\"", esc(v))).collect();
         let sel = format!("{name}{{{}}}", labels.join(","));
         yaml.push_str(&format!(
-            "      - series: '{}'\n        values: '{:.6}+{:.6}x40'\n",
+            "      - series: '{}'\n        values: '{:.6}+{:.6}x{minutes}'\n",
             sel.replace('\'', "''"),
             s.last,
             s.slope * 60.0
         ));
     }
     yaml.push_str(
-        "    promql_expr_test:\n      - expr: group by (alertname) (ALERTS{alertstate=\"firing\"})\n        eval_time: 40m\n",
+        &format!(
+            "    promql_expr_test:\n      - expr: group by (alertname) (ALERTS{{alertstate=\"firing\"}})\n        eval_time: {minutes}m\n"
+        ),
     );
     if firing.is_empty() {
         yaml.push_str("        exp_samples: []\n");
@@ -383,6 +396,56 @@ fn alerts_firing(rules: &Path, dir: &Path, phase: &str, series: &[Scraped], firi
     }
 }
 
+/// The rules file and the metric names its expressions read (ringest's and `up`).
+fn rules_and_names() -> (std::path::PathBuf, BTreeSet<String>) {
+    let rules_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/monitoring/thanos-receive.rules.yml");
+    let names: BTreeSet<String> = metric_names(&std::fs::read_to_string(&rules_path).unwrap(), "{\"panels\": []}")
+        .into_iter()
+        .filter(|n| !NOT_RINGEST.contains(&n.as_str()) || n == "up")
+        .collect();
+    (rules_path, names)
+}
+
+/// Prometheus 2.42 scraping every node of `ring` every second, as job `thanos-receive`.
+fn scrape(dir: &Path, ring: &Ring) -> ringest_e2e::oracle::Prometheus {
+    let targets: Vec<String> = ring.nodes.iter().map(|n| format!("'{}'", n.http_addr)).collect();
+    ringest_e2e::oracle::Prometheus::start(
+        dir,
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: thanos-receive\n    static_configs:\n      \
+             - targets: [{}]\n",
+            targets.join(", ")
+        ),
+        &[],
+    )
+}
+
+/// Writes 20 series at `t` for `tenant` through each of `nodes`, expecting `code`.
+fn write_expecting(nodes: &[&ringest_e2e::Receiver], tenant: &str, t: i64, code: u16) {
+    for (i, n) in nodes.iter().enumerate() {
+        let w = WriteRequest {
+            timeseries: (0..20)
+                .map(|s| series(&[("__name__", "load"), ("s", &s.to_string()), ("via", &i.to_string())], &[(t, 1.0)]))
+                .collect(),
+            ..Default::default()
+        };
+        let resp = RemoteWriter::connect(&n.rw_addr).unwrap().with_tenant(tenant).send(&w).unwrap();
+        assert_eq!(resp.status, code, "{}", resp.text());
+    }
+}
+
+/// Writes through `nodes` five times a second for `secs` seconds, and on until `done` holds
+/// (at most two minutes), each write answered `code`.
+fn run_phase(nodes: &[&ringest_e2e::Receiver], secs: u64, code: u16, done: &dyn Fn() -> bool) {
+    use std::time::{Duration, Instant};
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) || !done() {
+        assert!(start.elapsed() < Duration::from_secs(120), "phase did not reach its condition");
+        write_expecting(nodes, "default-tenant", now_ms(), code);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The alerts of deploy/monitoring against a real ring under faults: a three-node RF=3 ring
 /// with an S3 bucket (moto behind a fault proxy) is scraped by Prometheus 2.42 every second
 /// through a healthy phase, an S3 outage during which blocks are cut, a node killed with -9,
@@ -393,13 +456,9 @@ fn alerts_firing(rules: &Path, dir: &Path, phase: &str, series: &[Scraped], firi
 fn alerts_are_silent_when_healthy_and_fire_in_their_faults() {
     use ringest_e2e::faultproxy::{FaultProxy, Mode};
     use ringest_e2e::s3::{Moto, MotoOpts};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
-    let rules_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/monitoring/thanos-receive.rules.yml");
-    let names: BTreeSet<String> = metric_names(&std::fs::read_to_string(&rules_path).unwrap(), "{\"panels\": []}")
-        .into_iter()
-        .filter(|n| !NOT_RINGEST.contains(&n.as_str()) || n == "up")
-        .collect();
+    let (rules_path, names) = rules_and_names();
     let tmp = tempfile::tempdir().unwrap();
     let moto = Moto::start(MotoOpts::default()).expect("start moto_server");
     moto.create_bucket("thanos").unwrap();
@@ -407,46 +466,14 @@ fn alerts_are_silent_when_healthy_and_fire_in_their_faults() {
     let objstore = ringest_e2e::thanos::s3_objstore(&s3.endpoint(), "thanos");
     let mut ring =
         Ring::start(&[R, R, R], &["--receive.replication-factor=3".into(), format!("--objstore.config={objstore}")]);
-    let targets: Vec<String> = ring.nodes.iter().map(|n| format!("'{}'", n.http_addr)).collect();
-    let prom = ringest_e2e::oracle::Prometheus::start(
-        &tmp.path().join("prom"),
-        &format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: thanos-receive\n    static_configs:\n      \
-             - targets: [{}]\n",
-            targets.join(", ")
-        ),
-        &[],
-    );
-    // Writes through every live node, all along.
-    let write_expecting = |nodes: &[&ringest_e2e::Receiver], tenant: &str, t: i64, code: u16| {
-        for (i, n) in nodes.iter().enumerate() {
-            let w = WriteRequest {
-                timeseries: (0..20)
-                    .map(|s| {
-                        series(&[("__name__", "load"), ("s", &s.to_string()), ("via", &i.to_string())], &[(t, 1.0)])
-                    })
-                    .collect(),
-                ..Default::default()
-            };
-            let resp = RemoteWriter::connect(&n.rw_addr).unwrap().with_tenant(tenant).send(&w).unwrap();
-            assert_eq!(resp.status, code, "{}", resp.text());
-        }
-    };
+    let prom = scrape(&tmp.path().join("prom"), &ring);
     let write = |nodes: &[&ringest_e2e::Receiver], tenant: &str, t: i64| write_expecting(nodes, tenant, t, 200);
-    let run_phase = |nodes: &[&ringest_e2e::Receiver], secs: u64, code: u16, done: &dyn Fn() -> bool| {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(secs) || !done() {
-            assert!(start.elapsed() < Duration::from_secs(120), "phase did not reach its condition");
-            write_expecting(nodes, "default-tenant", now_ms(), code);
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
     let mut failures = Vec::new();
 
     let all: Vec<&ringest_e2e::Receiver> = ring.nodes.iter().collect();
     run_phase(&all, 20, 200, &|| true);
     let healthy = capture(&prom.addr, &names, Duration::from_secs(15));
-    if let Err(e) = alerts_firing(&rules_path, tmp.path(), "healthy", &healthy, &[]) {
+    if let Err(e) = alerts_firing(&rules_path, tmp.path(), "healthy", &healthy, &[], HOLD_MINUTES) {
         failures.push(e);
     }
 
@@ -463,7 +490,9 @@ fn alerts_are_silent_when_healthy_and_fire_in_their_faults() {
     };
     run_phase(&all, 20, 200, &failed);
     let s3_down = capture(&prom.addr, &names, Duration::from_secs(20));
-    if let Err(e) = alerts_firing(&rules_path, tmp.path(), "s3-down", &s3_down, &["ThanosReceiverS3UploadFailing"]) {
+    if let Err(e) =
+        alerts_firing(&rules_path, tmp.path(), "s3-down", &s3_down, &["ThanosReceiverS3UploadFailing"], HOLD_MINUTES)
+    {
         failures.push(e);
     }
 
@@ -479,6 +508,7 @@ fn alerts_are_silent_when_healthy_and_fire_in_their_faults() {
         "node-down",
         &node_down,
         &["ThanosReceiveHighForwardRequestFailures", "ThanosReceiverDown", "ThanosReceiverHashringInconsistent"],
+        HOLD_MINUTES,
     ) {
         failures.push(e);
     }
@@ -498,8 +528,111 @@ fn alerts_are_silent_when_healthy_and_fire_in_their_faults() {
         "ThanosReceiverHashringInconsistent",
         "ThanosReceiverReplicationFailing",
     ];
-    if let Err(e) = alerts_firing(&rules_path, tmp.path(), "no-quorum", &no_quorum, &no_quorum_alerts) {
+    if let Err(e) = alerts_firing(&rules_path, tmp.path(), "no-quorum", &no_quorum, &no_quorum_alerts, HOLD_MINUTES) {
         failures.push(e);
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The alerts of configuration, limits and uploads against a real node: one ringest in its own
+/// hashring, with a limits file and a FILESYSTEM bucket, scraped by Prometheus 2.42. Each fault
+/// is made for real and its scraped series fed to `promtool test rules` as above: no block
+/// uploaded for three hours (the healthy series held for 200 minutes), a block uploaded
+/// (silent), the hashring file broken and reverted, the limits file broken, a meta-monitoring
+/// Prometheus that cannot be reached, and a tenant at its `head_series_limit`.
+#[test]
+fn config_limits_and_upload_alerts_fire_in_their_faults() {
+    use std::time::Duration;
+
+    let (rules_path, names) = rules_and_names();
+    let tmp = tempfile::tempdir().unwrap();
+    let limits = tmp.path().join("limits.yml");
+    let good_limits = "write:\n  default:\n    request:\n      series_limit: 1000\n";
+    std::fs::write(&limits, good_limits).unwrap();
+    let bucket = tmp.path().join("bucket");
+    let extra = [
+        format!("--receive.limits-config-file={}", limits.display()),
+        "--receive.limits-config-reload-timer=1s".into(),
+        format!("--objstore.config=type: FILESYSTEM\nconfig:\n  directory: {}\n", bucket.display()),
+    ];
+    let ring = Ring::start(&[R], &extra);
+    let prom = scrape(&tmp.path().join("prom"), &ring);
+    let node = &ring.nodes[0];
+    let nodes = [node];
+    let counter = |name: &str| node.metric(name).unwrap_or(0.0);
+    let mut failures = Vec::new();
+    let mut expect = |phase: &str, window: u64, firing: &[&str], minutes: u32| {
+        let series = capture(&prom.addr, &names, Duration::from_secs(window));
+        if let Err(e) = alerts_firing(&rules_path, tmp.path(), phase, &series, firing, minutes) {
+            failures.push(e);
+        }
+    };
+
+    // Healthy, nothing to upload yet: silent for 40 minutes, ThanosReceiveNoUpload after three
+    // hours without an upload.
+    run_phase(&nodes, 15, 200, &|| true);
+    expect("single-healthy", 10, &[], HOLD_MINUTES);
+    expect("no-upload", 10, &["ThanosReceiveNoUpload"], 200);
+
+    // A tenant whose head comes to span four hours: a block is cut and uploaded (its upload
+    // counter seen at 0 by Prometheus first, so that the upload is an increase), and three
+    // hours on nothing fires.
+    write_expecting(&nodes, "history", now_ms() - 4 * 3600 * 1000, 200);
+    let scraped = || {
+        let q = ringest_e2e::thanos::query_escape("thanos_shipper_uploads_total{tenant=\"history\"}");
+        let resp = ringest_e2e::client::http_get(&prom.addr, &format!("/api/v1/query?query={q}")).unwrap();
+        resp.text().contains("\"history\"")
+    };
+    ringest_e2e::wait_for("Prometheus to scrape the new tenant's upload counter", Duration::from_secs(30), scraped);
+    write_expecting(&nodes, "history", now_ms(), 200);
+    let uploaded = || counter("thanos_shipper_uploads_total{tenant=\"history\"}") >= 1.0;
+    ringest_e2e::wait_for("the history block's upload", Duration::from_secs(60), uploaded);
+    run_phase(&nodes, 3, 200, &|| true);
+    expect("uploaded", 20, &[], 200);
+
+    // The hashring file broken: every refresh fails, the last reload is not successful.
+    let ring_text = std::fs::read_to_string(&ring.ring_file).unwrap();
+    std::fs::write(&ring.ring_file, "[{\"hashring\": ").unwrap();
+    let errors = || counter("thanos_receive_hashrings_file_errors_total");
+    let before = errors();
+    run_phase(&nodes, 15, 200, &|| errors() >= before + 3.0);
+    expect(
+        "hashring-broken",
+        10,
+        &["ThanosReceiveHighHashringFileRefreshFailures", "ThanosReceiveConfigReloadFailure"],
+        HOLD_MINUTES,
+    );
+
+    // Reverted to the very same text: the reload succeeds again. Then the limits file broken.
+    std::fs::write(&ring.ring_file, &ring_text).unwrap();
+    let reloaded = || counter("thanos_receive_config_last_reload_successful") == 1.0;
+    ringest_e2e::wait_for("the reverted hashring to count as reloaded", Duration::from_secs(30), reloaded);
+    std::fs::write(&limits, "write: [").unwrap();
+    let reload_errors = || counter("thanos_receive_limits_config_reload_err_total");
+    run_phase(&nodes, 15, 200, &|| reload_errors() >= 3.0);
+    expect("limits-broken", 10, &["ThanosReceiveLimitsConfigReloadFailure"], HOLD_MINUTES);
+
+    // A meta-monitoring Prometheus that refuses connections: its queries fail every 15 s.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    std::fs::write(
+        &limits,
+        format!("write:\n  global:\n    meta_monitoring_url: {dead_url}\n  default:\n    head_series_limit: 100000\n"),
+    )
+    .unwrap();
+    let failed_queries = || counter("thanos_receive_metamonitoring_failed_queries_total");
+    let first = failed_queries();
+    run_phase(&nodes, 5, 200, &|| failed_queries() >= first + 1.0);
+    let second = failed_queries();
+    run_phase(&nodes, 5, 200, &|| failed_queries() >= second + 2.0);
+    expect("meta-monitoring-down", 35, &["ThanosReceiveLimitsHighMetaMonitoringQueriesFailureRate"], HOLD_MINUTES);
+
+    // A tenant over its head_series_limit (this node's own count): its writes answer 429.
+    std::fs::write(&limits, "write:\n  default:\n    head_series_limit: 10\n").unwrap();
+    let limited = || counter("thanos_receive_head_series_limit{tenant=\"\"}") == 10.0;
+    ringest_e2e::wait_for("the head series limit to load", Duration::from_secs(30), limited);
+    run_phase(&nodes, 15, 429, &|| true);
+    expect("head-series-limited", 10, &["ThanosReceiveTenantLimitedByHeadSeries"], HOLD_MINUTES);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -183,6 +183,9 @@ pub async fn watch(
         };
         let d = Sha256::digest(content.as_bytes()).to_vec();
         if d == digest {
+            // The file holds the running configuration again (e.g. a bad edit was reverted):
+            // the last reload no longer failed.
+            metrics.last_ok.set(1.0);
             tracing::debug!("refreshed hashring config");
             continue;
         }
