@@ -45,6 +45,8 @@ for dir in deploy/kubernetes/base deploy/kubernetes/overlays/*; do
 done
 echo "==> promtool check rules deploy/monitoring/thanos-receive.rules.yml"
 promtool check rules deploy/monitoring/thanos-receive.rules.yml
+echo "==> promtool test rules deploy/monitoring/thanos-receive.rules.test.yml (the pod-resource alerts)"
+promtool test rules deploy/monitoring/thanos-receive.rules.test.yml
 echo "==> deploy/monitoring/prometheusrule.yaml holds the same groups"
 "$venv/bin/python" - <<'PY'
 import sys, yaml

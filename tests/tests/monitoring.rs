@@ -1,9 +1,11 @@
-//! deploy/monitoring against a live ring: every ringest metric the alert rules and the dashboard
+//! deploy/monitoring against live rings: every ringest metric the alert rules and the dashboard
 //! name is in a real scrape of a node (a three-node RF=3 ring with a bucket and a limits file, after writes),
 //! with the type the expressions assume (histograms for `_bucket`, counters for `rate` and
-//! `increase`), and the rules file loads in Prometheus' own checker. Also the operations
-//! features beside them: `/debug/pprof/` read by Go's pprof tool, and `--request.logging-config`
-//! logging gRPC calls with the keys the real Thanos Receive logs.
+//! `increase`), and the rules file loads in Prometheus' own checker; each alert on ringest's
+//! metrics silent on healthy rings and firing in its fault, made for real (`promtool test rules`
+//! on the scraped series). Also the operations features beside them: `/debug/pprof/` read by
+//! Go's pprof tool, and `--request.logging-config` logging gRPC calls with the keys the real
+//! Thanos Receive logs.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -634,5 +636,92 @@ fn config_limits_and_upload_alerts_fire_in_their_faults() {
     ringest_e2e::wait_for("the head series limit to load", Duration::from_secs(30), limited);
     run_phase(&nodes, 15, 429, &|| true);
     expect("head-series-limited", 10, &["ThanosReceiveTenantLimitedByHeadSeries"], HOLD_MINUTES);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The receive handler's latency buckets reach the forward timeout as Thanos Receive's do
+/// (up to 5 s, then every 2 s, then the timeout), so that the mixin's 10 s latency alert can
+/// fire where the timeout allows such latencies: the same `le` values from both for the same
+/// `--receive-forward-timeout`.
+#[test]
+fn receive_latency_buckets_follow_the_forward_timeout_as_in_thanos() {
+    let tmp = tempfile::tempdir().unwrap();
+    let les = |r: &ringest_e2e::Receiver| -> BTreeSet<String> {
+        write_expecting(&[r], "default-tenant", now_ms(), 200);
+        r.metrics()
+            .lines()
+            .filter(|l| l.starts_with("http_request_duration_seconds_bucket{") && l.contains("handler=\"receive\""))
+            .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next().map(str::to_string))
+            .collect()
+    };
+    let mut thanos = ringest_e2e::Receiver::unstarted_as(ringest_e2e::Impl::Thanos, &tmp.path().join("t"));
+    thanos.extra = vec!["--receive-forward-timeout=15s".into()];
+    thanos.relaunch();
+    thanos.wait_ready(std::time::Duration::from_secs(60));
+    let ours = ringest_e2e::Receiver::start(&tmp.path().join("r"), &["--receive-forward-timeout=15s"]);
+    let (want, got) = (les(&thanos), les(&ours));
+    assert!(want.contains("13") && want.contains("15"), "{want:?}");
+    assert_eq!(got, want);
+}
+
+/// A peer that stops answering (SIGSTOP) in a two-node RF=1 ring with a 15 s forward timeout
+/// (the receive handler's latency buckets reach 15 s, as Thanos sets them for it): between
+/// backoffs, forwards to it wait out the timeout and every write stalls, so the p99 passes
+/// 10 s and the mixin's latency alert fires with the alerts of failing writes; all silent
+/// before, when healthy.
+#[test]
+fn a_stopped_peer_fires_the_latency_and_failing_write_alerts() {
+    use std::time::{Duration, Instant};
+
+    let (rules_path, names) = rules_and_names();
+    let tmp = tempfile::tempdir().unwrap();
+    let ring = Ring::start(&[R, R], &["--receive.replication-factor=1".into(), "--receive-forward-timeout=15s".into()]);
+    let prom = scrape(&tmp.path().join("prom"), &ring);
+    let node = &ring.nodes[0];
+    let mut failures = Vec::new();
+    run_phase(&[node], 15, 200, &|| true);
+    let healthy = capture(&prom.addr, &names, Duration::from_secs(10));
+    if let Err(e) = alerts_firing(&rules_path, tmp.path(), "two-healthy", &healthy, &[], HOLD_MINUTES) {
+        failures.push(e);
+    }
+
+    ring.nodes[1].signal(libc::SIGSTOP);
+    // Writers in parallel: the first requests wait out the forward timeout.
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for w in 0..3 {
+            s.spawn(move || {
+                while start.elapsed() < Duration::from_secs(40) {
+                    let req = WriteRequest {
+                        timeseries: (0..20)
+                            .map(|i| {
+                                series(
+                                    &[("__name__", "slow"), ("s", &i.to_string()), ("w", &w.to_string())],
+                                    &[(now_ms(), 1.0)],
+                                )
+                            })
+                            .collect(),
+                        ..Default::default()
+                    };
+                    let resp = RemoteWriter::connect(&node.rw_addr).unwrap().send(&req).unwrap();
+                    assert!(resp.status >= 500, "{} {}", resp.status, resp.text());
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            });
+        }
+    });
+    let stopped = capture(&prom.addr, &names, Duration::from_secs(30));
+    ring.nodes[1].signal(libc::SIGCONT);
+    let firing = [
+        "ThanosReceiveHighForwardRequestFailures",
+        "ThanosReceiveHttpRequestErrorRateHigh",
+        "ThanosReceiveHttpRequestLatencyHigh",
+        "ThanosReceiverDown",
+        "ThanosReceiverHashringInconsistent",
+        "ThanosReceiverReplicationFailing",
+    ];
+    if let Err(e) = alerts_firing(&rules_path, tmp.path(), "peer-stopped", &stopped, &firing, HOLD_MINUTES) {
+        failures.push(e);
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -98,6 +98,8 @@ pub struct ReceiveConfig {
     pub request_log: Option<crate::request_log::RequestLog>,
     /// `--tracing.config-file` / `--tracing.config`: where spans go (`None`: tracing off).
     pub tracing: Option<ringest_trace::TracingConfig>,
+    /// `--receive-forward-timeout`, which also sets the receive handler's latency buckets.
+    pub forward_timeout: Duration,
     /// `--receive.limits-config-reload-timer`.
     pub limits_reload: Duration,
     /// `--ringest.tenant-header.trusted-from`: whose tenant header is honoured (`None`: anyone's).
@@ -502,6 +504,7 @@ impl ReceiveConfig {
             limits: limits_source(m)?,
             request_log: request_log(m)?,
             tracing: tracing_config(m)?,
+            forward_timeout: Duration::from_millis(duration(m, "receive-forward-timeout")?),
             limits_reload,
             trusted_proxies,
             log: LogConfig { level, format, name },

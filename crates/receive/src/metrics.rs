@@ -3,6 +3,7 @@
 //! passed down, so several nodes can run in one process (tests).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType, Summary};
@@ -10,10 +11,24 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, 
 
 use crate::tenancy::Tenants;
 
-/// Buckets of `http_request_duration_seconds` for the receive handler (Thanos, 5s forward timeout).
-pub const RECEIVE_DURATION_BUCKETS: &[f64] = &[
-    0.001, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 3.0, 4.0, 5.0,
-];
+/// Buckets of `http_request_duration_seconds` for the receive handler as Thanos sets them: up to
+/// 5 s, then every 2 s below the forward timeout, and the forward timeout itself.
+pub fn receive_duration_buckets(forward_timeout: Duration) -> Vec<f64> {
+    let mut b = vec![
+        0.001, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 3.0, 4.0,
+        5.0,
+    ];
+    let timeout = forward_timeout.as_secs_f64();
+    let mut max = 7.0;
+    while max < timeout {
+        b.push(max);
+        max += 2.0;
+    }
+    if b[b.len() - 1] < timeout {
+        b.push(timeout);
+    }
+    b
+}
 /// Buckets of `http_request_duration_seconds` for other handlers.
 pub const DEFAULT_DURATION_BUCKETS: &[f64] =
     &[0.001, 0.01, 0.1, 0.3, 0.6, 1.0, 3.0, 6.0, 9.0, 20.0, 30.0, 60.0, 90.0, 120.0, 240.0, 360.0, 720.0];
@@ -186,8 +201,9 @@ fn reg<C: Collector + Clone + 'static>(r: &Registry, c: C) -> C {
 }
 
 impl Metrics {
-    /// A registry with every metric of the node (TSDB metrics come from [`TsdbCollector`]).
-    pub fn new() -> Metrics {
+    /// A registry with every metric of the node (TSDB metrics come from [`TsdbCollector`]);
+    /// `forward_timeout` sets the receive handler's latency buckets.
+    pub fn new(forward_timeout: Duration) -> Metrics {
         let r = Registry::new();
         let labels = ["code", "handler", "method", "tenant"];
         let size_buckets = prometheus::exponential_buckets(64.0, 2.0, 10).expect("valid buckets");
@@ -201,7 +217,7 @@ impl Metrics {
                 &r,
                 HistogramVec::new(
                     HistogramOpts::new("http_request_duration_seconds", "Tracks the latencies for HTTP requests.")
-                        .buckets(RECEIVE_DURATION_BUCKETS.to_vec()),
+                        .buckets(receive_duration_buckets(forward_timeout)),
                     &labels,
                 )
                 .expect("metric"),
@@ -322,8 +338,9 @@ impl Metrics {
 }
 
 impl Default for Metrics {
+    /// The metrics of a node with Thanos' default forward timeout (5 s).
     fn default() -> Self {
-        Self::new()
+        Self::new(Duration::from_secs(5))
     }
 }
 

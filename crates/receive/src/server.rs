@@ -102,7 +102,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
             Some(ringest_trace::Tracing::start(t, &handle).context("tracing failed")?)
         }
     };
-    let metrics = Metrics::new();
+    let metrics = Metrics::new(cfg.forward_timeout);
     let ext = Arc::new(ExternalLabels::new(&cfg.external_labels, &cfg.tenant_label_name));
     let uploader = match &cfg.objstore {
         Some(bucket) => {
