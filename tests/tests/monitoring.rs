@@ -515,16 +515,14 @@ fn alerts_are_silent_when_healthy_and_fire_in_their_faults() {
         failures.push(e);
     }
 
-    // A second node killed: no series reaches its quorum, writes answer 503. (The mixin's
-    // ThanosReceiveHighReplicationFailures stays silent: its `thanos_receive_replication_factor
-    // > 1 and (sum by (job) ...)` matches series with `instance` against series without it,
-    // which never match, for Thanos Receive as for ringest.)
+    // A second node killed: no series reaches its quorum, writes answer 503.
     ring.nodes[1].kill9();
     let last: Vec<&ringest_e2e::Receiver> = ring.nodes[..1].iter().collect();
     run_phase(&last, 20, 503, &|| true);
     let no_quorum = capture(&prom.addr, &names, Duration::from_secs(15));
     let no_quorum_alerts = [
         "ThanosReceiveHighForwardRequestFailures",
+        "ThanosReceiveHighReplicationFailures",
         "ThanosReceiveHttpRequestErrorRateHigh",
         "ThanosReceiverDown",
         "ThanosReceiverHashringInconsistent",

@@ -80,6 +80,14 @@ async fn bind(flag: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListe
     TcpListener::bind(addr).await.with_context(|| format!("listen on --{flag}={addr}"))
 }
 
+/// Exports the spans still queued. The batch processor's last export blocks the calling
+/// thread until the runtime has sent it, so it runs on a blocking thread, not a worker.
+async fn stop_tracing(tracer: Option<ringest_trace::Tracing>) {
+    if let Some(t) = tracer {
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+    }
+}
+
 /// Runs the receiver until a shutdown signal.
 pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     let mode = match &cfg.ring {
@@ -284,6 +292,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         s = &mut sig => {
             tracing::info!(signal = s.unwrap_or("unknown"), "caught signal. Exiting.");
             // Nothing was acknowledged yet: stop without waiting for the replay.
+            stop_tracing(tracer).await;
             return Ok(());
         }
     }
@@ -372,10 +381,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
     let t = tenants.clone();
     tokio::task::spawn_blocking(move || t.close_all()).await.context("close storage")?;
     tracing::info!("storage is closed");
-    if let Some(t) = tracer {
-        // The batch processor's last export blocks its thread, not the runtime's.
-        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
-    }
+    stop_tracing(tracer).await;
     let _ = ops_stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), ops).await;
     tracing::info!("exiting");
