@@ -270,3 +270,42 @@ fn unusable_tracing_configs_are_refused_at_start_up() {
         assert!(r.logs().contains(needle), "{cfg}: {}", r.logs());
     }
 }
+
+/// Thanos Query's trace of a PromQL query continues into ringest's StoreAPI: the
+/// `/thanos.Store/Series` server span of ringest is the child of Thanos Query's client span.
+#[test]
+fn thanos_query_traces_continue_into_the_store_api() {
+    let c = Collector::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = Receiver::start(&dir.path().join("r"), &[&format!("--tracing.config={}", otlp_grpc(&c))]);
+    write(&r.rw_addr, "queried", &[]);
+    let query_cfg = otlp_grpc(&c).replace("service_name: receive", "service_name: query");
+    let q = ringest_e2e::thanos::Component::start(
+        "query",
+        &dir.path().join("q"),
+        &[format!("--endpoint={}", r.grpc_addr), format!("--tracing.config={query_cfg}")],
+    );
+    let found = || {
+        let v = q.api("/api/v1/query?query=queried");
+        v["data"]["result"].as_array().is_some_and(|a| !a.is_empty())
+    };
+    ringest_e2e::wait_for("Thanos Query to see ringest's series", WAIT, found);
+    let trace = "5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e";
+    let traceparent = format!("00-{trace}-00000000000000bb-01");
+    let resp = ringest_e2e::http_request(
+        &q.http_addr,
+        "GET",
+        "/api/v1/query?query=queried",
+        &[("traceparent", traceparent.as_str())],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let spans = c.trace(trace, WAIT, |s| !named(s, "/thanos.Store/Series", "server").is_empty());
+    let served = named(&spans, "/thanos.Store/Series", "server")[0];
+    assert_eq!(served["service"], "receive");
+    assert_eq!(served["attributes"]["component"], "gRPC");
+    let parent = spans.iter().find(|s| s["span_id"] == served["parent_span_id"]);
+    let parent = parent.unwrap_or_else(|| panic!("the Series span's parent:\n{}", describe(&spans)));
+    assert_eq!((parent["service"].as_str(), parent["kind"].as_str()), (Some("query"), Some("client")));
+}

@@ -22,6 +22,7 @@ use ringest_proto::thanos::{
     Label, LabelMatcher, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, PartialResponseStrategy,
     SeriesRequest, ZLabelSet, label_matcher,
 };
+use ringest_trace::{KeyValue, Span};
 use ringest_tsdb::postings::{MatchKind, Matcher};
 use ringest_tsdb::{LabelTable, StringList, Tsdb};
 use tonic::{Request, Response, Status};
@@ -151,15 +152,54 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Sen
 
 type SeriesStream = Pin<Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<Encoded, Status>> + Send>>;
 
+/// The server span of a StoreAPI call (its method's full name, as Thanos' gRPC interceptor
+/// names it), continuing the trace in the call's metadata (e.g. Thanos Query's).
+fn server_span<T>(method: &'static str, request: &Request<T>) -> Span {
+    if !ringest_trace::enabled() {
+        return Span::none();
+    }
+    let headers = request.metadata().clone().into_headers();
+    Span::server(method, &headers, || vec![KeyValue::new("component", "gRPC")])
+}
+
+/// Marks `span` failed when `r` is an error.
+fn traced<T>(span: &Span, r: Result<T, Status>) -> Result<T, Status> {
+    if let Err(st) = &r {
+        span.fail(st.message());
+    }
+    r
+}
+
+/// A Series answer that holds its span until the last frame is taken (or the call is
+/// dropped), marking it failed on an error frame.
+struct TracedSeries {
+    inner: SeriesStream,
+    span: Span,
+}
+
+impl tonic::codegen::tokio_stream::Stream for TracedSeries {
+    type Item = Result<Encoded, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let next = this.inner.as_mut().poll_next(cx);
+        if let std::task::Poll::Ready(Some(Err(st))) = &next {
+            this.span.fail(st.message());
+        }
+        next
+    }
+}
+
 #[tonic::async_trait]
 impl ringest_proto::encoded::store_server::Store for StoreApi {
     type SeriesStream = SeriesStream;
 
     async fn series(&self, request: Request<SeriesRequest>) -> Result<Response<SeriesStream>, Status> {
+        let span = server_span("/thanos.Store/Series", &request);
         let req = request.into_inner();
-        let ms = matchers(&req.matchers)?;
+        let ms = traced(&span, matchers(&req.matchers))?;
         if ms.is_empty() {
-            return Err(Status::invalid_argument("no matchers specified (excluding selector labels)"));
+            return traced(&span, Err(Status::invalid_argument("no matchers specified (excluding selector labels)")));
         }
         let call = series::Call {
             tenants: self.tenants.all(),
@@ -168,15 +208,20 @@ impl ringest_proto::encoded::store_server::Store for StoreApi {
             dropped: self.dropped.clone(),
             stall: self.stall,
         };
-        Ok(Response::new(Box::pin(call.answer(req, ms))))
+        let answer: SeriesStream = Box::pin(call.answer(req, ms));
+        if !ringest_trace::enabled() {
+            return Ok(Response::new(answer));
+        }
+        Ok(Response::new(Box::pin(TracedSeries { inner: answer, span })))
     }
 
     async fn label_names(&self, request: Request<LabelNamesRequest>) -> Result<Response<LabelNamesResponse>, Status> {
+        let span = server_span("/thanos.Store/LabelNames", &request);
         let req = request.into_inner();
         let ms = matchers(&req.matchers)?;
         let (tenants, ext) = (self.tenants.all(), self.ext.clone());
         let abort = abort_on_error(req.partial_response_disabled, req.partial_response_strategy);
-        blocking(move || {
+        let answer = blocking(move || {
             let removed: BTreeSet<&str> = req.without_replica_labels.iter().map(String::as_str).collect();
             let (mut names, mut warnings) = (BTreeSet::new(), Vec::new());
             for (tenant, db) in tenants {
@@ -212,10 +257,12 @@ impl ringest_proto::encoded::store_server::Store for StoreApi {
             }
             Ok(Response::new(LabelNamesResponse { names, warnings, hints: None }))
         })
-        .await
+        .await;
+        traced(&span, answer)
     }
 
     async fn label_values(&self, request: Request<LabelValuesRequest>) -> Result<Response<Encoded>, Status> {
+        let span = server_span("/thanos.Store/LabelValues", &request);
         let req = request.into_inner();
         if req.label.is_empty() {
             return Err(Status::invalid_argument("label name parameter cannot be empty"));
@@ -223,7 +270,7 @@ impl ringest_proto::encoded::store_server::Store for StoreApi {
         let ms = matchers(&req.matchers)?;
         let (tenants, ext) = (self.tenants.all(), self.ext.clone());
         let abort = abort_on_error(req.partial_response_disabled, req.partial_response_strategy);
-        blocking(move || {
+        let answer = blocking(move || {
             let (mut lists, mut warnings) = (Vec::new(), Vec::new());
             if req.without_replica_labels.contains(&req.label) {
                 return Ok(Response::new(Encoded::default()));
@@ -262,7 +309,8 @@ impl ringest_proto::encoded::store_server::Store for StoreApi {
             }
             Ok(Response::new(label_values_response(&values, &warnings)))
         })
-        .await
+        .await;
+        traced(&span, answer)
     }
 }
 
