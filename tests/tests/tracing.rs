@@ -237,6 +237,13 @@ fn block_uploads_are_traced() {
     let mut r = Receiver::start(&dir.path().join("r"), &[&format!("--tracing.config={}", otlp_grpc(&c)), &objstore]);
     write(&r.rw_addr, "uploaded", &[]);
     assert!(r.terminate().success(), "{}", r.logs());
+    // Exported before the process exited; the collector's lines may still be on their way.
+    let uploads = || {
+        let spans = c.spans();
+        named(&spans, "shipper_upload_block", "internal").len() == 1
+            && named(&spans, "bucket_upload", "internal").len() >= 3
+    };
+    ringest_e2e::wait_for("the upload spans", WAIT, uploads);
     let spans = c.spans();
     let blocks = named(&spans, "shipper_upload_block", "internal");
     assert_eq!(blocks.len(), 1, "{}", describe(&spans));
