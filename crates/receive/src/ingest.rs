@@ -189,8 +189,12 @@ fn write_local(
     let db = st.tenants.get_or_open(tenant).inspect_err(|e| span.fail(&e.to_string()))?;
     let report = writer::write_selected(tenant, &db, buf, decoded, select, max_t, append)
         .inspect_err(|e| span.fail(&e.to_string()))?;
-    if !report.status().is_ok() {
-        span.fail(&report.status().message);
+    if span.is_recording() {
+        // The status (messages formatted) only for a span that records it.
+        let status = report.status();
+        if !status.is_ok() {
+            span.fail(&status.message);
+        }
     }
     if db.compactable() {
         st.tenants.request_compaction();

@@ -90,11 +90,7 @@ async fn stop_tracing(tracer: Option<ringest_trace::Tracing>) {
 
 /// Runs the receiver until a shutdown signal.
 pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
-    let mode = match &cfg.ring {
-        None => "IngestorOnly",
-        Some(r) if r.replication.local_endpoint.is_some() => "RouterIngestor",
-        Some(_) => "RouterOnly",
-    };
+    let mode = crate::state::receiver_mode(cfg.ring.as_ref().map(|r| &r.replication));
     tracing::info!(mode, "running receive");
     for (flag, reason) in &cfg.ignored_flags {
         tracing::debug!(flag = %format!("--{flag}"), reason, "flag accepted and ignored");

@@ -50,13 +50,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Thanos' receiver mode: `IngestorOnly` without a hashring, `RouterOnly` with one that
-    /// does not name this node, else `RouterIngestor`.
+    /// This node's receiver mode ([`receiver_mode`]).
     pub fn receiver_mode(&self) -> &'static str {
-        match &self.replicator {
-            None => "IngestorOnly",
-            Some(r) if r.options().local_endpoint.is_none() => "RouterOnly",
-            Some(_) => "RouterIngestor",
-        }
+        receiver_mode(self.replicator.as_ref().map(|r| r.options()))
+    }
+}
+
+/// Thanos' receiver mode: `IngestorOnly` without a hashring, `RouterOnly` with one that does
+/// not name this node, else `RouterIngestor`.
+pub fn receiver_mode(replication: Option<&crate::replicate::Options>) -> &'static str {
+    match replication {
+        None => "IngestorOnly",
+        Some(o) if o.local_endpoint.is_none() => "RouterOnly",
+        Some(_) => "RouterIngestor",
     }
 }

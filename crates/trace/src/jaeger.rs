@@ -104,7 +104,7 @@ impl JaegerExporter {
         first.and(second)
     }
 
-    /// A `Batch` struct's fields (the caller has begun the struct).
+    /// A `Batch` struct: its process and its spans.
     fn batch(&self, p: &mut dyn Protocol, spans: &[SpanData]) {
         p.struct_begin();
         p.field(Ty::Struct, 1);

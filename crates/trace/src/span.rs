@@ -104,6 +104,12 @@ impl Span {
         }
     }
 
+    /// Whether this is a started span (tracing on), so that work done only to describe it can
+    /// be skipped otherwise.
+    pub fn is_recording(&self) -> bool {
+        self.cx.is_some()
+    }
+
     /// Sets an attribute.
     pub fn set(&self, kv: impl FnOnce() -> KeyValue) {
         if let Some(cx) = &self.cx {
