@@ -12,7 +12,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
   echo "==> installing cargo-fuzz (crates.io)"
   cargo install -q cargo-fuzz --locked --version 0.13.2
 fi
-targets=(remote_write framed_snappy wal_segment block_index hashring tenant)
+targets=(remote_write remote_write_v2 framed_snappy wal_segment block_index hashring tenant)
 (cd fuzz && cargo fuzz build -s none -O)
 for t in "${targets[@]}"; do
   corpus="$(mktemp -d)"

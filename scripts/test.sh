@@ -38,6 +38,13 @@ echo "==> the real Thanos (scripts/thanos.sh: built from the Go module proxy at 
 THANOS_BIN="$(scripts/thanos.sh)"
 export THANOS_BIN
 "$THANOS_BIN" --version 2>&1 | head -1
+echo "==> Prometheus 3 (scripts/prometheus3.sh: a real remote write 2.0 sender, built from the Go module proxy at the pinned release, cached by version)"
+PROMETHEUS3_BIN="$(scripts/prometheus3.sh)"
+export PROMETHEUS3_BIN
+"$PROMETHEUS3_BIN" --version 2>&1 | head -1
+echo "==> the Prometheus remote-write receiver compliance suite (scripts/rw-compliance.sh: built from the Go module proxy at a pinned version, cached)"
+RW_COMPLIANCE_BIN="$(scripts/rw-compliance.sh)"
+export RW_COMPLIANCE_BIN
 # Jaeger's Thrift IDL (a Go module, already downloaded by the Thanos build): the tracing
 # tests' collector decodes Jaeger batches with it.
 JAEGER_IDL_DIR="$(go mod download -json github.com/jaegertracing/jaeger-idl@v0.6.0 | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')"

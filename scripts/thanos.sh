@@ -16,19 +16,9 @@ toolchain="${THANOS_GOTOOLCHAIN:-go1.27.3}"
 cache="${RINGEST_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ringest}/thanos/$version"
 bin="$cache/thanos"
 
-if [ -x "$bin" ]; then
-  echo "$bin"
-  exit 0
-fi
-
-command -v go >/dev/null 2>&1 || { echo "scripts/thanos.sh: no go command on PATH" >&2; exit 1; }
-mkdir -p "$cache"
-exec 9>"$cache/.lock"
-flock 9
-if [ -x "$bin" ]; then # another caller built it while this one waited
-  echo "$bin"
-  exit 0
-fi
+# shellcheck source=lib/go_build_cache.sh
+source "$(dirname "$0")/lib/go_build_cache.sh"
+cached_or_lock scripts/thanos.sh "$cache" "$bin"
 
 start=$(date +%s)
 work="$cache/build"

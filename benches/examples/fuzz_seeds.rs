@@ -7,6 +7,7 @@ use std::path::Path;
 
 use prost::Message;
 use ringest_proto::prometheus as pb;
+use ringest_proto::write_v2;
 use ringest_tsdb::labels::LabelRef;
 use ringest_tsdb::{AppendBuffers, Options, Tsdb};
 
@@ -67,6 +68,20 @@ fn main() {
     write(&out.join("remote_write"), "one", &one.encode_to_vec());
     write(&out.join("remote_write"), "thanos_legacy", &thanos_request(&small, "team-a", 1, false));
     write(&out.join("remote_write"), "thanos_tuples", &thanos_request(&small, "team-b", 0, true));
+
+    // Remote write 2.0: labels by reference into the symbols table, unsorted, with an exemplar.
+    let symbols: Vec<String> =
+        ["", "__name__", "up", "job", "node", "instance", "host-1:9100", "trace_id", "abc"].map(String::from).to_vec();
+    let v2 = write_v2::Request {
+        symbols,
+        timeseries: vec![write_v2::TimeSeries {
+            labels_refs: vec![3, 4, 1, 2, 5, 6],
+            samples: vec![write_v2::Sample { value: 1.5, timestamp: 1_700_000_000_000, start_timestamp: 0 }],
+            exemplars: vec![write_v2::Exemplar { labels_refs: vec![7, 8], value: 1.0, timestamp: 1_700_000_000_000 }],
+            ..Default::default()
+        }],
+    };
+    write(&out.join("remote_write_v2"), "one", &v2.encode_to_vec());
 
     for (name, data) in [("small", small.encode_to_vec()), ("one", one.encode_to_vec()), ("long", vec![7u8; 70_000])] {
         write(&out.join("framed_snappy"), name, &ringest_grpc::snappy_compress(&data).expect("compress"));

@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "prometheus/types.proto",
         "prometheus/remote.proto",
+        "prometheus/write_v2.proto",
         "thanos/labels.proto",
         "thanos/store.proto",
         "thanos/info.proto",

@@ -21,6 +21,21 @@ pub mod workload;
 pub use client::{HttpResponse, RemoteWriter, http_get, http_request};
 pub use process::{Impl, Receiver, free_port, ringest_bin};
 
+/// A binary that a script of `scripts/` builds and caches: `$env` when set (the test command
+/// sets it), else the path the script prints (it builds on first use).
+pub fn built_by_script(env: &str, script: &str) -> std::path::PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        return p.into();
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").join(script);
+    let out = std::process::Command::new(&path)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(out.status.success(), "{script} failed");
+    String::from_utf8(out.stdout).expect("path").trim().into()
+}
+
 /// Polls `ok` every 250 ms until it holds; panics naming `what` after `timeout`.
 pub fn wait_for(what: &str, timeout: std::time::Duration, mut ok: impl FnMut() -> bool) {
     let start = std::time::Instant::now();

@@ -97,7 +97,15 @@ pub fn assert_exact(dir: &Path, acked: &Dump<u64>) {
     assert_exact_with(dir, acked, &Dump::new());
 }
 
-/// A Prometheus 2.42 server (Debian package) on a loopback port.
+/// Path of a Prometheus 3 binary, a remote write 2.0 sender: `$PROMETHEUS3_BIN`, else what
+/// `scripts/prometheus3.sh` prints (it builds the pinned release on first use and caches it).
+pub fn prometheus3_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| crate::built_by_script("PROMETHEUS3_BIN", "scripts/prometheus3.sh")).clone()
+}
+
+/// A Prometheus server on a loopback port: 2.42 (Debian package) unless started with
+/// [`Prometheus::start_program`].
 pub struct Prometheus {
     child: Option<Child>,
     /// Its data directory.
@@ -112,20 +120,25 @@ impl Prometheus {
     /// Starts Prometheus with `config` (YAML) and waits until it is ready. `{{self}}` in the
     /// config is replaced by its own address.
     pub fn start(dir: &Path, config: &str, extra: &[&str]) -> Prometheus {
-        let p = Self::spawn(dir, config, extra);
+        Self::start_program(Path::new("prometheus"), dir, config, extra)
+    }
+
+    /// [`Prometheus::start`] running `program` (e.g. [`prometheus3_bin`]).
+    pub fn start_program(program: &Path, dir: &Path, config: &str, extra: &[&str]) -> Prometheus {
+        let p = Self::spawn(program, dir, config, extra);
         p.wait_ready(|p| http_get(&p.addr, "/-/ready").map(|r| r.status == 200).unwrap_or(false))
     }
 
     /// [`Prometheus::start`] for a Prometheus whose `--web.config.file` (TLS, basic auth) is
     /// given in `extra`: it is ready once its log says it serves web requests.
     pub fn start_with_web_config(dir: &Path, config: &str, extra: &[&str]) -> Prometheus {
-        let p = Self::spawn(dir, config, extra);
+        let p = Self::spawn(Path::new("prometheus"), dir, config, extra);
         p.wait_ready(|p| {
             std::fs::read_to_string(&p.log).unwrap_or_default().contains("Server is ready to receive web requests")
         })
     }
 
-    fn spawn(dir: &Path, config: &str, extra: &[&str]) -> Prometheus {
+    fn spawn(program: &Path, dir: &Path, config: &str, extra: &[&str]) -> Prometheus {
         let addr = format!("127.0.0.1:{}", free_port());
         let data = dir.join("prometheus-data");
         std::fs::create_dir_all(dir).expect("prometheus dir");
@@ -133,7 +146,7 @@ impl Prometheus {
         std::fs::write(&cfg_path, config.replace("{{self}}", &addr)).expect("write config");
         let log = dir.join("prometheus.log");
         let logf = std::fs::File::create(&log).expect("log");
-        let child = Command::new("prometheus")
+        let child = Command::new(program)
             .arg(format!("--config.file={}", cfg_path.display()))
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg(format!("--web.listen-address={addr}"))

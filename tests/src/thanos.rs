@@ -14,16 +14,7 @@ use crate::process::free_port;
 /// builds the pinned release on first use and caches it; nothing else downloads Thanos).
 pub fn thanos_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("THANOS_BIN") {
-            return PathBuf::from(p);
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").join("scripts/thanos.sh");
-        let out = Command::new(&script).stderr(Stdio::inherit()).output().expect("run scripts/thanos.sh");
-        assert!(out.status.success(), "scripts/thanos.sh failed");
-        PathBuf::from(String::from_utf8(out.stdout).expect("path").trim())
-    })
-    .clone()
+    BIN.get_or_init(|| crate::built_by_script("THANOS_BIN", "scripts/thanos.sh")).clone()
 }
 
 /// Runs `thanos <args>` to completion and returns its exit status, stdout and stderr.

@@ -55,11 +55,11 @@ fn transport_level_rows() {
     expect(&post(&r, &gz, &ok_body), 415, "gzip");
     let json = [("Content-Encoding", "snappy"), ("Content-Type", "application/json")];
     expect(&post(&r, &json, &ok_body), 415, "application/json");
-    let v2 = [
-        ("Content-Encoding", "snappy"),
-        ("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request"),
-    ];
-    expect(&post(&r, &v2, &ok_body), 415, "remote write 2.0");
+    let unknown = [("Content-Encoding", "snappy"), ("Content-Type", "application/x-protobuf;proto=foo.Request")];
+    expect(&post(&r, &unknown, &ok_body), 415, "foo.Request");
+    // A 2.0 version header on a 1.0 content type.
+    let mixed = [RW[0], RW[1], ("X-Prometheus-Remote-Write-Version", "2.0.0")];
+    expect(&post(&r, &mixed, &ok_body), 400, "io.prometheus.write.v2.Request");
     // Without any content headers the body is read as remote write 1.0 (like Prometheus).
     expect(&post(&r, &[], &ok_body), 200, "");
     expect(&post(&r, RW, &ok_body), 200, "");

@@ -15,6 +15,12 @@ pub mod prometheus {
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }
 
+/// Prometheus remote write 2.0 (`package io.prometheus.write.v2`).
+#[allow(missing_docs, clippy::all)]
+pub mod write_v2 {
+    include!(concat!(env!("OUT_DIR"), "/io.prometheus.write.v2.rs"));
+}
+
 /// Thanos' StoreAPI, Status and Exemplars (`package thanos`) and Info (`package thanos.info`).
 #[allow(missing_docs, clippy::all)]
 pub mod thanos {

@@ -62,12 +62,16 @@ pub enum Bound {
     Labels,
     /// Samples.
     Samples,
+    /// Bytes of a remote write 2.0 request translated into 1.0 (its labels written out in
+    /// full where 2.0 names them by reference), under `--ringest.write.max-decoded-bytes`.
+    TranslatedBytes,
 }
 
 impl Bound {
     fn at_least(self) -> &'static str {
         match self {
             Bound::DecodedBytes => "it has",
+            Bound::TranslatedBytes => "its remote write 1.0 form has at least",
             _ => "it has at least",
         }
     }
@@ -75,7 +79,7 @@ impl Bound {
     /// The flag that sets it.
     pub fn flag(self) -> &'static str {
         match self {
-            Bound::DecodedBytes => "ringest.write.max-decoded-bytes",
+            Bound::DecodedBytes | Bound::TranslatedBytes => "ringest.write.max-decoded-bytes",
             Bound::Series => "ringest.write.max-series",
             Bound::Labels => "ringest.write.max-labels",
             Bound::Samples => "ringest.write.max-samples",
@@ -84,7 +88,7 @@ impl Bound {
 
     fn unit(self) -> &'static str {
         match self {
-            Bound::DecodedBytes => "bytes",
+            Bound::DecodedBytes | Bound::TranslatedBytes => "bytes",
             Bound::Series => "series",
             Bound::Labels => "labels",
             Bound::Samples => "samples",
@@ -94,6 +98,7 @@ impl Bound {
     fn reason(self) -> &'static str {
         match self {
             Bound::DecodedBytes => "decoded_bytes",
+            Bound::TranslatedBytes => "translated_bytes",
             Bound::Series => "series",
             Bound::Labels => "labels",
             Bound::Samples => "samples",
@@ -313,8 +318,16 @@ impl Budget {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
         registry.register(Box::new(refused.clone()))?;
-        for r in ["decoded_bytes", "series", "labels", "samples", "over_budget", "inflight_requests", "inflight_bytes"]
-        {
+        for r in [
+            "decoded_bytes",
+            "translated_bytes",
+            "series",
+            "labels",
+            "samples",
+            "over_budget",
+            "inflight_requests",
+            "inflight_bytes",
+        ] {
             refused.with_label_values(&[r]);
         }
         Ok(Arc::new(Budget {

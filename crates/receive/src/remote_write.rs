@@ -1,5 +1,6 @@
-//! Remote write 1.0 request decoding: the snappy block body and the protobuf
-//! `prometheus.WriteRequest`, decoded without copying label bytes.
+//! Remote write request decoding: the snappy block body and the protobuf
+//! `prometheus.WriteRequest` (1.0), decoded without copying label bytes; a 2.0
+//! `io.prometheus.write.v2.Request` is first translated into a 1.0 request ([`v2`]).
 //!
 //! The snappy header's declared length is read before anything is allocated, so that a
 //! 20-byte "decompression bomb" is refused for nothing (the admission module bounds it). The protobuf decoder records
@@ -7,6 +8,7 @@
 //! allocated per series or per sample once the buffers have grown.
 
 pub mod decode;
+pub mod v2;
 
 pub use decode::{
     DecodeError, Decoded, LabelSpan, Outline, SeriesSpan, Shape, ThanosWrite, decode_thanos_write_request,

@@ -139,30 +139,30 @@ pub struct DecodeError {
     pub problem: String,
 }
 
-fn err(message: &'static str, problem: impl Into<String>) -> DecodeError {
+pub(super) fn err(message: &'static str, problem: impl Into<String>) -> DecodeError {
     DecodeError { message, problem: problem.into() }
 }
 
-const VARINT: u64 = 0;
-const FIXED64: u64 = 1;
-const LEN: u64 = 2;
-const FIXED32: u64 = 5;
+pub(super) const VARINT: u64 = 0;
+pub(super) const FIXED64: u64 = 1;
+pub(super) const LEN: u64 = 2;
+pub(super) const FIXED32: u64 = 5;
 
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    end: usize,
-    message: &'static str,
+pub(super) struct Cursor<'a> {
+    pub(super) buf: &'a [u8],
+    pub(super) pos: usize,
+    pub(super) end: usize,
+    pub(super) message: &'static str,
 }
 
 impl<'a> Cursor<'a> {
     #[inline]
-    fn more(&self) -> bool {
+    pub(super) fn more(&self) -> bool {
         self.pos < self.end
     }
 
     #[inline(always)]
-    fn varint(&mut self) -> Result<u64, DecodeError> {
+    pub(super) fn varint(&mut self) -> Result<u64, DecodeError> {
         if self.pos + 1 < self.end {
             let (b0, b1) = (self.buf[self.pos], self.buf[self.pos + 1]);
             if b0 < 0x80 {
@@ -200,7 +200,7 @@ impl<'a> Cursor<'a> {
     }
 
     #[inline(always)]
-    fn key(&mut self) -> Result<(u64, u64), DecodeError> {
+    pub(super) fn key(&mut self) -> Result<(u64, u64), DecodeError> {
         let k = self.varint()?;
         let field = k >> 3;
         let wt = k & 7;
@@ -212,7 +212,7 @@ impl<'a> Cursor<'a> {
 
     /// Returns `(start, end)` of a length-delimited field.
     #[inline(always)]
-    fn len_field(&mut self) -> Result<(usize, usize), DecodeError> {
+    pub(super) fn len_field(&mut self) -> Result<(usize, usize), DecodeError> {
         let n = self.varint()?;
         let start = self.pos;
         if n > (self.end - start) as u64 {
@@ -223,7 +223,7 @@ impl<'a> Cursor<'a> {
     }
 
     #[inline(always)]
-    fn fixed64(&mut self) -> Result<u64, DecodeError> {
+    pub(super) fn fixed64(&mut self) -> Result<u64, DecodeError> {
         if self.end - self.pos < 8 {
             return Err(err(self.message, "unexpected EOF"));
         }
@@ -232,7 +232,7 @@ impl<'a> Cursor<'a> {
         Ok(v)
     }
 
-    fn skip(&mut self, wt: u64) -> Result<(), DecodeError> {
+    pub(super) fn skip(&mut self, wt: u64) -> Result<(), DecodeError> {
         match wt {
             VARINT => {
                 self.varint()?;
@@ -254,12 +254,12 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
-    fn sub(&self, (start, end): (usize, usize), message: &'static str) -> Cursor<'a> {
+    pub(super) fn sub(&self, (start, end): (usize, usize), message: &'static str) -> Cursor<'a> {
         Cursor { buf: self.buf, pos: start, end, message }
     }
 }
 
-fn wrong_type(c: &Cursor<'_>, field: u64, wt: u64) -> DecodeError {
+pub(super) fn wrong_type(c: &Cursor<'_>, field: u64, wt: u64) -> DecodeError {
     err(c.message, format!("wrong wire type {wt} for field {field}"))
 }
 
@@ -302,7 +302,7 @@ fn decode_label(mut c: Cursor<'_>) -> Result<(LabelSpan, bool), DecodeError> {
 }
 
 #[inline(always)]
-fn decode_sample(mut c: Cursor<'_>) -> Result<(i64, f64), DecodeError> {
+pub(super) fn decode_sample(mut c: Cursor<'_>) -> Result<(i64, f64), DecodeError> {
     // Fast path: `09 <8 bytes> 10 <varint>`, the encoding of every sender.
     let (b, p, e) = (c.buf, c.pos, c.end);
     if e - p >= 11 && b[p] == 0x09 && b[p + 9] == 0x10 {
