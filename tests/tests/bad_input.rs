@@ -33,6 +33,37 @@ fn expect(resp: &HttpResponse, status: u16, needle: &str) {
     }
 }
 
+/// The largest buffer size of `/proc/sys/net/ipv4/<name>` (`tcp_rmem` or `tcp_wmem`).
+fn tcp_buffer_max(name: &str) -> u64 {
+    let v = std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).expect("read tcp buffer sizes");
+    v.split_whitespace().last().and_then(|m| m.parse().ok()).expect("a buffer size")
+}
+
+/// Sends a write request with a chunked body of `total` bytes in 64 KiB chunks until the
+/// server stops taking it (the connection closed, or no progress for 5 s); returns the body
+/// bytes written into the socket.
+fn chunked_bytes_accepted(addr: &str, total: u64) -> u64 {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let head = format!(
+        "POST /api/v1/receive HTTP/1.1\r\nHost: {addr}\r\nContent-Encoding: snappy\r\n\
+         Content-Type: application/x-protobuf\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut chunk = format!("{:x}\r\n", 64 << 10).into_bytes();
+    chunk.extend(std::iter::repeat_n(7u8, 64 << 10));
+    chunk.extend_from_slice(b"\r\n");
+    let mut sent = 0;
+    while sent < total {
+        if s.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += 64 << 10;
+    }
+    sent
+}
+
 fn vmhwm_kib(pid: u32) -> u64 {
     ringest_loadgen::procstat::sample(pid).expect("read /proc").hwm / 1024
 }
@@ -76,6 +107,13 @@ fn transport_level_rows() {
     chunked.extend_from_slice(b"0\r\n\r\n");
     let te = [RW[0], RW[1], ("Transfer-Encoding", "chunked")];
     expect(&post(&r, &te, &chunked), 413, "too large");
+    // The server stops reading a chunked body at the limit: of a body 16 MiB over the bound,
+    // the client can hand over at most the limit, one read and what the two sockets' buffers
+    // hold.
+    let buffers = tcp_buffer_max("tcp_rmem") + tcp_buffer_max("tcp_wmem");
+    let bound = (32 << 20) + (1 << 20) + buffers;
+    let sent = chunked_bytes_accepted(&r.rw_addr, bound + (16 << 20));
+    assert!(sent <= bound, "the client sent {sent} bytes of a chunked body, over {bound} (limit, one read, buffers)");
 
     // A snappy header declaring 4 GiB: refused at once, without allocating it.
     let before = vmhwm_kib(r.pid());
