@@ -429,20 +429,57 @@ fn each_s3_failure_is_explained_counted_and_does_not_touch_ingestion() {
     }
     assert!(moto.list_objects(BUCKET).is_empty());
 
-    // A flaky endpoint: connections cut now and then; retries get every block through.
+    // A flaky endpoint (one connection in 3 cut: a third of the requests fail), and kill -9
+    // while uploads go through it, five times, each after a few more connections: the local
+    // shipper state is whole after every kill (written aside, then renamed), no meta.json is in
+    // the bucket before its block's other files, and retries get every block through exactly
+    // once (each whole, the bucket's blocks those on disk).
     let flaky = FaultProxy::start(moto.addr());
     flaky.set_mode(Mode::Flaky { every: 3 });
     let data = tmp.path().join("flaky");
     copy_dir(&seed, &data);
     let yaml = s3_yaml(&flaky.endpoint(), BUCKET, (&key, &secret), "").replace("max_retries: 2", "max_retries: 6");
     let cfg = config_file(tmp.path(), "flaky.yml", &yaml);
-    let mut r = Receiver::start(&data, &[&cfg]);
     let local = local_blocks(&data.join(TENANT));
+    let state = data.join(TENANT).join("thanos.shipper.json");
+    let mut r = Receiver::launch(&data, &[&cfg]);
+    for kill in 1..=5u64 {
+        let at = flaky.connections() + kill;
+        wait_for("uploads through the flaky endpoint", Duration::from_secs(60), || flaky.connections() >= at);
+        r.kill9();
+        if let Ok(bytes) = std::fs::read(&state) {
+            let json: serde_json::Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("kill {kill}: thanos.shipper.json is not whole: {e}: {bytes:?}"));
+            assert_eq!(json["version"], 1, "kill {kill}: {json}");
+        }
+        check_meta_last(&moto);
+        r.relaunch();
+    }
+    r.wait_ready(Duration::from_secs(60));
     wait_for("uploads through a flaky endpoint", Duration::from_secs(90), || {
         local.is_subset(&shipped(&moto.list_objects(BUCKET)))
     });
     assert!(flaky.resets() > 0);
     assert!(r.terminate().success());
+    let objects = moto.list_objects(BUCKET);
+    assert_eq!(shipped(&objects), local, "the bucket holds exactly the blocks on disk");
+    let map: BTreeMap<String, u64> = objects.iter().cloned().collect();
+    for ulid in &local {
+        let meta: serde_json::Value =
+            serde_json::from_slice(&moto.get_object(BUCKET, &format!("{ulid}/meta.json"))).unwrap();
+        check_block(ulid, &map, &meta, Some(&data.join(TENANT).join(ulid)));
+    }
+    let metas: Vec<String> = moto
+        .bucket_requests(BUCKET)
+        .into_iter()
+        .filter(|(m, p, status)| m == "PUT" && *status < 300 && p.contains("/meta.json"))
+        .map(|(_, p, _)| p)
+        .collect();
+    assert_eq!(metas.len(), local.len(), "each block's meta.json written once: {metas:?}");
+    let uploaded: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let listed: BTreeSet<String> =
+        uploaded["uploaded"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect();
+    assert_eq!(listed, local, "thanos.shipper.json lists every block once");
 }
 
 #[test]
