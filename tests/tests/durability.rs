@@ -525,3 +525,82 @@ fn a_wal_five_times_the_memory_limit_replays_within_it() {
     assert_eq!(last.get(&(T0 + rounds - 1)), Some(&((rounds - 1) as f64).to_bits()));
     assert!(r.terminate().success(), "{}", r.logs());
 }
+
+/// Bytes free on the filesystem holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("df").args(["-B1", "--output=avail"]).arg(dir).output().expect("run df");
+    String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df's answer")
+}
+
+fn tmp_dirs(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect()
+}
+
+fn blocks(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("meta.json").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Checklist A.10: the disk fills up while a block is written. The half-written block is
+/// removed, the head and its WAL are kept whole (no truncation), writes go on, and once space
+/// is back the next compaction cuts the block; every acknowledged sample is there after a
+/// restart.
+#[test]
+fn disk_full_during_a_block_write_keeps_head_and_wal_and_the_next_compaction_succeeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    let _fs = Tmpfs::mount(&mnt, "48m");
+    let mut r = Receiver::start(&mnt.join("data"), &["--no-tsdb.wal-compression"]);
+    let tenant = r.tenant_dir("default-tenant");
+    let mut acked = Acked::new();
+    let mut conn = RemoteWriter::connect(&r.rw_addr).unwrap();
+    // Two and a half hours of one-minute rounds: a block's worth, not yet cut.
+    let w = Workload { series: 2000, batch: 1000, start_ms: T0, step_ms: 60_000, name: "cut".into() };
+    w.send(&mut conn, 0..150, &mut acked).expect("the head fills");
+    assert!(blocks(&tenant).is_empty());
+    // Leave 128 KiB: room for a few WAL pages, not for a block.
+    let ballast = mnt.join("ballast");
+    std::fs::write(&ballast, vec![7u8; (free_bytes(&mnt) - (128 << 10)) as usize]).unwrap();
+    // A round past 1.5 block ranges asks for the block [T0, T0+2h).
+    let failed = "prometheus_tsdb_compactions_failed_total{tenant=\"default-tenant\"}";
+    let late =
+        Workload { series: 1, batch: 1, start_ms: T0 + 3 * 3_600_000 + 60_000, step_ms: 60_000, name: "late".into() };
+    late.send(&mut conn, 0..1, &mut acked).expect("a small write still fits in the WAL");
+    ringest_e2e::wait_for("a failed head compaction", Duration::from_secs(90), || {
+        r.metric(failed).unwrap_or(0.0) >= 1.0
+    });
+    assert!(r.logs().contains("No space left"), "{}", r.logs());
+    assert!(tmp_dirs(&tenant).is_empty(), "a half-written block is left: {:?}", tmp_dirs(&tenant));
+    assert!(blocks(&tenant).is_empty());
+    let wal: Vec<String> = std::fs::read_dir(tenant.join("wal"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(wal.iter().any(|n| n == "00000000"), "the WAL was not truncated: {wal:?}");
+    assert!(!wal.iter().any(|n| n.starts_with("checkpoint")), "no checkpoint without a block: {wal:?}");
+
+    // Space comes back: the next compaction cuts the block.
+    std::fs::remove_file(&ballast).unwrap();
+    late.send(&mut conn, 1..2, &mut acked).expect("writes go on");
+    ringest_e2e::wait_for("the block cut once space is back", Duration::from_secs(90), || !blocks(&tenant).is_empty());
+    assert!(tmp_dirs(&tenant).is_empty(), "{:?}", tmp_dirs(&tenant));
+    assert!(r.terminate().success(), "{}", r.logs());
+    r.restart();
+    let ours = ringest_dump(&r.tenant_dir("default-tenant"));
+    for (series, samples) in &acked {
+        for (t, bits) in samples {
+            assert_eq!(ours.get(series).and_then(|s| s.get(t)), Some(bits), "lost {series} @ {t}");
+        }
+    }
+    r.kill9();
+}
