@@ -604,3 +604,56 @@ fn disk_full_during_a_block_write_keeps_head_and_wal_and_the_next_compaction_suc
     }
     r.kill9();
 }
+
+/// Checklist A.11: fsync answers EIO (the `wal.fsync` error point, three times). The
+/// background fsync of the segment finished when a block is cut fails first; from then on no
+/// write is acknowledged (503) until the current segment is fsynced and a new one is open, which
+/// fails twice more and then works; writes then go on, and every acknowledged sample is there
+/// after a restart.
+#[test]
+fn a_failed_fsync_stops_acknowledgements_until_a_new_segment_is_safely_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut r = Receiver::launch_with_env(&tmp.path().join("data"), &[], &[("RINGEST_FAILPOINT", "wal.fsync:3")]);
+    r.wait_ready(Duration::from_secs(60));
+    let mut acked = Acked::new();
+    let mut conn = RemoteWriter::connect(&r.rw_addr).unwrap();
+    let w = Workload { series: 200, batch: 200, start_ms: T0, step_ms: 60_000, name: "fsync".into() };
+    w.send(&mut conn, 0..150, &mut acked).expect("writes before the failure");
+    // A round past 1.5 block ranges: a block is cut, the WAL checkpointed and a new segment
+    // started; the finished one is fsynced in the background, and that fsync fails.
+    let late =
+        Workload { series: 1, batch: 1, start_ms: T0 + 3 * 3_600_000 + 60_000, step_ms: 60_000, name: "late".into() };
+    late.send(&mut conn, 0..1, &mut acked).expect("the write that cuts the block");
+    ringest_e2e::wait_for("the background fsync to fail", Duration::from_secs(60), || {
+        r.logs().contains("fsync of finished WAL segment failed")
+    });
+    let mut refused = 0;
+    let mut round = 1;
+    loop {
+        match late.send(&mut conn, round..round + 1, &mut acked) {
+            Ok(()) => break,
+            Err(f) => {
+                assert!(f.reason.starts_with("503 ") && f.reason.contains("fsync"), "{}", f.reason);
+                refused += 1;
+                assert!(refused <= 2, "still refused after the error point ran out: {}", f.reason);
+                conn = RemoteWriter::connect(&r.rw_addr).unwrap();
+            }
+        }
+        round += 1;
+    }
+    assert_eq!(refused, 2, "the two writes while the current segment could not be fsynced were refused");
+    assert!(r.logs().contains("WAL writes resumed on a new segment after a failed fsync"), "{}", r.logs());
+    let failed = r.metric("prometheus_tsdb_wal_writes_failed_total{tenant=\"default-tenant\"}").unwrap();
+    assert!(failed >= 2.0, "{failed}");
+    late.send(&mut conn, round..round + 5, &mut acked).expect("writes go on");
+    assert!(r.terminate().success(), "{}", r.logs());
+    r.env.clear();
+    r.restart();
+    let ours = ringest_dump(&r.tenant_dir("default-tenant"));
+    for (series, samples) in &acked {
+        for (t, bits) in samples {
+            assert_eq!(ours.get(series).and_then(|s| s.get(t)), Some(bits), "lost {series} @ {t}");
+        }
+    }
+    r.kill9();
+}

@@ -1,15 +1,38 @@
-//! Crash points for durability tests. When the environment variable `RINGEST_FAILPOINT` names a
-//! point, the process kills itself with SIGKILL on reaching it, exactly as `kill -9` would at
-//! that instant (no destructors, no flushing). Unset, a point costs one load of a cached value.
+//! Fault points for durability tests, armed by the environment variable `RINGEST_FAILPOINT`.
+//!
+//! - `RINGEST_FAILPOINT=<name>`: the process kills itself with SIGKILL on reaching crash point
+//!   `name` ([`hit`]), exactly as `kill -9` would at that instant (no destructors, no flushing).
+//! - `RINGEST_FAILPOINT=<name>:<n>`: the first `n` calls at error point `name` ([`io_error`])
+//!   fail with EIO, as a failing disk would answer.
+//!
+//! Unset, a point costs one load of a cached value.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-static ARMED: OnceLock<Option<String>> = OnceLock::new();
+struct Armed {
+    name: String,
+    /// Errors left to inject (error points only).
+    errors: Option<AtomicU64>,
+}
 
-/// Kills the process if `name` is the armed failpoint.
+static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+
+fn armed() -> Option<&'static Armed> {
+    ARMED
+        .get_or_init(|| {
+            let v = std::env::var("RINGEST_FAILPOINT").ok().filter(|s| !s.is_empty())?;
+            Some(match v.split_once(':') {
+                Some((name, n)) => Armed { name: name.to_string(), errors: n.parse().ok().map(AtomicU64::new) },
+                None => Armed { name: v, errors: None },
+            })
+        })
+        .as_ref()
+}
+
+/// Kills the process if `name` is the armed crash point.
 pub fn hit(name: &str) {
-    let armed = ARMED.get_or_init(|| std::env::var("RINGEST_FAILPOINT").ok().filter(|s| !s.is_empty()));
-    if armed.as_deref() == Some(name) {
+    if armed().is_some_and(|a| a.name == name && a.errors.is_none()) {
         eprintln!("failpoint {name} reached: killing the process");
         // SAFETY: sends a signal to our own process; no memory is involved.
         unsafe {
@@ -17,4 +40,14 @@ pub fn hit(name: &str) {
         }
         std::process::abort();
     }
+}
+
+/// An EIO to return instead of doing the operation, while `name` is the armed error point and
+/// errors are left to inject.
+pub fn io_error(name: &str) -> Option<std::io::Error> {
+    let a = armed().filter(|a| a.name == name)?;
+    let left = a.errors.as_ref()?;
+    left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).ok()?;
+    eprintln!("failpoint {name}: injecting EIO");
+    Some(std::io::Error::from_raw_os_error(libc::EIO))
 }

@@ -291,7 +291,11 @@ impl WalWriter {
             .name("wal-fsync".into())
             .spawn(move || {
                 let start = Instant::now();
-                if let Err(e) = prev.sync_all() {
+                let synced = match crate::failpoint::io_error("wal.fsync") {
+                    Some(e) => Err(e),
+                    None => prev.sync_all(),
+                };
+                if let Err(e) = synced {
                     tracing::error!(segment = %path.display(), err = %e, "fsync of finished WAL segment failed: writes are refused until a new segment is safely open");
                     unsynced.store(true, Ordering::Release);
                 }
@@ -332,7 +336,11 @@ impl WalWriter {
     /// fsyncs the current segment.
     pub fn sync(&mut self) -> Result<(), WalError> {
         let start = Instant::now();
-        self.file.sync_data().map_err(|e| io_err("fsync", &self.current_path(), e))?;
+        let synced = match crate::failpoint::io_error("wal.fsync") {
+            Some(e) => Err(e),
+            None => self.file.sync_data(),
+        };
+        synced.map_err(|e| io_err("fsync", &self.current_path(), e))?;
         self.metrics.fsync_duration.observe(start.elapsed().as_secs_f64());
         Ok(())
     }
