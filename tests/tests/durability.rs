@@ -363,12 +363,7 @@ fn disk_full_answers_503_keeps_acknowledged_data_and_recovers() {
     assert!(r.terminate().success());
     r.restart();
     assert_eq!(r.metric("prometheus_tsdb_wal_corruptions_total{tenant=\"default-tenant\"}"), Some(0.0), "{}", r.logs());
-    let ours = ringest_dump(&r.tenant_dir("default-tenant"));
-    for (series, samples) in &acked {
-        for (t, bits) in samples {
-            assert_eq!(ours.get(series).and_then(|s| s.get(t)), Some(bits), "lost {series} @ {t}");
-        }
-    }
+    assert_holds(&r, &acked);
     r.kill9();
 }
 
@@ -526,6 +521,16 @@ fn a_wal_five_times_the_memory_limit_replays_within_it() {
     assert!(r.terminate().success(), "{}", r.logs());
 }
 
+/// Every sample of `acked` is in `r`'s default tenant, bit for bit (`ringest tsdb dump`).
+fn assert_holds(r: &Receiver, acked: &Acked) {
+    let ours = ringest_dump(&r.tenant_dir("default-tenant"));
+    for (series, samples) in acked {
+        for (t, bits) in samples {
+            assert_eq!(ours.get(series).and_then(|s| s.get(t)), Some(bits), "lost {series} @ {t}");
+        }
+    }
+}
+
 /// Bytes free on the filesystem holding `dir`.
 fn free_bytes(dir: &std::path::Path) -> u64 {
     let out = std::process::Command::new("df").args(["-B1", "--output=avail"]).arg(dir).output().expect("run df");
@@ -596,12 +601,7 @@ fn disk_full_during_a_block_write_keeps_head_and_wal_and_the_next_compaction_suc
     assert!(tmp_dirs(&tenant).is_empty(), "{:?}", tmp_dirs(&tenant));
     assert!(r.terminate().success(), "{}", r.logs());
     r.restart();
-    let ours = ringest_dump(&r.tenant_dir("default-tenant"));
-    for (series, samples) in &acked {
-        for (t, bits) in samples {
-            assert_eq!(ours.get(series).and_then(|s| s.get(t)), Some(bits), "lost {series} @ {t}");
-        }
-    }
+    assert_holds(&r, &acked);
     r.kill9();
 }
 
@@ -649,11 +649,6 @@ fn a_failed_fsync_stops_acknowledgements_until_a_new_segment_is_safely_open() {
     assert!(r.terminate().success(), "{}", r.logs());
     r.env.clear();
     r.restart();
-    let ours = ringest_dump(&r.tenant_dir("default-tenant"));
-    for (series, samples) in &acked {
-        for (t, bits) in samples {
-            assert_eq!(ours.get(series).and_then(|s| s.get(t)), Some(bits), "lost {series} @ {t}");
-        }
-    }
+    assert_holds(&r, &acked);
     r.kill9();
 }

@@ -603,23 +603,13 @@ fn a_one_way_partition_fails_only_the_writes_that_cannot_reach_a_quorum() {
     let tmp = tempfile::tempdir().unwrap();
     let mut nodes: Vec<Receiver> = (0..3).map(|i| Receiver::unstarted(&tmp.path().join(format!("node{i}")))).collect();
     let proxies: Vec<FaultProxy> = nodes[..2].iter().map(|r| FaultProxy::start(r.grpc_addr.parse().unwrap())).collect();
-    let direct = [nodes[0].grpc_addr.clone(), nodes[1].grpc_addr.clone(), nodes[2].grpc_addr.clone()];
-    let via_proxies = [proxies[0].endpoint(), proxies[1].endpoint(), nodes[2].grpc_addr.clone()];
-    for (i, r) in nodes.iter_mut().enumerate() {
-        let eps = if i == 2 { &via_proxies } else { &direct };
-        let file = tmp.path().join(format!("hashrings{i}.json"));
-        std::fs::write(&file, ring_json(&eps.iter().map(String::as_str).collect::<Vec<_>>(), "hashmod")).unwrap();
-        r.extra = vec![
-            format!("--receive.hashrings-file={}", file.display()),
-            format!("--receive.local-endpoint={}", eps[i]),
-            "--receive.replication-factor=3".into(),
-            "--receive-forward-timeout=2s".into(),
-        ];
-        r.relaunch();
-    }
-    for r in &mut nodes {
-        r.wait_ready(Duration::from_secs(60));
-    }
+    let direct: Vec<String> = nodes.iter().map(|r| r.grpc_addr.clone()).collect();
+    // Node 2 reaches nodes 0 and 1 through the proxies.
+    start_ring_via(
+        &mut nodes,
+        tmp.path(),
+        |i, j| if i == 2 && j < 2 { proxies[j].endpoint() } else { direct[j].clone() },
+    );
     let w = workload("oneway", 100);
     let mut acked = Acked::new();
     let mut conns: Vec<RemoteWriter> = nodes.iter().map(|r| RemoteWriter::connect(&r.rw_addr).unwrap()).collect();
@@ -665,6 +655,27 @@ fn a_one_way_partition_fails_only_the_writes_that_cannot_reach_a_quorum() {
         round += 1;
     }
     stop_and_check_quorum_copies(&mut nodes, &acked);
+}
+
+/// Starts `nodes` (unstarted) as one RF=3 hashmod ring in which node `i` reaches node `j`
+/// at `endpoint(i, j)` (its own gRPC address, or a fault proxy's), each with its own hashring
+/// file in `dir`, and waits until all are ready.
+fn start_ring_via(nodes: &mut [Receiver], dir: &Path, endpoint: impl Fn(usize, usize) -> String) {
+    for (i, r) in nodes.iter_mut().enumerate() {
+        let eps: Vec<String> = (0..3).map(|j| endpoint(i, j)).collect();
+        let file = dir.join(format!("hashrings{i}.json"));
+        std::fs::write(&file, ring_json(&eps.iter().map(String::as_str).collect::<Vec<_>>(), "hashmod")).unwrap();
+        r.extra = vec![
+            format!("--receive.hashrings-file={}", file.display()),
+            format!("--receive.local-endpoint={}", eps[i]),
+            "--receive.replication-factor=3".into(),
+            "--receive-forward-timeout=2s".into(),
+        ];
+        r.relaunch();
+    }
+    for r in nodes.iter_mut() {
+        r.wait_ready(Duration::from_secs(60));
+    }
 }
 
 /// Records every sample of `round` as sent (acknowledged or not, it may be stored).
@@ -715,22 +726,10 @@ fn random_kills_partitions_and_slow_links_lose_invent_and_change_nothing() {
         let links: Vec<Vec<Option<FaultProxy>>> = (0..3)
             .map(|i| (0..3).map(|j| (i != j).then(|| FaultProxy::start(nodes[j].grpc_addr.parse().unwrap()))).collect())
             .collect();
-        for (i, r) in nodes.iter_mut().enumerate() {
-            let eps: Vec<String> =
-                (0..3).map(|j| links[i][j].as_ref().map_or_else(|| r.grpc_addr.clone(), |p| p.endpoint())).collect();
-            let file = tmp.path().join(format!("hashrings{i}.json"));
-            std::fs::write(&file, ring_json(&eps.iter().map(String::as_str).collect::<Vec<_>>(), "hashmod")).unwrap();
-            r.extra = vec![
-                format!("--receive.hashrings-file={}", file.display()),
-                format!("--receive.local-endpoint={}", eps[i]),
-                "--receive.replication-factor=3".into(),
-                "--receive-forward-timeout=2s".into(),
-            ];
-            r.relaunch();
-        }
-        for r in &mut nodes {
-            r.wait_ready(Duration::from_secs(60));
-        }
+        let direct: Vec<String> = nodes.iter().map(|r| r.grpc_addr.clone()).collect();
+        start_ring_via(&mut nodes, tmp.path(), |i, j| {
+            links[i][j].as_ref().map_or_else(|| direct[j].clone(), |p| p.endpoint())
+        });
         let w = workload(&format!("nemesis{seed}"), 50);
         let (mut acked, mut sent) = (Acked::new(), Acked::new());
         let mut up = [true; 3];

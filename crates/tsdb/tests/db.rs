@@ -1,6 +1,9 @@
 //! Tests of the TSDB through its public API: what is acknowledged survives a reopen exactly,
 //! conflicts are refused without touching stored values, and damaged WAL tails are repaired.
 
+mod common;
+
+use common::copy_dir;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -381,18 +384,6 @@ fn concurrent_appenders_replay_to_the_same_head() {
     drop(db);
     let (db, _) = reopen(dir.path());
     assert_eq!(dump(&db), before, "replay rebuilds exactly the in-memory head");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let p = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &p);
-        } else if e.file_name() != "lock" {
-            std::fs::copy(e.path(), &p).unwrap();
-        }
-    }
 }
 
 mod model {

@@ -15,6 +15,9 @@
 //! survive a clean reopen. Loss is bounded by the unsynced part of the WAL (the current
 //! segment), as in Prometheus.
 
+mod common;
+
+use common::copy_dir;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -126,18 +129,6 @@ fn lose_power(path: &Path, rng: &mut Rng) {
         data.resize(len as usize, 0);
     }
     std::fs::write(path, data).unwrap();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let p = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &p);
-        } else if e.file_name() != "lock" {
-            std::fs::copy(e.path(), &p).unwrap();
-        }
-    }
 }
 
 #[test]
