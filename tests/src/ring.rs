@@ -103,7 +103,7 @@ pub fn layout(prefix: &str, series: usize, rounds: usize, shards: usize) -> Layo
     let mut shape = Shape::node(series);
     shape.prefix = prefix.into();
     shape.start_ms = now_ms() - (rounds as i64 + 2) * shape.interval_ms;
-    Layout { shape, shards, max_samples_per_send: 200 }
+    Layout { shape, shards, max_samples_per_send: 200, remote_write_v2: false }
 }
 
 /// Like [`layout`], but starting on the 2h block boundary before it, so that a head cuts each
@@ -226,7 +226,7 @@ impl Load {
         shape.interval_ms = 1000;
         shape.start_ms = now_ms();
         Load {
-            layout: Layout { shape, shards: 2, max_samples_per_send: 200 },
+            layout: Layout { shape, shards: 2, max_samples_per_send: 200, remote_write_v2: false },
             started: std::time::Instant::now(),
             next_round: 0,
             step: 0,

@@ -30,7 +30,7 @@ fn layout(start_ms: i64) -> Layout {
     shape.prefix = PREFIX.into();
     shape.interval_ms = STEP_MS;
     shape.start_ms = start_ms;
-    Layout { shape, shards: 1, max_samples_per_send: SERIES }
+    Layout { shape, shards: 1, max_samples_per_send: SERIES, remote_write_v2: false }
 }
 
 fn query(q: &Component, path: &str, params: &[(&str, String)]) -> serde_json::Value {

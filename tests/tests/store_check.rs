@@ -21,7 +21,7 @@ fn check_through_the_store_api_reads_ringest_and_thanos_receive_exactly() {
         let mut shape = Shape::node(SERIES);
         shape.prefix = "sc".into();
         shape.start_ms = now_ms() - (ROUNDS as i64 + 2) * shape.interval_ms;
-        let layout = Layout { shape, shards: 2, max_samples_per_send: 100 };
+        let layout = Layout { shape, shards: 2, max_samples_per_send: 100, remote_write_v2: false };
         let node = &ring.nodes[0];
         let run = run_load(&layout, ROUNDS, &node.rw_addr, Some(TENANT), None);
         run.assert_all_2xx_first_time("the workload");

@@ -54,7 +54,7 @@ fn layout(start_ms: i64, step_ms: i64) -> Layout {
     shape.prefix = PREFIX.into();
     shape.interval_ms = step_ms;
     shape.start_ms = start_ms;
-    Layout { shape, shards: 1, max_samples_per_send: SERIES }
+    Layout { shape, shards: 1, max_samples_per_send: SERIES, remote_write_v2: false }
 }
 
 fn rf3() -> Vec<String> {

@@ -43,7 +43,7 @@ fn layout() -> (Layout, usize) {
     shape.interval_ms = STEP_MS;
     shape.start_ms = (now_ms() / WEEKS2_MS - 1) * WEEKS2_MS;
     let rounds = ((now_ms() - shape.start_ms) / STEP_MS - 1) as usize;
-    (Layout { shape, shards: 1, max_samples_per_send: SERIES }, rounds)
+    (Layout { shape, shards: 1, max_samples_per_send: SERIES, remote_write_v2: false }, rounds)
 }
 
 /// The time range the workload covers, and a query range that holds all of it.

@@ -510,7 +510,8 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
         let mut shape = Shape::avalanche(size);
         shape.start_ms = now - (ROUNDS as i64 + 4) * shape.interval_ms;
-        let layout = Layout { shape, shards: o.shards, max_samples_per_send: o.max_samples_per_send };
+        let layout =
+            Layout { shape, shards: o.shards, max_samples_per_send: o.max_samples_per_send, remote_write_v2: false };
         let t = Instant::now();
         let plan = Plan::build(&layout, 0..ROUNDS);
         eprintln!(

@@ -238,7 +238,7 @@ mod tests {
 
     #[test]
     fn finds_lost_changed_and_invented_samples() {
-        let layout = Layout { shape: Shape::node(100), shards: 2, max_samples_per_send: 30 };
+        let layout = Layout { shape: Shape::node(100), shards: 2, max_samples_per_send: 30, remote_write_v2: false };
         let plan = Plan::build(&layout, 0..2);
         let all: Vec<ReqId> = plan.rounds.iter().flatten().flatten().map(|r| r.id).collect();
         let log =

@@ -1,4 +1,5 @@
-//! Remote write 1.0 encoding: protobuf `prometheus.WriteRequest`, then snappy block format.
+//! Remote write encoding: protobuf `prometheus.WriteRequest` (1.0) or
+//! `io.prometheus.write.v2.Request` (2.0), then snappy block format.
 //!
 //! Hand-written so the load generator shares no code with the receiver it measures. Sample
 //! values and timestamps are always written, even when zero: proto3 encoders skip a double
@@ -77,6 +78,62 @@ pub fn write_request<'a>(series: impl IntoIterator<Item = Series<'a>>) -> Vec<u8
     out
 }
 
+/// Builds a remote write 2.0 request: every distinct string once in the symbols table (the
+/// empty string first), each series' labels as references into it.
+#[derive(Debug, Default)]
+pub struct V2Request {
+    symbols: Vec<String>,
+    index: std::collections::HashMap<String, u32>,
+    series: Vec<u8>,
+}
+
+impl V2Request {
+    fn symbol(&mut self, s: &str) -> u32 {
+        if self.symbols.is_empty() {
+            self.symbols.push(String::new());
+            self.index.insert(String::new(), 0);
+        }
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.symbols.len() as u32;
+        self.symbols.push(s.to_string());
+        self.index.insert(s.to_string(), i);
+        i
+    }
+
+    /// Adds one series (field 5 `TimeSeries`: packed `labels_refs`, then `Sample`s).
+    pub fn put_series(&mut self, s: Series<'_>) {
+        let mut refs = Vec::with_capacity(s.labels.len() * 4);
+        for (n, v) in s.labels {
+            let (n, v) = (self.symbol(n), self.symbol(v));
+            put_varint(&mut refs, n as u64);
+            put_varint(&mut refs, v as u64);
+        }
+        let mut body = Vec::with_capacity(refs.len() + 2 + s.samples.len() * 22);
+        put_bytes(&mut body, 1, &refs);
+        for &(t, v) in s.samples {
+            let mut sample = Vec::with_capacity(20);
+            sample.push(1 << 3 | 1);
+            sample.extend_from_slice(&v.to_bits().to_le_bytes());
+            put_varint(&mut sample, 2 << 3);
+            put_varint(&mut sample, t as u64);
+            put_bytes(&mut body, 2, &sample);
+        }
+        put_bytes(&mut self.series, 5, &body);
+    }
+
+    /// The encoded request (protobuf only).
+    pub fn finish(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.series.len() + self.symbols.iter().map(|s| s.len() + 2).sum::<usize>());
+        for s in &self.symbols {
+            put_bytes(&mut out, 4, s.as_bytes());
+        }
+        out.extend_from_slice(&self.series);
+        out
+    }
+}
+
 /// Snappy block compression, as remote write bodies are.
 pub fn snappy(raw: &[u8]) -> Vec<u8> {
     snap::raw::Encoder::new().compress_vec(raw).expect("snappy block compression cannot fail on in-memory input")
@@ -99,5 +156,21 @@ mod tests {
         assert!(raw.windows(8).any(|w| w == neg_zero));
         let mut d = snap::raw::Decoder::new();
         assert_eq!(d.decompress_vec(&snappy(&raw)).unwrap(), raw);
+    }
+
+    #[test]
+    fn v2_requests_name_each_string_once() {
+        use prost::Message;
+        let a = vec![("__name__".to_string(), "up".to_string()), ("job".to_string(), "a".to_string())];
+        let b = vec![("__name__".to_string(), "up".to_string()), ("job".to_string(), "b".to_string())];
+        let mut req = V2Request::default();
+        req.put_series(Series { labels: &a, samples: &[(7, 1.5)] });
+        req.put_series(Series { labels: &b, samples: &[(8, -0.0)] });
+        let decoded = ringest_proto::write_v2::Request::decode(&req.finish()[..]).unwrap();
+        assert_eq!(decoded.symbols, ["", "__name__", "up", "job", "a", "b"]);
+        assert_eq!(decoded.timeseries[0].labels_refs, [1, 2, 3, 4]);
+        assert_eq!(decoded.timeseries[1].labels_refs, [1, 2, 3, 5]);
+        let s = &decoded.timeseries[1].samples[0];
+        assert_eq!((s.timestamp, s.value.to_bits()), (8, (-0.0f64).to_bits()));
     }
 }

@@ -62,6 +62,9 @@ struct ShapeArgs {
     /// Samples per request at most.
     #[arg(long, default_value_t = 2000)]
     max_samples_per_send: usize,
+    /// Remote write protocol: 1 (`prometheus.WriteRequest`) or 2 (`io.prometheus.write.v2.Request`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    remote_write_version: u8,
 }
 
 impl ShapeArgs {
@@ -79,7 +82,12 @@ impl ShapeArgs {
         s.value_len = self.value_len;
         s.churn_per_min = self.churn;
         s.start_ms = start_ms;
-        Layout { shape: s, shards: self.shards.max(1), max_samples_per_send: self.max_samples_per_send.max(1) }
+        Layout {
+            shape: s,
+            shards: self.shards.max(1),
+            max_samples_per_send: self.max_samples_per_send.max(1),
+            remote_write_v2: self.remote_write_version == 2,
+        }
     }
 }
 

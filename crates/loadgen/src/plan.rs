@@ -34,6 +34,9 @@ pub struct Layout {
     pub shards: usize,
     /// Samples per request at most.
     pub max_samples_per_send: usize,
+    /// Send remote write 2.0 (`io.prometheus.write.v2.Request`) instead of 1.0.
+    #[serde(default)]
+    pub remote_write_v2: bool,
 }
 
 /// One pre-encoded request.
@@ -158,12 +161,21 @@ fn encode_shard_round(layout: &Layout, members: &[u32], round: usize, shard: usi
         .enumerate()
         .map(|(b, chunk)| {
             let mut raw = Vec::with_capacity(chunk.len() * 200);
+            let mut v2 = encode::V2Request::default();
             for &i in chunk {
                 let i = i as usize;
                 let g = shape.generation(i, round);
                 let labels = shape.labels(i, g);
                 let sample = [(shape.timestamp(i, round), shape.value(i, g, round))];
-                encode::put_series(&mut raw, Series { labels: &labels, samples: &sample });
+                let series = Series { labels: &labels, samples: &sample };
+                if layout.remote_write_v2 {
+                    v2.put_series(series);
+                } else {
+                    encode::put_series(&mut raw, series);
+                }
+            }
+            if layout.remote_write_v2 {
+                raw = v2.finish();
             }
             Request {
                 id: ReqId { round: round as u32, shard: shard as u16, batch: b as u32 },
@@ -180,7 +192,7 @@ mod tests {
 
     #[test]
     fn every_series_once_per_round_in_one_shard() {
-        let layout = Layout { shape: Shape::node(5000), shards: 8, max_samples_per_send: 300 };
+        let layout = Layout { shape: Shape::node(5000), shards: 8, max_samples_per_send: 300, remote_write_v2: false };
         let plan = Plan::build(&layout, 2..4);
         assert_eq!(plan.samples(), 10_000);
         for r in plan.round_range() {

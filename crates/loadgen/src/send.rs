@@ -119,11 +119,16 @@ pub fn send(
     let shards = plan.layout.shards;
     let result = Mutex::new(PhaseResult::default());
     let start = Instant::now();
+    let (content_type, version) = if plan.layout.remote_write_v2 {
+        ("application/x-protobuf;proto=io.prometheus.write.v2.Request", "2.0.0")
+    } else {
+        ("application/x-protobuf", "0.1.0")
+    };
     let headers: Vec<(&str, &str)> = [
         ("Content-Encoding", "snappy"),
-        ("Content-Type", "application/x-protobuf"),
+        ("Content-Type", content_type),
         ("User-Agent", "ringest-loadgen"),
-        ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+        ("X-Prometheus-Remote-Write-Version", version),
     ]
     .into_iter()
     .chain(target.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -218,7 +223,8 @@ mod tests {
         // A port nobody listens on.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let target = Target::parse(&format!("http://127.0.0.1:{port}/api/v1/receive")).unwrap();
-        let layout = Layout { shape: Shape::avalanche(400), shards: 2, max_samples_per_send: 20 };
+        let layout =
+            Layout { shape: Shape::avalanche(400), shards: 2, max_samples_per_send: 20, remote_write_v2: false };
         let plan = Plan::build(&layout, 0..3);
         let requests: usize = (0..3).map(|r| plan.round(r).iter().map(Vec::len).sum::<usize>()).sum();
         let opts = SendOptions {
