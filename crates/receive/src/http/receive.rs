@@ -507,9 +507,9 @@ enum TranslateError {
     Decode(crate::remote_write::DecodeError),
 }
 
-/// Translates the 2.0 request `buf` into 1.0 in `out`, its symbols table and 1.0 form
-/// charged to `permit` (the form bounded by `--ringest.write.max-decoded-bytes`) before they
-/// are built.
+/// Translates the 2.0 request `buf` into 1.0 in `out`, its symbols table and a bound of its
+/// 1.0 form charged to `permit` (the bound under `--ringest.write.max-decoded-bytes`) before
+/// they are built.
 fn translate_v2(
     limits: &WriteLimits,
     permit: &Permit,
@@ -528,9 +528,9 @@ fn translate_v2(
     };
     let symbols = v2::count_symbols(buf).map_err(TranslateError::Decode)?;
     permit.charge(symbols.saturating_mul(8)).map_err(TranslateError::Refused)?;
-    let t = v2::measure(buf, sc, limit).map_err(v2_error)?;
-    permit.charge(t.len).map_err(TranslateError::Refused)?;
-    out.reserve(t.len);
+    let bound = v2::measure(buf, sc, limit).map_err(v2_error)?;
+    permit.charge(bound).map_err(TranslateError::Refused)?;
+    out.reserve(bound);
     v2::translate(buf, sc, limit, out).map_err(v2_error)
 }
 
