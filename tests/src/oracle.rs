@@ -25,8 +25,20 @@ fn split_line(line: &str) -> Option<(&str, &str, i64)> {
 }
 
 /// `promtool tsdb dump` of a copy of `dir` (promtool 2.42 writes into the directory it reads).
-/// Values are kept as promtool prints them (Go `%g`).
+/// Values are kept as promtool prints them (Go `%g`). A running receiver may remove a file
+/// while it is copied (a WAL segment after a checkpoint, a block's temporary directory): the
+/// copy is then taken again, a few times at most.
 pub fn promtool_dump(dir: &Path) -> Dump<String> {
+    let vanished = |e: &anyhow::Error| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+    };
+    for _ in 0..4 {
+        match ringest_loadgen::check::promtool_dump(dir) {
+            Ok(d) => return d,
+            Err(e) if vanished(&e) => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => panic!("promtool tsdb dump: {e:#}"),
+        }
+    }
     ringest_loadgen::check::promtool_dump(dir).expect("promtool tsdb dump")
 }
 
