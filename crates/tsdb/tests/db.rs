@@ -3,14 +3,11 @@
 
 mod common;
 
-use common::copy_dir;
-use std::collections::BTreeMap;
+use common::{Model, copy_dir, dump};
 use std::path::Path;
 
 use ringest_tsdb::wal::{PAGE_SIZE, list_segments, segment_path};
 use ringest_tsdb::{AppendBuffers, LabelRef, Labels, Options, Tsdb};
-
-type Model = BTreeMap<Labels, Vec<(i64, u64)>>;
 
 fn lr<'a>(n: &'a str, v: &'a str) -> LabelRef<'a> {
     LabelRef { name: n.as_bytes(), value: v.as_bytes() }
@@ -18,14 +15,6 @@ fn lr<'a>(n: &'a str, v: &'a str) -> LabelRef<'a> {
 
 fn opts() -> Options {
     Options::default()
-}
-
-fn dump(db: &Tsdb) -> Model {
-    db.dump()
-        .into_iter()
-        .filter(|s| !s.samples.is_empty())
-        .map(|s| (s.labels, s.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect()))
-        .collect()
 }
 
 /// A series for [`write`]: labels and samples.

@@ -17,14 +17,11 @@
 
 mod common;
 
-use common::copy_dir;
-use std::collections::BTreeMap;
+use common::{Model, copy_dir, dump};
 use std::path::{Path, PathBuf};
 
 use ringest_tsdb::wal::{PAGE_SIZE, WalOptions, list_segments, segment_path};
-use ringest_tsdb::{AppendBuffers, LabelRef, Labels, Options, Tsdb};
-
-type Model = BTreeMap<Labels, Vec<(i64, u64)>>;
+use ringest_tsdb::{AppendBuffers, LabelRef, Options, Tsdb};
 
 const T0: i64 = 1_700_000_000_000;
 const SERIES: usize = 20;
@@ -33,14 +30,6 @@ const PER_BATCH: i64 = 4;
 
 fn opts() -> Options {
     Options { wal: WalOptions { compress: true, segment_size: 2 * PAGE_SIZE }, ..Options::default() }
-}
-
-fn dump(db: &Tsdb) -> Model {
-    db.dump()
-        .into_iter()
-        .filter(|s| !s.samples.is_empty())
-        .map(|s| (s.labels, s.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect()))
-        .collect()
 }
 
 fn name(s: usize) -> String {
