@@ -66,7 +66,7 @@ impl Compression {
     pub(crate) fn declared_len(self, compressed: bool, data: &[u8], max: usize) -> Result<usize, Status> {
         let n = match (compressed, self) {
             (false, _) => data.len(),
-            (true, Compression::Snappy) => framed_snappy::declared_len(data),
+            (true, Compression::Snappy) => framed_snappy::declared_len(data).map_err(|e| decompress_error(e, max))?,
             (true, Compression::None) => return Err(identity_compressed()),
         };
         if n > max {
@@ -150,6 +150,12 @@ enum EncoderKind {
 }
 
 impl Encoded {
+    /// A message already in its wire form for `compression` (for snappy, a framed-snappy
+    /// stream), sent as it is: e.g. relayed as it was received.
+    pub fn from_wire(compression: Compression, payload: Bytes) -> Encoded {
+        Encoded { compression, head: Bytes::new(), payload }
+    }
+
     /// The body chunks of one Length-Prefixed-Message: the 5-byte prefix, then the payload in
     /// two pieces (its shared start, often empty, and the rest).
     pub(crate) fn frame(self) -> Result<[Bytes; 3], Status> {

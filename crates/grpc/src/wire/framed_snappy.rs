@@ -158,7 +158,7 @@ pub fn decompress(data: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
 /// shortened, so a buffer kept across calls is zeroed only when it grows); returns how many
 /// bytes of `out` the stream decoded to.
 pub fn decompress_into(data: &[u8], max: usize, out: &mut Vec<u8>) -> Result<usize, FrameError> {
-    let total = declared_len(data);
+    let total = declared_len(data)?;
     if total > max {
         return Err(FrameError::TooLarge(max));
     }
@@ -242,15 +242,22 @@ fn chunks(mut data: &[u8]) -> impl Iterator<Item = Result<(u8, &[u8]), FrameErro
 }
 
 /// The output length the chunk headers of a stream announce, for sizing the output once
-/// (malformed chunks count as nothing here; decoding reports them).
-pub fn declared_len(data: &[u8]) -> usize {
-    chunks(data).map_while(Result::ok).fold(0usize, |total, (kind, body)| {
-        total.saturating_add(match (kind, body.get(4..)) {
-            (COMPRESSED, Some(b)) => decompress_len(b).unwrap_or(0),
+/// (truncated chunks count as nothing here; decoding reports them). A chunk announcing more
+/// than the format's 64 KiB is corrupt: so a small stream cannot announce a large output.
+pub fn declared_len(data: &[u8]) -> Result<usize, FrameError> {
+    let mut total = 0usize;
+    for (kind, body) in chunks(data).map_while(Result::ok) {
+        let n = match (kind, body.get(4..)) {
+            (COMPRESSED, Some(b)) => decompress_len(b).map_err(|_| FrameError::Corrupt("bad compressed chunk"))?,
             (UNCOMPRESSED, Some(b)) => b.len(),
             _ => 0,
-        })
-    })
+        };
+        if n > MAX_CHUNK_INPUT {
+            return Err(FrameError::Corrupt("chunk longer than 64 KiB"));
+        }
+        total = total.saturating_add(n);
+    }
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -339,6 +346,20 @@ mod tests {
         let out = decompress(&bomb, 8 << 20).unwrap();
         assert_eq!(out.len(), 8 << 20);
         assert_eq!(out.capacity(), 8 << 20, "the output is sized once, from the chunk headers");
+    }
+
+    #[test]
+    fn a_chunk_announcing_more_than_64_kib_is_corrupt_not_large() {
+        // One compressed chunk: checksum, then a block header declaring 4 GiB - 1 and 15 bytes.
+        let mut block = vec![0xff, 0xff, 0xff, 0xff, 0x0f];
+        block.extend([0; 15]);
+        let mut stream = STREAM_IDENTIFIER.to_vec();
+        stream.push(COMPRESSED);
+        stream.extend(&((block.len() + 4) as u32).to_le_bytes()[..3]);
+        stream.extend([0; 4]);
+        stream.extend(&block);
+        assert_eq!(declared_len(&stream), Err(FrameError::Corrupt("chunk longer than 64 KiB")));
+        assert_eq!(decompress(&stream, 64 << 20), Err(FrameError::Corrupt("chunk longer than 64 KiB")));
     }
 
     #[test]
