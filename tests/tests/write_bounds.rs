@@ -246,10 +246,12 @@ fn a_node_creates_at_most_max_tenants() {
 /// Checklist D.38: 200 concurrent requests of 8 MiB (decompressed; the same series each time,
 /// so the head does not grow) against the default budget of 128 MiB in flight. Every request is
 /// answered 200 or 503 with `Retry-After` (never dropped), some of each, and the peak RSS
-/// stays bounded: measured 200-410 MiB over a node that already holds the series, the budget
-/// plus what it does not count (memory the allocator keeps for up to a second after a request
-/// frees it, about 100 MiB here, and each connection's read buffer); the bound checked is 5x
-/// the budget, against 1.6 GiB of bodies alone unbounded.
+/// stays within the budget plus what it does not count: each connection's read buffer (at most
+/// `--ringest.http.max-header-bytes`, 64 KiB: 12.5 MiB for 200) and the few small buffers kept
+/// for reuse; measured 153-158 MiB over a node that already holds the series, checked under
+/// 192 MiB, against 1.6 GiB of bodies alone unbounded. (Large bodies are given back to the
+/// system as soon as they are freed; before that, memory the allocator kept for a second added
+/// about 120 MiB, and 1 MiB read buffers per connection 100 MiB more.)
 #[test]
 fn two_hundred_concurrent_8_mib_requests_stay_within_the_budget() {
     let tmp = tempfile::tempdir().unwrap();
@@ -284,9 +286,14 @@ fn two_hundred_concurrent_8_mib_requests_stay_within_the_budget() {
     });
     let peak = ringest_loadgen::procstat::sample(pid).unwrap().hwm;
     let (ok, busy) = (codes.iter().filter(|&&c| c == 200).count(), codes.iter().filter(|&&c| c == 503).count());
-    println!("200 x {} MiB: {ok} answered 200, {busy} 503; peak RSS +{} MiB", raw.len() >> 20, (peak - base) >> 20);
+    println!(
+        "200 x {} MiB ({} bytes compressed): {ok} answered 200, {busy} 503; peak RSS +{} MiB",
+        raw.len() >> 20,
+        body.len(),
+        (peak - base) >> 20
+    );
     assert_eq!(ok + busy, 200, "{codes:?}");
     assert!(ok > 0 && busy > 0, "{ok} taken, {busy} refused");
-    assert!(peak - base < 640 << 20, "peak RSS grew by {} MiB", (peak - base) >> 20);
+    assert!(peak - base < (128 + 64) << 20, "peak RSS grew by {} MiB", (peak - base) >> 20);
     assert!(r.metric("ringest_write_refused_total{reason=\"inflight_bytes\"}").unwrap_or(0.0) > 0.0);
 }

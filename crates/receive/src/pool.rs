@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use parking_lot::Mutex;
 
 /// Buffers larger than this are freed after their request instead of being kept.
-pub const KEEP_BYTES: usize = 8 << 20;
+pub const KEEP_BYTES: usize = 2 << 20;
 
 /// Called after a buffer too large to keep was freed (see [`set_release`]).
 static RELEASE: OnceLock<fn()> = OnceLock::new();

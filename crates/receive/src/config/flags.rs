@@ -320,7 +320,13 @@ pub static FLAGS: &[Flag] = &[
         "Longest time to read a write request's body (408 past it).",
         Own,
     ),
-    f("ringest.http.max-header-bytes", Bytes, Some("1MiB"), "Largest request line and headers (431 past it).", Own),
+    f(
+        "ringest.http.max-header-bytes",
+        Bytes,
+        Some("64KiB"),
+        "Largest request line and headers (431 past it). Also the most a connection buffers while it reads a body.",
+        Own,
+    ),
     f(
         "ringest.http.max-connections",
         Uint,

@@ -192,12 +192,30 @@ async fn read_body(
         let frame = frame.map_err(|e| WriteStatus::new(Outcome::Invalid, format!("read request body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
         if buf.len() + data.len() > limit {
-            return Err(st.budget.refuse(too_large(buf.len() + data.len())));
+            let got = buf.len() + data.len();
+            free(buf.len(), buf);
+            return Err(st.budget.refuse(too_large(got)));
         }
-        permit.charge(data.len()).map_err(|r| st.budget.refuse(r))?;
+        if let Err(r) = permit.charge(data.len()) {
+            free(buf.len(), buf);
+            return Err(st.budget.refuse(r));
+        }
         buf.extend_from_slice(&data);
     }
     Ok(buf.freeze())
+}
+
+/// Bodies with this many bytes written are given back to the system as soon as they are freed.
+const LARGE_BODY: usize = 256 << 10;
+
+/// Frees a request body of which `written` bytes were written, giving its memory back to the
+/// system at once when that is large (the allocator would keep it resident for a while, no
+/// longer charged to the in-flight budget).
+fn free<T>(written: usize, body: T) {
+    drop(body);
+    if written >= LARGE_BODY {
+        crate::pool::release_memory();
+    }
 }
 
 /// The answer to a write that reached the ingest stage (or was refused on its way there):
@@ -325,7 +343,11 @@ async fn handle(st: Arc<AppState>, req: Request, span: Span) -> Response {
     let size = decompressed_len(&body).unwrap_or(0) as u64;
     let result = st
         .lanes
-        .run(size, move || (process(&st2, &tenant2, &tenant_limits, proto, &body, &permit, &span), permit, span))
+        .run(size, move || {
+            let processed = process(&st2, &tenant2, &tenant_limits, proto, &body, &permit, &span);
+            free(body.len(), body);
+            (processed, permit, span)
+        })
         .await;
     // `_span` lasts until the replicas answered.
     let (processed, _permit, _span) = match result {

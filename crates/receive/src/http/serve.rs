@@ -45,7 +45,7 @@ impl Default for HttpLimits {
         HttpLimits {
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
-            max_header_bytes: 1 << 20,
+            max_header_bytes: 64 << 10,
             max_connections: 4096,
         }
     }
