@@ -9,6 +9,7 @@ pub mod client;
 pub mod collector;
 pub mod faultproxy;
 pub mod label_matrix;
+pub mod latency;
 pub mod oracle;
 pub mod pki;
 pub mod process;

@@ -5,6 +5,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use ringest_e2e::client::{encode, series};
+use ringest_e2e::latency::{as_remote_client, p99};
 use ringest_e2e::{Receiver, http_request};
 use ringest_proto::prometheus as pb;
 
@@ -111,21 +112,6 @@ struct PhaseStats {
     writes: Vec<Duration>,
     /// Attempts of the normal writer refused as busy (retried, as Prometheus does).
     busy: u64,
-}
-
-fn p99(v: &[Duration]) -> Duration {
-    let mut v = v.to_vec();
-    v.sort();
-    v.get((v.len() * 99).div_ceil(100).saturating_sub(1)).copied().unwrap_or_default()
-}
-
-/// Lowers the calling thread's CPU priority to the least (nice 19). The attackers of this test
-/// stand in for clients on other machines: on one 2-core box their own CPU would otherwise be
-/// taken from the receiver and the normal writer, which a remote attacker cannot do.
-fn as_remote_client() {
-    // SAFETY: on Linux, PRIO_PROCESS with who = 0 sets the nice value of the calling thread only.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
-    assert_eq!(rc, 0, "setpriority: {}", std::io::Error::last_os_error());
 }
 
 /// A decode bomb: 32 MiB of empty `TimeSeries` (16M of them), 1.5 MiB once compressed.
