@@ -1,7 +1,8 @@
 //! A fault-injecting TCP proxy for object-storage tests: [`FaultProxy`] listens on a free
 //! loopback port and forwards each connection to an upstream (e.g. [`crate::s3::Moto`]) with
 //! plain std threads. The test thread switches its [`Mode`] while traffic flows to produce
-//! refused connections, cut connections, a hung endpoint, a slow link or flaky resets.
+//! refused connections, cut connections, a hung endpoint, a slow link, flaky resets or hung
+//! requests.
 //!
 //! Every thread polls with short socket timeouts and a stop flag, so dropping the proxy ends
 //! and joins all of them within a fraction of a second, whatever the peers do.
@@ -42,6 +43,13 @@ pub enum Mode {
         /// Period of the resets.
         every: u32,
     },
+    /// Every `every`-th connection accepted since this mode was set is held open and silent
+    /// (what it sends is read and dropped, nothing is answered, upstream is never contacted)
+    /// until the client closes it: a request that times out. The others pass.
+    Hang {
+        /// Period of the hung connections.
+        every: u32,
+    },
 }
 
 const POLL: Duration = Duration::from_millis(20);
@@ -61,6 +69,7 @@ struct Shared {
     stop: AtomicBool,
     accepted: AtomicU64,
     resets: AtomicU64,
+    hangs: AtomicU64,
     threads: Mutex<Vec<JoinHandle<()>>>,
     addr: SocketAddr,
     upstream: SocketAddr,
@@ -142,6 +151,7 @@ impl FaultProxy {
             stop: AtomicBool::new(false),
             accepted: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            hangs: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
             addr,
             upstream,
@@ -187,7 +197,7 @@ impl FaultProxy {
         } else if st.listener.is_none() {
             st.listener = Some(rebind(self.shared.addr));
         }
-        if let Mode::Flaky { .. } = mode {
+        if let Mode::Flaky { .. } | Mode::Hang { .. } = mode {
             st.flaky_seen = 0;
         }
         st.mode = mode;
@@ -201,6 +211,11 @@ impl FaultProxy {
     /// Connections reset by [`Mode::Flaky`] so far.
     pub fn resets(&self) -> u64 {
         self.shared.resets.load(Ordering::SeqCst)
+    }
+
+    /// Connections held open and silent by [`Mode::Hang`] so far.
+    pub fn hangs(&self) -> u64 {
+        self.shared.hangs.load(Ordering::SeqCst)
     }
 
     /// Connections open right now.
@@ -273,6 +288,7 @@ fn cut(socks: &[TcpStream]) {
 enum Action {
     Forward,
     Reset,
+    Hang,
 }
 
 fn accept_loop(sh: Arc<Shared>) {
@@ -283,9 +299,13 @@ fn accept_loop(sh: Arc<Shared>) {
                 Some(Ok((s, _))) => {
                     sh.accepted.fetch_add(1, Ordering::SeqCst);
                     let action = match st.mode {
-                        Mode::Flaky { every } => {
+                        Mode::Flaky { every } | Mode::Hang { every } => {
                             st.flaky_seen += 1;
-                            if st.flaky_seen.is_multiple_of(every.max(1)) { Action::Reset } else { Action::Forward }
+                            match (st.flaky_seen.is_multiple_of(every.max(1)), st.mode) {
+                                (false, _) => Action::Forward,
+                                (true, Mode::Hang { .. }) => Action::Hang,
+                                (true, _) => Action::Reset,
+                            }
                         }
                         _ => Action::Forward,
                     };
@@ -337,6 +357,19 @@ fn handle(sh: Arc<Shared>, id: u64, client: TcpStream, action: Action) {
             }
             set_linger_zero(&client);
             sh.resets.fetch_add(1, Ordering::SeqCst);
+        }
+        Action::Hang => {
+            let _ = client.set_read_timeout(Some(POLL));
+            let mut buf = [0u8; CHUNK];
+            sh.hangs.fetch_add(1, Ordering::SeqCst);
+            while !sh.stopped() {
+                match (&client).read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(_) => break,
+                }
+            }
         }
         Action::Forward => match TcpStream::connect_timeout(&sh.upstream, Duration::from_secs(2)) {
             Err(_) => set_linger_zero(&client),

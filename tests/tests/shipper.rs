@@ -429,22 +429,39 @@ fn each_s3_failure_is_explained_counted_and_does_not_touch_ingestion() {
     }
     assert!(moto.list_objects(BUCKET).is_empty());
 
-    // A flaky endpoint (one connection in 3 cut: a third of the requests fail), and kill -9
-    // while uploads go through it, up to five times (until nothing is left to upload), each
-    // after a few more connections: the local
-    // shipper state is whole after every kill (written aside, then renamed), no meta.json is in
-    // the bucket before its block's other files, and retries get every block through exactly
-    // once (each whole, the bucket's blocks those on disk).
+    // An endpoint that first answers nothing (every request times out after the configured
+    // `response_header_timeout`, 2 s), with a kill -9 while requests hang; then a flaky one (one
+    // connection in 3 cut: a third of the requests fail), and kill -9 while uploads go through
+    // it, up to five times (until nothing is left to upload), each after a few more
+    // connections: the local shipper state is whole after every kill (written aside, then
+    // renamed), no meta.json is in the bucket before its block's other files, and retries get
+    // every block through exactly once (each whole, the bucket's blocks those on disk).
     let flaky = FaultProxy::start(moto.addr());
-    flaky.set_mode(Mode::Flaky { every: 3 });
+    flaky.set_mode(Mode::Hang { every: 1 });
     let data = tmp.path().join("flaky");
     copy_dir(&seed, &data);
-    let yaml = s3_yaml(&flaky.endpoint(), BUCKET, (&key, &secret), "").replace("max_retries: 2", "max_retries: 6");
+    let timeout = "  http_config:\n    response_header_timeout: 2s\n";
+    let yaml = s3_yaml(&flaky.endpoint(), BUCKET, (&key, &secret), timeout).replace("max_retries: 2", "max_retries: 6");
     let cfg = config_file(tmp.path(), "flaky.yml", &yaml);
     let local = local_blocks(&data.join(TENANT));
     let state = data.join(TENANT).join("thanos.shipper.json");
     let mut r = Receiver::launch(&data, &[&cfg]);
     let all_shipped = || local.is_subset(&shipped(&moto.list_objects(BUCKET)));
+    let check_state = |when: &str| {
+        if let Ok(bytes) = std::fs::read(&state) {
+            let json: serde_json::Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{when}: thanos.shipper.json is not whole: {e}: {bytes:?}"));
+            assert_eq!(json["version"], 1, "{when}: {json}");
+        }
+    };
+    wait_for("requests to time out and be retried", Duration::from_secs(60), || flaky.hangs() >= 3);
+    r.kill9();
+    check_state("kill while requests hang");
+    r.relaunch();
+    let hung = flaky.hangs();
+    wait_for("requests to time out again", Duration::from_secs(60), || flaky.hangs() >= hung + 2);
+    assert!(moto.list_objects(BUCKET).is_empty(), "nothing went through a hung endpoint");
+    flaky.set_mode(Mode::Flaky { every: 3 });
     for kill in 1..=5u64 {
         let at = flaky.connections() + kill;
         wait_for("uploads through the flaky endpoint", Duration::from_secs(60), || {
@@ -454,17 +471,14 @@ fn each_s3_failure_is_explained_counted_and_does_not_touch_ingestion() {
             break; // nothing left to interrupt
         }
         r.kill9();
-        if let Ok(bytes) = std::fs::read(&state) {
-            let json: serde_json::Value = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|e| panic!("kill {kill}: thanos.shipper.json is not whole: {e}: {bytes:?}"));
-            assert_eq!(json["version"], 1, "kill {kill}: {json}");
-        }
+        check_state(&format!("kill {kill}"));
         check_meta_last(&moto);
         r.relaunch();
     }
     r.wait_ready(Duration::from_secs(60));
     wait_for("uploads through a flaky endpoint", Duration::from_secs(90), all_shipped);
     assert!(flaky.resets() > 0);
+    eprintln!("through the faulty endpoint: {} requests hung, {} connections reset", flaky.hangs(), flaky.resets());
     assert!(r.terminate().success());
     let objects = moto.list_objects(BUCKET);
     assert_eq!(shipped(&objects), local, "the bucket holds exactly the blocks on disk");
