@@ -11,7 +11,8 @@
 //!   listed networks and client certificate names; others naming a tenant get 403, on writes
 //!   and on the TSDB status endpoints;
 //! - `--http.config` (exporter-toolkit's web configuration) serves the ops port over TLS with
-//!   bcrypt basic auth: no or wrong credentials get 401, the right ones the page and the
+//!   bcrypt basic auth: no or wrong credentials get 401 (the hash sent as the password too,
+//!   after the right password was remembered: CVE-2022-46146), the right ones the page and the
 //!   configured headers; a changed password applies without a restart; Prometheus 2.42 scrapes
 //!   it with `basic_auth` and `tls_config`;
 //! - a ring of three ringest, and a mixed ring (two ringest, one Thanos Receive), replicate
@@ -444,8 +445,7 @@ fn the_ops_port_serves_http_config_tls_and_basic_auth() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = Pki::new(&tmp.path().join("pki"));
     let web = tmp.path().join("web.yml");
-    let config = |password: &str| {
-        let hash = bcrypt::hash(password, 4).unwrap();
+    let config = |hash: &str| {
         format!(
             "tls_server_config:\n  cert_file: {}\n  key_file: {}\nhttp_server_config:\n  headers:\n    \
              X-Content-Type-Options: nosniff\nbasic_auth_users:\n  prom: {hash}\n",
@@ -453,7 +453,8 @@ fn the_ops_port_serves_http_config_tls_and_basic_auth() {
             Pki::s(&pki.key)
         )
     };
-    std::fs::write(&web, config("s3cret")).unwrap();
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    std::fs::write(&web, config(&hash)).unwrap();
     let flag = format!("--http.config={}", web.display());
     let r = Receiver::launch(&tmp.path().join("node"), &[&flag]);
     let tls = || client(&pki, None, false);
@@ -468,6 +469,9 @@ fn the_ops_port_serves_http_config_tls_and_basic_auth() {
     assert_eq!(get("/metrics", Some(("someone", "s3cret"))).unwrap().0, 401, "an unknown user");
     let (code, _, body) = get("/metrics", Some(("prom", "s3cret"))).unwrap();
     assert!(code == 200 && body.contains("thanos_build_info"), "{code}");
+    // CVE-2022-46146: once the right password is remembered, the hash itself is no password.
+    assert_eq!(get("/metrics", Some(("prom", &hash))).unwrap().0, 401, "the hash as the password");
+    assert_eq!(get("/metrics", Some(("prom", "s3cret"))).unwrap().0, 200, "the right password, remembered");
     let plain = ringest_e2e::client::http_get(&r.http_addr, "/-/ready");
     assert!(plain.map(|p| p.status != 200).unwrap_or(true), "plain HTTP is not served");
 
@@ -489,7 +493,7 @@ fn the_ops_port_serves_http_config_tls_and_basic_auth() {
     });
 
     // A new password applies without a restart; the old one is refused.
-    std::fs::write(&web, config("n3w")).unwrap();
+    std::fs::write(&web, config(&bcrypt::hash("n3w", 4).unwrap())).unwrap();
     ringest_e2e::wait_for("the new password", Duration::from_secs(10), || {
         get("/-/healthy", Some(("prom", "n3w"))).is_ok_and(|(c, _, _)| c == 200)
     });
