@@ -126,7 +126,7 @@ fn bomb() -> Vec<u8> {
 /// `/-/ready`. The attackers run at the lowest CPU priority, as clients on other machines would
 /// take no CPU from the receiver. Per phase: peak RSS growth over the idle phase, the worst
 /// probe latency, the writer's p99 (printed, not asserted: latency on a shared 2-core box is for
-/// benchmarks). Pass: growth under 1 GiB in every phase, probes under 1 s, slowloris
+/// benchmarks). Pass: growth under 256 MiB in every phase, probes under 1 s, slowloris
 /// connections closed by the header timeout, every sample of the writer acknowledged and stored.
 #[test]
 fn an_attack_leaves_memory_probes_and_a_normal_writer_unharmed() {
@@ -160,7 +160,8 @@ fn an_attack_leaves_memory_probes_and_a_normal_writer_unharmed() {
             }
         }));
     }
-    // The normal writer: 50 series, one sample each per request, every 50 ms.
+    // The normal writer: 50 series, one sample each per request, every 20 ms (400 requests in
+    // a phase of 8 s: its p99 is not just its worst two).
     let acked: Arc<Mutex<Vec<i64>>> = Arc::default();
     {
         let (phase, stats, done, acked, addr) =
@@ -199,7 +200,7 @@ fn an_attack_leaves_memory_probes_and_a_normal_writer_unharmed() {
                 }
                 acked.lock().unwrap().push(ts);
                 ts += 1000;
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(20));
             }
         }));
     }
@@ -340,7 +341,7 @@ fn an_attack_leaves_memory_probes_and_a_normal_writer_unharmed() {
     for (name, s) in PHASES.iter().zip(&stats) {
         assert!(s.probes > 0, "{name}: probed");
         assert!(s.worst_probe < Duration::from_secs(1), "{name}: a probe took {:?}", s.worst_probe);
-        assert!(s.peak_rss.saturating_sub(base) < 1 << 30, "{name}: RSS grew by {} MiB", (s.peak_rss - base) >> 20);
+        assert!(s.peak_rss.saturating_sub(base) < 256 << 20, "{name}: RSS grew by {} MiB", (s.peak_rss - base) >> 20);
     }
     assert!(closed_in_time * 100 >= slow.len() * 95, "{closed_in_time} of {} slow connections closed", slow.len());
     assert!(refused_right.load(Ordering::Relaxed) > 0, "the bombs were answered");
