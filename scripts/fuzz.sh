@@ -11,6 +11,7 @@
 #   scripts/fuzz.sh [seconds per target, default 45]
 # A release run (each target 10 minutes or 10 million inputs, whichever comes first):
 #   FUZZ_SECONDS=600 FUZZ_RUNS=10000000 scripts/fuzz.sh
+# FUZZ_TARGETS="wal_segment block_index" runs only those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-${FUZZ_SECONDS:-45}}"
@@ -20,7 +21,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
   echo "==> installing cargo-fuzz (crates.io)"
   cargo install -q cargo-fuzz --locked --version 0.13.2
 fi
-targets=(remote_write remote_write_v2 framed_snappy wal_segment block_index hashring tenant)
+read -r -a targets <<<"${FUZZ_TARGETS:-remote_write remote_write_v2 framed_snappy wal_segment block_index hashring tenant}"
 (cd fuzz && cargo fuzz build -s none -O)
 for t in "${targets[@]}"; do
   corpus="$(mktemp -d)"

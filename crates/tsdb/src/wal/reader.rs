@@ -159,9 +159,9 @@ impl<'a> SegmentReader<'a> {
                     };
                     return Some(Ok(Record { offset: rec_start, end: body_end, data: payload }));
                 }
-                let n = match snap::raw::decompress_len(raw) {
+                let n = match snappy_len(raw) {
                     Ok(n) => n,
-                    Err(e) => return self.corrupt(rec_start, format!("snappy: {e}")),
+                    Err(e) => return self.corrupt(rec_start, e),
                 };
                 self.decompressed.resize(n, 0);
                 let raw: &[u8] = match single {
@@ -176,6 +176,18 @@ impl<'a> SegmentReader<'a> {
             }
         }
     }
+}
+
+/// The length a snappy block declares, if its bytes can decode to that much (the densest
+/// element is a 3-byte copy of 64 bytes): a record whose checksum passes by chance, or a crafted
+/// segment, is corrupt rather than an allocation of up to 4 GiB.
+fn snappy_len(raw: &[u8]) -> Result<usize, String> {
+    let n = snap::raw::decompress_len(raw).map_err(|e| format!("snappy: {e}"))?;
+    let header = raw.iter().position(|b| b & 0x80 == 0).map_or(raw.len(), |i| i + 1);
+    if n > (raw.len() - header).saturating_mul(64) / 3 {
+        return Err(format!("snappy: a {}-byte record declares {n} bytes decompressed", raw.len()));
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -208,6 +220,21 @@ mod tests {
             }
         }
         (out, None)
+    }
+
+    #[test]
+    fn a_snappy_record_declaring_more_than_it_can_hold_is_corrupt() {
+        // Found by the fuzzer: a full snappy record of 6 bytes whose checksum passes, declaring
+        // 256 MiB (it was allocated and zero-filled: 283 MiB of RSS, 123 ms).
+        let body = [0xff, 0xff, 0xff, 0xff, 0x00, 0x00];
+        assert_eq!(crc32c::crc32c(&body), 0xffff_ffff);
+        let mut seg = vec![frag::FULL | frag::SNAPPY, 0x00, 0x06, 0xff, 0xff, 0xff, 0xff];
+        seg.extend(body);
+        let (recs, c) = read_segment(0, &seg);
+        assert!(recs.is_empty());
+        let c = c.expect("corrupt");
+        assert_eq!(c.offset, 0);
+        assert!(c.to_string().contains("a 6-byte record declares 268435455 bytes decompressed"), "{c}");
     }
 
     #[test]
