@@ -550,3 +550,25 @@ fn a_failed_block_leaves_no_temporary_directory() {
     assert!(!left.iter().any(|n| n.contains(".tmp-for-")), "{left:?}");
     assert_eq!(std::fs::read_dir(&taken).unwrap().count(), 1, "what was in the way is untouched");
 }
+
+/// Found by the fuzzer: an index whose series entry declares a length near 2^64, so that the
+/// end of the entry wrapped around and passed the bounds check (a panic slicing 154..153). Every
+/// series id is now either read or refused as corrupt.
+#[test]
+fn a_series_entry_whose_length_wraps_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index");
+    std::fs::write(&path, include_bytes!("data/index_series_length_wraps")).unwrap();
+    let r = block::IndexReader::open(&path).expect("its table of contents is whole");
+    let mut refused = Vec::new();
+    let names: Vec<String> = r.label_names().map(str::to_owned).collect();
+    for n in &names {
+        let values: Vec<String> = r.label_values(n).map(str::to_owned).collect();
+        for id in values.iter().filter_map(|v| r.postings(n, v).ok()).flatten() {
+            if let Err(e) = r.series(id) {
+                refused.push(e.to_string());
+            }
+        }
+    }
+    assert!(refused.iter().any(|e| e.contains("runs past the end of the file")), "{refused:?}");
+}

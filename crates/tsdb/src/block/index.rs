@@ -350,12 +350,12 @@ impl IndexReader {
     fn section(&self, off: usize) -> Result<&[u8], BlockError> {
         let bad = |reason: String| BlockError::Corrupt { path: self.path.clone(), reason };
         let m = &self.map[..];
-        if off + 4 > m.len() {
+        if off.checked_add(4).is_none_or(|e| e > m.len()) {
             return Err(bad(format!("section at {off} outside the file")));
         }
         let len = u32::from_be_bytes(m[off..off + 4].try_into().unwrap()) as usize;
         let end = off + 4 + len;
-        if end + 4 > m.len() {
+        if end.checked_add(4).is_none_or(|e| e > m.len()) {
             return Err(bad(format!("section at {off} runs past the end of the file")));
         }
         let content = &m[off + 4..end];
@@ -435,7 +435,8 @@ impl IndexReader {
         let mut d = Decoder::new(&self.map[off..]);
         let len = d.uvarint().ok_or_else(|| bad(format!("series {id}: truncated")))? as usize;
         let start = self.map.len() - d.remaining();
-        if start + len + 4 > self.map.len() {
+        // `len` is read from the file: up to 2^64 - 1, so the sum is checked, not wrapped.
+        if start.checked_add(len).and_then(|e| e.checked_add(4)).is_none_or(|e| e > self.map.len()) {
             return Err(bad(format!("series {id}: runs past the end of the file")));
         }
         let content = &self.map[start..start + len];
