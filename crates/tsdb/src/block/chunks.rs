@@ -162,7 +162,8 @@ impl ChunkReader {
         let mut d = Decoder::new(&map[off..]);
         let len = d.uvarint().ok_or_else(|| bad(format!("chunk at {off}: truncated length")))? as usize;
         let start = off + (map.len() - off - d.remaining());
-        let end = start.checked_add(1 + len + 4).filter(|&e| e <= map.len());
+        // `len` comes from the file (up to 2^64 - 1): every sum is checked.
+        let end = len.checked_add(1 + 4).and_then(|n| start.checked_add(n)).filter(|&e| e <= map.len());
         let Some(end) = end else {
             return Err(bad(format!("chunk at {off}: {len} bytes run past the end of the file")));
         };
@@ -215,6 +216,19 @@ mod tests {
         std::fs::write(&p, b).unwrap();
         let rd = ChunkReader::open(dir.path()).unwrap();
         assert!(rd.chunk(refs[1]).unwrap_err().to_string().contains("checksum mismatch"));
+    }
+
+    #[test]
+    fn a_chunk_length_that_wraps_around_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        // The segment header, then a chunk whose length is 2^64 - 4 (1 + len + 4 wraps to 1).
+        let mut file = hex("85bd40dd01000000");
+        file.extend([0xfc, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        file.extend([0u8; 16]);
+        std::fs::write(dir.path().join("000001"), file).unwrap();
+        let rd = ChunkReader::open(dir.path()).unwrap();
+        let err = rd.chunk(8).unwrap_err().to_string();
+        assert!(err.contains("run past the end of the file"), "{err}");
     }
 
     fn hex(s: impl AsRef<str>) -> Vec<u8> {
