@@ -112,7 +112,11 @@ fn parse_chunk(data: &[u8], off: usize) -> Result<(u64, i64, i64, std::ops::Rang
     let mut d = Decoder::new(&data[off + CHUNK_FIXED..]);
     let len = d.uvarint().ok_or("truncated chunk length")? as usize;
     let start = data.len() - d.remaining();
-    let end = start.checked_add(len).filter(|&e| e + 4 <= data.len()).ok_or("chunk runs past the end")?;
+    // `len` comes from the file (up to 2^64 - 1): every sum is checked.
+    let end = start
+        .checked_add(len)
+        .filter(|&e| e.checked_add(4).is_some_and(|e| e <= data.len()))
+        .ok_or("chunk runs past the end")?;
     let crc = u32::from_be_bytes(data[end..end + 4].try_into().unwrap());
     if crc32c::crc32c(&data[off..end]) != crc {
         return Err("checksum mismatch".into());
@@ -393,6 +397,17 @@ fn read_at_most(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_length_that_wraps_around_is_corrupt() {
+        // Series ref, mint, maxt, encoding, then a length that puts the end at 2^64 - 2.
+        let mut data = vec![0u8; CHUNK_FIXED];
+        data[24] = ENCODING_XOR;
+        let len = u64::MAX - 1 - (CHUNK_FIXED as u64 + 10);
+        put_uvarint(&mut data, len);
+        data.extend([0u8; 8]);
+        assert_eq!(parse_chunk(&data, 0).unwrap_err(), "chunk runs past the end");
+    }
 
     #[test]
     fn write_read_reopen_and_cut_back_at_corruption() {
