@@ -64,6 +64,14 @@ struct State {
     conns: HashMap<u64, Vec<TcpStream>>,
 }
 
+impl State {
+    /// `fault` for every `every`-th connection accepted since the mode was set, else forward.
+    fn every_nth(&mut self, every: u32, fault: Action) -> Action {
+        self.flaky_seen += 1;
+        if self.flaky_seen.is_multiple_of(every.max(1)) { fault } else { Action::Forward }
+    }
+}
+
 struct Shared {
     state: Mutex<State>,
     stop: AtomicBool,
@@ -299,14 +307,8 @@ fn accept_loop(sh: Arc<Shared>) {
                 Some(Ok((s, _))) => {
                     sh.accepted.fetch_add(1, Ordering::SeqCst);
                     let action = match st.mode {
-                        Mode::Flaky { every } | Mode::Hang { every } => {
-                            st.flaky_seen += 1;
-                            match (st.flaky_seen.is_multiple_of(every.max(1)), st.mode) {
-                                (false, _) => Action::Forward,
-                                (true, Mode::Hang { .. }) => Action::Hang,
-                                (true, _) => Action::Reset,
-                            }
-                        }
+                        Mode::Flaky { every } => st.every_nth(every, Action::Reset),
+                        Mode::Hang { every } => st.every_nth(every, Action::Hang),
                         _ => Action::Forward,
                     };
                     let id = st.next_id;
