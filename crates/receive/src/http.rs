@@ -3,6 +3,7 @@
 //! `/metrics`, `/api/v1/status/tsdb` in Prometheus' shape, as the operations guide calls it,
 //! and `/debug/pprof/`).
 
+pub mod body;
 pub mod instrument;
 pub mod ops;
 pub mod pprof;

@@ -41,6 +41,9 @@ pub struct AppState {
     pub lanes: Lanes,
     /// `--ringest.http.body-read-timeout`.
     pub body_read_timeout: std::time::Duration,
+    /// `--ringest.http.max-header-bytes`: what a connection's read buffer may hold, charged to
+    /// each HTTP write's in-flight budget.
+    pub connection_buffer_bytes: usize,
     /// Replication over the hashring (`None`: IngestorOnly, everything is written here).
     pub replicator: Option<Arc<Replicator>>,
     /// The limits file's write limits.

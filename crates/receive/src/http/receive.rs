@@ -20,11 +20,12 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 use ringest_trace::{KeyValue, Span, TRACE_ID_HEADER};
 
+use super::body::{BodyBuf, BufError};
 use super::{status_of, text_error};
 use crate::admission::{Bound, Permit, PlanError, Refusal, WriteLimits};
 use crate::ingest::{Processed, write_tenant};
@@ -187,35 +188,20 @@ async fn read_body(
 ) -> Result<Bytes, WriteStatus> {
     let too_large = |got: usize| Refusal::TooLarge { bound: Bound::DecodedBytes, got: got as u64, limit: limit as u64 };
     let mut body = body;
-    let mut buf = BytesMut::with_capacity(declared.map_or(0, |d| d as usize).min(limit));
+    let mut buf = BodyBuf::new(declared, limit, permit).map_err(|e| match e {
+        BufError::Refused(r) => st.budget.refuse(r),
+        BufError::Map(e) => WriteStatus::new(Outcome::Internal, e.to_string()),
+    })?;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| WriteStatus::new(Outcome::Invalid, format!("read request body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
-        if buf.len() + data.len() > limit {
-            let got = buf.len() + data.len();
-            free(buf.len(), buf);
-            return Err(st.budget.refuse(too_large(got)));
+        let need = buf.len() + data.len();
+        if need > limit {
+            return Err(st.budget.refuse(too_large(need)));
         }
-        if let Err(r) = permit.charge(data.len()) {
-            free(buf.len(), buf);
-            return Err(st.budget.refuse(r));
-        }
-        buf.extend_from_slice(&data);
+        buf.push(&data, permit).map_err(|r| st.budget.refuse(r))?;
     }
     Ok(buf.freeze())
-}
-
-/// Bodies with this many bytes written are given back to the system as soon as they are freed.
-const LARGE_BODY: usize = 256 << 10;
-
-/// Frees a request body of which `written` bytes were written, giving its memory back to the
-/// system at once when that is large (the allocator would keep it resident for a while, no
-/// longer charged to the in-flight budget).
-fn free<T>(written: usize, body: T) {
-    drop(body);
-    if written >= LARGE_BODY {
-        crate::pool::release_memory();
-    }
 }
 
 /// The answer to a write that reached the ingest stage (or was refused on its way there):
@@ -328,6 +314,10 @@ async fn handle(st: Arc<AppState>, req: Request, span: Span) -> Response {
         Ok(p) => p,
         Err(r) => return respond(&st, &tenant, st.budget.refuse(r), 0, 0),
     };
+    // Its connection's read buffer, which fills up to its limit while the body arrives.
+    if let Err(r) = permit.charge(st.connection_buffer_bytes) {
+        return respond(&st, &tenant, st.budget.refuse(r), 0, 0);
+    }
     let timeout = st.body_read_timeout;
     let body = match tokio::time::timeout(timeout, read_body(&st, req.into_body(), limit, declared, &permit)).await {
         Ok(Ok(body)) => body,
@@ -345,7 +335,7 @@ async fn handle(st: Arc<AppState>, req: Request, span: Span) -> Response {
         .lanes
         .run(size, move || {
             let processed = process(&st2, &tenant2, &tenant_limits, proto, &body, &permit, &span);
-            free(body.len(), body);
+            drop(body);
             (processed, permit, span)
         })
         .await;
