@@ -78,6 +78,22 @@ echo "==> build the release binaries the end-to-end tests and the bench run"
 cargo build --release -p ringest -p ringest-loadgen
 export RINGEST_BIN="$PWD/target/release/ringest"
 
+# Checklist C.26 is a soak: 30 minutes of S3 faults (20 % of requests reset, unanswered or
+# refused with SlowDown) and kill -9s, after which every block must be in the bucket exactly
+# once. It takes little CPU, so it runs in the background beside everything below, and is
+# waited for at the end.
+echo "==> S3 soak (checklist C.26): ${RINGEST_S3_SOAK_SECS:=1800} s of S3 faults and kills, in the background; log in target/s3-soak.log"
+SOAK_TEST="$(cargo test -q -p ringest-e2e --test shipper --no-run --message-format=json \
+  | python3 -c 'import json, sys
+for m in map(json.loads, sys.stdin):
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "shipper":
+        print(m["executable"])')"
+SOAK_LOG="$PWD/target/s3-soak.log"
+(cd tests && RINGEST_S3_SOAK_SECS="$RINGEST_S3_SOAK_SECS" exec "$SOAK_TEST" --ignored --exact \
+  s3_faults_for_a_long_run_with_kills_upload_every_block_exactly_once --nocapture) >"$SOAK_LOG" 2>&1 &
+SOAK_PID=$!
+trap 'kill "$SOAK_PID" 2>/dev/null || true' EXIT
+
 echo "==> bench smoke run (ringest, Thanos Receive, Prometheus 2.42, VictoriaMetrics; tiny workload)"
 target/release/ringest-loadgen bench --smoke
 
@@ -92,3 +108,11 @@ scripts/deploy_check.sh
 
 echo "==> deploy/Dockerfile: the image built and run with podman (a runtime base made here; skipped, loudly, without a container engine)"
 scripts/image_check.sh
+
+echo "==> S3 soak: waiting for its end (started after the build)"
+if ! wait "$SOAK_PID"; then
+  tail -n 60 "$SOAK_LOG"
+  echo "the S3 soak failed (whole log: $SOAK_LOG)" >&2
+  exit 1
+fi
+grep -E "rounds written|each uploaded once|test result" "$SOAK_LOG"

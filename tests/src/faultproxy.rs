@@ -1,8 +1,8 @@
 //! A fault-injecting TCP proxy for object-storage tests: [`FaultProxy`] listens on a free
 //! loopback port and forwards each connection to an upstream (e.g. [`crate::s3::Moto`]) with
 //! plain std threads. The test thread switches its [`Mode`] while traffic flows to produce
-//! refused connections, cut connections, a hung endpoint, a slow link, flaky resets or hung
-//! requests.
+//! refused connections, cut connections, a hung endpoint, a slow link, flaky resets, hung
+//! requests, or a share of all requests failing in turns (reset, unanswered, S3's SlowDown).
 //!
 //! Every thread polls with short socket timeouts and a stop flag, so dropping the proxy ends
 //! and joins all of them within a fraction of a second, whatever the peers do.
@@ -50,6 +50,24 @@ pub enum Mode {
         /// Period of the hung connections.
         every: u32,
     },
+    /// Faults per request rather than per connection (a client reusing its connections meets
+    /// them too): every `every`-th chunk sent by any client (a request, or part of a large
+    /// one's body) is not forwarded, and its connection is in turn reset, held silent until
+    /// the client gives up (a timeout), or answered S3's `503 SlowDown` error and closed.
+    Chaos {
+        /// Period of the faulty chunks.
+        every: u32,
+    },
+}
+
+/// S3's answer to a client that should slow down (a retryable server error).
+fn slow_down() -> String {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+                <Message>Please reduce your request rate.</Message></Error>";
+    format!(
+        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 const POLL: Duration = Duration::from_millis(20);
@@ -78,6 +96,9 @@ struct Shared {
     accepted: AtomicU64,
     resets: AtomicU64,
     hangs: AtomicU64,
+    errors: AtomicU64,
+    /// Chunks sent by clients in [`Mode::Chaos`], to pick the faulty ones.
+    chunks: AtomicU64,
     threads: Mutex<Vec<JoinHandle<()>>>,
     addr: SocketAddr,
     upstream: SocketAddr,
@@ -160,6 +181,8 @@ impl FaultProxy {
             accepted: AtomicU64::new(0),
             resets: AtomicU64::new(0),
             hangs: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            chunks: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
             addr,
             upstream,
@@ -216,14 +239,19 @@ impl FaultProxy {
         self.shared.accepted.load(Ordering::SeqCst)
     }
 
-    /// Connections reset by [`Mode::Flaky`] so far.
+    /// Connections reset by [`Mode::Flaky`] or [`Mode::Chaos`] so far.
     pub fn resets(&self) -> u64 {
         self.shared.resets.load(Ordering::SeqCst)
     }
 
-    /// Connections held open and silent by [`Mode::Hang`] so far.
+    /// Connections held open and silent by [`Mode::Hang`] or [`Mode::Chaos`] so far.
     pub fn hangs(&self) -> u64 {
         self.shared.hangs.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered `503 SlowDown` by [`Mode::Chaos`] so far.
+    pub fn errors(&self) -> u64 {
+        self.shared.errors.load(Ordering::SeqCst)
     }
 
     /// Connections open right now.
@@ -402,16 +430,16 @@ fn handle(sh: Arc<Shared>, id: u64, client: TcpStream, action: Action) {
 fn forward(sh: &Arc<Shared>, client: &TcpStream, up: &TcpStream) {
     let (Ok(c2), Ok(u2)) = (client.try_clone(), up.try_clone()) else { return };
     let sh2 = sh.clone();
-    let t = thread::Builder::new().name("faultproxy-pump".into()).spawn(move || pump(&sh2, &c2, &u2));
-    pump(sh, up, client);
+    let t = thread::Builder::new().name("faultproxy-pump".into()).spawn(move || pump(&sh2, &c2, &u2, true));
+    pump(sh, up, client, false);
     if let Ok(t) = t {
         let _ = t.join();
     }
 }
 
 /// Copies `from` to `to` until EOF (then half-closes `to`), an error (then shuts both down)
-/// or stop, applying the mode to each chunk.
-fn pump(sh: &Shared, from: &TcpStream, to: &TcpStream) {
+/// or stop, applying the mode to each chunk (`from_client`: the client's side).
+fn pump(sh: &Shared, from: &TcpStream, to: &TcpStream, from_client: bool) {
     let _ = from.set_read_timeout(Some(POLL));
     let _ = to.set_write_timeout(Some(POLL));
     let mut buf = vec![0u8; CHUNK];
@@ -442,6 +470,12 @@ fn pump(sh: &Shared, from: &TcpStream, to: &TcpStream) {
         if !sh.wait_flowing() {
             return;
         }
+        if from_client && let Mode::Chaos { every } = sh.mode() {
+            let k = sh.chunks.fetch_add(1, Ordering::SeqCst) + 1;
+            if k.is_multiple_of(u64::from(every.max(1))) {
+                return chaos(sh, from, to, k / u64::from(every.max(1)));
+            }
+        }
         let mut data = &buf[..n];
         while !data.is_empty() {
             if sh.stopped() {
@@ -453,6 +487,40 @@ fn pump(sh: &Shared, from: &TcpStream, to: &TcpStream) {
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
                 Err(_) => return fail(),
             }
+        }
+    }
+}
+
+/// The `n`-th fault of [`Mode::Chaos`] on the connection whose client is `client`: a reset, a
+/// silent connection or S3's `SlowDown` answer, in turn.
+fn chaos(sh: &Shared, client: &TcpStream, up: &TcpStream, n: u64) {
+    match n % 3 {
+        0 => {
+            sh.resets.fetch_add(1, Ordering::SeqCst);
+            set_linger_zero(client);
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = up.shutdown(Shutdown::Both);
+        }
+        1 => {
+            sh.hangs.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; CHUNK];
+            while !sh.stopped() {
+                match (&*client).read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = up.shutdown(Shutdown::Both);
+        }
+        _ => {
+            sh.errors.fetch_add(1, Ordering::SeqCst);
+            let _ = client.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = (&*client).write_all(slow_down().as_bytes());
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = up.shutdown(Shutdown::Both);
         }
     }
 }

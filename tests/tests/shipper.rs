@@ -652,3 +652,115 @@ fn a_corrupted_local_meta_json_holds_back_only_its_block() {
     assert!(data.join(TENANT).join(&bad).join("index").exists(), "the damaged block is left for the operator");
     assert!(r.terminate().success(), "{}", r.logs());
 }
+
+/// Checklist C.26, as a soak: 20 % of the requests to S3 fail for the whole run (every fifth
+/// request sent through [`Mode::Chaos`] is in turn reset, left unanswered until the 2 s
+/// `response_header_timeout`, or answered S3's `503 SlowDown`), while a writer adds ten
+/// minutes of data per second (a 2 h block cut and uploaded about every 20 s) and the receiver
+/// is killed with -9 ten times, at moments unrelated to the uploads. After each kill the local
+/// shipper state is whole (written aside, then renamed) and no meta.json precedes its block's
+/// files. Then the faults stop: every block reaches the bucket exactly once (one meta.json
+/// written per block, the bucket's blocks exactly those on disk, each whole), the shipper
+/// state lists each once, and the bucket alone holds every acknowledged sample after SIGTERM.
+/// Runs for `RINGEST_S3_SOAK_SECS` (60 by default); the test command runs it for 30 minutes
+/// beside the other tests.
+#[test]
+#[ignore = "a soak of RINGEST_S3_SOAK_SECS seconds: scripts/test.sh runs it for 30 minutes beside the other tests"]
+fn s3_faults_for_a_long_run_with_kills_upload_every_block_exactly_once() {
+    let secs: u64 = std::env::var("RINGEST_S3_SOAK_SECS").map_or(60, |s| s.trim().parse().expect("seconds"));
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = moto();
+    let creds = moto.credentials();
+    let proxy = FaultProxy::start(moto.addr());
+    proxy.set_mode(Mode::Chaos { every: 5 });
+    let timeout = "  http_config:\n    response_header_timeout: 2s\n";
+    let yaml = s3_yaml(&proxy.endpoint(), BUCKET, (&creds.0, &creds.1), timeout);
+    let cfg = config_file(tmp.path(), "chaos.yml", &yaml);
+    let data = tmp.path().join("data");
+    let mut r = Receiver::start(&data, &[&cfg]);
+    let tenant = r.tenant_dir(TENANT);
+    let state = tenant.join("thanos.shipper.json");
+    let check_state = |when: &str| {
+        if let Ok(bytes) = std::fs::read(&state) {
+            let json: serde_json::Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{when}: thanos.shipper.json is not whole: {e}: {bytes:?}"));
+            assert_eq!(json["version"], 1, "{when}: {json}");
+            // null before the first upload, as Go writes an empty list.
+            assert!(json["uploaded"].is_array() || json["uploaded"].is_null(), "{when}: {json}");
+        }
+    };
+
+    // Ten minutes of data per second of the run: six rounds of one minute.
+    const ROUNDS_PER_SECOND: f64 = 6.0;
+    let w = Workload { series: 100, batch: 100, start_ms: T0, step_ms: 60_000, name: "soak".into() };
+    let mut acked = Acked::new();
+    let mut conn = RemoteWriter::connect(&r.rw_addr).unwrap();
+    let start = Instant::now();
+    let kill_every = Duration::from_secs((secs / 10).max(5));
+    let (mut next_kill, mut kills, mut round) = (start + kill_every, 0, 0usize);
+    while start.elapsed() < Duration::from_secs(secs) {
+        if let Some(wait) =
+            (start + Duration::from_secs_f64(round as f64 / ROUNDS_PER_SECOND)).checked_duration_since(Instant::now())
+        {
+            std::thread::sleep(wait); // the writer's pace
+        }
+        if let Err(e) = w.send(&mut conn, round..round + 1, &mut acked) {
+            panic!("round {round} refused: {}\n{}", e.reason, r.logs());
+        }
+        round += 1;
+        if Instant::now() >= next_kill {
+            r.kill9();
+            kills += 1;
+            check_state(&format!("kill {kills}"));
+            check_meta_last(&moto);
+            r.restart();
+            conn = RemoteWriter::connect(&r.rw_addr).unwrap();
+            next_kill += kill_every;
+        }
+    }
+    let faults = (proxy.resets(), proxy.hangs(), proxy.errors());
+    eprintln!(
+        "{secs} s: {round} rounds written, {kills} kills, {} connections to S3, faults: {} reset, {} unanswered, {} SlowDown",
+        proxy.connections(),
+        faults.0,
+        faults.1,
+        faults.2
+    );
+    assert!(faults.0 > 0 && faults.1 > 0 && faults.2 > 0, "every kind of fault happened: {faults:?}");
+
+    proxy.set_mode(Mode::Pass);
+    let all_shipped = || {
+        let local = local_blocks(&tenant);
+        !local.is_empty() && local.is_subset(&shipped(&moto.list_objects(BUCKET)))
+    };
+    wait_for("every block uploaded once the faults stop", Duration::from_secs(120), all_shipped);
+    assert!(r.terminate().success(), "{}", r.logs());
+    let local = local_blocks(&tenant);
+    assert!(local.len() as f64 >= secs as f64 / 30.0, "{} blocks cut in {secs} s", local.len());
+    let objects = moto.list_objects(BUCKET);
+    assert_eq!(shipped(&objects), local, "the bucket holds exactly the blocks on disk");
+    let map: BTreeMap<String, u64> = objects.iter().cloned().collect();
+    for ulid in &local {
+        let meta: serde_json::Value =
+            serde_json::from_slice(&moto.get_object(BUCKET, &format!("{ulid}/meta.json"))).unwrap();
+        check_block(ulid, &map, &meta, Some(&tenant.join(ulid)));
+    }
+    check_meta_last(&moto);
+    let metas: Vec<String> = moto
+        .bucket_requests(BUCKET)
+        .into_iter()
+        .filter(|(m, p, status)| m == "PUT" && *status < 300 && p.contains("/meta.json"))
+        .map(|(_, p, _)| p)
+        .collect();
+    assert_eq!(metas.len(), local.len(), "each block's meta.json written once");
+    let uploaded: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let listed: Vec<&str> = uploaded["uploaded"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+    assert_eq!(listed.len(), local.len(), "thanos.shipper.json lists each block once: {listed:?}");
+    assert_eq!(listed.iter().map(|u| u.to_string()).collect::<BTreeSet<_>>(), local);
+    let from_bucket = tmp.path().join("from-bucket");
+    assert_eq!(download(&moto, &from_bucket), local.len());
+    assert_exact(&from_bucket, &acked);
+    eprintln!("{} blocks, each uploaded once; {} samples acknowledged, all in the bucket", local.len(), {
+        acked.values().map(|s| s.len()).sum::<usize>()
+    });
+}
