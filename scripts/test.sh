@@ -83,10 +83,12 @@ export RINGEST_BIN="$PWD/target/release/ringest"
 # once. It takes little CPU, so it runs in the background beside everything below, and is
 # waited for at the end.
 echo "==> S3 soak (checklist C.26): ${RINGEST_S3_SOAK_SECS:=1800} s of S3 faults and kills, in the background; log in target/s3-soak.log"
-SOAK_TEST="$(cargo test -q -p ringest-e2e --test shipper --no-run --message-format=json \
+# Built with every test of the workspace (the same features as the run below, so nothing is
+# built twice).
+SOAK_TEST="$(cargo test -q --workspace --no-run --message-format=json \
   | python3 -c 'import json, sys
 for m in map(json.loads, sys.stdin):
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "shipper":
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["src_path"].endswith("tests/tests/shipper.rs"):
         print(m["executable"])')"
 SOAK_LOG="$PWD/target/s3-soak.log"
 (cd tests && RINGEST_S3_SOAK_SECS="$RINGEST_S3_SOAK_SECS" exec "$SOAK_TEST" --ignored --exact \
