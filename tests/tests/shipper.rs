@@ -151,6 +151,31 @@ fn check_meta_last(moto: &Moto) {
     }
 }
 
+/// The bucket holds exactly the blocks of `tenant` (the directory) in `local`, each whole and
+/// its meta.json written once, and the tenant's `thanos.shipper.json` lists each once.
+fn assert_each_block_uploaded_once(moto: &Moto, local: &BTreeSet<String>, tenant: &Path) {
+    let objects = moto.list_objects(BUCKET);
+    assert_eq!(&shipped(&objects), local, "the bucket holds exactly the blocks on disk");
+    let map: BTreeMap<String, u64> = objects.iter().cloned().collect();
+    for ulid in local {
+        let meta: serde_json::Value =
+            serde_json::from_slice(&moto.get_object(BUCKET, &format!("{ulid}/meta.json"))).unwrap();
+        check_block(ulid, &map, &meta, Some(&tenant.join(ulid)));
+    }
+    let metas: Vec<String> = moto
+        .bucket_requests(BUCKET)
+        .into_iter()
+        .filter(|(m, p, status)| m == "PUT" && *status < 300 && p.contains("/meta.json"))
+        .map(|(_, p, _)| p)
+        .collect();
+    assert_eq!(metas.len(), local.len(), "each block's meta.json written once: {metas:?}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tenant.join("thanos.shipper.json")).unwrap()).unwrap();
+    let listed: Vec<&str> = state["uploaded"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+    assert_eq!(listed.len(), local.len(), "thanos.shipper.json lists each block once: {listed:?}");
+    assert_eq!(&listed.iter().map(|u| u.to_string()).collect::<BTreeSet<_>>(), local);
+}
+
 /// Downloads every complete block of the bucket into `<dir>/` (plus an empty wal/).
 fn download(moto: &Moto, dir: &Path) -> usize {
     let objects = moto.list_objects(BUCKET);
@@ -480,25 +505,7 @@ fn each_s3_failure_is_explained_counted_and_does_not_touch_ingestion() {
     assert!(flaky.resets() > 0);
     eprintln!("through the faulty endpoint: {} requests hung, {} connections reset", flaky.hangs(), flaky.resets());
     assert!(r.terminate().success());
-    let objects = moto.list_objects(BUCKET);
-    assert_eq!(shipped(&objects), local, "the bucket holds exactly the blocks on disk");
-    let map: BTreeMap<String, u64> = objects.iter().cloned().collect();
-    for ulid in &local {
-        let meta: serde_json::Value =
-            serde_json::from_slice(&moto.get_object(BUCKET, &format!("{ulid}/meta.json"))).unwrap();
-        check_block(ulid, &map, &meta, Some(&data.join(TENANT).join(ulid)));
-    }
-    let metas: Vec<String> = moto
-        .bucket_requests(BUCKET)
-        .into_iter()
-        .filter(|(m, p, status)| m == "PUT" && *status < 300 && p.contains("/meta.json"))
-        .map(|(_, p, _)| p)
-        .collect();
-    assert_eq!(metas.len(), local.len(), "each block's meta.json written once: {metas:?}");
-    let uploaded: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-    let listed: BTreeSet<String> =
-        uploaded["uploaded"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect();
-    assert_eq!(listed, local, "thanos.shipper.json lists every block once");
+    assert_each_block_uploaded_once(&moto, &local, &data.join(TENANT));
 }
 
 #[test]
@@ -737,26 +744,8 @@ fn s3_faults_for_a_long_run_with_kills_upload_every_block_exactly_once() {
     assert!(r.terminate().success(), "{}", r.logs());
     let local = local_blocks(&tenant);
     assert!(local.len() as f64 >= secs as f64 / 30.0, "{} blocks cut in {secs} s", local.len());
-    let objects = moto.list_objects(BUCKET);
-    assert_eq!(shipped(&objects), local, "the bucket holds exactly the blocks on disk");
-    let map: BTreeMap<String, u64> = objects.iter().cloned().collect();
-    for ulid in &local {
-        let meta: serde_json::Value =
-            serde_json::from_slice(&moto.get_object(BUCKET, &format!("{ulid}/meta.json"))).unwrap();
-        check_block(ulid, &map, &meta, Some(&tenant.join(ulid)));
-    }
+    assert_each_block_uploaded_once(&moto, &local, &tenant);
     check_meta_last(&moto);
-    let metas: Vec<String> = moto
-        .bucket_requests(BUCKET)
-        .into_iter()
-        .filter(|(m, p, status)| m == "PUT" && *status < 300 && p.contains("/meta.json"))
-        .map(|(_, p, _)| p)
-        .collect();
-    assert_eq!(metas.len(), local.len(), "each block's meta.json written once");
-    let uploaded: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-    let listed: Vec<&str> = uploaded["uploaded"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
-    assert_eq!(listed.len(), local.len(), "thanos.shipper.json lists each block once: {listed:?}");
-    assert_eq!(listed.iter().map(|u| u.to_string()).collect::<BTreeSet<_>>(), local);
     let from_bucket = tmp.path().join("from-bucket");
     assert_eq!(download(&moto, &from_bucket), local.len());
     assert_exact(&from_bucket, &acked);
