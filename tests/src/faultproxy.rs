@@ -390,16 +390,8 @@ fn handle(sh: Arc<Shared>, id: u64, client: TcpStream, action: Action) {
         }
         Action::Hang => {
             let _ = client.set_read_timeout(Some(POLL));
-            let mut buf = [0u8; CHUNK];
             sh.hangs.fetch_add(1, Ordering::SeqCst);
-            while !sh.stopped() {
-                match (&client).read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                    Err(_) => break,
-                }
-            }
+            drain_until_closed(&sh, &client);
         }
         Action::Forward => match TcpStream::connect_timeout(&sh.upstream, Duration::from_secs(2)) {
             Err(_) => set_linger_zero(&client),
@@ -503,15 +495,7 @@ fn chaos(sh: &Shared, client: &TcpStream, up: &TcpStream, n: u64) {
         }
         1 => {
             sh.hangs.fetch_add(1, Ordering::SeqCst);
-            let mut buf = [0u8; CHUNK];
-            while !sh.stopped() {
-                match (&*client).read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                    Err(_) => break,
-                }
-            }
+            drain_until_closed(sh, client);
             let _ = client.shutdown(Shutdown::Both);
             let _ = up.shutdown(Shutdown::Both);
         }
@@ -521,6 +505,20 @@ fn chaos(sh: &Shared, client: &TcpStream, up: &TcpStream, n: u64) {
             let _ = (&*client).write_all(slow_down().as_bytes());
             let _ = client.shutdown(Shutdown::Both);
             let _ = up.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Reads and drops what `client` sends, answering nothing, until it closes (or the proxy stops):
+/// a request that times out. `client` has a read timeout, so a stop is seen.
+fn drain_until_closed(sh: &Shared, client: &TcpStream) {
+    let mut buf = [0u8; CHUNK];
+    while !sh.stopped() {
+        match (&*client).read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
         }
     }
 }

@@ -151,6 +151,16 @@ fn check_meta_last(moto: &Moto) {
     }
 }
 
+/// The shipper state at `path`, if written, after checking it is whole JSON of version 1 (it is
+/// written aside, then renamed, so a kill -9 never leaves it empty or partial).
+fn shipper_state_whole(path: &Path, when: &str) -> Option<serde_json::Value> {
+    let bytes = std::fs::read(path).ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{when}: thanos.shipper.json is not whole: {e}: {bytes:?}"));
+    assert_eq!(json["version"], 1, "{when}: {json}");
+    Some(json)
+}
+
 /// The bucket holds exactly the blocks of `tenant` (the directory) in `local`, each whole and
 /// its meta.json written once, and the tenant's `thanos.shipper.json` lists each once.
 fn assert_each_block_uploaded_once(moto: &Moto, local: &BTreeSet<String>, tenant: &Path) {
@@ -473,11 +483,7 @@ fn each_s3_failure_is_explained_counted_and_does_not_touch_ingestion() {
     let mut r = Receiver::launch(&data, &[&cfg]);
     let all_shipped = || local.is_subset(&shipped(&moto.list_objects(BUCKET)));
     let check_state = |when: &str| {
-        if let Ok(bytes) = std::fs::read(&state) {
-            let json: serde_json::Value = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|e| panic!("{when}: thanos.shipper.json is not whole: {e}: {bytes:?}"));
-            assert_eq!(json["version"], 1, "{when}: {json}");
-        }
+        shipper_state_whole(&state, when);
     };
     wait_for("requests to time out and be retried", Duration::from_secs(60), || flaky.hangs() >= 3);
     r.kill9();
@@ -688,10 +694,7 @@ fn s3_faults_for_a_long_run_with_kills_upload_every_block_exactly_once() {
     let tenant = r.tenant_dir(TENANT);
     let state = tenant.join("thanos.shipper.json");
     let check_state = |when: &str| {
-        if let Ok(bytes) = std::fs::read(&state) {
-            let json: serde_json::Value = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|e| panic!("{when}: thanos.shipper.json is not whole: {e}: {bytes:?}"));
-            assert_eq!(json["version"], 1, "{when}: {json}");
+        if let Some(json) = shipper_state_whole(&state, when) {
             // null before the first upload, as Go writes an empty list.
             assert!(json["uploaded"].is_array() || json["uploaded"].is_null(), "{when}: {json}");
         }

@@ -3,9 +3,8 @@
 //!
 //! A request is admitted (one of `--ringest.write.max-inflight-requests`) before its body is
 //! read, then charged, each before it is allocated: over HTTP its connection's read buffer and
-//! its body's buffer (sized by `Content-Length`, charged whole: memory the allocator hands back
-//! may be resident already), over gRPC the message, then the decompressed size from the snappy
-//! header, and the decoded form (series, labels and samples counted by a
+//! the memory its body makes resident ([`crate::http::body`]), over gRPC the message, then the
+//! decompressed size from the snappy header, and the decoded form (series, labels and samples counted by a
 //! pass that allocates nothing). A charge that would take the bytes in flight past
 //! `--ringest.write.max-inflight-bytes` is refused at once with "busy" (HTTP 503 with
 //! `Retry-After`, gRPC `Unavailable`): there is no queue. A request over one of its own bounds

@@ -5,8 +5,8 @@
 //! Content-Length over the limit (413), a replica header (400: only peers replicate, over gRPC),
 //! admission to the in-flight budget ([`crate::admission`]: 503 with `Retry-After` when busy),
 //! the body read within its timeout (408), capped at the limit (413, also for chunked bodies)
-//! and charged for the memory it makes resident ([`super::body`]); then on a blocking thread: the snappy declared length (413) is
-//! charged, the body decompressed (400), a 2.0 request translated into 1.0
+//! and charged for the memory it makes resident ([`super::body`]); then on a blocking thread:
+//! the snappy declared length (413) is charged, the body decompressed (400), a 2.0 request translated into 1.0
 //! ([`crate::remote_write::v2`]: its symbols and 1.0 size charged, 413 past the decoded
 //! bound, series that 2.0 refuses left out and answered 400 once the others are written),
 //! counted and bounded (413 naming the bound), its decoded form charged, decoded (400), then
