@@ -156,6 +156,7 @@ async fn ours(payload: Bytes, calls: usize) -> (f64, f64) {
             connect_timeout: Duration::from_secs(5),
             keepalive: Duration::from_secs(10),
             tls: None,
+            dialer: None,
         },
     );
     ch.unary(PATH, payload.clone(), Duration::from_secs(10)).await.expect("warm-up call");

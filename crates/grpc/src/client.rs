@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::status::{Code, Status};
+use crate::transport::{Dialer, Stream};
 use crate::wire::{ACCEPT_ENCODING, Compression, Encoded, GrpcBody, format_timeout, read_status, read_unary};
 
 /// Client settings for one peer.
@@ -31,6 +32,8 @@ pub struct ChannelOptions {
     pub keepalive: Duration,
     /// TLS towards the peer (`--remote-write.client-tls-secure`), else plain TCP.
     pub tls: Option<ringest_tls::Connector>,
+    /// Opens connections in place of TCP (`None`: TCP).
+    pub dialer: Option<Arc<dyn Dialer>>,
 }
 
 impl Default for ChannelOptions {
@@ -42,6 +45,7 @@ impl Default for ChannelOptions {
             connect_timeout: Duration::from_secs(5),
             keepalive: Duration::from_secs(10),
             tls: None,
+            dialer: None,
         }
     }
 }
@@ -218,8 +222,18 @@ impl Channel {
 
     async fn dial(&self) -> Result<SendRequest<GrpcBody>, String> {
         let addr = &self.inner.addr;
+        if let Some(dialer) = &self.inner.opts.dialer {
+            let stream = dialer.dial(addr).await.map_err(|e| format!("dial {addr}: {e}"))?;
+            return self.secure(stream).await;
+        }
         let stream = TcpStream::connect(addr.as_str()).await.map_err(|e| format!("dial tcp {addr}: {e}"))?;
         let _ = stream.set_nodelay(true);
+        self.secure(stream).await
+    }
+
+    /// TLS (if configured), then the HTTP/2 handshake, on a connected stream.
+    async fn secure<S: Stream>(&self, stream: S) -> Result<SendRequest<GrpcBody>, String> {
+        let addr = &self.inner.addr;
         match &self.inner.opts.tls {
             None => self.handshake(stream).await,
             Some(tls) => {

@@ -11,6 +11,7 @@
 mod client;
 mod server;
 mod status;
+mod transport;
 mod wire;
 
 pub use client::{Channel, ChannelOptions};
@@ -19,6 +20,7 @@ pub use server::{
     Server, UnaryHandler,
 };
 pub use status::{Code, Status};
+pub use transport::{Acceptor, Dialer, Dialing, Stream};
 pub use wire::{
     Compression, Encoded, MessageEncoder, SharedStart, format_timeout, parse_timeout, snappy_compress,
     snappy_decompress,

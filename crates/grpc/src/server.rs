@@ -23,6 +23,7 @@ mod snappy;
 pub use observe::{CallEnd, CallKind, CallMeta, Method, Observer};
 
 use crate::status::{Code, Status};
+use crate::transport::Acceptor;
 use crate::wire::{ACCEPT_ENCODING, Compression, GrpcBody, parse_timeout, read_unary, status_headers};
 
 /// Path of the health check method.
@@ -246,6 +247,15 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve_from(listener, shutdown).await
+    }
+
+    /// [`Server::serve`] over the connections `acceptor` gives.
+    pub async fn serve_from<A: Acceptor>(
+        self,
+        mut acceptor: A,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let max_message_bytes = self.max_message_bytes;
         let raw: HashMap<&'static str, RawUnary> =
             self.raw.into_iter().map(|(path, handler)| (path, RawUnary { handler, max_message_bytes })).collect();
@@ -265,12 +275,13 @@ impl Server {
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
+            // Biased (polled in this order), so a simulation replays the same choices.
             tokio::select! {
+                biased;
                 () = &mut shutdown => break,
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                accepted = listener.accept() => match accepted {
+                accepted = acceptor.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
                         let (routes, stop, age, limits) = (routes.clone(), stop_rx.clone(), self.max_connection_age, self.limits);
                         match self.tls.clone() {
                             None => conns.spawn(serve_conn(routes, stream, peer, stop, age, limits)),
@@ -291,7 +302,7 @@ impl Server {
                 },
             }
         }
-        drop(listener);
+        drop(acceptor);
         let _ = stop_tx.send(true);
         while conns.join_next().await.is_some() {}
         Ok(())
@@ -491,6 +502,7 @@ async fn serve_conn<S>(
     let (mut stopping, mut closing) = (false, false);
     let result = loop {
         tokio::select! {
+            biased;
             r = conn.as_mut() => break r,
             // Too old: GOAWAY; the calls in flight finish, the client reconnects.
             () = &mut aged, if !closing => {

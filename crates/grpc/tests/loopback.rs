@@ -61,6 +61,7 @@ fn channel(addr: SocketAddr, compression: Compression) -> Channel {
         connect_timeout: SECOND,
         keepalive: Duration::from_secs(10),
         tls: None,
+        dialer: None,
     };
     Channel::new(addr.to_string(), opts)
 }

@@ -340,6 +340,7 @@ fn ring_config(m: &ArgMatches) -> Result<Option<RingConfig>, String> {
             compression,
             async_workers: workers.max(1),
             tls: None,
+            dialer: None,
         },
     }))
 }

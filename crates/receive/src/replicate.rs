@@ -18,7 +18,9 @@ pub mod quorum;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 use prometheus::{HistogramVec, IntCounterVec, IntGauge};
@@ -54,6 +56,8 @@ pub struct Options {
     pub async_workers: usize,
     /// `--remote-write.client-tls-*`: TLS towards peers (`None`: plain).
     pub tls: Option<ringest_tls::Connector>,
+    /// Opens connections to peers in place of TCP (`None`: TCP; the simulation tests set it).
+    pub dialer: Option<Arc<dyn ringest_grpc::Dialer>>,
 }
 
 /// Replication metrics (Thanos' names).
@@ -111,6 +115,9 @@ impl ReplicationMetrics {
 struct Backoff {
     until: Option<Instant>,
     delay: Duration,
+    /// Jitter source: a xorshift state seeded from this node's and the peer's addresses, so
+    /// routers do not retry a peer in lockstep, and a simulation replays the same delays.
+    jitter: u64,
 }
 
 /// A peer receiver: a gRPC channel, its worker slots and its backoff.
@@ -137,13 +144,16 @@ impl Peer {
                 connect_timeout: opts.forward_timeout,
                 keepalive: Duration::from_secs(10),
                 tls: opts.tls.clone(),
+                dialer: opts.dialer.clone(),
             },
         );
+        let me = opts.local_endpoint.as_deref().unwrap_or_default();
+        let seed = xxhash_rust::xxh3::xxh3_64(format!("{me} {address}").as_bytes()) | 1;
         Peer {
             address: address.to_string(),
             channel,
             workers: Semaphore::new(opts.async_workers.max(1)),
-            backoff: Mutex::new(Backoff::default()),
+            backoff: Mutex::new(Backoff { jitter: seed, ..Backoff::default() }),
         }
     }
 
@@ -155,18 +165,17 @@ impl Peer {
         let mut b = self.backoff.lock();
         b.delay = if b.delay.is_zero() { Duration::from_millis(100) } else { (b.delay * 2).min(max) };
         // Jitter: up to a fifth less, so peers do not retry in lockstep.
-        let pct = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() % 100)
-            .unwrap_or(0);
-        let jitter = b.delay.as_nanos() as u64 / 5 * pct as u64 / 100;
+        b.jitter ^= b.jitter << 13;
+        b.jitter ^= b.jitter >> 7;
+        b.jitter ^= b.jitter << 17;
+        let jitter = b.delay.as_nanos() as u64 / 5 * (b.jitter % 100) / 100;
         b.until = Some(Instant::now() + b.delay - Duration::from_nanos(jitter));
     }
 
     fn mark_up(&self) {
         let mut b = self.backoff.lock();
         if b.until.is_some() {
-            *b = Backoff::default();
+            *b = Backoff { jitter: b.jitter, ..Backoff::default() };
         }
     }
 
@@ -186,7 +195,7 @@ impl Peer {
             return Err(fail(Outcome::Unavailable, &"backing off forward request: target not available"));
         }
         let waited = Instant::now();
-        let _slot = match tokio::time::timeout_at(deadline.into(), self.workers.acquire()).await {
+        let _slot = match tokio::time::timeout_at(deadline, self.workers.acquire()).await {
             Ok(Ok(s)) => s,
             _ => return Err(fail(Outcome::Internal, &"context deadline exceeded (waiting for a forward worker)")),
         };
@@ -291,7 +300,7 @@ impl Pending {
         let mut reported = vec![false; self.groups.len()];
         let mut outstanding = self.groups.len();
         while outstanding > 0 && !self.quorum.done() {
-            match tokio::time::timeout_at(self.deadline.into(), self.rx.recv()).await {
+            match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
                 Ok(Some((g, r))) => {
                     reported[g] = true;
                     outstanding -= 1;
@@ -609,6 +618,7 @@ mod tests {
             compression,
             async_workers: 2,
             tls: None,
+            dialer: None,
         };
         Replicator::new(ring, opts, ReplicationMetrics::new(&prometheus::Registry::new()).unwrap())
     }
