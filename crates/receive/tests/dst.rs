@@ -233,6 +233,8 @@ struct Log {
     faults: VecDeque<Fault>,
     /// Events in order, for the determinism check.
     trace: Vec<String>,
+    /// The client's operations are over (nodes still down are started for the end).
+    ops_done: bool,
 }
 
 fn request(samples: &[(u64, i64)]) -> Bytes {
@@ -356,6 +358,7 @@ async fn client(mut rng: Rng, ops: usize, compression: Compression, log: Rc<RefC
         tokio::time::sleep(Duration::from_millis(rng.below(40))).await;
     }
     // Heal: every link repaired and released, every node up.
+    log.borrow_mut().ops_done = true;
     for a in 0..NODES {
         for b in a + 1..NODES {
             turmoil::repair(node(a).as_str(), node(b).as_str());
@@ -483,7 +486,7 @@ fn simulate(seed: u64, ops: usize, bug: Bug) -> Result<(Verdict, Vec<String>), B
             break;
         }
         // Nodes still down once the client's operations are over come back for the end.
-        if log.borrow().trace.len() >= ops && down.iter().any(|&d| d) {
+        if log.borrow().ops_done && down.iter().any(|&d| d) {
             for (i, d) in down.iter_mut().enumerate().filter(|(_, d)| **d) {
                 sim.bounce(node(i).as_str());
                 *d = false;
