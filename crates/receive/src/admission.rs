@@ -2,8 +2,8 @@
 //! in flight, over HTTP and gRPC together.
 //!
 //! A request is admitted (one of `--ringest.write.max-inflight-requests`) before its body is
-//! read, then charged, each before it is allocated: over HTTP its connection's read buffer and
-//! the memory its body makes resident ([`crate::http::body`]), over gRPC the message, then the
+//! read, then charged, each before it is allocated: over HTTP what its connection holds while
+//! the body arrives (`HttpLimits::connection_cost`) and the memory its body makes resident ([`crate::http::body`]), over gRPC the message, then the
 //! decompressed size from the snappy header, and the decoded form (series, labels and samples counted by a
 //! pass that allocates nothing). A charge that would take the bytes in flight past
 //! `--ringest.write.max-inflight-bytes` is refused at once with "busy" (HTTP 503 with

@@ -314,8 +314,8 @@ async fn handle(st: Arc<AppState>, req: Request, span: Span) -> Response {
         Ok(p) => p,
         Err(r) => return respond(&st, &tenant, st.budget.refuse(r), 0, 0),
     };
-    // Its connection's read buffer, which fills up to its limit while the body arrives.
-    if let Err(r) = permit.charge(st.connection_buffer_bytes) {
+    // What its connection holds while the body arrives (read buffers).
+    if let Err(r) = permit.charge(st.connection_cost) {
         return respond(&st, &tenant, st.budget.refuse(r), 0, 0);
     }
     let timeout = st.body_read_timeout;
