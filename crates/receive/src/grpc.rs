@@ -55,7 +55,8 @@ pub fn code_of(outcome: Outcome) -> Code {
     }
 }
 
-fn status(ws: WriteStatus) -> Status {
+/// A write's status as the gRPC status it is answered with ([`code_of`]).
+pub fn status(ws: WriteStatus) -> Status {
     Status { code: code_of(ws.outcome), message: ws.message }
 }
 

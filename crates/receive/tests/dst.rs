@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message as _;
-use ringest::grpc::code_of;
 use ringest::outcome::{Outcome, WriteStatus};
 use ringest::remote_write::{Shape, decode_thanos_write_request, write_thanos_request_end, write_thanos_series};
 use ringest::replicate::{Failure, MAX_MESSAGE_BYTES, Options, REMOTE_WRITE_PATH, ReplicationMetrics, Replicator};
@@ -119,7 +118,7 @@ enum Bug {
 }
 
 fn status(ws: WriteStatus) -> Result<Bytes, Status> {
-    if ws.is_ok() { Ok(Bytes::new()) } else { Err(Status::new(code_of(ws.outcome), ws.message)) }
+    if ws.is_ok() { Ok(Bytes::new()) } else { Err(ringest::grpc::status(ws)) }
 }
 
 impl NodeHandler {
@@ -519,7 +518,7 @@ fn report(seed: u64, v: &Verdict, trace: &[String]) -> String {
     )
 }
 
-/// Runs seeds `first..first + count` on this thread; the failures' reports.
+/// Runs `seeds` on this thread: the failures' reports, the writes acknowledged, the seeds run.
 fn run_seeds(seeds: impl Iterator<Item = u64>, ops: usize) -> (Vec<String>, usize, usize) {
     let (mut failures, mut acked, mut runs) = (Vec::new(), 0, 0);
     for seed in seeds {
