@@ -148,33 +148,20 @@ struct WorkerReport {
     undefined_samples: u64,
 }
 
-/// Slot of a series whose labels were invalid.
-const INVALID: u32 = u32::MAX;
-
 /// Owns the series whose hash picks it: creates them and applies their samples.
 struct Worker<'h> {
     head: &'h Head,
-    /// Series index by slot (slots are handed out by the reader, in order); [`INVALID`] for
-    /// series with invalid labels.
-    slots: Vec<u32>,
-    series: Vec<Arc<MemSeries>>,
-    /// Series index by the WAL reference the series was created with: a later record for the
-    /// same labels (another reference) maps to it.
-    by_ref: Refs,
+    /// The series of each slot (slots are handed out by the reader, in order): a later record
+    /// for the same labels (another reference) gets the same series; `None` for a series with
+    /// invalid labels.
+    by_slot: Vec<Option<Arc<MemSeries>>>,
     ids: LabelIds,
     report: WorkerReport,
 }
 
 impl<'h> Worker<'h> {
     fn new(head: &'h Head) -> Self {
-        Worker {
-            head,
-            slots: Vec::new(),
-            series: Vec::new(),
-            by_ref: Refs::default(),
-            ids: LabelIds::default(),
-            report: WorkerReport::default(),
-        }
+        Worker { head, by_slot: Vec::new(), ids: LabelIds::default(), report: WorkerReport::default() }
     }
 
     fn run(mut self, rx: Receiver<Batch>, spare: SyncSender<Batch>) -> WorkerReport {
@@ -213,9 +200,9 @@ impl<'h> Worker<'h> {
                 labels.push(LabelRef { name: &b.bytes[at..at + n], value: &b.bytes[at + n..at + n + v] });
                 at += n + v;
             }
-            let slot = if validate_sorted(&labels, ns.sorted).is_err() {
+            let series = if validate_sorted(&labels, ns.sorted).is_err() {
                 tracing::warn!(series_ref = ns.wal_ref, "skipping WAL series record with invalid labels");
-                INVALID
+                None
             } else {
                 let (s, created) = self.head.find_or_insert(ns.hash, &labels, Some(ns.wal_ref), &mut self.ids);
                 if created {
@@ -233,39 +220,39 @@ impl<'h> Worker<'h> {
                             .map(|c| ClosedChunk { min_t: c.min_t, max_t: c.max_t, chunk_ref: c.chunk_ref })
                             .collect();
                     }
-                    let idx = self.series.len() as u32;
-                    self.by_ref.insert(ns.wal_ref, idx);
-                    self.series.push(s);
-                    idx
-                } else {
-                    // An earlier record of this worker created it (same labels, same hash).
-                    self.by_ref.get(s.series_ref).unwrap_or(INVALID)
                 }
+                // Else an earlier record of this worker created it (same labels, same hash).
+                Some(s)
             };
-            self.slots.push(slot);
+            self.by_slot.push(series);
         }
     }
 
     /// The series in `slot`, if its labels were valid.
     #[inline]
     fn series_in(&self, slot: u32) -> Option<&MemSeries> {
-        match self.slots[slot as usize] {
-            INVALID => None,
-            i => Some(&self.series[i as usize]),
-        }
+        self.by_slot[slot as usize].as_deref()
     }
 
     /// Applies samples in WAL order.
     fn apply(&mut self, samples: &[Pending]) {
-        /// How far ahead the series, then its open chunk's tail, are prefetched.
+        /// How far ahead a sample's slot entry, then its series, then its open chunk's tail
+        /// are prefetched: each stage needs the address the one before it loaded.
+        const SLOT_AHEAD: usize = 32;
         const SERIES_AHEAD: usize = 16;
         const CHUNK_AHEAD: usize = 8;
         let (chunk_range, floor, disk) = (self.head.chunk_range, self.head.floor(), &*self.head.disk);
         let mut a = self.report.applied;
+        let by_slot = self.by_slot.as_ptr();
         for (k, p) in samples.iter().enumerate() {
+            if let Some(q) = samples.get(k + SLOT_AHEAD) {
+                prefetch(by_slot.wrapping_add(q.idx as usize).cast());
+            }
             if let Some(s) = samples.get(k + SERIES_AHEAD).and_then(|q| self.series_in(q.idx)) {
-                prefetch(std::ptr::from_ref(s).cast());
-                prefetch(std::ptr::from_ref(s).cast::<u8>().wrapping_add(64));
+                // What an append reads lies in two cache lines (see `MemSeries`).
+                let s = std::ptr::from_ref(s).cast::<u8>();
+                prefetch(s);
+                prefetch(s.wrapping_add(64));
             }
             if let Some(s) = samples.get(k + CHUNK_AHEAD).and_then(|q| self.series_in(q.idx)) {
                 // SAFETY: see below; this only reads.

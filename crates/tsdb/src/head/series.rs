@@ -21,15 +21,17 @@ const MAX_BYTES_PER_XOR_CHUNK: usize = 1024 - 19;
 /// A series in the head.
 ///
 /// `repr(C)` with the fields every append touches first: behind the `Arc` counters come the
-/// hash (compared on lookup), the lock and the open chunk's appender state (the latest sample's
-/// time and value), so a lookup and its validation cost one cache line, not three.
+/// hash (compared on lookup), the WAL reference, the lock and the open chunk's appender state
+/// (the latest sample's time and value), so a lookup and its validation cost one cache line,
+/// not three. The `Arc` allocation takes 192 bytes (three cache lines, aligned to one), and
+/// everything an append reads or writes lies in the first two.
 #[repr(C)]
 pub(crate) struct MemSeries {
     /// XXH3-128 of the canonical labels.
     pub(crate) hash: u128,
-    pub(crate) state: Mutex<SeriesState>,
     /// The series reference used in WAL records.
     pub(crate) series_ref: u64,
+    pub(crate) state: Mutex<SeriesState>,
     /// Whether a WAL series record for this series has been written.
     pub(crate) logged: AtomicBool,
     /// Set (under the WAL lock) when head truncation removed the series from the index.
