@@ -277,8 +277,10 @@ fn an_attack_leaves_memory_probes_and_a_normal_writer_unharmed() {
     }
     wait_for_phase(3, 8);
 
-    // 1,000 slowloris connections, with everything else still going.
+    // 1,000 slowloris connections, with everything else still going, driven from this thread
+    // at the attackers' priority (it writes to every connection every half second).
     phase.store(4, Ordering::Release);
+    as_remote_client();
     // Each with the instant it was opened, and how long after that the server closed it.
     let mut slow: Vec<(TcpStream, Instant, Option<Duration>)> = (0..1000)
         .filter_map(|_| {
