@@ -421,8 +421,8 @@ impl Replayer {
                             }
                             from = end;
                         }
+                        // Its bytes stay as they are, to be written over.
                         let mut run = run;
-                        run.bytes.clear();
                         run.recs.clear();
                         let _ = spare.try_send(run);
                         if bad.is_some() {
@@ -483,7 +483,8 @@ fn sources(wal_dir: &Path) -> Result<Vec<Source>, TsdbError> {
 }
 
 /// Decompressed records of one segment, back to back, with each record's segment offset and
-/// the end of its bytes.
+/// the end of its bytes. A run is used again once replayed, its bytes written over without
+/// being cleared or zeroed again.
 #[derive(Default)]
 struct Run {
     bytes: Vec<u8>,
@@ -514,19 +515,21 @@ fn frame(sources: &[Source], tx: SyncSender<Read>, spare: Receiver<Run>) {
         };
         let mut r = SegmentReader::new(src.index, seg.data());
         let mut run = spare.try_recv().unwrap_or_default();
+        let mut at = 0;
         let corruption = loop {
-            match r.next() {
+            match r.next_into(&mut run.bytes, at) {
                 None => break None,
                 Some(Err(c)) => break Some(c),
-                Some(Ok(rec)) => {
-                    seg.release_before(rec.offset);
-                    run.bytes.extend_from_slice(rec.data);
-                    run.recs.push((rec.offset, run.bytes.len()));
-                    if run.bytes.len() >= RUN_BYTES {
+                Some(Ok((offset, _, end))) => {
+                    seg.release_before(offset);
+                    run.recs.push((offset, end));
+                    at = end;
+                    if at >= RUN_BYTES {
                         let next = spare.try_recv().unwrap_or_default();
                         if tx.send(Read::Records(std::mem::replace(&mut run, next))).is_err() {
                             return;
                         }
+                        at = 0;
                     }
                 }
             }

@@ -71,7 +71,7 @@ impl<'a> SegmentReader<'a> {
         }
     }
 
-    fn corrupt(&mut self, offset: usize, reason: impl Into<String>) -> Option<Result<Record<'_>, Corruption>> {
+    fn corrupt<T>(&mut self, offset: usize, reason: impl Into<String>) -> Option<Result<T, Corruption>> {
         self.done = true;
         Some(Err(Corruption { segment: self.segment, offset, reason: reason.into() }))
     }
@@ -79,6 +79,77 @@ impl<'a> SegmentReader<'a> {
     /// The next record, `None` at the clean end of the segment, or the corruption that stops it.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Option<Result<Record<'_>, Corruption>> {
+        let f = match self.next_frame()? {
+            Ok(f) => f,
+            Err(c) => return Some(Err(c)),
+        };
+        if !f.compressed {
+            let data = match f.single {
+                Some((a, b)) => &self.data[a..b],
+                None => &self.assembled,
+            };
+            return Some(Ok(Record { offset: f.offset, end: f.end, data }));
+        }
+        let mut out = std::mem::take(&mut self.decompressed);
+        let res = self.decompress_into(&f, &mut out, 0);
+        self.decompressed = out;
+        match res {
+            Ok(to) => Some(Ok(Record { offset: f.offset, end: f.end, data: &self.decompressed[..to] })),
+            Err(c) => Some(Err(c)),
+        }
+    }
+
+    /// Like [`next`](Self::next), but writes the record's (decompressed) payload into `buf`
+    /// from `at` instead of lending it, and returns the record's offset, its end and the end
+    /// of its payload in `buf`: a compressed record is decompressed straight into `buf`, with
+    /// no copy. `buf` only grows (zero-filled) where it is too short: a buffer kept at its full
+    /// length is written over and never cleared.
+    pub fn next_into(&mut self, buf: &mut Vec<u8>, at: usize) -> Option<Result<(usize, usize, usize), Corruption>> {
+        let f = match self.next_frame()? {
+            Ok(f) => f,
+            Err(c) => return Some(Err(c)),
+        };
+        if !f.compressed {
+            let payload = match f.single {
+                Some((a, b)) => &self.data[a..b],
+                None => &self.assembled,
+            };
+            let to = at + payload.len();
+            if buf.len() < to {
+                buf.resize(to, 0);
+            }
+            buf[at..to].copy_from_slice(payload);
+            return Some(Ok((f.offset, f.end, to)));
+        }
+        Some(self.decompress_into(&f, buf, at).map(|to| (f.offset, f.end, to)))
+    }
+
+    /// Decompresses the payload of the compressed record `f` into `buf` from `at` (growing it
+    /// if too short); returns the payload's end.
+    fn decompress_into(&mut self, f: &Frame, buf: &mut Vec<u8>, at: usize) -> Result<usize, Corruption> {
+        let raw: &[u8] = match f.single {
+            Some((a, b)) => &self.data[a..b],
+            None => &self.assembled,
+        };
+        let corrupt = |reason: String| Corruption { segment: self.segment, offset: f.offset, reason };
+        let res = snappy_len(raw).map_err(corrupt).and_then(|n| {
+            if buf.len() < at + n {
+                buf.resize(at + n, 0);
+            }
+            match self.decoder.decompress(raw, &mut buf[at..at + n]) {
+                Ok(m) => Ok(at + m),
+                Err(e) => Err(corrupt(format!("snappy: {e}"))),
+            }
+        });
+        if res.is_err() {
+            self.done = true;
+        }
+        res
+    }
+
+    /// Reads the fragments of the next record and checks them; its payload is left in place (a
+    /// single fragment) or in `assembled`.
+    fn next_frame(&mut self) -> Option<Result<Frame, Corruption>> {
         if self.done {
             return None;
         }
@@ -147,35 +218,19 @@ impl<'a> SegmentReader<'a> {
                 self.assembled.extend_from_slice(body);
             }
             if typ == frag::FULL || typ == frag::LAST {
-                let rec_start = start.unwrap_or(pos);
-                let raw: &[u8] = match single {
-                    Some((a, b)) => &data[a..b],
-                    None => &self.assembled,
-                };
-                if !compressed {
-                    let payload: &[u8] = match single {
-                        Some((a, b)) => &self.data[a..b],
-                        None => &self.assembled,
-                    };
-                    return Some(Ok(Record { offset: rec_start, end: body_end, data: payload }));
-                }
-                let n = match snappy_len(raw) {
-                    Ok(n) => n,
-                    Err(e) => return self.corrupt(rec_start, e),
-                };
-                self.decompressed.resize(n, 0);
-                let raw: &[u8] = match single {
-                    Some((a, b)) => &data[a..b],
-                    None => &self.assembled,
-                };
-                match self.decoder.decompress(raw, &mut self.decompressed) {
-                    Ok(m) => self.decompressed.truncate(m),
-                    Err(e) => return self.corrupt(rec_start, format!("snappy: {e}")),
-                }
-                return Some(Ok(Record { offset: rec_start, end: body_end, data: &self.decompressed }));
+                return Some(Ok(Frame { offset: start.unwrap_or(pos), end: body_end, single, compressed }));
             }
         }
     }
+}
+
+/// Where a record's checked fragments are.
+struct Frame {
+    offset: usize,
+    end: usize,
+    /// The payload's span in the segment, for a record of one fragment (else `assembled`).
+    single: Option<(usize, usize)>,
+    compressed: bool,
 }
 
 /// The length a snappy block declares, if its bytes can decode to that much (the densest
@@ -210,16 +265,39 @@ mod tests {
         recs
     }
 
+    /// The records of a segment and the corruption that stopped it, read with `next` and with
+    /// `next_into` (into a buffer full of old bytes, written over): both must agree.
     fn read_segment(i: u32, data: &[u8]) -> (Vec<Vec<u8>>, Option<Corruption>) {
         let mut r = SegmentReader::new(i, data);
         let mut out = Vec::new();
+        let mut corruption = None;
         while let Some(rec) = r.next() {
             match rec {
                 Ok(rec) => out.push(rec.data.to_vec()),
-                Err(c) => return (out, Some(c)),
+                Err(c) => {
+                    corruption = Some(c);
+                    break;
+                }
             }
         }
-        (out, None)
+        let mut r = SegmentReader::new(i, data);
+        let (mut into, mut buf, mut at) = (Vec::new(), vec![0xa5u8; 3 * PAGE_SIZE], 0);
+        let mut into_corruption = None;
+        while let Some(rec) = r.next_into(&mut buf, at) {
+            match rec {
+                Ok((_, _, end)) => {
+                    into.push(buf[at..end].to_vec());
+                    // Sometimes the next record goes over this one's bytes, sometimes after them.
+                    at = if into.len() % 2 == 0 { 0 } else { end };
+                }
+                Err(c) => {
+                    into_corruption = Some(c);
+                    break;
+                }
+            }
+        }
+        assert_eq!((&into, &into_corruption), (&out, &corruption), "next_into reads what next reads");
+        (out, corruption)
     }
 
     #[test]
