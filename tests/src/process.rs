@@ -116,6 +116,11 @@ impl Receiver {
     /// [`Receiver::launch`] with extra environment variables.
     pub fn launch_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Receiver {
         let mut r = Receiver::unstarted(data);
+        // Its remote-write and ops ports are chosen by the kernel and read back from its log
+        // ([`Receiver::relaunch`] does the same). Its gRPC port names the node (in a hashring,
+        // to Thanos Query) and stays the same across restarts, so it is picked beforehand.
+        r.rw_addr = EPHEMERAL.into();
+        r.http_addr = EPHEMERAL.into();
         r.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         r.extra = extra.iter().map(|s| s.to_string()).collect();
         r.spawn();
@@ -159,6 +164,44 @@ impl Receiver {
             .spawn()
             .unwrap_or_else(|e| panic!("start {:?}: {e}", self.imp));
         self.child = Some(child);
+        self.read_bound_addresses();
+    }
+
+    /// Replaces the addresses given as port 0 by those ringest logs it is listening on, once
+    /// it has logged them (or has exited: they stay unresolved and [`Receiver::wait_ready`]
+    /// reports the exit).
+    fn read_bound_addresses(&mut self) {
+        const LINES: [(&str, Addr); 3] = [
+            ("Start listening for connections", Addr::RemoteWrite),
+            ("listening for requests and metrics", Addr::Http),
+            ("listening for StoreAPI and WritableStoreAPI gRPC", Addr::Grpc),
+        ];
+        let start = Instant::now();
+        loop {
+            let logs = self.logs();
+            let logs = logs.get(self.log_start..).unwrap_or("");
+            for (msg, which) in LINES {
+                let addr = match which {
+                    Addr::RemoteWrite => &mut self.rw_addr,
+                    Addr::Http => &mut self.http_addr,
+                    Addr::Grpc => &mut self.grpc_addr,
+                };
+                if addr == EPHEMERAL
+                    && let Some(bound) = logs.lines().filter(|l| l.contains(msg)).find_map(logged_address)
+                {
+                    *addr = bound;
+                }
+            }
+            if ![&self.rw_addr, &self.http_addr, &self.grpc_addr].contains(&&EPHEMERAL.to_string()) {
+                return;
+            }
+            let exited = self.child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "no listening addresses logged:\n{logs}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// `--label=receive_replica="e2e"` unless the test gives labels of its own.
@@ -259,8 +302,13 @@ impl Receiver {
     /// Starts again on the same data directory with new ports, without waiting.
     pub fn relaunch(&mut self) {
         assert!(self.child.is_none(), "stop it first");
-        self.rw_addr = format!("127.0.0.1:{}", free_port());
-        self.http_addr = format!("127.0.0.1:{}", free_port());
+        if self.imp == Impl::Ringest {
+            self.rw_addr = EPHEMERAL.into();
+            self.http_addr = EPHEMERAL.into();
+        } else {
+            self.rw_addr = format!("127.0.0.1:{}", free_port());
+            self.http_addr = format!("127.0.0.1:{}", free_port());
+        }
         self.spawn();
     }
 
@@ -314,4 +362,25 @@ impl Drop for Receiver {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// An address whose port the kernel chooses (ringest logs the one it got).
+const EPHEMERAL: &str = "127.0.0.1:0";
+
+/// Which of a receiver's addresses a start-up log line gives.
+#[derive(Clone, Copy)]
+enum Addr {
+    RemoteWrite,
+    Http,
+    Grpc,
+}
+
+/// The `address` field of a log line, in logfmt or JSON.
+fn logged_address(line: &str) -> Option<String> {
+    let (rest, end) = match line.split_once("address=") {
+        Some((_, rest)) => (rest, ' '),
+        None => (line.split_once("\"address\":\"")?.1, '"'),
+    };
+    let addr = rest.split(end).next()?.trim_matches('"');
+    (!addr.is_empty()).then(|| addr.to_string())
 }

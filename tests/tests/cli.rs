@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ringest_e2e::{Receiver, free_port, http_get, ringest_bin};
+use ringest_e2e::{Receiver, http_get, ringest_bin};
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(ringest_bin()).args(args).output().expect("run ringest");
@@ -72,7 +72,7 @@ fn refusals_name_the_problem() {
         &path,
         "--label=a=\"b\"",
         &format!("--http-address={addr}"),
-        &format!("--remote-write.address=127.0.0.1:{}", free_port()),
+        "--remote-write.address=127.0.0.1:0",
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("--http-address") && err.contains("in use"), "{err}");

@@ -76,8 +76,12 @@ fn spawn_server(
     })
 }
 
-async fn bind(flag: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("listen on --{flag}={addr}"))
+/// Listens on `addr`; returns the listener and the address it is bound to (the port the kernel
+/// chose, for port 0), which the start-up log lines give.
+async fn bind(flag: &str, addr: std::net::SocketAddr) -> anyhow::Result<(TcpListener, std::net::SocketAddr)> {
+    let l = TcpListener::bind(addr).await.with_context(|| format!("listen on --{flag}={addr}"))?;
+    let bound = l.local_addr().with_context(|| format!("address of --{flag}={addr}"))?;
+    Ok((l, bound))
 }
 
 /// Exports the spans still queued. The batch processor's last export blocks the calling
@@ -177,8 +181,8 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         limiter: limiter.clone(),
     });
 
-    let ops_listener = bind("http-address", cfg.http_address).await?;
-    let rw_listener = bind("remote-write.address", cfg.remote_write_address).await?;
+    let (ops_listener, http_address) = bind("http-address", cfg.http_address).await?;
+    let (rw_listener, remote_write_address) = bind("remote-write.address", cfg.remote_write_address).await?;
     let (ops_stop, ops_stop_rx) = watch::channel(false);
     let (rw_stop, rw_stop_rx) = watch::channel(false);
     let refused = |server: &str| st.metrics.http_connections_refused.with_label_values(&[server]);
@@ -195,12 +199,12 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
                 Some(opts) => ringest_tls::Acceptor::new(opts, alpn).context("TLS of --http.config")?,
                 None => None,
             };
-            tracing::info!(http2 = web.http2 && tls.is_some(), address = %cfg.http_address, "TLS is {}.", if tls.is_some() { "enabled" } else { "disabled" });
+            tracing::info!(http2 = web.http2 && tls.is_some(), address = %http_address, "TLS is {}.", if tls.is_some() { "enabled" } else { "disabled" });
             (ops_router(st.clone()).layer(axum::middleware::from_fn_with_state(guard, crate::http::web::guard)), tls)
         }
     };
     let ops = spawn_server(ops_listener, ops_router, cfg.http_limits, ops_tls, refused("ops"), ops_stop_rx);
-    tracing::info!(address = %cfg.http_address, "listening for requests and metrics");
+    tracing::info!(address = %http_address, "listening for requests and metrics");
     probe.set_healthy();
     let rw = spawn_server(
         rw_listener,
@@ -210,7 +214,7 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         refused("remote-write"),
         rw_stop_rx,
     );
-    let grpc_listener = bind("grpc-address", cfg.grpc_address).await?;
+    let (grpc_listener, grpc_address) = bind("grpc-address", cfg.grpc_address).await?;
     let (grpc_stop, mut grpc_stop_rx) = watch::channel(false);
     let grpc = {
         let probe = probe.clone();
@@ -253,16 +257,16 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
             }
         })
     };
-    tracing::info!(address = %cfg.grpc_address, "listening for StoreAPI and WritableStoreAPI gRPC");
+    tracing::info!(address = %grpc_address, "listening for StoreAPI and WritableStoreAPI gRPC");
     let (ring_stop, ring_stop_rx) = watch::channel(false);
     if let (Some(rc), Some((rep, rm, digest))) = (&cfg.ring, &ring) {
         tokio::spawn(ring::watch(rc.clone(), rep.clone(), rm.clone(), digest.clone(), ring_stop_rx));
     }
-    tracing::info!(address = %cfg.remote_write_address, "Start listening for connections");
+    tracing::info!(address = %remote_write_address, "Start listening for connections");
     if rw_tls.is_some() {
-        tracing::info!(address = %cfg.remote_write_address, "Serving HTTPS");
+        tracing::info!(address = %remote_write_address, "Serving HTTPS");
     } else {
-        tracing::info!(address = %cfg.remote_write_address, "Serving plain HTTP");
+        tracing::info!(address = %remote_write_address, "Serving plain HTTP");
     }
 
     let default_dir = cfg.tsdb_path.join(&cfg.default_tenant);

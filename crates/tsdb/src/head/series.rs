@@ -363,6 +363,27 @@ mod tests {
 
     const RANGE: i64 = 2 * 3600 * 1000;
 
+    /// What replay prefetches (two cache lines from the start of the `Arc` allocation, which
+    /// mimalloc's 192-byte size class aligns to a line) holds everything an append touches.
+    #[test]
+    fn an_append_touches_the_first_two_cache_lines_of_a_series() {
+        let arc_counters = 2 * std::mem::size_of::<usize>();
+        let size = arc_counters + std::mem::size_of::<MemSeries>();
+        assert!(size > 160 && size <= 192, "the Arc allocation of a series takes {size} bytes");
+        let s = MemSeries::new(1, 2, Box::new([]));
+        let base = std::ptr::from_ref(&s) as usize;
+        let state = s.state.data_ptr() as usize - base;
+        let ends = [
+            std::mem::offset_of!(MemSeries, hash) + 16,
+            std::mem::offset_of!(MemSeries, series_ref) + 8,
+            state + std::mem::offset_of!(SeriesState, head) + std::mem::size_of::<Option<HeadChunk>>(),
+            state + std::mem::offset_of!(SeriesState, next_at) + 8,
+        ];
+        for end in ends {
+            assert!(arc_counters + end <= 128, "a field an append uses ends at byte {}", arc_counters + end);
+        }
+    }
+
     fn ctx(disk: &ChunkDiskMapper) -> AppendCtx<'_> {
         AppendCtx { chunk_range: RANGE, disk, series_ref: 1 }
     }
