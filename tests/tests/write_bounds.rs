@@ -275,6 +275,18 @@ fn two_hundred_concurrent_8_mib_requests_stay_within_the_budget() {
     let body = std::sync::Arc::new(encode(&req));
     let first = post(&r, &body);
     assert_eq!(first.status, 200, "{}", first.text());
+    // A read indexes the new series now (32 MiB for these 55,000): else the receiver's
+    // periodic indexing, 5 s after start, could do it in the middle of the measurement.
+    let store = ringest_loadgen::store::Store::connect(&r.grpc_addr).unwrap();
+    let names = store
+        .label_values(ringest_proto::thanos::LabelValuesRequest {
+            label: "__name__".into(),
+            start: i64::MIN,
+            end: i64::MAX,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(names.values, ["bounded"]);
     let pid = r.pid();
     // Peak RSS from here on (writing 5 to clear_refs resets VmHWM to the current RSS).
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
