@@ -171,28 +171,22 @@ impl Receiver {
     /// it has logged them (or has exited: they stay unresolved and [`Receiver::wait_ready`]
     /// reports the exit).
     fn read_bound_addresses(&mut self) {
-        const LINES: [(&str, Addr); 3] = [
-            ("Start listening for connections", Addr::RemoteWrite),
-            ("listening for requests and metrics", Addr::Http),
-            ("listening for StoreAPI and WritableStoreAPI gRPC", Addr::Grpc),
-        ];
         let start = Instant::now();
         loop {
             let logs = self.logs();
             let logs = logs.get(self.log_start..).unwrap_or("");
-            for (msg, which) in LINES {
-                let addr = match which {
-                    Addr::RemoteWrite => &mut self.rw_addr,
-                    Addr::Http => &mut self.http_addr,
-                    Addr::Grpc => &mut self.grpc_addr,
-                };
+            for (msg, addr) in [
+                ("Start listening for connections", &mut self.rw_addr),
+                ("listening for requests and metrics", &mut self.http_addr),
+                ("listening for StoreAPI and WritableStoreAPI gRPC", &mut self.grpc_addr),
+            ] {
                 if addr == EPHEMERAL
                     && let Some(bound) = logs.lines().filter(|l| l.contains(msg)).find_map(logged_address)
                 {
                     *addr = bound;
                 }
             }
-            if ![&self.rw_addr, &self.http_addr, &self.grpc_addr].contains(&&EPHEMERAL.to_string()) {
+            if [&self.rw_addr, &self.http_addr, &self.grpc_addr].iter().all(|a| *a != EPHEMERAL) {
                 return;
             }
             let exited = self.child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))));
@@ -366,14 +360,6 @@ impl Drop for Receiver {
 
 /// An address whose port the kernel chooses (ringest logs the one it got).
 const EPHEMERAL: &str = "127.0.0.1:0";
-
-/// Which of a receiver's addresses a start-up log line gives.
-#[derive(Clone, Copy)]
-enum Addr {
-    RemoteWrite,
-    Http,
-    Grpc,
-}
 
 /// The `address` field of a log line, in logfmt or JSON.
 fn logged_address(line: &str) -> Option<String> {

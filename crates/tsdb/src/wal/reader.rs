@@ -84,10 +84,7 @@ impl<'a> SegmentReader<'a> {
             Err(c) => return Some(Err(c)),
         };
         if !f.compressed {
-            let data = match f.single {
-                Some((a, b)) => &self.data[a..b],
-                None => &self.assembled,
-            };
+            let data = f.payload(self.data, &self.assembled);
             return Some(Ok(Record { offset: f.offset, end: f.end, data }));
         }
         let mut out = std::mem::take(&mut self.decompressed);
@@ -110,10 +107,7 @@ impl<'a> SegmentReader<'a> {
             Err(c) => return Some(Err(c)),
         };
         if !f.compressed {
-            let payload = match f.single {
-                Some((a, b)) => &self.data[a..b],
-                None => &self.assembled,
-            };
+            let payload = f.payload(self.data, &self.assembled);
             let to = at + payload.len();
             if buf.len() < to {
                 buf.resize(to, 0);
@@ -127,10 +121,7 @@ impl<'a> SegmentReader<'a> {
     /// Decompresses the payload of the compressed record `f` into `buf` from `at` (growing it
     /// if too short); returns the payload's end.
     fn decompress_into(&mut self, f: &Frame, buf: &mut Vec<u8>, at: usize) -> Result<usize, Corruption> {
-        let raw: &[u8] = match f.single {
-            Some((a, b)) => &self.data[a..b],
-            None => &self.assembled,
-        };
+        let raw = f.payload(self.data, &self.assembled);
         let corrupt = |reason: String| Corruption { segment: self.segment, offset: f.offset, reason };
         let res = snappy_len(raw).map_err(corrupt).and_then(|n| {
             if buf.len() < at + n {
@@ -231,6 +222,17 @@ struct Frame {
     /// The payload's span in the segment, for a record of one fragment (else `assembled`).
     single: Option<(usize, usize)>,
     compressed: bool,
+}
+
+impl Frame {
+    /// The record's payload as stored (compressed or not), given the segment's bytes and the
+    /// reader's `assembled` buffer.
+    fn payload<'s>(&self, segment: &'s [u8], assembled: &'s [u8]) -> &'s [u8] {
+        match self.single {
+            Some((a, b)) => &segment[a..b],
+            None => assembled,
+        }
+    }
 }
 
 /// The length a snappy block declares, if its bytes can decode to that much (the densest
