@@ -156,20 +156,20 @@ fn the_bytes_in_flight_are_bounded_and_one_request_over_the_whole_budget_is_too_
     let resp = post(&r, &encode(&request(2000, 1, 5)));
     assert_eq!(resp.status, 413, "{}", resp.text());
     assert!(
-        resp.text().contains("in-flight budget of 307200 bytes (--ringest.write.max-inflight-bytes)"),
+        resp.text().contains("of the in-flight budget of 307200 bytes (--ringest.write.max-inflight-bytes)"),
         "{}",
         resp.text()
     );
-    // A stalled request charges what its connection holds (56 KiB: 2.5 times the 16 KiB header
-    // limit, plus 16 KiB) and its body as it arrives: with 256 KiB held, a second request that
-    // needs more than what is left is refused as busy.
+    // A stalled request charges what its connection holds (40 KiB) and its body as it arrives:
+    // with 256 KiB held of the 281 KiB writes may be charged (a sixteenth of the budget is held
+    // back), a second request that needs more than what is left is refused as busy.
     let mut c = TcpStream::connect(&r.rw_addr).unwrap();
     c.write_all(
         b"POST /api/v1/receive HTTP/1.1\r\nHost: ringest\r\nContent-Encoding: snappy\r\n\
           Content-Type: application/x-protobuf\r\nContent-Length: 1000000\r\n\r\n",
     )
     .unwrap();
-    c.write_all(&vec![0u8; 200 << 10]).unwrap();
+    c.write_all(&vec![0u8; 224 << 10]).unwrap();
     wait_for("the stalled body to be charged", Duration::from_secs(10), || {
         r.metric("ringest_write_inflight_bytes").is_some_and(|b| b >= (256 << 10) as f64)
     });
@@ -249,18 +249,16 @@ fn a_node_creates_at_most_max_tenants() {
 
 /// Checklist D.38: 200 concurrent requests of 8 MiB (decompressed; the same series each time,
 /// so the head does not grow) against the default budget of 128 MiB in flight. Every request is
-/// answered 200 or 503 with `Retry-After` (never dropped), some of each, and the peak RSS grows
-/// by about the budget. Each write is charged what its connection holds besides the body
-/// (hyper's read buffer, which doubles up to `--ringest.http.max-header-bytes` while the body
-/// arrives, and the buffers it outgrew: 2.5 times the limit plus 16 KiB) and its body by the
-/// page as it fills memory that is not resident before (an anonymous mapping, unmapped when
-/// freed). Measured 142-147 MiB over a node that already holds the series (with a 32 KiB header
-/// limit 134-135 MiB, with 16 KiB 130 MiB; with a 256 MiB budget 263 MiB), checked under the
-/// budget plus 32 MiB, against 1.6 GiB of bodies alone unbounded. Charging 4 times the limit
-/// moved it by only 2 MiB: what stays over the budget at 64 KiB is allocator memory the
-/// connections' buffers left behind, not any one request's. (Before: the connection charged
-/// its header limit once, 150-151 MiB; body buffers from the allocator, charged as they filled
-/// though reused memory may be resident whole, 153-158 MiB; 1 MiB read buffers per
+/// answered 200 or 503 with `Retry-After` (never dropped), some of each, and the peak RSS stays
+/// under the budget. Each write is charged what its connection holds besides the body (40 KiB:
+/// reads are capped at 8 KiB, so hyper's read buffer stays at 16 KiB) and its body by the page
+/// as it fills memory that is not resident before (an anonymous mapping, unmapped when freed);
+/// writes may be charged 15/16 of the budget, the rest held back for what no write is charged
+/// (the connections of refused requests, the allocator's rounding). Measured before the
+/// sixteenth was held back: 124-130 MiB at 128 MiB, 64-66 MiB at 64 MiB. (Before reads were
+/// capped, the read buffer doubled up to the 64 KiB header limit while a body arrived: 142-147
+/// MiB with each write charged 176 KiB for it; body buffers from the allocator, charged as they
+/// filled though reused memory may be resident whole, 153-158 MiB; 1 MiB read buffers per
 /// connection, 100 MiB more; freed bodies kept for a second by the allocator, 120 MiB more.)
 #[test]
 fn two_hundred_concurrent_8_mib_requests_stay_within_the_budget() {
@@ -316,6 +314,9 @@ fn two_hundred_concurrent_8_mib_requests_stay_within_the_budget() {
     );
     assert_eq!(ok + busy, 200, "{codes:?}");
     assert!(ok > 0 && busy > 0, "{ok} taken, {busy} refused");
-    assert!(peak - base < (128 + 32) << 20, "peak RSS grew by {} MiB", (peak - base) >> 20);
+    // (Flags from XARGS, for experiments, may change the budget.)
+    if extra.is_empty() {
+        assert!(peak - base < 128 << 20, "peak RSS grew by {} MiB, over the 128 MiB budget", (peak - base) >> 20);
+    }
     assert!(r.metric("ringest_write_refused_total{reason=\"inflight_bytes\"}").unwrap_or(0.0) > 0.0);
 }

@@ -175,7 +175,6 @@ pub async fn run(cfg: ReceiveConfig) -> anyhow::Result<()> {
         budget,
         lanes,
         body_read_timeout: cfg.http_limits.body_read_timeout,
-        connection_cost: cfg.http_limits.connection_cost(),
         replicator: ring.as_ref().map(|(r, _, _)| r.clone()),
         cardinality: Default::default(),
         limiter: limiter.clone(),

@@ -41,10 +41,6 @@ pub struct AppState {
     pub lanes: Lanes,
     /// `--ringest.http.body-read-timeout`.
     pub body_read_timeout: std::time::Duration,
-    /// What a connection reading a body holds besides it (from `--ringest.http.max-header-bytes`,
-    /// [`crate::http::serve::HttpLimits::connection_cost`]), charged to each HTTP write's
-    /// in-flight budget.
-    pub connection_cost: usize,
     /// Replication over the hashring (`None`: IngestorOnly, everything is written here).
     pub replicator: Option<Arc<Replicator>>,
     /// The limits file's write limits.

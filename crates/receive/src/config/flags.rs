@@ -295,7 +295,7 @@ pub static FLAGS: &[Flag] = &[
         Bytes,
         Some("128MiB"),
         "Most bytes the write requests in flight may hold: bodies, decompressed bodies, decoded forms \
-         (503 with Retry-After past it).",
+         (503 with Retry-After past it). A sixteenth is held back for what no request is charged.",
         Own,
     ),
     f(
@@ -324,7 +324,7 @@ pub static FLAGS: &[Flag] = &[
         "ringest.http.max-header-bytes",
         Bytes,
         Some("64KiB"),
-        "Largest request line and headers (431 past it). Also the most a connection buffers while it reads a body.",
+        "Largest request line and headers (431 past it). A connection that received headers this large keeps a read buffer of this size while it stays open.",
         Own,
     ),
     f(

@@ -315,7 +315,7 @@ async fn handle(st: Arc<AppState>, req: Request, span: Span) -> Response {
         Err(r) => return respond(&st, &tenant, st.budget.refuse(r), 0, 0),
     };
     // What its connection holds while the body arrives (read buffers).
-    if let Err(r) = permit.charge(st.connection_cost) {
+    if let Err(r) = permit.charge(crate::http::serve::CONNECTION_COST) {
         return respond(&st, &tenant, st.budget.refuse(r), 0, 0);
     }
     let timeout = st.body_read_timeout;

@@ -6,11 +6,15 @@
 //! task) for ever, and a thousand such clients hold a thousand. Here every connection must
 //! deliver a request's headers within [`HttpLimits::header_read_timeout`] of the server starting
 //! to wait for them, which also closes keep-alive connections idle for that long; headers are
-//! capped in size; and past [`HttpLimits::max_connections`] open connections a new one is
-//! closed as soon as it is accepted. (The body's timeout is the write handler's.) Graceful
+//! capped in size; reads are capped too, so a connection's read buffer stays small however fast
+//! its body arrives ([`CappedReads`]); and past [`HttpLimits::max_connections`] open
+//! connections a new one is closed as soon as it is accepted. (The body's timeout is the write handler's.) Graceful
 //! shutdown is axum's: stop accepting, let each connection finish its request, then close.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use prometheus::IntCounter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::either::Either;
@@ -38,16 +43,6 @@ pub struct HttpLimits {
     pub max_header_bytes: usize,
     /// Most open connections per port.
     pub max_connections: usize,
-}
-
-impl HttpLimits {
-    /// What one connection reading a body holds besides the body, charged to each HTTP write:
-    /// hyper's read buffer doubles up to the header limit while a body arrives, and the
-    /// allocator keeps the buffers it outgrew for a while. Measured with 200 connections
-    /// stalled in the middle of their bodies: 160 KiB each at a 64 KiB limit, 34 KiB at 16 KiB.
-    pub fn connection_cost(&self) -> usize {
-        self.max_header_bytes * 5 / 2 + (16 << 10)
-    }
 }
 
 impl Default for HttpLimits {
@@ -130,7 +125,7 @@ pub async fn serve(
             // Requests carry who connected: the address, and whom the client certificate names.
             let router = router.layer(axum::Extension(Client { addr, identity }));
             let service = TowerToHyperService::new(router);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(CappedReads(stream)), service);
             tokio::pin!(conn);
             let mut stopping = false;
             loop {
@@ -154,4 +149,63 @@ pub async fn serve(
     drop(signal_tx);
     drop(close_rx);
     close_tx.closed().await;
+}
+
+/// Most bytes a connection hands hyper per read.
+const READ_CAP: usize = 8 << 10;
+
+/// What one connection reading a body holds besides the body, charged to each HTTP write: its
+/// read buffer (at most twice [`READ_CAP`], see [`CappedReads`]), the buffer that one outgrew,
+/// its task and its answer. Measured with 200 connections stalled halfway through 4 MiB bodies:
+/// 32 KiB each (160 KiB before reads were capped, when the buffer grew to the header limit).
+pub const CONNECTION_COST: usize = 5 * READ_CAP;
+
+/// A connection that returns at most [`READ_CAP`] bytes per read. hyper reads a body through
+/// its connection's read buffer and doubles that buffer, up to the header limit, whenever a
+/// read fills it; a connection whose reads never exceed 8 KiB keeps a buffer of 16 KiB however
+/// fast its body arrives (headers larger than that still grow it, up to the limit). Idle
+/// keep-alive connections keep the buffer they grew, so this bounds what every open connection
+/// holds, not only those reading a body.
+struct CappedReads<S>(S);
+
+impl<S: AsyncRead + Unpin> AsyncRead for CappedReads<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if buf.remaining() <= READ_CAP {
+            return Pin::new(&mut self.0).poll_read(cx, buf);
+        }
+        let mut capped = buf.take(READ_CAP);
+        let polled = Pin::new(&mut self.0).poll_read(cx, &mut capped);
+        let n = capped.filled().len();
+        // SAFETY: `capped` is the start of `buf`'s unfilled part, and its first `n` bytes were
+        // filled (so initialised) by the read.
+        unsafe { buf.assume_init(n) };
+        buf.advance(n);
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for CappedReads<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, b)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
