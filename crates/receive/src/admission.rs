@@ -3,12 +3,14 @@
 //!
 //! A request is admitted (one of `--ringest.write.max-inflight-requests`) before its body is
 //! read, then charged, each before it is allocated: over HTTP what its connection holds while
-//! the body arrives (`http::serve::CONNECTION_COST`) and the memory its body makes resident ([`crate::http::body`]), over gRPC the message, then the
-//! decompressed size from the snappy header, and the decoded form (series, labels and samples counted by a
-//! pass that allocates nothing). A charge that would take the bytes in flight past
-//! `--ringest.write.max-inflight-bytes` is refused at once with "busy" (HTTP 503 with
-//! `Retry-After`, gRPC `Unavailable`): there is no queue. A request over one of its own bounds
-//! is refused as too large (413, gRPC `ResourceExhausted`), naming the bound and its flag.
+//! the body arrives ([`crate::http::serve::CONNECTION_COST`]) and the memory its body makes
+//! resident ([`crate::http::body`]), over gRPC the message, then the decompressed size from the
+//! snappy header, and the decoded form (series, labels and samples counted by a pass that
+//! allocates nothing). A charge that would take the bytes in flight past the part of
+//! `--ringest.write.max-inflight-bytes` writes may be charged ([`WriteLimits::chargeable_bytes`])
+//! is refused at once with "busy" (HTTP 503 with `Retry-After`, gRPC `Unavailable`): there is
+//! no queue. A request over one of its own bounds is refused as too large (413, gRPC
+//! `ResourceExhausted`), naming the bound and its flag.
 //! Everything charged is released when the request's answer is sent.
 
 use std::sync::Arc;

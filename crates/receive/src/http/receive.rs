@@ -26,6 +26,7 @@ use http_body_util::BodyExt;
 use ringest_trace::{KeyValue, Span, TRACE_ID_HEADER};
 
 use super::body::{BodyBuf, BufError};
+use super::serve::CONNECTION_COST;
 use super::{status_of, text_error};
 use crate::admission::{Bound, Permit, PlanError, Refusal, WriteLimits};
 use crate::ingest::{Processed, write_tenant};
@@ -315,7 +316,7 @@ async fn handle(st: Arc<AppState>, req: Request, span: Span) -> Response {
         Err(r) => return respond(&st, &tenant, st.budget.refuse(r), 0, 0),
     };
     // What its connection holds while the body arrives (read buffers).
-    if let Err(r) = permit.charge(crate::http::serve::CONNECTION_COST) {
+    if let Err(r) = permit.charge(CONNECTION_COST) {
         return respond(&st, &tenant, st.budget.refuse(r), 0, 0);
     }
     let timeout = st.body_read_timeout;

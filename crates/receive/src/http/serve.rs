@@ -7,9 +7,10 @@
 //! deliver a request's headers within [`HttpLimits::header_read_timeout`] of the server starting
 //! to wait for them, which also closes keep-alive connections idle for that long; headers are
 //! capped in size; reads are capped too, so a connection's read buffer stays small however fast
-//! its body arrives ([`CappedReads`]); and past [`HttpLimits::max_connections`] open
-//! connections a new one is closed as soon as it is accepted. (The body's timeout is the write handler's.) Graceful
-//! shutdown is axum's: stop accepting, let each connection finish its request, then close.
+//! its body arrives (`CappedReads`); and past [`HttpLimits::max_connections`] open
+//! connections a new one is closed as soon as it is accepted. (The body's timeout is the write
+//! handler's.) Graceful shutdown is axum's: stop accepting, let each connection finish its
+//! request, then close.
 
 use std::io;
 use std::pin::Pin;
@@ -155,7 +156,7 @@ pub async fn serve(
 const READ_CAP: usize = 8 << 10;
 
 /// What one connection reading a body holds besides the body, charged to each HTTP write: its
-/// read buffer (at most twice [`READ_CAP`], see [`CappedReads`]), the buffer that one outgrew,
+/// read buffer (at most twice `READ_CAP`, see `CappedReads`), the buffer that one outgrew,
 /// its task and its answer. Measured with 200 connections stalled halfway through 4 MiB bodies:
 /// 32 KiB each (160 KiB before reads were capped, when the buffer grew to the header limit).
 pub const CONNECTION_COST: usize = 5 * READ_CAP;
