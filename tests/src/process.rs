@@ -263,6 +263,11 @@ impl Receiver {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Whether its process was started and not stopped since.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// `kill -9`.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

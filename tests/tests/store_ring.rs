@@ -34,8 +34,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use ringest_e2e::Impl::{Ringest as R, Thanos as T};
+use ringest_e2e::process::Receiver;
 use ringest_e2e::read::{self, EXTERNAL, REPLICA_LABEL, TENANT_LABEL};
-use ringest_e2e::ring::{LoadRun, Ring, now_ms, run_rounds};
+use ringest_e2e::ring::{LoadRun, Ring, metric_sum, now_ms, run_rounds};
 use ringest_e2e::thanos::Component;
 use ringest_loadgen::check::{self, AckLog, Dump};
 use ringest_loadgen::plan::Layout;
@@ -76,11 +77,40 @@ fn load_paced(
     run
 }
 
-/// [`load_paced`], a round every 100 ms in a replicated ring: the third copy of a write goes out
-/// after the quorum answered (as in Thanos), and a next write of the same series that overtook
-/// it would make it out of order on that node.
+/// [`load_paced`] as fast as it goes for one node; in a replicated ring, a round at a time, each
+/// once every running node has appended the one before. The third copy of a write goes out
+/// after the quorum answered (in Thanos as here), and a next write of the same series that
+/// overtook it would be refused as out of order on that node (neither has an out-of-order
+/// window by default): under a busy CPU no fixed pace rules that out.
 fn load(ring: &Ring, via: usize, layout: &Layout, rounds: std::ops::Range<usize>) -> LoadRun {
-    load_paced(ring, via, layout, rounds, (ring.nodes.len() > 1).then_some(100))
+    if ring.nodes.len() == 1 {
+        return load_paced(ring, via, layout, rounds, None);
+    }
+    let appended = |n: &Receiver| metric_sum(&n.metrics(), "prometheus_tsdb_head_samples_appended_total", &[]);
+    let mut all: Option<LoadRun> = None;
+    for round in rounds {
+        let up: Vec<&Receiver> = ring.nodes.iter().filter(|n| n.is_running()).collect();
+        let before: Vec<f64> = up.iter().map(|n| appended(n)).collect();
+        let run = load_paced(ring, via, layout, round..round + 1, None);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let behind: Vec<usize> =
+                (0..up.len()).filter(|&i| appended(up[i]) < before[i] + layout.shape.series as f64).collect();
+            if behind.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: nodes {behind:?} of the running ones did not append it in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        all = Some(match all {
+            None => run,
+            Some(before) => before.then(run),
+        });
+    }
+    all.expect("at least one round")
 }
 
 /// [`load`] into every ring at once.
@@ -272,7 +302,7 @@ fn wait_for_store(q: &Component, w: Window, dedup: bool) {
 
 /// Waits until each replica holds exactly the acknowledged samples of its log (read without
 /// deduplication, grouped by the replica label) and no other replica answers. Every node of an
-/// RF=3 ring gets every write; the third copy lands shortly after the acknowledgement.
+/// RF=3 ring gets every write ([`load`] sends a round once every running node holds the last).
 fn wait_every_replica_exact(what: &str, q: &Component, w: Window, replicas: &[(&str, &AckLog)]) {
     read::retry(q, &format!("{what}: every replica holds every acknowledged sample"), Duration::from_secs(30), || {
         let raw = read::try_raw(q, &selector(), &w.range(), w.end_ms as f64 / 1000.0, false)?;
