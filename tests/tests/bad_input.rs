@@ -249,6 +249,41 @@ fn a_snappy_bomb_is_corrupt_input_refused_at_once_without_allocating() {
     assert!(slowest < Duration::from_secs(1), "refusing the bomb took {slowest:?}");
 }
 
+/// A decode bomb over gRPC, as a peer sends a write (framed snappy): 32 MiB of 16M empty
+/// series, 1.5 MiB compressed. Refused as over `--ringest.write.max-series` from the chunks
+/// that show the first 200,001 series (a chunk decodes to 64 KiB, 32,768 of them), without
+/// decompressing the other 31.5 MiB: the peak RSS grows by far less than one bomb's size.
+#[test]
+fn a_grpc_decode_bomb_is_refused_from_its_first_chunks() {
+    const MAX_SERIES: u64 = 200_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let r = Receiver::start(&tmp.path().join("data"), &[]);
+    let one = req(vec![series(&[("__name__", "ok")], &[(T0, 1.0)])]);
+    grpc_write(&r, thanos_write(&one, b"default-tenant", 0)).expect("a valid write");
+    let bomb = ringest_grpc::snappy_compress(&[0x0a, 0x00].repeat(16 << 20)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let ch = Channel::new(r.grpc_addr.clone(), ChannelOptions::default());
+    let pid = r.pid();
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before = ringest_loadgen::procstat::sample(pid).unwrap().hwm;
+    for _ in 0..5 {
+        let msg = ringest_grpc::Encoded::from_wire(ringest_grpc::Compression::Snappy, bomb.clone());
+        let call = ch.unary_encoded("/thanos.WriteableStore/RemoteWrite", msg, Duration::from_secs(30));
+        let err = rt.block_on(call).expect_err("a bomb is refused");
+        assert_eq!(err.code, Code::ResourceExhausted, "{}", err.message);
+        let got: u64 = err
+            .message
+            .strip_prefix("write request too large: it has at least ")
+            .and_then(|m| m.strip_suffix(" series, over the limit of 200000 (--ringest.write.max-series)"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected message: {}", err.message));
+        assert!((MAX_SERIES + 1..=MAX_SERIES + 32_768).contains(&got), "counted {got} series");
+    }
+    let grew = ringest_loadgen::procstat::sample(pid).unwrap().hwm.saturating_sub(before);
+    println!("5 gRPC decode bombs: peak RSS +{grew} bytes");
+    assert!(grew < 16 << 20, "peak RSS grew by {grew} bytes: a bomb was decompressed whole");
+}
+
 /// Tenant path traversal (shared spec §7 item 41): tenants that are not one safe path component
 /// of whitelisted characters, longer than 150 bytes, or reserved (`__` prefix) are refused with 400 over HTTP
 /// (the tenant header) and `InvalidArgument` over gRPC (the `RemoteWrite` tenant field, as a

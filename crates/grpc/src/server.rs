@@ -136,6 +136,17 @@ impl Message {
     pub fn bytes_in<'a>(&'a self, scratch: &'a mut Vec<u8>) -> Result<&'a [u8], Status> {
         self.compression.unframe_into(self.compressed, &self.data, self.max, scratch)
     }
+
+    /// [`Message::bytes_in`], showing `go_on` the decompressed prefix as it grows (a chunk at
+    /// a time) so that it can stop a message it refuses from its first bytes: `None` when it
+    /// did. A message that arrived uncompressed is returned whole without a look.
+    pub fn bytes_in_while<'a>(
+        &'a self,
+        scratch: &'a mut Vec<u8>,
+        go_on: impl FnMut(&[u8]) -> bool,
+    ) -> Result<Option<&'a [u8]>, Status> {
+        self.compression.unframe_into_while(self.compressed, &self.data, self.max, scratch, go_on)
+    }
 }
 
 /// Answers `grpc.health.v1.Health/Check` from a probe; the requested service name is ignored.

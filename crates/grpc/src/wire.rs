@@ -84,10 +84,25 @@ impl Compression {
         max: usize,
         scratch: &'a mut Vec<u8>,
     ) -> Result<&'a [u8], Status> {
+        let whole = self.unframe_into_while(compressed, data, max, scratch, |_| true)?;
+        whole.ok_or_else(|| Status::new(Code::Internal, "grpc: decompression stopped"))
+    }
+
+    /// [`Compression::unframe_into`], showing `go_on` the decompressed prefix as it grows (a
+    /// chunk at a time); `None` when `go_on` stopped it. An uncompressed message is not shown.
+    pub(crate) fn unframe_into_while<'a>(
+        self,
+        compressed: bool,
+        data: &'a [u8],
+        max: usize,
+        scratch: &'a mut Vec<u8>,
+        go_on: impl FnMut(&[u8]) -> bool,
+    ) -> Result<Option<&'a [u8]>, Status> {
         match (compressed, self) {
-            (false, _) => Ok(data),
-            (true, Compression::Snappy) => match framed_snappy::decompress_into(data, max, scratch) {
-                Ok(n) => Ok(&scratch[..n]),
+            (false, _) => Ok(Some(data)),
+            (true, Compression::Snappy) => match framed_snappy::decompress_into_while(data, max, scratch, go_on) {
+                Ok(n) => Ok(Some(&scratch[..n])),
+                Err(framed_snappy::FrameError::Stopped) => Ok(None),
                 Err(e) => Err(decompress_error(e, max)),
             },
             (true, Compression::None) => Err(identity_compressed()),

@@ -12,9 +12,9 @@ pub mod decode;
 pub mod v2;
 
 pub use decode::{
-    DecodeError, Decoded, LabelSpan, Outline, SeriesSpan, Shape, ThanosWrite, decode_thanos_write_request,
-    decode_write_request, outline, reserve, series_without_samples, shape_of, write_thanos_request_end,
-    write_thanos_series,
+    DecodeError, Decoded, LabelSpan, Outline, SeriesPrefix, SeriesSpan, Shape, ThanosWrite,
+    decode_thanos_write_request, decode_write_request, outline, reserve, series_without_samples, shape_of,
+    write_thanos_request_end, write_thanos_series,
 };
 
 /// The body is not a valid snappy block.

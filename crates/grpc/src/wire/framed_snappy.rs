@@ -27,6 +27,9 @@ pub enum FrameError {
     /// The decoded stream would be longer than allowed.
     #[error("snappy: decoded stream longer than {0} bytes")]
     TooLarge(usize),
+    /// The reader of [`decompress_into_while`] stopped it.
+    #[error("snappy: decoding stopped by its reader")]
+    Stopped,
 }
 
 /// The checksum the format stores: CRC32C, rotated and offset so that checksumming data that
@@ -158,6 +161,18 @@ pub fn decompress(data: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
 /// shortened, so a buffer kept across calls is zeroed only when it grows); returns how many
 /// bytes of `out` the stream decoded to.
 pub fn decompress_into(data: &[u8], max: usize, out: &mut Vec<u8>) -> Result<usize, FrameError> {
+    decompress_into_while(data, max, out, |_| true)
+}
+
+/// [`decompress_into`], showing `go_on` what is decoded so far after each chunk; when it
+/// answers `false`, decoding stops with [`FrameError::Stopped`] (a reader that finds the start
+/// of a message unacceptable need not pay for decoding the rest).
+pub fn decompress_into_while(
+    data: &[u8],
+    max: usize,
+    out: &mut Vec<u8>,
+    mut go_on: impl FnMut(&[u8]) -> bool,
+) -> Result<usize, FrameError> {
     let total = declared_len(data)?;
     if total > max {
         return Err(FrameError::TooLarge(max));
@@ -208,6 +223,9 @@ pub fn decompress_into(data: &[u8], max: usize, out: &mut Vec<u8>) -> Result<usi
                 end += n;
                 if masked_crc(&out[start..end]) != want {
                     return Err(FrameError::Corrupt("checksum mismatch"));
+                }
+                if !go_on(&out[..end]) {
+                    return Err(FrameError::Stopped);
                 }
             }
             // Padding and reserved skippable chunks carry nothing.
@@ -360,6 +378,27 @@ mod tests {
         stream.extend(&block);
         assert_eq!(declared_len(&stream), Err(FrameError::Corrupt("chunk longer than 64 KiB")));
         assert_eq!(decompress(&stream, 64 << 20), Err(FrameError::Corrupt("chunk longer than 64 KiB")));
+    }
+
+    #[test]
+    fn decompress_into_while_shows_each_chunk_and_stops_when_told() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut seen = Vec::new();
+        let mut out = Vec::new();
+        let n = decompress_into_while(&ours(&data), usize::MAX, &mut out, |p| {
+            seen.push(p.len());
+            true
+        })
+        .unwrap();
+        assert_eq!(&out[..n], &data[..]);
+        assert_eq!(seen, [65_536, 131_072, 196_608, 262_144, 300_000], "the prefix after each chunk");
+        let mut calls = 0;
+        let r = decompress_into_while(&ours(&data), usize::MAX, &mut out, |p| {
+            calls += 1;
+            p.len() < 100_000
+        });
+        assert!(matches!(r, Err(FrameError::Stopped)), "{r:?}");
+        assert_eq!(calls, 2, "nothing decoded after the answer was no");
     }
 
     #[test]

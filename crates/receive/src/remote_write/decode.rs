@@ -570,6 +570,63 @@ pub fn outline(buf: &[u8], thanos: bool, max_series: u64) -> Result<Outline, Dec
     Ok(o)
 }
 
+/// Counts the top-level `TimeSeries` of a request from a growing prefix of it (as it is
+/// decompressed), so that a request with too many can be refused before the rest is
+/// decompressed. Series inside tenant tuples are not counted: the count is a lower bound of
+/// what [`outline`] finds. Malformed input ends the counting, for the decoder to report.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesPrefix {
+    /// Top-level `TimeSeries` seen so far.
+    pub series: u64,
+    /// Where the next top-level field starts.
+    pos: usize,
+    /// Whether malformed input ended the counting.
+    stopped: bool,
+}
+
+impl SeriesPrefix {
+    /// Counts the fields that `prefix` (the request's first bytes, a longer prefix than the
+    /// last call's) holds whole.
+    pub fn advance(&mut self, prefix: &[u8]) {
+        while !self.stopped && self.pos < prefix.len() {
+            let Some((key, after_key)) = prefix_varint(prefix, self.pos) else { return };
+            let end = match key & 7 {
+                0 => match prefix_varint(prefix, after_key) {
+                    Some((_, end)) => end,
+                    None => return,
+                },
+                1 => after_key + 8,
+                5 => after_key + 4,
+                LEN => match prefix_varint(prefix, after_key) {
+                    Some((len, start)) => start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX)),
+                    None => return,
+                },
+                _ => {
+                    self.stopped = true;
+                    return;
+                }
+            };
+            if key >> 3 == 1 && key & 7 == LEN {
+                self.series += 1;
+            }
+            self.pos = end;
+        }
+    }
+}
+
+/// The varint at `pos` and where it ends; `None` if `buf` ends first (or if its first 10 bytes
+/// do not end one, which no longer prefix changes: the count stays where it is).
+fn prefix_varint(buf: &[u8], pos: usize) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &b) in buf.get(pos..)?.iter().take(10).enumerate() {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Some((v, pos + i + 1));
+        }
+    }
+    None
+}
+
 /// Reserves room for a request of `shape` in `out`, whose vectors are then never regrown.
 pub fn reserve(out: &mut Decoded, shape: &Shape) {
     let room = |n: u64, len: usize| usize::try_from(n).unwrap_or(usize::MAX).saturating_sub(len);
@@ -985,6 +1042,31 @@ mod tests {
         assert_eq!(hashed(&req, &d3, &d3.series[0]), key);
     }
 
+    #[test]
+    fn series_are_counted_from_a_prefix_of_a_decode_bomb() {
+        // 1,000 empty series, then more of the request still to come.
+        let bomb = [0x0a, 0x00].repeat(1000);
+        let mut p = SeriesPrefix::default();
+        p.advance(&bomb[..1]);
+        assert_eq!(p.series, 0, "a key without its length");
+        p.advance(&bomb[..1001]);
+        assert_eq!(p.series, 500);
+        p.advance(&bomb);
+        assert_eq!(p.series, 1000);
+        // A series is counted from its key and length, and its contents skipped as they come.
+        let mut p = SeriesPrefix::default();
+        p.advance(&[0x0a, 0x03, 0x00]);
+        assert_eq!(p.series, 1);
+        p.advance(&[0x0a, 0x03, 0x00, 0x00, 0x00, 0x0a]);
+        assert_eq!(p.series, 1);
+        p.advance(&[0x0a, 0x03, 0x00, 0x00, 0x00, 0x0a, 0x00]);
+        assert_eq!(p.series, 2);
+        // A group (wire type 3) is malformed here: counting ends.
+        let mut p = SeriesPrefix::default();
+        p.advance(&[0x0a, 0x00, 0x0b, 0x0a, 0x00]);
+        assert_eq!(p.series, 1);
+    }
+
     proptest::proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
@@ -1021,6 +1103,14 @@ mod tests {
             proptest::prop_assert_eq!(shape, exact);
             let o = outline(&buf, false, u64::MAX).unwrap();
             proptest::prop_assert_eq!(o.series, exact.series);
+            // Counted from growing prefixes (as chunks are decompressed): never more, and in the
+            // end all of them.
+            let mut p = SeriesPrefix::default();
+            for end in (0..buf.len()).step_by(buf.len() % 13 + 1).chain([buf.len()]) {
+                p.advance(&buf[..end]);
+                proptest::prop_assert!(p.series <= exact.series);
+            }
+            proptest::prop_assert_eq!(p.series, exact.series);
             proptest::prop_assert!(o.decoded_form_bound() >= exact.decoded_form_bytes());
             proptest::prop_assert!(Shape::decoded_form_bytes_at_most(buf.len() as u64, false) >= exact.decoded_form_bytes());
         }
