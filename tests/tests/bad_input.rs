@@ -249,38 +249,49 @@ fn a_snappy_bomb_is_corrupt_input_refused_at_once_without_allocating() {
     assert!(slowest < Duration::from_secs(1), "refusing the bomb took {slowest:?}");
 }
 
-/// A decode bomb over gRPC, as a peer sends a write (framed snappy): 32 MiB of 16M empty
-/// series, 1.5 MiB compressed. Refused as over `--ringest.write.max-series` from the chunks
-/// that show the first 200,001 series (a chunk decodes to 64 KiB, 32,768 of them), without
-/// decompressing the other 31.5 MiB: the peak RSS grows by far less than one bomb's size.
+/// A decode bomb, 32 MiB of 16M empty series (1.5 MiB compressed), over HTTP (a snappy block)
+/// and over gRPC as a peer sends a write (framed snappy). Refused as over
+/// `--ringest.write.max-series` from the decompressed prefix that shows the first 200,001
+/// series (looked at every 64 KiB, 32,768 of them), without decompressing the other 31.5 MiB:
+/// the peak RSS grows by far less than one bomb's size.
 #[test]
-fn a_grpc_decode_bomb_is_refused_from_its_first_chunks() {
+fn a_decode_bomb_is_refused_from_its_first_bytes_over_http_and_grpc() {
     const MAX_SERIES: u64 = 200_000;
+    let counted = |message: &str| -> u64 {
+        let got = message
+            .trim_end()
+            .strip_prefix("write request too large: it has at least ")
+            .and_then(|m| m.strip_suffix(" series, over the limit of 200000 (--ringest.write.max-series)"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected message: {message}"));
+        assert!((MAX_SERIES + 1..=MAX_SERIES + 32_768).contains(&got), "counted {got} series");
+        got
+    };
     let tmp = tempfile::tempdir().unwrap();
     let r = Receiver::start(&tmp.path().join("data"), &[]);
     let one = req(vec![series(&[("__name__", "ok")], &[(T0, 1.0)])]);
+    expect(&post(&r, RW, &encode(&one)), 200, "");
     grpc_write(&r, thanos_write(&one, b"default-tenant", 0)).expect("a valid write");
-    let bomb = ringest_grpc::snappy_compress(&[0x0a, 0x00].repeat(16 << 20)).unwrap();
+    let bomb = [0x0a, 0x00].repeat(16 << 20);
+    let http_bomb = snap::raw::Encoder::new().compress_vec(&bomb).unwrap();
+    let grpc_bomb = ringest_grpc::snappy_compress(&bomb).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let ch = Channel::new(r.grpc_addr.clone(), ChannelOptions::default());
     let pid = r.pid();
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
     let before = ringest_loadgen::procstat::sample(pid).unwrap().hwm;
     for _ in 0..5 {
-        let msg = ringest_grpc::Encoded::from_wire(ringest_grpc::Compression::Snappy, bomb.clone());
+        let resp = post(&r, RW, &http_bomb);
+        assert_eq!(resp.status, 413, "{}", resp.text());
+        counted(&resp.text());
+        let msg = ringest_grpc::Encoded::from_wire(ringest_grpc::Compression::Snappy, grpc_bomb.clone());
         let call = ch.unary_encoded("/thanos.WriteableStore/RemoteWrite", msg, Duration::from_secs(30));
         let err = rt.block_on(call).expect_err("a bomb is refused");
         assert_eq!(err.code, Code::ResourceExhausted, "{}", err.message);
-        let got: u64 = err
-            .message
-            .strip_prefix("write request too large: it has at least ")
-            .and_then(|m| m.strip_suffix(" series, over the limit of 200000 (--ringest.write.max-series)"))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected message: {}", err.message));
-        assert!((MAX_SERIES + 1..=MAX_SERIES + 32_768).contains(&got), "counted {got} series");
+        counted(&err.message);
     }
     let grew = ringest_loadgen::procstat::sample(pid).unwrap().hwm.saturating_sub(before);
-    println!("5 gRPC decode bombs: peak RSS +{grew} bytes");
+    println!("5 decode bombs over HTTP and 5 over gRPC: peak RSS +{grew} bytes");
     assert!(grew < 16 << 20, "peak RSS grew by {grew} bytes: a bomb was decompressed whole");
 }
 

@@ -4,10 +4,13 @@
 //!
 //! The snappy header's declared length is read before anything is allocated, so that a
 //! 20-byte "decompression bomb" is refused for nothing: a length the body cannot decode to is
-//! corrupt input, and one over the bounds is too large ([`crate::admission`]). The protobuf decoder records
+//! corrupt input, and one over the bounds is too large ([`crate::admission`]). A large body is
+//! decompressed by [`block`], which shows its output as it grows, so that a request over the
+//! series bound is refused from its first bytes. The protobuf decoder records
 //! label offsets into the decompressed buffer and samples into reusable vectors; nothing is
 //! allocated per series or per sample once the buffers have grown.
 
+pub mod block;
 pub mod decode;
 pub mod v2;
 

@@ -33,8 +33,11 @@ use crate::ingest::{Processed, write_tenant};
 use crate::limits::{TenantLimits, ring_estimate};
 use crate::outcome::{Outcome, WriteStatus};
 use crate::pool::{KEEP_BYTES, Pool};
+use crate::remote_write::block::decompress_while;
 use crate::remote_write::v2::{self, Translation, V2Error};
-use crate::remote_write::{Decoded, SnappyError, decode_write_request, decompress, decompressed_len, reserve};
+use crate::remote_write::{
+    Decoded, SeriesPrefix, SnappyError, decode_write_request, decompress, decompressed_len, reserve,
+};
 use crate::state::AppState;
 use crate::tenancy::{Client, validate_tenant};
 use crate::writer::WriteReport;
@@ -469,7 +472,26 @@ fn process_with(
     st.limiter.check_size(tenant_limits, tenant, body.len() as u64)?;
     st.limiter.check_size(tenant_limits, tenant, declared as u64)?;
     permit.charge_body(declared).map_err(refuse)?;
-    decompress(body, &mut b.decompressed).map_err(snappy)?;
+    if proto == Proto::V1 && declared as u64 > limits.bulk_bytes {
+        // A large 1.0 request with more series than allowed is refused as soon as the
+        // decompressed prefix shows them: a decode bomb of 16M empty series shows 200,000 of
+        // them in its first 400 KiB of 32 MiB.
+        let mut prefix = SeriesPrefix::default();
+        let whole = decompress_while(body, &mut b.decompressed, |p| {
+            prefix.advance(p);
+            prefix.series <= limits.max_series
+        })
+        .map_err(snappy)?;
+        if !whole {
+            return Err(refuse(Refusal::TooLarge {
+                bound: Bound::Series,
+                got: prefix.series,
+                limit: limits.max_series,
+            }));
+        }
+    } else {
+        decompress(body, &mut b.decompressed).map_err(snappy)?;
+    }
     let (buf, v2, refused) = match proto {
         Proto::V1 => (&b.decompressed[..], None, None),
         Proto::V2 => {
