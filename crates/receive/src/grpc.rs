@@ -147,7 +147,7 @@ fn write(
     // them, before the rest is decompressed: a decode bomb of 16M empty series takes 32 MiB
     // and a bulk thread's core for its decompression, and shows 200,000 of them in its first
     // 400 KiB.
-    let mut prefix = SeriesPrefix::default();
+    let mut prefix = SeriesPrefix::thanos();
     let counted = request.bytes_in_while(scratch, |p| {
         prefix.advance(p);
         prefix.series <= limits.max_series

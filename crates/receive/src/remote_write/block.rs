@@ -46,7 +46,7 @@ pub fn decompress_while(
                 len = bytes.iter().rev().fold(0, |acc, &b| acc << 8 | usize::from(b));
                 i += n;
             }
-            let len = len + 1;
+            let len = len.checked_add(1).ok_or_else(|| corrupt("literal too long"))?;
             let literal =
                 i.checked_add(len).and_then(|end| body.get(i..end)).ok_or_else(|| corrupt("truncated literal"))?;
             if out.len() + len > declared {
@@ -80,13 +80,13 @@ pub fn decompress_while(
             if out.len() + len > declared {
                 return Err(corrupt("copy past the declared length"));
             }
-            // An overlapping copy repeats the last `offset` bytes: copied a period at a time.
-            let mut src = out.len() - offset;
+            // An overlapping copy repeats the last `offset` bytes. From `start` on, the output
+            // repeats with that period, so each pass may copy all of it: the run doubles.
+            let start = out.len() - offset;
             let mut left = len;
             while left > 0 {
-                let n = left.min(out.len() - src);
-                out.extend_from_within(src..src + n);
-                src += n;
+                let n = left.min(out.len() - start);
+                out.extend_from_within(start..start + n);
                 left -= n;
             }
         }
@@ -144,6 +144,39 @@ mod tests {
         let theirs = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
         assert_eq!(theirs, b"abcdabcdabcdabcdcdcdcd");
         assert_eq!(ours(&body).unwrap(), theirs);
+    }
+
+    #[test]
+    fn literals_of_every_length_width_as_snap_reads_them() {
+        // A literal of 70 bytes with its length (69) in 1, 2, 3 and 4 bytes (tags 60-63).
+        let lit: Vec<u8> = (0..70u8).collect();
+        for width in 1..=4usize {
+            let mut body = vec![70, ((59 + width) << 2) as u8];
+            body.extend(&69u32.to_le_bytes()[..width]);
+            body.extend(&lit);
+            assert_eq!(snap::raw::Decoder::new().decompress_vec(&body).unwrap(), lit, "width {width}");
+            assert_eq!(ours(&body).unwrap(), lit, "width {width}");
+            // Its length cut short, its bytes cut short, or declared longer than the block.
+            for bad in [body[..2 + width - 1].to_vec(), body[..body.len() - 1].to_vec()] {
+                assert!(snap::raw::Decoder::new().decompress_vec(&bad).is_err());
+                assert!(ours(&bad).is_err(), "width {width}: {bad:?}");
+            }
+            let mut short = body.clone();
+            short[0] = 69;
+            assert!(snap::raw::Decoder::new().decompress_vec(&short).is_err());
+            assert!(ours(&short).is_err(), "width {width}: declared 69");
+        }
+    }
+
+    #[test]
+    fn a_long_run_is_copied_in_doubling_passes() {
+        // 8 MiB of zeros: one literal byte, then copies at offset 1 (snap writes 64-byte ones).
+        let zeros = vec![0u8; 8 << 20];
+        assert_eq!(ours(&compress(&zeros)).unwrap(), zeros);
+        // One copy of 64 bytes at offset 1 after a literal "x".
+        let body = [65, 0x00, b'x', 0xfe, 1, 0];
+        assert_eq!(snap::raw::Decoder::new().decompress_vec(&body).unwrap(), vec![b'x'; 65]);
+        assert_eq!(ours(&body).unwrap(), vec![b'x'; 65]);
     }
 
     proptest::proptest! {

@@ -570,44 +570,67 @@ pub fn outline(buf: &[u8], thanos: bool, max_series: u64) -> Result<Outline, Dec
     Ok(o)
 }
 
-/// Counts the top-level `TimeSeries` of a request from a growing prefix of it (as it is
-/// decompressed), so that a request with too many can be refused before the rest is
-/// decompressed. Series inside tenant tuples are not counted: the count is a lower bound of
-/// what [`outline`] finds. Malformed input ends the counting, for the decoder to report.
+/// Counts the `TimeSeries` of a request from a growing prefix of it (as it is decompressed),
+/// so that a request with too many can be refused before the rest is decompressed: those at
+/// the top level, and in a `thanos.WriteRequest` those of its tenant tuples too. The count is
+/// what [`outline`] finds in the prefix; malformed input ends the counting, for the decoder to
+/// report.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SeriesPrefix {
-    /// Top-level `TimeSeries` seen so far.
+    /// `TimeSeries` seen so far.
     pub series: u64,
-    /// Where the next top-level field starts.
+    /// Whether the request is a `thanos.WriteRequest`.
+    thanos: bool,
+    /// Where the next field starts.
     pos: usize,
+    /// Where the tenant tuple the next field is in ends, if it is in one.
+    tuple_end: Option<usize>,
     /// Whether malformed input ended the counting.
     stopped: bool,
 }
 
 impl SeriesPrefix {
-    /// Counts the fields that `prefix` (the request's first bytes, a longer prefix than the
-    /// last call's) holds whole.
+    /// A counter for a `thanos.WriteRequest` (its tenant tuples' series counted too).
+    pub fn thanos() -> SeriesPrefix {
+        SeriesPrefix { thanos: true, ..SeriesPrefix::default() }
+    }
+
+    /// Counts the series that `prefix` (the request's first bytes, a longer prefix than the
+    /// last call's) shows.
     pub fn advance(&mut self, prefix: &[u8]) {
         while !self.stopped && self.pos < prefix.len() {
+            if self.tuple_end == Some(self.pos) {
+                self.tuple_end = None;
+                continue;
+            }
             let Some((key, after_key)) = prefix_varint(prefix, self.pos) else { return };
-            let end = match key & 7 {
+            let (field, wire) = (key >> 3, key & 7);
+            let (start, end) = match wire {
                 0 => match prefix_varint(prefix, after_key) {
-                    Some((_, end)) => end,
+                    Some((_, end)) => (end, end),
                     None => return,
                 },
-                1 => after_key + 8,
-                5 => after_key + 4,
+                1 => (after_key, after_key + 8),
+                5 => (after_key, after_key + 4),
                 LEN => match prefix_varint(prefix, after_key) {
-                    Some((len, start)) => start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX)),
+                    Some((len, start)) => (start, start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX))),
                     None => return,
                 },
-                _ => {
-                    self.stopped = true;
-                    return;
-                }
+                _ => (0, usize::MAX),
             };
-            if key >> 3 == 1 && key & 7 == LEN {
-                self.series += 1;
+            if end == usize::MAX || self.tuple_end.is_some_and(|t| end > t) {
+                self.stopped = true;
+                return;
+            }
+            match (field, wire) {
+                (1, LEN) => self.series += 1,
+                // A tenant tuple: its fields are read in turn (its series are field 1 too).
+                (4, LEN) if self.thanos && self.tuple_end.is_none() => {
+                    self.tuple_end = Some(end);
+                    self.pos = start;
+                    continue;
+                }
+                _ => {}
             }
             self.pos = end;
         }
@@ -1065,6 +1088,23 @@ mod tests {
         let mut p = SeriesPrefix::default();
         p.advance(&[0x0a, 0x00, 0x0b, 0x0a, 0x00]);
         assert_eq!(p.series, 1);
+        // A thanos.WriteRequest: a series, a tenant tuple (field 4) of a tenant name and two
+        // series, its tenant (field 2), then one more series.
+        let req = [0x0a, 0x00, 0x22, 0x07, 0x12, 0x01, b't', 0x0a, 0x00, 0x0a, 0x00, 0x12, 0x01, b'u', 0x0a, 0x00];
+        let mut p = SeriesPrefix::thanos();
+        for end in 0..=req.len() {
+            p.advance(&req[..end]);
+        }
+        assert_eq!(p.series, 4);
+        assert_eq!(outline(&req, true, u64::MAX).unwrap().series, 4, "as the outline counts them");
+        // Not a thanos.WriteRequest: field 4 is skipped whole.
+        let mut p = SeriesPrefix::default();
+        p.advance(&req);
+        assert_eq!(p.series, 2);
+        // A tuple's field that runs past the tuple is malformed: counting ends.
+        let mut p = SeriesPrefix::thanos();
+        p.advance(&[0x22, 0x02, 0x0a, 0x05, 0x0a, 0x00]);
+        assert_eq!(p.series, 0);
     }
 
     proptest::proptest! {
@@ -1072,6 +1112,11 @@ mod tests {
         fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             let mut d = Decoded::default();
             let _ = decode_write_request(&bytes, &mut d);
+            for mut p in [SeriesPrefix::default(), SeriesPrefix::thanos()] {
+                for end in 0..=bytes.len() {
+                    p.advance(&bytes[..end]);
+                }
+            }
         }
 
         /// prost is the oracle: whatever `WriteRequest` it encodes (any label strings, any
