@@ -249,8 +249,9 @@ fn a_snappy_bomb_is_corrupt_input_refused_at_once_without_allocating() {
     assert!(slowest < Duration::from_secs(1), "refusing the bomb took {slowest:?}");
 }
 
-/// A decode bomb, 32 MiB of 16M empty series (1.5 MiB compressed), over HTTP (a snappy block)
-/// and over gRPC as a peer sends a write (framed snappy). Refused as over
+/// A decode bomb, 32 MiB of 16M empty series (1.5 MiB compressed), over HTTP (a snappy block,
+/// as a remote write 1.0 and as a 2.0 request) and over gRPC as a peer sends a write (framed
+/// snappy). Refused as over
 /// `--ringest.write.max-series` from the decompressed prefix that shows the first 200,001
 /// series (looked at every 64 KiB, 32,768 of them), without decompressing the other 31.5 MiB:
 /// the peak RSS grows by far less than one bomb's size.
@@ -274,6 +275,13 @@ fn a_decode_bomb_is_refused_from_its_first_bytes_over_http_and_grpc() {
     grpc_write(&r, thanos_write(&one, b"default-tenant", 0)).expect("a valid write");
     let bomb = [0x0a, 0x00].repeat(16 << 20);
     let http_bomb = snap::raw::Encoder::new().compress_vec(&bomb).unwrap();
+    // The same in a remote write 2.0 request, whose series are field 5.
+    let v2_bomb = snap::raw::Encoder::new().compress_vec(&[0x2a, 0x00].repeat(16 << 20)).unwrap();
+    let v2 = [
+        ("Content-Encoding", "snappy"),
+        ("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request"),
+        ("X-Prometheus-Remote-Write-Version", "2.0.0"),
+    ];
     let grpc_bomb = ringest_grpc::snappy_compress(&bomb).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let ch = Channel::new(r.grpc_addr.clone(), ChannelOptions::default());
@@ -284,6 +292,9 @@ fn a_decode_bomb_is_refused_from_its_first_bytes_over_http_and_grpc() {
         let resp = post(&r, RW, &http_bomb);
         assert_eq!(resp.status, 413, "{}", resp.text());
         counted(&resp.text());
+        let resp = post(&r, &v2, &v2_bomb);
+        assert_eq!(resp.status, 413, "remote write 2.0: {}", resp.text());
+        counted(&resp.text());
         let msg = ringest_grpc::Encoded::from_wire(ringest_grpc::Compression::Snappy, grpc_bomb.clone());
         let call = ch.unary_encoded("/thanos.WriteableStore/RemoteWrite", msg, Duration::from_secs(30));
         let err = rt.block_on(call).expect_err("a bomb is refused");
@@ -291,7 +302,7 @@ fn a_decode_bomb_is_refused_from_its_first_bytes_over_http_and_grpc() {
         counted(&err.message);
     }
     let grew = ringest_loadgen::procstat::sample(pid).unwrap().hwm.saturating_sub(before);
-    println!("5 decode bombs over HTTP and 5 over gRPC: peak RSS +{grew} bytes");
+    println!("5 decode bombs over HTTP (1.0 and 2.0 each) and 5 over gRPC: peak RSS +{grew} bytes");
     assert!(grew < 16 << 20, "peak RSS grew by {grew} bytes: a bomb was decompressed whole");
 }
 

@@ -472,11 +472,11 @@ fn process_with(
     st.limiter.check_size(tenant_limits, tenant, body.len() as u64)?;
     st.limiter.check_size(tenant_limits, tenant, declared as u64)?;
     permit.charge_body(declared).map_err(refuse)?;
-    if proto == Proto::V1 && declared as u64 > limits.bulk_bytes {
-        // A large 1.0 request with more series than allowed is refused as soon as the
-        // decompressed prefix shows them: a decode bomb of 16M empty series shows 200,000 of
-        // them in its first 400 KiB of 32 MiB.
-        let mut prefix = SeriesPrefix::default();
+    if declared as u64 > limits.bulk_bytes {
+        // A large request (1.0 or 2.0) with more series than allowed is refused as soon as
+        // the decompressed prefix shows them: a decode bomb of 16M empty series shows 200,000
+        // of them in its first 400 KiB of 32 MiB.
+        let mut prefix = if proto == Proto::V2 { SeriesPrefix::v2() } else { SeriesPrefix::default() };
         let whole = decompress_while(body, &mut b.decompressed, |p| {
             prefix.advance(p);
             prefix.series <= limits.max_series

@@ -572,13 +572,15 @@ pub fn outline(buf: &[u8], thanos: bool, max_series: u64) -> Result<Outline, Dec
 
 /// Counts the `TimeSeries` of a request from a growing prefix of it (as it is decompressed),
 /// so that a request with too many can be refused before the rest is decompressed: those at
-/// the top level, and in a `thanos.WriteRequest` those of its tenant tuples too. The count is
-/// what [`outline`] finds in the prefix; malformed input ends the counting, for the decoder to
-/// report.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// the top level (field 1 of a 1.0 request, field 5 of a 2.0 one), and in a
+/// `thanos.WriteRequest` those of its tenant tuples too. The count is what [`outline`] finds in
+/// the prefix; malformed input ends the counting, for the decoder to report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeriesPrefix {
     /// `TimeSeries` seen so far.
     pub series: u64,
+    /// The field number of a `TimeSeries`.
+    series_field: u64,
     /// Whether the request is a `thanos.WriteRequest`.
     thanos: bool,
     /// Where the next field starts.
@@ -589,10 +591,22 @@ pub struct SeriesPrefix {
     stopped: bool,
 }
 
+impl Default for SeriesPrefix {
+    /// A counter for a remote write 1.0 `prometheus.WriteRequest`.
+    fn default() -> SeriesPrefix {
+        SeriesPrefix { series: 0, series_field: 1, thanos: false, pos: 0, tuple_end: None, stopped: false }
+    }
+}
+
 impl SeriesPrefix {
     /// A counter for a `thanos.WriteRequest` (its tenant tuples' series counted too).
     pub fn thanos() -> SeriesPrefix {
         SeriesPrefix { thanos: true, ..SeriesPrefix::default() }
+    }
+
+    /// A counter for a remote write 2.0 `io.prometheus.write.v2.Request`.
+    pub fn v2() -> SeriesPrefix {
+        SeriesPrefix { series_field: 5, ..SeriesPrefix::default() }
     }
 
     /// Counts the series that `prefix` (the request's first bytes, a longer prefix than the
@@ -623,7 +637,7 @@ impl SeriesPrefix {
                 return;
             }
             match (field, wire) {
-                (1, LEN) => self.series += 1,
+                (f, LEN) if f == self.series_field => self.series += 1,
                 // A tenant tuple: its fields are read in turn (its series are field 1 too).
                 (4, LEN) if self.thanos && self.tuple_end.is_none() => {
                     self.tuple_end = Some(end);
@@ -1107,12 +1121,41 @@ mod tests {
         assert_eq!(p.series, 0);
     }
 
+    #[test]
+    fn a_2_0_requests_series_are_counted_from_a_prefix_and_its_symbols_are_not() {
+        use ringest_proto::write_v2 as v2;
+        let ts = |refs: &[u32]| v2::TimeSeries { labels_refs: refs.to_vec(), ..Default::default() };
+        let symbols = ["", "__name__", "up", "job", "a"].map(String::from).to_vec();
+        let req = v2::Request { symbols, timeseries: vec![ts(&[1, 2]), ts(&[1, 2, 3, 4]), ts(&[])] }.encode_to_vec();
+        let mut p = SeriesPrefix::v2();
+        let mut seen = Vec::new();
+        for end in 0..=req.len() {
+            p.advance(&req[..end]);
+            seen.push(p.series);
+        }
+        assert_eq!(p.series, 3);
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "the count only grows");
+        // The five symbols (field 4) come first: nothing counted while they arrive.
+        let symbols_end =
+            v2::Request { symbols: ["", "__name__", "up", "job", "a"].map(String::from).to_vec(), timeseries: vec![] }
+                .encoded_len();
+        assert_eq!(seen[symbols_end], 0);
+        // Read as a 1.0 request, it has no series (field 1) at all.
+        let mut p = SeriesPrefix::default();
+        p.advance(&req);
+        assert_eq!(p.series, 0);
+        // A 2.0 decode bomb: 1,000 empty series (field 5: key 0x2a).
+        let mut p = SeriesPrefix::v2();
+        p.advance(&[0x2a, 0x00].repeat(1000));
+        assert_eq!(p.series, 1000);
+    }
+
     proptest::proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             let mut d = Decoded::default();
             let _ = decode_write_request(&bytes, &mut d);
-            for mut p in [SeriesPrefix::default(), SeriesPrefix::thanos()] {
+            for mut p in [SeriesPrefix::default(), SeriesPrefix::thanos(), SeriesPrefix::v2()] {
                 for end in 0..=bytes.len() {
                     p.advance(&bytes[..end]);
                 }
