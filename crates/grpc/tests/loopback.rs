@@ -226,6 +226,28 @@ async fn many_concurrent_calls_share_one_channel() {
     srv.stop().await;
 }
 
+/// Messages larger than the server's flow-control windows (256 KiB a stream, 1 MiB a
+/// connection), sixteen at once on one connection: each arrives whole as the server reads and
+/// gives the windows back.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_larger_than_the_windows_share_one_connection() {
+    let srv = TestServer::start("127.0.0.1:0").await;
+    let ch = channel(srv.addr, Compression::None);
+    let calls: Vec<_> = (0..16u64)
+        .map(|i| {
+            let ch = ch.clone();
+            tokio::spawn(async move {
+                let msg = noise(LIMIT - 64 - i as usize * 4099, i);
+                assert_eq!(ch.unary(ECHO, msg.clone(), 30 * SECOND).await.unwrap(), msg);
+            })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap();
+    }
+    srv.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn health_check() {
     let srv = TestServer::start("127.0.0.1:0").await;
