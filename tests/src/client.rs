@@ -6,6 +6,13 @@ use ringest_proto::prometheus as pb;
 
 pub use ringest_loadgen::http::{Conn, HttpResponse, get as http_get, request as http_request};
 
+/// The headers of a remote write 2.0 request (`io.prometheus.write.v2.Request`, snappy).
+pub const RW2_HEADERS: &[(&str, &str)] = &[
+    ("Content-Encoding", "snappy"),
+    ("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request"),
+    ("X-Prometheus-Remote-Write-Version", "2.0.0"),
+];
+
 /// Encodes a request as remote write 1.0 does: protobuf, then snappy block.
 pub fn encode(req: &pb::WriteRequest) -> Vec<u8> {
     snap::raw::Encoder::new().compress_vec(&encode_exact(req)).expect("snappy compress")

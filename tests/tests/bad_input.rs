@@ -277,11 +277,6 @@ fn a_decode_bomb_is_refused_from_its_first_bytes_over_http_and_grpc() {
     let http_bomb = snap::raw::Encoder::new().compress_vec(&bomb).unwrap();
     // The same in a remote write 2.0 request, whose series are field 5.
     let v2_bomb = snap::raw::Encoder::new().compress_vec(&[0x2a, 0x00].repeat(16 << 20)).unwrap();
-    let v2 = [
-        ("Content-Encoding", "snappy"),
-        ("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request"),
-        ("X-Prometheus-Remote-Write-Version", "2.0.0"),
-    ];
     let grpc_bomb = ringest_grpc::snappy_compress(&bomb).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let ch = Channel::new(r.grpc_addr.clone(), ChannelOptions::default());
@@ -292,7 +287,7 @@ fn a_decode_bomb_is_refused_from_its_first_bytes_over_http_and_grpc() {
         let resp = post(&r, RW, &http_bomb);
         assert_eq!(resp.status, 413, "{}", resp.text());
         counted(&resp.text());
-        let resp = post(&r, &v2, &v2_bomb);
+        let resp = post(&r, ringest_e2e::client::RW2_HEADERS, &v2_bomb);
         assert_eq!(resp.status, 413, "remote write 2.0: {}", resp.text());
         counted(&resp.text());
         let msg = ringest_grpc::Encoded::from_wire(ringest_grpc::Compression::Snappy, grpc_bomb.clone());

@@ -21,6 +21,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use prost::Message;
+use ringest_e2e::client::RW2_HEADERS as V2_HEADERS;
 use ringest_e2e::oracle::{Prometheus, prometheus3_bin, promtool_dump};
 use ringest_e2e::ring::{Ring, metric_sum, now_ms};
 use ringest_e2e::{HttpResponse, Impl, Receiver, built_by_script, http_get, http_request, wait_for};
@@ -100,12 +101,6 @@ fn the_prometheus_remote_write_compliance_suite_passes() {
         );
     }
 }
-
-const V2_HEADERS: &[(&str, &str)] = &[
-    ("Content-Encoding", "snappy"),
-    ("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request"),
-    ("X-Prometheus-Remote-Write-Version", "2.0.0"),
-];
 
 fn post_v2(addr: &str, symbols: &[&str], timeseries: Vec<pb::TimeSeries>) -> HttpResponse {
     let symbols = std::iter::once("").chain(symbols.iter().copied()).map(String::from).collect();

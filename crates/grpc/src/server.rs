@@ -417,6 +417,7 @@ impl RawUnary {
 /// with 256 KiB and 1 MiB, 9-11 ms (tests/tests/hostile_clients.rs, benches/README.md). 256 KiB
 /// still lets a peer stream at 500 MB/s over a link of 0.5 ms round trip.
 const STREAM_WINDOW: u32 = 256 << 10;
+/// The window of all a connection's streams together (see [`STREAM_WINDOW`]).
 const CONNECTION_WINDOW: u32 = 1 << 20;
 
 /// How long a draining connection stays open after its last call was answered (to flush

@@ -211,19 +211,21 @@ async fn client_recovers_after_server_restart() {
 async fn many_concurrent_calls_share_one_channel() {
     let srv = TestServer::start("127.0.0.1:0").await;
     let ch = channel(srv.addr, Compression::Snappy);
-    let calls: Vec<_> = (0..200u64)
-        .map(|i| {
+    echo_at_once(&ch, (0..200u64).map(|i| noise(1000 + i as usize * 37, i)), 10 * SECOND).await;
+    srv.stop().await;
+}
+
+/// Sends every message at once on `ch` and checks that each comes back whole.
+async fn echo_at_once(ch: &Channel, messages: impl Iterator<Item = Bytes>, deadline: Duration) {
+    let calls: Vec<_> = messages
+        .map(|msg| {
             let ch = ch.clone();
-            tokio::spawn(async move {
-                let msg = noise(1000 + i as usize * 37, i);
-                assert_eq!(ch.unary(ECHO, msg.clone(), 10 * SECOND).await.unwrap(), msg);
-            })
+            tokio::spawn(async move { assert_eq!(ch.unary(ECHO, msg.clone(), deadline).await.unwrap(), msg) })
         })
         .collect();
     for c in calls {
         c.await.unwrap();
     }
-    srv.stop().await;
 }
 
 /// Messages larger than the server's flow-control windows (256 KiB a stream, 1 MiB a
@@ -233,18 +235,7 @@ async fn many_concurrent_calls_share_one_channel() {
 async fn messages_larger_than_the_windows_share_one_connection() {
     let srv = TestServer::start("127.0.0.1:0").await;
     let ch = channel(srv.addr, Compression::None);
-    let calls: Vec<_> = (0..16u64)
-        .map(|i| {
-            let ch = ch.clone();
-            tokio::spawn(async move {
-                let msg = noise(LIMIT - 64 - i as usize * 4099, i);
-                assert_eq!(ch.unary(ECHO, msg.clone(), 30 * SECOND).await.unwrap(), msg);
-            })
-        })
-        .collect();
-    for c in calls {
-        c.await.unwrap();
-    }
+    echo_at_once(&ch, (0..16u64).map(|i| noise(LIMIT - 64 - i as usize * 4099, i)), 30 * SECOND).await;
     srv.stop().await;
 }
 

@@ -1125,8 +1125,10 @@ mod tests {
     fn a_2_0_requests_series_are_counted_from_a_prefix_and_its_symbols_are_not() {
         use ringest_proto::write_v2 as v2;
         let ts = |refs: &[u32]| v2::TimeSeries { labels_refs: refs.to_vec(), ..Default::default() };
-        let symbols = ["", "__name__", "up", "job", "a"].map(String::from).to_vec();
-        let req = v2::Request { symbols, timeseries: vec![ts(&[1, 2]), ts(&[1, 2, 3, 4]), ts(&[])] }.encode_to_vec();
+        let symbols =
+            v2::Request { symbols: ["", "__name__", "up", "job", "a"].map(String::from).to_vec(), timeseries: vec![] };
+        let symbols_end = symbols.encoded_len();
+        let req = v2::Request { timeseries: vec![ts(&[1, 2]), ts(&[1, 2, 3, 4]), ts(&[])], ..symbols }.encode_to_vec();
         let mut p = SeriesPrefix::v2();
         let mut seen = Vec::new();
         for end in 0..=req.len() {
@@ -1136,9 +1138,6 @@ mod tests {
         assert_eq!(p.series, 3);
         assert!(seen.windows(2).all(|w| w[0] <= w[1]), "the count only grows");
         // The five symbols (field 4) come first: nothing counted while they arrive.
-        let symbols_end =
-            v2::Request { symbols: ["", "__name__", "up", "job", "a"].map(String::from).to_vec(), timeseries: vec![] }
-                .encoded_len();
         assert_eq!(seen[symbols_end], 0);
         // Read as a 1.0 request, it has no series (field 1) at all.
         let mut p = SeriesPrefix::default();
