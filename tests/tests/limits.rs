@@ -369,7 +369,7 @@ fn a_limits_file_that_does_not_parse_stops_the_start() {
 
 /// Checklist E.45, the last part: one tenant writing at 10x its `ingestion_rate` does not slow
 /// another down. `noisy` may write 20,000 samples a second and offers 200,000 (four clients,
-/// 25 requests of 2,000 samples a second each, at nice 19 as remote clients); `quiet` writes 50
+/// 25 requests of 2,000 samples a second each, at the lowest CPU priority as remote clients); `quiet` writes 50
 /// series every 20 ms throughout. Its p99 beside `noisy` stays within 2x its p99 alone (or
 /// 20 ms, which two shared cores may take anyway, as in the slowloris check); `noisy` gets its
 /// share and 429 for the rest.

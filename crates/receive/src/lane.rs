@@ -7,9 +7,9 @@
 //! writers of normal batches, whose latency then grows a hundredfold. Here a write is sized by
 //! its decompressed length (read from the body's first bytes, before any work) and one larger
 //! than `--ringest.write.bulk-bytes` runs on the bulk lane: threads on half the cores (rounded
-//! up) at nice 19, fed by a bounded queue. At most half the cores do bulk work at any time, and
-//! a bulk thread gives way to any normal-priority thread (a nice-19 thread weighs 1/68 of a
-//! normal one), so large writes still progress on a busy node but do not delay the others.
+//! up) at `SCHED_IDLE` ([`crate::sched`]), fed by a bounded queue. At most half the cores do bulk
+//! work at any time, and a bulk thread gives way at once to any other thread that wakes, so
+//! large writes still progress on a busy node but do not delay the others.
 //! Measured by the attack test (tests/tests/hostile_clients.rs) on 2 cores: a normal writer's
 //! p99 under 20 clients sending decode bombs went from 20-25 ms on one pool to 0.5-2.3 ms (idle:
 //! 0.5 ms; every phase in benches/README.md). The queue holds at most as many jobs as the
@@ -24,9 +24,6 @@ use parking_lot::Mutex;
 
 use crate::admission::WriteLimits;
 use crate::outcome::{Outcome, WriteStatus};
-
-/// The nice value of the bulk lane's threads (the lowest priority Linux has).
-const BULK_NICE: libc::c_int = 19;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -104,11 +101,7 @@ impl Lanes {
 }
 
 fn bulk_worker(rx: &Mutex<Receiver<Job>>) {
-    // SAFETY: on Linux, PRIO_PROCESS with who = 0 sets the nice value of the calling thread only.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BULK_NICE) } != 0 {
-        let err = std::io::Error::last_os_error();
-        tracing::warn!(err = %err, "could not lower the priority of a bulk write thread");
-    }
+    crate::sched::bulk_thread();
     loop {
         let job = rx.lock().recv();
         let Ok(job) = job else { return };
@@ -124,16 +117,16 @@ mod tests {
 
     const BULK_BYTES: u64 = 1 << 20;
 
-    fn nice_of_this_thread() -> libc::c_int {
-        // SAFETY: getpriority only reads the calling thread's nice value.
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    fn policy_of_this_thread() -> libc::c_int {
+        // SAFETY: sched_getscheduler only reads the calling thread's policy.
+        unsafe { libc::sched_getscheduler(0) }
     }
 
     #[tokio::test]
     async fn large_writes_run_at_the_lowest_priority_and_small_ones_do_not() {
         let lanes = Lanes::with(1, 4, BULK_BYTES).unwrap();
-        assert_eq!(lanes.run(BULK_BYTES + 1, nice_of_this_thread).await, Ok(BULK_NICE));
-        assert_eq!(lanes.run(BULK_BYTES, nice_of_this_thread).await, Ok(nice_of_this_thread()));
+        assert_eq!(lanes.run(BULK_BYTES + 1, policy_of_this_thread).await, Ok(libc::SCHED_IDLE));
+        assert_eq!(lanes.run(BULK_BYTES, policy_of_this_thread).await, Ok(libc::SCHED_OTHER));
     }
 
     #[tokio::test]

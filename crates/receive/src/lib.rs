@@ -27,6 +27,7 @@ pub mod remote_write;
 pub mod replicate;
 pub mod request_log;
 pub mod ring;
+pub mod sched;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -72,7 +72,12 @@ fn main() -> ExitCode {
             raise_open_files_limit();
             // SAFETY: mi_collect only walks and trims the allocator's own structures.
             ringest::pool::set_release(|| unsafe { libmimalloc_sys::mi_collect(true) });
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ringest").build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("ringest")
+                .on_thread_start(ringest::sched::latency_thread)
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!(err = %e, "failed to start the runtime");
