@@ -60,9 +60,13 @@ pub fn bulk_thread() {
 
 /// Asks the kernel for the shortest time slice for the calling thread (see the module's doc).
 pub fn latency_thread() {
+    // sched_setattr sets the nice value too: the thread's own is kept (ringest may run niced).
+    // SAFETY: getpriority only reads the calling thread's nice value.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
     let attr = SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
         policy: libc::SCHED_OTHER as u32,
+        nice,
         runtime: LATENCY_SLICE_NS,
         ..Default::default()
     };
@@ -98,12 +102,16 @@ mod tests {
     }
 
     #[test]
-    fn a_latency_thread_asks_for_the_shortest_slice() {
+    fn a_latency_thread_asks_for_the_shortest_slice_and_keeps_its_nice_value() {
         let (before, after) = std::thread::spawn(|| {
             let before = slice_ns();
+            // SAFETY: on Linux, PRIO_PROCESS with who = 0 sets and reads the calling thread's
+            // nice value only.
+            assert_eq!(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 5) }, 0);
             latency_thread();
-            // SAFETY: reads the calling thread's policy.
+            // SAFETY: reads the calling thread's policy and nice value.
             assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
+            assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, 5, "its nice value is kept");
             (before, slice_ns())
         })
         .join()
