@@ -123,8 +123,8 @@ fn bomb() -> Vec<u8> {
 /// from 20 HTTP clients, the same over gRPC, a flood of requests with random methods and
 /// tenants, then 1,000 slowloris connections with all the others again. A normal writer writes
 /// throughout (retrying what is refused as busy, as Prometheus does) and a prober checks
-/// `/-/ready`. The attackers run at the lowest CPU priority (`SCHED_IDLE`), as clients on other machines would
-/// take no CPU from the receiver. Per phase: peak RSS growth over the idle phase, the worst
+/// `/-/ready`. The attackers run at the lowest CPU priority (`SCHED_IDLE`), as clients on other
+/// machines would take no CPU from the receiver. Per phase: peak RSS growth over the idle phase, the worst
 /// probe latency, the writer's p99 (printed, not asserted: latency on a shared 2-core box is for
 /// benchmarks). Pass: growth under 256 MiB in every phase, probes under 1 s, slowloris
 /// connections closed by the header timeout, every sample of the writer acknowledged and stored.

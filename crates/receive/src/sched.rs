@@ -19,6 +19,8 @@
 //!   running thread when it wakes instead of waiting for that thread's slice to end. Older
 //!   kernels ignore the request.
 //!
+//! - [`background_thread`]: the uploads' threads at nice 10.
+//!
 //! Each is best effort: a refusal is logged once at debug level and leaves the thread as it
 //! was.
 
@@ -56,6 +58,13 @@ pub fn bulk_thread() {
     static LOGGED: Once = Once::new();
     LOGGED
         .call_once(|| tracing::debug!(err = %idle_err, nice_19 = nice_ok, "bulk threads could not be made SCHED_IDLE"));
+}
+
+/// Makes the calling thread a background one (the uploads): nice 10, so that hashing and
+/// signing large uploads gives way to the write path; left as it is if that is refused.
+pub fn background_thread() {
+    // SAFETY: on Linux, PRIO_PROCESS with who = 0 sets the nice value of the calling thread only.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
 }
 
 /// Asks the kernel for the shortest time slice for the calling thread (see the module's doc).
@@ -99,6 +108,16 @@ mod tests {
             unsafe { libc::sched_getscheduler(0) }
         });
         assert_eq!(policy.join().unwrap(), libc::SCHED_IDLE);
+    }
+
+    #[test]
+    fn a_background_thread_is_at_nice_10() {
+        let nice = std::thread::spawn(|| {
+            background_thread();
+            // SAFETY: reads the calling thread's nice value.
+            unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+        });
+        assert_eq!(nice.join().unwrap(), 10);
     }
 
     #[test]

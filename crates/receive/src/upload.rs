@@ -47,24 +47,18 @@ impl std::fmt::Debug for Uploader {
 
 /// Starts the uploads thread: a current-thread runtime at nice 10, its blocking pool too.
 fn start_runtime() -> anyhow::Result<tokio::runtime::Handle> {
-    fn lower_priority() {
-        // SAFETY: plain syscalls on the calling thread; failure only leaves the priority as is.
-        unsafe {
-            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, 10);
-        }
-    }
+    use crate::sched::background_thread;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("shipper")
-        .on_thread_start(lower_priority)
+        .on_thread_start(background_thread)
         .build()
         .context("start the upload runtime")?;
     let handle = rt.handle().clone();
     std::thread::Builder::new()
         .name("shipper".into())
         .spawn(move || {
-            lower_priority();
+            background_thread();
             rt.block_on(std::future::pending::<()>());
         })
         .context("start the upload thread")?;
