@@ -98,7 +98,9 @@ impl RemoteWriteHandler {
         // Its decompressed length picks its lane, and is charged before it is decompressed.
         let declared = request.decompressed_len()?;
         let span = root.child("receive_grpc", Vec::new);
-        let work = st.lanes.run(declared as u64, move || {
+        // Never on this worker: the tenants a message writes to are known only once it is
+        // decoded, and one not open yet is created on the disk.
+        let work = st.lanes.run(declared as u64, false, move || {
             let mut scratch = SCRATCH.take();
             let out = write(&st2, &request, declared, &permit2, &mut scratch, &span);
             let keep = scratch.capacity() <= KEEP_BYTES;

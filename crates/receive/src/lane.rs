@@ -1,5 +1,6 @@
-//! Where a write's CPU work runs: small writes on tokio's blocking threads, large ones on a few
-//! threads of the lowest CPU priority.
+//! Where a write's CPU work runs: the smallest writes on the async worker that received them,
+//! small ones on tokio's blocking threads, large ones on a few threads of the lowest CPU
+//! priority.
 //!
 //! Decompressing and decoding is the CPU a write costs, and it grows with the request: a
 //! Prometheus batch (2,000 samples by default) decompresses to a few hundred KiB, a decode bomb
@@ -15,6 +16,14 @@
 //! 0.5 ms; every phase in benches/README.md). The queue holds at most as many jobs as the
 //! in-flight budget admits requests (`--ringest.write.max-inflight-requests`), and is never
 //! waited on: a full queue is a busy node.
+//!
+//! A write of at most [`INLINE_BYTES`] decompressed (and not bound for the bulk lane) (tens of microseconds of work) runs where
+//! it was received when its caller allows it (its tenant open, no compaction running: nothing
+//! it does then waits on the disk or on a long lock). Handing it to a blocking thread and back
+//! costs two thread wake-ups, and on a busy node each can wait for a core until the kernel's
+//! next tick (4 ms at 250 Hz): a woken thread does not preempt a running one that has not used
+//! its slice yet, and slices are only checked again at a wake-up or a tick. In the attack test
+//! those two waits were most of the normal writer's p99.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -26,6 +35,9 @@ use crate::admission::WriteLimits;
 use crate::outcome::{Outcome, WriteStatus};
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// The largest write (decompressed bytes) that may run on the async worker that received it.
+pub const INLINE_BYTES: u64 = 16 << 10;
 
 /// Why a job did not run to its end.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -77,12 +89,18 @@ impl Lanes {
         Ok(Lanes { bulk: tx, capacity, bulk_bytes })
     }
 
-    /// Runs `f` for a write of `size` decompressed bytes on its lane and returns its result.
+    /// Runs `f` for a write of `size` decompressed bytes on its lane and returns its result:
+    /// here when `may_run_here` and `size` is at most [`INLINE_BYTES`] (the caller knows `f`
+    /// cannot wait on the disk or a long lock), else on a blocking or a bulk thread.
     pub async fn run<T: Send + 'static>(
         &self,
         size: u64,
+        may_run_here: bool,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, LaneError> {
+        if may_run_here && size <= INLINE_BYTES.min(self.bulk_bytes) {
+            return std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|_| LaneError::Panicked);
+        }
         if size <= self.bulk_bytes {
             return tokio::task::spawn_blocking(f).await.map_err(|_| LaneError::Panicked);
         }
@@ -125,20 +143,36 @@ mod tests {
     #[tokio::test]
     async fn large_writes_run_at_the_lowest_priority_and_small_ones_do_not() {
         let lanes = Lanes::with(1, 4, BULK_BYTES).unwrap();
-        assert_eq!(lanes.run(BULK_BYTES + 1, policy_of_this_thread).await, Ok(libc::SCHED_IDLE));
-        assert_eq!(lanes.run(BULK_BYTES, policy_of_this_thread).await, Ok(libc::SCHED_OTHER));
+        assert_eq!(lanes.run(BULK_BYTES + 1, false, policy_of_this_thread).await, Ok(libc::SCHED_IDLE));
+        assert_eq!(lanes.run(BULK_BYTES, false, policy_of_this_thread).await, Ok(libc::SCHED_OTHER));
+        // A bulk write is never run here, whatever its caller allows.
+        assert_eq!(lanes.run(BULK_BYTES + 1, true, policy_of_this_thread).await, Ok(libc::SCHED_IDLE));
+    }
+
+    #[tokio::test]
+    async fn the_smallest_writes_run_here_when_their_caller_allows_it() {
+        let lanes = Lanes::with(1, 4, BULK_BYTES).unwrap();
+        let here = std::thread::current().id();
+        let thread = || std::thread::current().id();
+        assert_eq!(lanes.run(INLINE_BYTES, true, thread).await, Ok(here));
+        assert_ne!(lanes.run(INLINE_BYTES, false, thread).await, Ok(here));
+        assert_ne!(lanes.run(INLINE_BYTES + 1, true, thread).await, Ok(here));
+        assert_eq!(lanes.run(1, true, || panic!("a bug")).await, Err::<(), _>(LaneError::Panicked));
+        // Below the bulk lane's bound only.
+        let lanes = Lanes::with(1, 4, 100).unwrap();
+        assert_eq!(lanes.run(101, true, policy_of_this_thread).await, Ok(libc::SCHED_IDLE));
     }
 
     #[tokio::test]
     async fn a_full_queue_is_busy_and_a_panic_is_an_error_not_a_lost_thread() {
         use std::time::Duration;
         let lanes = Lanes::with(1, 1, BULK_BYTES).unwrap();
-        assert_eq!(lanes.run(BULK_BYTES + 1, || panic!("a bug")).await, Err::<(), _>(LaneError::Panicked));
+        assert_eq!(lanes.run(BULK_BYTES + 1, false, || panic!("a bug")).await, Err::<(), _>(LaneError::Panicked));
         // The one thread is held until `release` is sent, the queue holds one more job, and a
         // third is refused as busy. (A zero timeout polls a future once: enough to queue it.)
         let (release, held) = std::sync::mpsc::channel::<()>();
         let (started, is_started) = tokio::sync::oneshot::channel();
-        let first = lanes.run(BULK_BYTES + 1, move || {
+        let first = lanes.run(BULK_BYTES + 1, false, move || {
             let _ = started.send(());
             held.recv().unwrap();
             1
@@ -146,10 +180,10 @@ mod tests {
         tokio::pin!(first);
         assert!(tokio::time::timeout(Duration::ZERO, &mut first).await.is_err());
         is_started.await.unwrap();
-        let second = lanes.run(BULK_BYTES + 1, || 2);
+        let second = lanes.run(BULK_BYTES + 1, false, || 2);
         tokio::pin!(second);
         assert!(tokio::time::timeout(Duration::ZERO, &mut second).await.is_err());
-        assert_eq!(lanes.run(BULK_BYTES + 1, || 3).await, Err(LaneError::Busy(1)));
+        assert_eq!(lanes.run(BULK_BYTES + 1, false, || 3).await, Err(LaneError::Busy(1)));
         release.send(()).unwrap();
         assert_eq!(first.await, Ok(1));
         assert_eq!(second.await, Ok(2));

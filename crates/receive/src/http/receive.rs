@@ -335,9 +335,11 @@ async fn handle(st: Arc<AppState>, req: Request, span: Span) -> Response {
     let (st2, tenant2) = (st.clone(), tenant.clone());
     // Sized by its decompressed length; a body whose length cannot be read fails in `process`.
     let size = decompressed_len(&body).unwrap_or(0) as u64;
+    // A small write may run on this worker if nothing it does can wait long (see `lane`).
+    let quick = st.tenants.get(&tenant).is_some_and(|db| !db.maintaining());
     let result = st
         .lanes
-        .run(size, move || {
+        .run(size, quick, move || {
             let processed = process(&st2, &tenant2, &tenant_limits, proto, &body, &permit, &span);
             drop(body);
             (processed, permit, span)

@@ -43,6 +43,13 @@ fn rank_key<'a>(s: &'a MemSeries, rank: &'a [u32]) -> impl Iterator<Item = u32> 
 }
 
 impl Tsdb {
+    /// Whether a compaction, flush or retention pass is running: appends may then wait for
+    /// it (head truncation holds the WAL lock while it removes series, and label strings are
+    /// freed with appenders held back).
+    pub fn maintaining(&self) -> bool {
+        self.compaction.is_locked()
+    }
+
     /// Whether the head spans more than 1.5 chunk ranges (Prometheus' `compactable`).
     pub fn compactable(&self) -> bool {
         let (mn, mx) = (self.head.min_time(), self.head.max_time());
