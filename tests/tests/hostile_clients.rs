@@ -125,9 +125,9 @@ fn bomb() -> Vec<u8> {
 /// throughout (retrying what is refused as busy, as Prometheus does) and a prober checks
 /// `/-/ready`. The attackers run at the lowest CPU priority (`SCHED_IDLE`), as clients on other
 /// machines would take no CPU from the receiver, and the writer with the receiver's short time
-/// slice, as a client on another machine would wake on its own core when its answer arrives. Per phase: peak RSS growth over the idle phase, the worst
-/// probe latency, the writer's p99 (printed, not asserted: latency on a shared 2-core box is for
-/// benchmarks). Pass: growth under 256 MiB in every phase, probes under 1 s, slowloris
+/// slice, as a client on another machine would wake on its own core when its answer arrives.
+/// Per phase: peak RSS growth over the idle phase, the worst probe latency, the writer's p99
+/// (printed, not asserted: latency on a shared 2-core box is for benchmarks). Pass: growth under 256 MiB in every phase, probes under 1 s, slowloris
 /// connections closed by the header timeout, every sample of the writer acknowledged and stored.
 #[test]
 fn an_attack_leaves_memory_probes_and_a_normal_writer_unharmed() {

@@ -17,13 +17,14 @@
 //! in-flight budget admits requests (`--ringest.write.max-inflight-requests`), and is never
 //! waited on: a full queue is a busy node.
 //!
-//! A write of at most [`INLINE_BYTES`] decompressed (and not bound for the bulk lane) (tens of microseconds of work) runs where
-//! it was received when its caller allows it (its tenant open, no compaction running: nothing
-//! it does then waits on the disk or on a long lock). Handing it to a blocking thread and back
-//! costs two thread wake-ups, and on a busy node each can wait for a core until the kernel's
-//! next tick (4 ms at 250 Hz): a woken thread does not preempt a running one that has not used
-//! its slice yet, and slices are only checked again at a wake-up or a tick. In the attack test
-//! those two waits were most of the normal writer's p99.
+//! A write of at most [`INLINE_BYTES`] decompressed, tens of microseconds of work, runs on the
+//! worker that received it when its caller allows it (its tenant open and no compaction
+//! running, so nothing it does waits on the disk or on a long lock) and it is not bound for the
+//! bulk lane. Handing it to a blocking thread and back costs two thread wake-ups, and on a busy
+//! node each can wait for a core until the kernel's next tick (4 ms at 250 Hz): a woken thread
+//! does not preempt a running one that has not used its slice yet, and slices are only checked
+//! again at a wake-up or a tick. In the attack test those two waits were most of the normal
+//! writer's p99.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
