@@ -100,13 +100,17 @@ impl RemoteWriteHandler {
         let span = root.child("receive_grpc", Vec::new);
         // Never on this worker: the tenants a message writes to are known only once it is
         // decoded, and one not open yet is created on the disk.
-        let work = st.lanes.run(declared as u64, false, move || {
-            let mut scratch = SCRATCH.take();
-            let out = write(&st2, &request, declared, &permit2, &mut scratch, &span);
-            let keep = scratch.capacity() <= KEEP_BYTES;
-            SCRATCH.give(scratch, keep);
-            (out, span)
-        });
+        let work = st.lanes.run(
+            declared as u64,
+            || false,
+            move || {
+                let mut scratch = SCRATCH.take();
+                let out = write(&st2, &request, declared, &permit2, &mut scratch, &span);
+                let keep = scratch.capacity() <= KEEP_BYTES;
+                SCRATCH.give(scratch, keep);
+                (out, span)
+            },
+        );
         // The span lasts until the replicas answered.
         let (processed, span) = work.await.map_err(|e| status(e.into()))?;
         let processed = processed?;

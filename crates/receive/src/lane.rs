@@ -91,15 +91,16 @@ impl Lanes {
     }
 
     /// Runs `f` for a write of `size` decompressed bytes on its lane and returns its result:
-    /// here when `may_run_here` and `size` is at most [`INLINE_BYTES`] (the caller knows `f`
-    /// cannot wait on the disk or a long lock), else on a blocking or a bulk thread.
+    /// here when `size` is at most [`INLINE_BYTES`] and `may_run_here()` (asked only then: the
+    /// caller knows whether `f` can wait on the disk or a long lock), else on a blocking or a
+    /// bulk thread.
     pub async fn run<T: Send + 'static>(
         &self,
         size: u64,
-        may_run_here: bool,
+        may_run_here: impl FnOnce() -> bool,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, LaneError> {
-        if may_run_here && size <= INLINE_BYTES.min(self.bulk_bytes) {
+        if size <= INLINE_BYTES.min(self.bulk_bytes) && may_run_here() {
             return std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|_| LaneError::Panicked);
         }
         if size <= self.bulk_bytes {
@@ -144,10 +145,10 @@ mod tests {
     #[tokio::test]
     async fn large_writes_run_at_the_lowest_priority_and_small_ones_do_not() {
         let lanes = Lanes::with(1, 4, BULK_BYTES).unwrap();
-        assert_eq!(lanes.run(BULK_BYTES + 1, false, policy_of_this_thread).await, Ok(libc::SCHED_IDLE));
-        assert_eq!(lanes.run(BULK_BYTES, false, policy_of_this_thread).await, Ok(libc::SCHED_OTHER));
+        assert_eq!(lanes.run(BULK_BYTES + 1, || false, policy_of_this_thread).await, Ok(libc::SCHED_IDLE));
+        assert_eq!(lanes.run(BULK_BYTES, || false, policy_of_this_thread).await, Ok(libc::SCHED_OTHER));
         // A bulk write is never run here, whatever its caller allows.
-        assert_eq!(lanes.run(BULK_BYTES + 1, true, policy_of_this_thread).await, Ok(libc::SCHED_IDLE));
+        assert_eq!(lanes.run(BULK_BYTES + 1, || true, policy_of_this_thread).await, Ok(libc::SCHED_IDLE));
     }
 
     #[tokio::test]
@@ -155,36 +156,40 @@ mod tests {
         let lanes = Lanes::with(1, 4, BULK_BYTES).unwrap();
         let here = std::thread::current().id();
         let thread = || std::thread::current().id();
-        assert_eq!(lanes.run(INLINE_BYTES, true, thread).await, Ok(here));
-        assert_ne!(lanes.run(INLINE_BYTES, false, thread).await, Ok(here));
-        assert_ne!(lanes.run(INLINE_BYTES + 1, true, thread).await, Ok(here));
-        assert_eq!(lanes.run(1, true, || panic!("a bug")).await, Err::<(), _>(LaneError::Panicked));
+        assert_eq!(lanes.run(INLINE_BYTES, || true, thread).await, Ok(here));
+        assert_ne!(lanes.run(INLINE_BYTES, || false, thread).await, Ok(here));
+        assert_ne!(lanes.run(INLINE_BYTES + 1, || true, thread).await, Ok(here));
+        assert_eq!(lanes.run(1, || true, || panic!("a bug")).await, Err::<(), _>(LaneError::Panicked));
         // Below the bulk lane's bound only.
         let lanes = Lanes::with(1, 4, 100).unwrap();
-        assert_eq!(lanes.run(101, true, policy_of_this_thread).await, Ok(libc::SCHED_IDLE));
+        assert_eq!(lanes.run(101, || true, policy_of_this_thread).await, Ok(libc::SCHED_IDLE));
     }
 
     #[tokio::test]
     async fn a_full_queue_is_busy_and_a_panic_is_an_error_not_a_lost_thread() {
         use std::time::Duration;
         let lanes = Lanes::with(1, 1, BULK_BYTES).unwrap();
-        assert_eq!(lanes.run(BULK_BYTES + 1, false, || panic!("a bug")).await, Err::<(), _>(LaneError::Panicked));
+        assert_eq!(lanes.run(BULK_BYTES + 1, || false, || panic!("a bug")).await, Err::<(), _>(LaneError::Panicked));
         // The one thread is held until `release` is sent, the queue holds one more job, and a
         // third is refused as busy. (A zero timeout polls a future once: enough to queue it.)
         let (release, held) = std::sync::mpsc::channel::<()>();
         let (started, is_started) = tokio::sync::oneshot::channel();
-        let first = lanes.run(BULK_BYTES + 1, false, move || {
-            let _ = started.send(());
-            held.recv().unwrap();
-            1
-        });
+        let first = lanes.run(
+            BULK_BYTES + 1,
+            || false,
+            move || {
+                let _ = started.send(());
+                held.recv().unwrap();
+                1
+            },
+        );
         tokio::pin!(first);
         assert!(tokio::time::timeout(Duration::ZERO, &mut first).await.is_err());
         is_started.await.unwrap();
-        let second = lanes.run(BULK_BYTES + 1, false, || 2);
+        let second = lanes.run(BULK_BYTES + 1, || false, || 2);
         tokio::pin!(second);
         assert!(tokio::time::timeout(Duration::ZERO, &mut second).await.is_err());
-        assert_eq!(lanes.run(BULK_BYTES + 1, false, || 3).await, Err(LaneError::Busy(1)));
+        assert_eq!(lanes.run(BULK_BYTES + 1, || false, || 3).await, Err(LaneError::Busy(1)));
         release.send(()).unwrap();
         assert_eq!(first.await, Ok(1));
         assert_eq!(second.await, Ok(2));

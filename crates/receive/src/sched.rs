@@ -21,8 +21,8 @@
 //!
 //! - [`background_thread`]: the uploads' threads at nice 10.
 //!
-//! Each is best effort: a refusal is logged once at debug level and leaves the thread as it
-//! was.
+//! Each is best effort: a refusal leaves the thread as it was (logged once at debug level for
+//! the bulk and runtime threads).
 
 use std::sync::Once;
 

@@ -336,7 +336,7 @@ async fn handle(st: Arc<AppState>, req: Request, span: Span) -> Response {
     // Sized by its decompressed length; a body whose length cannot be read fails in `process`.
     let size = decompressed_len(&body).unwrap_or(0) as u64;
     // A small write may run on this worker if nothing it does can wait long (see `lane`).
-    let quick = st.tenants.get(&tenant).is_some_and(|db| !db.maintaining());
+    let quick = || st.tenants.get(&tenant).is_some_and(|db| !db.maintaining());
     let result = st
         .lanes
         .run(size, quick, move || {
