@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use ringest_loadgen::http::{HttpResponse, read_response, request_head};
+
 /// The 99th percentile of `v` (the nearest-rank one; zero for no values).
 pub fn p99(v: &[Duration]) -> Duration {
     let mut v = v.to_vec();
@@ -59,42 +61,31 @@ pub fn as_measured_client() {
 /// waited for a core once the answer was there: a client on another machine does not share
 /// the receiver's cores, a test's client on a 2-core box does.
 pub struct StampedConn {
-    stream: std::net::TcpStream,
-    buf: Vec<u8>,
+    stream: std::io::BufReader<StampedStream>,
 }
 
-/// An answer read by [`StampedConn`].
+/// An answer read by [`StampedConn`], with its two timings.
 #[derive(Debug)]
 pub struct Stamped {
-    pub status: u16,
-    /// Headers, names lower-cased.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    pub answer: HttpResponse,
     /// By the client's clock.
     pub client: Duration,
     /// Until the kernel received the answer's last bytes.
     pub arrival: Duration,
 }
 
-impl Stamped {
-    /// A header's value.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-}
-
 impl StampedConn {
     /// Connects to `addr` (`host:port`) with receive timestamps on.
     pub fn connect(addr: &str) -> std::io::Result<StampedConn> {
         use std::os::fd::AsRawFd;
-        let stream = std::net::TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let socket = std::net::TcpStream::connect(addr)?;
+        socket.set_nodelay(true)?;
+        socket.set_read_timeout(Some(Duration::from_secs(120)))?;
         let on: libc::c_int = 1;
         // SAFETY: setsockopt reads an int of the size given from a live local.
         let rc = unsafe {
             libc::setsockopt(
-                stream.as_raw_fd(),
+                socket.as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_TIMESTAMPNS,
                 (&on as *const libc::c_int).cast(),
@@ -104,12 +95,11 @@ impl StampedConn {
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(StampedConn { stream, buf: Vec::new() })
+        Ok(StampedConn { stream: std::io::BufReader::new(StampedStream { socket, last: None }) })
     }
 
-    /// Sends `method path` with `headers` and `body` (a Content-Length is added) and reads the
-    /// answer, which must carry a Content-Length. Panics if the kernel gives no receive
-    /// timestamp (Linux does on every socket that asks).
+    /// Sends a request as the load generator's client does and reads the answer. Panics if the
+    /// kernel gives no receive timestamp (Linux does on every socket that asks).
     pub fn request(
         &mut self,
         method: &str,
@@ -118,42 +108,29 @@ impl StampedConn {
         body: &[u8],
     ) -> std::io::Result<Stamped> {
         use std::io::Write;
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: ringest\r\n");
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-        let mut req = req.into_bytes();
+        let mut req = request_head(method, path, "ringest", headers, body.len()).into_bytes();
         req.extend_from_slice(body);
-        self.buf.clear();
+        self.stream.get_mut().last = None;
         let sent_at = realtime_now();
         let start = std::time::Instant::now();
-        self.stream.write_all(&req)?;
-        let mut arrived_at: Option<Duration> = None;
-        loop {
-            if let Some((status, headers, head_len, body_len)) = parse_head(&self.buf)?
-                && self.buf.len() >= head_len + body_len
-            {
-                let client = start.elapsed();
-                // Not an error to retry: without timestamps no answer can be timed.
-                let arrived_at = arrived_at.expect("the kernel gave no receive timestamp (SO_TIMESTAMPNS)");
-                let arrival = arrived_at.checked_sub(sent_at).unwrap_or_default();
-                let body = self.buf[head_len..head_len + body_len].to_vec();
-                return Ok(Stamped { status, headers, body, client, arrival });
-            }
-            let (n, stamp) = self.recv()?;
-            if n == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
-            }
-            arrived_at = stamp.or(arrived_at);
-        }
+        self.stream.get_mut().socket.write_all(&req)?;
+        let answer = read_response(&mut self.stream, method == "HEAD")?;
+        let client = start.elapsed();
+        // Not an error to retry: without timestamps no answer can be timed.
+        let arrived_at = self.stream.get_ref().last.expect("the kernel gave no receive timestamp (SO_TIMESTAMPNS)");
+        Ok(Stamped { answer, client, arrival: arrived_at.checked_sub(sent_at).unwrap_or_default() })
     }
+}
 
-    /// One `recvmsg` into the buffer: the bytes read and the receive timestamp of the last
-    /// segment among them.
-    fn recv(&mut self) -> std::io::Result<(usize, Option<Duration>)> {
+/// A socket read with `recvmsg`, keeping the receive timestamp of the last segment read.
+struct StampedStream {
+    socket: std::net::TcpStream,
+    last: Option<Duration>,
+}
+
+impl std::io::Read for StampedStream {
+    fn read(&mut self, data: &mut [u8]) -> std::io::Result<usize> {
         use std::os::fd::AsRawFd;
-        let mut data = [0u8; 4096];
         // Room for one timespec control message, aligned as cmsghdr needs.
         let mut control = [0u64; 8];
         let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
@@ -166,57 +143,28 @@ impl StampedConn {
         msg.msg_controllen = std::mem::size_of_val(&control);
         // SAFETY: recvmsg writes at most the lengths `msg` declares into buffers that outlive
         // the call.
-        let n = unsafe { libc::recvmsg(self.stream.as_raw_fd(), &mut msg, 0) };
+        let n = unsafe { libc::recvmsg(self.socket.as_raw_fd(), &mut msg, 0) };
         if n < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let n = n as usize;
-        self.buf.extend_from_slice(&data[..n]);
-        let mut stamp = None;
         // SAFETY: the CMSG_* walk stays within `msg_controllen` bytes that recvmsg filled.
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(&msg);
             while !c.is_null() {
                 if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
                     let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
-                    stamp = Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+                    self.last = Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
                 }
                 c = libc::CMSG_NXTHDR(&msg, c);
             }
         }
-        Ok((n, stamp))
+        Ok(n as usize)
     }
 }
 
 /// `CLOCK_REALTIME` now, the clock of the kernel's receive timestamps.
 fn realtime_now() -> Duration {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
-}
-
-/// A response head at the start of `buf`, once complete: status, headers, its length and the
-/// body's (from Content-Length).
-type Head = (u16, Vec<(String, String)>, usize, usize);
-
-fn parse_head(buf: &[u8]) -> std::io::Result<Option<Head>> {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { return Ok(None) };
-    let text = std::str::from_utf8(&buf[..end]).map_err(std::io::Error::other)?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let len = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .ok_or_else(|| std::io::Error::other("an answer without a Content-Length"))?;
-    Ok(Some((status, headers, end + 4, len)))
 }
 
 #[cfg(test)]
@@ -250,7 +198,8 @@ mod tests {
     fn answers_are_timed_at_their_arrival_and_by_the_client() {
         let mut c = StampedConn::connect(&answering(Duration::from_millis(50))).unwrap();
         let slow = c.request("POST", "/", &[("X-A", "b")], b"body").unwrap();
-        assert_eq!((slow.status, slow.header("retry-after"), &slow.body[..]), (503, Some("1"), &b"busy"[..]));
+        let a = &slow.answer;
+        assert_eq!((a.status, a.header("retry-after"), &a.body[..]), (503, Some("1"), &b"busy"[..]));
         assert!(slow.arrival >= Duration::from_millis(50), "{:?}", slow.arrival);
         assert!(slow.client >= slow.arrival, "{slow:?}");
         // The same connection, kept alive; the answer's arrival is its own, not the first's.

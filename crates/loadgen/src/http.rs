@@ -105,20 +105,7 @@ impl Conn {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> std::io::Result<HttpResponse> {
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
-        let raw_body = headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding") || k.eq_ignore_ascii_case("content-length"));
-        for (k, v) in headers {
-            head.push_str(k);
-            head.push_str(": ");
-            head.push_str(v);
-            head.push_str("\r\n");
-        }
-        if !raw_body {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
+        let head = request_head(method, path, &self.addr, headers, body.len());
         let s = self.stream.get_mut();
         s.write_all(head.as_bytes())?;
         // A server may answer (and close) before reading a large body: read the response anyway.
@@ -128,7 +115,28 @@ impl Conn {
     }
 }
 
-fn read_response(r: &mut BufReader<Stream>, head_only: bool) -> std::io::Result<HttpResponse> {
+/// The head of a request to `host` with `headers`, then a `Content-Length` of `body_len` unless
+/// the headers carry one or a `Transfer-Encoding`.
+pub fn request_head(method: &str, path: &str, host: &str, headers: &[(&str, &str)], body_len: usize) -> String {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
+    let raw_body = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding") || k.eq_ignore_ascii_case("content-length"));
+    for (k, v) in headers {
+        head.push_str(k);
+        head.push_str(": ");
+        head.push_str(v);
+        head.push_str("\r\n");
+    }
+    if !raw_body {
+        head.push_str(&format!("Content-Length: {body_len}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
+/// Reads one response from `r` (its head only if `head_only`, as for a HEAD request).
+pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<HttpResponse> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
         return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
