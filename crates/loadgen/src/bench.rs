@@ -436,11 +436,15 @@ pub struct BenchOptions {
     pub workdir: Option<PathBuf>,
     /// Calls of the read phase.
     pub read_iterations: Iterations,
+    /// Rounds over every receiver, one after the other (the summary gives medians).
+    pub repeat: usize,
 }
 
 /// One receiver on one workload.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
+    /// The round of the bench (from 0; see [`BenchOptions::repeat`]).
+    pub round: usize,
     /// The receiver.
     pub receiver: Kind,
     /// Active series.
@@ -527,7 +531,8 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
         let latency_end = steady_end + latency_rounds;
         let queries = read::queries(&layout.shape, o.read_iterations);
         let range = store::workload_range(&layout, 0, ROUNDS);
-        for &kind in &o.receivers {
+        let rounds = (0..o.repeat.max(1)).flat_map(|round| o.receivers.iter().map(move |&kind| (round, kind)));
+        for (round, kind) in rounds {
             let dir = root.join(format!("{}-{size}", kind.name().replace(' ', "_")));
             let _ = std::fs::remove_dir_all(&dir);
             let mut r = start_on_free_ports(kind, &dir, &o.bins)?;
@@ -606,6 +611,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
                 let _ = std::fs::remove_dir_all(&dir);
             }
             runs.push(RunResult {
+                round,
                 receiver: kind,
                 series: size,
                 creation,
@@ -641,6 +647,18 @@ fn start_on_free_ports(kind: Kind, dir: &Path, bins: &Binaries) -> anyhow::Resul
             }
             r => return r,
         }
+    }
+}
+
+/// The median of `values` (the mean of the middle two of an even count); `None` when empty.
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
     }
 }
 
@@ -680,7 +698,8 @@ struct Row {
     workload: String,
     figure: &'static str,
     higher_is_better: bool,
-    values: Vec<(Kind, Option<f64>)>,
+    /// Per receiver, its value in each round of the bench.
+    values: Vec<(Kind, Vec<Option<f64>>)>,
     fmt: fn(f64) -> String,
     /// A StoreAPI read figure: "n/a" for the receivers the bench does not read.
     reads: bool,
@@ -689,6 +708,9 @@ struct Row {
 impl BenchResult {
     /// The summary table (Markdown), with ringest's advantage over each peer: `N×` means ringest
     /// is N times better on that figure (more throughput, less memory, less latency or time).
+    /// Over several rounds, each value is the median of its rounds and each ratio the median of
+    /// the rounds' ratios (each round's receivers ran one after the other, on the machine as it
+    /// was then).
     pub fn markdown(&self) -> String {
         let kinds: Vec<Kind> = {
             let mut k: Vec<Kind> = Vec::new();
@@ -701,8 +723,13 @@ impl BenchResult {
         };
         let mut sizes: Vec<usize> = self.runs.iter().map(|r| r.series).collect();
         sizes.dedup();
-        let get = |kind: Kind, size: usize, f: &dyn Fn(&RunResult) -> Option<f64>| {
-            self.runs.iter().find(|r| r.receiver == kind && r.series == size).and_then(f)
+        let rounds = self.runs.iter().map(|r| r.round + 1).max().unwrap_or(0);
+        let get = |kind: Kind, size: usize, f: &dyn Fn(&RunResult) -> Option<f64>| -> Vec<Option<f64>> {
+            (0..rounds)
+                .map(|round| {
+                    self.runs.iter().find(|r| r.receiver == kind && r.series == size && r.round == round).and_then(f)
+                })
+                .collect()
         };
         let mut rows = Vec::new();
         for &size in &sizes {
@@ -858,15 +885,21 @@ impl BenchResult {
             out.push_str(&format!("| {} | {} |", row.workload, row.figure));
             for (k, v) in &row.values {
                 let none = if row.reads && !k.reads() { "n/a" } else { "-" };
-                out.push_str(&format!(" {} |", v.map(row.fmt).unwrap_or_else(|| none.into())));
+                out.push_str(&format!(
+                    " {} |",
+                    median(v.iter().flatten().copied()).map(row.fmt).unwrap_or_else(|| none.into())
+                ));
             }
             for (a, b) in &pairs {
-                let ours = row.values.iter().find(|(k, _)| k == a).and_then(|(_, v)| *v);
-                let theirs = row.values.iter().find(|(k, _)| k == b).and_then(|(_, v)| *v);
-                let ratio = match (ours, theirs) {
-                    (Some(x), Some(y)) if x > 0.0 && y > 0.0 => Some(if row.higher_is_better { x / y } else { y / x }),
+                let of =
+                    |kind: &Kind| row.values.iter().find(|(k, _)| k == kind).map(|(_, v)| v.as_slice()).unwrap_or(&[]);
+                let ratios = of(a).iter().zip(of(b)).filter_map(|pair| match pair {
+                    (Some(x), Some(y)) if *x > 0.0 && *y > 0.0 => {
+                        Some(if row.higher_is_better { x / y } else { y / x })
+                    }
                     _ => None,
-                };
+                });
+                let ratio = median(ratios);
                 let none = if row.reads && !(a.reads() && b.reads()) { "n/a" } else { "-" };
                 let ratio = ratio.map(|r| if r >= 0.1 { format!("{r:.2}x") } else { format!("{r:.3}x") });
                 out.push_str(&format!(" {} |", ratio.unwrap_or_else(|| none.into())));
@@ -874,5 +907,51 @@ impl BenchResult {
             out.push('\n');
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_no_values() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), Some(2.0));
+        assert_eq!(median([4.0, 1.0, 2.0, 3.0].into_iter()), Some(2.5));
+        assert_eq!(median(std::iter::empty()), None);
+    }
+
+    fn run(round: usize, receiver: Kind, restart: f64) -> RunResult {
+        let phase = PhaseReport::new("p", &crate::send::PhaseResult::default(), &[], 1);
+        RunResult {
+            round,
+            receiver,
+            series: 1000,
+            creation: phase.clone(),
+            steady: phase.clone(),
+            latency: phase,
+            read: None,
+            under_reads: None,
+            reads_during_writes: 0,
+            restart_seconds: Some(restart),
+            check: None,
+            store_check: None,
+        }
+    }
+
+    #[test]
+    fn rounds_give_median_values_and_the_median_of_each_rounds_ratio() {
+        // Round ratios (Thanos' time over ringest's): 10, 2 and 4; value medians 2 and 10.
+        let runs = vec![
+            run(0, Kind::Ringest, 1.0),
+            run(0, Kind::Thanos, 10.0),
+            run(1, Kind::Ringest, 5.0),
+            run(1, Kind::Thanos, 10.0),
+            run(2, Kind::Ringest, 2.0),
+            run(2, Kind::Thanos, 8.0),
+        ];
+        let md = BenchResult { runs, shards: 1, max_samples_per_send: 1, latency_rate: 1.0 }.markdown();
+        let row = md.lines().find(|l| l.contains("start to ready")).unwrap();
+        assert_eq!(row, "| 1k series x 24 samples | kill -9, start to ready (s) | 2.00 | 10.00 | 4.00x |", "{md}");
     }
 }

@@ -210,6 +210,10 @@ struct BenchArgs {
     /// Write the summary table (Markdown) here.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Rounds over all receivers, one after the other; the table gives each figure's median
+    /// and the median of the rounds' ratios (one run's figures vary by 20 % on a busy machine).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    repeat: u32,
 }
 
 #[derive(Args)]
@@ -346,11 +350,17 @@ fn bench(a: BenchArgs) -> anyhow::Result<bool> {
         latency_rate: if a.smoke { 20_000.0 } else { a.latency_rate },
         workdir: a.workdir,
         read_iterations: if a.smoke { Iterations::SMOKE } else { Iterations::FULL },
+        repeat: a.repeat as usize,
     };
     let result = bench::run(&o)?;
     let md = result.markdown();
+    let rounds = if o.repeat > 1 {
+        format!("; each figure the median of {} rounds, each ratio the median of the rounds' ratios", o.repeat)
+    } else {
+        String::new()
+    };
     println!(
-        "\n{} shards x {}-sample requests; latency phase at {} samples/s\n\n{md}",
+        "\n{} shards x {}-sample requests; latency phase at {} samples/s{rounds}\n\n{md}",
         result.shards, result.max_samples_per_send, result.latency_rate
     );
     if let Some(p) = &a.json {
