@@ -890,9 +890,8 @@ impl BenchResult {
                     median(v.iter().flatten().copied()).map(row.fmt).unwrap_or_else(|| none.into())
                 ));
             }
+            let of = |kind: &Kind| row.values.iter().find(|(k, _)| k == kind).map(|(_, v)| v.as_slice()).unwrap_or(&[]);
             for (a, b) in &pairs {
-                let of =
-                    |kind: &Kind| row.values.iter().find(|(k, _)| k == kind).map(|(_, v)| v.as_slice()).unwrap_or(&[]);
                 let ratios = of(a).iter().zip(of(b)).filter_map(|pair| match pair {
                     (Some(x), Some(y)) if *x > 0.0 && *y > 0.0 => {
                         Some(if row.higher_is_better { x / y } else { y / x })
@@ -921,7 +920,7 @@ mod tests {
         assert_eq!(median(std::iter::empty()), None);
     }
 
-    fn run(round: usize, receiver: Kind, restart: f64) -> RunResult {
+    fn result(round: usize, receiver: Kind, restart: f64) -> RunResult {
         let phase = PhaseReport::new("p", &crate::send::PhaseResult::default(), &[], 1);
         RunResult {
             round,
@@ -943,12 +942,12 @@ mod tests {
     fn rounds_give_median_values_and_the_median_of_each_rounds_ratio() {
         // Round ratios (Thanos' time over ringest's): 10, 2 and 4; value medians 2 and 10.
         let runs = vec![
-            run(0, Kind::Ringest, 1.0),
-            run(0, Kind::Thanos, 10.0),
-            run(1, Kind::Ringest, 5.0),
-            run(1, Kind::Thanos, 10.0),
-            run(2, Kind::Ringest, 2.0),
-            run(2, Kind::Thanos, 8.0),
+            result(0, Kind::Ringest, 1.0),
+            result(0, Kind::Thanos, 10.0),
+            result(1, Kind::Ringest, 5.0),
+            result(1, Kind::Thanos, 10.0),
+            result(2, Kind::Ringest, 2.0),
+            result(2, Kind::Thanos, 8.0),
         ];
         let md = BenchResult { runs, shards: 1, max_samples_per_send: 1, latency_rate: 1.0 }.markdown();
         let row = md.lines().find(|l| l.contains("start to ready")).unwrap();

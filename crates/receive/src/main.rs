@@ -9,9 +9,10 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc options (positions in the option enum of the pinned libmimalloc-sys 0.1.49, which
 /// builds mimalloc v3 by default; v2 has the same two positions): do not commit arenas eagerly,
-/// and give freed memory back after a second rather than keep it. Measured with the bench: about 40 % less RSS per series at 100k and 1M series, with the
-/// same CPU per sample. It must run before the first allocation (the Rust runtime allocates before
-/// `main`, and that reserves the first arena), so it is an ELF constructor.
+/// and give freed memory back after a second rather than keep it. Measured with the bench: about
+/// 40 % less RSS per series at 100k and 1M series, with the same CPU per sample. It must run
+/// before the first allocation (the Rust runtime allocates before `main`, and that reserves the
+/// first arena), so it is an ELF constructor.
 extern "C" fn tune_allocator() {
     const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
