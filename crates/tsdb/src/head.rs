@@ -125,7 +125,7 @@ impl Head {
 
     /// The index with every series created so far in it. Readers share it: only when series
     /// were created since the last fold does one of them take it exclusively to fold them in.
-    fn index(&self) -> parking_lot::RwLockReadGuard<'_, index::HeadIndex> {
+    pub(crate) fn index(&self) -> parking_lot::RwLockReadGuard<'_, index::HeadIndex> {
         let ix = self.index.read();
         if ix.folded == self.created.load(Acquire) {
             return ix;
@@ -154,11 +154,20 @@ impl Head {
     /// The series selected by `matchers` (Prometheus' semantics: a matcher that matches the
     /// empty string also selects series without the label), in no particular order.
     pub(crate) fn select(&self, matchers: &[crate::postings::Matcher]) -> Vec<Arc<MemSeries>> {
+        let ids = self.select_ids(matchers);
+        let ix = self.index();
+        ids.into_iter().map(|id| ix.series(id)).filter(|s| !s.removed.load(Relaxed)).cloned().collect()
+    }
+
+    /// The index ids (see [`Head::index`]) of the series selected by `matchers`, sorted; some
+    /// may be of series removed since the index was last cleaned. An id stays the same series
+    /// until the head is next truncated.
+    pub(crate) fn select_ids(&self, matchers: &[crate::postings::Matcher]) -> Vec<u32> {
         let ix = self.index();
         let _symbols = self.symbol_gate.read();
         let lookup = index::Lookup { index: &ix, symbols: &self.symbols };
         let Ok(ids) = crate::postings::select(&lookup, matchers);
-        ids.into_iter().map(|id| ix.series(id)).filter(|s| !s.removed.load(Relaxed)).cloned().collect()
+        ids
     }
 
     /// Label names of the series in the head, sorted.

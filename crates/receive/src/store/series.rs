@@ -29,6 +29,9 @@ const MAX_BYTES_PER_FRAME: i64 = 1 << 20;
 /// Responses a Series call produces ahead of the client: its memory is about this many frames.
 const FRAMES_IN_FLIGHT: usize = 4;
 
+/// Frames the client takes from a full channel before its producer goes on.
+const FRAMES_TO_WAKE: usize = 2;
+
 /// How long a Series call waits for its client to take a frame before it stops (it holds back
 /// head truncation meanwhile).
 pub(super) const STALL: Duration = Duration::from_secs(60);
@@ -115,11 +118,22 @@ impl Out {
             Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Err(Gone),
             Err(tokio::sync::mpsc::error::TrySendError::Full(response)) => response,
         };
-        let sent = self.runtime.block_on(self.tx.send_timeout(response, self.stall));
-        match sent {
-            Ok(()) => Ok(()),
-            Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => Err(Gone),
-            Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+        // Full: wait until the client has taken [`FRAMES_TO_WAKE`] frames, not one, so that
+        // the producer sleeps and wakes once per few frames rather than once per frame.
+        let room = self.runtime.block_on(async {
+            let permits = tokio::time::timeout(self.stall, self.tx.reserve_many(FRAMES_TO_WAKE)).await;
+            permits.map(|p| p.map(drop))
+        });
+        match room {
+            Ok(Ok(())) => match self.tx.try_send(response) {
+                Ok(()) => Ok(()),
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(Gone),
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                    unreachable!("only this producer takes room in its channel")
+                }
+            },
+            Ok(Err(_closed)) => Err(Gone),
+            Err(_elapsed) => {
                 // A reader that waits on its client holds back head truncation.
                 self.fail(Status::aborted(format!(
                     "the client took no series frame for {:?}: read stopped",
@@ -358,7 +372,7 @@ fn stream_series(
                 break;
             }
             let (i, p) = (i as usize, &all[i as usize]);
-            let s = &sources[starts[starts.partition_point(|&(start, _)| start <= i) - 1].1];
+            let s = &sources[source_of(&starts, i)];
             chunks.clear();
             if let Err(e) = s.reader.chunks(&p.parts, &mut chunks) {
                 failed(&mut warnings, s.db, format!("code = Internal desc = {e}"))?;
@@ -375,6 +389,12 @@ fn stream_series(
         out.warning(&w)?;
     }
     Ok(out.flush()?)
+}
+
+/// The source of the series at position `i` of a group's selection, from where each source's
+/// series start (`(start, source)`, by start).
+fn source_of(starts: &[(usize, usize)], i: usize) -> usize {
+    starts[starts.partition_point(|&(start, _)| start <= i) - 1].1
 }
 
 /// One tenant's part of a Series call.

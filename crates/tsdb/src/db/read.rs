@@ -15,6 +15,7 @@ use smallvec::SmallVec;
 
 use super::{Tsdb, TsdbError};
 use crate::block::Block;
+use crate::head::index::HeadIndex;
 use crate::head::{Head, MemSeries};
 use crate::labels::{LabelTable, METRIC_NAME, RawChunk, SetRef};
 use crate::postings::Matcher;
@@ -67,8 +68,9 @@ pub struct Candidates {
     unnamed: Option<u32>,
     /// Whether some series' first label sorts before `__name__`.
     misordered: bool,
-    /// Head series by group.
-    head: Vec<(u32, Arc<MemSeries>)>,
+    /// `(group, head index id)`, sorted: eight bytes a series where a reference would take
+    /// sixteen and a count on each series (the head's ids hold while the reader's gate does).
+    head: Vec<(u32, u32)>,
     /// `(group, block, series id)`, sorted.
     blocks: Vec<(u32, u32, u32)>,
 }
@@ -208,6 +210,29 @@ impl OwnLabels {
     }
 }
 
+/// How many series ahead a loop over scattered head series asks for the memory it will read
+/// (see [`prefetch_series`]).
+const AHEAD: usize = 8;
+
+/// The two steps of hiding the cache misses of a loop over head series by index id: `far`'s
+/// series is asked for (its first lines, with its state's lock and chunk ranges, and the line
+/// with its labels' address), and `near`'s labels, whose address came with its series
+/// [`AHEAD`] iterations ago. Each series
+/// and its labels lie anywhere on the heap: without this, finding a group's labels waited on
+/// memory for most of its time.
+fn prefetch_series(ix: &HeadIndex, far: Option<u32>, near: Option<u32>) {
+    if let Some(id) = far {
+        let s = ix.series(id);
+        let start = Arc::as_ptr(s).cast::<u8>();
+        crate::prefetch(start);
+        crate::prefetch(start.wrapping_add(64));
+        crate::prefetch(&raw const s.labels);
+    }
+    if let Some(id) = near {
+        crate::prefetch(ix.series(id).labels.as_ptr());
+    }
+}
+
 impl Tsdb {
     /// Brings the head's index up to date with the series created since it was last used, so
     /// that reads find it ready (the receiver calls this every few seconds; a read does it
@@ -284,18 +309,20 @@ impl Reader<'_> {
         }
         let head_mint = self.mint.max(self.floor);
         if self.head.min_time() <= self.maxt && self.head.max_time() >= head_mint {
-            let series = if matchers.is_empty() {
-                let mut all = Vec::new();
-                self.head.for_each_series(|s| all.push(s.clone()));
-                all
-            } else {
-                self.head.select(matchers)
-            };
+            let selected = (!matchers.is_empty()).then(|| self.head.select_ids(matchers));
+            let ix = self.head.index();
+            // No matchers: every series.
+            let ids =
+                selected.unwrap_or_else(|| (0..u32::try_from(ix.len()).expect("fewer than 2^32 series")).collect());
             let _symbols = self.head.symbol_gate.read();
             let mut grouping = Grouping::default();
-            c.head.reserve(series.len());
-            for s in series {
-                if !s.state.lock().has_data_in(head_mint, self.maxt) {
+            c.head.reserve(ids.len());
+            for (k, &id) in ids.iter().enumerate() {
+                prefetch_series(&ix, ids.get(k + 2 * AHEAD).copied(), ids.get(k + AHEAD).copied());
+                let s = ix.series(id);
+                if s.removed.load(std::sync::atomic::Ordering::Relaxed)
+                    || !s.state.lock().has_data_in(head_mint, self.maxt)
+                {
                     continue;
                 }
                 let first = match *s.labels {
@@ -304,10 +331,10 @@ impl Reader<'_> {
                 };
                 let Ok(group) =
                     grouping.group(&mut c, first, |id| Ok::<_, std::convert::Infallible>(self.head.symbols.get(id)));
-                c.head.push((group, s));
+                c.head.push((group, id));
             }
         }
-        c.head.sort_unstable_by_key(|&(g, _)| g);
+        c.head.sort_unstable();
         c.blocks.sort_unstable();
         Ok(c)
     }
@@ -354,10 +381,13 @@ impl Reader<'_> {
             }
         }
         if !head.is_empty() {
+            let ix = self.head.index();
             let _symbols = self.head.symbol_gate.read();
             seen.clear();
-            table.reserve(head.len(), head[0].1.labels.len());
-            for (_, s) in head {
+            table.reserve(head.len(), ix.series(head[0].1).labels.len());
+            for (k, &(_, id)) in head.iter().enumerate() {
+                prefetch_series(&ix, head.get(k + 2 * AHEAD).map(|h| h.1), head.get(k + AHEAD).map(|h| h.1));
+                let s = ix.series(id);
                 ids.clear();
                 for &id in s.labels.iter() {
                     let t = match seen.get(&id) {

@@ -28,6 +28,7 @@ use crate::head::chunk_disk::MappedChunk;
 use crate::head::series::{AppendCtx, ClosedChunk, Verdict, verdict};
 use crate::head::{Head, LabelIds, MemSeries};
 use crate::labels::{LabelRef, SeriesHasher, validate_sorted};
+use crate::prefetch;
 use crate::wal::record::{self, kind};
 use crate::wal::{self, Corruption, SegmentReader};
 
@@ -246,7 +247,7 @@ impl<'h> Worker<'h> {
         let by_slot = self.by_slot.as_ptr();
         for (k, p) in samples.iter().enumerate() {
             if let Some(q) = samples.get(k + SLOT_AHEAD) {
-                prefetch(by_slot.wrapping_add(q.idx as usize).cast());
+                prefetch(by_slot.wrapping_add(q.idx as usize));
             }
             if let Some(s) = samples.get(k + SERIES_AHEAD).and_then(|q| self.series_in(q.idx)) {
                 // What an append reads lies in two cache lines (see `MemSeries`).
@@ -289,17 +290,6 @@ impl<'h> Worker<'h> {
         }
         self.report.applied = a;
     }
-}
-
-#[inline]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it never faults, whatever the address, and changes nothing.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch(p.cast(), std::arch::x86_64::_MM_HINT_T0)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// The reading side: decodes records and routes their work to the workers.

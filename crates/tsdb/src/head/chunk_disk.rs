@@ -8,7 +8,7 @@
 //!
 //! Writes go to an in-memory buffer that is written out with one `write(2)` per 256 KiB, so
 //! cutting a chunk on the append path costs a copy, not a syscall. Reads come from the buffer
-//! or with one `pread(2)` per chunk. (Memory-mapping the files was measured and dropped: the
+//! or with one `pread(2)` per chunk (two for the few longer than `FIRST_READ`). (Memory-mapping the files was measured and dropped: the
 //! chunks of one series lie far apart, so reading a block's worth faulted in a page, and the
 //! kernel's fault-around 16 pages, per chunk, and the resident set grew by more than half of
 //! the head during a block cut.) The files are a
@@ -49,6 +49,11 @@ pub(crate) struct MappedChunk {
 /// The longest chunk record: fixed fields, a 5-byte length, an XOR chunk (cut after 1005 bytes,
 /// plus at most one 19-byte sample) and the CRC, with room to spare.
 const MAX_RECORD: usize = CHUNK_FIXED + 5 + 1100 + 4;
+
+/// Bytes of a record read by the first `pread(2)`: a full chunk of 120 samples takes 150-250
+/// bytes, so most records need no second read, and the kernel copies a few hundred bytes
+/// instead of [`MAX_RECORD`].
+const FIRST_READ: usize = 320;
 
 struct Writer {
     /// File number of the file being written (0 before the first).
@@ -100,6 +105,14 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Ch
 
 fn file_name(n: u32) -> String {
     format!("{n:06}")
+}
+
+/// The length of the chunk record at the start of `data`, from its header (`None` while the
+/// header is cut short).
+fn record_len(data: &[u8]) -> Option<usize> {
+    let mut d = Decoder::new(data.get(CHUNK_FIXED..)?);
+    let len = usize::try_from(d.uvarint()?).ok()?;
+    (data.len() - d.remaining()).checked_add(len)?.checked_add(4)
 }
 
 /// One chunk record parsed from `data` at `off`: (series ref, mint, maxt, data range, end).
@@ -334,13 +347,17 @@ impl ChunkDiskMapper {
             }
         }
         let f = self.file_for(file)?;
-        let mut buf = vec![0u8; MAX_RECORD];
-        let n = read_at_most(&f, &mut buf, off).map_err(|e| ChunkDiskError::BadRef(r, e.to_string()))?;
-        buf.truncate(n);
-        let (_, _, _, range, _) = parse_chunk(&buf, 0).map_err(|e| ChunkDiskError::BadRef(r, e))?;
-        buf.truncate(range.end);
-        buf.drain(..range.start);
-        Ok(buf)
+        let bad = |e: std::io::Error| ChunkDiskError::BadRef(r, e.to_string());
+        let mut buf = [0u8; MAX_RECORD];
+        let mut n = read_at_most(&f, &mut buf[..FIRST_READ], off).map_err(bad)?;
+        if n == FIRST_READ {
+            let need = record_len(&buf[..n]).unwrap_or(MAX_RECORD).min(MAX_RECORD);
+            if need > n {
+                n += read_at_most(&f, &mut buf[n..need], off + n as u64).map_err(bad)?;
+            }
+        }
+        let (_, _, _, range, _) = parse_chunk(&buf[..n], 0).map_err(|e| ChunkDiskError::BadRef(r, e))?;
+        Ok(buf[range].to_vec())
     }
 
     fn file_for(&self, file: u32) -> Result<Arc<File>, ChunkDiskError> {

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::Relaxed};
 use parking_lot::{Mutex, MutexGuard};
 
 use super::MemSeries;
+use crate::prefetch;
 
 /// A slot: the series' tag (the high half of its label hash) and the series.
 #[derive(Default)]
@@ -70,17 +71,6 @@ impl Stripe {
             prefetch(slots.wrapping_add(i) as *const u8);
         }
     }
-}
-
-#[inline]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it never faults, whatever the address, and changes nothing.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch(p as *const i8, std::arch::x86_64::_MM_HINT_T0)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// A locked stripe.
