@@ -217,9 +217,8 @@ const AHEAD: usize = 8;
 /// The two steps of hiding the cache misses of a loop over head series by index id: `far`'s
 /// series is asked for (its first lines, with its state's lock and chunk ranges, and the line
 /// with its labels' address), and `near`'s labels, whose address came with its series
-/// [`AHEAD`] iterations ago. Each series
-/// and its labels lie anywhere on the heap: without this, finding a group's labels waited on
-/// memory for most of its time.
+/// [`AHEAD`] iterations ago. Each series and its labels lie anywhere on the heap: without
+/// this, finding a group's labels waited on memory for most of its time.
 fn prefetch_series(ix: &HeadIndex, far: Option<u32>, near: Option<u32>) {
     if let Some(id) = far {
         let s = ix.series(id);

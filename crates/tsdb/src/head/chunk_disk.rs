@@ -431,11 +431,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let Opened { mapper: m, chunks: found, corrupt } = ChunkDiskMapper::open(dir.path(), i64::MIN).unwrap();
         assert!(found.is_empty() && !corrupt);
+        // Records shorter and longer than a first read, one byte either side of it, and the
+        // longest; the file's last record shorter than a first read.
+        let data = |i: u64| vec![i as u8; [1, 40, 250, FIRST_READ - 31, FIRST_READ - 30, 300, 1100][(i % 7) as usize]];
         let refs: Vec<u64> =
-            (0..5000u64).map(|i| m.write(i % 7 + 1, i as i64 * 10, i as i64 * 10 + 5, &vec![i as u8; 300])).collect();
+            (0..5000u64).map(|i| m.write(i % 7 + 1, i as i64 * 10, i as i64 * 10 + 5, &data(i))).collect();
         // Some from the buffer, some from the file.
         for (i, r) in refs.iter().enumerate() {
-            assert_eq!(&*m.read(*r).unwrap(), &vec![i as u8; 300][..]);
+            assert_eq!(m.read(*r).unwrap(), data(i as u64));
         }
         m.flush().unwrap();
         drop(m);
@@ -448,7 +451,7 @@ mod tests {
             for c in cs {
                 let i = (c.min_t / 10) as u64;
                 assert_eq!(i % 7 + 1, *sref);
-                assert_eq!(&*m.read(c.chunk_ref).unwrap(), &vec![i as u8; 300][..]);
+                assert_eq!(m.read(c.chunk_ref).unwrap(), data(i));
             }
         }
         drop(m);
