@@ -154,18 +154,17 @@ impl Head {
     /// The series selected by `matchers` (Prometheus' semantics: a matcher that matches the
     /// empty string also selects series without the label), in no particular order.
     pub(crate) fn select(&self, matchers: &[crate::postings::Matcher]) -> Vec<Arc<MemSeries>> {
-        let ids = self.select_ids(matchers);
         let ix = self.index();
+        let ids = self.select_ids(&ix, matchers);
         ids.into_iter().map(|id| ix.series(id)).filter(|s| !s.removed.load(Relaxed)).cloned().collect()
     }
 
-    /// The index ids (see [`Head::index`]) of the series selected by `matchers`, sorted; some
-    /// may be of series removed since the index was last cleaned. An id stays the same series
-    /// until the head is next truncated.
-    pub(crate) fn select_ids(&self, matchers: &[crate::postings::Matcher]) -> Vec<u32> {
-        let ix = self.index();
+    /// The ids in `ix` (from [`Head::index`]) of the series selected by `matchers`, sorted;
+    /// some may be of series removed since the index was last cleaned. An id stays the same
+    /// series until the head is next truncated.
+    pub(crate) fn select_ids(&self, ix: &index::HeadIndex, matchers: &[crate::postings::Matcher]) -> Vec<u32> {
         let _symbols = self.symbol_gate.read();
-        let lookup = index::Lookup { index: &ix, symbols: &self.symbols };
+        let lookup = index::Lookup { index: ix, symbols: &self.symbols };
         let Ok(ids) = crate::postings::select(&lookup, matchers);
         ids
     }

@@ -308,8 +308,8 @@ impl Reader<'_> {
         }
         let head_mint = self.mint.max(self.floor);
         if self.head.min_time() <= self.maxt && self.head.max_time() >= head_mint {
-            let selected = (!matchers.is_empty()).then(|| self.head.select_ids(matchers));
             let ix = self.head.index();
+            let selected = (!matchers.is_empty()).then(|| self.head.select_ids(&ix, matchers));
             // No matchers: every series.
             let ids =
                 selected.unwrap_or_else(|| (0..u32::try_from(ix.len()).expect("fewer than 2^32 series")).collect());

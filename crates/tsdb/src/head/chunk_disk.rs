@@ -8,11 +8,11 @@
 //!
 //! Writes go to an in-memory buffer that is written out with one `write(2)` per 256 KiB, so
 //! cutting a chunk on the append path costs a copy, not a syscall. Reads come from the buffer
-//! or with one `pread(2)` per chunk (two for the few longer than `FIRST_READ`). (Memory-mapping the files was measured and dropped: the
-//! chunks of one series lie far apart, so reading a block's worth faulted in a page, and the
-//! kernel's fault-around 16 pages, per chunk, and the resident set grew by more than half of
-//! the head during a block cut.) The files are a
-//! cache of what the WAL holds: a torn or corrupt file is cut back at the first bad chunk on
+//! or with one `pread(2)` per chunk (two for the few longer than `FIRST_READ`). (Memory-mapping
+//! the files was measured and dropped: the chunks of one series lie far apart, so reading a
+//! block's worth faulted in a page, and the kernel's fault-around 16 pages, per chunk, and the
+//! resident set grew by more than half of the head during a block cut.) The files are a cache
+//! of what the WAL holds: a torn or corrupt file is cut back at the first bad chunk on
 //! open and the WAL replay rebuilds the rest. Without a directory (read-only tools) the
 //! buffer is never written out.
 
